@@ -1,0 +1,509 @@
+"""The experiment file: one validated model of it.
+
+Everything leanfit does is configured here and flows in as arguments from this model. A bad file
+stops at load time with the field's path and what to do about it (ConfigError), before anything is
+written. Relative dataset paths are resolved against the experiment file's folder, so a file means
+the same thing wherever it is run from.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from leanfit.errors import ConfigError
+from leanfit.space.architecture import ACTIVATIONS, BLOCK_PARAMS, MODULES, architecture_params
+from leanfit.space.spec import Param, SearchSpace
+
+# Hyper-parameters the trainer understands, with the value used when the space does not name them.
+HYPERPARAMETER_DEFAULTS: dict[str, Any] = {
+    "optimizer": "sgd",
+    "lr": 0.05,
+    "momentum": 0.9,
+    "nesterov": True,
+    "beta1": 0.9,
+    "beta2": 0.999,
+    "weight_decay": 5e-4,
+    "batch_size": 128,
+    "label_smoothing": 0.0,
+    "randaugment_n": 2,
+    "randaugment_m": 9,
+}
+OPTIMIZERS = ("sgd", "adamw")
+
+_SUFFIX = {"k": 1_000, "K": 1_000, "m": 1_000_000, "M": 1_000_000}
+_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_count(value: Any) -> Any:
+    """'100k' → 100000, '1.5M' → 1500000; numbers pass through; the rest is pydantic's to judge."""
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmM]?)\s*", value)
+        if m:
+            return int(float(m.group(1)) * _SUFFIX.get(m.group(2), 1))
+    return value
+
+
+def parse_duration(value: Any) -> Any:
+    """'10m' → 600.0 seconds, '2h' → 7200.0, '90s' or 90 → 90.0."""
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smhd]?)\s*", value)
+        if not m:
+            raise ValueError(f"{value!r} is not a duration; write e.g. 90s, 10m, 2h")
+        return float(m.group(1)) * _DURATION.get(m.group(2) or "s", 1)
+    return value
+
+
+Count = Annotated[int, Field(gt=0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class DatasetConfig(Strict):
+    source: Literal["digits", "imagefolder", "cifar10"]
+    path: str | None = None
+    image_size: int = Field(16, ge=4, le=1024)
+    channels: Literal[1, 3] | None = None
+    classes: list[str] | None = None
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    test_fraction: float = Field(0.2, ge=0, lt=1)
+    search_fraction: float = Field(1.0, gt=0, le=1)
+    download: bool = False
+    empty_classes: Literal["error", "skip"] = "error"
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> DatasetConfig:
+        if self.source == "imagefolder" and not self.path:
+            raise ValueError(
+                "path: an imagefolder dataset needs `path` (a folder of class folders)"
+            )
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError(
+                "val_fraction + test_fraction must leave at least 10% of images for training"
+            )
+        if self.classes is not None and len(set(self.classes)) < 2:
+            raise ValueError("classes: list at least two distinct classes")
+        return self
+
+    @property
+    def num_channels(self) -> int:
+        if self.channels is not None:
+            return self.channels
+        return 1 if self.source == "digits" else 3
+
+
+class Dim(Strict):
+    """A searched range written as a mapping: {choices: [...]} or {low, high[, log]}."""
+
+    choices: list[Any] | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    type: Literal["categorical", "integer", "real"] | None = None
+    when: dict[str, list[Any]] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Dim:
+        has_range = self.low is not None or self.high is not None
+        if self.choices is not None and has_range:
+            raise ValueError("give either `choices` or `low`/`high`, not both")
+        if self.choices is None and not has_range:
+            raise ValueError("give `choices: [...]` or `low` and `high`")
+        if self.choices is not None and len(self.choices) == 0:
+            raise ValueError("choices: must not be empty")
+        if has_range:
+            if self.low is None or self.high is None:
+                raise ValueError("a range needs both `low` and `high`")
+            if self.low > self.high:
+                raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+            if self.log and self.low <= 0:
+                raise ValueError(f"a log scale needs low > 0, got {self.low}")
+        if self.when is not None and len(self.when) != 1:
+            raise ValueError("when: name exactly one parent, e.g. `when: {optimizer: [sgd]}`")
+        return self
+
+    def to_param(self, name: str, parent: str | None = None, values=()) -> Param:
+        kind = self.type
+        if kind is None:
+            if self.choices is not None:
+                kind = "categorical"
+            else:
+                ints = float(self.low).is_integer() and float(self.high).is_integer()
+                kind = "integer" if ints else "real"
+        if kind == "categorical":
+            if self.choices is None:
+                raise ValueError("type categorical needs `choices`")
+            return Param(
+                name, "categorical", tuple(self.choices), parent=parent, parent_values=values
+            )
+        if self.choices is not None:
+            raise ValueError(f"type {kind} needs `low` and `high`, not `choices`")
+        low, high = (int(self.low), int(self.high)) if kind == "integer" else (self.low, self.high)
+        return Param(
+            name, kind, low=low, high=high, log=self.log, parent=parent, parent_values=values
+        )
+
+
+DimLike = Dim | list[Any] | int | float | str | bool
+
+
+def _as_dim(value: DimLike) -> Dim:
+    if isinstance(value, Dim):
+        return value
+    if isinstance(value, list):
+        return Dim(choices=value)
+    return Dim(choices=[value])
+
+
+class ArchitectureSpace(Strict):
+    blocks: int = Field(7, ge=1, le=32)
+    modules: list[str] = Field(default_factory=lambda: list(MODULES))
+    stem_width: DimLike = [4, 8, 16, 24]
+    width: DimLike = [4, 8, 12, 16, 24, 32, 48, 64]
+    kernel: DimLike = [3, 5]
+    stride: DimLike = [1, 2]
+    expansion: DimLike = [2, 4, 6]
+    se: DimLike = [False, True]
+    repeats: DimLike = [1, 2]
+    activation: DimLike = ["relu", "hardswish"]
+
+    @field_validator("modules")
+    @classmethod
+    def _modules(cls, value: list[str]) -> list[str]:
+        unknown = [m for m in value if m not in MODULES]
+        if unknown:
+            raise ValueError(f"unknown module type(s) {unknown}; choose from {list(MODULES)}")
+        if not value:
+            raise ValueError(f"list at least one module type from {list(MODULES)}")
+        if len(set(value)) != len(value):
+            raise ValueError("a module type is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _values(self) -> ArchitectureSpace:
+        checks = {
+            "stem_width": lambda v: _positive_int(v),
+            "width": lambda v: _positive_int(v),
+            "kernel": lambda v: _positive_int(v) and v % 2 == 1,
+            "stride": lambda v: v in (1, 2),
+            "expansion": lambda v: _positive_int(v),
+            "se": lambda v: isinstance(v, bool),
+            "repeats": lambda v: _positive_int(v) and v <= 8,
+            "activation": lambda v: v in ACTIVATIONS,
+        }
+        wants = {
+            "stem_width": "positive integers",
+            "width": "positive integers",
+            "kernel": "odd positive integers (3, 5, 7)",
+            "stride": "1 or 2",
+            "expansion": "positive integers",
+            "se": "true or false",
+            "repeats": "integers from 1 to 8",
+            "activation": f"names from {list(ACTIVATIONS)}",
+        }
+        for name, ok in checks.items():
+            dim = _as_dim(getattr(self, name))
+            if dim.when is not None:
+                raise ValueError(f"{name}: `when` is implied for block parameters; remove it")
+            values = dim.choices if dim.choices is not None else [dim.low, dim.high]
+            bad = [v for v in values if not ok(v)]
+            if bad:
+                raise ValueError(f"{name}: {bad} not allowed; use {wants[name]}")
+        return self
+
+    def params(self) -> list[Param]:
+        dims = {name: _as_dim(getattr(self, name)).to_param(name) for name in BLOCK_PARAMS}
+        dims["stem_width"] = _as_dim(self.stem_width).to_param("stem_width")
+        return architecture_params(self.blocks, tuple(self.modules), dims)
+
+
+def _positive_int(v: Any) -> bool:
+    return (
+        isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() and v > 0
+    )
+
+
+class SpaceConfig(Strict):
+    architecture: ArchitectureSpace = Field(default_factory=ArchitectureSpace)
+    hyperparameters: dict[str, DimLike] = Field(default_factory=dict)
+
+    @field_validator("hyperparameters")
+    @classmethod
+    def _known(cls, value: dict[str, DimLike]) -> dict[str, DimLike]:
+        unknown = sorted(set(value) - set(HYPERPARAMETER_DEFAULTS))
+        if unknown:
+            raise ValueError(
+                f"unknown hyper-parameter(s) {unknown}; known: {sorted(HYPERPARAMETER_DEFAULTS)}"
+            )
+        optimizer = value.get("optimizer")
+        if optimizer is not None:
+            choices = _as_dim(optimizer).choices or []
+            bad = [c for c in choices if c not in OPTIMIZERS]
+            if bad:
+                raise ValueError(f"optimizer: {bad} unknown; choose from {list(OPTIMIZERS)}")
+        return value
+
+    def search_space(self) -> SearchSpace:
+        params = self.architecture.params()
+        pending = {name: _as_dim(v) for name, v in self.hyperparameters.items()}
+        done: set[str] = set()
+        # Parents before children: repeat passes until nothing moves (the tree is small).
+        while pending:
+            moved = False
+            for name, dim in list(pending.items()):
+                parent = next(iter(dim.when)) if dim.when else None
+                if parent is not None and parent not in self.hyperparameters:
+                    raise ConfigError(
+                        f"space.hyperparameters.{name}.when",
+                        f"parent {parent!r} is not a hyper-parameter of the space; "
+                        f"define `{parent}` under space.hyperparameters or remove `when`",
+                    )
+                if parent is not None and parent not in done:
+                    continue
+                try:
+                    values = tuple(dim.when[parent]) if parent else ()
+                    params.append(dim.to_param(name, parent, values))
+                except ValueError as e:
+                    raise ConfigError(f"space.hyperparameters.{name}", str(e)) from None
+                done.add(name)
+                del pending[name]
+                moved = True
+            if not moved:
+                raise ConfigError(
+                    "space.hyperparameters",
+                    f"the `when` conditions of {sorted(pending)} form a cycle; break it",
+                )
+        return SearchSpace(params)
+
+
+class Objective(Strict):
+    metric: Literal["val_accuracy", "params", "macs"]
+    goal: Literal["maximize", "minimize"]
+
+
+class ObjectivesConfig(Strict):
+    targets: list[Objective] = Field(
+        default_factory=lambda: [
+            Objective(metric="val_accuracy", goal="maximize"),
+            Objective(metric="params", goal="minimize"),
+        ],
+        min_length=1,
+    )
+    max_params: int | None = Field(None, gt=0)
+    max_macs: int | None = Field(None, gt=0)
+
+    _counts = field_validator("max_params", "max_macs", mode="before")(
+        classmethod(lambda cls, v: parse_count(v))
+    )
+
+
+class BudgetConfig(Strict):
+    min_epochs: Count = 1
+    max_epochs: Count = 10
+    min_data_fraction: float = Field(1.0, gt=0, le=1)
+    min_resolution: int | None = Field(None, ge=4)
+    wall_time: float | None = Field(None, gt=0, description="seconds; accepts 90s, 10m, 2h")
+    trials: int | None = Field(None, gt=0)
+    gpu_hours: float | None = Field(None, gt=0)
+
+    _duration = field_validator("wall_time", mode="before")(
+        classmethod(lambda cls, v: parse_duration(v))
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> BudgetConfig:
+        if self.min_epochs > self.max_epochs:
+            raise ValueError(
+                f"min_epochs ({self.min_epochs}) must be <= max_epochs ({self.max_epochs})"
+            )
+        return self
+
+
+class StrategyConfig(Strict):
+    name: Literal["skopt", "random", "evolution"] = "skopt"
+    surrogate: Literal["GP", "RF", "ET"] = "ET"
+    acquisition: Literal["EI", "LCB", "PI", "gp_hedge"] = "EI"
+    initial_points: int = Field(10, ge=1)
+    seed: int = 0
+
+    @field_validator("surrogate", mode="before")
+    @classmethod
+    def _gbrt(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.upper() == "GBRT":
+            raise ValueError(
+                "GBRT does not work with scikit-learn >= 1.6 (scikit-optimize is archived); "
+                "use ET or RF for conditional spaces, GP for small continuous ones"
+            )
+        return v.upper() if isinstance(v, str) else v
+
+
+class SchedulerConfig(Strict):
+    name: Literal["asha", "hyperband", "none"] = "asha"
+    eta: int = Field(3, ge=2)
+
+
+class KubernetesConfig(Strict):
+    namespace: str = "leanfit"
+    image: str = "ghcr.io/leanfit/leanfit:0.1.0"
+    gpus: int = Field(0, ge=0)
+    gpu_type: str | None = None
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    max_in_flight: Count = 4
+    pvc: str | None = None
+
+
+class ExecutorConfig(Strict):
+    kind: Literal["local", "kubernetes"] = "local"
+    workers: Count = 2
+    trial_timeout: float = Field(600.0, gt=0)
+    retries: int = Field(2, ge=0)
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+
+    _duration = field_validator("trial_timeout", mode="before")(
+        classmethod(lambda cls, v: parse_duration(v))
+    )
+
+
+class TrainingConfig(Strict):
+    augment: Literal["randaugment", "autoaugment", "trivialaugment", "none"] = "randaugment"
+    augment_groups: int = Field(8, ge=1, description="independent augmentation draws per batch")
+    crop_padding: int = Field(2, ge=0)
+    flip: bool = True
+    schedule: Literal["onecycle", "cosine"] = "onecycle"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    eval_batch_size: Count = 1024
+
+
+class TrackingConfig(Strict):
+    uri: str | None = None
+    experiment: str | None = None
+
+
+class Experiment(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=63)
+    dataset: DatasetConfig
+    space: SpaceConfig = Field(default_factory=SpaceConfig)
+    objectives: ObjectivesConfig = Field(default_factory=ObjectivesConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    work_dir: str = ".leanfit"
+
+    # Where the file was read from; relative paths in it are resolved against this folder.
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    def search_space(self) -> SearchSpace:
+        return self.space.search_space()
+
+    def dataset_path(self) -> Path | None:
+        if self.dataset.path is None:
+            return None
+        if "://" in self.dataset.path:
+            return None
+        return (self.base_dir / self.dataset.path).expanduser().resolve()
+
+    def work_path(self) -> Path:
+        return Path(self.work_dir).expanduser().resolve()
+
+    def tracking_uri(self) -> str:
+        import os
+
+        return self.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+
+    def experiment_name(self) -> str:
+        return self.tracking.experiment or f"leanfit-{self.name}"
+
+    def hyperparameters(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The trainer's hyper-parameters for a configuration: searched values over defaults."""
+        return {k: config.get(k, v) for k, v in HYPERPARAMETER_DEFAULTS.items()}
+
+
+def _field_path(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc if not str(p).startswith("function-"))
+
+
+def experiment_from_dict(data: Any, base_dir: Path | str = ".") -> Experiment:
+    """Validate a parsed experiment file; a mistake raises ConfigError naming the field."""
+    if not isinstance(data, dict):
+        raise ConfigError(
+            "", "the experiment file must be a YAML mapping (name: ..., dataset: ...)"
+        )
+    try:
+        experiment = Experiment.model_validate({**data, "base_dir": Path(base_dir)})
+    except ValidationError as e:
+        raise _config_error(e) from None
+    experiment.search_space()  # conditional-parameter mistakes surface here, with their path
+    return experiment
+
+
+def _config_error(e: ValidationError) -> ConfigError:
+    lines = []
+    for err in e.errors():
+        loc = tuple(p for p in err["loc"] if not isinstance(p, str) or not _is_union_tag(p))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field; check its spelling (see examples/digits.yaml)"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        # A message from a model validator names its own sub-field as "field: ...".
+        m = re.match(r"^([a-z_]+): (.*)$", msg, re.S)
+        if m and m.group(1) in _known_fields():
+            loc, msg = (*loc, m.group(1)), m.group(2)
+        lines.append((_field_path(loc), msg))
+    # Union types report one error per alternative; the first is the useful one for a user.
+    seen, unique = set(), []
+    for path, msg in lines:
+        if path not in seen:
+            seen.add(path)
+            unique.append((path, msg))
+    first_path, first_msg = unique[0]
+    rest = "".join(f"\n  {p}: {m}" for p, m in unique[1:])
+    return ConfigError(first_path, first_msg + rest)
+
+
+def _is_union_tag(part: str) -> bool:
+    return part in {"Dim", "list[any]", "int", "float", "str", "bool"} or part.startswith(
+        ("function-", "list[", "dict[")
+    )
+
+
+def _known_fields() -> set[str]:
+    names: set[str] = set()
+    for model in (DatasetConfig, ArchitectureSpace, BudgetConfig, Dim):
+        names |= set(model.model_fields)
+    return names
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and validate an experiment file."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError("", f"experiment file {str(path)!r} does not exist; check the path")
+    if path.is_dir():
+        raise ConfigError("", f"{str(path)!r} is a folder; give the experiment YAML file in it")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        where = ""
+        mark = getattr(e, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError("", f"{path} is not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError("", f"{path} is not a text file; give the experiment YAML") from None
+    return experiment_from_dict(data, path.parent)

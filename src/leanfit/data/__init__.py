@@ -1,0 +1,1 @@
+"""Datasets: sources, fingerprints, stratified splits and subsets, batched augmentation."""

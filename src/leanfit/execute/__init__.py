@@ -1,0 +1,1 @@
+"""Trial backends: one small interface (submit, wait, close), run locally or on Kubernetes."""

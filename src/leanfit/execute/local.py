@@ -1,0 +1,193 @@
+"""Local executor: N long-lived worker processes, isolated from the controller.
+
+A worker pays the start-up costs once (Python, torch, MLflow, the data) and then trains one trial
+after another. A trial that crashes its worker (segfault, out-of-memory kill) or hangs past the
+per-trial timeout takes only its own worker down: the worker is replaced and the outcome says what
+happened. With GPUs, each worker sees one (CUDA_VISIBLE_DEVICES), round-robin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+
+from leanfit.execute.base import Executor, JobOutcome, RunnerSpec, TrialJob
+from leanfit.train.trainer import TrainResult
+from leanfit.train.trial import TrialSpec
+
+
+def worker_main(conn: Connection, runner_spec: RunnerSpec) -> None:
+    """A worker's life: build the runner once, then run every spec it is sent."""
+    try:
+        runner = runner_spec.build()
+    except BaseException:  # noqa: BLE001 - reported to the controller, which stops the search
+        conn.send(("fatal", traceback.format_exc()))
+        return
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, KeyboardInterrupt):
+            return
+        if message is None:
+            return
+        spec = TrialSpec.model_validate(message)
+        try:
+            result = runner(spec)
+        except Exception as e:  # noqa: BLE001 - a bug in one trial fails that trial only
+            tb = traceback.format_exc(limit=6)
+            result = TrainResult(status="failed", reason=f"{type(e).__name__}: {e}\n{tb}")
+        conn.send(("result", result))
+
+
+@dataclass
+class _Worker:
+    index: int
+    process: mp.process.BaseProcess
+    conn: Connection
+    job: TrialJob | None = None
+    started: float = 0.0
+    ready: bool = False
+
+
+class WorkerStartError(RuntimeError):
+    """A worker could not build its runner: every trial would fail the same way."""
+
+
+class LocalExecutor(Executor):
+    """Runs trials on `workers` local processes.
+
+    Args:
+        runner: how each worker builds its runner (see `RunnerSpec`).
+        workers: number of worker processes (>= 1).
+        trial_timeout: seconds a trial may run before its worker is killed (None: no limit).
+        gpus: GPU indices to spread workers over; None or [] for none.
+    """
+
+    def __init__(
+        self,
+        runner: RunnerSpec,
+        workers: int,
+        trial_timeout: float | None = None,
+        gpus: list[int] | None = None,
+    ):
+        if workers < 1:
+            raise ValueError(f"The value of `workers` is {workers}, but must be `workers >= 1`.")
+        if trial_timeout is not None and trial_timeout <= 0:
+            raise ValueError(f"The value of `trial_timeout` is {trial_timeout}, but must be > 0.")
+        self.runner = runner
+        self.trial_timeout = trial_timeout
+        self.gpus = list(gpus or [])
+        self._ctx = mp.get_context("spawn")
+        self._workers = [self._start(i) for i in range(workers)]
+        self.replaced = 0  # workers restarted after a crash or a timeout
+
+    def _start(self, index: int) -> _Worker:
+        parent, child = self._ctx.Pipe()
+        saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if self.gpus:  # the child inherits the environment at start, before it imports torch
+            os.environ["CUDA_VISIBLE_DEVICES"] = str(self.gpus[index % len(self.gpus)])
+        try:
+            process = self._ctx.Process(
+                target=worker_main, args=(child, self.runner), name=f"leanfit-worker-{index}"
+            )
+            process.daemon = True
+            process.start()
+        finally:
+            if self.gpus:
+                if saved is None:
+                    os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+                else:
+                    os.environ["CUDA_VISIBLE_DEVICES"] = saved
+        child.close()
+        return _Worker(index, process, parent)
+
+    def _replace(self, worker: _Worker) -> None:
+        if worker.process.is_alive():
+            worker.process.kill()
+        worker.process.join(timeout=10)
+        worker.conn.close()
+        self._workers[worker.index] = self._start(worker.index)
+        self.replaced += 1
+
+    def free_slots(self) -> int:
+        return sum(1 for w in self._workers if w.job is None)
+
+    def running(self) -> list[TrialJob]:
+        return [w.job for w in self._workers if w.job is not None]
+
+    def submit(self, job: TrialJob) -> None:
+        worker = next((w for w in self._workers if w.job is None), None)
+        if worker is None:
+            raise RuntimeError("no free worker: call submit() only while free_slots() > 0")
+        worker.conn.send(job.spec.model_dump())
+        worker.job, worker.started = job, time.monotonic()
+
+    def wait(self, timeout: float | None = None) -> list[JobOutcome]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        outcomes: list[JobOutcome] = []
+        while not outcomes:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if self.trial_timeout is not None:
+                busy = [w.started + self.trial_timeout for w in self._workers if w.job]
+                if busy:
+                    until_timeout = max(0.0, min(busy) - time.monotonic())
+                    left = until_timeout if left is None else min(left, until_timeout)
+            handles = [w.conn for w in self._workers] + [w.process.sentinel for w in self._workers]
+            ready = set(wait(handles, timeout=left))
+            for worker in list(self._workers):
+                outcomes += self._check(worker, ready)
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        return outcomes
+
+    def _check(self, worker: _Worker, ready: set) -> list[JobOutcome]:
+        name = f"worker-{worker.index}"
+        if worker.conn in ready:
+            try:
+                kind, payload = worker.conn.recv()
+            except (EOFError, OSError):
+                kind, payload = "died", None
+            if kind == "ready":
+                worker.ready = True
+                return []
+            if kind == "fatal":
+                self.close()
+                raise WorkerStartError(f"a trial worker could not start:\n{payload}")
+            if kind == "result" and worker.job is not None:
+                job, worker.job = worker.job, None
+                return [JobOutcome(job, payload, worker=name)]
+        if not worker.process.is_alive():
+            job, worker.job = worker.job, None
+            code = worker.process.exitcode
+            self._replace(worker)
+            if job is None:
+                return []
+            reason = f"worker process died (exit code {code}) while running the trial"
+            return [JobOutcome(job, TrainResult("failed", reason=reason), True, name)]
+        if (
+            worker.job is not None
+            and self.trial_timeout is not None
+            and time.monotonic() - worker.started > self.trial_timeout
+        ):
+            job, worker.job = worker.job, None
+            self._replace(worker)
+            reason = f"timed out after {self.trial_timeout:.0f} s"
+            return [JobOutcome(job, TrainResult("failed", reason=reason), False, name)]
+        return []
+
+    def close(self) -> None:
+        for worker in self._workers:
+            with contextlib.suppress(OSError):  # a dead worker's pipe is already closed
+                worker.conn.send(None)
+        for worker in self._workers:
+            worker.process.join(timeout=2)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(timeout=5)
+            worker.conn.close()

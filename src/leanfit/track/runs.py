@@ -1,0 +1,110 @@
+"""Trials in MLflow: one run per trial, with its parameters, per-epoch metrics and dataset input.
+
+Everything goes through an explicit `MlflowClient`, never MLflow's global active run, so several
+trials can be logged from one process and nothing depends on hidden state.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from leanfit.data.sources import LoadedDataset
+
+# MLflow's dataset table keeps 36 characters of digest; the full digest goes in a tag.
+MLFLOW_DIGEST_CHARS = 32
+
+
+def dataset_input(dataset: LoadedDataset, name: str, context: str = "train"):
+    """The dataset as an MLflow `DatasetInput` carrying its digest and source."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    if "://" in dataset.source:
+        source = resolve_dataset_source(dataset.source)
+    else:
+        source = CodeDatasetSource({"loader": dataset.source})
+    meta = MetaDataset(source, name=name, digest=dataset.digest[:MLFLOW_DIGEST_CHARS])
+    return DatasetInput(meta._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
+
+
+def param_value(value: Any) -> str:
+    """MLflow params are strings: JSON for anything that is not one already."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+class TrialLogger:
+    """Logs trials of one experiment to one tracking URI."""
+
+    def __init__(self, tracking_uri: str, experiment_name: str):
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri)
+        found = self.client.get_experiment_by_name(experiment_name)
+        if found is None:
+            self.experiment_id = self.client.create_experiment(experiment_name)
+        elif found.lifecycle_stage == "deleted":
+            self.client.restore_experiment(found.experiment_id)
+            self.experiment_id = found.experiment_id
+        else:
+            self.experiment_id = found.experiment_id
+
+    def start_trial(
+        self,
+        name: str,
+        config: Mapping[str, Any],
+        budget: Mapping[str, Any],
+        dataset: LoadedDataset,
+        dataset_name: str,
+        parent_run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> str:
+        from mlflow.entities import Param
+
+        all_tags = {
+            "leanfit.kind": "trial",
+            "leanfit.dataset_digest": dataset.digest,
+            **(tags or {}),
+        }
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        run_id = run.info.run_id
+        params = [Param(k, param_value(v)) for k, v in sorted(config.items())]
+        params += [Param(f"budget.{k}", param_value(v)) for k, v in sorted(budget.items())]
+        self.client.log_batch(run_id, params=params)
+        self.client.log_inputs(run_id, datasets=[dataset_input(dataset, dataset_name)])
+        return run_id
+
+    def finish_trial(self, run_id: str, result) -> None:
+        """Per-epoch metrics, cost, wall time and status of a finished (or failed) trial."""
+        from mlflow.entities import Metric, RunStatus
+
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(key, float(value), now, int(record["epoch"]))
+            for record in result.history
+            for key, value in record.items()
+            if key != "epoch"
+        ]
+        metrics += [
+            Metric("params", float(result.params), now, 0),
+            Metric("macs", float(result.macs), now, 0),
+            Metric("wall_time", float(result.wall_time), now, 0),
+            Metric("train_time", float(result.train_time), now, 0),
+        ]
+        tags = {"leanfit.status": result.status}
+        if result.reason:
+            tags["leanfit.failure"] = result.reason[:5000]
+        from mlflow.entities import RunTag
+
+        for start in range(0, len(metrics), 900):  # MLflow takes at most 1000 metrics a batch
+            self.client.log_batch(run_id, metrics=metrics[start : start + 900])
+        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        status = RunStatus.FINISHED if result.status == "ok" else RunStatus.FAILED
+        self.client.set_terminated(run_id, RunStatus.to_string(status))

@@ -1,0 +1,184 @@
+"""A search in MLflow: one parent run, one nested run per trial job (a trial trained to a rung).
+
+The nested run is created when the job starts (status RUNNING) and finished when its outcome
+arrives, so the MLflow UI shows what is in flight, and a search killed with `kill -9` can be
+rebuilt from MLflow alone: finished jobs are told again, jobs still RUNNING are restarted from
+their checkpoint. Nothing about the search lives only in the controller's memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from leanfit.data.sources import LoadedDataset
+from leanfit.track.runs import TrialLogger, dataset_input, param_value
+
+TAG_KIND = "leanfit.kind"
+TAG_TRIAL = "leanfit.trial_id"
+TAG_RUNG = "leanfit.rung"
+TAG_BRACKET = "leanfit.bracket"
+TAG_FROM_RUNG = "leanfit.from_rung"
+TAG_CONFIG = "leanfit.config"
+TAG_BUDGET = "leanfit.budget"
+TAG_CHECKPOINT = "leanfit.checkpoint"
+TAG_RESUME_FROM = "leanfit.resume_from"
+TAG_STATUS = "leanfit.status"
+TAG_FAILURE = "leanfit.failure"
+TAG_ATTEMPT = "leanfit.attempt"
+TAG_SEARCH_KEY = "leanfit.search_key"
+
+
+@dataclass
+class JobRecord:
+    """A trial job as MLflow remembers it."""
+
+    run_id: str
+    trial_id: int
+    rung: int
+    bracket: int
+    from_rung: int | None
+    config: dict[str, Any]
+    budget: dict[str, Any]
+    status: str  # "ok", "failed" or "running"
+    metrics: dict[str, float]
+    checkpoint: str | None
+    resume_from: str | None
+    reason: str | None
+    attempt: int
+
+
+class SearchLog:
+    """Writes and reads back one search's runs."""
+
+    def __init__(self, logger: TrialLogger, search_run_id: str):
+        self.logger = logger
+        self.client = logger.client
+        self.run_id = search_run_id
+
+    @classmethod
+    def start(
+        cls,
+        logger: TrialLogger,
+        name: str,
+        search_key: str,
+        settings: Mapping[str, Any],
+        dataset: LoadedDataset,
+        dataset_name: str,
+    ) -> SearchLog:
+        from mlflow.entities import Param
+
+        tags = {
+            TAG_KIND: "search",
+            TAG_SEARCH_KEY: search_key,
+            "leanfit.dataset_digest": dataset.digest,
+        }
+        run = logger.client.create_run(logger.experiment_id, run_name=name, tags=tags)
+        params = [Param(k, param_value(v)[:6000]) for k, v in sorted(settings.items())]
+        logger.client.log_batch(run.info.run_id, params=params)
+        logger.client.log_inputs(run.info.run_id, datasets=[dataset_input(dataset, dataset_name)])
+        return cls(logger, run.info.run_id)
+
+    @classmethod
+    def find_resumable(cls, logger: TrialLogger, search_key: str) -> SearchLog | None:
+        """The latest unfinished search of the same experiment settings, if any."""
+        runs = logger.client.search_runs(
+            [logger.experiment_id],
+            filter_string=(
+                f"tags.`{TAG_KIND}` = 'search' and tags.`{TAG_SEARCH_KEY}` = '{search_key}'"
+            ),
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not runs or runs[0].info.status == "FINISHED":
+            return None
+        return cls(logger, runs[0].info.run_id)
+
+    def set_status(self, status: str) -> None:
+        self.client.set_terminated(self.run_id, status)
+
+    def reopen(self) -> None:
+        self.client.update_run(self.run_id, status="RUNNING")
+
+    def job_started(
+        self,
+        trial_id: int,
+        rung: int,
+        bracket: int,
+        from_rung: int | None,
+        config: Mapping[str, Any],
+        budget: Mapping[str, Any],
+        checkpoint: str | None,
+        resume_from: str | None,
+        attempt: int,
+        digest: str,
+    ) -> str:
+        from mlflow.entities import Param
+
+        tags = {
+            TAG_KIND: "trial",
+            "mlflow.parentRunId": self.run_id,
+            TAG_TRIAL: str(trial_id),
+            TAG_RUNG: str(rung),
+            TAG_BRACKET: str(bracket),
+            TAG_FROM_RUNG: "" if from_rung is None else str(from_rung),
+            TAG_CONFIG: json.dumps(dict(config), sort_keys=True),
+            TAG_BUDGET: json.dumps(dict(budget), sort_keys=True),
+            TAG_CHECKPOINT: checkpoint or "",
+            TAG_RESUME_FROM: resume_from or "",
+            TAG_ATTEMPT: str(attempt),
+            "leanfit.dataset_digest": digest,
+        }
+        run = self.client.create_run(
+            self.logger.experiment_id, run_name=f"trial-{trial_id}-rung-{rung}", tags=tags
+        )
+        params = [Param(k, param_value(v)) for k, v in sorted(config.items())]
+        params += [Param(f"budget.{k}", param_value(v)) for k, v in sorted(budget.items())]
+        self.client.log_batch(run.info.run_id, params=params)
+        return run.info.run_id
+
+    def job_finished(self, run_id: str, result) -> None:
+        self.logger.finish_trial(run_id, result)
+
+    def records(self) -> list[JobRecord]:
+        """Every trial job of this search, oldest first."""
+        from mlflow.entities import ViewType
+
+        out: list[JobRecord] = []
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.logger.experiment_id],
+                filter_string=f"tags.`mlflow.parentRunId` = '{self.run_id}'",
+                run_view_type=ViewType.ACTIVE_ONLY,
+                max_results=1000,
+                order_by=["attributes.start_time ASC"],
+                page_token=token,
+            )
+            out += [_record(run) for run in page]
+            token = page.token
+            if not token:
+                return out
+
+
+def _record(run) -> JobRecord:
+    tags = run.data.tags
+    status = tags.get(TAG_STATUS) or ("running" if run.info.status == "RUNNING" else "failed")
+    from_rung = tags.get(TAG_FROM_RUNG, "")
+    return JobRecord(
+        run_id=run.info.run_id,
+        trial_id=int(tags[TAG_TRIAL]),
+        rung=int(tags[TAG_RUNG]),
+        bracket=int(tags.get(TAG_BRACKET, "0")),
+        from_rung=int(from_rung) if from_rung else None,
+        config=json.loads(tags[TAG_CONFIG]),
+        budget=json.loads(tags.get(TAG_BUDGET, "{}")),
+        status=status,
+        metrics=dict(run.data.metrics),
+        checkpoint=tags.get(TAG_CHECKPOINT) or None,
+        resume_from=tags.get(TAG_RESUME_FROM) or None,
+        reason=tags.get(TAG_FAILURE),
+        attempt=int(tags.get(TAG_ATTEMPT, "0")),
+    )

@@ -1,0 +1,274 @@
+"""The trainer: one configuration, one budget, as fast as the hardware allows.
+
+The whole training split sits in memory as one uint8 tensor (on the GPU when there is one); each
+step indexes a batch out of it, augments it as a batch, normalises and trains. No DataLoader, no
+per-image Python in the loop. The learning rate is a function of training progress measured in
+epochs against a fixed horizon (`schedule_epochs`), so training 0→3 and resuming 3→9 follows the
+same schedule as 0→9 straight; each epoch's randomness is seeded from (seed, epoch), so it gives the
+same weights too.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from leanfit.config import TrainingConfig
+from leanfit.data.augment import BatchAugment
+from leanfit.data.sources import resize_uint8
+from leanfit.data.splits import stratified_subset
+from leanfit.errors import TrialFailed
+from leanfit.models import build_model, count_macs, count_params
+from leanfit.train.checkpoint import load_checkpoint, save_checkpoint
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much to train: up to `epochs` (absolute), on a fraction of the data, at a resolution."""
+
+    epochs: int
+    schedule_epochs: int | None = None  # the schedule's horizon; defaults to `epochs`
+    data_fraction: float = 1.0
+    resolution: int | None = None  # None: the dataset's own size
+
+    @property
+    def horizon(self) -> int:
+        return self.schedule_epochs or self.epochs
+
+
+@dataclass
+class TrainData:
+    """Uint8 images and int64 labels for training and validation."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    num_classes: int
+
+    @property
+    def channels(self) -> int:
+        return int(self.train_x.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train_x.shape[-1])
+
+
+@dataclass
+class TrainResult:
+    status: str  # "ok" or "failed"
+    history: list[dict[str, float]] = field(default_factory=list)
+    params: int = 0
+    macs: int = 0
+    wall_time: float = 0.0
+    train_time: float = 0.0
+    epochs: int = 0
+    reason: str | None = None
+    checkpoint: str | None = None
+
+    @property
+    def val_accuracy(self) -> float | None:
+        return self.history[-1]["val_accuracy"] if self.history else None
+
+
+def lr_at(progress: float, peak: float, schedule: str) -> float:
+    """Learning rate at `progress` in [0, 1] of the horizon."""
+    progress = min(max(progress, 0.0), 1.0)
+    if schedule == "onecycle":
+        warm = 0.2
+        if progress < warm:
+            return peak * (0.1 + 0.9 * progress / warm)
+        return peak * max(0.0, (1.0 - progress) / (1.0 - warm))
+    warm = 0.05
+    if progress < warm:
+        return peak * progress / warm
+    return peak * 0.5 * (1.0 + math.cos(math.pi * (progress - warm) / (1.0 - warm)))
+
+
+def pick_device(preference: str) -> torch.device:
+    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def make_optimizer(model: nn.Module, hp: Mapping[str, Any]) -> torch.optim.Optimizer:
+    # No weight decay on norms and biases: standard for small networks, and what makes high wd safe.
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [
+        {"params": decay, "weight_decay": float(hp["weight_decay"])},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if hp["optimizer"] == "adamw":
+        return torch.optim.AdamW(
+            groups, lr=float(hp["lr"]), betas=(float(hp["beta1"]), float(hp["beta2"]))
+        )
+    return torch.optim.SGD(
+        groups, lr=float(hp["lr"]), momentum=float(hp["momentum"]), nesterov=bool(hp["nesterov"])
+    )
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919) % (2**63 - 1)
+
+
+def train(
+    genotype: Mapping[str, Any],
+    hyperparameters: Mapping[str, Any],
+    data: TrainData,
+    budget: Budget,
+    settings: TrainingConfig,
+    seed: int = 0,
+    resume_from: str | Path | None = None,
+    checkpoint_to: str | Path | None = None,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train `genotype` with `hyperparameters` up to `budget`; never raises for a failed trial.
+
+    A NaN loss or an out-of-memory error ends the trial with status "failed" and the reason.
+    """
+    start = time.perf_counter()
+    device = pick_device(settings.device)
+    hp = dict(hyperparameters)
+    size = budget.resolution or data.image_size
+
+    torch.manual_seed(seed)
+    model = build_model(genotype, data.channels, size, data.num_classes)
+    result = TrainResult(status="ok")
+    result.params = count_params(model)
+    result.macs = count_macs(model, data.channels, size)
+    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format)
+    optimizer = make_optimizer(model, hp)
+
+    first_epoch = 0
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        first_epoch = int(state["epoch"])
+        result.history = list(state.get("history", []))
+
+    train_idx = torch.from_numpy(
+        stratified_subset(data.train_y.numpy(), budget.data_fraction, seed=seed)
+    )
+    train_x = resize_uint8(data.train_x[train_idx], size).to(device)
+    train_y = data.train_y[train_idx].to(device)
+    val_x = resize_uint8(data.val_x, size).to(device)
+    val_y = data.val_y.to(device)
+    mean = train_x.float().mean(dim=(0, 2, 3), keepdim=True) / 255.0
+    std = train_x.float().std(dim=(0, 2, 3), keepdim=True).clamp_min(1.0) / 255.0
+
+    def prepare(x: torch.Tensor) -> torch.Tensor:
+        x = (x.float().div_(255.0) - mean) / std
+        return x.contiguous(memory_format=memory_format)
+
+    augment = BatchAugment(
+        settings.augment,
+        n=int(hp["randaugment_n"]),
+        m=int(hp["randaugment_m"]),
+        crop_padding=settings.crop_padding,
+        flip=settings.flip,
+        groups=settings.augment_groups,
+    )
+    use_bf16 = settings.precision == "bf16" or (
+        settings.precision == "auto" and device.type == "cuda"
+    )
+    autocast = (
+        (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
+    )
+    step_model = torch.compile(model) if settings.compile else model
+    batch_size = min(int(hp["batch_size"]), len(train_y))
+    n = len(train_y)
+    steps = max(1, n // batch_size)  # full batches only: BatchNorm needs more than one image
+    peak_lr = float(hp["lr"])
+    smoothing = float(hp["label_smoothing"])
+
+    train_time = 0.0
+    try:
+        for epoch in range(first_epoch, budget.epochs):
+            t0 = time.perf_counter()
+            torch.manual_seed(_epoch_seed(seed, epoch))
+            model.train()
+            perm = torch.randperm(n, device=device)
+            loss_sum = torch.zeros((), device=device)
+            for i in range(steps):
+                lr = lr_at((epoch + i / steps) / budget.horizon, peak_lr, settings.schedule)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                idx = perm[i * batch_size : (i + 1) * batch_size]
+                xb = prepare(augment(train_x[idx]))
+                with autocast():
+                    loss = F.cross_entropy(step_model(xb), train_y[idx], label_smoothing=smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.detach()
+            train_loss = float(loss_sum) / steps
+            if not math.isfinite(train_loss):
+                raise TrialFailed(f"loss became {train_loss} in epoch {epoch + 1} (lr {lr:.3g})")
+            epoch_time = time.perf_counter() - t0
+            train_time += epoch_time
+            val_loss, val_acc = evaluate(model, val_x, val_y, prepare, autocast, settings)
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+                "lr": lr,
+                "epoch_time": epoch_time,
+                "images_per_second": steps * batch_size / epoch_time,
+            }
+            result.history.append(record)
+            result.epochs = epoch + 1
+            if on_epoch is not None:
+                on_epoch(record)
+    except TrialFailed as e:
+        result.status, result.reason = "failed", e.reason
+    except torch.OutOfMemoryError as e:
+        result.status, result.reason = "failed", f"out of memory: {str(e).splitlines()[0]}"
+    result.epochs = max(result.epochs, first_epoch) if result.status == "ok" else result.epochs
+    if result.status == "ok" and checkpoint_to is not None:
+        save_checkpoint(
+            checkpoint_to,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": budget.epochs,
+                "history": result.history,
+                "genotype": dict(genotype),
+                "hyperparameters": hp,
+                "seed": seed,
+            },
+        )
+        result.checkpoint = str(checkpoint_to)
+    result.train_time = train_time
+    result.wall_time = time.perf_counter() - start
+    return result
+
+
+@torch.no_grad()
+def evaluate(model, x, y, prepare, autocast, settings: TrainingConfig) -> tuple[float, float]:
+    """Loss and accuracy on a held-out uint8 set."""
+    model.eval()
+    total_loss = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.int64)
+    for start in range(0, len(y), settings.eval_batch_size):
+        xb = prepare(x[start : start + settings.eval_batch_size])
+        yb = y[start : start + settings.eval_batch_size]
+        with autocast():
+            logits = model(xb)
+        total_loss += F.cross_entropy(logits.float(), yb, reduction="sum")
+        correct += (logits.argmax(1) == yb).sum()
+    n = max(1, len(y))
+    return float(total_loss) / n, float(correct) / n

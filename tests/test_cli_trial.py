@@ -1,0 +1,67 @@
+"""`leanfit trial`: one configuration trained and logged to MLflow, as a user runs it."""
+
+from __future__ import annotations
+
+import re
+
+from mlflow import MlflowClient
+
+from leanfit.track.runs import MLFLOW_DIGEST_CHARS
+from tests.support import EXAMPLES, run_cli
+
+
+def only_run(uri: str):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("leanfit-digits")
+    runs = client.search_runs([exp.experiment_id])
+    return client, runs
+
+
+def check_logged_trial(client, run, epochs: int):
+    assert run.info.status == "FINISHED"
+    assert "b0.type" in run.data.params and "lr" in run.data.params
+    assert run.data.params["budget.epochs"] == str(epochs)
+    for key in ("params", "macs", "wall_time", "val_accuracy", "train_loss"):
+        assert key in run.data.metrics, key
+    assert run.data.metrics["params"] > 0 and run.data.metrics["macs"] > 0
+    history = client.get_metric_history(run.info.run_id, "val_accuracy")
+    assert sorted(m.step for m in history) == list(range(1, epochs + 1))
+    assert run.data.tags["leanfit.status"] == "ok"
+    [dataset_input] = run.inputs.dataset_inputs
+    digest = run.data.tags["leanfit.dataset_digest"]
+    assert dataset_input.dataset.digest == digest[:MLFLOW_DIGEST_CHARS]
+    assert dataset_input.dataset.name == "digits"
+
+
+def test_trial_logs_to_the_default_sqlite_store_and_resumes(in_tmp):
+    result = run_cli("trial", str(EXAMPLES / "digits.yaml"), "--sample", "--seed", "7",
+                     "--epochs", "2", cwd=in_tmp)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "val accuracy" in result.stdout
+    assert (in_tmp / "mlflow.db").exists()
+    client, runs = only_run(f"sqlite:///{in_tmp / 'mlflow.db'}")
+    assert len(runs) == 1
+    check_logged_trial(client, runs[0], epochs=2)
+
+    checkpoint = re.search(r"checkpoint (\S+\.pt)", result.stdout).group(1)
+    again = run_cli("trial", str(EXAMPLES / "digits.yaml"), "--sample", "--seed", "7",
+                    "--epochs", "4", "--resume", checkpoint, cwd=in_tmp)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert "epoch   1" not in again.stdout and "epoch   3" in again.stdout
+    client, runs = only_run(f"sqlite:///{in_tmp / 'mlflow.db'}")
+    resumed = next(r for r in runs if r.data.params["budget.epochs"] == "4")
+    steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "val_accuracy")]
+    assert sorted(steps) == [1, 2, 3, 4]  # the history carries over from the checkpoint
+
+
+def test_trial_logs_to_a_real_mlflow_server(in_tmp, mlflow_server):
+    result = run_cli(
+        "trial", str(EXAMPLES / "digits.yaml"), "--genotype",
+        str(EXAMPLES / "reference_genotype.yaml"), "--epochs", "1",
+        cwd=in_tmp, env={"MLFLOW_TRACKING_URI": mlflow_server.uri},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert not (in_tmp / "mlflow.db").exists()
+    client, runs = only_run(mlflow_server.uri)
+    assert len(runs) == 1
+    check_logged_trial(client, runs[0], epochs=1)

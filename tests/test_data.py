@@ -1,0 +1,146 @@
+"""Data sources, the dataset digest and its cache, splits and subsets, batched augmentation."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from leanfit.config import experiment_from_dict
+from leanfit.data import fingerprint
+from leanfit.data.augment import BatchAugment, random_crop, random_flip
+from leanfit.data.sources import load_dataset
+from leanfit.data.splits import make_splits, stratified_subset
+from leanfit.errors import DatasetError
+from tests.support import write_image_folder
+
+
+def folder_experiment(root, tmp_path, **dataset):
+    return experiment_from_dict(
+        {
+            "name": "f",
+            "dataset": {"source": "imagefolder", "path": str(root), "image_size": 8, **dataset},
+            "work_dir": str(tmp_path / "work"),
+        }
+    )
+
+
+def test_digits_are_uint8_at_the_configured_size():
+    exp = experiment_from_dict({"name": "d", "dataset": {"source": "digits", "image_size": 12}})
+    ds = load_dataset(exp)
+    assert ds.images.dtype == torch.uint8 and ds.images.shape == (1797, 1, 12, 12)
+    assert ds.num_classes == 10 and int(ds.images.max()) > 200
+    assert load_dataset(exp).digest == ds.digest
+
+
+def test_image_folder_skips_and_lists_unreadable_files(tmp_path):
+    root = write_image_folder(tmp_path / "imgs", {"cat": 6, "dog": 5})
+    (root / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    (root / "dog" / "notes.txt").write_text("not an image")
+    good = (root / "dog" / "img000.png").read_bytes()
+    (root / "dog" / "truncated.png").write_bytes(good[: len(good) // 2])
+    ds = load_dataset(folder_experiment(root, tmp_path))
+    assert ds.images.shape == (11, 3, 8, 8)
+    assert ds.classes == ["cat", "dog"]
+    assert sorted(name for name, _ in ds.skipped) == [
+        "cat/broken.png",
+        "dog/notes.txt",
+        "dog/truncated.png",
+    ]
+    assert all(why for _, why in ds.skipped)
+
+
+def test_decoded_images_are_cached_by_digest(tmp_path, monkeypatch):
+    root = write_image_folder(tmp_path / "imgs", {"a": 4, "b": 4})
+    exp = folder_experiment(root, tmp_path)
+    first = load_dataset(exp)
+    from leanfit.data import sources
+
+    calls = []
+    monkeypatch.setattr(sources, "_decode_one", lambda *a: calls.append(a) or "not called")
+    monkeypatch.setattr(fingerprint, "file_sha256", lambda p: calls.append(p) or "x")
+    again = load_dataset(exp)
+    assert calls == [], "unchanged files were read again"
+    assert torch.equal(again.images, first.images) and again.digest == first.digest
+
+
+def test_digest_is_stable_and_follows_content(tmp_path):
+    root = write_image_folder(tmp_path / "imgs", {"a": 3, "b": 3})
+    cache = tmp_path / "manifest.json"
+    d1 = fingerprint.fingerprint_folder(root, cache)
+    assert fingerprint.fingerprint_folder(root, cache) == d1
+    assert fingerprint.fingerprint_folder(root) == d1  # no cache: same digest
+    path = root / "a" / "img000.png"
+    data = bytearray(path.read_bytes())
+    data[-20] ^= 0xFF
+    stat = path.stat()
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert fingerprint.fingerprint_folder(root, cache) != d1
+    (root / "a" / "img000.png").unlink()
+    assert fingerprint.fingerprint_folder(root, cache) != d1
+
+
+def test_manifest_is_sorted_relative_paths(tmp_path):
+    root = write_image_folder(tmp_path / "imgs", {"b": 2, "a": 2})
+    entries = fingerprint.build_manifest(root)
+    assert [e.path for e in entries] == sorted(e.path for e in entries)
+    assert all(not e.path.startswith("/") for e in entries)
+
+
+def test_splits_are_stratified_disjoint_and_seeded():
+    labels = np.repeat(np.arange(5), [100, 50, 30, 20, 10])
+    s = make_splits(labels, 0.2, 0.2, seed=3)
+    all_idx = np.concatenate([s.train, s.val, s.test])
+    assert len(np.unique(all_idx)) == len(labels)
+    for c, n in enumerate([100, 50, 30, 20, 10]):
+        assert (labels[s.val] == c).sum() == round(n * 0.2)
+        assert (labels[s.test] == c).sum() == round(n * 0.2)
+    again = make_splits(labels, 0.2, 0.2, seed=3)
+    assert np.array_equal(again.val, s.val)
+    assert not np.array_equal(make_splits(labels, 0.2, 0.2, seed=4).val, s.val)
+
+
+def test_subsets_are_stratified_and_nested():
+    labels = np.repeat(np.arange(4), 40)
+    quarter = stratified_subset(labels, 0.25, seed=1)
+    half = stratified_subset(labels, 0.5, seed=1)
+    assert np.bincount(labels[quarter]).tolist() == [10] * 4
+    assert set(quarter) <= set(half)
+
+
+def test_cifar10_absent_is_a_clear_error(tmp_path):
+    exp = experiment_from_dict(
+        {"name": "c", "dataset": {"source": "cifar10", "path": str(tmp_path)}}
+    )
+    with pytest.raises(DatasetError, match="download"):
+        load_dataset(exp)
+
+
+@pytest.mark.parametrize("policy", ["randaugment", "autoaugment", "trivialaugment", "none"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_augmentation_keeps_shape_and_dtype(policy, channels):
+    x = torch.randint(0, 256, (64, channels, 16, 16), dtype=torch.uint8)
+    out = BatchAugment(policy, n=2, m=9, crop_padding=2, flip=True)(x)
+    assert out.shape == x.shape and out.dtype == torch.uint8
+
+
+def test_flip_and_crop_are_drawn_per_image():
+    torch.manual_seed(0)
+    x = torch.arange(16, dtype=torch.uint8).repeat(200, 1, 16, 1)  # each row is 0..15
+    flipped = random_flip(x)
+    is_flipped = (flipped[:, 0, 0, 0] == 15).float().mean()
+    assert 0.3 < is_flipped < 0.7
+    shifted = random_crop(x, 2)
+    # interior pixels are the same image shifted: the first column tells the shift per image
+    assert len(torch.unique(shifted[:, 0, 5, 5])) == 5
+
+
+def test_randaugment_varies_within_a_batch():
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (1, 3, 16, 16), dtype=torch.uint8).repeat(64, 1, 1, 1)
+    out = BatchAugment("randaugment", n=2, m=15, groups=8)(x)
+    distinct = {out[i].numpy().tobytes() for i in range(64)}
+    assert len(distinct) > 1

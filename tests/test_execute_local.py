@@ -1,0 +1,86 @@
+"""The local executor: long-lived workers, isolated from the controller and from each other."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from leanfit.execute.base import RunnerSpec, TrialJob
+from leanfit.execute.local import LocalExecutor, WorkerStartError
+from leanfit.train.trial import TrialSpec
+
+RUNNER = RunnerSpec("tests.runners:scripted_runner")
+
+
+def job(name: str, **config) -> TrialJob:
+    return TrialJob(TrialSpec(trial_id=name, config=config, epochs=1))
+
+
+def collect(executor, n: int, timeout: float = 60):
+    outcomes, deadline = [], time.monotonic() + timeout
+    while len(outcomes) < n and time.monotonic() < deadline:
+        outcomes += executor.wait(timeout=deadline - time.monotonic())
+    return {o.job.spec.trial_id: o for o in outcomes}
+
+
+def test_crash_hang_and_bug_affect_only_their_own_trial():
+    with LocalExecutor(RUNNER, workers=2, trial_timeout=8) as ex:
+        pids_before = {w.process.pid for w in ex._workers}
+        ex.submit(job("crash", action="crash"))
+        ex.submit(job("hang", action="hang"))
+        assert ex.free_slots() == 0
+        got = collect(ex, 2)
+        assert got["crash"].infrastructure_failure
+        assert "died" in got["crash"].result.reason
+        assert got["hang"].result.status == "failed" and "timed out" in got["hang"].result.reason
+        assert not got["hang"].infrastructure_failure
+        assert ex.replaced == 2 and pids_before.isdisjoint(w.process.pid for w in ex._workers)
+
+        ex.submit(job("bug", action="raise"))
+        ex.submit(job("fine"))
+        got = collect(ex, 2)
+        assert got["bug"].result.status == "failed" and "a bug" in got["bug"].result.reason
+        assert got["fine"].result.status == "ok"
+        assert ex.replaced == 2  # a Python error does not cost a worker
+
+
+def test_workers_are_reused_across_trials():
+    with LocalExecutor(RUNNER, workers=2) as ex:
+        pids = {w.process.pid for w in ex._workers}
+        for round_ in range(3):
+            ex.submit(job(f"a{round_}"))
+            ex.submit(job(f"b{round_}"))
+            assert len(collect(ex, 2)) == 2
+        assert {w.process.pid for w in ex._workers} == pids
+
+
+def test_trials_run_in_parallel():
+    with LocalExecutor(RUNNER, workers=2) as ex:
+        ex.submit(job("warm1"))
+        ex.submit(job("warm2"))
+        collect(ex, 2)  # both workers are up
+        start = time.monotonic()
+        ex.submit(job("s1", action="sleep", seconds=1.5))
+        ex.submit(job("s2", action="sleep", seconds=1.5))
+        collect(ex, 2)
+        assert time.monotonic() - start < 2.8
+
+
+def test_a_worker_that_cannot_start_stops_the_executor_with_its_reason():
+    ex = LocalExecutor(RunnerSpec("tests.runners:scripted_runner", {"fail_start": True}), 1)
+    ex.submit(job("x"))
+    with pytest.raises(WorkerStartError, match="cannot load the dataset"):
+        collect(ex, 1)
+
+
+def test_gpus_are_pinned_per_worker(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")
+    spec = RunnerSpec("tests.runners:scripted_runner")
+    with LocalExecutor(spec, workers=2, gpus=[0, 1]) as ex:
+        ex.submit(job("w0", action="env"))
+        ex.submit(job("w1", action="env"))
+        seen = {o.result.reason for o in collect(ex, 2).values()}
+        assert seen == {"0", "1"}
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "7"  # the controller's own is untouched
