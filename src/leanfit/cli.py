@@ -152,6 +152,84 @@ def trial(
     )
 
 
+@app.command()
+def search(
+    experiment_file: Path = typer.Argument(..., help="experiment YAML"),
+    resume: bool = typer.Option(False, "--resume", help="continue the unfinished search"),
+    workers: int | None = typer.Option(None, min=1, help="worker processes (default: file)"),
+    wall_time: str | None = typer.Option(None, help="budget, e.g. 10m (default: file)"),
+    trials: int | None = typer.Option(None, min=1, help="new configurations at most"),
+    synthetic: float | None = typer.Option(
+        None,
+        min=0.0,
+        help="dry run: a synthetic objective taking this many seconds per epoch replaces "
+        "training (the search, workers, MLflow and report are real)",
+    ),
+) -> None:
+    """Search the experiment's space: live progress, then the Pareto table and a report."""
+    from leanfit.config import load_experiment, parse_duration
+    from leanfit.data.check import check_dataset
+
+    experiment = load_experiment(experiment_file)
+    seconds = None
+    if wall_time is not None:
+        try:
+            seconds = float(parse_duration(wall_time))
+        except ValueError as e:
+            raise LeanfitError(f"--wall-time: {e}") from None
+    check_dataset(experiment)
+
+    from rich.live import Live
+
+    from leanfit.search.run import front_table, run_search
+
+    with Live(console=console, refresh_per_second=2, transient=False) as live:
+
+        def show(controller) -> None:
+            live.update(progress_line(controller))
+
+        outcome = run_search(
+            experiment, resume=resume, workers=workers, wall_time=seconds, max_trials=trials,
+            on_progress=show, synthetic_sleep=synthetic,
+        )  # fmt: skip
+    if outcome.resumed_jobs:
+        console.print(f"resumed: {outcome.resumed_jobs} interrupted job(s) ran again")
+    console.print(front_rich_table(front_table(outcome.controller)))
+    console.print(
+        f"report {outcome.report_html}\nplot   {outcome.report_plot}\n"
+        f"MLflow search run {outcome.search_run_id} in {experiment.tracking_uri()}"
+    )
+
+
+def progress_line(controller):
+    from rich.text import Text
+
+    s = controller.stats
+    best = controller.best_accuracy()
+    left = controller.budget_left()
+    return Text(
+        f"trials {len(controller.trials)}  done {s.jobs_done}  running "
+        f"{len(controller.executor.running())}  failed {s.jobs_failed}  "
+        f"best val acc {'-' if best is None else f'{best:.4f}'}  "
+        f"Pareto {len(controller.front())}  "
+        f"budget left {'-' if left is None else f'{left:.0f} s'}"
+    )
+
+
+def front_rich_table(rows):
+    from rich.table import Table
+
+    table = Table(title="Pareto front")
+    for name in ("trial", "params", "MACs", "val acc", "epochs"):
+        table.add_column(name, justify="right")
+    for r in rows:
+        table.add_row(
+            str(r["trial"]), f"{r['params']:,}", f"{r['macs']:,}", f"{r['val_accuracy']:.4f}",
+            str(r["epochs"]),
+        )  # fmt: skip
+    return table
+
+
 def main() -> None:
     import logging
 

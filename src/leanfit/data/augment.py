@@ -49,26 +49,36 @@ class BatchAugment:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.transform is not None:
             x = torch.cat([self.transform(part) for part in x.chunk(self.groups)])
-        if self.crop_padding:
-            x = random_crop(x, self.crop_padding)
-        if self.flip:
-            x = random_flip(x)
+        if self.crop_padding or self.flip:
+            x = random_crop(x, self.crop_padding, flip=self.flip)
         return x
 
 
 def random_flip(x: torch.Tensor) -> torch.Tensor:
-    mask = torch.rand(x.shape[0], device=x.device) < 0.5
-    return torch.where(mask[:, None, None, None], x.flip(3), x)
+    """Mirrors each image left-right with probability 1/2."""
+    return random_crop(x, 0, flip=True)
 
 
-def random_crop(x: torch.Tensor, pad: int) -> torch.Tensor:
-    """Per-image random translation by up to `pad` pixels, reflect-padded at the borders."""
+def random_crop(x: torch.Tensor, pad: int, flip: bool = False) -> torch.Tensor:
+    """Per-image random translation by up to `pad` pixels, reflect-padded at the borders; with
+    `flip`, each image is also mirrored left-right with probability 1/2.
+
+    Both are one `gather` of pixel positions: on a CPU that is several times faster than advanced
+    indexing on a channels-last view, and the flip costs no extra pass over the batch.
+    """
     b, c, h, w = x.shape
-    mode = "reflect" if pad < min(h, w) else "replicate"
-    padded = F.pad(x, [pad] * 4, mode=mode)
-    dy = torch.randint(0, 2 * pad + 1, (b,), device=x.device)
-    dx = torch.randint(0, 2 * pad + 1, (b,), device=x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # [B, H, 1]
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]  # [B, 1, W]
-    batch = torch.arange(b, device=x.device)[:, None, None]
-    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
+    no_shift = torch.zeros(b, dtype=torch.int64, device=x.device)
+    padded, dy, dx = x, no_shift, no_shift  # no random draws when there is no padding
+    if pad:
+        mode = "reflect" if pad < min(h, w) else "replicate"
+        padded = F.pad(x, [pad] * 4, mode=mode)
+        dy = torch.randint(0, 2 * pad + 1, (b,), device=x.device)
+        dx = torch.randint(0, 2 * pad + 1, (b,), device=x.device)
+    cols = torch.arange(w, device=x.device).expand(b, w)
+    if flip:
+        mirrored = torch.rand(b, device=x.device) < 0.5
+        cols = torch.where(mirrored[:, None], cols.flip(1), cols)
+    rows = dy[:, None] + torch.arange(h, device=x.device)  # [B, H]
+    pixel = rows[:, :, None] * (w + 2 * pad) + (dx[:, None] + cols)[:, None, :]  # [B, H, W]
+    pixel = pixel.view(b, 1, h * w).expand(b, c, h * w)
+    return padded.flatten(2).gather(2, pixel).view(b, c, h, w)

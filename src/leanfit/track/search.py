@@ -9,8 +9,10 @@ their checkpoint. Nothing about the search lives only in the controller's memory
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from leanfit.data.sources import LoadedDataset
@@ -42,7 +44,7 @@ class JobRecord:
     from_rung: int | None
     config: dict[str, Any]
     budget: dict[str, Any]
-    status: str  # "ok", "failed" or "running"
+    status: str  # ok, failed, running, infrastructure, abandoned or interrupted
     metrics: dict[str, float]
     checkpoint: str | None
     resume_from: str | None
@@ -139,8 +141,41 @@ class SearchLog:
         self.client.log_batch(run.info.run_id, params=params)
         return run.info.run_id
 
-    def job_finished(self, run_id: str, result) -> None:
+    def job_finished(self, run_id: str, result, infrastructure: bool = False) -> None:
+        """Metrics and status of a finished job; an infrastructure failure is marked as such,
+        so that a resumed search runs the job again instead of counting it as failed."""
         self.logger.finish_trial(run_id, result)
+        if infrastructure:
+            self.client.set_tag(run_id, TAG_STATUS, "infrastructure")
+
+    def mark_interrupted(self, run_ids: list[str]) -> None:
+        """Jobs left RUNNING by a killed search: closed; the resumed search runs them anew."""
+        for run_id in run_ids:
+            self.client.set_tag(run_id, TAG_STATUS, "interrupted")
+            self.client.set_terminated(run_id, "KILLED")
+
+    def abandon(self, run_ids: list[str]) -> None:
+        """Jobs still running when the budget ran out: stopped, not to be run again."""
+        for run_id in run_ids:
+            self.client.set_tag(run_id, TAG_STATUS, "abandoned")
+            self.client.set_terminated(run_id, "KILLED")
+
+    def elapsed(self) -> float:
+        """Seconds this search has already run, over all its (resumed) runs."""
+        history = self.client.get_metric_history(self.run_id, "search_elapsed_seconds")
+        return max((m.value for m in history), default=0.0)
+
+    def log_elapsed(self, seconds: float) -> None:
+        self.client.log_metric(self.run_id, "search_elapsed_seconds", seconds)
+
+    def log_report(self, files: list[Path], metrics: Mapping[str, float]) -> None:
+        for path in files:
+            self.client.log_artifact(self.run_id, str(path), artifact_path="report")
+        now = int(time.time() * 1000)
+        from mlflow.entities import Metric
+
+        batch = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
 
     def records(self) -> list[JobRecord]:
         """Every trial job of this search, oldest first."""

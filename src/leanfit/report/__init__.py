@@ -1,0 +1,1 @@
+"""Reports: the Pareto plot and the HTML page of a search."""

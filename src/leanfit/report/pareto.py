@@ -1,0 +1,131 @@
+"""The Pareto report: parameters against accuracy for every trial, and a page with the front.
+
+The plot is the one the reference scenario is known for (points coloured by recency drifting
+towards few parameters and high accuracy), with the front drawn over it. The HTML page embeds the
+plot, so it is one self-contained file to open or attach.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+@dataclass
+class ReportPoint:
+    trial_id: int
+    params: int
+    macs: int
+    val_accuracy: float
+    rung_epochs: int
+    config: dict[str, Any]
+    on_front: bool = False
+    test_accuracy: float | None = None
+
+
+def plot_pareto(
+    points: Sequence[ReportPoint], path: Path, title: str, max_params: int | None = None
+) -> Path:
+    """Scatter of parameters (log scale) against validation accuracy, coloured by trial order."""
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
+    if points:
+        order = [p.trial_id for p in points]
+        sc = ax.scatter(
+            [p.params for p in points],
+            [p.val_accuracy for p in points],
+            c=order,
+            cmap="viridis",
+            s=[10 + 6 * p.rung_epochs for p in points],
+            alpha=0.75,
+            edgecolors="none",
+        )
+        fig.colorbar(sc, ax=ax, label="trial order (later = brighter)")
+        front = sorted((p for p in points if p.on_front), key=lambda p: p.params)
+        if front:
+            xs, ys = [], []
+            for p in front:  # a step line: the best accuracy available at each size
+                if xs:
+                    xs.append(p.params)
+                    ys.append(ys[-1])
+                xs.append(p.params)
+                ys.append(p.val_accuracy)
+            ax.plot(xs, ys, color="crimson", lw=1.5, label="Pareto front")
+            ax.scatter(
+                [p.params for p in front],
+                [p.val_accuracy for p in front],
+                facecolors="none",
+                edgecolors="crimson",
+                s=70,
+                lw=1.2,
+            )
+        low = min(p.val_accuracy for p in points)
+        ax.set_ylim(max(0.0, low - 0.02), 1.0)
+    if max_params:
+        ax.axvline(max_params, color="grey", ls="--", lw=1, label=f"max_params {max_params:,}")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.25)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_html(
+    points: Sequence[ReportPoint], plot: Path, path: Path, title: str, summary: dict[str, Any]
+) -> Path:
+    """One page: the summary, the plot, and a row per Pareto model with its genotype."""
+    image = base64.b64encode(plot.read_bytes()).decode()
+    front = sorted((p for p in points if p.on_front), key=lambda p: p.params)
+    has_test = any(p.test_accuracy is not None for p in front)
+    rows = []
+    for p in front:
+        test = f"<td>{p.test_accuracy:.4f}</td>" if has_test and p.test_accuracy is not None else ""
+        if has_test and p.test_accuracy is None:
+            test = "<td></td>"
+        genotype = html.escape(json.dumps(p.config, indent=1, sort_keys=True))
+        rows.append(
+            f"<tr><td>{p.trial_id}</td><td>{p.params:,}</td><td>{p.macs:,}</td>"
+            f"<td>{p.val_accuracy:.4f}</td>{test}<td>{p.rung_epochs}</td>"
+            f"<td><details><summary>genotype</summary><pre>{genotype}</pre></details></td></tr>"
+        )
+    test_head = "<th>test acc</th>" if has_test else ""
+    facts = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in summary.items()
+    )
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; vertical-align: top; }}
+pre {{ text-align: left; font-size: 12px; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<table>{facts}</table>
+<img alt="parameters against validation accuracy" src="data:image/png;base64,{image}">
+<h2>Pareto front ({len(front)} models)</h2>
+<table><tr><th>trial</th><th>params</th><th>MACs</th><th>val acc</th>{test_head}
+<th>epochs</th><th></th></tr>
+{"".join(rows)}
+</table></body></html>
+"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page)
+    return path

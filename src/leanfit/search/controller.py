@@ -1,0 +1,459 @@
+"""The search controller: the ask/tell loop that ties strategy, scheduler and executor together.
+
+    while budget left:
+        while a worker is free:
+            job = scheduler.next_job()                 # a promotion, or a new trial
+            config = trial's config, or strategy.ask() # new trials only
+            executor.submit(job)                       # resumes from the lower rung's checkpoint
+        for outcome in executor.wait():
+            scheduler.record(...); strategy.tell(...)  # every result is told back
+
+It optimises anything that reports metrics at budgets: real training (`leanfit.execute.runners`)
+or a synthetic objective, through the same executor interface. Its state can be rebuilt from the
+records of a previous run (`restore`), which is how `leanfit search --resume` continues a search
+killed half-way.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from leanfit.config import ObjectivesConfig
+from leanfit.execute.base import Executor, JobOutcome, TrialJob
+from leanfit.search.asha import Job, Rung
+from leanfit.search.pareto import hypervolume, pareto_front
+from leanfit.search.scalarize import ParEGOScalarizer
+from leanfit.search.strategy import Strategy
+from leanfit.space.spec import SearchSpace
+from leanfit.train.trial import TrialSpec
+
+# Fixed bounds of the scalar that ranks results within an ASHA rung: error in [0, 1] and
+# log10(params) from 100 parameters to the budget (or 10^6.5 without one).
+RUNG_LOG10_PARAMS_LOW = 2.0
+# Told at once for a proposal over a hard budget; the next re-scalarisation puts it in its place.
+INFEASIBLE_VALUE = 10.0
+
+
+def within_budget(
+    objectives: ObjectivesConfig, cost: Callable[[Mapping[str, Any]], tuple[int, int]]
+) -> Callable[[Mapping[str, Any]], bool] | None:
+    """The hard budgets as a predicate a strategy can sample and optimise under (None: none)."""
+    if not objectives.max_params and not objectives.max_macs:
+        return None
+
+    def feasible(config: Mapping[str, Any]) -> bool:
+        params, macs = cost(config)
+        return (not objectives.max_params or params <= objectives.max_params) and (
+            not objectives.max_macs or macs <= objectives.max_macs
+        )
+
+    return feasible
+
+
+class Scheduler(Protocol):
+    rungs: tuple[Rung, ...]
+
+    def next_job(self, allow_new: bool = True) -> Job | None: ...
+
+    def record(self, trial_id: int, rung_index: int, value: float | None, bracket=None) -> None: ...
+
+    def mark_started(self, trial_id: int, rung_index: int, bracket=None) -> None: ...
+
+
+class SearchEvents(Protocol):
+    """Where the controller reports what happens (MLflow in practice; nothing in tests)."""
+
+    def job_started(self, trial: Trial, job: TrialJob) -> str | None: ...
+
+    def job_finished(self, trial: Trial, job: TrialJob, outcome: JobOutcome, ref: str | None): ...
+
+
+@dataclass
+class Trial:
+    """One configuration and what it has reported at each rung."""
+
+    trial_id: int
+    config: dict[str, Any]
+    key: tuple
+    params: int
+    macs: int
+    bracket: int = 0
+    results: dict[int, dict[str, float]] = field(default_factory=dict)  # rung -> metrics
+    failed: str | None = None  # the reason, once a job of it failed for good
+    checkpoints: dict[int, str] = field(default_factory=dict)  # rung -> checkpoint path
+    infeasible: bool = False  # over a hard constraint: never trained
+
+    @property
+    def top_rung(self) -> int | None:
+        return max(self.results) if self.results else None
+
+    @property
+    def val_accuracy(self) -> float | None:
+        top = self.top_rung
+        return None if top is None else self.results[top]["val_accuracy"]
+
+
+@dataclass
+class SearchStats:
+    jobs_done: int = 0
+    jobs_failed: int = 0
+    retries: int = 0
+    infeasible: int = 0
+    propose_seconds: float = 0.0
+    record_seconds: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+
+class SearchController:
+    """Runs a multi-objective, multi-fidelity search.
+
+    Args:
+        space: the search space.
+        strategy: proposes new configurations (ask/tell; the value told is minimised).
+        scheduler: ASHA or Hyperband: which trial runs next, to which rung.
+        executor: where trials run.
+        objectives: the objectives and hard constraints of the experiment file.
+        cost: parameters and MACs of a configuration, known before training.
+        checkpoint_dir: where trial checkpoints go (one per trial and rung).
+        schedule_epochs: the learning-rate schedule's horizon (the last rung's epochs).
+        wall_time: seconds the search may run (None: no limit).
+        max_trials: new configurations to start at most (None: no limit).
+        retries: times a job is retried after an infrastructure failure.
+        seed: seeds the ParEGO weights and the trials' training seeds.
+        events: receives every job start and finish (MLflow logging).
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        strategy: Strategy,
+        scheduler: Scheduler,
+        executor: Executor,
+        objectives: ObjectivesConfig,
+        cost: Callable[[Mapping[str, Any]], tuple[int, int]],
+        checkpoint_dir: str | Path,
+        schedule_epochs: int,
+        wall_time: float | None = None,
+        max_trials: int | None = None,
+        retries: int = 2,
+        seed: int = 0,
+        events: SearchEvents | None = None,
+    ):
+        if wall_time is None and max_trials is None:
+            raise ValueError("give `wall_time` or `max_trials`: a search needs a budget")
+        self.space = space
+        self.strategy = strategy
+        self.scheduler = scheduler
+        self.executor = executor
+        self.objectives = objectives
+        self.cost = cost
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.schedule_epochs = schedule_epochs
+        self.wall_time = wall_time
+        self.max_trials = max_trials
+        self.retries = retries
+        self.seed = seed
+        self.events = events
+        self.trials: dict[int, Trial] = {}
+        self.by_key: dict[tuple, Trial] = {}
+        self.stats = SearchStats()
+        self._refs: dict[int, str | None] = {}  # id(job) -> the events' handle (MLflow run id)
+        self._pending: list[TrialJob] = []  # jobs to (re)submit before asking for new ones
+        goals = [t.goal for t in objectives.targets]
+        self.scalarizer = ParEGOScalarizer(goals, seed=seed)
+        self.rung_scalarizer = ParEGOScalarizer(goals, seed=seed, bounds=self._fixed_bounds())
+        self.n_new = 0
+
+    # -- objectives --------------------------------------------------------------------------
+
+    def _fixed_bounds(self) -> list[tuple[float, float]]:
+        high = math.log10(self.objectives.max_params) if self.objectives.max_params else 6.5
+        bounds = []
+        for target in self.objectives.targets:
+            if target.metric == "val_accuracy":
+                bounds.append((0.0, 1.0))
+            else:
+                bounds.append((RUNG_LOG10_PARAMS_LOW, max(high, RUNG_LOG10_PARAMS_LOW + 1)))
+        return bounds
+
+    def objective_vector(self, trial: Trial, metrics: Mapping[str, float] | None) -> list[float]:
+        """The trial's objectives in the units the scalarisation uses (log10 for counts)."""
+        out = []
+        for target in self.objectives.targets:
+            if target.metric == "val_accuracy":
+                out.append(math.nan if metrics is None else float(metrics["val_accuracy"]))
+            elif target.metric == "params":
+                out.append(math.log10(max(1, trial.params)))
+            else:
+                out.append(math.log10(max(1, trial.macs)))
+        return out
+
+    def violation(self, params: int, macs: int) -> float:
+        """How far a configuration is over its hard budgets (log10 ratio; <= 0 is feasible)."""
+        over = [-1.0]
+        if self.objectives.max_params:
+            over.append(math.log10(params / self.objectives.max_params))
+        if self.objectives.max_macs:
+            over.append(math.log10(max(1, macs) / self.objectives.max_macs))
+        return max(over)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(self, on_progress: Callable[[SearchController], None] | None = None) -> None:
+        """Run until the budget is spent; jobs still running then are abandoned."""
+        deadline = None if self.wall_time is None else self.stats.started + self.wall_time
+        last_report = 0.0
+        while True:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            self._fill()
+            if not self.executor.running():
+                break  # nothing runs and nothing can start: the trial budget is spent
+            wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - now))
+            for outcome in self.executor.wait(timeout=wait):
+                self._handle(outcome)
+            if on_progress is not None and time.monotonic() - last_report >= 0.5:
+                on_progress(self)
+                last_report = time.monotonic()
+        if on_progress is not None:
+            on_progress(self)
+
+    def _fill(self) -> None:
+        while self.executor.free_slots() > 0:
+            if self._pending:
+                self._submit(self._pending.pop(0))
+                continue
+            allow_new = self.max_trials is None or self.n_new < self.max_trials
+            job = self.scheduler.next_job(allow_new=allow_new)
+            if job is None:
+                return
+            if job.is_promotion:
+                trial = self.trials[job.trial_id]
+                resume = trial.checkpoints.get(job.from_rung.index)
+            else:
+                trial = self._new_trial(job)
+                resume = None
+            self._submit(self._job(trial, job.rung, resume))
+
+    def _job(self, trial: Trial, rung: Rung, resume: str | None, attempt: int = 0) -> TrialJob:
+        checkpoint = self.checkpoint_dir / f"trial-{trial.trial_id:05d}-rung-{rung.index}.pt"
+        spec = TrialSpec(
+            trial_id=f"trial-{trial.trial_id:05d}-rung-{rung.index}",
+            config=trial.config,
+            epochs=rung.epochs,
+            schedule_epochs=self.schedule_epochs,
+            data_fraction=rung.data_fraction,
+            resolution=rung.resolution,
+            seed=self.seed * 100_003 + trial.trial_id,
+            resume_from=resume,
+            checkpoint_to=str(checkpoint),
+        )
+        return TrialJob(spec, rung=rung.index, attempt=attempt)
+
+    def _submit(self, job: TrialJob) -> None:
+        trial = self._trial_of(job)
+        if self.events is not None:
+            self._refs[id(job)] = self.events.job_started(trial, job)
+        self.executor.submit(job)
+
+    def _trial_of(self, job: TrialJob) -> Trial:
+        return self.trials[int(job.spec.trial_id.split("-")[1])]
+
+    def _new_trial(self, job: Job) -> Trial:
+        """Ask the strategy for a configuration; ones over a hard budget are told, not trained."""
+        t0 = time.perf_counter()
+        self.n_new += 1
+        self._retell()
+        for _ in range(1000):
+            config = self.strategy.ask(1)[0]
+            params, macs = self.cost(config)
+            key = self.space.key(config)
+            trial = Trial(job.trial_id, config, key, params, macs, bracket=job.bracket)
+            violation = self.violation(params, macs)
+            if violation > 0:
+                trial.infeasible = True
+                self.stats.infeasible += 1
+                self.by_key[key] = trial  # re-told at every ask, never trained
+                # worse than any feasible scalar (those stay below 1 + rho); re-scaled later
+                self.strategy.tell(config, INFEASIBLE_VALUE + violation)
+                continue
+            self.trials[job.trial_id] = trial
+            self.by_key[key] = trial
+            self.stats.propose_seconds += time.perf_counter() - t0
+            return trial
+        raise RuntimeError("1000 proposals in a row were over the hard budget; loosen max_params")
+
+    def _fit_rung(self) -> int:
+        """BOHB's rule: fit on the highest rung with enough results to model."""
+        needed = max(len(self.space.dimensions) // 4, 8)
+        counts: dict[int, int] = {}
+        for trial in self.trials.values():
+            for rung in trial.results:
+                counts[rung] = counts.get(rung, 0) + 1
+        usable = [r for r, n in counts.items() if n >= needed]
+        return max(usable) if usable else min(counts, default=0)
+
+    def _retell(self) -> None:
+        """Re-scalarise every result with fresh ParEGO weights and tell them all to the strategy.
+
+        Configurations with a result at the fitted rung are told their value; failed and
+        over-budget ones are told as such; the rest are marked as seen (never proposed again)
+        without a value to fit.
+        """
+        if not self.by_key:
+            return
+        rung = self._fit_rung()
+        trials = list(self.by_key.values())
+        objectives = [self.objective_vector(t, t.results.get(rung)) for t in trials]
+        violations = [self.violation(t.params, t.macs) for t in trials]
+        values = self.scalarizer.scalarize(objectives, self.scalarizer.draw_weights(), violations)
+        updates: dict[tuple, float | None] = {}
+        for trial, value in zip(trials, values, strict=True):
+            if trial.infeasible or trial.failed is not None or rung in trial.results:
+                updates[trial.key] = float(value)  # inf for failures, over-budget penalty
+            elif trial.results:
+                updates[trial.key] = None  # stopped below the fitted rung: seen, not fitted
+            # a trial with no result yet stays pending: the strategy's constant liar covers it
+        self.strategy.revalue(updates, {t.key: t.config for t in trials})
+
+    def _handle(self, outcome: JobOutcome) -> None:
+        t0 = time.perf_counter()
+        job, result = outcome.job, outcome.result
+        trial = self._trial_of(job)
+        ref = self._refs.pop(id(job), None)
+        if self.events is not None:
+            self.events.job_finished(trial, job, outcome, ref)
+        if outcome.infrastructure_failure and job.attempt < self.retries:
+            self.stats.retries += 1
+            # Retry from the job's own resume point: the lower rung's checkpoint.
+            self._pending.append(
+                self._job(
+                    trial,
+                    self._rung(job.rung),
+                    job.spec.resume_from,
+                    attempt=job.attempt + 1,
+                )
+            )
+            return
+        if result.status == "ok" and result.history:
+            metrics = dict(result.history[-1])
+            trial.results[job.rung] = metrics
+            if result.checkpoint:
+                trial.checkpoints[job.rung] = result.checkpoint
+            value = self.rung_value(trial, metrics)
+            self.stats.jobs_done += 1
+        else:
+            trial.failed = result.reason or "failed"
+            value = None
+            self.stats.jobs_failed += 1
+        self.scheduler.record(trial.trial_id, job.rung, value, trial.bracket)
+        self.stats.record_seconds += time.perf_counter() - t0
+
+    def _rung(self, index: int) -> Rung:
+        return next(r for r in self.scheduler.rungs if r.index == index)
+
+    def rung_value(self, trial: Trial, metrics: Mapping[str, float]) -> float:
+        """The scalar that ranks a result among its rung: equal weights, fixed bounds."""
+        vec = [self.objective_vector(trial, metrics)]
+        return float(self.rung_scalarizer.scalarize(vec, self.rung_scalarizer.equal_weights())[0])
+
+    # -- restoring -----------------------------------------------------------------------------
+
+    def restore(self, records: list) -> int:
+        """Rebuild the state from the job records of an earlier run of this search.
+
+        Finished jobs are recorded and told again; jobs that were running are queued to run
+        again from their resume point. Returns the number of jobs queued again.
+        """
+        for rec in sorted(records, key=lambda r: (r.trial_id, r.rung, r.attempt)):
+            trial = self.trials.get(rec.trial_id)
+            if trial is None:
+                params, macs = self.cost(rec.config)
+                trial = Trial(
+                    rec.trial_id,
+                    self.space.canonicalize(rec.config),
+                    self.space.key(rec.config),
+                    params,
+                    macs,
+                    bracket=rec.bracket,
+                )
+                self.trials[rec.trial_id] = trial
+                self.by_key[trial.key] = trial
+                self.n_new += 1
+            if rec.status in ("running", "infrastructure", "abandoned", "interrupted"):
+                continue
+            if rec.status == "ok":
+                metrics = {k: v for k, v in rec.metrics.items()}
+                trial.results[rec.rung] = metrics
+                if rec.checkpoint:
+                    trial.checkpoints[rec.rung] = rec.checkpoint
+                self.scheduler.record(trial.trial_id, rec.rung, self.rung_value(trial, metrics),
+                                      trial.bracket)  # fmt: skip
+            elif rec.status == "failed" and not _retried(rec, records):
+                trial.failed = rec.reason or "failed"
+                self.scheduler.record(trial.trial_id, rec.rung, None, trial.bracket)
+        queued = 0
+        for rec in records:
+            if rec.status in ("running", "infrastructure") and not _retried(rec, records):
+                trial = self.trials[rec.trial_id]
+                if rec.rung in trial.results or trial.failed:
+                    continue
+                attempt = rec.attempt + (rec.status == "infrastructure")
+                if attempt > self.retries:
+                    trial.failed = rec.reason or "infrastructure failures"
+                    self.scheduler.record(trial.trial_id, rec.rung, None, trial.bracket)
+                    continue
+                job = self._job(trial, self._rung(rec.rung), rec.resume_from, attempt)
+                self.scheduler.mark_started(trial.trial_id, rec.rung, trial.bracket)
+                self._pending.append(job)
+                queued += 1
+        return queued
+
+    def refs_of(self, jobs: list[TrialJob]) -> list[str]:
+        """The events' handles (MLflow run ids) of running jobs."""
+        return [ref for job in jobs if (ref := self._refs.get(id(job))) is not None]
+
+    # -- what the user sees ---------------------------------------------------------------------
+
+    def front(self) -> list[Trial]:
+        """The Pareto front over the objectives, each trial at its highest rung."""
+        done = [t for t in self.trials.values() if t.results]
+        if not done:
+            return []
+        points = [self.objective_vector(t, t.results[t.top_rung]) for t in done]
+        goals = [target.goal for target in self.objectives.targets]
+        return sorted((done[i] for i in pareto_front(points, goals)), key=lambda t: t.params)
+
+    def hypervolume(self) -> float:
+        """Hypervolume of the front over (log10 params in [2, 4.5], validation error)."""
+        done = [t for t in self.trials.values() if t.results]
+        if not done:
+            return 0.0
+        pts = np.array(
+            [[min(max(math.log10(max(1, t.params)), 2.0), 4.5), 1 - t.val_accuracy] for t in done]
+        )
+        return hypervolume(pts, [4.5, 1.0])
+
+    def best_accuracy(self) -> float | None:
+        accs = [t.val_accuracy for t in self.trials.values() if t.results]
+        return max(accs) if accs else None
+
+    def budget_left(self) -> float | None:
+        if self.wall_time is None:
+            return None
+        return max(0.0, self.stats.started + self.wall_time - time.monotonic())
+
+
+def _retried(rec, records) -> bool:
+    return any(
+        r.trial_id == rec.trial_id and r.rung == rec.rung and r.attempt > rec.attempt
+        for r in records
+    )

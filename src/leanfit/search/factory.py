@@ -1,0 +1,39 @@
+"""Build the strategy an experiment file names: `make_strategy(space, experiment.strategy)`."""
+
+from __future__ import annotations
+
+from leanfit.config import StrategyConfig
+from leanfit.search.evolution import RegularizedEvolution
+from leanfit.search.random_search import RandomSearch
+from leanfit.search.skopt_strategy import SkoptStrategy
+from leanfit.search.strategy import Feasible, Strategy
+from leanfit.space.spec import SearchSpace
+
+
+def make_strategy(
+    space: SearchSpace,
+    config: StrategyConfig,
+    seed: int | None = None,
+    feasible: Feasible | None = None,
+) -> Strategy:
+    """The strategy of `config` over `space`, seeded by `seed` (default: `config.seed`), that
+    proposes only configurations satisfying `feasible` when it is given.
+
+    "skopt" uses `config.surrogate`, `config.acquisition` and `config.initial_points`; "random"
+    and "evolution" use only the seed (evolution keeps its default population and sample sizes).
+    """
+    seed = config.seed if seed is None else seed
+    if config.name == "skopt":
+        return SkoptStrategy(
+            space,
+            seed=seed,
+            surrogate=config.surrogate,
+            acquisition=config.acquisition,
+            initial_points=config.initial_points,
+            feasible=feasible,
+        )
+    if config.name == "random":
+        return RandomSearch(space, seed=seed, feasible=feasible)
+    if config.name == "evolution":
+        return RegularizedEvolution(space, seed=seed, feasible=feasible)
+    raise ValueError(f"unknown strategy {config.name!r}")

@@ -1,0 +1,327 @@
+"""`leanfit search`: an experiment file in, a Pareto front, a report and MLflow runs out.
+
+This module wires the experiment's settings to the pieces (strategy, scheduler, executor,
+controller, MLflow) and owns what the user sees; the search logic itself is in the controller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from leanfit.config import Experiment
+from leanfit.errors import LeanfitError
+from leanfit.execute.base import Executor, JobOutcome, RunnerSpec, TrialJob
+from leanfit.report.pareto import ReportPoint, plot_pareto, write_html
+from leanfit.search.asha import ASHA
+from leanfit.search.controller import SearchController, Trial, within_budget
+from leanfit.search.factory import make_strategy
+from leanfit.search.hyperband import Hyperband
+from leanfit.track.search import SearchLog
+
+
+def make_scheduler(experiment: Experiment):
+    """ASHA, Hyperband, or (scheduler none) every trial straight to the full budget."""
+    b, s = experiment.budget, experiment.scheduler
+    fidelity = {
+        "min_data_fraction": b.min_data_fraction,
+        "min_resolution": b.min_resolution,
+        "full_resolution": experiment.dataset.image_size if b.min_resolution else None,
+    }
+    if s.name == "hyperband":
+        return Hyperband(b.min_epochs, b.max_epochs, s.eta, **fidelity)
+    if s.name == "none":
+        return ASHA(b.max_epochs, b.max_epochs, s.eta)
+    return ASHA(b.min_epochs, b.max_epochs, s.eta, **fidelity)
+
+
+def model_cost(channels: int, image_size: int, num_classes: int):
+    """Parameters and MACs of a configuration, computed without building it."""
+    from leanfit.models.cost import architecture_cost
+
+    return lambda config: architecture_cost(config, channels, image_size, num_classes)
+
+
+def search_key(experiment: Experiment, digest: str) -> str:
+    """Identifies a search: the same file on the same data resumes the same search."""
+    settings = experiment.model_dump(mode="json", exclude={"base_dir", "executor", "tracking"})
+    blob = json.dumps({"settings": settings, "digest": digest}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class MlflowEvents:
+    """Logs each trial job as a nested run of the search run."""
+
+    def __init__(self, log: SearchLog, digest: str):
+        self.log = log
+        self.digest = digest
+
+    def job_started(self, trial: Trial, job: TrialJob) -> str:
+        spec = job.spec
+        budget = {
+            "epochs": spec.epochs,
+            "data_fraction": spec.data_fraction,
+            "resolution": spec.resolution,
+        }
+        from_rung = None
+        if spec.resume_from:
+            from_rung = max((r for r, p in trial.checkpoints.items() if p == spec.resume_from),
+                            default=None)  # fmt: skip
+        return self.log.job_started(
+            trial.trial_id,
+            job.rung,
+            trial.bracket,
+            from_rung,
+            trial.config,
+            budget,
+            spec.checkpoint_to,
+            spec.resume_from,
+            job.attempt,
+            self.digest,
+        )
+
+    def job_finished(self, trial: Trial, job: TrialJob, outcome: JobOutcome, ref: str | None):
+        if ref is None:
+            return
+        self.log.job_finished(ref, outcome.result, infrastructure=outcome.infrastructure_failure)
+
+
+@dataclass
+class SearchOutcome:
+    controller: SearchController
+    search_run_id: str
+    report_html: Path
+    report_plot: Path
+    resumed_jobs: int
+
+
+def runner_for(
+    experiment: Experiment, workers: int, synthetic_sleep: float | None = None
+) -> RunnerSpec:
+    """Real training, or (with `synthetic_sleep`) the synthetic objective taking that many
+    seconds per epoch: the whole search machinery in seconds, for a dry run."""
+    exp = experiment.model_dump(mode="json", exclude={"base_dir"})
+    if synthetic_sleep is not None:
+        return RunnerSpec(
+            "leanfit.execute.runners:synthetic_runner",
+            {"experiment": exp, "base_dir": str(experiment.base_dir),
+             "sleep_per_epoch": synthetic_sleep},
+        )  # fmt: skip
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    return RunnerSpec(
+        "leanfit.execute.runners:training_runner",
+        {
+            "experiment": exp,
+            "base_dir": str(experiment.base_dir),
+            "threads": threads,
+        },
+    )
+
+
+def make_executor(
+    experiment: Experiment, workers: int, synthetic_sleep: float | None = None
+) -> Executor:
+    ex = experiment.executor
+    if ex.kind == "kubernetes":
+        raise LeanfitError(
+            "executor.kind: the Kubernetes executor is not built yet; use `kind: local`"
+        )
+    from leanfit.execute.local import LocalExecutor
+
+    gpus = _visible_gpus() if synthetic_sleep is None else []
+    runner = runner_for(experiment, workers, synthetic_sleep)
+    return LocalExecutor(runner, workers, ex.trial_timeout, gpus=gpus)
+
+
+def _visible_gpus() -> list[int]:
+    import torch
+
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+
+
+def run_search(
+    experiment: Experiment,
+    resume: bool = False,
+    workers: int | None = None,
+    wall_time: float | None = None,
+    max_trials: int | None = None,
+    on_progress=None,
+    synthetic_sleep: float | None = None,
+) -> SearchOutcome:
+    """Run (or resume) the experiment's search; returns the controller with its results."""
+    from leanfit.data.sources import load_dataset
+    from leanfit.track import TrialLogger
+
+    dataset = load_dataset(experiment)
+    space = experiment.search_space()
+    key = search_key(experiment, dataset.digest)
+    logger = TrialLogger(experiment.tracking_uri(), experiment.experiment_name())
+    wall = wall_time if wall_time is not None else experiment.budget.wall_time
+    trials = max_trials if max_trials is not None else experiment.budget.trials
+    if wall is None and trials is None:
+        raise LeanfitError("budget: give budget.wall_time or budget.trials (or --wall-time)")
+
+    if resume:
+        log = SearchLog.find_resumable(logger, key)
+        if log is None:
+            raise LeanfitError(
+                f"--resume: no unfinished search of this experiment file and data in "
+                f"{experiment.tracking_uri()}; run without --resume to start one"
+            )
+        log.reopen()
+    else:
+        settings = {"experiment": experiment.name, "search_key": key, "workers": workers}
+        settings.update(_flat_settings(experiment))
+        log = SearchLog.start(
+            logger, f"search-{experiment.name}", key, settings, dataset, experiment.dataset.source
+        )
+    elapsed_before = log.elapsed() if resume else 0.0
+    if wall is not None:
+        wall = max(0.0, wall - elapsed_before)
+
+    n_workers = workers or experiment.executor.workers
+    work = experiment.work_path() / "searches" / log.run_id
+    cost = model_cost(dataset.channels, experiment.dataset.image_size, dataset.num_classes)
+    feasible = within_budget(experiment.objectives, cost)
+    controller = SearchController(
+        space=space,
+        strategy=make_strategy(space, experiment.strategy, feasible=feasible),
+        scheduler=make_scheduler(experiment),
+        executor=_NoExecutor(),
+        objectives=experiment.objectives,
+        cost=cost,
+        checkpoint_dir=work / "checkpoints",
+        schedule_epochs=experiment.budget.max_epochs,
+        wall_time=wall,
+        max_trials=trials,
+        retries=experiment.executor.retries,
+        seed=experiment.strategy.seed,
+        events=MlflowEvents(log, dataset.digest),
+    )
+    resumed = 0
+    if resume:
+        records = log.records()
+        resumed = controller.restore(records)
+        log.mark_interrupted([r.run_id for r in records if r.status == "running"])
+    started = time.monotonic()
+    status = "FAILED"
+    try:
+        with make_executor(experiment, n_workers, synthetic_sleep) as executor:
+            controller.executor = executor
+            controller.run(on_progress)
+            abandoned = controller.refs_of(executor.running())
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        log.log_elapsed(elapsed_before + time.monotonic() - started)
+        if status != "FINISHED":
+            log.set_status(status)
+    log.abandon(abandoned)
+    plot, page = write_report(experiment, controller, work / "report", log.run_id)
+    best = controller.best_accuracy()
+    log.log_report(
+        [plot, page],
+        {
+            "hypervolume": controller.hypervolume(),
+            "trials": len(controller.trials),
+            "pareto_models": len(controller.front()),
+            "best_val_accuracy": best if best is not None else float("nan"),
+        },
+    )
+    log.set_status("FINISHED")
+    return SearchOutcome(controller, log.run_id, page, plot, resumed)
+
+
+def _flat_settings(experiment: Experiment) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for section in ("budget", "strategy", "scheduler"):
+        for k, v in getattr(experiment, section).model_dump(mode="json").items():
+            out[f"{section}.{k}"] = v
+    out["objectives.max_params"] = experiment.objectives.max_params
+    return out
+
+
+def report_points(controller: SearchController) -> list[ReportPoint]:
+    front = {t.trial_id for t in controller.front()}
+    rungs = {r.index: r.epochs for r in controller.scheduler.rungs}
+    return [
+        ReportPoint(
+            t.trial_id,
+            t.params,
+            t.macs,
+            t.val_accuracy,
+            rungs.get(t.top_rung, 0),
+            t.config,
+            on_front=t.trial_id in front,
+        )
+        for t in sorted(controller.trials.values(), key=lambda t: t.trial_id)
+        if t.results
+    ]
+
+
+def write_report(
+    experiment: Experiment, controller: SearchController, folder: Path, run_id: str
+) -> tuple[Path, Path]:
+    points = report_points(controller)
+    title = f"leanfit search: {experiment.name}"
+    plot = plot_pareto(points, folder / "pareto.png", title, experiment.objectives.max_params)
+    summary = summary_of(controller)
+    summary["MLflow search run"] = run_id
+    page = write_html(points, plot, folder / "report.html", title, summary)
+    return plot, page
+
+
+def summary_of(controller: SearchController) -> dict[str, Any]:
+    s = controller.stats
+    best = controller.best_accuracy()
+    return {
+        "trials": len(controller.trials),
+        "jobs finished": s.jobs_done,
+        "jobs failed": s.jobs_failed,
+        "retries after infrastructure failures": s.retries,
+        "proposals over the hard budget (not trained)": s.infeasible,
+        "best validation accuracy": "-" if best is None else f"{best:.4f}",
+        "Pareto models": len(controller.front()),
+        "hypervolume (log10 params 2-4.5 x error)": f"{controller.hypervolume():.4f}",
+    }
+
+
+class _NoExecutor(Executor):
+    """Placeholder until the real executor is started (restoring needs no workers)."""
+
+    def free_slots(self) -> int:
+        return 0
+
+    def submit(self, job: TrialJob) -> None:
+        raise RuntimeError("the executor has not started")
+
+    def wait(self, timeout: float | None = None) -> list[JobOutcome]:
+        return []
+
+    def running(self) -> list[TrialJob]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+def front_table(controller: SearchController) -> list[Mapping[str, Any]]:
+    rungs = {r.index: r.epochs for r in controller.scheduler.rungs}
+    return [
+        {
+            "trial": t.trial_id,
+            "params": t.params,
+            "macs": t.macs,
+            "val_accuracy": t.val_accuracy,
+            "epochs": rungs.get(t.top_rung, 0),
+        }
+        for t in controller.front()
+    ]

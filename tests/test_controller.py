@@ -1,0 +1,207 @@
+"""The search controller on a synthetic objective: asks, promotes, resumes, survives failures."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+
+import pytest
+
+from leanfit.config import experiment_from_dict
+from leanfit.execute.base import Executor, RunnerSpec
+from leanfit.execute.inline import InlineExecutor
+from leanfit.execute.local import LocalExecutor
+from leanfit.search.asha import ASHA
+from leanfit.search.controller import SearchController, within_budget
+from leanfit.search.factory import make_strategy
+from leanfit.search.run import model_cost
+from leanfit.train.trainer import TrainResult
+from tests.support import digits_config
+
+EXPERIMENT = experiment_from_dict(digits_config())
+SPACE = EXPERIMENT.search_space()
+
+
+def synthetic(**kw) -> RunnerSpec:
+    return RunnerSpec(
+        "leanfit.execute.runners:synthetic_runner",
+        {"experiment": EXPERIMENT.model_dump(mode="json", exclude={"base_dir"}), **kw},
+    )
+
+
+class Recorder(Executor):
+    """Wraps an executor and keeps every job it was given and every outcome it returned."""
+
+    def __init__(self, inner: Executor):
+        self.inner, self.jobs, self.outcomes = inner, [], []
+
+    def free_slots(self):
+        return self.inner.free_slots()
+
+    def submit(self, job):
+        self.jobs.append(job)
+        self.inner.submit(job)
+
+    def wait(self, timeout=None):
+        out = self.inner.wait(timeout)
+        self.outcomes += out
+        return out
+
+    def running(self):
+        return self.inner.running()
+
+    def close(self):
+        self.inner.close()
+
+
+def controller(
+    executor, tmp_path, strategy="skopt", constrained_sampling=True, **kw
+) -> SearchController:
+    cfg = EXPERIMENT.strategy.model_copy(update={"name": strategy, "initial_points": 8})
+    defaults = dict(max_trials=40, wall_time=None, objectives=EXPERIMENT.objectives)
+    defaults.update(kw)
+    cost = model_cost(1, 16, 10)
+    feasible = within_budget(defaults["objectives"], cost) if constrained_sampling else None
+    return SearchController(
+        space=SPACE,
+        strategy=make_strategy(SPACE, cfg, seed=1, feasible=feasible),
+        scheduler=ASHA(1, 9, 3),
+        executor=executor,
+        cost=cost,
+        checkpoint_dir=tmp_path / "ck",
+        schedule_epochs=9,
+        seed=1,
+        **defaults,
+    )
+
+
+@pytest.mark.parametrize("strategy", ["skopt", "random", "evolution"])
+def test_search_tells_every_result_and_never_runs_a_configuration_twice(tmp_path, strategy):
+    rec = Recorder(InlineExecutor(synthetic()))
+    c = controller(rec, tmp_path, strategy=strategy)
+    c.run()
+    assert len(c.trials) == 40
+    keys = Counter(t.key for t in c.trials.values())
+    assert max(keys.values()) == 1, "a configuration was trained as two trials"
+    assert c.stats.jobs_done == len(rec.outcomes)
+    # every new trial is a rung-0 job; promotions resume from the lower rung's checkpoint
+    promotions = [j for j in rec.jobs if j.rung > 0]
+    assert promotions, "ASHA promoted nothing"
+    for job in promotions:
+        assert job.spec.resume_from and job.spec.resume_from.endswith(f"rung-{job.rung - 1}.pt")
+    assert all(t.params <= 20_000 for t in c.trials.values()), "max_params is a hard budget"
+    front = c.front()
+    assert front and c.hypervolume() > 0
+    for a in front:  # no front member is dominated by any trial
+        for b in c.trials.values():
+            if b.results and b is not a:
+                assert not (b.params <= a.params and b.val_accuracy > a.val_accuracy)
+
+
+@pytest.mark.parametrize("constrained_sampling", [True, False])
+def test_nothing_over_the_parameter_budget_is_trained(tmp_path, constrained_sampling):
+    """With the budget as the strategy's constraint, proposals are feasible from the start;
+    without it, infeasible proposals are told (not trained) and the strategy asks again."""
+    objectives = EXPERIMENT.objectives.model_copy(update={"max_params": 3000})
+    rec = Recorder(InlineExecutor(synthetic()))
+    c = controller(
+        rec, tmp_path, "random", constrained_sampling, objectives=objectives, max_trials=15
+    )
+    c.run()
+    assert len(c.trials) == 15
+    assert all(t.params <= 3000 for t in c.trials.values())
+    assert all(c.cost(j.spec.config)[0] <= 3000 for j in rec.jobs)
+    assert (c.stats.infeasible > 0) == (not constrained_sampling)
+
+
+def flaky_runner():
+    """A fifth of the trials return NaN; a few others crash their worker once."""
+    import os
+
+    inner = RunnerSpec(
+        "leanfit.execute.runners:synthetic_runner",
+        {"experiment": EXPERIMENT.model_dump(mode="json", exclude={"base_dir"})},
+    ).build()
+
+    def run(spec):
+        n = int(spec.trial_id.split("-")[1])
+        if n % 5 == 0:
+            return TrainResult("failed", reason="loss became nan in epoch 1")
+        if (
+            n % 7 == 3
+            and spec.resume_from is None
+            and not os.path.exists(f"{spec.checkpoint_to}.x")
+        ):
+            open(f"{spec.checkpoint_to}.x", "w").close()
+            os._exit(137)  # killed once, as by the out-of-memory killer
+        return inner(spec)
+
+    return run
+
+
+def test_a_search_where_trials_crash_or_return_nan_finishes_and_records_them(tmp_path):
+    rec_spec = RunnerSpec("tests.test_controller:flaky_runner")
+    with LocalExecutor(rec_spec, workers=2, trial_timeout=60) as ex:
+        rec = Recorder(ex)
+        c = controller(rec, tmp_path, max_trials=25)
+        c.run()
+    failed = [t for t in c.trials.values() if t.failed]
+    assert len(failed) == 5 and all("nan" in t.failed for t in failed)
+    assert c.stats.retries >= 3  # trials 3, 10, 17, 24 crashed once each, then ran again
+    crashed = [o for o in rec.outcomes if o.infrastructure_failure]
+    for o in crashed:
+        tid = int(o.job.spec.trial_id.split("-")[1])
+        assert c.trials[tid].results, f"trial {tid} was not retried after its worker died"
+
+
+def test_wall_time_is_honoured(tmp_path):
+    with LocalExecutor(synthetic(sleep_per_epoch=0.3), workers=2) as ex:
+        c = controller(ex, tmp_path, max_trials=None, wall_time=6.0)
+        start = time.monotonic()
+        c.run()
+        took = time.monotonic() - start
+    assert 5.5 <= took <= 8.0
+    assert c.stats.jobs_done > 4
+
+
+def test_restore_rebuilds_the_state_and_reruns_only_what_was_running(tmp_path):
+    from leanfit.track.search import JobRecord
+
+    first = controller(InlineExecutor(synthetic()), tmp_path, max_trials=12)
+    first.run()
+    records = []
+    for t in first.trials.values():
+        for rung, metrics in t.results.items():
+            records.append(
+                JobRecord(
+                    "r",
+                    t.trial_id,
+                    rung,
+                    0,
+                    None,
+                    t.config,
+                    {},
+                    "ok",
+                    metrics,
+                    t.checkpoints.get(rung),
+                    None,
+                    None,
+                    0,
+                )  # fmt: skip
+            )
+    interrupted = next(iter(first.trials.values()))
+    records.append(
+        JobRecord("r", 99, 0, 0, None, SPACE.sample(123), {}, "running", {}, None, None, None, 0)
+    )
+    rec = Recorder(InlineExecutor(synthetic()))
+    second = controller(rec, tmp_path, max_trials=14)
+    assert second.restore(records) == 1
+    second.run()
+    ran = Counter((int(j.spec.trial_id.split("-")[1]), j.rung) for j in rec.jobs)
+    assert ran[(99, 0)] == 1  # the interrupted job ran again
+    for t in first.trials.values():
+        for rung in t.results:
+            assert ran[(t.trial_id, rung)] == 0, "a finished job ran again"
+    assert interrupted.trial_id in second.trials
+    assert not math.isnan(second.hypervolume())
