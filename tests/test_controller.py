@@ -70,7 +70,6 @@ def controller(
         executor=executor,
         cost=cost,
         checkpoint_dir=tmp_path / "ck",
-        schedule_epochs=9,
         seed=1,
         **defaults,
     )
@@ -205,3 +204,15 @@ def test_restore_rebuilds_the_state_and_reruns_only_what_was_running(tmp_path):
             assert ran[(t.trial_id, rung)] == 0, "a finished job ran again"
     assert interrupted.trial_id in second.trials
     assert not math.isnan(second.hypervolume())
+
+
+def test_the_initial_design_reaches_the_small_end_of_the_front(tmp_path):
+    """The space's prior rarely samples tiny models; the first trials are spread over log size."""
+    prior = [c.cost(c.space.sample(s))[0] for c in [controller(None, tmp_path)] for s in range(20)]
+    design = controller(InlineExecutor(synthetic()), tmp_path, "random", max_trials=20)
+    design.initial_design = 20
+    design.run()
+    sizes = sorted(t.params for t in design.trials.values())
+    assert sum(p <= 2_000 for p in sizes) >= 4
+    assert sum(p <= 2_000 for p in sizes) > sum(p <= 2_000 for p in prior)
+    assert max(sizes) > 8_000  # and it still covers the large end

@@ -14,7 +14,9 @@ from leanfit.search.pareto import pareto_front
 from leanfit.space.spec import Param, SearchSpace
 from tests.support import EXAMPLES
 
-DIGITS = load_experiment(EXAMPLES / "digits.yaml").search_space()
+_DIGITS_EXPERIMENT = load_experiment(EXAMPLES / "digits.yaml")
+DIGITS = _DIGITS_EXPERIMENT.search_space()
+BLOCKS = _DIGITS_EXPERIMENT.space.architecture.blocks
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +63,11 @@ def test_noise_is_reproducible_and_a_resumed_run_reports_the_same_curve(objectiv
 def test_bigger_models_are_more_accurate_with_diminishing_returns():
     quiet = SyntheticObjective(DIGITS, noise=0.0, ruggedness=0.0)
     base = DIGITS.sample(11)
-    base.update({f"b{i}.type": "conv" for i in range(7)})
+    base.update({f"b{i}.type": "conv" for i in range(BLOCKS)})
     accuracies, sizes = [], []
     for width in (4, 8, 16, 32, 48):
         config = dict(base)
-        for i in range(7):
+        for i in range(BLOCKS):
             config.update({f"b{i}.width": width, f"b{i}.kernel": 3, f"b{i}.stride": 1})
             config.update({f"b{i}.repeats": 1, f"b{i}.activation": "relu"})
         config = DIGITS.validate(config)

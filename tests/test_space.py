@@ -14,7 +14,9 @@ from leanfit.space import Param, SearchSpace
 from leanfit.space.architecture import MODULE_PARAMS, flatten_genotype
 from tests.support import EXAMPLES
 
-SPACE = load_experiment(EXAMPLES / "digits.yaml").search_space()
+EXPERIMENT = load_experiment(EXAMPLES / "digits.yaml")
+SPACE = EXPERIMENT.search_space()
+BLOCKS = EXPERIMENT.space.architecture.blocks
 SEEDS = st.integers(min_value=0, max_value=2**32 - 1)
 
 
@@ -62,7 +64,7 @@ def test_sampling_is_seeded():
 def test_block_parameters_exist_only_for_their_module():
     for seed in range(100):
         config = SPACE.sample(seed)
-        for i in range(7):
+        for i in range(BLOCKS):
             kind = config[f"b{i}.type"]
             own = {
                 k.split(".", 1)[1] for k in config if k.startswith(f"b{i}.") and k != f"b{i}.type"
@@ -108,9 +110,9 @@ def test_constants_are_not_dimensions():
 
 
 def test_readable_genotype_form_is_padded_with_skip_blocks(reference_genotype):
-    flat = flatten_genotype(reference_genotype, 7, tuple(MODULE_PARAMS))
+    flat = flatten_genotype(reference_genotype, BLOCKS, tuple(MODULE_PARAMS))
     config = SPACE.validate(flat)
-    assert [config[f"b{i}.type"] for i in range(3, 7)] == ["skip"] * 4
+    assert [config[f"b{i}.type"] for i in range(3, BLOCKS)] == ["skip"] * (BLOCKS - 3)
 
 
 def yaml_space(architecture: dict) -> dict:

@@ -374,7 +374,9 @@ class ExecutorConfig(Strict):
 
 class TrainingConfig(Strict):
     augment: Literal["randaugment", "autoaugment", "trivialaugment", "none"] = "randaugment"
-    augment_groups: int = Field(8, ge=1, description="independent augmentation draws per batch")
+    augment_groups: int = Field(
+        8, ge=1, description="AutoAugment only: independent policy draws per batch"
+    )
     crop_padding: int = Field(2, ge=0)
     flip: bool = True
     schedule: Literal["onecycle", "cosine"] = "onecycle"

@@ -122,12 +122,14 @@ class SearchController:
         objectives: the objectives and hard constraints of the experiment file.
         cost: parameters and MACs of a configuration, known before training.
         checkpoint_dir: where trial checkpoints go (one per trial and rung).
-        schedule_epochs: the learning-rate schedule's horizon (the last rung's epochs).
         wall_time: seconds the search may run (None: no limit).
         max_trials: new configurations to start at most (None: no limit).
         retries: times a job is retried after an infrastructure failure.
         seed: seeds the ParEGO weights and the trials' training seeds.
         events: receives every job start and finish (MLflow logging).
+        initial_design: the first new trials are spread evenly over log10(parameters) instead of
+            being drawn from the space's prior, which piles up around mid-sized models and rarely
+            reaches the small end of the front (0: off).
     """
 
     def __init__(
@@ -139,12 +141,12 @@ class SearchController:
         objectives: ObjectivesConfig,
         cost: Callable[[Mapping[str, Any]], tuple[int, int]],
         checkpoint_dir: str | Path,
-        schedule_epochs: int,
         wall_time: float | None = None,
         max_trials: int | None = None,
         retries: int = 2,
         seed: int = 0,
         events: SearchEvents | None = None,
+        initial_design: int = 0,
     ):
         if wall_time is None and max_trials is None:
             raise ValueError("give `wall_time` or `max_trials`: a search needs a budget")
@@ -155,7 +157,6 @@ class SearchController:
         self.objectives = objectives
         self.cost = cost
         self.checkpoint_dir = Path(checkpoint_dir)
-        self.schedule_epochs = schedule_epochs
         self.wall_time = wall_time
         self.max_trials = max_trials
         self.retries = retries
@@ -170,6 +171,9 @@ class SearchController:
         self.scalarizer = ParEGOScalarizer(goals, seed=seed)
         self.rung_scalarizer = ParEGOScalarizer(goals, seed=seed, bounds=self._fixed_bounds())
         self.n_new = 0
+        self.initial_design = initial_design
+        self._design_rng = np.random.default_rng(seed)
+        self._size_range: tuple[float, float] | None = None
 
     # -- objectives --------------------------------------------------------------------------
 
@@ -249,7 +253,10 @@ class SearchController:
             trial_id=f"trial-{trial.trial_id:05d}-rung-{rung.index}",
             config=trial.config,
             epochs=rung.epochs,
-            schedule_epochs=self.schedule_epochs,
+            # Each rung anneals to its own end: a low rung's result is then a finished (short)
+            # training, far more predictive than a snapshot at peak learning rate; a promotion
+            # resumes the weights and anneals again over the longer horizon (a warm restart).
+            schedule_epochs=rung.epochs,
             data_fraction=rung.data_fraction,
             resolution=rung.resolution,
             seed=self.seed * 100_003 + trial.trial_id,
@@ -273,7 +280,8 @@ class SearchController:
         self.n_new += 1
         self._retell()
         for _ in range(1000):
-            config = self.strategy.ask(1)[0]
+            config = self._design_point() if self.n_new <= self.initial_design else None
+            config = config or self.strategy.ask(1)[0]
             params, macs = self.cost(config)
             key = self.space.key(config)
             trial = Trial(job.trial_id, config, key, params, macs, bracket=job.bracket)
@@ -290,6 +298,30 @@ class SearchController:
             self.stats.propose_seconds += time.perf_counter() - t0
             return trial
         raise RuntimeError("1000 proposals in a row were over the hard budget; loosen max_params")
+
+    def _design_point(self) -> dict[str, Any] | None:
+        """A new configuration whose size falls in the next slot of an even grid over
+        log10(parameters), by rejection sampling from the space (sizes cost microseconds)."""
+        if self._size_range is None:
+            sizes = [
+                math.log10(max(1, self.cost(self.space.sample(int(s)))[0]))
+                for s in self._design_rng.integers(0, 2**31, 2000)
+            ]
+            high = max(sizes)
+            if self.objectives.max_params:
+                high = min(high, math.log10(self.objectives.max_params))
+            self._size_range = (min(sizes), high)
+        low, high = self._size_range
+        # golden-ratio sequence: every prefix of the design is spread over the whole range
+        u = (self.n_new * 0.6180339887) % 1.0
+        width = (high - low) / max(2, self.initial_design)
+        target = low + u * (high - low - width)
+        for _ in range(5000):
+            config = self.space.sample(int(self._design_rng.integers(0, 2**31)))
+            size = math.log10(max(1, self.cost(config)[0]))
+            if target <= size <= target + width and self.strategy.claim(config):
+                return config
+        return None
 
     def _fit_rung(self) -> int:
         """BOHB's rule: fit on the highest rung with enough results to model."""

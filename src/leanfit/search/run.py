@@ -197,12 +197,12 @@ def run_search(
         objectives=experiment.objectives,
         cost=cost,
         checkpoint_dir=work / "checkpoints",
-        schedule_epochs=experiment.budget.max_epochs,
         wall_time=wall,
         max_trials=trials,
         retries=experiment.executor.retries,
         seed=experiment.strategy.seed,
         events=MlflowEvents(log, dataset.digest),
+        initial_design=experiment.strategy.initial_points,
     )
     resumed = 0
     if resume:

@@ -86,7 +86,7 @@ class SkoptStrategy(Strategy):
         acquisition: str = "EI",
         initial_points: int = 10,
         max_observations: int | None = None,
-        acquisition_samples: int = 2000,
+        acquisition_samples: int = 500,
         feasible: Feasible | None = None,
     ) -> None:
         if surrogate not in SURROGATES:

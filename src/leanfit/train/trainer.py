@@ -207,9 +207,12 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 idx = perm[i * batch_size : (i + 1) * batch_size]
-                xb = prepare(augment(train_x[idx]))
+                # index_select, not train_x[idx]: on uint8 it is ~15x faster per batch on a CPU
+                xb = prepare(augment(train_x.index_select(0, idx)))
                 with autocast():
-                    loss = F.cross_entropy(step_model(xb), train_y[idx], label_smoothing=smoothing)
+                    loss = F.cross_entropy(
+                        step_model(xb), train_y.index_select(0, idx), label_smoothing=smoothing
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
