@@ -107,7 +107,6 @@ class SearchStats:
     retries: int = 0
     infeasible: int = 0
     propose_seconds: float = 0.0
-    record_seconds: float = 0.0
     started: float = field(default_factory=time.monotonic)
 
 
@@ -357,7 +356,6 @@ class SearchController:
         self.strategy.revalue(updates, {t.key: t.config for t in trials})
 
     def _handle(self, outcome: JobOutcome) -> None:
-        t0 = time.perf_counter()
         job, result = outcome.job, outcome.result
         trial = self._trial_of(job)
         ref = self._refs.pop(id(job), None)
@@ -387,7 +385,6 @@ class SearchController:
             value = None
             self.stats.jobs_failed += 1
         self.scheduler.record(trial.trial_id, job.rung, value, trial.bracket)
-        self.stats.record_seconds += time.perf_counter() - t0
 
     def _rung(self, index: int) -> Rung:
         return next(r for r in self.scheduler.rungs if r.index == index)

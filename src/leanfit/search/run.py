@@ -69,10 +69,8 @@ class MlflowEvents:
             "data_fraction": spec.data_fraction,
             "resolution": spec.resolution,
         }
-        from_rung = None
-        if spec.resume_from:
-            from_rung = max((r for r, p in trial.checkpoints.items() if p == spec.resume_from),
-                            default=None)  # fmt: skip
+        # only a promotion resumes, and always from the rung just below
+        from_rung = job.rung - 1 if spec.resume_from else None
         return self.log.job_started(
             trial.trial_id,
             job.rung,
