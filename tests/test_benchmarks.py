@@ -58,3 +58,84 @@ def test_trainer_throughput_quick_run_saves_all_rates(tmp_path):
         speedup = row["leanfit_over_best_dataloader"]["median"]
         assert math.isclose(speedup, rates["leanfit"]["median"] / best)
     assert "(1)/(3)" in done.stdout, "the table is printed"
+
+
+def test_search_efficiency_tiny_run_saves_every_part(tmp_path):
+    script = ROOT / "benchmarks" / "search_efficiency.py"
+    before = results_listing()
+    runs = [
+        # every method on the simulated clock (about 20 s: gp_minimize fits its GP)
+        ["--part", "synthetic", "--seeds", "1", "--minutes", "0.5"],
+        # real training, one method per code path (run_search, the LocalExecutor loop, Optuna's
+        # processes), 12 s each: worker start-up takes most of it
+        ["--part", "real", "--seeds", "1", "--minutes", "0.2",
+         "--methods", "leanfit,random,tpe_hyperband"],
+        ["--part", "overhead", "--trials", "4", "--sleep", "0.01"],
+    ]  # fmt: skip
+    for args in runs:
+        done = subprocess.run(
+            [sys.executable, str(script), *args, "--out", str(tmp_path)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+    assert results_listing() == before, "--out must keep the run out of benchmarks/results"
+
+    synthetic = json.loads((tmp_path / "search_efficiency-synthetic.json").read_text())
+    assert synthetic["finished"] and synthetic["git_commit"] and synthetic["machine"]["cpu"]
+    summary = synthetic["summary"]["methods"]
+    assert set(summary) == {"leanfit", "random", "gp_minimize", "tpe_hyperband", "nsga2"}
+    for name, method in summary.items():
+        assert method["trials"]["median"] >= 2, name
+        assert 0 < method["hypervolume"]["end"]["median"] <= 2.5, name
+    assert "leanfit/random" in synthetic["summary"]["time_ratios"]
+
+    real = json.loads((tmp_path / "search_efficiency-real.json").read_text())
+    assert {r["method"] for r in real["rows"]} == {"leanfit", "random", "tpe_hyperband"}
+    # 2-epoch rungs finish within seconds; a peer's 10-epoch trial may not on a busy machine
+    [leanfit] = [r for r in real["rows"] if r["method"] == "leanfit"]
+    assert leanfit["trials"] >= 1 and leanfit["hypervolume"]["end"] > 0, leanfit
+
+    overhead = json.loads((tmp_path / "search_efficiency-overhead.json").read_text())
+    [row] = overhead["rows"]
+    assert row["trials"] == 4 and 0 < row["non_training_share"] < 1
+    assert "not training" in done.stdout, "the table is printed"
+
+
+def test_warm_start_tiny_run_saves_every_figure(tmp_path):
+    script = ROOT / "benchmarks" / "warm_start.py"
+    before = results_listing()
+    done = subprocess.run(
+        # 24 s on the old data, then at most 12 s each warm and cold: about 90 s in all
+        [sys.executable, str(script), "--seeds", "1", "--old-minutes", "0.4",
+         "--cap-minutes", "0.2", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert results_listing() == before, "--out must keep the run out of benchmarks/results"
+
+    report = json.loads((tmp_path / "warm_start-cpu.json").read_text())
+    assert report["finished"] and report["git_commit"] and "--seeds" in report["command"]
+    assert report["machine"]["cpu"] and len(report["machine"]["load_average_after"]) == 3
+    assert 1.28 <= report["settings"]["data"]["growth"] <= 1.32
+    [row] = report["rows"]
+    assert row["digests"]["old"] != row["digests"]["new"], "the data changed"
+    assert row["old"]["trials"] >= 1
+    if "skipped" in row:  # a busy machine may finish no model of <= 2,000 params in 24 s
+        assert row["target"]["small_end_hypervolume"] == 0
+    else:
+        assert row["target"]["small_end_hypervolume"] > 0
+        warm, cold = row["warm"], row["cold"]
+        assert warm["warm_started_from"] and warm["prior_results_told"] >= 1
+        assert cold["warm_started_from"] is None and cold["prior_results_told"] == 0
+        for figures in (warm, cold):
+            assert figures["reached"] == (figures["time_to_target"] is not None)
+            assert figures["seconds"] > 0 and figures["trials"] >= 0
+        assert row["ratio"]["bound"] in ("exact", "at least", "at most", "neither reached")
+        assert report["summary"]["goal_met"] in ("yes", "no", "undecided")
+    assert "cold/warm" in done.stdout, "the table is printed"

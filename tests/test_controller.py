@@ -216,3 +216,31 @@ def test_the_initial_design_reaches_the_small_end_of_the_front(tmp_path):
     assert sum(p <= 2_000 for p in sizes) >= 4
     assert sum(p <= 2_000 for p in sizes) > sum(p <= 2_000 for p in prior)
     assert max(sizes) > 8_000  # and it still covers the large end
+
+
+def test_a_warm_start_tells_the_earlier_results_and_rechecks_the_best_first(tmp_path):
+    from leanfit.search.controller import PriorTrial
+
+    earlier = controller(InlineExecutor(synthetic()), tmp_path / "a", max_trials=30)
+    earlier.run()
+    prior = [
+        PriorTrial(t.config, t.params, t.macs, t.val_accuracy)
+        for t in earlier.trials.values()
+        if t.results
+    ]
+    front_keys = {t.key for t in earlier.front()}
+
+    rec = Recorder(InlineExecutor(synthetic(seed=5)))  # "new data": another objective seed
+    warm = controller(rec, tmp_path / "b", max_trials=12)
+    queued = warm.warm_start(prior, recheck=4)
+    assert queued == 4
+    told_before = len(warm.strategy.observations)
+    warm._retell()
+    assert len(warm.strategy.observations) - told_before == len(prior)  # every result told
+    warm.run()
+    first_four = [warm._trial_of(j).key for j in rec.jobs if j.rung == 0][:4]
+    assert set(first_four) <= {SPACE.key(p.config) for p in prior}
+    assert front_keys & set(first_four), "the earlier front is re-checked first"
+    assert rec.jobs[0].rung == 0 and not rec.jobs[0].spec.resume_from  # fresh, lowest rung
+    keys = Counter(t.key for t in warm.trials.values())
+    assert max(keys.values()) == 1

@@ -69,7 +69,7 @@ def trial(
     experiment_file: Path = typer.Argument(..., help="experiment YAML"),
     genotype: Path | None = typer.Option(None, help="YAML file with the configuration to train"),
     sample: bool = typer.Option(False, "--sample", help="train a random configuration instead"),
-    seed: int = typer.Option(0, help="seed for sampling and training"),
+    seed: int | None = typer.Option(None, help="seed for sampling and training (default: 0)"),
     epochs: int | None = typer.Option(None, min=1, help="epochs (default: budget.max_epochs)"),
     schedule_epochs: int | None = typer.Option(
         None,
@@ -78,57 +78,113 @@ def trial(
         "budget.max_epochs, so the trial can be resumed up to the budget)",
     ),
     resume: Path | None = typer.Option(None, help="checkpoint to resume from"),
+    spec: Path | None = typer.Option(
+        None,
+        help="JSON trial spec (trial id, configuration, budget, seed, checkpoints) to run as "
+        "given, as a search's Kubernetes Job does; replaces --genotype, --sample, --seed, "
+        "--epochs, --schedule-epochs and --resume",
+    ),
+    result_to: Path | None = typer.Option(
+        None,
+        "--result-to",
+        help="write the result (status, metrics per epoch, parameters, MACs, checkpoint) as "
+        "JSON to this file, atomically; also when the trial fails",
+    ),
+    search_subset: bool = typer.Option(
+        False,
+        "--search-subset",
+        help="train on the search's share of the training images (dataset.search_fraction), "
+        "as the search's trials do",
+    ),
+    data_plan: Path | None = typer.Option(
+        None, "--data-plan", help="the pipeline's data plan: which images each split holds"
+    ),
+    track: bool = typer.Option(
+        True,
+        "--track/--no-track",
+        help="log the trial to MLflow (a search logs its trials itself, so its Jobs don't)",
+    ),
 ) -> None:
     """Train one configuration and log it to MLflow."""
     from leanfit.config import load_experiment
     from leanfit.data.check import check_dataset
+    from leanfit.train.trial import TrialSpec, default_checkpoint
 
     experiment = load_experiment(experiment_file)
-    if (genotype is None) == (not sample):
-        raise LeanfitError("give exactly one of --genotype FILE or --sample")
-    if genotype is not None:
-        config = read_genotype(genotype, experiment)
+    if spec is not None:
+        given = [
+            flag
+            for flag, value in [
+                ("--genotype", genotype), ("--sample", sample or None), ("--seed", seed),
+                ("--epochs", epochs), ("--schedule-epochs", schedule_epochs), ("--resume", resume),
+            ]
+            if value is not None
+        ]  # fmt: skip
+        if given:
+            raise LeanfitError(
+                f"--spec: the spec gives the configuration and budget; drop {', '.join(given)}"
+            )
+        trial_spec = read_spec(spec)
     else:
-        config = experiment.search_space().sample(seed)
-    if resume is not None and not resume.is_file():
-        raise LeanfitError(f"--resume: checkpoint {str(resume)!r} does not exist")
-    check_dataset(experiment)
-    n_epochs = epochs or experiment.budget.max_epochs
-    if schedule_epochs is not None and schedule_epochs < n_epochs:
-        raise LeanfitError(
-            f"--schedule-epochs ({schedule_epochs}) must be at least --epochs ({n_epochs})"
+        if (genotype is None) == (not sample):
+            raise LeanfitError("give exactly one of --genotype FILE or --sample, or --spec FILE")
+        seed = seed or 0
+        if genotype is not None:
+            config = read_genotype(genotype, experiment)
+        else:
+            config = experiment.search_space().sample(seed)
+        if resume is not None and not resume.is_file():
+            raise LeanfitError(f"--resume: checkpoint {str(resume)!r} does not exist")
+        n_epochs = epochs or experiment.budget.max_epochs
+        if schedule_epochs is not None and schedule_epochs < n_epochs:
+            raise LeanfitError(
+                f"--schedule-epochs ({schedule_epochs}) must be at least --epochs ({n_epochs})"
+            )
+        trial_id = f"trial-{uuid.uuid4().hex[:12]}"
+        trial_spec = TrialSpec(
+            trial_id=trial_id,
+            config=config,
+            epochs=n_epochs,
+            schedule_epochs=schedule_epochs or max(n_epochs, experiment.budget.max_epochs),
+            seed=seed,
+            resume_from=str(resume) if resume else None,
+            checkpoint_to=default_checkpoint(experiment, trial_id),
         )
+    plan = None
+    if data_plan is not None:
+        from leanfit.data.splits import DataPlan
+
+        if not data_plan.is_file():
+            raise LeanfitError(f"--data-plan: file {str(data_plan)!r} does not exist")
+        plan = DataPlan.load(data_plan)
+    check_dataset(experiment)
 
     from leanfit.data.sources import load_dataset
-    from leanfit.track import TrialLogger
-    from leanfit.train.trial import TrialSpec, default_checkpoint, run_trial, train_data
+    from leanfit.train.trial import run_trial, train_data, write_result
 
     dataset = load_dataset(experiment)
     if dataset.skipped:
         err_console.print(f"[yellow]skipped {len(dataset.skipped)} unreadable file(s)[/yellow]")
         for name, why in dataset.skipped[:10]:
             err_console.print(f"  {name}: {why}")
-    data = train_data(experiment, dataset, for_search=False)
-    trial_id = f"trial-{uuid.uuid4().hex[:12]}"
-    spec = TrialSpec(
-        trial_id=trial_id,
-        config=config,
-        epochs=n_epochs,
-        schedule_epochs=schedule_epochs or max(n_epochs, experiment.budget.max_epochs),
-        seed=seed,
-        resume_from=str(resume) if resume else None,
-        checkpoint_to=default_checkpoint(experiment, trial_id),
-    )
-    logger = TrialLogger(experiment.tracking_uri(), experiment.experiment_name())
-    budget = {
-        "epochs": spec.epochs,
-        "data_fraction": 1.0,
-        "resolution": experiment.dataset.image_size,
-    }
-    run_id = logger.start_trial(trial_id, config, budget, dataset, experiment.dataset.source)
+    data = train_data(experiment, dataset, for_search=search_subset, plan=plan)
+    run_id = None
+    if track:
+        from leanfit.track import TrialLogger
+
+        logger = TrialLogger(experiment.tracking_uri(), experiment.experiment_name())
+        budget = {
+            "epochs": trial_spec.epochs,
+            "data_fraction": trial_spec.data_fraction,
+            "resolution": trial_spec.resolution or experiment.dataset.image_size,
+        }
+        run_id = logger.start_trial(
+            trial_spec.trial_id, trial_spec.config, budget, dataset, experiment.dataset.source
+        )
     console.print(
-        f"training {trial_id}: {len(data.train_y)} train / {len(data.val_y)} validation images, "
-        f"{experiment.dataset.image_size}x{experiment.dataset.image_size}, {n_epochs} epochs"
+        f"training {trial_spec.trial_id}: {len(data.train_y)} train / {len(data.val_y)} "
+        f"validation images, {experiment.dataset.image_size}x{experiment.dataset.image_size}, "
+        f"{trial_spec.epochs} epochs"
     )
 
     def show(record: dict) -> None:
@@ -137,19 +193,56 @@ def trial(
             f"val acc {record['val_accuracy']:.4f}  ({record['images_per_second']:.0f} img/s)"
         )
 
-    result = run_trial(experiment, spec, data, on_epoch=show)
-    logger.finish_trial(run_id, result)
+    try:
+        result = run_trial(experiment, trial_spec, data, on_epoch=show)
+    except Exception as e:
+        if result_to is None:
+            raise
+        # as in a search's worker: a bug that one configuration hits fails that trial only
+        import traceback
+
+        from leanfit.train.trainer import TrainResult
+
+        tb = traceback.format_exc(limit=6)
+        result = TrainResult(status="failed", reason=f"{type(e).__name__}: {e}\n{tb}")
+    if result_to is not None:
+        write_result(result, result_to)
+    if run_id is not None:
+        logger.finish_trial(run_id, result)
     if result.status != "ok":
         err_console.print(f"[red]trial failed[/red]: {result.reason}")
         raise typer.Exit(1)
     console.print(
         f"[green]done[/green] val accuracy {result.val_accuracy:.4f}, "
         f"{result.params:,} parameters, "
-        f"{result.macs:,} MACs, {result.wall_time:.1f} s\n"
-        f"MLflow run {run_id} in {experiment.tracking_uri()} "
-        f"(browse: mlflow ui --backend-store-uri {experiment.tracking_uri()})\n"
-        f"checkpoint {result.checkpoint}"
+        f"{result.macs:,} MACs, {result.wall_time:.1f} s"
     )
+    if run_id is not None:
+        console.print(
+            f"MLflow run {run_id} in {experiment.tracking_uri()} "
+            f"(browse: mlflow ui --backend-store-uri {experiment.tracking_uri()})"
+        )
+    console.print(f"checkpoint {result.checkpoint}")
+
+
+def read_spec(path: Path):
+    """A trial spec from a JSON file (what a search's Kubernetes Job is handed)."""
+    import json
+
+    from pydantic import ValidationError
+
+    from leanfit.train.trial import TrialSpec
+
+    if not path.is_file():
+        raise LeanfitError(f"--spec: file {str(path)!r} does not exist; check the path")
+    try:
+        return TrialSpec.model_validate(json.loads(path.read_text()))
+    except json.JSONDecodeError as e:
+        raise LeanfitError(f"--spec: {path} is not valid JSON: {e}") from None
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise LeanfitError(f"--spec: {path}: {where}: {err['msg']}") from None
 
 
 @app.command()
@@ -201,6 +294,202 @@ def search(
     )
 
 
+@app.command()
+def run(
+    experiment_file: Path = typer.Argument(..., help="experiment YAML"),
+    force: bool = typer.Option(
+        False, "--force", help="run even if a finished run already saw these settings and data"
+    ),
+    wall_time: str | None = typer.Option(None, help="search budget, e.g. 5m (default: file)"),
+) -> None:
+    """Run the whole pipeline on this machine (kfp.local): search, final training, registry."""
+    from leanfit.config import load_experiment
+    from leanfit.data.check import check_dataset
+    from leanfit.launch import run_locally
+
+    experiment = _with_wall_time(load_experiment(experiment_file), wall_time)
+    check_dataset(experiment)
+    console.print(
+        f"leanfit pipeline [bold]{experiment.name}[/bold]: fingerprint → subset → augment policy"
+        " → search → final train → evaluate & register (kfp.local, one process per step)"
+    )
+    outcome = run_locally(experiment, force=force)
+    uri = experiment.tracking_uri()
+    r = outcome.result
+    if not outcome.ran:
+        console.print(
+            f"[green]up to date[/green]: pipeline run {outcome.run_id} already used these "
+            f"settings on this data (digest {outcome.digest[:12]}); nothing to do "
+            "(--force runs it again)"
+        )
+    else:
+        console.print(f"[green]done[/green]: pipeline run {outcome.run_id}")
+    if r:
+        console.print(
+            f"registered   {r['registered_model']} version {r['version']} "
+            f"({r['params']:,} parameters, test accuracy {r['test_accuracy']:.4f})\n"
+            f"champion     {r['registered_model']} version {r['champion_version']}\n"
+            f"decision     {r['reason']}"
+        )
+        for m in r.get("models", []):
+            console.print(
+                f"  final model (trial {m['trial']}): {m['params']:,} parameters, "
+                f"val {m['val_accuracy']:.4f}, test {m['test_accuracy']:.4f}"
+            )
+    if outcome.report is not None:
+        console.print(f"report       {outcome.report}")
+    if outcome.log is not None:
+        console.print(f"full log     {outcome.log}")
+    console.print(f"browse       mlflow ui --backend-store-uri {uri}")
+
+
+def _with_wall_time(experiment, wall_time: str | None):
+    from leanfit.config import experiment_from_dict, parse_duration
+
+    if wall_time is None:
+        return experiment
+    try:
+        seconds = float(parse_duration(wall_time))
+    except ValueError as e:
+        raise LeanfitError(f"--wall-time: {e}") from None
+    data = experiment.model_dump(mode="json")
+    data["budget"]["wall_time"] = seconds
+    return experiment_from_dict(data, experiment.base_dir)
+
+
+@app.command(name="compile")
+def compile_(
+    experiment_file: Path = typer.Argument(..., help="experiment YAML"),
+    output: Path = typer.Option(..., "-o", "--output", help="where to write the pipeline YAML"),
+) -> None:
+    """Write the pipeline YAML for a Kubeflow Pipelines cluster."""
+    from leanfit.config import load_experiment
+    from leanfit.launch import compile_pipeline
+
+    experiment = load_experiment(experiment_file)
+    if output.is_dir():
+        raise LeanfitError(f"-o: {output} is a folder; give a file name such as pipeline.yaml")
+    path = compile_pipeline(experiment, output)
+    console.print(f"[green]wrote[/green] {path}")
+
+
+@app.command()
+def submit(
+    experiment_file: Path = typer.Argument(..., help="experiment YAML"),
+    host: str = typer.Option(..., help="Kubeflow Pipelines API, e.g. http://localhost:8080"),
+    experiment: str | None = typer.Option(
+        None, help="KFP experiment name (default: leanfit-<name>)"
+    ),
+    recurring: str | None = typer.Option(
+        None, help="cron schedule for a recurring run, e.g. '0 3 * * *' (default: one run)"
+    ),
+    namespace: str | None = typer.Option(None, help="Kubeflow profile namespace (multi-user)"),
+    token: str | None = typer.Option(
+        None, envvar="KFP_TOKEN", help="bearer token for the KFP API (or $KFP_TOKEN)"
+    ),
+    timeout: float = typer.Option(30.0, min=1.0, help="seconds to wait for each API answer"),
+) -> None:
+    """Compile the pipeline and run it on a Kubeflow Pipelines host (once, or on a schedule)."""
+    from leanfit.config import load_experiment
+    from leanfit.launch import submit_experiment
+    from leanfit.trigger.submit import kfp_cron
+
+    settings = load_experiment(experiment_file)
+    if recurring is not None:
+        kfp_cron(recurring)  # a malformed schedule stops here, before anything is compiled
+    done = submit_experiment(
+        settings, host, kfp_experiment=experiment, recurring_cron=recurring,
+        namespace=namespace, token=token, timeout=timeout,
+    )  # fmt: skip
+    what = "recurring run" if done.recurring_run_id else "run"
+    console.print(
+        f"[green]submitted[/green] {what} {done.recurring_run_id or done.run_id} "
+        f"(pipeline {done.pipeline_id}, version {done.pipeline_version_id})\n"
+        f"watch it at {done.url}"
+    )
+
+
+@app.command()
+def watch(
+    experiment_file: Path = typer.Argument(..., help="experiment YAML"),
+    once: bool = typer.Option(False, "--once", help="check once and exit (for a CronJob)"),
+    interval: str = typer.Option("10m", help="time between checks, e.g. 30s, 10m, 1h"),
+    submit_to: str | None = typer.Option(
+        None, "--submit", help="submit to this Kubeflow Pipelines host instead of running here"
+    ),
+    namespace: str | None = typer.Option(None, help="Kubeflow profile namespace (with --submit)"),
+    token: str | None = typer.Option(None, envvar="KFP_TOKEN", help="KFP bearer token"),
+    resubmit_after: str = typer.Option(
+        "6h", help="with --submit: submit the same data again only after this long"
+    ),
+) -> None:
+    """Run the pipeline when the dataset changes: exactly one run per dataset digest."""
+    from leanfit.config import load_experiment, parse_duration
+    from leanfit.trigger.watch import check_once
+    from leanfit.trigger.watch import watch as watch_loop
+
+    def seconds(option: str, value: str) -> float:
+        try:
+            return float(parse_duration(value))
+        except ValueError as e:
+            raise LeanfitError(f"--{option}: {e}") from None
+
+    every = seconds("interval", interval)
+    again = seconds("resubmit-after", resubmit_after)
+    load_experiment(experiment_file)  # a bad file stops here, before any check
+
+    def submitter(settings):
+        from leanfit.launch import submit_experiment
+
+        return submit_experiment(settings, submit_to, namespace=namespace, token=token)
+
+    def log(text: str) -> None:
+        console.print(f"[dim]{time_now()}[/dim] {text}", highlight=False)
+
+    def check():
+        return check_once(
+            load_experiment(experiment_file),
+            submit=submitter if submit_to else None,
+            resubmit_after=again,
+            log=log,
+        )
+
+    if once:
+        result = check()
+        if result.action == "ran" and result.result:
+            r = result.result
+            log(
+                f"champion: {r['registered_model']} version {r['champion_version']} ({r['reason']})"
+            )
+        return
+    log(f"watching {experiment_file} every {every:.0f} s (Ctrl-C to stop)")
+    watch_loop(experiment_file, every, check, log=log)
+
+
+def time_now() -> str:
+    import time
+
+    return time.strftime("%H:%M:%S")
+
+
+@app.command()
+def promote(
+    name: str = typer.Argument(..., help="registered model name, e.g. leanfit-digits"),
+    version: str = typer.Argument(..., help="the version to make champion"),
+    tracking_uri: str | None = typer.Option(
+        None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)"
+    ),
+) -> None:
+    """Make a registered model version the champion by hand (a rollback)."""
+    import os
+
+    from leanfit.track.registry import promote as promote_version
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    previous = promote_version(uri, name, version)
+    console.print(f"[green]champion[/green] {name} version {version} (was {previous})")
+
+
 def progress_line(controller):
     from rich.text import Text
 
@@ -230,6 +519,12 @@ def front_rich_table(rows):
     return table
 
 
+def _is_usage_error(e: BaseException) -> bool:
+    return any(c.__name__ in ("UsageError", "ClickException") for c in type(e).__mro__) and hasattr(
+        e, "show"
+    )
+
+
 def main() -> None:
     import logging
 
@@ -238,16 +533,36 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except LeanfitError as e:
-        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except click.exceptions.UsageError as e:
-        e.show()
-        sys.exit(2)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort, KeyboardInterrupt):
         err_console.print("interrupted")
         sys.exit(130)
-    except click.exceptions.Exit as e:
+    except (click.exceptions.Exit, typer.Exit) as e:
         sys.exit(e.exit_code)
+    except Exception as e:
+        if _is_usage_error(e):  # click's, or the copy of click that typer >= 0.26 carries
+            e.show()
+            sys.exit(2)
+        from leanfit.track.runs import is_tracking_failure
+
+        if not is_tracking_failure(e):
+            raise
+        import os
+
+        from rich.markup import escape
+
+        uri = os.environ.get("MLFLOW_TRACKING_URI", "the tracking server")
+        err_console.print(
+            f"[red]error:[/red] tracking: MLflow at {uri} did not answer "
+            f"({type(e).__name__}: {escape(str(e).splitlines()[0][:300])}); check that the "
+            "server is up and the URI (tracking.uri in the file, or $MLFLOW_TRACKING_URI) is right",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(2)
     # click returns the exit code of `typer.Exit` instead of raising it when not standalone.
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -61,6 +61,21 @@ def parse_duration(value: Any) -> Any:
 Count = Annotated[int, Field(gt=0)]
 
 
+# Options of s3fs / botocore that carry secrets: they come from the environment, never the file.
+_CREDENTIAL_OPTIONS = frozenset(
+    {
+        "key",
+        "secret",
+        "token",
+        "username",
+        "password",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+    }
+)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -68,6 +83,11 @@ class Strict(BaseModel):
 class DatasetConfig(Strict):
     source: Literal["digits", "imagefolder", "cifar10"]
     path: str | None = None
+    storage_options: dict[str, Any] | None = Field(
+        None,
+        description="s3:// paths only: options for s3fs.S3FileSystem, e.g. {endpoint_url: ..., "
+        "anon: false}; credentials come from the environment, never from the file",
+    )
     image_size: int = Field(16, ge=4, le=1024)
     channels: Literal[1, 3] | None = None
     classes: list[str] | None = None
@@ -84,6 +104,41 @@ class DatasetConfig(Strict):
             raise ValueError(
                 "path: an imagefolder dataset needs `path` (a folder of class folders)"
             )
+        if self.path and "://" in self.path:
+            if not self.path.startswith("s3://"):
+                raise ValueError(
+                    f"path: {self.path!r} is neither a local folder nor an s3:// URI; "
+                    "give a folder or s3://bucket/prefix"
+                )
+            if self.source != "imagefolder":
+                raise ValueError(
+                    f"path: source {self.source} reads a local folder; "
+                    "s3:// paths are for source: imagefolder"
+                )
+            bucket = self.path[len("s3://") :].split("/", 1)[0]
+            if not bucket:
+                raise ValueError(f"path: {self.path!r} names no bucket; write s3://bucket/prefix")
+            if not re.fullmatch(r"[A-Za-z0-9._-]{1,255}", bucket):
+                raise ValueError(
+                    f"path: {bucket!r} is not a bucket name; "
+                    "bucket names are letters, digits, '.', '-' and '_'"
+                )
+        if self.storage_options is not None:
+            if self.s3_uri is None:
+                raise ValueError(
+                    "storage_options: only an s3:// path takes storage options; remove them"
+                )
+            given = set(self.storage_options)
+            client_kwargs = self.storage_options.get("client_kwargs")
+            if isinstance(client_kwargs, dict):
+                given |= set(client_kwargs)
+            secrets = sorted(given & _CREDENTIAL_OPTIONS)
+            if secrets:
+                raise ValueError(
+                    f"storage_options: {secrets} are credentials; remove them from the file and "
+                    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the "
+                    "environment"
+                )
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError(
                 "val_fraction + test_fraction must leave at least 10% of images for training"
@@ -91,6 +146,13 @@ class DatasetConfig(Strict):
         if self.classes is not None and len(set(self.classes)) < 2:
             raise ValueError("classes: list at least two distinct classes")
         return self
+
+    @property
+    def s3_uri(self) -> str | None:
+        """The path as s3://bucket/prefix (no trailing slash) when it is in S3, else None."""
+        if self.path is None or not self.path.startswith("s3://"):
+            return None
+        return self.path.rstrip("/")
 
     @property
     def num_channels(self) -> int:
@@ -332,6 +394,12 @@ class StrategyConfig(Strict):
     acquisition: Literal["EI", "LCB", "PI", "gp_hedge"] = "EI"
     initial_points: int = Field(10, ge=1)
     seed: int = 0
+    warm_start: bool = Field(
+        True,
+        description="start from the last finished search with the same settings on other data "
+        "(a changed dataset): its results are told, its best configurations run first",
+    )
+    warm_recheck: int = Field(8, ge=0, description="earlier configurations re-checked first")
 
     @field_validator("surrogate", mode="before")
     @classmethod
@@ -349,15 +417,64 @@ class SchedulerConfig(Strict):
     eta: int = Field(3, ge=2)
 
 
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+_TOLERATION_KEYS = frozenset({"key", "operator", "value", "effect", "tolerationSeconds"})
+
+
 class KubernetesConfig(Strict):
-    namespace: str = "leanfit"
+    """How the search's trials run as Kubernetes Jobs (see `leanfit.execute.kubernetes`)."""
+
+    namespace: str = Field("leanfit", pattern=_DNS_LABEL)
     image: str = "ghcr.io/leanfit/leanfit:0.1.0"
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
     gpus: int = Field(0, ge=0)
-    gpu_type: str | None = None
+    gpu_type: str | None = Field(
+        None, description="node label nvidia.com/gpu.product to select, e.g. Tesla-V100-SXM2-16GB"
+    )
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    cpu: str | None = Field(None, description="CPU request and limit of a trial pod, e.g. '4'")
+    memory: str | None = Field(None, description="memory request and limit, e.g. '8Gi'")
     max_in_flight: Count = 4
-    pvc: str | None = None
+    pvc: str | None = Field(
+        None, description="claim holding work_dir, mounted at mount_path in every trial pod"
+    )
+    mount_path: str = Field("/work", description="where the search pod has the pvc mounted")
+    secret: str | None = Field(
+        None, description="Secret whose keys become environment variables (S3, MLflow credentials)"
+    )
+    env: dict[str, str] = Field(default_factory=dict)
+    service_account: str | None = None
+    ttl_seconds_after_finished: int | None = Field(3600, ge=0)
+    owner_reference: bool = Field(
+        True, description="make the search pod (POD_NAME, POD_UID) the owner of its Jobs"
+    )
+    start_timeout: float = Field(
+        600.0, gt=0, description="seconds a container may fail to start (image pull, missing "
+        "Secret) before its Job counts as an infrastructure failure; accepts 90s, 10m"
+    )  # fmt: skip
+
+    _duration = field_validator("start_timeout", mode="before")(
+        classmethod(lambda cls, v: parse_duration(v))
+    )
+
+    @field_validator("tolerations")
+    @classmethod
+    def _tolerations(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, toleration in enumerate(value):
+            unknown = sorted(set(toleration) - _TOLERATION_KEYS)
+            if unknown:
+                raise ValueError(
+                    f"[{i}]: unknown key(s) {unknown}; a toleration has {sorted(_TOLERATION_KEYS)}"
+                )
+        return value
+
+    @field_validator("mount_path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} is not an absolute path; write e.g. /work")
+        return value
 
 
 class ExecutorConfig(Strict):
@@ -390,6 +507,41 @@ class TrainingConfig(Strict):
 class TrackingConfig(Strict):
     uri: str | None = None
     experiment: str | None = None
+    registered_model: str | None = Field(
+        None, description="name in the MLflow model registry (default: leanfit-<name>)"
+    )
+
+
+class AugmentPolicyConfig(Strict):
+    """The pipeline's augment-policy step: the file's own policy, or a short RandAugment search.
+
+    RandAugment's point (Cubuk et al. 2020) is that two numbers, N and M, are enough: a small grid
+    on a proxy model finds them, and the search and final training then use them fixed.
+    """
+
+    mode: Literal["fixed", "search"] = "fixed"
+    n: list[Annotated[int, Field(ge=0, le=4)]] = Field(default_factory=lambda: [0, 1, 2])
+    m: list[Annotated[int, Field(ge=0, le=30)]] = Field(default_factory=lambda: [5, 9, 15])
+    epochs: Count = 5
+    proxy_params: Count = 5_000
+
+    _counts = field_validator("proxy_params", mode="before")(
+        classmethod(lambda cls, v: parse_count(v))
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> AugmentPolicyConfig:
+        if not self.n or not self.m:
+            raise ValueError("n: give at least one value of N and one of M to try")
+        return self
+
+
+class PipelineConfig(Strict):
+    """What the pipeline adds around the search: the augment policy, and the final training."""
+
+    augment_policy: AugmentPolicyConfig = Field(default_factory=AugmentPolicyConfig)
+    final_top_k: Count = 3
+    final_epochs: int | None = Field(None, gt=0, description="default: budget.max_epochs")
 
 
 class Experiment(Strict):
@@ -403,6 +555,7 @@ class Experiment(Strict):
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     work_dir: str = ".leanfit"
 
     # Where the file was read from; relative paths in it are resolved against this folder.
@@ -428,6 +581,9 @@ class Experiment(Strict):
 
     def experiment_name(self) -> str:
         return self.tracking.experiment or f"leanfit-{self.name}"
+
+    def registered_model_name(self) -> str:
+        return self.tracking.registered_model or f"leanfit-{self.name}"
 
     def hyperparameters(self, config: dict[str, Any]) -> dict[str, Any]:
         """The trainer's hyper-parameters for a configuration: searched values over defaults."""
@@ -485,7 +641,7 @@ def _is_union_tag(part: str) -> bool:
 
 def _known_fields() -> set[str]:
     names: set[str] = set()
-    for model in (DatasetConfig, ArchitectureSpace, BudgetConfig, Dim):
+    for model in (DatasetConfig, ArchitectureSpace, BudgetConfig, Dim, AugmentPolicyConfig):
         names |= set(model.model_fields)
     return names
 

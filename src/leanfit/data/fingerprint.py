@@ -1,7 +1,8 @@
 """A dataset's digest: the hash of its manifest of (relative path, size, content hash).
 
-The manifest is sorted, so the digest is the same on every machine. Content hashes are cached by
-(relative path, size, mtime): a file that has not changed is not read again.
+The manifest is sorted, so the digest is the same on every machine and in every store (a local
+folder, an S3 prefix). Content hashes are cached by (relative path, size, version), the version
+being a file's mtime or an S3 object's ETag: a file that has not changed is not read again.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,15 @@ class ManifestEntry:
     path: str  # relative, with forward slashes
     size: int
     sha256: str
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file as listed, before it is read."""
+
+    path: str  # relative, with forward slashes
+    size: int
+    version: int | str  # changes with the content: mtime in ns for a file, ETag for an S3 object
 
 
 def file_sha256(path: Path) -> str:
@@ -39,28 +50,60 @@ def list_files(root: Path) -> list[Path]:
     return out
 
 
+def list_stored_files(root: Path) -> list[StoredFile]:
+    """The files below a folder as the manifest sees them, before any is read."""
+    out = []
+    for path in list_files(root):
+        st = path.stat()
+        out.append(StoredFile(path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
+    return out
+
+
 def build_manifest(root: Path, cache_file: Path | None = None) -> list[ManifestEntry]:
     """The manifest of a folder; `cache_file` keeps content hashes between calls."""
+    return cached_manifest(
+        list_stored_files(root),
+        lambda todo: {f.path: file_sha256(root / f.path) for f in todo},
+        cache_file,
+    )
+
+
+def cached_manifest(
+    files: list[StoredFile],
+    content_sha256: Callable[[list[StoredFile]], dict[str, str]],
+    cache_file: Path | None = None,
+) -> list[ManifestEntry]:
+    """The manifest of listed files, wherever they are stored.
+
+    Only files whose (relative path, size, version) is not in `cache_file` are handed to
+    `content_sha256`, in one call (a remote store can fetch them concurrently); it returns their
+    content hashes by relative path. The cache is rewritten with what was listed this time.
+    """
     cache: dict[str, list] = {}
     if cache_file is not None and cache_file.exists():
         try:
             cache = json.loads(cache_file.read_text())
         except (json.JSONDecodeError, OSError):
             cache = {}  # a damaged cache only costs re-reading the files
+        if not isinstance(cache, dict):
+            cache = {}
+
+    def cached(f: StoredFile) -> str | None:
+        hit = cache.get(f.path)
+        if isinstance(hit, list) and len(hit) == 3 and hit[:2] == [f.size, f.version]:
+            return hit[2] if isinstance(hit[2], str) else None
+        return None
+
+    todo = [f for f in files if cached(f) is None]
+    hashed = content_sha256(todo) if todo else {}
     entries, fresh = [], {}
-    for path in list_files(root):
-        rel = path.relative_to(root).as_posix()
-        st = path.stat()
-        hit = cache.get(rel)
-        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
-            digest = hit[2]
-        else:
-            digest = file_sha256(path)
-        fresh[rel] = [st.st_size, st.st_mtime_ns, digest]
-        entries.append(ManifestEntry(rel, st.st_size, digest))
+    for f in files:
+        digest = hashed[f.path] if f.path in hashed else cached(f)
+        fresh[f.path] = [f.size, f.version, digest]
+        entries.append(ManifestEntry(f.path, f.size, digest))
     if cache_file is not None and fresh != cache:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
+        tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(fresh))
         os.replace(tmp, cache_file)
     return entries

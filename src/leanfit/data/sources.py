@@ -1,4 +1,4 @@
-"""Dataset sources: digits (bundled with scikit-learn), an image folder, CIFAR-10.
+"""Dataset sources: digits (bundled with scikit-learn), an image folder (local or s3://), CIFAR-10.
 
 Each is decoded once into a uint8 tensor [N, C, H, W] at the configured size and cached under the
 work folder, keyed by the dataset's digest: a second load of unchanged data reads one file.
@@ -7,18 +7,26 @@ Unreadable or corrupt image files are skipped, counted and listed, never fatal.
 
 from __future__ import annotations
 
+import io
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from leanfit.config import Experiment
-from leanfit.data.check import check_dataset, cifar_root, class_folders
-from leanfit.data.fingerprint import fingerprint_bytes, fingerprint_folder, list_files
+from leanfit.config import DatasetConfig, Experiment
+from leanfit.data.check import (
+    check_class_files,
+    check_dataset,
+    check_s3_listing,
+    cifar_root,
+    local_class_files,
+)
+from leanfit.data.fingerprint import fingerprint_bytes, fingerprint_folder, manifest_digest
 from leanfit.data.splits import Splits, make_splits
 from leanfit.errors import DatasetError
 
@@ -54,20 +62,66 @@ class LoadedDataset:
 
 def load_dataset(experiment: Experiment) -> LoadedDataset:
     """Decode the experiment's dataset (or read it from the cache)."""
-    check_dataset(experiment)
     ds = experiment.dataset
+    cache_dir = experiment.work_path() / "cache"
+    if ds.source == "imagefolder" and ds.s3_uri is not None:
+        return _load_s3_folder(ds, cache_dir)
+    check_dataset(experiment)
     if ds.source == "digits":
         return _load_digits(ds.image_size, ds.num_channels)
-    cache_dir = experiment.work_path() / "cache"
     if ds.source == "imagefolder":
         root = experiment.dataset_path()
         digest = fingerprint_folder(root, cache_dir / f"manifest-{_path_key(root)}.json")
-        key = f"{digest[:20]}-{ds.image_size}-{ds.num_channels}-{_classes_key(ds.classes)}"
-        return _cached(
-            cache_dir / f"images-{key}.pt",
-            lambda: _decode_folder(root, ds.classes, ds.image_size, ds.num_channels, digest),
+        dataset = _cached(
+            cache_dir / f"images-{_images_key(ds, digest)}.pt",
+            lambda: _decode_images(
+                check_class_files(ds, str(root), local_class_files(root)),
+                lambda rel: _decode_one(root / rel, ds.image_size, ds.num_channels),
+                str(root),
+                digest,
+                workers=max(2, os.cpu_count() or 2),
+            ),
         )
+        # The cache is keyed by content: a copy of the folder elsewhere shares it.
+        return replace(dataset, source=root.as_uri())
     return _load_cifar10(experiment, cache_dir)
+
+
+def _load_s3_folder(ds: DatasetConfig, cache_dir: Path) -> LoadedDataset:
+    """An s3:// image folder: listed, hashed where the manifest cache misses, decoded once."""
+    from leanfit.data import s3
+
+    uri = ds.s3_uri
+    fs = s3.s3_filesystem(ds.storage_options)
+    listing = s3.list_s3_folder(fs, uri)
+    classes = check_s3_listing(ds, listing)
+    size, channels = ds.image_size, ds.num_channels
+    wanted = {rel for files in classes.values() for rel in files}
+    decoded: dict[str, np.ndarray | str] = {}
+
+    def decode_while_hashing(rel: str, data: bytes) -> None:
+        # An object fetched to be hashed is decoded at once: a first load downloads it once.
+        if rel in wanted:
+            decoded[rel] = _decode_one(data, size, channels)
+
+    cache_file = cache_dir / f"manifest-{_path_key(f'{s3.endpoint_of(fs)} {uri}')}.json"
+    entries = s3.s3_manifest(fs, listing, cache_file, on_read=decode_while_hashing)
+    digest = manifest_digest(entries)
+
+    def decode(rel: str) -> np.ndarray | str:
+        if rel in decoded:
+            return decoded.pop(rel)
+        return _decode_one(s3.read_object(fs, uri, rel), size, channels)
+
+    dataset = _cached(
+        cache_dir / f"images-{_images_key(ds, digest)}.pt",
+        lambda: _decode_images(classes, decode, uri, digest, workers=s3.READ_WORKERS),
+    )
+    return replace(dataset, source=uri)
+
+
+def _images_key(ds: DatasetConfig, digest: str) -> str:
+    return f"{digest[:20]}-{ds.image_size}-{ds.num_channels}-{_classes_key(ds.classes)}"
 
 
 def _path_key(path: Path) -> str:
@@ -121,11 +175,12 @@ def _load_digits(size: int, channels: int) -> LoadedDataset:
     )
 
 
-def _decode_one(path: Path, size: int, channels: int) -> np.ndarray | str:
+def _decode_one(source: Path | bytes, size: int, channels: int) -> np.ndarray | str:
+    """One image file (a path, or the bytes of an object) as uint8 [C, H, W], or why it is not."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
             im = im.convert("L" if channels == 1 else "RGB")
             im = im.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)
@@ -134,31 +189,34 @@ def _decode_one(path: Path, size: int, channels: int) -> np.ndarray | str:
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
-def _decode_folder(
-    root: Path, classes: list[str] | None, size: int, channels: int, digest: str
+def _decode_images(
+    classes: dict[str, list[str]],
+    decode: Callable[[str], np.ndarray | str],
+    where: str,
+    digest: str,
+    workers: int,
 ) -> LoadedDataset:
-    folders = {p.name: p for p in class_folders(root)}
-    names = classes if classes is not None else sorted(folders)
-    files = [(path, c) for c in names for path in list_files(folders[c])]
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        decoded = list(pool.map(lambda fc: _decode_one(fc[0], size, channels), files))
+    """The images of each class folder, decoded concurrently; unreadable files are listed."""
+    files = [(rel, c) for c, rels in classes.items() for rel in rels]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        decoded = list(pool.map(lambda fc: decode(fc[0]), files))
     arrays, labels, skipped = [], [], []
-    for (path, c), arr in zip(files, decoded, strict=True):
+    for (rel, c), arr in zip(files, decoded, strict=True):
         if isinstance(arr, str):
-            skipped.append((path.relative_to(root).as_posix(), arr))
+            skipped.append((rel, arr))
         else:
             arrays.append(arr)
             labels.append(c)
-    present = [c for c in names if c in set(labels)]
+    present = [c for c in classes if c in set(labels)]
     if len(present) < 2:
         raise DatasetError(
-            f"dataset.path: {str(root)!r} has readable images in {len(present)} class folder(s); "
+            f"dataset.path: {where!r} has readable images in {len(present)} class folder(s); "
             "at least two are needed"
         )
     index = {c: i for i, c in enumerate(present)}
     images = torch.from_numpy(np.stack(arrays))
     y = torch.tensor([index[c] for c in labels], dtype=torch.int64)
-    return LoadedDataset(images, y, present, digest, root.as_uri(), skipped)
+    return LoadedDataset(images, y, present, digest, where, skipped)
 
 
 def _load_cifar10(experiment: Experiment, cache_dir: Path) -> LoadedDataset:

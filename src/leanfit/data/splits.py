@@ -45,3 +45,45 @@ def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndar
         return np.arange(len(labels))
     parts = [idx[: max(1, math.ceil(len(idx) * fraction))] for idx in _class_perms(labels, seed)]
     return np.sort(np.concatenate(parts)).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    """Which images each part of the work sees: the splits, and the search's training subset.
+
+    The pipeline's subset step writes it once; the search and the final training read it, so
+    every step uses the same images, and a dataset that changed under them is noticed.
+    """
+
+    digest: str  # the dataset's digest these indices refer to
+    splits: Splits
+    search: np.ndarray  # indices (into the dataset) of the search's training images
+
+    def save(self, path) -> None:
+        import json
+        import os
+        from pathlib import Path
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        blob = {
+            "digest": self.digest,
+            "train": self.splits.train.tolist(),
+            "val": self.splits.val.tolist(),
+            "test": self.splits.test.tolist(),
+            "search": self.search.tolist(),
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(blob))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path) -> DataPlan:
+        import json
+        from pathlib import Path
+
+        blob = json.loads(Path(path).read_text())
+        parts = ("train", "val", "test", "search")
+        arrays = {k: np.asarray(blob[k], dtype=np.int64) for k in parts}
+        splits = Splits(arrays["train"], arrays["val"], arrays["test"])
+        return cls(blob["digest"], splits, arrays["search"])

@@ -8,19 +8,27 @@ from leanfit.execute.base import Runner
 
 
 def training_runner(
-    experiment: dict[str, Any], base_dir: str, threads: int | None = None
+    experiment: dict[str, Any],
+    base_dir: str,
+    threads: int | None = None,
+    plan_file: str | None = None,
 ) -> Runner:
-    """Real training: load the experiment's data once, then train each spec handed over."""
+    """Real training: load the experiment's data once, then train each spec handed over.
+
+    `plan_file` (the pipeline's data plan) fixes which images the search trains on.
+    """
     import torch
 
     from leanfit.config import experiment_from_dict
     from leanfit.data.sources import load_dataset
+    from leanfit.data.splits import DataPlan
     from leanfit.train.trial import run_trial, train_data
 
     if threads:
         torch.set_num_threads(threads)
     exp = experiment_from_dict(experiment, base_dir)
-    data = train_data(exp, load_dataset(exp), for_search=True)
+    plan = DataPlan.load(plan_file) if plan_file else None
+    data = train_data(exp, load_dataset(exp), for_search=True, plan=plan)
     return lambda spec: run_trial(exp, spec, data)
 
 

@@ -101,6 +101,16 @@ class Trial:
 
 
 @dataclass
+class PriorTrial:
+    """A result of an earlier search (on earlier data): what a warm start learns from."""
+
+    config: dict[str, Any]
+    params: int
+    macs: int
+    val_accuracy: float
+
+
+@dataclass
 class SearchStats:
     jobs_done: int = 0
     jobs_failed: int = 0
@@ -129,6 +139,7 @@ class SearchController:
         initial_design: the first new trials are spread evenly over log10(parameters) instead of
             being drawn from the space's prior, which piles up around mid-sized models and rarely
             reaches the small end of the front (0: off).
+        clock: the seconds that the wall-time budget counts (a simulated clock in benchmarks).
     """
 
     def __init__(
@@ -146,6 +157,7 @@ class SearchController:
         seed: int = 0,
         events: SearchEvents | None = None,
         initial_design: int = 0,
+        clock: Callable[[], float] = time.monotonic,
     ):
         if wall_time is None and max_trials is None:
             raise ValueError("give `wall_time` or `max_trials`: a search needs a budget")
@@ -163,7 +175,8 @@ class SearchController:
         self.events = events
         self.trials: dict[int, Trial] = {}
         self.by_key: dict[tuple, Trial] = {}
-        self.stats = SearchStats()
+        self.clock = clock
+        self.stats = SearchStats(started=clock())
         self._refs: dict[int, str | None] = {}  # id(job) -> the events' handle (MLflow run id)
         self._pending: list[TrialJob] = []  # jobs to (re)submit before asking for new ones
         goals = [t.goal for t in objectives.targets]
@@ -173,6 +186,32 @@ class SearchController:
         self.initial_design = initial_design
         self._design_rng = np.random.default_rng(seed)
         self._size_range: tuple[float, float] | None = None
+        self.prior: dict[tuple, PriorTrial] = {}  # key -> an earlier search's result
+        self._recheck: list[dict[str, Any]] = []  # prior configurations to run first
+
+    def warm_start(self, prior: list[PriorTrial], recheck: int) -> int:
+        """Start from an earlier search: its results are told to the strategy (re-scalarised
+        with the others before every proposal, until a configuration has a result of its own
+        here), and its best `recheck` configurations — the Pareto front first, then the most
+        accurate — are the first new trials, so they are checked on the new data at low fidelity.
+        They replace the initial design. Returns the number of rechecks queued."""
+        for p in prior:
+            if self.violation(p.params, p.macs) > 0:
+                continue
+            canonical = self.space.canonicalize(p.config)
+            key = self.space.key(canonical)
+            self.prior[key] = PriorTrial(canonical, p.params, p.macs, p.val_accuracy)
+        ranked = list(self.prior.items())
+        points = [[p.val_accuracy, math.log10(max(1, p.params))] for _, p in ranked]
+        front = set(pareto_front(points, ["maximize", "minimize"])) if points else set()
+        order = sorted(
+            range(len(ranked)), key=lambda i: (i not in front, -ranked[i][1].val_accuracy)
+        )
+        self._recheck = [ranked[i][1].config for i in order if ranked[i][0] not in self.by_key][
+            :recheck
+        ]
+        self.initial_design = 0
+        return len(self._recheck)
 
     # -- objectives --------------------------------------------------------------------------
 
@@ -214,7 +253,7 @@ class SearchController:
         deadline = None if self.wall_time is None else self.stats.started + self.wall_time
         last_report = 0.0
         while True:
-            now = time.monotonic()
+            now = self.clock()
             if deadline is not None and now >= deadline:
                 break
             self._fill()
@@ -223,9 +262,9 @@ class SearchController:
             wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - now))
             for outcome in self.executor.wait(timeout=wait):
                 self._handle(outcome)
-            if on_progress is not None and time.monotonic() - last_report >= 0.5:
+            if on_progress is not None and self.clock() - last_report >= 0.5:
                 on_progress(self)
-                last_report = time.monotonic()
+                last_report = self.clock()
         if on_progress is not None:
             on_progress(self)
 
@@ -279,8 +318,11 @@ class SearchController:
         self.n_new += 1
         self._retell()
         for _ in range(1000):
-            config = self._design_point() if self.n_new <= self.initial_design else None
-            config = config or self.strategy.ask(1)[0]
+            if self._recheck:
+                config = self._recheck.pop(0)
+            else:
+                config = self._design_point() if self.n_new <= self.initial_design else None
+                config = config or self.strategy.ask(1)[0]
             params, macs = self.cost(config)
             key = self.space.key(config)
             trial = Trial(job.trial_id, config, key, params, macs, bracket=job.bracket)
@@ -339,21 +381,38 @@ class SearchController:
         over-budget ones are told as such; the rest are marked as seen (never proposed again)
         without a value to fit.
         """
-        if not self.by_key:
+        if not self.by_key and not self.prior:
             return
         rung = self._fit_rung()
         trials = list(self.by_key.values())
+        # an earlier search's results count until the configuration has a result of its own
+        priors = [(k, p) for k, p in self.prior.items() if k not in self.by_key]
         objectives = [self.objective_vector(t, t.results.get(rung)) for t in trials]
+        objectives += [self._prior_vector(p) for _, p in priors]
         violations = [self.violation(t.params, t.macs) for t in trials]
+        violations += [self.violation(p.params, p.macs) for _, p in priors]
         values = self.scalarizer.scalarize(objectives, self.scalarizer.draw_weights(), violations)
         updates: dict[tuple, float | None] = {}
-        for trial, value in zip(trials, values, strict=True):
+        for trial, value in zip(trials, values[: len(trials)], strict=True):
             if trial.infeasible or trial.failed is not None or rung in trial.results:
                 updates[trial.key] = float(value)  # inf for failures, over-budget penalty
             elif trial.results:
                 updates[trial.key] = None  # stopped below the fitted rung: seen, not fitted
             # a trial with no result yet stays pending: the strategy's constant liar covers it
-        self.strategy.revalue(updates, {t.key: t.config for t in trials})
+        for (key, _), value in zip(priors, values[len(trials) :], strict=True):
+            updates[key] = float(value)
+        configs = {t.key: t.config for t in trials} | {k: p.config for k, p in priors}
+        self.strategy.revalue(updates, configs)
+
+    def _prior_vector(self, prior: PriorTrial) -> list[float]:
+        out = []
+        for target in self.objectives.targets:
+            if target.metric == "val_accuracy":
+                out.append(prior.val_accuracy)
+            else:
+                count = prior.params if target.metric == "params" else prior.macs
+                out.append(math.log10(max(1, count)))
+        return out
 
     def _handle(self, outcome: JobOutcome) -> None:
         job, result = outcome.job, outcome.result
@@ -478,7 +537,7 @@ class SearchController:
     def budget_left(self) -> float | None:
         if self.wall_time is None:
             return None
-        return max(0.0, self.stats.started + self.wall_time - time.monotonic())
+        return max(0.0, self.stats.started + self.wall_time - self.clock())
 
 
 def _retried(rec, records) -> bool:

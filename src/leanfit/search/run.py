@@ -20,7 +20,7 @@ from leanfit.errors import LeanfitError
 from leanfit.execute.base import Executor, JobOutcome, RunnerSpec, TrialJob
 from leanfit.report.pareto import ReportPoint, plot_pareto, write_html
 from leanfit.search.asha import ASHA
-from leanfit.search.controller import SearchController, Trial, within_budget
+from leanfit.search.controller import PriorTrial, SearchController, Trial, within_budget
 from leanfit.search.factory import make_strategy
 from leanfit.search.hyperband import Hyperband
 from leanfit.track.search import SearchLog
@@ -48,9 +48,15 @@ def model_cost(channels: int, image_size: int, num_classes: int):
     return lambda config: architecture_cost(config, channels, image_size, num_classes)
 
 
-def search_key(experiment: Experiment, digest: str) -> str:
-    """Identifies a search: the same file on the same data resumes the same search."""
-    settings = experiment.model_dump(mode="json", exclude={"base_dir", "executor", "tracking"})
+def search_key(experiment: Experiment, digest: str | None) -> str:
+    """Identifies a search: the same file on the same data resumes the same search.
+
+    Without a digest, it identifies the settings alone: a search on changed data with the same
+    settings is warm-started from the last one.
+    """
+    settings = experiment.model_dump(
+        mode="json", exclude={"base_dir", "executor", "tracking", "pipeline"}
+    )
     blob = json.dumps({"settings": settings, "digest": digest}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -97,10 +103,14 @@ class SearchOutcome:
     report_html: Path
     report_plot: Path
     resumed_jobs: int
+    reused: bool = False  # a finished search of the same settings and data, read back, not run
 
 
 def runner_for(
-    experiment: Experiment, workers: int, synthetic_sleep: float | None = None
+    experiment: Experiment,
+    workers: int,
+    synthetic_sleep: float | None = None,
+    plan_file: str | None = None,
 ) -> RunnerSpec:
     """Real training, or (with `synthetic_sleep`) the synthetic objective taking that many
     seconds per epoch: the whole search machinery in seconds, for a dry run."""
@@ -118,22 +128,32 @@ def runner_for(
             "experiment": exp,
             "base_dir": str(experiment.base_dir),
             "threads": threads,
+            "plan_file": plan_file,
         },
     )
 
 
 def make_executor(
-    experiment: Experiment, workers: int, synthetic_sleep: float | None = None
+    experiment: Experiment,
+    workers: int,
+    synthetic_sleep: float | None = None,
+    plan_file: str | None = None,
 ) -> Executor:
     ex = experiment.executor
     if ex.kind == "kubernetes":
-        raise LeanfitError(
-            "executor.kind: the Kubernetes executor is not built yet; use `kind: local`"
-        )
+        if synthetic_sleep is not None:
+            raise LeanfitError(
+                "--synthetic: a dry run trains nothing and runs in local workers; "
+                "set executor.kind: local for it"
+            )
+        from leanfit.execute.kubernetes import KubernetesExecutor
+
+        # one Job per trial job, at most executor.kubernetes.max_in_flight at once (not workers)
+        return KubernetesExecutor(experiment, plan_file=plan_file)
     from leanfit.execute.local import LocalExecutor
 
     gpus = _visible_gpus() if synthetic_sleep is None else []
-    runner = runner_for(experiment, workers, synthetic_sleep)
+    runner = runner_for(experiment, workers, synthetic_sleep, plan_file)
     return LocalExecutor(runner, workers, ex.trial_timeout, gpus=gpus)
 
 
@@ -145,14 +165,22 @@ def _visible_gpus() -> list[int]:
 
 def run_search(
     experiment: Experiment,
-    resume: bool = False,
+    resume: bool | str = False,
     workers: int | None = None,
     wall_time: float | None = None,
     max_trials: int | None = None,
     on_progress=None,
     synthetic_sleep: float | None = None,
+    plan_file: str | None = None,
+    parent_run_id: str | None = None,
+    reuse_finished: bool = False,
 ) -> SearchOutcome:
-    """Run (or resume) the experiment's search; returns the controller with its results."""
+    """Run (or resume) the experiment's search; returns the controller with its results.
+
+    `resume="auto"` resumes an unfinished search of the same settings and data if there is one;
+    `reuse_finished` returns a finished one as it is, without training anything (the pipeline's
+    second run on unchanged data). `plan_file` is the pipeline's data plan.
+    """
     from leanfit.data.sources import load_dataset
     from leanfit.track import TrialLogger
 
@@ -165,6 +193,11 @@ def run_search(
     if wall is None and trials is None:
         raise LeanfitError("budget: give budget.wall_time or budget.trials (or --wall-time)")
 
+    latest = SearchLog.find_latest(logger, key) if (reuse_finished or resume == "auto") else None
+    if reuse_finished and latest is not None and latest[1] == "FINISHED":
+        return _read_back(experiment, latest[0], space, dataset)
+    if resume == "auto":
+        resume = latest is not None and latest[1] != "FINISHED"
     if resume:
         log = SearchLog.find_resumable(logger, key)
         if log is None:
@@ -177,7 +210,14 @@ def run_search(
         settings = {"experiment": experiment.name, "search_key": key, "workers": workers}
         settings.update(_flat_settings(experiment))
         log = SearchLog.start(
-            logger, f"search-{experiment.name}", key, settings, dataset, experiment.dataset.source
+            logger,
+            f"search-{experiment.name}",
+            key,
+            settings,
+            dataset,
+            experiment.dataset.source,
+            parent_run_id=parent_run_id,
+            settings_key=search_key(experiment, None),
         )
     elapsed_before = log.elapsed() if resume else 0.0
     if wall is not None:
@@ -185,32 +225,18 @@ def run_search(
 
     n_workers = workers or experiment.executor.workers
     work = experiment.work_path() / "searches" / log.run_id
-    cost = model_cost(dataset.channels, experiment.dataset.image_size, dataset.num_classes)
-    feasible = within_budget(experiment.objectives, cost)
-    controller = SearchController(
-        space=space,
-        strategy=make_strategy(space, experiment.strategy, feasible=feasible),
-        scheduler=make_scheduler(experiment),
-        executor=_NoExecutor(),
-        objectives=experiment.objectives,
-        cost=cost,
-        checkpoint_dir=work / "checkpoints",
-        wall_time=wall,
-        max_trials=trials,
-        retries=experiment.executor.retries,
-        seed=experiment.strategy.seed,
-        events=MlflowEvents(log, dataset.digest),
-        initial_design=experiment.strategy.initial_points,
-    )
+    controller = _controller(experiment, space, dataset, log, work, wall, trials)
     resumed = 0
     if resume:
         records = log.records()
         resumed = controller.restore(records)
         log.mark_interrupted([r.run_id for r in records if r.status == "running"])
+    if experiment.strategy.warm_start:
+        warm_start(experiment, controller, logger, log, dataset.digest, announce=not resume)
     started = time.monotonic()
     status = "FAILED"
     try:
-        with make_executor(experiment, n_workers, synthetic_sleep) as executor:
+        with make_executor(experiment, n_workers, synthetic_sleep, plan_file) as executor:
             controller.executor = executor
             controller.run(on_progress)
             abandoned = controller.refs_of(executor.running())
@@ -236,6 +262,75 @@ def run_search(
     )
     log.set_status("FINISHED")
     return SearchOutcome(controller, log.run_id, page, plot, resumed)
+
+
+def warm_start(
+    experiment: Experiment,
+    controller: SearchController,
+    logger,
+    log: SearchLog,
+    digest: str,
+    announce: bool = True,
+) -> int:
+    """Start from the last finished search with these settings on other data, if there is one.
+
+    Each of its trials counts with its result at its highest rung; parameters and MACs are
+    counted again for the data as it is now (a new class changes the head). Returns the number
+    of results told.
+    """
+    source = SearchLog.find_warm_start(logger, search_key(experiment, None), digest)
+    if source is None:
+        return 0
+    best: dict[int, Any] = {}
+    for rec in source.records():
+        usable = rec.status == "ok" and "val_accuracy" in rec.metrics
+        if usable and (rec.trial_id not in best or rec.rung > best[rec.trial_id].rung):
+            best[rec.trial_id] = rec
+    prior = []
+    for rec in best.values():
+        params, macs = controller.cost(rec.config)
+        prior.append(PriorTrial(rec.config, params, macs, float(rec.metrics["val_accuracy"])))
+    rechecked = controller.warm_start(prior, experiment.strategy.warm_recheck)
+    if announce:
+        log.log_warm_start(source.run_id, len(prior), rechecked)
+    return len(prior)
+
+
+def _read_back(experiment: Experiment, log: SearchLog, space, dataset) -> SearchOutcome:
+    """A finished search rebuilt from MLflow, with its report written again; nothing trains."""
+    work = experiment.work_path() / "searches" / log.run_id
+    controller = _controller(experiment, space, dataset, log, work, None, None)
+    controller.restore(log.records())
+    plot, page = write_report(experiment, controller, work / "report", log.run_id)
+    return SearchOutcome(controller, log.run_id, page, plot, 0, reused=True)
+
+
+def _controller(
+    experiment: Experiment,
+    space,
+    dataset,
+    log: SearchLog,
+    work: Path,
+    wall: float | None,
+    trials: int | None,
+) -> SearchController:
+    cost = model_cost(dataset.channels, experiment.dataset.image_size, dataset.num_classes)
+    feasible = within_budget(experiment.objectives, cost)
+    return SearchController(
+        space=space,
+        strategy=make_strategy(space, experiment.strategy, feasible=feasible),
+        scheduler=make_scheduler(experiment),
+        executor=_NoExecutor(),
+        objectives=experiment.objectives,
+        cost=cost,
+        checkpoint_dir=work / "checkpoints",
+        wall_time=wall,
+        max_trials=trials,
+        retries=experiment.executor.retries,
+        seed=experiment.strategy.seed,
+        events=MlflowEvents(log, dataset.digest),
+        initial_design=experiment.strategy.initial_points,
+    )
 
 
 def _flat_settings(experiment: Experiment) -> dict[str, Any]:

@@ -32,6 +32,22 @@ def dataset_input(dataset: LoadedDataset, name: str, context: str = "train"):
     return DatasetInput(meta._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
 
 
+def is_tracking_failure(e: BaseException | None) -> bool:
+    """Whether an exception (or its cause) is the MLflow tracking server not answering."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    while e is not None:
+        if isinstance(e, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+            return True
+        if isinstance(e, MlflowException) and (
+            "API request" in str(e) or "Max retries" in str(e) or "Connection" in str(e)
+        ):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def param_value(value: Any) -> str:
     """MLflow params are strings: JSON for anything that is not one already."""
     return value if isinstance(value, str) else json.dumps(value)

@@ -31,6 +31,8 @@ TAG_STATUS = "leanfit.status"
 TAG_FAILURE = "leanfit.failure"
 TAG_ATTEMPT = "leanfit.attempt"
 TAG_SEARCH_KEY = "leanfit.search_key"
+TAG_SETTINGS_KEY = "leanfit.settings_key"  # the search key without the data
+TAG_WARM_FROM = "leanfit.warm_start_from"
 
 
 @dataclass
@@ -69,6 +71,8 @@ class SearchLog:
         settings: Mapping[str, Any],
         dataset: LoadedDataset,
         dataset_name: str,
+        parent_run_id: str | None = None,
+        settings_key: str | None = None,
     ) -> SearchLog:
         from mlflow.entities import Param
 
@@ -77,6 +81,10 @@ class SearchLog:
             TAG_SEARCH_KEY: search_key,
             "leanfit.dataset_digest": dataset.digest,
         }
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+        if settings_key:
+            tags[TAG_SETTINGS_KEY] = settings_key
         run = logger.client.create_run(logger.experiment_id, run_name=name, tags=tags)
         params = [Param(k, param_value(v)[:6000]) for k, v in sorted(settings.items())]
         logger.client.log_batch(run.info.run_id, params=params)
@@ -84,8 +92,8 @@ class SearchLog:
         return cls(logger, run.info.run_id)
 
     @classmethod
-    def find_resumable(cls, logger: TrialLogger, search_key: str) -> SearchLog | None:
-        """The latest unfinished search of the same experiment settings, if any."""
+    def find_latest(cls, logger: TrialLogger, search_key: str) -> tuple[SearchLog, str] | None:
+        """The latest search of the same experiment settings and data, with its run status."""
         runs = logger.client.search_runs(
             [logger.experiment_id],
             filter_string=(
@@ -94,9 +102,48 @@ class SearchLog:
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
-        if not runs or runs[0].info.status == "FINISHED":
+        if not runs:
             return None
-        return cls(logger, runs[0].info.run_id)
+        return cls(logger, runs[0].info.run_id), runs[0].info.status
+
+    @classmethod
+    def find_warm_start(
+        cls, logger: TrialLogger, settings_key: str, digest: str
+    ) -> SearchLog | None:
+        """The latest finished search with the same settings on other data (the data changed)."""
+        runs = logger.client.search_runs(
+            [logger.experiment_id],
+            filter_string=(
+                f"tags.`{TAG_KIND}` = 'search' and tags.`{TAG_SETTINGS_KEY}` = '{settings_key}' "
+                "and attributes.status = 'FINISHED'"
+            ),
+            order_by=["attributes.start_time DESC"],
+            max_results=20,
+        )
+        for run in runs:
+            if run.data.tags.get("leanfit.dataset_digest") != digest:
+                return cls(logger, run.info.run_id)
+        return None
+
+    def log_warm_start(self, source_run_id: str, told: int, rechecked: int) -> None:
+        from mlflow.entities import Metric
+
+        self.client.set_tag(self.run_id, TAG_WARM_FROM, source_run_id)
+        self.client.log_batch(
+            self.run_id,
+            metrics=[
+                Metric("warm_start_told", float(told), int(time.time() * 1000), 0),
+                Metric("warm_start_rechecked", float(rechecked), int(time.time() * 1000), 0),
+            ],
+        )
+
+    @classmethod
+    def find_resumable(cls, logger: TrialLogger, search_key: str) -> SearchLog | None:
+        """The latest unfinished search of the same experiment settings, if any."""
+        found = cls.find_latest(logger, search_key)
+        if found is None or found[1] == "FINISHED":
+            return None
+        return found[0]
 
     def set_status(self, status: str) -> None:
         self.client.set_terminated(self.run_id, status)

@@ -252,6 +252,9 @@ def train(
                 "genotype": dict(genotype),
                 "hyperparameters": hp,
                 "seed": seed,
+                # what a deployed model needs to see images as the trainer showed them
+                "image_size": size,
+                "normalize": {"mean": mean.flatten().tolist(), "std": std.flatten().tolist()},
             },
         )
         result.checkpoint = str(checkpoint_to)

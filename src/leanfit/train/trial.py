@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from leanfit.config import Experiment
 from leanfit.data.sources import LoadedDataset
-from leanfit.data.splits import stratified_subset
-from leanfit.errors import GenotypeError
+from leanfit.data.splits import DataPlan, stratified_subset
+from leanfit.errors import DatasetError, GenotypeError
 from leanfit.train.trainer import Budget, TrainData, TrainResult, train
 
 
@@ -39,21 +39,41 @@ class TrialSpec(BaseModel):
         return Budget(self.epochs, self.schedule_epochs, self.data_fraction, self.resolution)
 
 
-def train_data(
-    experiment: Experiment, dataset: LoadedDataset, for_search: bool = True
-) -> TrainData:
-    """Training and validation tensors; the search trains on `dataset.search_fraction` of train."""
+def data_plan(experiment: Experiment, dataset: LoadedDataset) -> DataPlan:
+    """The experiment's stratified, seeded splits, and the search's share of the training split."""
     ds = experiment.dataset
     splits = dataset.splits(ds.val_fraction, ds.test_fraction, ds.seed)
-    train_idx = splits.train
-    if for_search and ds.search_fraction < 1.0:
-        labels = dataset.labels.numpy()[train_idx]
-        train_idx = train_idx[stratified_subset(labels, ds.search_fraction, ds.seed)]
+    search = splits.train
+    if ds.search_fraction < 1.0:
+        labels = dataset.labels.numpy()[splits.train]
+        search = splits.train[stratified_subset(labels, ds.search_fraction, ds.seed)]
+    return DataPlan(dataset.digest, splits, search)
+
+
+def train_data(
+    experiment: Experiment,
+    dataset: LoadedDataset,
+    for_search: bool = True,
+    plan: DataPlan | None = None,
+    evaluate_on: str = "val",
+) -> TrainData:
+    """Training tensors and held-out tensors (`evaluate_on`: "val" or "test").
+
+    The search trains on the plan's search subset, final training on the whole training split.
+    """
+    plan = plan or data_plan(experiment, dataset)
+    if plan.digest != dataset.digest:
+        raise DatasetError(
+            f"dataset: its digest is now {dataset.digest[:12]}, but the pipeline's data plan was "
+            f"made for {plan.digest[:12]}; the data changed while the pipeline ran: run it again"
+        )
+    train_idx = plan.search if for_search else plan.splits.train
+    held_out = plan.splits.test if evaluate_on == "test" else plan.splits.val
     return TrainData(
         dataset.images[train_idx],
         dataset.labels[train_idx],
-        dataset.images[splits.val],
-        dataset.labels[splits.val],
+        dataset.images[held_out],
+        dataset.labels[held_out],
         dataset.num_classes,
     )
 
@@ -82,3 +102,30 @@ def run_trial(
 
 def default_checkpoint(experiment: Experiment, trial_id: str) -> str:
     return os.fspath(Path(experiment.work_path()) / "checkpoints" / f"{trial_id}.pt")
+
+
+def write_result(result: TrainResult, path: str | os.PathLike) -> None:
+    """The result as JSON, written atomically: a reader sees the whole file or none.
+
+    This is how a trial run elsewhere (a Kubernetes Job) hands its result back: the file lies on
+    storage the search shares with it, and the search reads it once the Job has ended.
+    """
+    import dataclasses
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(dataclasses.asdict(result)))
+    os.replace(tmp, path)
+
+
+def read_result(path: str | os.PathLike) -> TrainResult | None:
+    """A result written by `write_result`; None when there is no file (yet)."""
+    import json
+
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return None
+    return TrainResult(**json.loads(text))

@@ -1,0 +1,209 @@
+"""`leanfit run` and `leanfit compile`: the pipeline on this machine with `kfp.local`, or as YAML.
+
+A run on data and settings that a finished pipeline run has already seen does nothing (it says so
+and shows that run's result); a step that fails ends the run with the step's own message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from leanfit.config import Experiment
+from leanfit.errors import LeanfitError
+from leanfit.steps import ERROR_FILE, pipeline_arguments, pipeline_key
+
+
+@dataclass
+class PipelineOutcome:
+    ran: bool  # False: a finished run had the same settings and data, nothing ran
+    run_id: str
+    digest: str
+    result: dict[str, Any] = field(default_factory=dict)
+    report: Path | None = None
+    log: Path | None = None
+
+
+def run_locally(experiment: Experiment, force: bool = False, log=print) -> PipelineOutcome:
+    """Run the whole pipeline here with kfp.local (one subprocess per step)."""
+    from leanfit.data.sources import load_dataset
+    from leanfit.track.pipeline import find_pipeline_runs, mark_pipeline_failed, run_result
+
+    dataset = load_dataset(experiment)
+    key = pipeline_key(experiment, dataset.digest)
+    if not force:
+        done = find_pipeline_runs(experiment, key=key, status="FINISHED")
+        if done:
+            return PipelineOutcome(False, done[0].info.run_id, dataset.digest, run_result(done[0]))
+
+    import kfp.local
+
+    from leanfit.pipelines.automl import build_pipeline
+
+    work = experiment.work_path()
+    error_file = work / ERROR_FILE
+    error_file.unlink(missing_ok=True)
+    root = work / "kfp"
+    kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    pipeline = build_pipeline(experiment)
+    arguments = pipeline_arguments(experiment)
+    log_file = root / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    try:
+        with shown_and_logged(log_file, log):
+            pipeline(**arguments)
+    except Exception as e:  # kfp.local reports a failed task as RuntimeError
+        message = _step_error(error_file) or f"{type(e).__name__}: {e} (full log: {log_file})"
+        started = find_pipeline_runs(experiment, key=key, status="RUNNING")
+        if started:
+            with contextlib.suppress(Exception):  # the tracking server may be what failed
+                mark_pipeline_failed(experiment, started[0].info.run_id, message)
+        raise LeanfitError(message) from None
+    done = find_pipeline_runs(experiment, key=key, status="FINISHED")
+    if not done:
+        raise LeanfitError("the pipeline ended without a finished run in MLflow; see its log")
+    run = done[0]
+    report = _latest(root, "evaluate-register", "report")
+    outcome = PipelineOutcome(True, run.info.run_id, dataset.digest, run_result(run), report)
+    outcome.log = log_file
+    return outcome
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_TASK = re.compile(r"(Executing task|Task) '([^']+)'(?: finished with status (\w+))?")
+
+
+def _shown(line: str) -> str | None:
+    """What a user sees of kfp.local's output: leanfit's own lines and each task's start and end."""
+    line = _ANSI.sub("", line).rstrip()
+    stripped = line.strip()
+    if stripped.startswith("[leanfit] "):
+        return "    " + stripped[len("[leanfit] ") :]
+    if stripped.startswith("leanfit: step"):
+        return "    " + stripped
+    m = _TASK.search(line)
+    if m and m.group(1) == "Executing task":
+        return f"  {m.group(2)} ..."
+    if m and m.group(3):
+        return f"  {m.group(2)}: {m.group(3).lower()}"
+    return None
+
+
+@contextlib.contextmanager
+def shown_and_logged(log_file: Path, show):
+    """Send everything written to stdout and stderr (ours and the steps' subprocesses') to
+    `log_file`, and pass the lines worth reading to `show`."""
+    import sys
+    import threading
+
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    saved = os.dup(1), os.dup(2)
+    os.dup2(write_end, 1)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    out = os.fdopen(os.dup(saved[0]), "w", buffering=1)
+
+    def pump() -> None:
+        with open(log_file, "w") as log, os.fdopen(read_end, errors="replace") as lines:
+            for line in lines:
+                log.write(line)
+                log.flush()
+                text = _shown(line)
+                if text is not None:
+                    show(text, file=out)
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        thread.join(timeout=10)
+        for fd in saved:
+            os.close(fd)
+        out.close()
+
+
+def _step_error(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    error = json.loads(path.read_text())
+    return f"step {error['step']!r} failed: {error['message']}"
+
+
+def _latest(root: Path, task: str, output: str) -> Path | None:
+    found = sorted(root.glob(f"*/{task}/{output}"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def compile_pipeline(experiment: Experiment, path: Path) -> Path:
+    """The pipeline YAML for a cluster: the experiment as the default of its parameter."""
+    from kfp import compiler
+
+    from leanfit.pipelines.automl import build_pipeline
+
+    mount = experiment.executor.kubernetes.mount_path
+    data = experiment.model_dump(mode="json")
+    if not os.path.isabs(experiment.work_dir):  # on the cluster, the work folder is on the PVC
+        data["work_dir"] = f"{mount}/{experiment.work_dir.strip('./') or 'leanfit'}"
+    params = {"experiment": json.dumps(data, sort_keys=True), "base_dir": mount}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix not in (".yaml", ".yml"):
+        raise LeanfitError(f"-o: {path} must end in .yaml (KFP reads pipelines as YAML)")
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    quiet = logging.getLogger("kfp")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            compiler.Compiler().compile(
+                build_pipeline(experiment), str(tmp), pipeline_parameters=params
+            )
+    finally:
+        quiet.setLevel(level)
+    os.replace(tmp, path)
+    return path
+
+
+def submit_experiment(
+    experiment: Experiment,
+    host: str,
+    kfp_experiment: str | None = None,
+    recurring_cron: str | None = None,
+    namespace: str | None = None,
+    token: str | None = None,
+    timeout: float = 30.0,
+):
+    """Compile the experiment's pipeline and run it on a KFP host (once, or on a schedule)."""
+    from leanfit.pipelines.automl import PIPELINE_NAME
+    from leanfit.trigger.submit import submit_pipeline
+
+    package = compile_pipeline(
+        experiment, experiment.work_path() / "pipelines" / f"{experiment.name}-pipeline.yaml"
+    )
+    return submit_pipeline(
+        package,
+        host,
+        pipeline_name=f"{PIPELINE_NAME}-{experiment.name}",
+        experiment=kfp_experiment or experiment.experiment_name(),
+        arguments={},
+        run_name=f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        recurring_cron=recurring_cron,
+        namespace=namespace,
+        existing_token=token,
+        timeout=timeout,
+    )

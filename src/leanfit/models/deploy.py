@@ -1,0 +1,48 @@
+"""A trained network packaged for use: its own input normalisation in front, nothing else needed.
+
+Input: float32 images in [0, 1], shape (N, C, H, W) at the size the network was trained on.
+Output: logits, shape (N, classes). This is what goes to the MLflow registry and to TorchScript.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from leanfit.models.builder import build_model
+from leanfit.train.checkpoint import load_checkpoint
+
+
+class Classifier(nn.Module):
+    def __init__(self, net: nn.Module, mean: list[float], std: list[float]):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+def load_classifier(checkpoint: str | Path, channels: int, num_classes: int) -> Classifier:
+    """The `Classifier` of a checkpoint written by the trainer, in eval mode on the CPU."""
+    state = load_checkpoint(checkpoint, map_location="cpu")
+    net = build_model(state["genotype"], channels, int(state["image_size"]), num_classes)
+    net.load_state_dict(state["model"])
+    norm = state["normalize"]
+    return Classifier(net, norm["mean"], norm["std"]).eval()
+
+
+@torch.no_grad()
+def accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int = 512
+) -> float:
+    """Top-1 accuracy of a `Classifier`-like model on uint8 images."""
+    model.eval()
+    correct = 0
+    for start in range(0, len(labels), batch):
+        x = images[start : start + batch].float().div_(255.0)
+        correct += int((model(x).argmax(1) == labels[start : start + batch]).sum())
+    return correct / max(1, len(labels))

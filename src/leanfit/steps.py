@@ -1,0 +1,514 @@
+"""The pipeline's steps: one function each, called by the thin KFP components in `components/`.
+
+fingerprint → subset → augment policy → search → final train → evaluate & register. Each step
+reads the experiment (as the JSON the pipeline carries) and the artifacts of the steps before it,
+and writes its own artifacts to the paths KFP hands it; nothing passes through globals. The same
+functions run in `kfp.local` subprocesses on one machine and in pods on a cluster.
+
+`run_step` is how a component calls a step: a mistake a user can cause ends the step with one line
+that names it (and exit code 2), never a stack of KFP internals, and the message is also written to
+the work folder so that `leanfit run` can repeat it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from leanfit.config import Experiment, experiment_from_dict
+from leanfit.errors import LeanfitError
+
+ERROR_FILE = "pipeline-error.json"
+
+
+# ---------------------------------------------------------------- the experiment as a parameter
+
+
+def pipeline_arguments(experiment: Experiment) -> dict[str, str]:
+    """The pipeline's parameters for running `experiment` on this machine.
+
+    Paths become absolute (the steps run in other processes, from other folders), and the
+    tracking URI is fixed now, so every step logs to the same place.
+    """
+    data = experiment.model_dump(mode="json")
+    data["work_dir"] = str(experiment.work_path())
+    data.setdefault("tracking", {})["uri"] = absolute_tracking_uri(experiment.tracking_uri())
+    base_dir = str(Path(experiment.base_dir).resolve())
+    return {"experiment": json.dumps(data, sort_keys=True), "base_dir": base_dir}
+
+
+def absolute_tracking_uri(uri: str) -> str:
+    """`sqlite:///mlflow.db` is relative to the current folder; make it mean the same anywhere."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str(Path(uri[len(prefix) :]).resolve())
+    if "://" not in uri:  # a bare folder: MLflow's file store
+        return str(Path(uri).resolve())
+    return uri
+
+
+def read_experiment(experiment: str, base_dir: str) -> Experiment:
+    try:
+        data = json.loads(experiment)
+    except json.JSONDecodeError as e:
+        raise LeanfitError(f"experiment: the pipeline parameter is not JSON ({e})") from None
+    return experiment_from_dict(data, Path(base_dir))
+
+
+def pipeline_key(experiment: Experiment, digest: str) -> str:
+    """Identifies a pipeline run: the same settings on the same data need not run twice."""
+    import hashlib
+
+    settings = experiment.model_dump(mode="json", exclude={"base_dir", "executor", "work_dir"})
+    settings.get("tracking", {}).pop("uri", None)
+    blob = json.dumps({"settings": settings, "digest": digest}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_step(step: str, function: Callable[..., Any], experiment: str, base_dir: str, **kwargs):
+    """Run one step; a user's mistake ends it with one line naming the step, and exit code 2."""
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    work = None
+    try:
+        exp = read_experiment(experiment, base_dir)
+        work = exp.work_path()
+        return function(exp, **kwargs)
+    except LeanfitError as e:
+        message = str(e)
+    except Exception as e:
+        from leanfit.track.runs import is_tracking_failure
+
+        if not is_tracking_failure(e):
+            raise
+        uri = json.loads(experiment).get("tracking", {}).get("uri") or "MLflow"
+        message = (
+            f"tracking: MLflow at {uri} did not answer ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:300]}), even after retrying; what finished before is kept "
+            "there. Check that the server is up, then run the pipeline again: the search resumes "
+            "where it stopped"
+        )
+    print(f"leanfit: step {step!r} failed: {message}", file=sys.stderr, flush=True)
+    if work is not None:
+        _write_json(work / ERROR_FILE, {"step": step, "message": message})
+    raise SystemExit(2)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _log(message: str) -> None:
+    print(f"[leanfit] {message}", flush=True)
+
+
+# ---------------------------------------------------------------- 1. fingerprint
+
+
+def fingerprint(experiment: Experiment, manifest_path: str) -> dict[str, str]:
+    """The dataset's digest and manifest; opens the pipeline's MLflow run (one per pipeline)."""
+    from leanfit.data.sources import load_dataset
+    from leanfit.track.pipeline import start_pipeline_run
+
+    dataset = load_dataset(experiment)
+    manifest = {
+        "digest": dataset.digest,
+        "source": dataset.source,
+        "images": len(dataset.labels),
+        "classes": dataset.classes,
+        "per_class": [int((dataset.labels == c).sum()) for c in range(dataset.num_classes)],
+        "skipped": [{"file": f, "why": why} for f, why in dataset.skipped],
+    }
+    _write_json(Path(manifest_path), manifest)
+    key = pipeline_key(experiment, dataset.digest)
+    run_id = start_pipeline_run(experiment, dataset, key)
+    _log(
+        f"dataset {dataset.source}: {len(dataset.labels)} images, {dataset.num_classes} classes, "
+        f"digest {dataset.digest[:12]}; {len(dataset.skipped)} unreadable file(s) skipped"
+    )
+    for name, why in dataset.skipped[:20]:
+        _log(f"  skipped {name}: {why}")
+    return {"digest": dataset.digest, "pipeline_run_id": run_id}
+
+
+# ---------------------------------------------------------------- 2. subset
+
+
+def subset(experiment: Experiment, manifest_path: str, plan_path: str) -> dict[str, int]:
+    """Stratified, seeded splits, and the search's low-fidelity share of the training split."""
+    from leanfit.data.sources import load_dataset
+    from leanfit.train.trial import data_plan
+
+    dataset = load_dataset(experiment)
+    _check_digest(dataset.digest, manifest_path)
+    plan = data_plan(experiment, dataset)
+    plan.save(plan_path)
+    counts = {
+        "train": len(plan.splits.train),
+        "val": len(plan.splits.val),
+        "test": len(plan.splits.test),
+        "search": len(plan.search),
+    }
+    _log("splits: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return counts
+
+
+def _check_digest(digest: str, manifest_path: str) -> None:
+    expected = json.loads(Path(manifest_path).read_text())["digest"]
+    if digest != expected:
+        raise LeanfitError(
+            f"dataset: its digest is now {digest[:12]}, but the fingerprint step saw "
+            f"{expected[:12]}; the data changed while the pipeline ran: run it again"
+        )
+
+
+# ---------------------------------------------------------------- 3. augment policy
+
+
+def augment_policy(experiment: Experiment, plan_path: str, policy_path: str) -> dict[str, Any]:
+    """The file's policy, or the best RandAugment (N, M) for a small proxy model on the subset."""
+    settings = experiment.pipeline.augment_policy
+    if settings.mode == "fixed":
+        policy = {"mode": "fixed", "augment": experiment.training.augment}
+        _write_json(Path(policy_path), policy)
+        _log(f"augment policy: the file's own ({experiment.training.augment})")
+        return policy
+    policy = search_randaugment(experiment, plan_path)
+    _write_json(Path(policy_path), policy)
+    return policy
+
+
+def search_randaugment(experiment: Experiment, plan_path: str) -> dict[str, Any]:
+    """Each (N, M) of the grid on one proxy model, a few epochs each on the search subset."""
+    from leanfit.config import HYPERPARAMETER_DEFAULTS
+    from leanfit.data.sources import load_dataset
+    from leanfit.data.splits import DataPlan
+    from leanfit.train.trainer import Budget, train
+    from leanfit.train.trial import train_data
+
+    settings = experiment.pipeline.augment_policy
+    dataset = load_dataset(experiment)
+    data = train_data(experiment, dataset, for_search=True, plan=DataPlan.load(plan_path))
+    proxy = proxy_configuration(experiment, dataset.channels, dataset.num_classes)
+    hp = {**HYPERPARAMETER_DEFAULTS, **experiment.hyperparameters(proxy)}
+    training = experiment.training.model_copy(update={"augment": "randaugment"})
+    grid = sorted({(n, 0 if n == 0 else m) for n in settings.n for m in settings.m})
+    scores = []
+    for n, m in grid:
+        result = train(
+            proxy,
+            {**hp, "randaugment_n": n, "randaugment_m": m},
+            data,
+            Budget(settings.epochs),
+            training,
+            seed=experiment.strategy.seed,
+        )
+        acc = result.val_accuracy if result.status == "ok" else 0.0
+        scores.append({"n": n, "m": m, "val_accuracy": acc})
+        _log(f"augment policy: RandAugment N={n} M={m}: val accuracy {acc:.4f}")
+    best = max(scores, key=lambda s: (s["val_accuracy"], -s["n"], -s["m"]))
+    _log(f"augment policy: RandAugment N={best['n']} M={best['m']}")
+    return {
+        "mode": "search",
+        "augment": "randaugment",
+        "n": best["n"],
+        "m": best["m"],
+        "proxy": proxy,
+        "scores": scores,
+    }
+
+
+def proxy_configuration(experiment: Experiment, channels: int, num_classes: int) -> dict:
+    """A configuration of the space near `proxy_params` parameters, the same on every run."""
+    import math
+
+    from leanfit.models.cost import architecture_cost
+
+    space = experiment.search_space()
+    target = math.log10(experiment.pipeline.augment_policy.proxy_params)
+    size = experiment.dataset.image_size
+    best, best_gap = None, math.inf
+    for seed in range(64):
+        config = space.sample(seed)
+        params, _ = architecture_cost(config, channels, size, num_classes)
+        gap = abs(math.log10(max(params, 1)) - target)
+        if gap < best_gap:
+            best, best_gap = config, gap
+    return best
+
+
+def apply_policy(experiment: Experiment, policy: Mapping[str, Any]) -> Experiment:
+    """The experiment with a searched policy fixed in it (N and M no longer searched)."""
+    if policy.get("mode") != "search":
+        return experiment
+    data = experiment.model_dump(mode="json")
+    data["training"]["augment"] = "randaugment"
+    hps = data["space"]["hyperparameters"]
+    hps["randaugment_n"] = policy["n"]
+    hps["randaugment_m"] = policy["m"]
+    return experiment_from_dict(data, experiment.base_dir)
+
+
+def _with_policy(experiment: Experiment, policy_path: str) -> Experiment:
+    return apply_policy(experiment, json.loads(Path(policy_path).read_text()))
+
+
+# ---------------------------------------------------------------- 4. search
+
+
+def search(
+    experiment: Experiment,
+    plan_path: str,
+    policy_path: str,
+    pipeline_run_id: str,
+    front_path: str,
+    report_path: str,
+) -> dict[str, float]:
+    """The search, resumed if an earlier run of it was cut short, reused if it finished."""
+    import shutil
+
+    from leanfit.search.run import front_table, run_search
+
+    exp = _with_policy(experiment, policy_path)
+    last = [0.0]
+
+    def progress(controller) -> None:  # a line every 15 s: a log, not a terminal
+        if time.monotonic() - last[0] < 15:
+            return
+        last[0] = time.monotonic()
+        s, best, left = controller.stats, controller.best_accuracy(), controller.budget_left()
+        _log(
+            f"search: trials {len(controller.trials)}, jobs done {s.jobs_done}, failed "
+            f"{s.jobs_failed}, best val acc {'-' if best is None else f'{best:.4f}'}, Pareto "
+            f"{len(controller.front())}, budget left {'-' if left is None else f'{left:.0f} s'}"
+        )
+
+    outcome = run_search(
+        exp,
+        resume="auto",
+        on_progress=progress,
+        plan_file=plan_path,
+        parent_run_id=pipeline_run_id,
+        reuse_finished=True,
+    )
+    controller = outcome.controller
+    front = [
+        {**row, "config": controller.trials[row["trial"]].config} for row in front_table(controller)
+    ]
+    _write_json(Path(front_path), {"search_run_id": outcome.search_run_id, "front": front})
+    Path(report_path).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(outcome.report_html, report_path)
+    if outcome.reused:
+        _log(f"search: reused the finished search {outcome.search_run_id} (same settings, data)")
+    _log(f"search: {len(controller.trials)} trials, {len(front)} models on the Pareto front")
+    best = controller.best_accuracy()
+    return {
+        "trials": float(len(controller.trials)),
+        "pareto_models": float(len(front)),
+        "hypervolume": float(controller.hypervolume()),
+        "best_val_accuracy": float(best) if best is not None else 0.0,
+    }
+
+
+# ---------------------------------------------------------------- 5. final train
+
+
+def choose_finalists(front: list[dict], k: int, max_params: int | None) -> list[dict]:
+    """The most accurate front model within the budget, then others spread over log10 params."""
+    import math
+
+    pool = [m for m in front if max_params is None or m["params"] <= max_params]
+    if not pool:
+        return []
+    best = max(pool, key=lambda m: (m["val_accuracy"], -m["params"]))
+    rest = sorted((m for m in pool if m is not best), key=lambda m: m["params"])
+    chosen = [best]
+    if k > 1 and rest:
+        lo, hi = math.log10(rest[0]["params"]), math.log10(rest[-1]["params"])
+        for i in range(min(k - 1, len(rest))):
+            target = lo + (hi - lo) * (i / max(1, min(k - 1, len(rest)) - 1))
+            pick = min(
+                (m for m in rest if m not in chosen),
+                key=lambda m: abs(math.log10(m["params"]) - target),
+            )
+            chosen.append(pick)
+    return sorted(chosen, key=lambda m: m["params"])
+
+
+def final_train(
+    experiment: Experiment, plan_path: str, policy_path: str, front_path: str, models_dir: str
+) -> dict[str, float]:
+    """The top-k Pareto configurations, trained at the full budget on the whole training split."""
+    from leanfit.data.sources import load_dataset
+    from leanfit.data.splits import DataPlan
+    from leanfit.train.trial import TrialSpec, run_trial, train_data
+
+    exp = _with_policy(experiment, policy_path)
+    front = json.loads(Path(front_path).read_text())["front"]
+    finalists = choose_finalists(front, exp.pipeline.final_top_k, exp.objectives.max_params)
+    if not finalists:
+        raise LeanfitError(
+            "objectives.max_params: no model of the search's Pareto front fits the parameter "
+            "budget; raise max_params or give the search more time (budget.wall_time)"
+        )
+    dataset = load_dataset(exp)
+    data = train_data(exp, dataset, for_search=False, plan=DataPlan.load(plan_path))
+    epochs = exp.pipeline.final_epochs or exp.budget.max_epochs
+    out = Path(models_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    trained = []
+    for i, finalist in enumerate(finalists):
+        folder = out / f"model-{i}"
+        spec = TrialSpec(
+            trial_id=f"final-{finalist['trial']}",
+            config=finalist["config"],
+            epochs=epochs,
+            seed=exp.strategy.seed + 1000 + i,
+            checkpoint_to=str(folder / "checkpoint.pt"),
+        )
+        _log(
+            f"final training {i + 1}/{len(finalists)}: trial {finalist['trial']}, "
+            f"{finalist['params']:,} parameters, {epochs} epochs on {len(data.train_y)} images"
+        )
+        result = run_trial(exp, spec, data)
+        if result.status != "ok":
+            _log(f"  failed: {result.reason}")
+            continue
+        summary = {
+            "trial": finalist["trial"],
+            "config": finalist["config"],
+            "params": result.params,
+            "macs": result.macs,
+            "val_accuracy": result.val_accuracy,
+            "search_val_accuracy": finalist["val_accuracy"],
+            "epochs": epochs,
+            "seed": spec.seed,
+            "wall_time": result.wall_time,
+            "history": result.history,
+        }
+        _write_json(folder / "summary.json", summary)
+        trained.append(summary)
+        _log(f"  val accuracy {result.val_accuracy:.4f} in {result.wall_time:.1f} s")
+    if not trained:
+        raise LeanfitError("final training: every finalist failed; see the step's log")
+    return {
+        "models": float(len(trained)),
+        "best_val_accuracy": max(t["val_accuracy"] for t in trained),
+    }
+
+
+# ---------------------------------------------------------------- 6. evaluate & register
+
+
+def evaluate_register(
+    experiment: Experiment,
+    plan_path: str,
+    policy_path: str,
+    models_dir: str,
+    front_path: str,
+    pipeline_run_id: str,
+    report_path: str,
+) -> dict[str, Any]:
+    """Test metrics of each final model; the best within budget becomes `challenger`, and
+    `champion` only if it beats the current champion on the same test data."""
+    from leanfit.data.sources import load_dataset
+    from leanfit.data.splits import DataPlan
+    from leanfit.models.deploy import accuracy, load_classifier
+    from leanfit.track.pipeline import finish_pipeline_run
+    from leanfit.track.registry import Registry
+
+    exp = _with_policy(experiment, policy_path)
+    dataset = load_dataset(exp)
+    plan = DataPlan.load(plan_path)
+    if plan.digest != dataset.digest:
+        raise LeanfitError("dataset: the data changed while the pipeline ran: run it again")
+    test_x, test_y = dataset.images[plan.splits.test], dataset.labels[plan.splits.test]
+    models = []
+    for folder in sorted(Path(models_dir).glob("model-*")):
+        summary = json.loads((folder / "summary.json").read_text())
+        classifier = load_classifier(
+            folder / "checkpoint.pt", dataset.channels, dataset.num_classes
+        )
+        summary["test_accuracy"] = accuracy(classifier, test_x, test_y)
+        summary["folder"] = str(folder)
+        models.append((summary, classifier))
+        _log(
+            f"model {folder.name}: {summary['params']:,} parameters, val "
+            f"{summary['val_accuracy']:.4f}, test {summary['test_accuracy']:.4f}"
+        )
+    if not models:
+        raise LeanfitError("evaluate: the final training step left no model")
+    registry = Registry(exp, dataset)
+    logged = [registry.log_model(s, c, pipeline_run_id, test_x[:2]) for s, c in models]
+    budget = exp.objectives.max_params
+    eligible = [i for i, (s, _) in enumerate(models) if budget is None or s["params"] <= budget]
+    # chosen on validation accuracy: the test set judges, it does not select
+    pick = max(eligible, key=lambda i: (models[i][0]["val_accuracy"], -models[i][0]["params"]))
+    summary, classifier = models[pick]
+    decision = registry.register(logged[pick], summary, classifier, test_x, test_y)
+    front = json.loads(Path(front_path).read_text())
+    write_final_report(exp, front, [s for s, _ in models], decision, report_path)
+    result = {
+        "registered_model": decision.name,
+        "version": decision.version,
+        "champion_version": decision.champion_version,
+        "promoted": decision.promoted,
+        "reason": decision.reason,
+        "test_accuracy": summary["test_accuracy"],
+        "params": summary["params"],
+        "digest": dataset.digest,
+        "models": [
+            {k: s[k] for k in ("trial", "params", "val_accuracy", "test_accuracy")}
+            for s, _ in models
+        ],
+    }
+    finish_pipeline_run(exp, pipeline_run_id, result, [Path(report_path)])
+    _log(decision.reason)
+    return result
+
+
+def write_final_report(
+    experiment: Experiment, front: dict, finals: list[dict], decision, path: str
+) -> Path:
+    """The search's Pareto plot and front, with the final models' test accuracies and the
+    registry's decision."""
+    from leanfit.report.pareto import ReportPoint, plot_pareto, write_html
+
+    tested = {str(f["trial"]): f for f in finals}
+    points = []
+    for row in front["front"]:
+        final = tested.get(str(row["trial"]))
+        points.append(
+            ReportPoint(
+                row["trial"],
+                final["params"] if final else row["params"],
+                row["macs"],
+                final["val_accuracy"] if final else row["val_accuracy"],
+                final["epochs"] if final else row["epochs"],
+                row["config"],
+                on_front=True,
+                test_accuracy=final["test_accuracy"] if final else None,
+            )
+        )
+    title = f"leanfit pipeline: {experiment.name}"
+    folder = Path(path).parent
+    plot = plot_pareto(points, folder / "final.png", title, experiment.objectives.max_params)
+    facts = {
+        "registered model": f"{decision.name} version {decision.version}",
+        "champion": f"version {decision.champion_version}",
+        "decision": decision.reason,
+        "search run": front.get("search_run_id", "-"),
+        "final models (retrained on the whole training split; test accuracy)": len(finals),
+    }
+    return write_html(points, plot, Path(path), title, facts)

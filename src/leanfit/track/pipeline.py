@@ -1,0 +1,77 @@
+"""A pipeline run in MLflow: one parent run per pipeline, keyed by its settings and its data.
+
+The search run nests under it; its tags say which data it saw and what it registered, so that a
+second run on unchanged data is recognised and skipped, and a watcher knows the last completed run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from leanfit.config import Experiment
+from leanfit.data.sources import LoadedDataset
+from leanfit.track.runs import TrialLogger, dataset_input
+
+TAG_KIND = "leanfit.kind"
+TAG_PIPELINE_KEY = "leanfit.pipeline_key"
+TAG_DIGEST = "leanfit.dataset_digest"
+TAG_RESULT = "leanfit.result"
+
+
+def start_pipeline_run(experiment: Experiment, dataset: LoadedDataset, key: str) -> str:
+    logger = TrialLogger(experiment.tracking_uri(), experiment.experiment_name())
+    tags = {TAG_KIND: "pipeline", TAG_PIPELINE_KEY: key, TAG_DIGEST: dataset.digest}
+    run = logger.client.create_run(
+        logger.experiment_id, run_name=f"pipeline-{experiment.name}", tags=tags
+    )
+    logger.client.log_inputs(
+        run.info.run_id, datasets=[dataset_input(dataset, experiment.dataset.source)]
+    )
+    return run.info.run_id
+
+
+def finish_pipeline_run(
+    experiment: Experiment, run_id: str, result: Mapping[str, Any], files: list[Path]
+) -> None:
+    from mlflow.entities import Metric
+
+    logger = TrialLogger(experiment.tracking_uri(), experiment.experiment_name())
+    client = logger.client
+    for path in files:
+        client.log_artifact(run_id, str(path), artifact_path="report")
+    client.set_tag(run_id, TAG_RESULT, json.dumps(result, sort_keys=True, default=str)[:5000])
+    metrics = {k: result[k] for k in ("test_accuracy", "params") if k in result}
+    client.log_batch(run_id, metrics=[Metric(k, float(v), 0, 0) for k, v in metrics.items()])
+    client.set_terminated(run_id, "FINISHED")
+
+
+def mark_pipeline_failed(experiment: Experiment, run_id: str, message: str) -> None:
+    logger = TrialLogger(experiment.tracking_uri(), experiment.experiment_name())
+    logger.client.set_tag(run_id, "leanfit.failure", message[:5000])
+    logger.client.set_terminated(run_id, "FAILED")
+
+
+def find_pipeline_runs(
+    experiment: Experiment, key: str | None = None, status: str | None = None
+) -> list:
+    """Pipeline runs of this experiment, newest first (optionally one key, one status)."""
+    logger = TrialLogger(experiment.tracking_uri(), experiment.experiment_name())
+    where = [f"tags.`{TAG_KIND}` = 'pipeline'"]
+    if key is not None:
+        where.append(f"tags.`{TAG_PIPELINE_KEY}` = '{key}'")
+    if status is not None:
+        where.append(f"attributes.status = '{status}'")
+    return logger.client.search_runs(
+        [logger.experiment_id],
+        filter_string=" and ".join(where),
+        order_by=["attributes.start_time DESC"],
+        max_results=100,
+    )
+
+
+def run_result(run) -> dict[str, Any]:
+    raw = run.data.tags.get(TAG_RESULT)
+    return json.loads(raw) if raw else {}

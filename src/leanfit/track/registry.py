@@ -1,0 +1,227 @@
+"""Final models in MLflow: each logged with the pytorch flavour and TorchScript; the best one
+registered as `challenger`, and made `champion` only when it beats the champion on the same data.
+
+The champion is judged again on the new test data every time (the data may have changed since it
+won), and every version carries the digest of the data it was trained on. `promote` moves the
+champion alias by hand (a rollback).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from leanfit.config import Experiment
+from leanfit.data.sources import LoadedDataset
+from leanfit.errors import LeanfitError
+from leanfit.models.deploy import accuracy
+from leanfit.track.runs import TrialLogger, dataset_input, param_value
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+@dataclass
+class LoggedModel:
+    run_id: str
+    model_uri: str
+
+
+@dataclass
+class Decision:
+    name: str
+    version: str
+    champion_version: str
+    promoted: bool
+    reason: str
+    champion_test_accuracy: float | None = None
+
+
+class Registry:
+    """One experiment's registered model (`tracking.registered_model`, default leanfit-NAME)."""
+
+    def __init__(self, experiment: Experiment, dataset: LoadedDataset):
+        import mlflow
+
+        self.experiment = experiment
+        self.dataset = dataset
+        self.uri = experiment.tracking_uri()
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
+        self.logger = TrialLogger(self.uri, experiment.experiment_name())
+        self.client = self.logger.client
+        self.name = experiment.registered_model_name()
+
+    def log_model(
+        self,
+        summary: Mapping[str, Any],
+        classifier: torch.nn.Module,
+        parent_run_id: str,
+        example_images: torch.Tensor,
+    ) -> LoggedModel:
+        """A run for one final model: its metrics, the pytorch model, and a TorchScript file."""
+        import mlflow
+        from mlflow.entities import Metric, Param
+        from mlflow.models import infer_signature
+
+        client = self.client
+        tags = {
+            "leanfit.kind": "final",
+            "leanfit.trial_id": str(summary["trial"]),
+            "leanfit.dataset_digest": self.dataset.digest,
+            "mlflow.parentRunId": parent_run_id,
+        }
+        run = client.create_run(
+            self.logger.experiment_id, run_name=f"final-{summary['trial']}", tags=tags
+        )
+        run_id = run.info.run_id
+        params = [Param(k, param_value(v)[:6000]) for k, v in sorted(summary["config"].items())]
+        params += [
+            Param("final.epochs", str(summary["epochs"])),
+            Param("seed", str(summary["seed"])),
+        ]
+        client.log_batch(run_id, params=params)
+        keys = ("val_accuracy", "test_accuracy", "params", "macs", "wall_time")
+        client.log_batch(run_id, metrics=[Metric(k, float(summary[k]), 0, 0) for k in keys])
+        client.log_inputs(
+            run_id, datasets=[dataset_input(self.dataset, self.experiment.dataset.source)]
+        )
+        example = example_images.float().div(255.0)
+        with torch.no_grad():
+            output = classifier(example)
+        signature = infer_signature(example.numpy(), output.numpy())
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pytorch.log_model(
+                classifier,
+                name="model",
+                signature=signature,
+                input_example=example.numpy(),
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "leanfit"],
+                # pickle, not pt2: torch.export fixes the batch size to the example's
+                serialization_format="pickle",
+            )
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "model.torchscript.pt"
+                with warnings.catch_warnings():  # torch marks TorchScript deprecated
+                    warnings.simplefilter("ignore", FutureWarning)
+                    torch.jit.save(torch.jit.trace(classifier, example), str(path))
+                mlflow.log_artifact(str(path), artifact_path="torchscript")
+        client.set_terminated(run_id, "FINISHED")
+        return LoggedModel(run_id, info.model_uri)
+
+    def register(
+        self,
+        logged: LoggedModel,
+        summary: Mapping[str, Any],
+        classifier: torch.nn.Module,
+        test_images: torch.Tensor,
+        test_labels: torch.Tensor,
+    ) -> Decision:
+        """Register as challenger; promote to champion if it beats the champion on this data."""
+        import mlflow
+
+        version = mlflow.register_model(logged.model_uri, self.name).version
+        digest = self.dataset.digest
+        for key, value in {
+            "leanfit.dataset_digest": digest,
+            "leanfit.test_accuracy": f"{summary['test_accuracy']:.6f}",
+            "leanfit.params": str(summary["params"]),
+            "leanfit.trial_id": str(summary["trial"]),
+            "leanfit.config": json.dumps(summary["config"], sort_keys=True)[:5000],
+        }.items():
+            self.client.set_model_version_tag(self.name, version, key, value)
+        self.client.set_registered_model_alias(self.name, CHALLENGER, version)
+        new_acc = float(summary["test_accuracy"])
+        champion = self.champion()
+        if champion is None:
+            self.client.set_registered_model_alias(self.name, CHAMPION, version)
+            return Decision(
+                self.name, version, version, True,
+                f"{self.name} version {version} is the first model: champion "
+                f"(test accuracy {new_acc:.4f}, {summary['params']:,} parameters)",
+            )  # fmt: skip
+        old_acc, problem = self.evaluate_version(champion.version, test_images, test_labels)
+        self.client.set_model_version_tag(
+            self.name, champion.version, f"leanfit.test_accuracy.{digest[:12]}", f"{old_acc:.6f}"
+        )
+        budget = self.experiment.objectives.max_params
+        within = budget is None or summary["params"] <= budget
+        if within and problem is not None:
+            self.client.set_registered_model_alias(self.name, CHAMPION, version)
+            return Decision(
+                self.name, version, version, True,
+                f"{self.name} version {version} is the new champion: the champion (version "
+                f"{champion.version}) cannot classify this data ({problem})",
+                old_acc,
+            )  # fmt: skip
+        if within and new_acc > old_acc:
+            self.client.set_registered_model_alias(self.name, CHAMPION, version)
+            return Decision(
+                self.name, version, version, True,
+                f"{self.name} version {version} is the new champion: test accuracy {new_acc:.4f} "
+                f"against {old_acc:.4f} for version {champion.version} on the same test data",
+                old_acc,
+            )  # fmt: skip
+        return Decision(
+            self.name, version, champion.version, False,
+            f"{self.name} version {version} stays challenger: test accuracy {new_acc:.4f}, the "
+            f"champion (version {champion.version}) has {old_acc:.4f} on the same test data",
+            old_acc,
+        )  # fmt: skip
+
+    def champion(self):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(self.name, CHAMPION)
+        except MlflowException:
+            return None
+
+    def evaluate_version(
+        self, version: str, test_images: torch.Tensor, test_labels: torch.Tensor
+    ) -> tuple[float, str | None]:
+        """A registered version's accuracy on these test images, or 0 and why it cannot take
+        them (trained on another image size or channel count)."""
+        import mlflow
+
+        model = mlflow.pytorch.load_model(f"models:/{self.name}/{version}", map_location="cpu")
+        try:
+            return accuracy(model, test_images, test_labels), None
+        except RuntimeError as e:
+            return 0.0, str(e).splitlines()[0][:200]
+
+
+def promote(tracking_uri: str, name: str, version: str) -> str:
+    """Point the champion alias at `version` by hand (a rollback); returns the previous one."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        raise LeanfitError(
+            f"NAME: no registered model {name!r} in {tracking_uri}; "
+            "see `mlflow ui` for the names (leanfit registers leanfit-<experiment name>)"
+        ) from None
+    try:
+        client.get_model_version(name, version)
+    except MlflowException:
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+        raise LeanfitError(
+            f"VERSION: {name} has no version {version!r}; its versions are {versions}"
+        ) from None
+    try:
+        previous = client.get_model_version_by_alias(name, CHAMPION).version
+    except MlflowException:
+        previous = "-"
+    client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_model_version_tag(name, version, "leanfit.promoted_by_hand", "true")
+    return previous

@@ -1,0 +1,1 @@
+"""Keeping the pipeline current: dataset change detection, the watch loop, submission to KFP."""

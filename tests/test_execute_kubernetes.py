@@ -1,0 +1,282 @@
+"""The Kubernetes executor against the API-server stand-in, whose kubelet really runs each Job's
+`leanfit trial` command: a search end to end, and each way a Job can end."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from leanfit.config import experiment_from_dict
+from leanfit.errors import ConfigError, LeanfitError
+from leanfit.execute.base import TrialJob
+from leanfit.execute.kubernetes import (
+    LABEL_ATTEMPT,
+    LABEL_EXPERIMENT,
+    LABEL_RUNG,
+    LABEL_SEARCH,
+    LABEL_TRIAL,
+    KubernetesError,
+    KubernetesExecutor,
+)
+from leanfit.train.trial import TrialSpec
+from tests.kube_standin import KubeStandIn, labels_of
+from tests.support import EXAMPLES, digits_config, run_cli
+
+NAMESPACE = "leanfit-test"
+TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+@pytest.fixture
+def standin(tmp_path):
+    kube = KubeStandIn(tmp_path / "kubelet", namespaces=(NAMESPACE,)).start()
+    kube.secrets[(NAMESPACE, "leanfit-storage")] = {"AWS_ACCESS_KEY_ID": "stand-in"}
+    yield kube
+    kube.stop()
+
+
+def experiment(tmp_path: Path, trial_timeout: str = "2m", **kubernetes):
+    settings = {
+        "namespace": NAMESPACE,
+        "image": "leanfit:test",
+        "gpus": 1,
+        "gpu_type": "Tesla-V100-SXM2-16GB",
+        "node_selector": {"pool": "gpu"},
+        "tolerations": TOLERATIONS,
+        "max_in_flight": 2,
+        "pvc": "leanfit-work",
+        "mount_path": str(tmp_path),
+        "secret": "leanfit-storage",
+        "ttl_seconds_after_finished": 600,
+        "env": {"OMP_NUM_THREADS": "1"},  # two trials share this machine's cores
+        **kubernetes,
+    }
+    cfg = digits_config(
+        budget={"min_epochs": 1, "max_epochs": 3, "trials": 5, "wall_time": "3m"},
+        executor={"kind": "kubernetes", "trial_timeout": trial_timeout, "kubernetes": settings},
+        work_dir=str(tmp_path / "work"),
+        tracking={"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+    )
+    cfg["strategy"]["initial_points"] = 4
+    return experiment_from_dict(cfg, tmp_path)
+
+
+def spec_of(job: dict) -> dict:
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    return json.loads(Path(command[command.index("--spec") + 1]).read_text())
+
+
+def label(job: dict, key: str) -> str:
+    return labels_of(job)[key]
+
+
+def succeeded(kind: str, obj: dict) -> bool:
+    return kind == "MODIFIED" and bool(obj.get("status", {}).get("succeeded"))
+
+
+def test_a_search_runs_every_trial_as_a_job_and_survives_cluster_trouble(
+    tmp_path, standin, monkeypatch
+):
+    from leanfit.search.run import run_search
+    from leanfit.track import TrialLogger
+    from leanfit.track.search import SearchLog
+
+    monkeypatch.setenv("KUBECONFIG", standin.write_kubeconfig(tmp_path / "kubeconfig", NAMESPACE))
+    monkeypatch.setenv("POD_NAME", "search-7f9c")
+    monkeypatch.setenv("POD_UID", "0b6e1f7a-4f7e-4c4e-9a57-2a1f3f2c9d11")
+    monkeypatch.chdir(tmp_path)
+    exp = experiment(tmp_path)
+    # a promoted job (it resumes from a checkpoint) loses its pod; a new trial's Job is deleted
+    evicted = standin.evict_once(lambda job: label(job, LABEL_RUNG) == "1", after=0.3)
+    deleted = standin.delete_once(
+        lambda job: label(job, LABEL_TRIAL) == "trial-00002-rung-0", after=0.3
+    )
+    # the watch drops before the first success (resumed from its resourceVersion), and again
+    # before the fourth, after which the re-watch is answered 410 Gone (re-list, watch again)
+    successes = []
+    drop = standin.drop_watch_once(lambda kind, obj: succeeded(kind, obj))
+    drop_then_gone = standin.drop_watch_once(
+        lambda kind, obj: succeeded(kind, obj) and (successes.append(1) or len(successes) > 3),
+        then_gone=True,
+    )
+
+    started = time.monotonic()
+    outcome = run_search(exp)
+    took = time.monotonic() - started
+    controller, jobs = outcome.controller, standin.created
+
+    # every trial ran as a Job, and every job's result was told
+    assert len(controller.trials) == 5
+    assert all(0 in t.results for t in controller.trials.values()), "a trial lost its result"
+    assert {label(j, LABEL_TRIAL) for j in jobs} >= {f"trial-{i:05d}-rung-0" for i in range(5)}
+    promoted = [j for j in jobs if label(j, LABEL_RUNG) == "1"]
+    assert promoted and all(spec_of(j)["resume_from"] for j in promoted)
+    assert controller.stats.retries == 2
+    assert controller.stats.jobs_done + controller.stats.jobs_failed == len(jobs) - 2
+    assert standin.in_flight() == [] and standin.running_processes() == 0
+
+    records = SearchLog(
+        TrialLogger(exp.tracking_uri(), exp.experiment_name()), outcome.search_run_id
+    ).records()
+    by_job = {(r.trial_id, r.rung, r.attempt): r for r in records}
+    assert len(records) == len(jobs)
+
+    # the evicted pod: an infrastructure failure, retried from the same checkpoint, counted once
+    [first] = [j for j in jobs if j["metadata"]["name"] == evicted.fired]
+    trial_id, rung = int(label(first, LABEL_TRIAL).split("-")[1]), 1
+    assert by_job[(trial_id, rung, 0)].status == "infrastructure"
+    assert "Evicted" in by_job[(trial_id, rung, 0)].reason
+    [retry] = [
+        j for j in promoted if label(j, LABEL_TRIAL) == label(first, LABEL_TRIAL) and j is not first
+    ]
+    assert label(retry, LABEL_ATTEMPT) == "1"
+    assert spec_of(retry)["resume_from"] == spec_of(first)["resume_from"]
+    assert Path(spec_of(retry)["resume_from"]).is_file()
+    assert by_job[(trial_id, rung, 1)].status == "ok"
+    assert [r.status for r in records if (r.trial_id, r.rung) == (trial_id, rung)].count("ok") == 1
+    assert rung in controller.trials[trial_id].results
+
+    # the Job deleted from outside: noticed, an infrastructure failure, retried
+    assert (deleted.fired, "Background") in standin.deletions
+    assert by_job[(2, 0, 0)].status == "infrastructure"
+    assert "deleted" in by_job[(2, 0, 0)].reason
+    assert by_job[(2, 0, 1)].status == "ok"
+
+    # the dropped watch resumed from the last resourceVersion it had delivered
+    watches = standin.watches
+    i = next(i for i, w in enumerate(watches) if w.ended == "dropped")
+    assert drop.fired and watches[i].delivered
+    assert watches[i + 1].resource_version == watches[i].delivered[-1]
+    # after the second drop, 410 Gone: the executor listed the Jobs and watched from that list
+    assert drop_then_gone.fired
+    j = next(j for j, w in enumerate(watches) if w.ended == "gone")
+    assert watches[j - 1].ended == "dropped"
+    assert watches[j + 1].resource_version in standin.list_versions[1:]
+
+    # never more Jobs at once than the bound, and the bound was used
+    assert standin.max_in_flight == 2
+
+    # what the file asked of every Job
+    for job in jobs:
+        meta, spec = job["metadata"], job["spec"]
+        pod = spec["template"]["spec"]
+        [container] = pod["containers"]
+        assert meta["namespace"] == NAMESPACE
+        assert meta["ownerReferences"] == [
+            {"apiVersion": "v1", "kind": "Pod", "name": "search-7f9c",
+             "uid": "0b6e1f7a-4f7e-4c4e-9a57-2a1f3f2c9d11"}
+        ]  # fmt: skip
+        assert labels_of(job)[LABEL_EXPERIMENT] == "digits"
+        assert labels_of(job)[LABEL_SEARCH] == labels_of(jobs[0])[LABEL_SEARCH]
+        assert spec["template"]["metadata"]["labels"] == meta["labels"]
+        assert spec["backoffLimit"] == 0
+        assert spec["ttlSecondsAfterFinished"] == 600
+        assert spec["activeDeadlineSeconds"] == 120
+        assert container["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+        assert pod["nodeSelector"] == {
+            "pool": "gpu",
+            "nvidia.com/gpu.product": "Tesla-V100-SXM2-16GB",
+        }
+        assert pod["tolerations"] == TOLERATIONS
+        assert pod["restartPolicy"] == "Never"
+        assert container["envFrom"] == [{"secretRef": {"name": "leanfit-storage"}}]
+        assert pod["volumes"] == [
+            {"name": "work", "persistentVolumeClaim": {"claimName": "leanfit-work"}}
+        ]
+        assert container["volumeMounts"] == [{"name": "work", "mountPath": str(tmp_path)}]
+        assert container["image"] == "leanfit:test"
+        assert container["command"][:2] == ["leanfit", "trial"]
+        assert "--result-to" in container["command"] and "--no-track" in container["command"]
+    assert took < 120
+
+
+def submit_and_collect(executor, specs: list[TrialSpec], timeout: float = 60):
+    for spec in specs:
+        executor.submit(TrialJob(spec))
+    outcomes, deadline = [], time.monotonic() + timeout
+    while len(outcomes) < len(specs) and time.monotonic() < deadline:
+        outcomes += executor.wait(timeout=deadline - time.monotonic())
+    return {o.job.spec.trial_id: o for o in outcomes}
+
+
+def test_a_trial_failing_on_its_own_is_not_retried_and_a_timeout_is_a_failure(tmp_path, standin):
+    bad = TrialSpec(trial_id="bad", config={"no_such_parameter": 1}, epochs=1)
+    with KubernetesExecutor(experiment(tmp_path), standin.api_client()) as ex:
+        got = submit_and_collect(ex, [bad])
+    assert not got["bad"].infrastructure_failure
+    assert got["bad"].result.status == "failed"
+    assert "invalid configuration" in got["bad"].result.reason
+
+    sample = experiment_from_dict(digits_config()).search_space().sample(3)
+    slow = TrialSpec(trial_id="slow", config=sample, epochs=50)
+    with KubernetesExecutor(experiment(tmp_path, trial_timeout="1s"), standin.api_client()) as ex:
+        got = submit_and_collect(ex, [slow])
+    assert not got["slow"].infrastructure_failure
+    assert "timed out after 1 s" in got["slow"].result.reason
+
+
+def test_a_container_that_cannot_start_is_an_infrastructure_failure(tmp_path, standin):
+    standin.unpullable_images.add("registry.invalid/leanfit:nope")
+    exp = experiment(tmp_path, image="registry.invalid/leanfit:nope", start_timeout="1s")
+    spec = TrialSpec(trial_id="never", config={}, epochs=1)
+    with KubernetesExecutor(exp, standin.api_client(), pod_check_interval=0.2) as ex:
+        got = submit_and_collect(ex, [spec], timeout=20)
+        assert ex.running() == []
+    assert got["never"].infrastructure_failure
+    assert "ErrImagePull" in got["never"].result.reason
+    assert standin.deletions == [(got["never"].worker, "Background")]
+    assert standin.in_flight() == []
+
+
+def test_a_job_deleted_from_outside_is_noticed_and_close_deletes_the_rest(tmp_path, standin):
+    sample = experiment_from_dict(digits_config()).search_space().sample(3)
+    ex = KubernetesExecutor(experiment(tmp_path), standin.api_client())
+    jobs = [TrialJob(TrialSpec(trial_id=f"long-{i}", config=sample, epochs=50)) for i in range(2)]
+    for job in jobs:
+        ex.submit(job)
+    assert ex.free_slots() == 0
+    deadline = time.monotonic() + 10
+    while standin.running_processes() < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert standin.running_processes() == 2
+    first, second = (job["metadata"]["name"] for job in standin.created)
+
+    standin.delete_job(NAMESPACE, first, "Background")  # as `kubectl delete job` does
+    [outcome] = ex.wait(timeout=10)
+    assert outcome.job is jobs[0] and outcome.infrastructure_failure
+    assert "deleted" in outcome.result.reason
+    assert not any(w.ended in ("dropped", "gone") for w in standin.watches)  # seen, not re-listed
+    assert ex.running() == [jobs[1]] and ex.free_slots() == 1
+
+    ex.close()
+    assert standin.deletions == [(first, "Background"), (second, "Background")]
+    assert standin.in_flight() == [] and standin.running_processes() == 0
+
+
+def test_cluster_mistakes_stop_with_the_fix(tmp_path, standin):
+    with pytest.raises(KubernetesError, match="401"):
+        KubernetesExecutor(experiment(tmp_path), standin.api_client(token="wrong"))
+    ex = KubernetesExecutor(experiment(tmp_path, namespace="nowhere"), standin.api_client())
+    with pytest.raises(KubernetesError, match="namespace 'nowhere' not found"):
+        ex.submit(TrialJob(TrialSpec(trial_id="x", config={}, epochs=1)))
+    ex.close()
+    elsewhere = experiment(tmp_path, mount_path="/mnt/elsewhere")
+    with pytest.raises(LeanfitError, match="work_dir: .* is not under"):
+        KubernetesExecutor(elsewhere, standin.api_client())
+    with pytest.raises(ConfigError, match=r"executor.kubernetes.tolerations: \[0\]: .*'keys'"):
+        experiment(tmp_path, tolerations=[{"keys": "gpu", "operator": "Exists"}])
+
+
+def test_trial_spec_options(tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"trial_id": "t", "config": {}, "epochs": 1}))
+    result = run_cli(
+        "trial", str(EXAMPLES / "digits.yaml"), "--spec", str(spec), "--epochs", "2", cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert "--spec: the spec gives the configuration and budget; drop --epochs" in result.stderr
+    spec.write_text(json.dumps({"trial_id": "t", "config": {}}))
+    result = run_cli("trial", str(EXAMPLES / "digits.yaml"), "--spec", str(spec), cwd=tmp_path)
+    assert result.returncode == 2 and "epochs" in result.stderr

@@ -1,0 +1,324 @@
+"""The Kubeflow pipeline: compiled with the real KFP compiler, run with the real `kfp.local`,
+logging and registering in real MLflow (sqlite, and a real `mlflow server` on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import yaml
+
+from leanfit.config import experiment_from_dict, load_experiment
+from tests.support import EXAMPLES, ROOT, MlflowServer, digits_config, run_cli, write_yaml
+
+COMMITTED = ROOT / "pipelines" / "automl_pipeline.yaml"
+
+
+def small_pipeline_config(**overrides) -> dict:
+    """Digits through the whole pipeline in about a minute: a few trials of 1-3 epochs."""
+    space = digits_config()["space"]
+    settings = {
+        "space": {**space, "architecture": {**space["architecture"], "blocks": 3}},
+        "budget": {"min_epochs": 1, "max_epochs": 3, "trials": 4},
+        "executor": {"kind": "local", "workers": 1, "trial_timeout": "2m"},
+        "pipeline": {"final_top_k": 2, "final_epochs": 3},
+    }
+    return digits_config(**{**settings, **overrides})
+
+
+def registry(uri: str, name: str = "leanfit-digits"):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri, registry_uri=uri)
+    found = client.search_model_versions(f"name='{name}'")
+    versions = sorted(str(v.version) for v in found)
+    champion = client.get_model_version_by_alias(name, "champion")
+    return client, versions, champion
+
+
+# ---------------------------------------------------------------- compile
+
+
+def test_the_committed_pipeline_yaml_is_current(tmp_path):
+    fresh = run_cli("compile", str(EXAMPLES / "cifar10.yaml"), "-o", "p.yaml", cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stderr
+    assert (tmp_path / "p.yaml").read_text() == COMMITTED.read_text(), (
+        "pipelines/automl_pipeline.yaml is stale: run "
+        "`leanfit compile examples/cifar10.yaml -o pipelines/automl_pipeline.yaml`"
+    )
+
+
+def test_the_compiled_pipeline_loads_back_and_carries_the_cluster_settings():
+    from kfp import components
+
+    loaded = components.load_component_from_file(str(COMMITTED))
+    assert loaded.name == "leanfit-automl"
+    assert set(loaded.component_spec.inputs) == {"experiment", "base_dir"}
+
+    docs = list(yaml.safe_load_all(COMMITTED.read_text()))
+    spec, platform = docs[0], docs[1]
+    executors = spec["deploymentSpec"]["executors"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for step in ("exec-search", "exec-final-train"):
+        resources = executors[step]["container"]["resources"]
+        assert resources["accelerator"]["resourceCount"] == "1"
+        assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+        assert k8s[step]["nodeSelector"]["labels"] == {
+            "nvidia.com/gpu.product": "Tesla-V100-SXM2-16GB"
+        }
+        assert k8s[step]["tolerations"] == [
+            {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}
+        ]
+    pod = {e["name"]: e["fieldPath"] for e in k8s["exec-search"]["fieldPathAsEnv"]}
+    assert pod["POD_UID"] == "metadata.uid"  # the search pod owns its trial Jobs
+    for step in ("exec-fingerprint", "exec-subset", "exec-evaluate-register"):
+        assert "accelerator" not in executors[step]["container"].get("resources", {})
+        assert "nodeSelector" not in k8s[step]
+    for step in executors:
+        assert k8s[step]["pvcMount"][0]["mountPath"] == "/work"
+        assert k8s[step]["secretAsEnv"][0]["secretName"] == "leanfit-credentials"
+        assert executors[step]["container"]["image"] == "ghcr.io/leanfit/leanfit-cuda:0.1.0"
+    default = json.loads(
+        spec["root"]["inputDefinitions"]["parameters"]["experiment"]["defaultValue"]
+    )
+    assert default["work_dir"] == "/work/leanfit"  # on the PVC, where every step finds it
+    experiment_from_dict(default, "/work")  # the embedded experiment is a valid file
+
+
+def test_compile_refuses_a_bad_output_name(tmp_path):
+    r = run_cli("compile", str(EXAMPLES / "digits.yaml"), "-o", "pipeline.json", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "-o" in r.stderr and ".yaml" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- steps on their own
+
+
+def test_augment_policy_search_picks_the_best_grid_point_and_fixes_it(tmp_path, monkeypatch):
+    from leanfit import steps
+    from leanfit.data.sources import load_dataset
+    from leanfit.train.trial import data_plan
+
+    monkeypatch.chdir(tmp_path)
+    data = small_pipeline_config(
+        pipeline={"augment_policy": {"mode": "search", "n": [0, 2], "m": [12], "epochs": 2}}
+    )
+    experiment = experiment_from_dict(data, EXAMPLES)
+    plan = tmp_path / "plan.json"
+    data_plan(experiment, load_dataset(experiment)).save(plan)
+    policy = steps.augment_policy(experiment, str(plan), str(tmp_path / "policy.json"))
+    assert [(s["n"], s["m"]) for s in policy["scores"]] == [(0, 0), (2, 12)]
+    best = max(policy["scores"], key=lambda s: s["val_accuracy"])
+    assert (policy["n"], policy["m"]) == (best["n"], best["m"])
+    fixed = steps.apply_policy(experiment, policy)
+    space = fixed.search_space()
+    assert "randaugment_n" not in [d.name for d in space.dimensions]
+    assert fixed.hyperparameters(space.sample(0))["randaugment_n"] == policy["n"]
+
+
+def test_finalists_are_the_best_within_budget_and_a_spread_of_sizes():
+    from leanfit.steps import choose_finalists
+
+    front = [
+        {"trial": i, "params": p, "val_accuracy": a}
+        for i, (p, a) in enumerate(
+            [(300, 0.8), (900, 0.93), (2_000, 0.96), (8_000, 0.985), (30_000, 0.99)]
+        )
+    ]
+    chosen = choose_finalists(front, 3, max_params=10_000)
+    assert [m["params"] for m in chosen] == [300, 2_000, 8_000]
+    assert choose_finalists(front, 1, max_params=10_000) == [front[3]]
+    assert choose_finalists(front, 3, max_params=100) == []
+
+
+# ---------------------------------------------------------------- the whole pipeline, locally
+
+
+@pytest.mark.slow
+def test_run_registers_a_champion_and_a_second_run_does_nothing(tmp_path):
+    write_yaml(tmp_path / "digits.yaml", small_pipeline_config())
+    first = run_cli("run", "digits.yaml", cwd=tmp_path, timeout=600)
+    assert first.returncode == 0, first.stdout + first.stderr
+    for step in ("fingerprint", "subset", "augment-policy", "search", "final-train"):
+        assert f"{step}: success" in first.stdout
+    assert "champion     leanfit-digits version 1" in first.stdout
+    assert "executorInput" not in first.stdout  # kfp.local's internals go to the log file
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client, versions, champion = registry(uri)
+    assert versions == ["1"] and str(champion.version) == "1"
+    assert champion.tags["leanfit.dataset_digest"]
+    assert str(client.get_model_version_by_alias("leanfit-digits", "challenger").version) == "1"
+    # the model version is the pytorch flavour with a signature, next to a TorchScript file
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    info = mlflow.models.get_model_info("models:/leanfit-digits@champion")
+    assert info.flavors.get("pytorch") and info.signature is not None
+    run_files = [f.path for f in client.list_artifacts(champion.run_id, "torchscript")]
+    assert run_files == ["torchscript/model.torchscript.pt"]
+    report = [ln for ln in first.stdout.splitlines() if ln.startswith("report")]
+    assert report
+    with open(report[0].split()[-1]) as page:
+        assert "Pareto" in page.read()
+
+    searches_before = _runs(client, "search")
+    second = run_cli("run", "digits.yaml", cwd=tmp_path, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert "up to date" in second.stdout
+    _, versions_after, champion_after = registry(uri)
+    assert versions_after == ["1"] and str(champion_after.version) == "1"
+    assert _runs(client, "search") == searches_before
+
+
+def _runs(client, kind: str) -> list[str]:
+    exp = client.get_experiment_by_name("leanfit-digits")
+    found = client.search_runs([exp.experiment_id], f"tags.`leanfit.kind` = '{kind}'")
+    return sorted(r.info.run_id for r in found)
+
+
+@pytest.mark.slow
+def test_a_failing_step_fails_the_pipeline_with_its_own_message(tmp_path):
+    data = small_pipeline_config()
+    data["executor"] = {"kind": "kubernetes", "workers": 1}
+    write_yaml(tmp_path / "digits.yaml", data)
+    r = run_cli(
+        "run", "digits.yaml", cwd=tmp_path, timeout=300, env={"KUBECONFIG": str(tmp_path / "no")}
+    )
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "step 'search' failed:" in r.stderr
+    assert "Traceback" not in r.stderr and "executorInput" not in r.stderr
+    assert "search: failure" in r.stdout
+
+
+@pytest.mark.slow
+def test_the_pipeline_survives_the_tracking_server_going_down_for_a_while(tmp_path):
+    """The server is stopped while the search runs and started again 5 s later (about 20 s down
+    in all) on the same store: MLflow's client retries, and nothing that finished is lost."""
+    server = MlflowServer(tmp_path / "server").start()
+    write_yaml(tmp_path / "digits.yaml", small_pipeline_config())
+    outage = {}
+
+    def interrupt() -> None:
+        log = tmp_path / ".leanfit" / "kfp"
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:  # wait until the search step has started
+            logs = list(log.glob("pipeline-*.log")) if log.exists() else []
+            if logs and "Executing task 'search'" in _plain(logs[0].read_text()):
+                break
+            time.sleep(0.5)
+        outage["down"] = time.monotonic()
+        server.stop()
+        time.sleep(5)
+        server.start()
+        outage["up"] = time.monotonic()
+
+    thread = threading.Thread(target=interrupt)
+    thread.start()
+    try:
+        r = run_cli(
+            "run", "digits.yaml", cwd=tmp_path, timeout=600,
+            env={"MLFLOW_TRACKING_URI": server.uri},
+        )  # fmt: skip
+        thread.join()
+        assert outage.get("up"), "the server was never stopped"
+        assert r.returncode == 0, r.stdout + r.stderr
+        client, versions, champion = registry(server.uri)
+        assert str(champion.version) == "1"
+        jobs = _runs(client, "trial")
+        assert jobs, "no trial job was logged"
+        exp = client.get_experiment_by_name("leanfit-digits")
+        unfinished = client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
+        assert not unfinished
+    finally:
+        server.stop()
+
+
+def test_a_tracking_server_that_stays_down_is_named_in_one_line(tmp_path):
+    from tests.support import free_port
+
+    write_yaml(tmp_path / "digits.yaml", small_pipeline_config())
+    r = run_cli(
+        "run", "digits.yaml", cwd=tmp_path, timeout=300,
+        env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
+             "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"},
+    )  # fmt: skip
+    assert r.returncode == 2
+    assert "MLflow" in r.stderr and "127.0.0.1" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def _plain(text: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def test_promote_rolls_back_by_hand_and_names_bad_input(tmp_path):
+    import mlflow
+    import torch
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    for _ in range(2):
+        with mlflow.start_run():
+            example = torch.zeros(1, 2).numpy()
+            info = mlflow.pytorch.log_model(
+                torch.nn.Linear(2, 2), name="model", input_example=example
+            )
+        mlflow.register_model(info.model_uri, "leanfit-x")
+    from mlflow import MlflowClient
+
+    MlflowClient(uri).set_registered_model_alias("leanfit-x", "champion", "2")
+    ok = run_cli("promote", "leanfit-x", "1", "--tracking-uri", uri, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert "was 2" in ok.stdout
+    assert str(MlflowClient(uri).get_model_version_by_alias("leanfit-x", "champion").version) == "1"
+    for args, named in ((("leanfit-y", "1"), "NAME"), (("leanfit-x", "7"), "VERSION")):
+        bad = run_cli("promote", *args, "--tracking-uri", uri, cwd=tmp_path)
+        assert bad.returncode == 2 and named in bad.stderr and "Traceback" not in bad.stderr
+
+
+# ---------------------------------------------------------------- submit
+
+
+def test_submit_uploads_the_compiled_pipeline_and_a_recurring_run(tmp_path):
+    from tests.kfp_standin import API, KfpStandin
+
+    with KfpStandin() as kfp:
+        once = run_cli("submit", str(EXAMPLES / "cifar10.yaml"), "--host", kfp.url, cwd=tmp_path)
+        assert once.returncode == 0, once.stderr
+        cron = run_cli(
+            "submit", str(EXAMPLES / "cifar10.yaml"), "--host", kfp.url,
+            "--recurring", "0 3 * * *", "--experiment", "nightly", cwd=tmp_path,
+        )  # fmt: skip
+        assert cron.returncode == 0, cron.stderr
+        (upload,) = kfp.received("POST", f"{API}/pipelines/upload_version")
+        sent = yaml.safe_load_all(upload.files["uploadfile"][1])
+        assert next(sent)["pipelineInfo"]["name"] == "leanfit-automl"
+        (run,) = kfp.received("POST", f"{API}/runs")
+        (recurring,) = kfp.received("POST", f"{API}/recurringruns")
+        assert recurring.json["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *"
+        assert "watch it at" in once.stdout
+    bad = run_cli(
+        "submit", str(EXAMPLES / "cifar10.yaml"), "--host", kfp.url, "--recurring", "every day",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--recurring" in bad.stderr
+
+
+def test_every_example_validates():
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        if path.name != "reference_genotype.yaml":
+            load_experiment(path)
+
+
+def test_a_usage_mistake_exits_2_without_a_traceback(tmp_path):
+    for args in (("validate", "a.yaml", "b.yaml"), ("no-such-command",), ("run",)):
+        r = run_cli(*args, cwd=tmp_path)
+        assert r.returncode == 2, args
+        assert "Traceback" not in r.stderr and "Usage" in r.stderr + r.stdout

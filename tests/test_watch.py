@@ -1,0 +1,138 @@
+"""`leanfit watch` end to end on an image folder the test writes: one pipeline run per digest,
+warm-started when the data changed, bad new files reported and skipped, two watchers at once
+running the pipeline once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import run_cli, write_image_folder, write_yaml
+from tests.test_pipeline import small_pipeline_config
+
+CLASSES = {"circle": 24, "square": 24, "stripe": 24}
+
+
+def folder_config() -> dict:
+    return small_pipeline_config(
+        name="shapes",
+        dataset={
+            "source": "imagefolder",
+            "path": "images",
+            "image_size": 12,
+            "channels": 3,
+            "val_fraction": 0.2,
+            "test_fraction": 0.2,
+        },
+    )
+
+
+def mlflow_runs(folder, kind: str, status: str | None = None) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("leanfit-shapes")
+    where = f"tags.`leanfit.kind` = '{kind}'"
+    if status:
+        where += f" and attributes.status = '{status}'"
+    return client.search_runs([exp.experiment_id], where, order_by=["attributes.start_time ASC"])
+
+
+def watch_once(folder) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "leanfit.cli", "watch", "shapes.yaml", "--once"],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_watch_runs_once_per_digest_warm_started_and_skips_bad_files(tmp_path):
+    write_image_folder(tmp_path / "images", CLASSES, seed=0)
+    write_yaml(tmp_path / "shapes.yaml", folder_config())
+
+    first = run_cli("watch", "shapes.yaml", "--once", cwd=tmp_path, timeout=600)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "dataset changed" in first.stdout and "champion" in first.stdout
+    (pipeline_1,) = mlflow_runs(tmp_path, "pipeline", "FINISHED")
+    (search_1,) = mlflow_runs(tmp_path, "search")
+
+    # new images, plus what users really drop into a folder: a corrupt image, a file that is
+    # not an image, and a class folder with nothing in it yet
+    write_image_folder(tmp_path / "more", CLASSES, seed=1)
+    for image in sorted((tmp_path / "more").rglob("*.*")):
+        image.rename(tmp_path / "images" / image.parent.name / f"new-{image.name}")
+    (tmp_path / "images" / "square" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (tmp_path / "images" / "circle" / "notes.txt").write_text("taken on Tuesday")
+    (tmp_path / "images" / "triangle").mkdir()
+
+    watchers = [watch_once(tmp_path), watch_once(tmp_path)]
+    outputs = [w.communicate(timeout=900) for w in watchers]
+    for w, (out, err) in zip(watchers, outputs, strict=True):
+        assert w.returncode == 0, out + err
+    ran = [out for out, _ in outputs if "dataset changed" in out]
+    assert len(ran) == 1, "two watchers at once must run the pipeline once"
+    assert any("nothing to do" in out for out, _ in outputs)
+    assert "broken.png" in ran[0] and "notes.txt" in ran[0]
+    assert "'triangle' has no images yet" in ran[0]
+
+    pipelines = mlflow_runs(tmp_path, "pipeline", "FINISHED")
+    assert len(pipelines) == 2
+    digests = {p.data.tags["leanfit.dataset_digest"] for p in pipelines}
+    assert len(digests) == 2
+    search_2 = [s for s in mlflow_runs(tmp_path, "search") if s.info.run_id != search_1.info.run_id]
+    assert len(search_2) == 1
+    warm = search_2[0]
+    assert warm.data.tags["leanfit.warm_start_from"] == search_1.info.run_id
+    assert warm.data.metrics["warm_start_told"] >= 1  # the previous trials were told
+    assert warm.data.metrics["warm_start_rechecked"] >= 1
+    # the re-checked configurations ran first, on the new data, at the lowest rung
+    first_jobs = sorted(
+        (r for r in mlflow_runs(tmp_path, "trial")
+         if r.data.tags.get("mlflow.parentRunId") == warm.info.run_id),
+        key=lambda r: int(r.data.tags["leanfit.trial_id"]),
+    )  # fmt: skip
+    old_configs = {
+        r.data.tags["leanfit.config"]
+        for r in mlflow_runs(tmp_path, "trial")
+        if r.data.tags.get("mlflow.parentRunId") == search_1.info.run_id
+    }
+    assert first_jobs[0].data.tags["leanfit.config"] in old_configs
+    assert first_jobs[0].data.tags["leanfit.rung"] == "0"
+
+    third = run_cli("watch", "shapes.yaml", "--once", cwd=tmp_path, timeout=300)
+    assert third.returncode == 0, third.stderr
+    assert "nothing to do" in third.stdout
+    assert len(mlflow_runs(tmp_path, "pipeline")) == 2
+    assert pipeline_1.info.run_id in {p.info.run_id for p in pipelines}
+
+
+def test_watch_refuses_bad_options_before_doing_anything(tmp_path):
+    write_image_folder(tmp_path / "images", CLASSES, seed=0)
+    write_yaml(tmp_path / "shapes.yaml", folder_config())
+    r = run_cli("watch", "shapes.yaml", "--interval", "soon", cwd=tmp_path)
+    assert r.returncode == 2 and "--interval" in r.stderr
+    r = run_cli("watch", "missing.yaml", "--once", cwd=tmp_path)
+    assert r.returncode == 2 and "missing.yaml" in r.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / ".leanfit").exists()
+
+
+def test_watch_submits_a_changed_dataset_to_kfp_once(tmp_path):
+    from tests.kfp_standin import API, KfpStandin
+
+    write_image_folder(tmp_path / "images", CLASSES, seed=0)
+    write_yaml(tmp_path / "shapes.yaml", folder_config())
+    with KfpStandin() as kfp:
+        first = run_cli("watch", "shapes.yaml", "--once", "--submit", kfp.url, cwd=tmp_path)
+        assert first.returncode == 0, first.stderr
+        assert "submitted run" in first.stdout
+        again = run_cli("watch", "shapes.yaml", "--once", "--submit", kfp.url, cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+        assert "already submitted" in again.stdout
+        assert len(kfp.received("POST", f"{API}/runs")) == 1
+    (submission,) = mlflow_runs(tmp_path, "submission")
+    assert submission.data.tags["leanfit.submitted_digest"]
