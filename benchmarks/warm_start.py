@@ -157,26 +157,22 @@ class Watch:
 # -- the data --------------------------------------------------------------------------------
 
 
-def write_pool(folder: Path) -> tuple[list[str], np.ndarray]:
-    """The digits, decoded as `source: digits` decodes them, as PNG files: their relative paths
-    (class folder / index) and labels."""
-    from PIL import Image
-
+def digits_images() -> dict[str, tuple[np.ndarray, int]]:
+    """The digits as `source: digits` decodes them (uint8 16x16), by file name in an image folder
+    (class folder / index)."""
     from leanfit.data.sources import _load_digits
 
     digits = _load_digits(16, 1)
-    names = []
-    for i, (image, label) in enumerate(zip(digits.images, digits.labels, strict=True)):
-        rel = f"{int(label)}/{i:04d}.png"
-        path = folder / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image[0].numpy()).save(path)
-        names.append(rel)
-    return names, digits.labels.numpy()
+    return {
+        f"{int(label)}/{i:04d}.png": (image[0].numpy(), int(label))
+        for i, (image, label) in enumerate(zip(digits.images, digits.labels, strict=True))
+    }
 
 
-def set_folder(folder: Path, pool: Path, names: list[str]) -> None:
-    """Make `folder` hold exactly `names` (copied from `pool`): the data changes in place."""
+def set_folder(folder: Path, images: dict[str, tuple[np.ndarray, int]], names: list[str]) -> None:
+    """Make the image folder hold exactly `names` as PNG files: the data changes in place."""
+    from PIL import Image
+
     wanted = set(names)
     for path in list(folder.rglob("*.png")):
         if path.relative_to(folder).as_posix() not in wanted:
@@ -185,7 +181,7 @@ def set_folder(folder: Path, pool: Path, names: list[str]) -> None:
         target = folder / rel
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(pool / rel, target)
+            Image.fromarray(images[rel][0]).save(target)
 
 
 def copy_database(source: Path, target: Path) -> None:
@@ -212,7 +208,9 @@ def experiment_for(
 # -- one seed --------------------------------------------------------------------------------
 
 
-def remeasure(old: SearchController, trials: list[Trial], new_exp: Experiment, work: Path):
+def remeasure(
+    old: SearchController, trials: list[Trial], new_exp: Experiment, work: Path, workers: int
+) -> list[dict[str, Any]]:
     """Train each trial again on the new data through the rungs it reached in the old search,
     with the specs (epochs, schedule, data fraction, resolution, seed) the old search gave it."""
     import torch
@@ -220,7 +218,9 @@ def remeasure(old: SearchController, trials: list[Trial], new_exp: Experiment, w
     from leanfit.data.sources import load_dataset
     from leanfit.train.trial import run_trial, train_data
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    # as the search's workers train: cpu_count // workers threads (2 threads on 2 busy cores
+    # can be far slower than 1)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     data = train_data(new_exp, load_dataset(new_exp), for_search=True)
     out = []
     for trial in trials:
@@ -289,14 +289,14 @@ def timed_search(
     }
 
 
-def run_seed(seed: int, args, base: Experiment, work: Path, folder: Path, pool: Path, data):
-    old_names, all_names = data
+def run_seed(seed: int, args, base: Experiment, work: Path, folder: Path, images, names):
+    old_names, all_names = names
     from leanfit.data.sources import load_dataset
 
     here = work / f"seed-{seed}"
     here.mkdir(parents=True, exist_ok=True)
     old_db = here / "old.db"
-    set_folder(folder, pool, old_names)
+    set_folder(folder, images, old_names)
     old_exp = experiment_for(base, folder, work, old_db, seed)
     # decoded and cached before any clock starts (a user's data is cached too)
     old_digest = load_dataset(old_exp).digest
@@ -313,10 +313,10 @@ def run_seed(seed: int, args, base: Experiment, work: Path, folder: Path, pool: 
         "hypervolume": old.hypervolume(),
     }
 
-    set_folder(folder, pool, all_names)
+    set_folder(folder, images, all_names)
     new_exp = experiment_for(base, folder, work, old_db, seed)
     new_dataset = load_dataset(new_exp)
-    points = remeasure(old, front, new_exp, here)
+    points = remeasure(old, front, new_exp, here, args.workers)
     target = small_end_hypervolume([(p["params"], p["new_val_accuracy"]) for p in points])
     row: dict[str, Any] = {
         "seed": seed,
@@ -535,9 +535,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     here = os.getcwd()
     os.chdir(work)  # MLflow's default artifact folder (./mlruns) lands in the scratch folder
     try:
-        pool, folder = work / "pool", work / "digits"
-        names, labels = write_pool(pool)
-        keep = stratified_subset(labels, 1 / GROWTH, seed=0)
+        folder = work / "digits"
+        images = digits_images()
+        names = list(images)
+        keep = stratified_subset(np.array([label for _, label in images.values()]), 1 / GROWTH, 0)
         old_names = [names[i] for i in keep]
         result["settings"]["data"] = {
             "old_images": len(old_names),
@@ -547,14 +548,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         rows: list[dict] = []
         for seed in range(args.seeds):
-            rows.append(run_seed(seed, args, base, work, folder, pool, (old_names, names)))
+            rows.append(run_seed(seed, args, base, work, folder, images, (old_names, names)))
             result.update(rows=rows, summary=summarise(rows))
             save(out, result, quiet=True)
+        summary = summarise(rows)
+        print_table(rows, summary, args)
     finally:
         os.chdir(here)
         shutil.rmtree(work, ignore_errors=True)
-    summary = summarise(rows)
-    print_table(rows, summary, args)
     after = os.getloadavg()
     before = result["machine"]["load_average_before"]
     result["machine"]["load_average_after"] = after

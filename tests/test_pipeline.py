@@ -79,7 +79,7 @@ def test_the_compiled_pipeline_loads_back_and_carries_the_cluster_settings():
     for step in executors:
         assert k8s[step]["pvcMount"][0]["mountPath"] == "/work"
         assert k8s[step]["secretAsEnv"][0]["secretName"] == "leanfit-credentials"
-        assert executors[step]["container"]["image"] == "ghcr.io/leanfit/leanfit-cuda:0.1.0"
+        assert executors[step]["container"]["image"] == "ghcr.io/leanfit/leanfit:0.1.0-cuda"
     default = json.loads(
         spec["root"]["inputDefinitions"]["parameters"]["experiment"]["defaultValue"]
     )

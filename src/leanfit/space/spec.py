@@ -134,12 +134,23 @@ class SearchSpace:
             return False
         return any(_same(values[param.parent], v) for v in param.parent_values)
 
+    def _active_in_order(self, param: Param, built: Mapping[str, Any]) -> bool:
+        """`is_active` for a configuration built in the space's order from active parameters
+        only: the parent was decided already, so no walk up the tree (decode runs this for
+        every acquisition sample of every proposal)."""
+        if param.parent is None:
+            return True
+        if param.parent not in built:
+            return False
+        value = built[param.parent]
+        return any(_same(value, v) for v in param.parent_values)
+
     def sample(self, rng: random.Random | int) -> dict[str, Any]:
         """A random valid configuration: active parameters only, plus the fixed values."""
         rng = rng if isinstance(rng, random.Random) else random.Random(rng)
         config: dict[str, Any] = {}
         for p in self.params:
-            if self.is_active(p, config):
+            if self._active_in_order(p, config):
                 config[p.name] = p.sample(rng)
         config.update(self.fixed)
         return config
@@ -156,7 +167,7 @@ class SearchSpace:
             raise GenotypeError(f"unknown parameter(s) {unknown}; the space has {sorted(known)}")
         clean: dict[str, Any] = {}
         for p in self.params:
-            if not self.is_active(p, clean):
+            if not self._active_in_order(p, clean):
                 continue
             if p.name not in config:
                 if p.constant:
@@ -206,7 +217,7 @@ class SearchSpace:
         raw = {p.name: _plain(v) for p, v in zip(dims, point, strict=True)}
         config: dict[str, Any] = {}
         for p in self.params:
-            if self.is_active(p, config):
+            if self._active_in_order(p, config):
                 config[p.name] = p.canonical if p.constant else raw[p.name]
         config.update(self.fixed)
         return config
