@@ -59,9 +59,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--experiment", type=Path, default=ROOT / "examples" / "digits.yaml", help="the file"
+    )
     args = parser.parse_args(argv)
 
-    experiment = load_experiment(ROOT / "examples" / "digits.yaml")
+    experiment = load_experiment(args.experiment)
     work = Path(tempfile.mkdtemp(prefix="leanfit-digits-front-"))
     experiment = experiment.model_copy(
         update={
@@ -124,6 +127,8 @@ def main(argv: list[str] | None = None) -> dict:
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "workers": args.workers,
+        "experiment": str(args.experiment),
+        "max_epochs": experiment.budget.max_epochs,
         "wall_time_seconds": wall,
         "search_seconds": search_seconds,
         "trials": len(c.trials),

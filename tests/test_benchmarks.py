@@ -68,7 +68,7 @@ def test_search_efficiency_tiny_run_saves_every_part(tmp_path):
         ["--part", "synthetic", "--seeds", "1", "--minutes", "0.5"],
         # real training, one method per code path (run_search, the LocalExecutor loop, Optuna's
         # processes), 12 s each: worker start-up takes most of it
-        ["--part", "real", "--seeds", "1", "--minutes", "0.2",
+        ["--part", "real", "--seeds", "1", "--minutes", "0.1",
          "--methods", "leanfit,random,tpe_hyperband"],
         ["--part", "overhead", "--trials", "4", "--sleep", "0.01"],
     ]  # fmt: skip
@@ -111,8 +111,8 @@ def test_warm_start_tiny_run_saves_every_figure(tmp_path):
     before = results_listing()
     done = subprocess.run(
         # 24 s on the old data, then at most 12 s each warm and cold: about 90 s in all
-        [sys.executable, str(script), "--seeds", "1", "--old-minutes", "0.4",
-         "--cap-minutes", "0.2", "--out", str(tmp_path)],
+        [sys.executable, str(script), "--seeds", "1", "--old-minutes", "0.25",
+         "--cap-minutes", "0.1", "--out", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,

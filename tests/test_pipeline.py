@@ -138,43 +138,6 @@ def test_finalists_are_the_best_within_budget_and_a_spread_of_sizes():
 # ---------------------------------------------------------------- the whole pipeline, locally
 
 
-@pytest.mark.slow
-def test_run_registers_a_champion_and_a_second_run_does_nothing(tmp_path):
-    write_yaml(tmp_path / "digits.yaml", small_pipeline_config())
-    first = run_cli("run", "digits.yaml", cwd=tmp_path, timeout=600)
-    assert first.returncode == 0, first.stdout + first.stderr
-    for step in ("fingerprint", "subset", "augment-policy", "search", "final-train"):
-        assert f"{step}: success" in first.stdout
-    assert "champion     leanfit-digits version 1" in first.stdout
-    assert "executorInput" not in first.stdout  # kfp.local's internals go to the log file
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client, versions, champion = registry(uri)
-    assert versions == ["1"] and str(champion.version) == "1"
-    assert champion.tags["leanfit.dataset_digest"]
-    assert str(client.get_model_version_by_alias("leanfit-digits", "challenger").version) == "1"
-    # the model version is the pytorch flavour with a signature, next to a TorchScript file
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    info = mlflow.models.get_model_info("models:/leanfit-digits@champion")
-    assert info.flavors.get("pytorch") and info.signature is not None
-    run_files = [f.path for f in client.list_artifacts(champion.run_id, "torchscript")]
-    assert run_files == ["torchscript/model.torchscript.pt"]
-    report = [ln for ln in first.stdout.splitlines() if ln.startswith("report")]
-    assert report
-    with open(report[0].split()[-1]) as page:
-        assert "Pareto" in page.read()
-
-    searches_before = _runs(client, "search")
-    second = run_cli("run", "digits.yaml", cwd=tmp_path, timeout=300)
-    assert second.returncode == 0, second.stderr
-    assert "up to date" in second.stdout
-    _, versions_after, champion_after = registry(uri)
-    assert versions_after == ["1"] and str(champion_after.version) == "1"
-    assert _runs(client, "search") == searches_before
-
-
 def _runs(client, kind: str) -> list[str]:
     exp = client.get_experiment_by_name("leanfit-digits")
     found = client.search_runs([exp.experiment_id], f"tags.`leanfit.kind` = '{kind}'")
@@ -196,9 +159,13 @@ def test_a_failing_step_fails_the_pipeline_with_its_own_message(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_pipeline_survives_the_tracking_server_going_down_for_a_while(tmp_path):
-    """The server is stopped while the search runs and started again 5 s later (about 20 s down
-    in all) on the same store: MLflow's client retries, and nothing that finished is lost."""
+def test_run_logs_and_registers_on_a_server_that_goes_down_and_a_second_run_does_nothing(
+    tmp_path,
+):
+    """The whole pipeline against a real `mlflow server` on 127.0.0.1, which is stopped while
+    the search runs and started again 5 s later (about 20 s down in all) on the same store:
+    MLflow's client retries, nothing that finished is lost, a champion is registered. A second
+    run on the same data and settings does nothing."""
     server = MlflowServer(tmp_path / "server").start()
     write_yaml(tmp_path / "digits.yaml", small_pipeline_config())
     outage = {}
@@ -217,23 +184,47 @@ def test_the_pipeline_survives_the_tracking_server_going_down_for_a_while(tmp_pa
         server.start()
         outage["up"] = time.monotonic()
 
+    env = {"MLFLOW_TRACKING_URI": server.uri}
     thread = threading.Thread(target=interrupt)
     thread.start()
     try:
-        r = run_cli(
-            "run", "digits.yaml", cwd=tmp_path, timeout=600,
-            env={"MLFLOW_TRACKING_URI": server.uri},
-        )  # fmt: skip
+        first = run_cli("run", "digits.yaml", cwd=tmp_path, timeout=600, env=env)
         thread.join()
         assert outage.get("up"), "the server was never stopped"
-        assert r.returncode == 0, r.stdout + r.stderr
+        assert first.returncode == 0, first.stdout + first.stderr
+        for step in ("fingerprint", "subset", "augment-policy", "search", "final-train"):
+            assert f"{step}: success" in first.stdout
+        assert "champion     leanfit-digits version 1" in first.stdout
+        assert "executorInput" not in first.stdout  # kfp.local's internals go to the log file
+
         client, versions, champion = registry(server.uri)
-        assert str(champion.version) == "1"
-        jobs = _runs(client, "trial")
-        assert jobs, "no trial job was logged"
+        assert versions == ["1"] and str(champion.version) == "1"
+        assert champion.tags["leanfit.dataset_digest"]
+        challenger = client.get_model_version_by_alias("leanfit-digits", "challenger")
+        assert str(challenger.version) == "1"
+        # the pytorch flavour with a signature, next to a TorchScript file
+        import mlflow
+
+        mlflow.set_tracking_uri(server.uri)
+        info = mlflow.models.get_model_info("models:/leanfit-digits@champion")
+        assert info.flavors.get("pytorch") and info.signature is not None
+        files = [f.path for f in client.list_artifacts(champion.run_id, "torchscript")]
+        assert files == ["torchscript/model.torchscript.pt"]
+        report = [ln for ln in first.stdout.splitlines() if ln.startswith("report")]
+        assert report
+        with open(report[0].split()[-1]) as page:
+            assert "Pareto" in page.read()
+        assert _runs(client, "trial"), "no trial job was logged"
         exp = client.get_experiment_by_name("leanfit-digits")
-        unfinished = client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
-        assert not unfinished
+        assert not client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
+
+        searches_before = _runs(client, "search")
+        second = run_cli("run", "digits.yaml", cwd=tmp_path, timeout=300, env=env)
+        assert second.returncode == 0, second.stderr
+        assert "up to date" in second.stdout
+        _, versions_after, champion_after = registry(server.uri)
+        assert versions_after == ["1"] and str(champion_after.version) == "1"
+        assert _runs(client, "search") == searches_before
     finally:
         server.stop()
 

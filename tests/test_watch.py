@@ -4,6 +4,7 @@ running the pipeline once."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -41,9 +42,11 @@ def mlflow_runs(folder, kind: str, status: str | None = None) -> list:
 
 
 def watch_once(folder) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     return subprocess.Popen(
         [sys.executable, "-m", "leanfit.cli", "watch", "shapes.yaml", "--once"],
         cwd=folder,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -81,7 +84,7 @@ def test_watch_runs_once_per_digest_warm_started_and_skips_bad_files(tmp_path):
     assert "'triangle' has no images yet" in ran[0]
 
     pipelines = mlflow_runs(tmp_path, "pipeline", "FINISHED")
-    assert len(pipelines) == 2
+    assert len(pipelines) == 2, ran[0]
     digests = {p.data.tags["leanfit.dataset_digest"] for p in pipelines}
     assert len(digests) == 2
     search_2 = [s for s in mlflow_runs(tmp_path, "search") if s.info.run_id != search_1.info.run_id]
