@@ -527,7 +527,11 @@ def _is_usage_error(e: BaseException) -> bool:
 
 def main() -> None:
     import logging
+    import os
 
+    # MLflow sets its own level when it is first imported (later, lazily): tell it through its
+    # environment variable, which the pipeline's step processes inherit too.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
