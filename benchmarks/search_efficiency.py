@@ -74,6 +74,7 @@ import sys
 import tempfile
 import time
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -187,20 +188,22 @@ def epoch_seconds(macs: int) -> float:
 # -- the peers: ask/tell behind one small interface --------------------------------------------
 
 
-class Peer:
+class Peer(ABC):
     """A peer method: `ask` a feasible configuration, `report` epochs (pruning peers), `tell`."""
 
     prunes = False
 
+    @abstractmethod
     def ask(self) -> tuple[Any, dict[str, Any]]:
-        raise NotImplementedError
+        """A feasible configuration and the handle to report and tell it with."""
 
     def report(self, handle: Any, epoch: int, accuracy: float) -> bool:
         """Whether the trial goes on after this epoch."""
         return True
 
+    @abstractmethod
     def tell(self, handle: Any, accuracy: float | None, epochs: int, pruned: bool = False):
-        raise NotImplementedError
+        """The trial's final accuracy (None: failed) after `epochs`."""
 
 
 class RandomPeer(Peer):

@@ -255,6 +255,7 @@ def test_promote_rolls_back_by_hand_and_names_bad_input(tmp_path):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # both are process-wide: another test may have set them
     for _ in range(2):
         with mlflow.start_run():
             example = torch.zeros(1, 2).numpy()

@@ -463,7 +463,7 @@ def watch(
             )
         return
     log(f"watching {experiment_file} every {every:.0f} s (Ctrl-C to stop)")
-    watch_loop(experiment_file, every, check, log=log)
+    watch_loop(every, check, log=log)
 
 
 def time_now() -> str:

@@ -71,9 +71,7 @@ def run_locally(experiment: Experiment, force: bool = False, log=print) -> Pipel
         raise LeanfitError("the pipeline ended without a finished run in MLflow; see its log")
     run = done[0]
     report = _latest(root, "evaluate-register", "report")
-    outcome = PipelineOutcome(True, run.info.run_id, dataset.digest, run_result(run), report)
-    outcome.log = log_file
-    return outcome
+    return PipelineOutcome(True, run.info.run_id, dataset.digest, run_result(run), report, log_file)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -431,8 +431,7 @@ def evaluate_register(
     exp = _with_policy(experiment, policy_path)
     dataset = load_dataset(exp)
     plan = DataPlan.load(plan_path)
-    if plan.digest != dataset.digest:
-        raise LeanfitError("dataset: the data changed while the pipeline ran: run it again")
+    plan.check(dataset.digest)
     test_x, test_y = dataset.images[plan.splits.test], dataset.labels[plan.splits.test]
     models = []
     for folder in sorted(Path(models_dir).glob("model-*")):

@@ -59,6 +59,17 @@ class DataPlan:
     splits: Splits
     search: np.ndarray  # indices (into the dataset) of the search's training images
 
+    def check(self, digest: str) -> None:
+        """Refuse a dataset whose digest is not the one this plan was made for."""
+        if digest != self.digest:
+            from leanfit.errors import DatasetError
+
+            raise DatasetError(
+                f"dataset: its digest is now {digest[:12]}, but the pipeline's data plan was "
+                f"made for {self.digest[:12]}; the data changed while the pipeline ran: "
+                "run it again"
+            )
+
     def save(self, path) -> None:
         import json
         import os

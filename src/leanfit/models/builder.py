@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from leanfit.models.blocks import conv_bn_act, make_unit
-from leanfit.space.architecture import genotype_blocks
+from leanfit.space.architecture import chain_units
 
 
 class ChainNet(nn.Module):
@@ -37,18 +37,10 @@ def build_model(
     stem_width = int(genotype["stem_width"])
     stem = nn.Sequential(*conv_bn_act(in_channels, stem_width, 3, activation="relu"))
     units: list[nn.Module] = []
-    channels, size = stem_width, image_size
-    for block in genotype_blocks(genotype):
-        kind = block["type"]
-        if kind == "skip":
-            continue
-        width = int(block["width"])
-        stride = int(block["stride"]) if size >= 2 else 1
-        for r in range(int(block["repeats"])):
-            s = stride if r == 0 else 1
-            units.append(make_unit(kind, channels, width, s, block))
-            channels = width
-        size = (size + stride - 1) // stride
+    channels = stem_width
+    for kind, cin, cout, stride, block in chain_units(genotype, image_size):
+        units.append(make_unit(kind, cin, cout, stride, block))
+        channels = cout
     return ChainNet(stem, nn.Sequential(*units), channels, num_classes)
 
 

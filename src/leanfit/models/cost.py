@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from leanfit.space.architecture import genotype_blocks
+from leanfit.space.architecture import chain_units
 
 
 def architecture_cost(
@@ -22,21 +22,12 @@ def architecture_cost(
     params = 9 * in_channels * stem + 2 * stem
     macs = 9 * in_channels * stem * image_size * image_size
     channels = stem
-    size = image_size  # the builder's book-keeping: a block halves it (rounding up) when >= 2
     pixels = image_size  # the feature map's actual side
-    for block in genotype_blocks(config):
-        kind = block["type"]
-        if kind == "skip":
-            continue
-        width = int(block["width"])
-        stride = int(block["stride"]) if size >= 2 else 1
-        for r in range(int(block["repeats"])):
-            s = stride if r == 0 else 1
-            p, m, pixels = _unit_cost(kind, channels, width, s, block, pixels)
-            params += p
-            macs += m
-            channels = width
-        size = (size + stride - 1) // stride
+    for kind, cin, cout, stride, block in chain_units(config, image_size):
+        p, m, pixels = _unit_cost(kind, cin, cout, stride, block, pixels)
+        params += p
+        macs += m
+        channels = cout
     params += channels * num_classes + num_classes
     macs += channels * num_classes
     return params, macs

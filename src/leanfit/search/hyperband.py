@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from leanfit.search.asha import ASHA, Job, Rung
+from leanfit.search.asha import ASHA, Job, Rung, make_rungs
 
 
 class Hyperband:
@@ -66,28 +66,17 @@ class Hyperband:
                 f"The value of `assignment` is {assignment!r}, "
                 "but must be 'weighted' or 'round_robin'"
             )
-        first = ASHA(
-            min_epochs,
-            max_epochs,
-            eta,
-            min_data_fraction=min_data_fraction,
-            min_resolution=min_resolution,
-            full_resolution=full_resolution,
-        )
+        fidelity = {
+            "min_data_fraction": min_data_fraction,
+            "min_resolution": min_resolution,
+            "full_resolution": full_resolution,
+        }
         self.eta = eta
-        self.ladder: tuple[Rung, ...] = first.ladder
+        self.ladder: tuple[Rung, ...] = make_rungs(min_epochs, max_epochs, eta, **fidelity)
         s_max = len(self.ladder) - 1
-        self.brackets: tuple[ASHA, ...] = (first,) + tuple(
-            ASHA(
-                min_epochs,
-                max_epochs,
-                eta,
-                min_data_fraction=min_data_fraction,
-                min_resolution=min_resolution,
-                full_resolution=full_resolution,
-                min_early_stopping_rate=s,
-            )
-            for s in range(1, s_max + 1)
+        self.brackets: tuple[ASHA, ...] = tuple(
+            ASHA(min_epochs, max_epochs, eta, **fidelity, min_early_stopping_rate=s)
+            for s in range(s_max + 1)
         )
         if assignment == "weighted":
             self.weights = tuple(

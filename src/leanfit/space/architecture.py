@@ -85,6 +85,25 @@ def genotype_blocks(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     return blocks
 
 
+def chain_units(config: Mapping[str, Any], image_size: int):
+    """The network's units in order, as (module, in channels, out channels, stride, block).
+
+    A block of `repeats` units has its stride on the first one; a stride-2 block halves the
+    feature map only while it is at least 2 pixels wide, so one genotype builds for 8x8 digits
+    and 224x224 photos alike. The builder and the torch-free cost both walk the chain here.
+    """
+    channels, size = int(config["stem_width"]), image_size
+    for block in genotype_blocks(config):
+        if block["type"] == "skip":
+            continue
+        width = int(block["width"])
+        stride = int(block["stride"]) if size >= 2 else 1
+        for r in range(int(block["repeats"])):
+            yield block["type"], channels, width, stride if r == 0 else 1, block
+            channels = width
+        size = (size + stride - 1) // stride
+
+
 def flatten_genotype(data: Mapping[str, Any], blocks: int, modules: tuple[str, ...]) -> dict:
     """Accept the readable form `{stem_width: 8, blocks: [{type: conv, width: 16, ...}], lr: ...}`
     as well as the flat `b0.type` form; a list shorter than the chain is padded with skip blocks."""

@@ -141,12 +141,11 @@ class Registry:
         new_acc = float(summary["test_accuracy"])
         champion = self.champion()
         if champion is None:
-            self.client.set_registered_model_alias(self.name, CHAMPION, version)
-            return Decision(
-                self.name, version, version, True,
+            return self._crown(
+                version,
                 f"{self.name} version {version} is the first model: champion "
                 f"(test accuracy {new_acc:.4f}, {summary['params']:,} parameters)",
-            )  # fmt: skip
+            )
         old_acc, problem = self.evaluate_version(champion.version, test_images, test_labels)
         self.client.set_model_version_tag(
             self.name, champion.version, f"leanfit.test_accuracy.{digest[:12]}", f"{old_acc:.6f}"
@@ -154,27 +153,29 @@ class Registry:
         budget = self.experiment.objectives.max_params
         within = budget is None or summary["params"] <= budget
         if within and problem is not None:
-            self.client.set_registered_model_alias(self.name, CHAMPION, version)
-            return Decision(
-                self.name, version, version, True,
+            return self._crown(
+                version,
                 f"{self.name} version {version} is the new champion: the champion (version "
                 f"{champion.version}) cannot classify this data ({problem})",
                 old_acc,
-            )  # fmt: skip
+            )
         if within and new_acc > old_acc:
-            self.client.set_registered_model_alias(self.name, CHAMPION, version)
-            return Decision(
-                self.name, version, version, True,
+            return self._crown(
+                version,
                 f"{self.name} version {version} is the new champion: test accuracy {new_acc:.4f} "
                 f"against {old_acc:.4f} for version {champion.version} on the same test data",
                 old_acc,
-            )  # fmt: skip
+            )
         return Decision(
             self.name, version, champion.version, False,
             f"{self.name} version {version} stays challenger: test accuracy {new_acc:.4f}, the "
             f"champion (version {champion.version}) has {old_acc:.4f} on the same test data",
             old_acc,
         )  # fmt: skip
+
+    def _crown(self, version: str, reason: str, old_accuracy: float | None = None) -> Decision:
+        self.client.set_registered_model_alias(self.name, CHAMPION, version)
+        return Decision(self.name, version, version, True, reason, old_accuracy)
 
     def champion(self):
         from mlflow.exceptions import MlflowException

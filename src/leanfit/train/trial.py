@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from leanfit.config import Experiment
 from leanfit.data.sources import LoadedDataset
 from leanfit.data.splits import DataPlan, stratified_subset
-from leanfit.errors import DatasetError, GenotypeError
+from leanfit.errors import GenotypeError
 from leanfit.train.trainer import Budget, TrainData, TrainResult, train
 
 
@@ -62,11 +62,7 @@ def train_data(
     The search trains on the plan's search subset, final training on the whole training split.
     """
     plan = plan or data_plan(experiment, dataset)
-    if plan.digest != dataset.digest:
-        raise DatasetError(
-            f"dataset: its digest is now {dataset.digest[:12]}, but the pipeline's data plan was "
-            f"made for {plan.digest[:12]}; the data changed while the pipeline ran: run it again"
-        )
+    plan.check(dataset.digest)
     train_idx = plan.search if for_search else plan.splits.train
     held_out = plan.splits.test if evaluate_on == "test" else plan.splits.val
     return TrainData(

@@ -22,7 +22,6 @@ import fcntl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from leanfit.config import Experiment, experiment_from_dict
@@ -166,10 +165,7 @@ def record_submission(experiment: Experiment, dataset, run_id: str | None, url: 
 
 
 def watch(
-    experiment_file: Path,
-    interval: float,
-    check: Callable[[], CheckResult],
-    log: Callable[[str], None] = print,
+    interval: float, check: Callable[[], CheckResult], log: Callable[[str], None] = print
 ) -> None:
     """Check every `interval` seconds until interrupted; a failed check is retried next time."""
     from leanfit.errors import LeanfitError
