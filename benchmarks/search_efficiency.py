@@ -800,11 +800,12 @@ def overhead_run(experiment: Experiment, trials: int, sleep: float, work: Path) 
     def on_progress(c: SearchController) -> None:
         progress.append((c.n_new, c.stats.propose_seconds))
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     outcome = run_search(
         exp, workers=WORKERS, max_trials=trials, synthetic_sleep=sleep, on_progress=on_progress
     )
     wall = time.perf_counter() - started
+    controller_cpu = time.process_time() - cpu_started
     c = outcome.controller
     rungs = {r.index: r.epochs for r in c.scheduler.rungs}
     epochs = sum(rungs[t.top_rung] for t in c.trials.values() if t.results)
@@ -822,6 +823,10 @@ def overhead_run(experiment: Experiment, trials: int, sleep: float, work: Path) 
         "training_seconds_per_worker": training / WORKERS,
         "non_training_share": 1 - training / (WORKERS * wall),
         "proposal_seconds": c.stats.propose_seconds,
+        # Proposals are made while the workers train: with real training on the same cores,
+        # the controller's CPU time is what it takes from them.
+        "controller_cpu_seconds": controller_cpu,
+        "controller_cpu_share_of_workers": controller_cpu / (WORKERS * wall),
         "proposal_share_of_wall": c.stats.propose_seconds / wall,
         "seconds_per_proposal": c.stats.propose_seconds / max(1, c.n_new),
         "seconds_per_proposal_last_tenth": last_tenth,
@@ -1078,15 +1083,20 @@ def run_overhead(args, experiment: Experiment, partial) -> dict:
         print(
             f"  {trials} trials: wall {row['wall_seconds']:.1f} s, non-training share "
             f"{row['non_training_share']:.2%}, proposals {row['proposal_share_of_wall']:.2%} "
-            f"of wall, {row['seconds_per_proposal'] * 1e3:.1f} ms a proposal",
+            f"of wall, {row['seconds_per_proposal'] * 1e3:.1f} ms a proposal, controller CPU "
+            f"{row['controller_cpu_share_of_workers']:.2%} of the workers' cores",
             flush=True,
         )
     print(f"\nleanfit search overhead, 2 workers, trials sleeping {args.sleep} s per epoch")
-    print(f"{'trials':>7}{'wall s':>9}{'not training':>14}{'proposals':>11}{'ms/proposal':>13}")
+    print(
+        f"{'trials':>7}{'wall s':>9}{'not training':>14}{'proposals':>11}{'ms/proposal':>13}"
+        f"{'controller CPU':>16}"
+    )
     for r in rows:
         print(
             f"{r['trials']:>7}{r['wall_seconds']:>9.1f}{r['non_training_share']:>14.2%}"
             f"{r['proposal_share_of_wall']:>11.2%}{r['seconds_per_proposal'] * 1e3:>13.1f}"
+            f"{r['controller_cpu_share_of_workers']:>16.2%}"
         )
     return {"workers": WORKERS, "sleep_per_epoch": args.sleep, "rows": rows}
 

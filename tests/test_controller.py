@@ -154,6 +154,51 @@ def test_a_search_where_trials_crash_or_return_nan_finishes_and_records_them(tmp
         assert c.trials[tid].results, f"trial {tid} was not retried after its worker died"
 
 
+class EventLog:
+    """Stands in for the MLflow events: the order in which jobs were logged."""
+
+    def __init__(self):
+        self.lines = []
+
+    def job_started(self, trial, job):
+        self.lines.append(("started", job.spec.trial_id))
+        return f"ref-{job.spec.trial_id}"
+
+    def job_finished(self, trial, job, outcome, ref):
+        self.lines.append(("finished", job.spec.trial_id, ref))
+
+
+def test_proposals_are_made_while_the_workers_train_and_every_job_is_logged(tmp_path):
+    """The next configuration is proposed while both workers are busy, and the tracking store is
+    written after the free worker got its next job; each job is still logged as started, then
+    as finished with its own handle, exactly once."""
+    events = EventLog()
+    busy_at_proposal = []
+    with LocalExecutor(synthetic(sleep_per_epoch=0.05), workers=2) as ex:
+        rec = Recorder(ex)
+        c = controller(rec, tmp_path, max_trials=20, events=events)
+        propose = c._propose
+
+        def spy(index):
+            busy_at_proposal.append(rec.free_slots() == 0)
+            return propose(index)
+
+        c._propose = spy
+        c.run()
+    assert len(c.trials) == 20 and c.stats.jobs_done == len(rec.outcomes)
+    assert sum(busy_at_proposal) >= 15, busy_at_proposal  # all but the first few
+    jobs = [j.spec.trial_id for j in rec.jobs]
+    started = [line[1] for line in events.lines if line[0] == "started"]
+    finished = [line for line in events.lines if line[0] == "finished"]
+    assert sorted(started) == sorted(jobs) and len(set(started)) == len(jobs)
+    assert sorted(line[1] for line in finished) == sorted(o.job.spec.trial_id for o in rec.outcomes)
+    for _, trial_id, ref in finished:
+        assert ref == f"ref-{trial_id}"
+        assert events.lines.index(("started", trial_id)) < events.lines.index(
+            ("finished", trial_id, ref)
+        )
+
+
 def test_wall_time_is_honoured(tmp_path):
     with LocalExecutor(synthetic(sleep_per_epoch=0.3), workers=2) as ex:
         c = controller(ex, tmp_path, max_trials=None, wall_time=6.0)

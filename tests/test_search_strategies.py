@@ -6,6 +6,7 @@ import doctest
 import math
 import statistics
 
+import numpy as np
 import pytest
 
 import leanfit.search.evolution
@@ -180,6 +181,31 @@ def test_the_surrogate_is_fitted_on_the_best_and_the_most_recent_results():
     assert len(fitted) == 10
     assert sorted(o.value for o in fitted[:5]) == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert sorted(o.order for o in fitted[5:]) == [45, 46, 47, 48, 49]
+
+
+@pytest.mark.parametrize("surrogate", ["ET", "GP"])
+def test_candidates_are_transformed_exactly_as_skopt_does(surrogate):
+    """The surrogate's inputs come from a per-dimension lookup, not skopt's own transform."""
+    strategy = SkoptStrategy(DIGITS, seed=0, surrogate=surrogate)
+    configs = RandomSearch(DIGITS, seed=3).ask(200)
+    points = [DIGITS.encode(c) for c in configs]
+    expected = np.asarray(strategy.fit_space.transform(points), dtype=float)
+    assert np.array_equal(strategy._transform(points), expected)
+
+
+def test_the_candidate_pool_is_renewed_bounded_and_never_offers_a_known_configuration():
+    feasible = lambda c: c["width"] <= 8  # noqa: E731
+    strategy = SkoptStrategy(SMALL, seed=0, initial_points=4, acquisition_samples=16,
+                             local_samples=4, feasible=feasible)  # fmt: skip
+    seen_pools = []
+    for _ in range(12):
+        (config,) = strategy.ask()
+        assert feasible(config)
+        strategy.tell(config, toy_value(config))
+        seen_pools.append(set(strategy._pool))
+        assert len(strategy._pool) <= 16
+        assert not set(strategy._pool) & set(strategy.observations)
+    assert seen_pools[-1] != seen_pools[4]  # renewed, not a fixed sample
 
 
 def test_telling_again_replaces_the_value():

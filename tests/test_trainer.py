@@ -9,7 +9,7 @@ from leanfit.config import TrainingConfig, load_experiment
 from leanfit.data.sources import load_dataset
 from leanfit.space.architecture import flatten_genotype
 from leanfit.train.checkpoint import load_checkpoint
-from leanfit.train.trainer import Budget, lr_at, train
+from leanfit.train.trainer import Budget, chunk_batches, lr_at, train
 from leanfit.train.trial import train_data
 from tests.support import EXAMPLES
 
@@ -40,9 +40,15 @@ def test_reference_genotype_reaches_95_percent_in_10_epochs(digits, reference_ge
     assert result.val_accuracy >= 0.95, f"only {result.val_accuracy:.3f}"
 
 
-def test_resuming_follows_the_same_schedule_and_weights(digits, reference_genotype, tmp_path):
+# MiB of batches augmented together: the whole epoch at once, one batch at a time, three at a time
+@pytest.mark.parametrize("chunk_mb", [64, 0.001, 0.1])
+def test_resuming_follows_the_same_schedule_and_weights(
+    digits, reference_genotype, tmp_path, chunk_mb
+):
     config, hp = genotype_and_hp(reference_genotype)
-    settings = TrainingConfig(device="cpu", augment="randaugment", crop_padding=1, flip=False)
+    settings = TrainingConfig(
+        device="cpu", augment="randaugment", crop_padding=1, flip=False, augment_chunk_mb=chunk_mb
+    )
     small = {**digits.__dict__}
     small["train_x"], small["train_y"] = digits.train_x[:256], digits.train_y[:256]
     data = type(digits)(**small)
@@ -59,6 +65,15 @@ def test_resuming_follows_the_same_schedule_and_weights(digits, reference_genoty
     b = load_checkpoint(tmp_path / "b.pt")["model"]
     for name in a:
         assert torch.allclose(a[name].float(), b[name].float(), atol=1e-6), name
+
+
+def test_batches_are_augmented_together_within_a_memory_bound():
+    # 128 RGB images of 32x32 as float32 are 1.5 MiB: 64 MiB hold 42 batches, capped at 16
+    assert chunk_batches(128, 3 * 32 * 32, steps=100, limit_mb=64) == 16
+    assert chunk_batches(128, 3 * 32 * 32, steps=5, limit_mb=64) == 5  # never more than an epoch
+    assert chunk_batches(128, 3 * 32 * 32, steps=100, limit_mb=4.5) == 3
+    # a batch of 224x224 images is larger than the bound: one batch at a time
+    assert chunk_batches(128, 3 * 224 * 224, steps=100, limit_mb=64) == 1
 
 
 def test_schedules_rise_then_fall():

@@ -494,6 +494,9 @@ class TrainingConfig(Strict):
     augment_groups: int = Field(
         8, ge=1, description="AutoAugment only: independent policy draws per batch"
     )
+    augment_chunk_mb: float = Field(
+        64, gt=0, description="memory for batches augmented together (float32 images), in MiB"
+    )
     crop_padding: int = Field(2, ge=0)
     flip: bool = True
     schedule: Literal["onecycle", "cosine"] = "onecycle"

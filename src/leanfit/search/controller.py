@@ -178,6 +178,8 @@ class SearchController:
         self.clock = clock
         self.stats = SearchStats(started=clock())
         self._refs: dict[int, str | None] = {}  # id(job) -> the events' handle (MLflow run id)
+        # (job, None) started or (job, outcome) finished, not yet given to `events`
+        self._unlogged: list[tuple[TrialJob, JobOutcome | None]] = []
         self._pending: list[TrialJob] = []  # jobs to (re)submit before asking for new ones
         goals = [t.goal for t in objectives.targets]
         self.scalarizer = ParEGOScalarizer(goals, seed=seed)
@@ -188,6 +190,8 @@ class SearchController:
         self._size_range: tuple[float, float] | None = None
         self.prior: dict[tuple, PriorTrial] = {}  # key -> an earlier search's result
         self._recheck: list[dict[str, Any]] = []  # prior configurations to run first
+        # the next new configuration, proposed while every worker was busy
+        self._ahead: tuple[dict[str, Any], tuple, int, int] | None = None
 
     def warm_start(self, prior: list[PriorTrial], recheck: int) -> int:
         """Start from an earlier search: its results are told to the strategy (re-scalarised
@@ -252,19 +256,24 @@ class SearchController:
         """Run until the budget is spent; jobs still running then are abandoned."""
         deadline = None if self.wall_time is None else self.stats.started + self.wall_time
         last_report = 0.0
-        while True:
-            now = self.clock()
-            if deadline is not None and now >= deadline:
-                break
-            self._fill()
-            if not self.executor.running():
-                break  # nothing runs and nothing can start: the trial budget is spent
-            wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - now))
-            for outcome in self.executor.wait(timeout=wait):
-                self._handle(outcome)
-            if on_progress is not None and self.clock() - last_report >= 0.5:
-                on_progress(self)
-                last_report = self.clock()
+        try:
+            while True:
+                now = self.clock()
+                if deadline is not None and now >= deadline:
+                    break
+                self._fill()
+                self._log_events()
+                if not self.executor.running():
+                    break  # nothing runs and nothing can start: the trial budget is spent
+                self._propose_ahead()
+                wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - now))
+                for outcome in self.executor.wait(timeout=wait):
+                    self._handle(outcome)
+                if on_progress is not None and self.clock() - last_report >= 0.5:
+                    on_progress(self)
+                    last_report = self.clock()
+        finally:
+            self._log_events()  # what finished before an interrupt is kept
         if on_progress is not None:
             on_progress(self)
 
@@ -304,43 +313,72 @@ class SearchController:
         return TrialJob(spec, rung=rung.index, attempt=attempt)
 
     def _submit(self, job: TrialJob) -> None:
-        trial = self._trial_of(job)
-        if self.events is not None:
-            self._refs[id(job)] = self.events.job_started(trial, job)
         self.executor.submit(job)
+        self._unlogged.append((job, None))
+
+    def _log_events(self) -> None:
+        """Log the jobs that finished and started since the last call, in that order. The loop
+        calls it after refilling the workers, so that no worker waits for the tracking store
+        (tens of milliseconds a job with sqlite)."""
+        unlogged, self._unlogged = self._unlogged, []
+        if self.events is None:
+            return
+        for job, outcome in unlogged:
+            trial = self._trial_of(job)
+            if outcome is None:
+                self._refs[id(job)] = self.events.job_started(trial, job)
+            else:
+                self.events.job_finished(trial, job, outcome, self._refs.pop(id(job), None))
 
     def _trial_of(self, job: TrialJob) -> Trial:
         return self.trials[int(job.spec.trial_id.split("-")[1])]
 
     def _new_trial(self, job: Job) -> Trial:
-        """Ask the strategy for a configuration; ones over a hard budget are told, not trained."""
-        t0 = time.perf_counter()
+        """A trial of the configuration proposed ahead, or of a new proposal."""
         self.n_new += 1
+        proposal, self._ahead = self._ahead, None
+        config, key, params, macs = proposal or self._propose(self.n_new)
+        trial = Trial(job.trial_id, config, key, params, macs, bracket=job.bracket)
+        self.trials[job.trial_id] = trial
+        self.by_key[key] = trial
+        return trial
+
+    def _propose_ahead(self) -> None:
+        """While every worker is busy, propose the next new configuration, so that a worker that
+        finishes gets its next job without waiting for the surrogate (asynchronous BO: the
+        proposal misses at most the results that arrive meanwhile, as with pending trials)."""
+        if self._ahead is not None or self.executor.free_slots() > 0:
+            return
+        if self.max_trials is not None and self.n_new >= self.max_trials:
+            return
+        self._ahead = self._propose(self.n_new + 1)
+
+    def _propose(self, index: int) -> tuple[dict[str, Any], tuple, int, int]:
+        """Ask the strategy for the `index`-th new configuration; ones over a hard budget are
+        told, not trained. Returns it with its key, parameters and MACs."""
+        t0 = time.perf_counter()
         self._retell()
         for _ in range(1000):
             if self._recheck:
                 config = self._recheck.pop(0)
             else:
-                config = self._design_point() if self.n_new <= self.initial_design else None
+                config = self._design_point(index) if index <= self.initial_design else None
                 config = config or self.strategy.ask(1)[0]
             params, macs = self.cost(config)
             key = self.space.key(config)
-            trial = Trial(job.trial_id, config, key, params, macs, bracket=job.bracket)
             violation = self.violation(params, macs)
             if violation > 0:
-                trial.infeasible = True
+                trial = Trial(-1, config, key, params, macs, infeasible=True)
                 self.stats.infeasible += 1
                 self.by_key[key] = trial  # re-told at every ask, never trained
                 # worse than any feasible scalar (those stay below 1 + rho); re-scaled later
                 self.strategy.tell(config, INFEASIBLE_VALUE + violation)
                 continue
-            self.trials[job.trial_id] = trial
-            self.by_key[key] = trial
             self.stats.propose_seconds += time.perf_counter() - t0
-            return trial
+            return config, key, params, macs
         raise RuntimeError("1000 proposals in a row were over the hard budget; loosen max_params")
 
-    def _design_point(self) -> dict[str, Any] | None:
+    def _design_point(self, index: int) -> dict[str, Any] | None:
         """A new configuration whose size falls in the next slot of an even grid over
         log10(parameters), by rejection sampling from the space (sizes cost microseconds)."""
         if self._size_range is None:
@@ -354,7 +392,7 @@ class SearchController:
             self._size_range = (min(sizes), high)
         low, high = self._size_range
         # golden-ratio sequence: every prefix of the design is spread over the whole range
-        u = (self.n_new * 0.6180339887) % 1.0
+        u = (index * 0.6180339887) % 1.0
         width = (high - low) / max(2, self.initial_design)
         target = low + u * (high - low - width)
         for _ in range(5000):
@@ -417,9 +455,7 @@ class SearchController:
     def _handle(self, outcome: JobOutcome) -> None:
         job, result = outcome.job, outcome.result
         trial = self._trial_of(job)
-        ref = self._refs.pop(id(job), None)
-        if self.events is not None:
-            self.events.job_finished(trial, job, outcome, ref)
+        self._unlogged.append((job, outcome))
         if outcome.infrastructure_failure and job.attempt < self.retries:
             self.stats.retries += 1
             # Retry from the job's own resume point: the lower rung's checkpoint.

@@ -128,23 +128,28 @@ class RegularizedEvolution(Strategy):
         return self.sample_new()
 
     def mutate(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        """A copy of `config` with one active parameter changed, and its conditional children
-        sampled or dropped as the change makes them active or inactive."""
-        config = self.space.validate(config)
-        candidates = [p for p in self.space.dimensions if p.name in config]
-        mutated = self.rng.choice(candidates)
-        child: dict[str, Any] = {}
-        for p in self.space.params:
-            if not self.space.is_active(p, child):
-                continue
-            if p.name == mutated.name:
-                child[p.name] = _mutated_value(p, config[p.name], self.rng)
-            elif p.name in config:
-                child[p.name] = config[p.name]
-            else:
-                child[p.name] = p.sample(self.rng)
-        child.update(self.space.fixed)
-        return child
+        """A copy of `config` with one active parameter changed (see `mutate`)."""
+        return mutate(self.space, config, self.rng)
+
+
+def mutate(space: SearchSpace, config: Mapping[str, Any], rng) -> dict[str, Any]:
+    """A copy of `config` with one active parameter changed, and its conditional children
+    sampled or dropped as the change makes them active or inactive."""
+    config = space.validate(config)
+    candidates = [p for p in space.dimensions if p.name in config]
+    mutated = rng.choice(candidates)
+    child: dict[str, Any] = {}
+    for p in space.params:
+        if not space.is_active(p, child):
+            continue
+        if p.name == mutated.name:
+            child[p.name] = _mutated_value(p, config[p.name], rng)
+        elif p.name in config:
+            child[p.name] = config[p.name]
+        else:
+            child[p.name] = p.sample(rng)
+    child.update(space.fixed)
+    return child
 
 
 def _mutated_value(p: Param, value: Any, rng) -> Any:

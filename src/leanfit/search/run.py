@@ -6,6 +6,7 @@ controller, MLflow) and owns what the user sees; the search logic itself is in t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -181,6 +182,39 @@ def run_search(
     `reuse_finished` returns a finished one as it is, without training anything (the pipeline's
     second run on unchanged data). `plan_file` is the pipeline's data plan.
     """
+    wall = wall_time if wall_time is not None else experiment.budget.wall_time
+    trials = max_trials if max_trials is not None else experiment.budget.trials
+    if wall is None and trials is None:
+        raise LeanfitError("budget: give budget.wall_time or budget.trials (or --wall-time)")
+    n_workers = workers or experiment.executor.workers
+    with contextlib.ExitStack() as stack:
+        # The workers start first: they import torch and load the data while this process
+        # loads it and opens the search run (a second or two of every search's wall time).
+        executor = None
+        if not reuse_finished:
+            executor = stack.enter_context(
+                make_executor(experiment, n_workers, synthetic_sleep, plan_file)
+            )
+        return _search(
+            experiment, resume, executor, stack, n_workers, wall, trials, on_progress,
+            synthetic_sleep, plan_file, parent_run_id, reuse_finished,
+        )  # fmt: skip
+
+
+def _search(
+    experiment: Experiment,
+    resume: bool | str,
+    executor: Executor | None,
+    stack: contextlib.ExitStack,
+    n_workers: int,
+    wall: float | None,
+    trials: int | None,
+    on_progress,
+    synthetic_sleep: float | None,
+    plan_file: str | None,
+    parent_run_id: str | None,
+    reuse_finished: bool,
+) -> SearchOutcome:
     from leanfit.data.sources import load_dataset
     from leanfit.track import TrialLogger
 
@@ -188,10 +222,6 @@ def run_search(
     space = experiment.search_space()
     key = search_key(experiment, dataset.digest)
     logger = TrialLogger(experiment.tracking_uri(), experiment.experiment_name())
-    wall = wall_time if wall_time is not None else experiment.budget.wall_time
-    trials = max_trials if max_trials is not None else experiment.budget.trials
-    if wall is None and trials is None:
-        raise LeanfitError("budget: give budget.wall_time or budget.trials (or --wall-time)")
 
     latest = SearchLog.find_latest(logger, key) if (reuse_finished or resume == "auto") else None
     if reuse_finished and latest is not None and latest[1] == "FINISHED":
@@ -207,7 +237,7 @@ def run_search(
             )
         log.reopen()
     else:
-        settings = {"experiment": experiment.name, "search_key": key, "workers": workers}
+        settings = {"experiment": experiment.name, "search_key": key, "workers": n_workers}
         settings.update(_flat_settings(experiment))
         log = SearchLog.start(
             logger,
@@ -223,7 +253,6 @@ def run_search(
     if wall is not None:
         wall = max(0.0, wall - elapsed_before)
 
-    n_workers = workers or experiment.executor.workers
     work = experiment.work_path() / "searches" / log.run_id
     controller = _controller(experiment, space, dataset, log, work, wall, trials)
     resumed = 0
@@ -233,13 +262,17 @@ def run_search(
         log.mark_interrupted([r.run_id for r in records if r.status == "running"])
     if experiment.strategy.warm_start:
         warm_start(experiment, controller, logger, log, dataset.digest, announce=not resume)
+    if executor is None:
+        executor = stack.enter_context(
+            make_executor(experiment, n_workers, synthetic_sleep, plan_file)
+        )
     started = time.monotonic()
     status = "FAILED"
     try:
-        with make_executor(experiment, n_workers, synthetic_sleep, plan_file) as executor:
-            controller.executor = executor
-            controller.run(on_progress)
-            abandoned = controller.refs_of(executor.running())
+        controller.executor = executor
+        controller.run(on_progress)
+        abandoned = controller.refs_of(executor.running())
+        stack.close()  # the workers stop before the report is written
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"

@@ -228,7 +228,18 @@ class SearchSpace:
 
     def key(self, config: Mapping[str, Any]) -> tuple:
         """A hashable identity: equal effective configurations have equal keys."""
-        return tuple(_round(v) for v in self.encode(config))
+        return self.point_key(self.encode(config))
+
+    def point(self, config: Mapping[str, Any]) -> list[Any]:
+        """`encode` for a configuration the space built itself (`sample`, `decode`, a mutation
+        that keeps only active parameters), without validating it again: a strategy encodes
+        hundreds of its own candidates per proposal."""
+        return [config.get(p.name, p.canonical) for p in self.dimensions]
+
+    @staticmethod
+    def point_key(point: Sequence[Any]) -> tuple:
+        """`key` of an encoded point."""
+        return tuple(_round(v) for v in point)
 
 
 def _plain(value: Any) -> Any:

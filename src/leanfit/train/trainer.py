@@ -118,6 +118,13 @@ def make_optimizer(model: nn.Module, hp: Mapping[str, Any]) -> torch.optim.Optim
     )
 
 
+def chunk_batches(batch_size: int, image_numel: int, steps: int, limit_mb: float) -> int:
+    """How many batches to augment at once: as many as fit in `limit_mb` of float32 images, at
+    most 16 (beyond that the per-operation cost is already spread thin) and at most an epoch."""
+    per_batch = batch_size * image_numel * 4
+    return max(1, min(steps, 16, int(limit_mb * 2**20 // per_batch)))
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919) % (2**63 - 1)
 
@@ -169,9 +176,11 @@ def train(
     mean = train_x.float().mean(dim=(0, 2, 3), keepdim=True) / 255.0
     std = train_x.float().std(dim=(0, 2, 3), keepdim=True).clamp_min(1.0) / 255.0
 
+    # (x / 255 - mean) / std as one multiply-add: x * scale + shift
+    scale, shift = 1.0 / (255.0 * std), -mean / std
+
     def prepare(x: torch.Tensor) -> torch.Tensor:
-        x = (x.float().div_(255.0) - mean) / std
-        return x.contiguous(memory_format=memory_format)
+        return torch.addcmul(shift, x.contiguous(memory_format=memory_format), scale)
 
     augment = BatchAugment(
         settings.augment,
@@ -191,6 +200,7 @@ def train(
     batch_size = min(int(hp["batch_size"]), len(train_y))
     n = len(train_y)
     steps = max(1, n // batch_size)  # full batches only: BatchNorm needs more than one image
+    chunk = chunk_batches(batch_size, train_x[0].numel(), steps, settings.augment_chunk_mb)
     peak_lr = float(hp["lr"])
     smoothing = float(hp["label_smoothing"])
 
@@ -206,12 +216,17 @@ def train(
                 lr = lr_at((epoch + i / steps) / budget.horizon, peak_lr, settings.schedule)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                idx = perm[i * batch_size : (i + 1) * batch_size]
-                # index_select, not train_x[idx]: on uint8 it is ~15x faster per batch on a CPU
-                xb = prepare(augment(train_x.index_select(0, idx)))
+                if i % chunk == 0:
+                    # Augment several batches at once: on small images the number of tensor
+                    # operations costs more than their size. index_select, not train_x[idx]: on
+                    # uint8 it is ~15x faster on a CPU.
+                    idx = perm[i * batch_size : min(steps, i + chunk) * batch_size]
+                    chunk_x = prepare(augment(train_x.index_select(0, idx)))
+                    chunk_y = train_y.index_select(0, idx)
+                part = slice((i % chunk) * batch_size, (i % chunk + 1) * batch_size)
                 with autocast():
                     loss = F.cross_entropy(
-                        step_model(xb), train_y.index_select(0, idx), label_smoothing=smoothing
+                        step_model(chunk_x[part]), chunk_y[part], label_smoothing=smoothing
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
