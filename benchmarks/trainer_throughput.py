@@ -253,7 +253,7 @@ def limit_rate(name, ready_batches, size, steps, device, seed) -> float:
             loss_sum += train_step(model, optimizer, autocast, xb, yb, i / n)
         float(loss_sum)
 
-    run(max(3, steps // 4))  # warm-up
+    run(steps)  # warm-up: a whole epoch, as the trainer and the DataLoader get
     sync(device)
     t0 = time.perf_counter()
     run(steps)
