@@ -132,10 +132,14 @@ class RegularizedEvolution(Strategy):
         return mutate(self.space, config, self.rng)
 
 
-def mutate(space: SearchSpace, config: Mapping[str, Any], rng) -> dict[str, Any]:
+def mutate(
+    space: SearchSpace, config: Mapping[str, Any], rng, validated: bool = False
+) -> dict[str, Any]:
     """A copy of `config` with one active parameter changed, and its conditional children
-    sampled or dropped as the change makes them active or inactive."""
-    config = space.validate(config)
+    sampled or dropped as the change makes them active or inactive. `validated`: `config` is
+    already `space.validate`d (a caller mutating one parent many times checks it once)."""
+    if not validated:
+        config = space.validate(config)
     candidates = [p for p in space.dimensions if p.name in config]
     mutated = rng.choice(candidates)
     child: dict[str, Any] = {}
