@@ -46,9 +46,11 @@ class SkoptStrategy(Strategy):
     same lie stands in for the pending configurations, which running trials have not reported.
 
     The candidates are `acquisition_samples` random feasible configurations of the space (skopt's
-    `n_points` with `acq_optimizer="sampling"`), drawn afresh at each ask (`renewal` < 1 keeps
-    the rest of the last ask's pool), plus `local_samples` one-parameter changes of the
-    `local_parents` best results (the local search of SMAC). They are drawn with the space's own
+    `n_points` with `acq_optimizer="sampling"`), kept as a pool: each ask drops the known ones
+    and tops it up with fresh samples; a share `renewal` of it is replaced only when it is still
+    full at the start of an ask (the last pick was a local candidate). Plus `local_samples`
+    one-parameter changes of the `local_parents` best results (the local search of SMAC). They
+    are drawn with the space's own
     sampler, checked against `feasible` and transformed with a per-dimension lookup table
     instead of going through skopt's `Optimizer`, whose sampling under a constraint (decoding
     every point) and one-hot transformers made up most of a proposal's cost: 0.37 s at 200
@@ -76,7 +78,7 @@ class SkoptStrategy(Strategy):
         trees: trees of a forest surrogate (skopt's default is 100; SMAC uses 10).
         local_parents: the best results whose neighbours are candidates.
         local_samples: neighbours of those among the candidates at each ask.
-        renewal: the share of the random candidates drawn afresh at each ask.
+        renewal: the share of a full pool replaced by fresh samples at an ask.
 
     Example:
         >>> from leanfit.space.spec import Param, SearchSpace
@@ -174,29 +176,26 @@ class SkoptStrategy(Strategy):
         with warnings.catch_warnings(), threadpool_limits(limits=1):
             warnings.simplefilter("ignore")  # sklearn and skopt warn on near-duplicate points
             keys, configs, candidates = self._candidates(fitted)
+            taken = np.zeros(len(keys), dtype=bool)
             proposals: list[dict[str, Any]] = []
-            for i in range(n):
-                config = None
-                if keys:
+            for _ in range(n):
+                if taken.all():
+                    config = self.sample_new()
+                    row = self._row(self.space.key(config), config)
+                else:
                     model = self._fit(np.vstack(rows), np.asarray(ys))
                     values = gaussian_acquisition(
                         X=candidates, model=model, y_opt=min(ys), acq_func=self._acq_func()
                     )
-                    best = int(np.argmin(values))
-                    config = configs[best]
+                    best = int(np.argmin(np.where(taken, np.inf, values)))
+                    taken[best] = True
+                    config, row = configs[best], candidates[best]
                     self.claim(config)
-                    self._rows[keys[best]] = candidates[best]
+                    self._rows[keys[best]] = row
                     self._pool.pop(keys[best], None)
-                    keep = np.arange(len(keys)) != best
-                    keys = [k for j, k in enumerate(keys) if j != best]
-                    configs = [c for j, c in enumerate(configs) if j != best]
-                    candidates = candidates[keep]
-                if config is None:
-                    config = self.sample_new()
                 proposals.append(config)
-                if i < n - 1:
-                    rows.append(self._row(self.space.key(config), config))
-                    ys.append(lie)
+                rows.append(row)  # the constant liar for the next point of the batch
+                ys.append(lie)
         return proposals
 
     def fitting_set(self) -> list[Observation]:
@@ -219,35 +218,28 @@ class SkoptStrategy(Strategy):
         (the pool, renewed by `renewal` at each ask) plus one-parameter changes of the best
         results so far (a local search, as SMAC does). Known and pending configurations are
         left out."""
-        for key in [k for k in self._pool if self._known(k)]:
+        for key in [k for k in self._pool if self.known(k)]:
             del self._pool[key]
         renew = max(1, round(self.acquisition_samples * self.renewal))
         for key in list(self._pool)[: renew if len(self._pool) >= self.acquisition_samples else 0]:
             del self._pool[key]  # the oldest first: dicts keep their order
-        fresh: dict[tuple, tuple[dict[str, Any], list[Any]]] = {}
-        for _ in range(4 * self.acquisition_samples):
-            if len(self._pool) + len(fresh) >= self.acquisition_samples:
-                break
-            config = self.space.sample(self.rng)
-            point = self.space.point(config)
-            key = self.space.point_key(point)
-            if key not in self._pool and not self._known(key) and self.is_feasible(config):
-                fresh[key] = (config, point)
-        local: dict[tuple, tuple[dict[str, Any], list[Any]]] = {}
+        fresh = self._draw(
+            lambda: self.space.sample(self.rng),
+            self.acquisition_samples - len(self._pool),
+            4 * self.acquisition_samples,
+            self._pool,
+        )
         parents = [
             self.space.validate(o.config)
             for o in fitted[: self.local_parents]
             if math.isfinite(o.value)
         ]
-        for _ in range(4 * self.local_samples if parents else 0):
-            if len(local) >= self.local_samples:
-                break
-            config = mutate(self.space, self.rng.choice(parents), self.rng, validated=True)
-            point = self.space.point(config)
-            key = self.space.point_key(point)
-            new = key not in self._pool and key not in fresh and not self._known(key)
-            if new and self.is_feasible(config):
-                local[key] = (config, point)
+        local = self._draw(
+            lambda: mutate(self.space, self.rng.choice(parents), self.rng, validated=True),
+            self.local_samples,
+            4 * self.local_samples if parents else 0,
+            self._pool.keys() | fresh.keys(),
+        )
         added = fresh | local
         rows = self._transform([point for _, point in added.values()]) if added else []
         new_rows = dict(zip(added, rows, strict=True))
@@ -260,8 +252,22 @@ class SkoptStrategy(Strategy):
         matrix = np.vstack([r for _, r in self._pool.values()] + [new_rows[k] for k in local])
         return keys, configs, matrix
 
-    def _known(self, key: tuple) -> bool:
-        return key in self.pending or key in self.observations or key in self.seen
+    def _draw(
+        self, make, count: int, tries: int, taken
+    ) -> dict[tuple, tuple[dict[str, Any], list[Any]]]:
+        """Up to `count` new feasible configurations from at most `tries` calls of `make()`,
+        none of them in `taken`, by key, with their flat points."""
+        out: dict[tuple, tuple[dict[str, Any], list[Any]]] = {}
+        for _ in range(tries):
+            if len(out) >= count:
+                break
+            config = make()
+            point = self.space.point(config)
+            key = self.space.point_key(point)
+            new = key not in taken and key not in out and not self.known(key)
+            if new and self.is_feasible(config):
+                out[key] = (config, point)
+        return out
 
     def _transform(self, points: list[list[Any]]) -> np.ndarray:
         """skopt's `Space.transform` of flat points, column by column, with

@@ -153,10 +153,14 @@ class Strategy(ABC):
     def claim(self, config: Mapping[str, Any]) -> bool:
         """Mark a configuration as pending; False (and nothing marked) if it is not new."""
         key = self.space.key(config)
-        if key in self.pending or key in self.observations or key in self.seen:
+        if self.known(key):
             return False
         self.pending[key] = dict(config)
         return True
+
+    def known(self, key: tuple) -> bool:
+        """Whether a key is pending, told or seen: not to be proposed again."""
+        return key in self.pending or key in self.observations or key in self.seen
 
     def is_feasible(self, config: Mapping[str, Any]) -> bool:
         return self.feasible is None or bool(self.feasible(dict(config)))
