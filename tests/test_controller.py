@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from leanfit.config import experiment_from_dict
-from leanfit.execute.base import Executor, RunnerSpec
+from leanfit.execute.base import Executor, JobOutcome, RunnerSpec
 from leanfit.execute.inline import InlineExecutor
 from leanfit.execute.local import LocalExecutor
 from leanfit.search.asha import ASHA
@@ -197,6 +197,48 @@ def test_proposals_are_made_while_the_workers_train_and_every_job_is_logged(tmp_
         assert events.lines.index(("started", trial_id)) < events.lines.index(
             ("finished", trial_id, ref)
         )
+
+
+class EndTogether(Executor):
+    """Two workers whose jobs all end at once, reported one per `wait` (as two pipes that
+    become ready together may be)."""
+
+    def __init__(self):
+        self.runner = synthetic().build()
+        self.ended: list = []
+        self.proposed_while_ended: list[int] = []
+
+    def free_slots(self):
+        return 2 - len(self.ended)
+
+    def submit(self, job):
+        self.ended.append(JobOutcome(job, self.runner(job.spec), worker="fake"))
+
+    def wait(self, timeout=None):
+        return [self.ended.pop(0)] if self.ended else []
+
+    def running(self):
+        return [o.job for o in self.ended]
+
+    def close(self):
+        pass
+
+
+def test_workers_whose_jobs_ended_get_new_jobs_before_the_next_proposal(tmp_path):
+    """A job that ends while the controller logs is served at once: no proposal is made while
+    a finished job waits to be collected (a freed worker would wait for the surrogate)."""
+    ex = EndTogether()
+    c = controller(ex, tmp_path, max_trials=12)
+    propose_ahead = c._propose_ahead
+
+    def spy():
+        ex.proposed_while_ended.append(len(ex.ended))
+        propose_ahead()
+
+    c._propose_ahead = spy
+    c.run()
+    assert c.stats.jobs_done >= 12
+    assert ex.proposed_while_ended == [] or max(ex.proposed_while_ended) == 0
 
 
 def test_wall_time_is_honoured(tmp_path):

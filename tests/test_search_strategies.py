@@ -208,6 +208,22 @@ def test_the_candidate_pool_is_renewed_bounded_and_never_offers_a_known_configur
     assert seen_pools[-1] != seen_pools[4]  # renewed, not a fixed sample
 
 
+@pytest.mark.parametrize("renewal", [1.0, 0.5])
+def test_each_ask_replaces_that_share_of_the_candidate_pool(renewal):
+    strategy = SkoptStrategy(DIGITS, seed=0, initial_points=2, acquisition_samples=16,
+                             local_samples=4, renewal=renewal)  # fmt: skip
+    before: set = set()
+    for i in range(8):
+        (config,) = strategy.ask()
+        strategy.tell(config, float(i % 3))
+        pool = set(strategy._pool)
+        if before:
+            assert len(pool) >= 15  # full, less the proposal when it came from the pool
+            assert len(pool & before) <= round(16 * (1 - renewal))
+        before = pool
+    assert before
+
+
 def test_telling_again_replaces_the_value():
     strategy = RandomSearch(SMALL, seed=0)
     a, b = strategy.ask(2)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -35,7 +36,11 @@ def worker_main(conn: Connection, runner_spec: RunnerSpec) -> None:
         except (EOFError, KeyboardInterrupt):
             return
         if message is None:
-            return
+            # Exit at once: the interpreter's teardown (torch, its thread pools) takes about a
+            # second, which the search would wait for. Results and checkpoints are already out.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
         spec = TrialSpec.model_validate(message)
         try:
             result = runner(spec)

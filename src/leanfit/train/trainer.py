@@ -180,7 +180,9 @@ def train(
     scale, shift = 1.0 / (255.0 * std), -mean / std
 
     def prepare(x: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(shift, x.contiguous(memory_format=memory_format), scale)
+        # Convert to float first, then change the layout: a channels_last copy of uint8 images, or
+        # an addcmul reading them, costs about twice as much on a CPU.
+        return torch.addcmul(shift, x.float(), scale).contiguous(memory_format=memory_format)
 
     augment = BatchAugment(
         settings.augment,
