@@ -13,6 +13,10 @@ chain space, 10 epochs a trial, 10 minutes, 2 cores; its front's own test accura
 
     python benchmarks/digits_front.py                  # 10-minute search, 3 retrainings each
     python benchmarks/digits_front.py --wall-time 60s --seeds 1 --out /tmp/x   # smoke run
+    # no search: an earlier run's picks, retrained and scored on the validation split
+    python benchmarks/digits_front.py --retrain-picks-of \
+        benchmarks/results/digits_front-cpu-run1.json --score-on val --first-seed 2000 \
+        --retrain-epochs 10,30,60,100
 """
 
 from __future__ import annotations
@@ -42,17 +46,69 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BUDGETS = (1_000, 2_000)
 
 
-def test_data(experiment, dataset) -> TrainData:
-    """Train on the training split, report on the test split (never seen by the search)."""
+def test_data(experiment, dataset, score_on: str = "test") -> TrainData:
+    """Train on the training split, report on the test split (never seen by the search), or on
+    the validation split (to choose a retraining length without looking at the test split)."""
     ds = experiment.dataset
     splits = dataset.splits(ds.val_fraction, ds.test_fraction, ds.seed)
+    held_out = splits.test if score_on == "test" else splits.val
     return TrainData(
         dataset.images[splits.train],
         dataset.labels[splits.train],
-        dataset.images[splits.test],
-        dataset.labels[splits.test],
+        dataset.images[held_out],
+        dataset.labels[held_out],
         dataset.num_classes,
     )
+
+
+def retrain(experiment, config, data, epochs: int, seeds: range) -> list[float]:
+    """Held-out accuracy of `config` trained from scratch for `epochs`, once per seed."""
+    accs = []
+    for seed in seeds:
+        r = train(
+            config,
+            experiment.hyperparameters(config),
+            data,
+            Budget(epochs),
+            experiment.training,
+            seed=seed,
+        )
+        accs.append(r.val_accuracy if r.status == "ok" else float("nan"))
+    return accs
+
+
+def retrain_earlier(args, experiment, retrain_epochs: list[int]) -> dict:
+    """Retrain the picks of an earlier result file (no search), scored on `--score-on`."""
+    earlier = json.loads(args.retrain_picks_of.read_text())
+    dataset = load_dataset(experiment)
+    data = test_data(experiment, dataset, args.score_on)
+    torch.set_num_threads(os.cpu_count() or 1)
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    rows = []
+    for pick in earlier["picks"]:
+        if not pick.get("found"):
+            continue
+        row = {"max_params": pick["max_params"], "params": pick["params"], "retrained": {}}
+        for epochs in retrain_epochs:
+            accs = retrain(experiment, pick["config"], data, epochs, seeds)
+            mean = sum(accs) / len(accs)
+            print(
+                f"{pick['params']:,} params, {epochs} epochs: {args.score_on} acc {mean:.4f} "
+                f"{[round(a, 4) for a in accs]}"
+            )
+            row["retrained"][str(epochs)] = {f"{args.score_on}_accuracy": accs, "mean": mean}
+        rows.append(row)
+    return {
+        "benchmark": "digits_front-retrain",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "command": shlex.join([sys.executable, *sys.argv]),
+        "picks_of": str(args.retrain_picks_of),
+        "score_on": args.score_on,
+        "seeds": list(seeds),
+        "retrain_epochs": retrain_epochs,
+        "picks": rows,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -67,6 +123,14 @@ def main(argv: list[str] | None = None) -> dict:
         "own budget, 30, and pipeline.final_epochs, the pipeline's final training)",
     )
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--retrain-picks-of",
+        type=Path,
+        default=None,
+        help="no search: retrain the picks of this earlier result file",
+    )
+    parser.add_argument("--score-on", choices=("test", "val"), default="test")
+    parser.add_argument("--first-seed", type=int, default=1000, help="of the retrainings")
     parser.add_argument(
         "--experiment", type=Path, default=ROOT / "examples" / "digits.yaml", help="the file"
     )
@@ -86,6 +150,14 @@ def main(argv: list[str] | None = None) -> dict:
         if args.retrain_epochs
         else sorted({experiment.budget.max_epochs, 30, experiment.pipeline.final_epochs or 30})
     )
+    out = args.out or RESULTS
+    if args.retrain_picks_of is not None:
+        result = retrain_earlier(args, experiment, retrain_epochs)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"digits_front-retrain-{args.retrain_picks_of.stem}-{args.score_on}.json"
+        path.write_text(json.dumps(result, indent=1))
+        print(f"saved {path}")
+        return result
     started = time.monotonic()
     outcome = run_search(experiment, workers=args.workers, wall_time=wall)
     search_seconds = time.monotonic() - started
@@ -113,17 +185,13 @@ def main(argv: list[str] | None = None) -> dict:
             "config": best.config,
         }
         for epochs in retrain_epochs:
-            accs = []
-            for seed in range(1000, 1000 + args.seeds):
-                r = train(
-                    best.config,
-                    experiment.hyperparameters(best.config),
-                    data,
-                    Budget(epochs),
-                    experiment.training,
-                    seed=seed,
-                )
-                accs.append(r.val_accuracy if r.status == "ok" else float("nan"))
+            accs = retrain(
+                experiment,
+                best.config,
+                data,
+                epochs,
+                range(args.first_seed, args.first_seed + args.seeds),
+            )
             mean = sum(accs) / len(accs)
             print(
                 f"<= {limit:,} params: trial {best.trial_id}, {best.params:,} params, "
@@ -155,7 +223,6 @@ def main(argv: list[str] | None = None) -> dict:
         "picks": picks,
         "peer": "Optuna NSGA-II (issue #3): 95.6% test at 1,148 params, 97.2% at 2,066",
     }
-    out = args.out or RESULTS
     out.mkdir(parents=True, exist_ok=True)
     path = out / "digits_front-cpu.json"
     path.write_text(json.dumps(result, indent=1))

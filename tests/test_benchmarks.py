@@ -143,3 +143,40 @@ def test_warm_start_tiny_run_saves_every_figure(tmp_path):
         assert row["ratio"]["bound"] in ("exact", "at least", "at most", "neither reached")
         assert report["summary"]["goal_met"] in ("yes", "no", "undecided")
     assert "cold/warm" in done.stdout, "the table is printed"
+
+
+def test_digits_front_retrains_an_earlier_runs_picks_without_a_search(tmp_path):
+    before = results_listing()
+    earlier = RESULTS / "digits_front-cpu-run1.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "digits_front.py"),
+            "--retrain-picks-of",
+            str(earlier),
+            "--score-on",
+            "val",
+            "--seeds",
+            "1",
+            "--first-seed",
+            "7",
+            "--retrain-epochs",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,  # a few seconds
+    )
+    assert done.returncode == 0, done.stderr
+    assert results_listing() == before, "--out must keep the run out of benchmarks/results"
+    [saved] = tmp_path.glob("digits_front-retrain-*-val.json")
+    report = json.loads(saved.read_text())
+    assert report["score_on"] == "val" and report["seeds"] == [7]
+    picked = json.loads(earlier.read_text())["picks"]
+    assert [p["params"] for p in report["picks"]] == [p["params"] for p in picked if p["found"]]
+    for pick in report["picks"]:
+        [acc] = pick["retrained"]["1"]["val_accuracy"]
+        assert 0.0 <= acc <= 1.0 and pick["retrained"]["1"]["mean"] == acc
