@@ -46,7 +46,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BUDGETS = (1_000, 2_000)
 
 
-def test_data(experiment, dataset, score_on: str = "test") -> TrainData:
+def held_out_data(experiment, dataset, score_on: str = "test") -> TrainData:
     """Train on the training split, report on the test split (never seen by the search), or on
     the validation split (to choose a retraining length without looking at the test split)."""
     ds = experiment.dataset
@@ -77,13 +77,12 @@ def retrain(experiment, config, data, epochs: int, seeds: range) -> list[float]:
     return accs
 
 
-def retrain_earlier(args, experiment, retrain_epochs: list[int]) -> dict:
+def retrain_earlier(args, experiment, retrain_epochs: list[int], seeds: range) -> dict:
     """Retrain the picks of an earlier result file (no search), scored on `--score-on`."""
     earlier = json.loads(args.retrain_picks_of.read_text())
     dataset = load_dataset(experiment)
-    data = test_data(experiment, dataset, args.score_on)
+    data = held_out_data(experiment, dataset, args.score_on)
     torch.set_num_threads(os.cpu_count() or 1)
-    seeds = range(args.first_seed, args.first_seed + args.seeds)
     rows = []
     for pick in earlier["picks"]:
         if not pick.get("found"):
@@ -150,9 +149,10 @@ def main(argv: list[str] | None = None) -> dict:
         if args.retrain_epochs
         else sorted({experiment.budget.max_epochs, 30, experiment.pipeline.final_epochs or 30})
     )
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     out = args.out or RESULTS
     if args.retrain_picks_of is not None:
-        result = retrain_earlier(args, experiment, retrain_epochs)
+        result = retrain_earlier(args, experiment, retrain_epochs, seeds)
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"digits_front-retrain-{args.retrain_picks_of.stem}-{args.score_on}.json"
         path.write_text(json.dumps(result, indent=1))
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"search: {len(c.trials)} trials, {c.stats.jobs_done} jobs in {search_seconds:.0f} s")
 
     dataset = load_dataset(experiment)
-    data = test_data(experiment, dataset)
+    data = held_out_data(experiment, dataset)
     torch.set_num_threads(os.cpu_count() or 1)
     picks = []
     for limit in BUDGETS:
@@ -185,13 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
             "config": best.config,
         }
         for epochs in retrain_epochs:
-            accs = retrain(
-                experiment,
-                best.config,
-                data,
-                epochs,
-                range(args.first_seed, args.first_seed + args.seeds),
-            )
+            accs = retrain(experiment, best.config, data, epochs, seeds)
             mean = sum(accs) / len(accs)
             print(
                 f"<= {limit:,} params: trial {best.trial_id}, {best.params:,} params, "
