@@ -966,6 +966,14 @@ def save(out: Path, name: str, result: dict, quiet: bool = False) -> Path:
     return path
 
 
+def shown(path: Path) -> str:
+    """A path relative to the repository where it is inside it."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def common(args: argparse.Namespace, part: str) -> dict[str, Any]:
     return {
         "benchmark": "search_efficiency",
@@ -974,7 +982,8 @@ def common(args: argparse.Namespace, part: str) -> dict[str, Any]:
         "git_commit": git_commit(),
         "command": shlex.join([sys.executable, *sys.argv]),
         "machine": machine(),
-        "space": "examples/digits.yaml (5 blocks, max_params 20k)",
+        "space": f"{shown(args.experiment)} (5 blocks in examples/digits.yaml, max_params 20k)",
+        "leanfit_strategy": load_experiment(args.experiment).strategy.model_dump(mode="json"),
         "peers": PEERS,
     }
 
@@ -1110,6 +1119,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="processes for the synthetic part")
     parser.add_argument("--trials", default="100,1000", help="overhead: trial counts")
     parser.add_argument("--sleep", type=float, default=0.3, help="overhead: seconds per epoch")
+    parser.add_argument(
+        "--experiment",
+        type=Path,
+        default=ROOT / "examples" / "digits.yaml",
+        help="the experiment file whose space, budget and leanfit settings are compared",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     unknown = set(args.methods.split(",")) - set(METHODS)
@@ -1121,7 +1136,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     methods = [m for m in METHODS if m in args.methods.split(",")]
-    experiment = load_experiment(ROOT / "examples" / "digits.yaml")
+    experiment = load_experiment(args.experiment)
     out = args.out or RESULTS
     parts = ("synthetic", "real", "overhead") if args.part == "all" else (args.part,)
     saved = {}

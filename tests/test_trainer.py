@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
@@ -67,6 +69,29 @@ def test_resuming_follows_the_same_schedule_and_weights(
         assert torch.allclose(a[name].float(), b[name].float(), atol=1e-6), name
 
 
+# MiB of batches augmented together: the whole epoch at once (made an epoch ahead), three at a time
+@pytest.mark.parametrize("chunk_mb", [64, 0.1])
+def test_batches_made_ahead_in_a_thread_train_the_same_weights(
+    digits, reference_genotype, tmp_path, chunk_mb
+):
+    config, hp = genotype_and_hp(reference_genotype)
+    small = {**digits.__dict__}
+    small["train_x"], small["train_y"] = digits.train_x[:256], digits.train_y[:256]
+    data = type(digits)(**small)
+    weights = {}
+    for prefetch in (True, False):
+        settings = TrainingConfig(
+            device="cpu", augment="randaugment", crop_padding=1, augment_chunk_mb=chunk_mb,
+            prefetch=prefetch,
+        )  # fmt: skip
+        path = tmp_path / f"{prefetch}.pt"
+        result = train(config, hp, data, Budget(4), settings, seed=3, checkpoint_to=path)
+        assert result.status == "ok", result.reason
+        weights[prefetch] = load_checkpoint(path)["model"]
+    for name, value in weights[False].items():
+        assert torch.equal(weights[True][name], value), name
+
+
 def test_batches_are_augmented_together_within_a_memory_bound():
     # 128 RGB images of 32x32 as float32 are 1.5 MiB: 64 MiB hold 42 batches, capped at 16
     assert chunk_batches(128, 3 * 32 * 32, steps=100, limit_mb=64) == 16
@@ -92,6 +117,8 @@ def test_nan_loss_ends_the_trial_as_failed_with_the_reason(digits, reference_gen
     assert result.status == "failed"
     assert "loss became nan" in result.reason.lower() or "inf" in result.reason.lower()
     assert not (tmp_path / "x.pt").exists(), "a failed trial must not leave a checkpoint"
+    # the thread that made batches ahead was stopped with the trial
+    assert not [t for t in threading.enumerate() if t.name == "leanfit-prefetch"]
 
 
 def test_fidelities_shrink_data_and_resolution(digits, reference_genotype):

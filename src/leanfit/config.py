@@ -393,6 +393,11 @@ class StrategyConfig(Strict):
     surrogate: Literal["GP", "RF", "ET"] = "ET"
     acquisition: Literal["EI", "LCB", "PI", "gp_hedge"] = "EI"
     initial_points: int = Field(10, ge=1)
+    fit_on: Literal["top_rung", "all_rungs"] = Field(
+        "top_rung",
+        description="skopt: fit the surrogate on the results at the highest rung with enough of "
+        "them (BOHB), or on every trial's latest result with its rung's budget as an input",
+    )
     seed: int = 0
     warm_start: bool = Field(
         True,
@@ -496,6 +501,10 @@ class TrainingConfig(Strict):
     )
     augment_chunk_mb: float = Field(
         64, gt=0, description="memory for batches augmented together (float32 images), in MiB"
+    )
+    prefetch: bool = Field(
+        True,
+        description="on a CPU, augment the next chunk of batches in a thread while this one trains",
     )
     crop_padding: int = Field(2, ge=0)
     flip: bool = True

@@ -441,25 +441,42 @@ class SearchController:
         if not self.by_key and not self.prior:
             return
         rung = self._fit_rung()
+        multi = getattr(self.strategy, "fidelity_input", False)
         trials = list(self.by_key.values())
         # an earlier search's results count until the configuration has a result of its own
         priors = [(k, p) for k, p in self.prior.items() if k not in self.by_key]
-        objectives = [self.objective_vector(t, t.results.get(rung)) for t in trials]
+        # A surrogate that takes the fidelity as an input learns from every result, each at its
+        # trial's highest rung; the others from the results at the fitted rung only (BOHB).
+        at = {t.key: (t.top_rung if multi else rung) for t in trials}
+        objectives = [self.objective_vector(t, t.results.get(at[t.key])) for t in trials]
         objectives += [self._prior_vector(p) for _, p in priors]
         violations = [self.violation(t.params, t.macs) for t in trials]
         violations += [self.violation(p.params, p.macs) for _, p in priors]
         values = self.scalarizer.scalarize(objectives, self.scalarizer.draw_weights(), violations)
         updates: dict[tuple, float | None] = {}
+        fidelities: dict[tuple, float] = {}
         for trial, value in zip(trials, values[: len(trials)], strict=True):
-            if trial.infeasible or trial.failed is not None or rung in trial.results:
+            if trial.infeasible or trial.failed is not None or at[trial.key] in trial.results:
                 updates[trial.key] = float(value)  # inf for failures, over-budget penalty
+                if at[trial.key] is not None and trial.failed is None:
+                    fidelities[trial.key] = self._fidelity(at[trial.key])
             elif trial.results:
                 updates[trial.key] = None  # stopped below the fitted rung: seen, not fitted
             # a trial with no result yet stays pending: the strategy's constant liar covers it
         for (key, _), value in zip(priors, values[len(trials) :], strict=True):
             updates[key] = float(value)
         configs = {t.key: t.config for t in trials} | {k: p.config for k, p in priors}
-        self.strategy.revalue(updates, configs)
+        self.strategy.revalue(updates, configs, fidelities)
+
+    def _fidelity(self, rung_index: int) -> float:
+        """A rung's budget as a share of the top rung's: epochs x data fraction x pixels."""
+
+        def cost(rung: Rung) -> float:
+            pixels = (rung.resolution / top.resolution) ** 2 if top.resolution else 1.0
+            return rung.epochs * rung.data_fraction * pixels
+
+        top = max(self.scheduler.rungs, key=lambda r: r.index)
+        return cost(self._rung(rung_index)) / cost(top)
 
     def _prior_vector(self, prior: PriorTrial) -> list[float]:
         out = []

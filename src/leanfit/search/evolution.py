@@ -90,8 +90,8 @@ class RegularizedEvolution(Strategy):
         self.population: deque[tuple] = deque()
         self._joined: set[tuple] = set()
 
-    def tell(self, config: Mapping[str, Any], value: float) -> None:
-        super().tell(config, value)
+    def tell(self, config: Mapping[str, Any], value: float, fidelity: float = 1.0) -> None:
+        super().tell(config, value, fidelity)
         key = self.identify(config)[1]
         if key in self._joined or not math.isfinite(float(value)):
             return

@@ -31,6 +31,7 @@ def make_strategy(
             acquisition=config.acquisition,
             initial_points=config.initial_points,
             feasible=feasible,
+            fidelity_input=config.fit_on == "all_rungs",
         )
     if config.name == "random":
         return RandomSearch(space, seed=seed, feasible=feasible)

@@ -109,6 +109,7 @@ class SkoptStrategy(Strategy):
         local_parents: int = 5,
         local_samples: int = 50,
         renewal: float = 0.0,
+        fidelity_input: bool = False,
     ) -> None:
         if surrogate not in SURROGATES:
             raise ValueError(
@@ -152,6 +153,7 @@ class SkoptStrategy(Strategy):
         self.local_parents = local_parents
         self.local_samples = local_samples
         self.renewal = renewal
+        self.fidelity_input = fidelity_input
         self.skopt_space = space.to_skopt()
         # skopt's Optimizer fits a GP on the space scaled to [0, 1]; forests on its own transform
         self.fit_space = self.skopt_space
@@ -172,7 +174,7 @@ class SkoptStrategy(Strategy):
         fitted = self.fitting_set()
         ys = _fitting_values([o.value for o in fitted])
         lie = min(ys)
-        rows = [self._row(o.key, o.config) for o in fitted]
+        rows = [self._row(o.key, o.config, o.fidelity) for o in fitted]
         rows += [self._row(key, config) for key, config in self.pending.items()]
         ys += [lie] * (len(rows) - len(ys))
         # The surrogate's matrices are small: BLAS/OpenMP threads only add overhead, and with
@@ -197,7 +199,7 @@ class SkoptStrategy(Strategy):
                     taken[best] = True
                     config, row = configs[best], candidates[best]
                     self.claim(config)
-                    self._rows[keys[best]] = row
+                    self._rows[keys[best]] = row[: row.size - self.fidelity_input]
                     self._pool.pop(keys[best], None)
                 proposals.append(config)
                 rows.append(row)  # the constant liar for the next point of the batch
@@ -257,6 +259,8 @@ class SkoptStrategy(Strategy):
             return [], [], np.empty((0, 0))
         configs = [c for c, _ in self._pool.values()] + [c for c, _ in local.values()]
         matrix = np.vstack([r for _, r in self._pool.values()] + [new_rows[k] for k in local])
+        if self.fidelity_input:  # the acquisition asks what each would reach at full budget
+            matrix = np.hstack([matrix, np.ones((len(keys), 1))])
         return keys, configs, matrix
 
     def _draw(
@@ -299,12 +303,13 @@ class SkoptStrategy(Strategy):
             columns.append(part)
         return np.hstack(columns)
 
-    def _row(self, key: tuple, config: Mapping[str, Any]) -> np.ndarray:
-        """A configuration's point as the surrogate sees it (skopt's transform), remembered."""
+    def _row(self, key: tuple, config: Mapping[str, Any], fidelity: float = 1.0) -> np.ndarray:
+        """A configuration's point as the surrogate sees it (skopt's transform, remembered),
+        with the fidelity of its value as a last column when the surrogate takes it as input."""
         row = self._rows.get(key)
         if row is None:
             row = self._rows[key] = self._transform([self.space.encode(config)])[0]
-        return row
+        return np.append(row, fidelity) if self.fidelity_input else row
 
     def _fit(self, x: np.ndarray, y: np.ndarray):
         from skopt.utils import cook_estimator
@@ -312,7 +317,12 @@ class SkoptStrategy(Strategy):
         kwargs: dict[str, Any] = {"random_state": int(self._np_rng.randint(0, 2**31 - 1))}
         if self.surrogate != "GP":
             kwargs.update(n_estimators=self.trees, n_jobs=1)
-        model = cook_estimator(self.surrogate, space=self.skopt_space, **kwargs)
+        space = self.skopt_space
+        if self.fidelity_input:  # a GP's kernel has a length scale per input
+            from skopt.space import Real, Space
+
+            space = Space([*space.dimensions, Real(0.0, 1.0, name="fidelity")])
+        model = cook_estimator(self.surrogate, space=space, **kwargs)
         model.fit(x, y)
         return model
 

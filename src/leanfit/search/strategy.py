@@ -37,13 +37,15 @@ class SpaceExhausted(LeanfitError):
 
 @dataclass
 class Observation:
-    """A told configuration, its key in the space, its latest value, and when it was first told
-    (0 = the first configuration told)."""
+    """A told configuration, its key in the space, its latest value, when it was first told
+    (0 = the first configuration told), and the fidelity the value was measured at (1 = the full
+    budget; a multi-fidelity surrogate takes it as an input, the others ignore it)."""
 
     config: dict[str, Any]
     key: tuple
     value: float
     order: int
+    fidelity: float = 1.0
 
 
 class Strategy(ABC):
@@ -78,16 +80,18 @@ class Strategy(ABC):
     def ask(self, n: int = 1) -> list[dict[str, Any]]:
         """`n` configurations never proposed nor told before, valid in the space."""
 
-    def tell(self, config: Mapping[str, Any], value: float) -> None:
-        """Record the value (to minimise) of a configuration; non-finite means failed."""
+    def tell(self, config: Mapping[str, Any], value: float, fidelity: float = 1.0) -> None:
+        """Record the value (to minimise) of a configuration, measured at `fidelity` (in (0, 1],
+        1 = the full budget); non-finite means failed."""
         config, key = self.identify(config)
         self.pending.pop(key, None)
         self.seen.pop(key, None)
         known = self.observations.get(key)
         if known is not None:
             known.value = float(value)
+            known.fidelity = float(fidelity)
             return
-        self.observations[key] = Observation(config, key, float(value), self._tells)
+        self.observations[key] = Observation(config, key, float(value), self._tells, fidelity)
         self._tells += 1
 
     def tell_many(self, configs: Iterable[Mapping[str, Any]], values: Iterable[float]) -> None:
@@ -112,18 +116,21 @@ class Strategy(ABC):
         self,
         values: Mapping[tuple, float | None],
         configs: Mapping[tuple, Mapping[str, Any]],
+        fidelities: Mapping[tuple, float] | None = None,
     ) -> None:
-        """Set many values at once, by key (`space.key`); `configs` gives each key's configuration.
+        """Set many values at once, by key (`space.key`); `configs` gives each key's configuration
+        and `fidelities` the fidelity of its value (1 where it is left out).
 
         A number is told as by `tell`; None marks the configuration as seen (`mark_seen`).
         Configurations left out keep their state (a pending one stays pending). The controller
         calls this before each proposal with every result re-scalarised under new weights.
         """
+        fidelities = fidelities or {}
         for key, value in values.items():
             if value is None:
                 self.mark_seen(configs[key])
             else:
-                self.tell(configs[key], value)
+                self.tell(configs[key], value, fidelities.get(key, 1.0))
 
     # -- shared by the strategies --------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,7 @@ from leanfit.data.splits import stratified_subset
 from leanfit.errors import TrialFailed
 from leanfit.models import build_model, count_macs, count_params
 from leanfit.train.checkpoint import load_checkpoint, save_checkpoint
+from leanfit.train.prefetch import Prefetched
 
 
 @dataclass(frozen=True)
@@ -206,25 +207,35 @@ def train(
     peak_lr = float(hp["lr"])
     smoothing = float(hp["label_smoothing"])
 
+    def chunks() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Every epoch's batches, augmented and normalised, `chunk` batches at a time: on small
+        images the number of tensor operations costs more than their size. This is the only
+        user of the random generator while training, so each epoch's draws follow from its seed
+        alone, whether the chunks are made inline or ahead in a thread."""
+        for epoch in range(first_epoch, budget.epochs):
+            torch.manual_seed(_epoch_seed(seed, epoch))
+            perm = torch.randperm(n, device=device)
+            for start in range(0, steps, chunk):
+                idx = perm[start * batch_size : min(steps, start + chunk) * batch_size]
+                # index_select, not train_x[idx]: on uint8 it is ~15x faster on a CPU
+                x = prepare(augment(train_x.index_select(0, idx)))
+                yield x, train_y.index_select(0, idx)
+
+    # On a CPU the next chunk is augmented in a thread while this one trains; on a GPU the work
+    # is queued asynchronously anyway.
+    feed = Prefetched(chunks()) if settings.prefetch and device.type == "cpu" else chunks()
     train_time = 0.0
     try:
         for epoch in range(first_epoch, budget.epochs):
             t0 = time.perf_counter()
-            torch.manual_seed(_epoch_seed(seed, epoch))
             model.train()
-            perm = torch.randperm(n, device=device)
             loss_sum = torch.zeros((), device=device)
             for i in range(steps):
                 lr = lr_at((epoch + i / steps) / budget.horizon, peak_lr, settings.schedule)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 if i % chunk == 0:
-                    # Augment several batches at once: on small images the number of tensor
-                    # operations costs more than their size. index_select, not train_x[idx]: on
-                    # uint8 it is ~15x faster on a CPU.
-                    idx = perm[i * batch_size : min(steps, i + chunk) * batch_size]
-                    chunk_x = prepare(augment(train_x.index_select(0, idx)))
-                    chunk_y = train_y.index_select(0, idx)
+                    chunk_x, chunk_y = next(feed)
                 part = slice((i % chunk) * batch_size, (i % chunk + 1) * batch_size)
                 with autocast():
                     loss = F.cross_entropy(
@@ -257,6 +268,9 @@ def train(
         result.status, result.reason = "failed", e.reason
     except torch.OutOfMemoryError as e:
         result.status, result.reason = "failed", f"out of memory: {str(e).splitlines()[0]}"
+    finally:
+        if isinstance(feed, Prefetched):
+            feed.close()
     result.epochs = max(result.epochs, first_epoch) if result.status == "ok" else result.epochs
     if result.status == "ok" and checkpoint_to is not None:
         save_checkpoint(
