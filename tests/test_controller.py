@@ -56,9 +56,11 @@ class Recorder(Executor):
 
 
 def controller(
-    executor, tmp_path, strategy="skopt", constrained_sampling=True, **kw
+    executor, tmp_path, strategy="skopt", constrained_sampling=True, fit_on="all_rungs", **kw
 ) -> SearchController:
-    cfg = EXPERIMENT.strategy.model_copy(update={"name": strategy, "initial_points": 8})
+    cfg = EXPERIMENT.strategy.model_copy(
+        update={"name": strategy, "initial_points": 8, "fit_on": fit_on}
+    )
     defaults = dict(max_trials=40, wall_time=None, objectives=EXPERIMENT.objectives)
     defaults.update(kw)
     cost = model_cost(1, 16, 10)
@@ -96,6 +98,26 @@ def test_search_tells_every_result_and_never_runs_a_configuration_twice(tmp_path
         for b in c.trials.values():
             if b.results and b is not a:
                 assert not (b.params <= a.params and b.val_accuracy > a.val_accuracy)
+
+
+@pytest.mark.parametrize("fit_on", ["all_rungs", "top_rung"])
+def test_the_surrogate_learns_from_every_rung_or_from_the_fitted_one(tmp_path, fit_on):
+    c = controller(InlineExecutor(synthetic()), tmp_path, fit_on=fit_on)
+    c.run()
+    c._retell()  # what the next proposal would be fitted on
+    observations, seen = c.strategy.observations, c.strategy.seen
+    epochs = {r.index: r.epochs for r in c.scheduler.rungs}  # ASHA(1, 9, 3): 1, 3 and 9 epochs
+    fitted = c._fit_rung()
+    trained = [t for t in c.trials.values() if t.results and t.failed is None]
+    for trial in trained:
+        if fit_on == "all_rungs":  # each at its highest rung, its budget's share as fidelity
+            assert observations[trial.key].fidelity == epochs[trial.top_rung] / 9
+        elif fitted in trial.results:  # all at the fitted rung
+            assert observations[trial.key].fidelity == epochs[fitted] / 9
+        else:  # stopped below the fitted rung: known, never fitted
+            assert trial.key in seen and trial.key not in observations
+    fidelities = {observations[t.key].fidelity for t in trained if t.key in observations}
+    assert fidelities == ({1 / 9, 3 / 9, 1.0} if fit_on == "all_rungs" else {epochs[fitted] / 9})
 
 
 @pytest.mark.parametrize("constrained_sampling", [True, False])

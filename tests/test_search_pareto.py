@@ -84,3 +84,22 @@ def test_benchmark_hypervolume_of_params_and_error():
     # log10 params are clipped to [2, 4.5]: a tiny perfect model fills the box, a huge one adds 0.
     assert params_error_hypervolume([10], [0.0]) == pytest.approx(2.5)
     assert params_error_hypervolume([10**6], [0.0]) == 0.0
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_fronts_match_a_pair_by_pair_check_with_ties_and_failures(dims):
+    """The sweep (2 objectives) and the dominance matrix (3) against the definition itself."""
+    rng = np.random.default_rng(dims)
+    for _ in range(200):
+        n = int(rng.integers(1, 30))
+        points = rng.integers(0, 4, (n, dims)).astype(float)  # small integers: many ties
+        if rng.random() < 0.3:
+            points[rng.integers(0, n), rng.integers(0, dims)] = np.nan
+        valid = [i for i in range(n) if not np.isnan(points[i]).any()]
+        expected = [i for i in valid if not any(dominates(points[j], points[i]) for j in valid)]
+        assert pareto_front(points.tolist()) == expected
+        fronts = non_dominated_sort(points.tolist())
+        assert (fronts[0] if fronts else []) == expected
+        assert sorted(itertools.chain(*fronts)) == valid  # every valid point in exactly one front
+        for a, b in itertools.pairwise(fronts):  # each point of a front is dominated by the last
+            assert all(any(dominates(points[i], points[j]) for i in a) for j in b)

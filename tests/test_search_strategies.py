@@ -184,6 +184,28 @@ def test_the_surrogate_is_fitted_on_the_best_and_the_most_recent_results():
 
 
 @pytest.mark.parametrize("surrogate", ["ET", "GP"])
+def test_with_the_fidelity_as_an_input_the_full_budget_optimum_is_sought(surrogate):
+    """Many cheap results favour x near 0.2, a few full-budget ones x near 0.8: a surrogate that
+    knows each value's fidelity proposes near 0.8; one that does not is drawn to 0.2."""
+    line = SearchSpace([Param("x", "real", low=0.0, high=1.0)])
+    xs = np.linspace(0.0, 1.0, 41)
+    near = {True: 0, False: 0}
+    for fidelity_input in (True, False):
+        for seed in range(3):
+            strategy = SkoptStrategy(line, seed=seed, surrogate=surrogate, initial_points=2,
+                                     acquisition="LCB", fidelity_input=fidelity_input)  # fmt: skip
+            for x in xs:  # cheap: a rung of a fifth of the budget
+                strategy.tell({"x": float(x)}, (x - 0.2) ** 2 - 1.0, fidelity=0.2)
+            for x in xs[::4]:  # the full budget
+                strategy.tell({"x": float(x) * 0.98 + 0.01}, (x - 0.8) ** 2, fidelity=1.0)
+            (proposal,) = strategy.ask(1)
+            near[fidelity_input] += abs(proposal["x"] - 0.8) < 0.15
+    assert near[True] == 3, near
+    assert near[False] == 0, near
+    assert [o.fidelity for o in strategy.observations.values()][-1] == 1.0
+
+
+@pytest.mark.parametrize("surrogate", ["ET", "GP"])
 def test_candidates_are_transformed_exactly_as_skopt_does(surrogate):
     """The surrogate's inputs come from a per-dimension lookup, not skopt's own transform."""
     strategy = SkoptStrategy(DIGITS, seed=0, surrogate=surrogate)

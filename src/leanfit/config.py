@@ -394,7 +394,7 @@ class StrategyConfig(Strict):
     acquisition: Literal["EI", "LCB", "PI", "gp_hedge"] = "EI"
     initial_points: int = Field(10, ge=1)
     fit_on: Literal["top_rung", "all_rungs"] = Field(
-        "top_rung",
+        "all_rungs",
         description="skopt: fit the surrogate on the results at the highest rung with enough of "
         "them (BOHB), or on every trial's latest result with its rung's budget as an input",
     )

@@ -67,40 +67,69 @@ def non_dominated_sort(
     """Indices of the points by front: front 0 is the Pareto front, front 1 the front of the rest,
     and so on (Deb et al. 2002, "A fast and elitist multiobjective genetic algorithm: NSGA-II").
 
-    Points with a NaN objective belong to no front and are left out.
+    Points with a NaN objective belong to no front and are left out. The dominance relation is
+    computed as one boolean matrix, in blocks of rows (a search's thousands of trials take
+    milliseconds; a pair-by-pair loop took seconds, and the live progress and the report ask
+    for the front often).
     """
     array = to_minimization(points, goals)
-    valid = [i for i in range(len(array)) if not np.any(np.isnan(array[i]))]
-    dominated_by_count = {i: 0 for i in valid}
-    dominating: dict[int, list[int]] = {i: [] for i in valid}
-    for pos, i in enumerate(valid):
-        for j in valid[pos + 1 :]:
-            if dominates(array[i], array[j]):
-                dominating[i].append(j)
-                dominated_by_count[j] += 1
-            elif dominates(array[j], array[i]):
-                dominating[j].append(i)
-                dominated_by_count[i] += 1
+    valid = np.flatnonzero(~np.isnan(array).any(axis=1))
+    dominance = _dominance(array[valid])  # [i, j]: i dominates j
+    count = dominance.sum(axis=0)  # how many points dominate each
+    placed = np.zeros(len(valid), dtype=bool)
     fronts: list[list[int]] = []
-    current = [i for i in valid if dominated_by_count[i] == 0]
-    while current:
-        fronts.append(sorted(current))
-        following = []
-        for i in current:
-            for j in dominating[i]:
-                dominated_by_count[j] -= 1
-                if dominated_by_count[j] == 0:
-                    following.append(j)
-        current = following
+    current = np.flatnonzero(count == 0)
+    while current.size:
+        fronts.append([int(valid[i]) for i in current])
+        placed[current] = True
+        count = count - dominance[current].sum(axis=0)
+        current = np.flatnonzero((count == 0) & ~placed)
     return fronts
+
+
+def _dominance(array: np.ndarray, block: int = 512) -> np.ndarray:
+    """The (n, n) matrix whose [i, j] says whether point i dominates point j (minimisation)."""
+    n = len(array)
+    out = np.zeros((n, n), dtype=bool)
+    for start in range(0, n, block):
+        rows = array[start : start + block, None, :]
+        no_worse = np.all(rows <= array[None, :, :], axis=2)
+        better = np.any(rows < array[None, :, :], axis=2)
+        out[start : start + block] = no_worse & better
+    return out
 
 
 def pareto_front(
     points: Sequence[Sequence[float]], goals: Sequence[Goal] | None = None
 ) -> list[int]:
     """Indices, in input order, of the points that no other point dominates."""
-    fronts = non_dominated_sort(points, goals)
-    return fronts[0] if fronts else []
+    array = to_minimization(points, goals)
+    valid = np.flatnonzero(~np.isnan(array).any(axis=1))
+    if array.shape[1] == 2:
+        return sorted(int(valid[i]) for i in _front_2d(array[valid]))
+    dominated = _dominance(array[valid]).any(axis=0)
+    return [int(i) for i in valid[~dominated]]
+
+
+def _front_2d(array: np.ndarray) -> list[int]:
+    """The non-dominated rows of an (n, 2) array, in O(n log n): sorted by the first objective,
+    then the second, a point is dominated when an earlier one has a smaller second objective, or
+    the same one at a smaller first objective (equal points do not dominate each other)."""
+    order = np.lexsort((array[:, 1], array[:, 0]))
+    front: list[int] = []
+    best_before = np.inf  # the smallest second objective among smaller first objectives
+    k = 0
+    while k < len(order):
+        x = array[order[k], 0]
+        group_end = k
+        while group_end < len(order) and array[order[group_end], 0] == x:
+            group_end += 1
+        lowest = array[order[k], 1]  # the group's smallest second objective comes first
+        if lowest < best_before:
+            front += [int(i) for i in order[k:group_end] if array[i, 1] == lowest]
+            best_before = lowest
+        k = group_end
+    return front
 
 
 def hypervolume(

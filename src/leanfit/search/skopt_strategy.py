@@ -60,6 +60,15 @@ class SkoptStrategy(Strategy):
     results in the digits space, against about 0.1 s now. Every candidate is new and feasible,
     so every proposal is too.
 
+    With `fidelity_input`, each result's fidelity (`Observation.fidelity`: its budget as a share
+    of the full one) is a last input column of the surrogate, and the candidates are scored at
+    fidelity 1: the model learns from every trial, however early it was stopped, what it would
+    reach on the full budget (in the manner of multi-fidelity BO that models the budget as an
+    input, e.g. Klein et al. 2017, "Fast Bayesian Optimization of Machine Learning
+    Hyperparameters on Large Datasets" (FABOLAS), rather than BOHB's one model per budget). EI
+    and PI improve on the best value fitted, whatever its fidelity (with ParEGO scalars a low
+    rung's values are the worse ones).
+
     A non-finite value (a failed trial, a configuration over a hard constraint) is fitted as the
     worst finite value plus half the range of the values (plus 1 when they are all equal), so the
     surrogate learns to avoid such regions without an infinite target.
@@ -83,6 +92,7 @@ class SkoptStrategy(Strategy):
         local_samples: neighbours of those among the candidates at each ask.
         renewal: the share of the pool replaced by fresh samples at each ask (0: the pool only
             loses what is proposed or becomes known, and is topped up).
+        fidelity_input: fit on results of every fidelity, with the fidelity as an input.
 
     Example:
         >>> from leanfit.space.spec import Param, SearchSpace
