@@ -85,6 +85,7 @@ def test_search_efficiency_tiny_run_saves_every_part(tmp_path):
 
     synthetic = json.loads((tmp_path / "search_efficiency-synthetic.json").read_text())
     assert synthetic["finished"] and synthetic["git_commit"] and synthetic["machine"]["cpu"]
+    assert synthetic["leanfit_strategy"]["fit_on"] == "all_rungs"  # the settings compared
     summary = synthetic["summary"]["methods"]
     assert set(summary) == {"leanfit", "random", "gp_minimize", "tpe_hyperband", "nsga2"}
     for name, method in summary.items():
