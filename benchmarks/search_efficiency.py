@@ -974,7 +974,7 @@ def shown(path: Path) -> str:
         return str(path)
 
 
-def common(args: argparse.Namespace, part: str) -> dict[str, Any]:
+def common(args: argparse.Namespace, part: str, experiment: Experiment) -> dict[str, Any]:
     return {
         "benchmark": "search_efficiency",
         "part": part,
@@ -983,7 +983,7 @@ def common(args: argparse.Namespace, part: str) -> dict[str, Any]:
         "command": shlex.join([sys.executable, *sys.argv]),
         "machine": machine(),
         "space": f"{shown(args.experiment)} (5 blocks in examples/digits.yaml, max_params 20k)",
-        "leanfit_strategy": load_experiment(args.experiment).strategy.model_dump(mode="json"),
+        "leanfit_strategy": experiment.strategy.model_dump(mode="json"),
         "peers": PEERS,
     }
 
@@ -1141,7 +1141,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parts = ("synthetic", "real", "overhead") if args.part == "all" else (args.part,)
     saved = {}
     for part in parts:
-        result = common(args, part)
+        result = common(args, part, experiment)
 
         def partial(figures: dict, result=result, part=part) -> None:
             """Saved as they come (marked unfinished): a long run stopped early keeps them."""

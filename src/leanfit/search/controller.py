@@ -16,6 +16,7 @@ killed half-way.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -459,7 +460,7 @@ class SearchController:
             if trial.infeasible or trial.failed is not None or at[trial.key] in trial.results:
                 updates[trial.key] = float(value)  # inf for failures, over-budget penalty
                 if at[trial.key] is not None and trial.failed is None:
-                    fidelities[trial.key] = self._fidelity(at[trial.key])
+                    fidelities[trial.key] = self._budget_shares[at[trial.key]]
             elif trial.results:
                 updates[trial.key] = None  # stopped below the fitted rung: seen, not fitted
             # a trial with no result yet stays pending: the strategy's constant liar covers it
@@ -468,15 +469,16 @@ class SearchController:
         configs = {t.key: t.config for t in trials} | {k: p.config for k, p in priors}
         self.strategy.revalue(updates, configs, fidelities)
 
-    def _fidelity(self, rung_index: int) -> float:
-        """A rung's budget as a share of the top rung's: epochs x data fraction x pixels."""
+    @functools.cached_property
+    def _budget_shares(self) -> dict[int, float]:
+        """Each rung's budget as a share of the top rung's: epochs x data fraction x pixels."""
+        top = max(self.scheduler.rungs, key=lambda r: r.index)
 
         def cost(rung: Rung) -> float:
             pixels = (rung.resolution / top.resolution) ** 2 if top.resolution else 1.0
             return rung.epochs * rung.data_fraction * pixels
 
-        top = max(self.scheduler.rungs, key=lambda r: r.index)
-        return cost(self._rung(rung_index)) / cost(top)
+        return {r.index: cost(r) / cost(top) for r in self.scheduler.rungs}
 
     def _prior_vector(self, prior: PriorTrial) -> list[float]:
         out = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -23,7 +23,8 @@ class Prefetched(Generic[T]):
 
     Items come in the same order, made by one thread in turn, so whatever state making them reads
     (the global torch random generator) is read in the same order as in a plain loop, provided the
-    caller does not use that state itself meanwhile. An exception raised while making an item is
+    caller does not use that state itself meanwhile. `setup` runs first in the thread (e.g. its
+    own per-thread settings). An exception raised while making an item is
     raised by `next()` in the caller's thread, in its place. `close()` (also on leaving a `with`
     block) stops the thread after the item it is making and drops what was made ahead.
 
@@ -33,19 +34,23 @@ class Prefetched(Generic[T]):
         [0, 1, 4, 9]
     """
 
-    def __init__(self, items: Iterable[T], depth: int = 1) -> None:
+    def __init__(
+        self, items: Iterable[T], depth: int = 1, setup: Callable[[], None] | None = None
+    ) -> None:
         if depth < 1:
             raise ValueError(f"The value of `depth` is {depth}, but must be `depth >= 1`")
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._done = False
         self._thread = threading.Thread(
-            target=self._run, args=(iter(items),), name="leanfit-prefetch", daemon=True
+            target=self._run, args=(iter(items), setup), name="leanfit-prefetch", daemon=True
         )
         self._thread.start()
 
-    def _run(self, items: Iterator[T]) -> None:
+    def _run(self, items: Iterator[T], setup: Callable[[], None] | None) -> None:
         try:
+            if setup is not None:
+                setup()
             for item in items:
                 if not self._put((_ITEM, item)):
                     return

@@ -212,11 +212,6 @@ def train(
         images the number of tensor operations costs more than their size. This is the only
         user of the random generator while training, so each epoch's draws follow from its seed
         alone, whether the chunks are made inline or ahead in a thread."""
-        if prefetch:
-            # In the prefetch thread: one intra-op thread (a per-thread setting with OpenMP).
-            # Two threads each running parallel regions over the same cores stall each other
-            # (digits at batch 32 trained 2x slower).
-            torch.set_num_threads(1)
         for epoch in range(first_epoch, budget.epochs):
             torch.manual_seed(_epoch_seed(seed, epoch))
             perm = torch.randperm(n, device=device)
@@ -227,9 +222,11 @@ def train(
                 yield x, train_y.index_select(0, idx)
 
     # On a CPU the next chunk is augmented in a thread while this one trains; on a GPU the work
-    # is queued asynchronously anyway.
+    # is queued asynchronously anyway. The thread gets one intra-op thread (a per-thread setting
+    # with OpenMP): two threads each running parallel regions over the same cores stall each
+    # other (digits at batch 32 trained 2x slower).
     prefetch = settings.prefetch and device.type == "cpu"
-    feed = Prefetched(chunks()) if prefetch else chunks()
+    feed = Prefetched(chunks(), setup=lambda: torch.set_num_threads(1)) if prefetch else chunks()
     train_time = 0.0
     try:
         for epoch in range(first_epoch, budget.epochs):
@@ -275,7 +272,7 @@ def train(
     except torch.OutOfMemoryError as e:
         result.status, result.reason = "failed", f"out of memory: {str(e).splitlines()[0]}"
     finally:
-        if isinstance(feed, Prefetched):
+        if prefetch:
             feed.close()
     result.epochs = max(result.epochs, first_epoch) if result.status == "ok" else result.epochs
     if result.status == "ok" and checkpoint_to is not None:
