@@ -506,6 +506,7 @@ def simulate_leanfit(experiment: Experiment, objective, budget: float, seed: int
         seed=seed,
         initial_design=experiment.strategy.initial_points,
         clock=clock,
+        ehvi_share=experiment.ehvi_share(),
     )
     controller.run()
     executor.flush(budget)

@@ -79,6 +79,20 @@ BAD_FILES = [
         digits_config(strategy={"name": "skopt", "surrogate": "GBRT"}),
         "strategy.surrogate",
     ),
+    (
+        "EHVI with three objectives",
+        digits_config(
+            strategy={"name": "skopt", "ehvi_share": 0.5},
+            objectives={
+                "targets": [
+                    {"metric": "val_accuracy", "goal": "maximize"},
+                    {"metric": "params", "goal": "minimize"},
+                    {"metric": "macs", "goal": "minimize"},
+                ]
+            },
+        ),
+        "strategy.ehvi_share",
+    ),
     ("missing name", {k: v for k, v in digits_config().items() if k != "name"}, "name"),
     ("bad wall time", digits_config(budget={"wall_time": "ten minutes"}), "budget.wall_time"),
     (

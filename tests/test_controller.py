@@ -120,6 +120,35 @@ def test_the_surrogate_learns_from_every_rung_or_from_the_fitted_one(tmp_path, f
     assert fidelities == ({1 / 9, 3 / 9, 1.0} if fit_on == "all_rungs" else {epochs[fitted] / 9})
 
 
+def test_ehvi_proposals_learn_the_error_itself_and_alternate_with_parego(tmp_path):
+    c = controller(InlineExecutor(synthetic()), tmp_path, ehvi_share=0.5)
+    modes = []
+    ask = c.strategy.ask
+    c.strategy.ask = lambda n=1: modes.append(c.strategy.frontier is not None) or ask(n)
+    c.run()
+    # after the initial design, every other proposal is EHVI's
+    assert modes and all(a != b for a, b in zip(modes, modes[1:], strict=False))
+
+    c._retell(ehvi=True)
+    observations = c.strategy.observations
+    trained = [t for t in c.trials.values() if t.results and t.failed is None]
+    assert len(trained) >= 30
+    for trial in trained:  # the validation error at its highest rung, not a scalarisation
+        accuracy = trial.results[trial.top_rung]["val_accuracy"]
+        assert observations[trial.key].value == pytest.approx(1.0 - accuracy)
+    # the size EHVI measures: log10 parameters, within [2, log10 max_params]
+    frontier = c.strategy.frontier
+    assert frontier.reference == (pytest.approx(math.log10(20_000)), 1.0)
+    for trial in trained[:5]:
+        assert frontier.size_of(trial.config) == pytest.approx(math.log10(trial.params))
+    c._retell(ehvi=False)  # a ParEGO proposal: scalars again, and no frontier
+    assert c.strategy.frontier is None
+    assert any(
+        observations[t.key].value != pytest.approx(1.0 - t.results[t.top_rung]["val_accuracy"])
+        for t in trained
+    )
+
+
 @pytest.mark.parametrize("constrained_sampling", [True, False])
 def test_nothing_over_the_parameter_budget_is_trained(tmp_path, constrained_sampling):
     """With the budget as the strategy's constraint, proposals are feasible from the start;

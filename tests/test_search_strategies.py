@@ -16,8 +16,9 @@ from leanfit.config import StrategyConfig, experiment_from_dict, load_experiment
 from leanfit.search.evolution import RegularizedEvolution
 from leanfit.search.factory import make_strategy
 from leanfit.search.objectives import SyntheticObjective
+from leanfit.search.pareto import hypervolume
 from leanfit.search.random_search import RandomSearch
-from leanfit.search.skopt_strategy import SkoptStrategy
+from leanfit.search.skopt_strategy import Frontier, SkoptStrategy, expected_hypervolume_improvement
 from leanfit.search.strategy import SpaceExhausted
 from leanfit.space.spec import Param, SearchSpace
 from tests.support import EXAMPLES
@@ -161,6 +162,45 @@ def test_gp_surrogate_proposes_valid_new_configurations():
     batch = strategy.ask(3)
     assert all(SMALL.validate(c) == c for c in batch)
     assert len({SMALL.key(c) for c in first + batch}) == 6
+
+
+def test_expected_hypervolume_improvement_by_hand_and_by_sampling():
+    # One front point (1, 0.5), reference (3, 1): by hand, a certain result of error 0.25 adds
+    # (3 - 2) x (0.5 - 0.25) at size 2; at size 0 it also gets [0, 1) x (1 - 0.25); 0.6 adds none.
+    certain = expected_hypervolume_improvement(
+        np.array([2.0, 0.0, 2.0]), np.array([0.25, 0.25, 0.6]), np.zeros(3), [(1.0, 0.5)], (3, 1)
+    )
+    assert certain == pytest.approx([0.25, 1.25, 0.0])
+
+    # Uncertain errors, a front with a dominated point and one beyond the reference: against the
+    # exact hypervolume of the front with a sampled result added.
+    front = [(1.0, 0.6), (2.0, 0.3), (2.5, 0.35), (3.0, 0.1), (4.5, 0.05)]
+    reference = (4.0, 1.0)
+    sizes, mean, std = np.array([0.5, 1.5, 2.2, 3.5]), np.array([0.5, 0.4, 0.2, 0.2]), 0.15
+    exact = expected_hypervolume_improvement(sizes, mean, np.full(4, std), front, reference)
+    rng = np.random.default_rng(0)
+    base = hypervolume(front, reference)
+    for size, m, e in zip(sizes, mean, exact, strict=True):
+        draws = rng.normal(m, std, 4000)
+        sampled = np.mean([hypervolume([*front, (size, y)], reference) - base for y in draws])
+        assert e == pytest.approx(sampled, rel=0.03, abs=1e-3)
+
+
+def test_ehvi_proposes_where_the_front_gains_most_and_a_batch_spreads_out():
+    """On a space whose size (width) is known and whose error falls with width, the front has
+    its widest gap at the small end: EHVI proposes there, all of a batch, each a new one."""
+    sizes = {w: math.log10(w) for w in range(1, 11)}
+    strategy = SkoptStrategy(SMALL, seed=0, surrogate="ET", initial_points=4)
+    strategy.use_frontier(Frontier(lambda c: sizes[c["width"]], (math.log10(11), 1.0)))
+    told = [{"kind": "c", "width": w, "lr": 0.1} for w in (6, 7, 8, 9, 10)] + [
+        {"kind": "a", "depth": d, "width": w} for d, w in ((1, 6), (2, 8), (3, 10))
+    ]
+    strategy.tell_many(told, [0.9 / c["width"] for c in told])
+    batch = strategy.ask(3)
+    widths = [c["width"] for c in batch]
+    assert max(widths) <= 5, widths  # the empty small end, not the crowded large one
+    assert len({SMALL.key(c) for c in batch}) == 3
+    assert all(SMALL.validate(c) == c for c in batch)
 
 
 def test_failed_results_are_ranked_last_and_do_not_stop_the_surrogate():

@@ -392,6 +392,15 @@ class StrategyConfig(Strict):
     name: Literal["skopt", "random", "evolution"] = "skopt"
     surrogate: Literal["GP", "RF", "ET"] = "ET"
     acquisition: Literal["EI", "LCB", "PI", "gp_hedge"] = "EI"
+    ehvi_share: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="skopt: the share of proposals that maximise the expected hypervolume "
+        "improvement of the front over (log10 size, validation error); the others use "
+        "`acquisition` on a ParEGO scalarisation (default: 0.5 with the two objectives "
+        "val_accuracy and params or macs, else 0)",
+    )
     initial_points: int = Field(10, ge=1)
     fit_on: Literal["top_rung", "all_rungs"] = Field(
         "all_rungs",
@@ -569,6 +578,29 @@ class Experiment(Strict):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     work_dir: str = ".leanfit"
+
+    @model_validator(mode="after")
+    def _check(self) -> Experiment:
+        if self.strategy.ehvi_share and not self._two_objectives():
+            metrics = [t.metric for t in self.objectives.targets]
+            raise ValueError(
+                "strategy.ehvi_share: EHVI proposals need exactly two objectives, val_accuracy "
+                f"and params (or macs), but objectives.targets are {metrics}; set it to 0"
+            )
+        return self
+
+    def _two_objectives(self) -> bool:
+        metrics = sorted(t.metric for t in self.objectives.targets)
+        return metrics in (["params", "val_accuracy"], ["macs", "val_accuracy"])
+
+    def ehvi_share(self) -> float:
+        """The share of the search's proposals made by EHVI (`strategy.ehvi_share` resolved)."""
+        if self.strategy.name != "skopt":
+            return 0.0
+        share = self.strategy.ehvi_share
+        if share is None:
+            return 0.5 if self._two_objectives() else 0.0
+        return share
 
     # Where the file was read from; relative paths in it are resolved against this folder.
     base_dir: Path = Field(default=Path("."), exclude=True)

@@ -363,6 +363,7 @@ def _controller(
         seed=experiment.strategy.seed,
         events=MlflowEvents(log, dataset.digest),
         initial_design=experiment.strategy.initial_points,
+        ehvi_share=experiment.ehvi_share(),
     )
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,19 @@ from leanfit.space.spec import SearchSpace
 
 SURROGATES = ("GP", "RF", "ET")
 ACQUISITIONS = ("EI", "LCB", "PI", "gp_hedge")
+
+
+@dataclass(frozen=True)
+class Frontier:
+    """What EHVI improves: a front over (size, value), both minimised, where the size of a
+    configuration is known before it is trained (log10 parameters) and only the value (the
+    validation error) is predicted. `reference` is the (size, value) corner the hypervolume is
+    measured from: nothing at or beyond it counts."""
+
+    size_of: Callable[[Mapping[str, Any]], float]
+    reference: tuple[float, float]
+
+
 # Observations a surrogate is fitted on, by default: a GP's fit grows as n³ in the points (and here
 # with the one-hot width of the space), a forest's as n log n.
 DEFAULT_MAX_OBSERVATIONS = {"GP": 60, "RF": 200, "ET": 200}
@@ -72,6 +86,19 @@ class SkoptStrategy(Strategy):
     A non-finite value (a failed trial, a configuration over a hard constraint) is fitted as the
     worst finite value plus half the range of the values (plus 1 when they are all equal), so the
     surrogate learns to avoid such regions without an infinite target.
+
+    With a `Frontier` (`use_frontier`, which the controller calls before the proposals it wants
+    so made), the acquisition is EHVI instead: two objectives, one of them a size known before
+    training, and the strategy told the other's value itself (the validation error), not a
+    scalarisation. It proposes the candidate whose result is expected to add most hypervolume to
+    the front of every result so far: the size is exact, the error is the surrogate's normal
+    prediction, so the expectation is a sum of one-dimensional expected improvements over the
+    steps of the front (`expected_hypervolume_improvement`; Emmerich et al. 2006, "Single- and
+    multiobjective evolutionary optimization assisted by Gaussian random field metamodels", for
+    EHVI). Pending configurations, and each point already chosen for the batch, join the front at
+    their predicted error (the "Kriging believer"). The surrogate is fitted on the first fronts
+    (non-dominated sorting of (size, value)) and then the most recent results, and the local
+    candidates are neighbours of the whole front, so that they spread along it.
 
     `gp_hedge` draws among EI, LCB and PI uniformly at each ask (the surrogate is rebuilt for each
     ask, so there are no past gains to weigh them by).
@@ -176,11 +203,22 @@ class SkoptStrategy(Strategy):
         self._rows: dict[tuple, np.ndarray] = {}  # key -> transformed point
         self._onehot: list[dict | None] | None = None  # per dimension: category -> one-hot row
         self._pool: dict[tuple, tuple[dict[str, Any], np.ndarray]] = {}  # random candidates
+        self.frontier: Frontier | None = None  # set: the next asks are EHVI's
+        self._sizes: dict[tuple, float] = {}  # key -> size on the frontier
+
+    def use_frontier(self, frontier: Frontier | None) -> None:
+        """Propose by EHVI on this frontier (its sizes and reference point) until it is taken
+        back with None; the values told meanwhile must be the second objective itself."""
+        if frontier is not self.frontier and frontier is not None:
+            self._sizes = {}
+        self.frontier = frontier
 
     def ask(self, n: int = 1) -> list[dict[str, Any]]:
         check_ask(n)
         if len(self.observations) < self.initial_points:
             return [self.sample_new() for _ in range(n)]
+        if self.frontier is not None:
+            return self._ask_ehvi(n)
         fitted = self.fitting_set()
         ys = _fitting_values([o.value for o in fitted])
         lie = min(ys)
@@ -207,18 +245,83 @@ class SkoptStrategy(Strategy):
                     )
                     best = int(np.argmin(np.where(taken, np.inf, values)))
                     taken[best] = True
-                    config, row = configs[best], candidates[best]
-                    self.claim(config)
-                    self._rows[keys[best]] = row[: row.size - self.fidelity_input]
-                    self._pool.pop(keys[best], None)
+                    row = candidates[best]
+                    config = self._take(keys[best], configs[best], row)
                 proposals.append(config)
                 rows.append(row)  # the constant liar for the next point of the batch
                 ys.append(lie)
         return proposals
 
+    def _ask_ehvi(self, n: int) -> list[dict[str, Any]]:
+        assert self.frontier is not None
+        fitted = self.fitting_set()
+        ys = _fitting_values([o.value for o in fitted])
+        front = [
+            (self._size(o.key, o.config), o.value)
+            for o in self.observations.values()
+            if math.isfinite(o.value)
+        ]
+        with warnings.catch_warnings(), threadpool_limits(limits=1):
+            warnings.simplefilter("ignore")
+            model = self._fit(
+                np.vstack([self._row(o.key, o.config, o.fidelity) for o in fitted]),
+                np.asarray(ys),
+            )
+            if self.pending:  # the believer: pending configurations at their predicted error
+                rows = [self._row(key, config) for key, config in self.pending.items()]
+                predicted = model.predict(np.vstack(rows))
+                sizes = [self._size(key, config) for key, config in self.pending.items()]
+                front += list(zip(sizes, predicted.tolist(), strict=True))
+            keys, configs, candidates = self._candidates(fitted)
+            proposals: list[dict[str, Any]] = []
+            if keys:
+                mean, std = model.predict(candidates, return_std=True)
+                sizes = np.asarray([self._size(k, c) for k, c in zip(keys, configs, strict=True)])
+                taken = np.zeros(len(keys), dtype=bool)
+            for _ in range(n):
+                if not keys or taken.all():
+                    proposals.append(self.sample_new())
+                    continue
+                gain = expected_hypervolume_improvement(
+                    sizes, mean, std, front, self.frontier.reference
+                )
+                best = int(np.argmax(np.where(taken, -np.inf, gain)))
+                taken[best] = True
+                config = self._take(keys[best], configs[best], candidates[best])
+                front.append((float(sizes[best]), float(mean[best])))
+                proposals.append(config)
+        return proposals
+
+    def _take(self, key: tuple, config: dict[str, Any], row: np.ndarray) -> dict[str, Any]:
+        """Propose a candidate: claimed, its point remembered, out of the pool."""
+        self.claim(config)
+        self._rows[key] = row[: row.size - self.fidelity_input]
+        self._pool.pop(key, None)
+        return config
+
+    def _size(self, key: tuple, config: Mapping[str, Any]) -> float:
+        size = self._sizes.get(key)
+        if size is None:
+            assert self.frontier is not None
+            size = self._sizes[key] = float(self.frontier.size_of(config))
+        return size
+
     def fitting_set(self) -> list[Observation]:
-        """The told results the surrogate is fitted on: the best K/2, then the most recent."""
+        """The told results the surrogate is fitted on: the best K/2, then the most recent.
+
+        With EHVI, "best" is by non-dominated sorting of (size, value): the first fronts."""
         ranked = self.ranked()
+        if self.frontier is not None and len(ranked) > self.max_observations:
+            from leanfit.search.pareto import pareto_front
+
+            # peel fronts off (an O(n log n) sweep each) until they hold the best half
+            rest = [o for o in ranked if math.isfinite(o.value)]
+            layered: list[Observation] = []
+            while rest and len(layered) < self.max_observations // 2:
+                front = set(pareto_front([[self._size(o.key, o.config), o.value] for o in rest]))
+                layered += [rest[i] for i in sorted(front)]
+                rest = [o for i, o in enumerate(rest) if i not in front]
+            ranked = layered + rest + [o for o in ranked if not math.isfinite(o.value)]
         if len(ranked) <= self.max_observations:
             return ranked
         chosen = ranked[: self.max_observations // 2]
@@ -249,9 +352,7 @@ class SkoptStrategy(Strategy):
             self._pool,
         )
         parents = [
-            self.space.validate(o.config)
-            for o in fitted[: self.local_parents]
-            if math.isfinite(o.value)
+            self.space.validate(o.config) for o in self._parents(fitted) if math.isfinite(o.value)
         ]
         local = self._draw(
             lambda: mutate(self.space, self.rng.choice(parents), self.rng, validated=True),
@@ -272,6 +373,17 @@ class SkoptStrategy(Strategy):
         if self.fidelity_input:  # the acquisition asks what each would reach at full budget
             matrix = np.hstack([matrix, np.ones((len(keys), 1))])
         return keys, configs, matrix
+
+    def _parents(self, fitted: list[Observation]) -> list[Observation]:
+        """The results whose neighbours are candidates: the best `local_parents`; with EHVI,
+        every result on the front of (size, value), so the neighbours spread along it."""
+        if self.frontier is None:
+            return fitted[: self.local_parents]
+        from leanfit.search.pareto import pareto_front
+
+        finite = [o for o in self.observations.values() if math.isfinite(o.value)]
+        points = [[self._size(o.key, o.config), o.value] for o in finite]
+        return [finite[i] for i in pareto_front(points)] if finite else []
 
     def _draw(
         self, make, count: int, tries: int, taken
@@ -340,6 +452,48 @@ class SkoptStrategy(Strategy):
         if self.acquisition == "gp_hedge":
             return str(self._np_rng.choice(["EI", "LCB", "PI"]))
         return self.acquisition
+
+
+def expected_hypervolume_improvement(
+    sizes: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    front: Sequence[tuple[float, float]],
+    reference: tuple[float, float],
+) -> np.ndarray:
+    """The expected hypervolume that each candidate adds to a two-objective front (both
+    minimised), when its first objective is known exactly (`sizes`) and its second is normal
+    with `mean` and `std`.
+
+    Above a candidate's size the front is a staircase: between consecutive front points (and the
+    reference) the value to beat is a constant t_k, over a width w_k. A result of value y adds
+    sum_k w_k * max(0, t_k - y), so the expectation is sum_k w_k * EI(t_k), with the closed-form
+    expected improvement EI(t) = (t - mean) * Phi(z) + std * phi(z), z = (t - mean) / std.
+
+    Example:
+        >>> # an empty front: the whole box above the candidate, (3 - 1) x (1 - 0.25)
+        >>> float(expected_hypervolume_improvement(
+        ...     np.array([1.0]), np.array([0.25]), np.array([1e-9]), [], (3.0, 1.0))[0])
+        1.5
+    """
+    from scipy.stats import norm
+
+    size_ref, value_ref = reference
+    stairs: list[tuple[float, float]] = []
+    best = value_ref
+    for size, value in sorted(p for p in front if p[0] < size_ref and p[1] < value_ref):
+        if value < best:
+            stairs.append((size, value))
+            best = value
+    edges = np.array([-np.inf, *(s for s, _ in stairs), size_ref])
+    thresholds = np.array([value_ref, *(v for _, v in stairs)])
+    starts = np.maximum(edges[:-1][None, :], np.asarray(sizes, dtype=float)[:, None])
+    widths = np.clip(edges[1:][None, :] - starts, 0.0, None)
+    std = np.maximum(np.asarray(std, dtype=float), 1e-12)[:, None]
+    gap = thresholds[None, :] - np.asarray(mean, dtype=float)[:, None]
+    z = gap / std
+    improvement = gap * norm.cdf(z) + std * norm.pdf(z)
+    return (widths * improvement).sum(axis=1)
 
 
 def _fitting_values(values: list[float]) -> list[float]:
