@@ -16,6 +16,17 @@ def reference_genotype() -> dict:
     return yaml.safe_load((EXAMPLES / "reference_genotype.yaml").read_text())
 
 
+@pytest.fixture(scope="module")
+def digits():
+    """The digits data of examples/digits.yaml, as the final training sees it (uint8 tensors)."""
+    from leanfit.config import load_experiment
+    from leanfit.data.sources import load_dataset
+    from leanfit.train.trial import train_data
+
+    experiment = load_experiment(EXAMPLES / "digits.yaml")
+    return train_data(experiment, load_dataset(experiment), for_search=False)
+
+
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch) -> Path:
     """Run in an empty folder, with no tracking URI from the environment."""

@@ -20,14 +20,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def digits():
-    from leanfit.data.sources import load_dataset
-    from leanfit.train.trial import train_data
-
-    return train_data(EXPERIMENT, load_dataset(EXPERIMENT), for_search=False)
-
-
 def test_a_model_trained_on_the_gpu_is_as_good_and_loads_on_a_cpu(
     digits, reference_genotype, tmp_path
 ):

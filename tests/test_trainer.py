@@ -8,19 +8,12 @@ import pytest
 import torch
 
 from leanfit.config import TrainingConfig, load_experiment
-from leanfit.data.sources import load_dataset
 from leanfit.space.architecture import flatten_genotype
 from leanfit.train.checkpoint import load_checkpoint
 from leanfit.train.trainer import Budget, chunk_batches, lr_at, train
-from leanfit.train.trial import train_data
 from tests.support import EXAMPLES
 
 EXPERIMENT = load_experiment(EXAMPLES / "digits.yaml")
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return train_data(EXPERIMENT, load_dataset(EXPERIMENT), for_search=False)
 
 
 def genotype_and_hp(raw: dict):

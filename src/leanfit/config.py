@@ -365,6 +365,16 @@ class ObjectivesConfig(Strict):
         classmethod(lambda cls, v: parse_count(v))
     )
 
+    def size_metric(self) -> str | None:
+        """The size objective EHVI measures the front by: "params" or "macs" when the targets
+        are exactly validation accuracy and that one; None otherwise (EHVI does not apply)."""
+        metrics = sorted(t.metric for t in self.targets)
+        return (
+            metrics[0]
+            if metrics in (["params", "val_accuracy"], ["macs", "val_accuracy"])
+            else None
+        )
+
 
 class BudgetConfig(Strict):
     min_epochs: Count = 1
@@ -581,7 +591,7 @@ class Experiment(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Experiment:
-        if self.strategy.ehvi_share and not self._two_objectives():
+        if self.strategy.ehvi_share and self.objectives.size_metric() is None:
             metrics = [t.metric for t in self.objectives.targets]
             raise ValueError(
                 "strategy.ehvi_share: EHVI proposals need exactly two objectives, val_accuracy "
@@ -589,17 +599,13 @@ class Experiment(Strict):
             )
         return self
 
-    def _two_objectives(self) -> bool:
-        metrics = sorted(t.metric for t in self.objectives.targets)
-        return metrics in (["params", "val_accuracy"], ["macs", "val_accuracy"])
-
     def ehvi_share(self) -> float:
         """The share of the search's proposals made by EHVI (`strategy.ehvi_share` resolved)."""
         if self.strategy.name != "skopt":
             return 0.0
         share = self.strategy.ehvi_share
         if share is None:
-            return 0.5 if self._two_objectives() else 0.0
+            return 0.5 if self.objectives.size_metric() is not None else 0.0
         return share
 
     # Where the file was read from; relative paths in it are resolved against this folder.

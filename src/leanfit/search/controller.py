@@ -253,15 +253,15 @@ class SearchController:
 
     def _make_frontier(self) -> Frontier:
         """EHVI's front: (log10 size, validation error), sizes clipped to the fixed bounds."""
-        metrics = [t.metric for t in self.objectives.targets]
-        if len(metrics) != 2 or "val_accuracy" not in metrics:
+        metric = self.objectives.size_metric()
+        if metric is None:
             raise ValueError(
                 "EHVI proposals need two objectives, val_accuracy and params or macs; "
-                f"these are {metrics}"
+                f"these are {[t.metric for t in self.objectives.targets]}"
             )
-        index = 1 - metrics.index("val_accuracy")
-        low, high = self._fixed_bounds()[index]
-        which = 0 if metrics[index] == "params" else 1
+        metrics = [t.metric for t in self.objectives.targets]
+        low, high = self._fixed_bounds()[metrics.index(metric)]
+        which = 0 if metric == "params" else 1  # cost() gives (params, MACs)
 
         def size_of(config: Mapping[str, Any]) -> float:
             return min(max(math.log10(max(1, self.cost(config)[which])), low), high)

@@ -270,8 +270,8 @@ class SkoptStrategy(Strategy):
             if self.pending:  # the believer: pending configurations at their predicted error
                 rows = [self._row(key, config) for key, config in self.pending.items()]
                 predicted = model.predict(np.vstack(rows))
-                sizes = [self._size(key, config) for key, config in self.pending.items()]
-                front += list(zip(sizes, predicted.tolist(), strict=True))
+                pending_sizes = [self._size(key, config) for key, config in self.pending.items()]
+                front += list(zip(pending_sizes, predicted.tolist(), strict=True))
             keys, configs, candidates = self._candidates(fitted)
             proposals: list[dict[str, Any]] = []
             if keys:
