@@ -11,6 +11,10 @@ from leanfit.train.trainer import TrainResult
 def scripted_runner(fail_start: bool = False):
     if fail_start:
         raise RuntimeError("cannot load the dataset")
+    import leanfit.execute.local as local
+
+    # whether the executor (and torch with it) was imported by another process: the fork server
+    torch_preloaded = "torch" in local.__dict__["sys"].modules and os.getpid() != local.IMPORTED_IN
 
     def run(spec):
         action = spec.config.get("action", "ok")
@@ -21,7 +25,11 @@ def scripted_runner(fail_start: bool = False):
         if action == "raise":
             raise ValueError("a bug in this configuration")
         if action == "env":
-            return TrainResult("ok", reason=os.environ.get("CUDA_VISIBLE_DEVICES"))
+            return TrainResult(
+                "ok", reason=os.environ.get(spec.config.get("variable", "CUDA_VISIBLE_DEVICES"))
+            )
+        if action == "preloaded":
+            return TrainResult("ok", reason=str(torch_preloaded))
         if action == "sleep":
             time.sleep(float(spec.config["seconds"]))
         return TrainResult("ok", history=[{"epoch": spec.epochs, "val_accuracy": 0.5}], params=10)

@@ -133,18 +133,19 @@ def test_ehvi_proposals_learn_the_error_itself_and_alternate_with_parego(tmp_pat
     observations = c.strategy.observations
     trained = [t for t in c.trials.values() if t.results and t.failed is None]
     assert len(trained) >= 30
-    for trial in trained:  # the validation error at its highest rung, not a scalarisation
+    for trial in trained:  # the validation error at its highest rung (log10), not a scalar
         accuracy = trial.results[trial.top_rung]["val_accuracy"]
-        assert observations[trial.key].value == pytest.approx(1.0 - accuracy)
+        assert observations[trial.key].value == pytest.approx(math.log10(max(1e-3, 1 - accuracy)))
     # the size EHVI measures: log10 parameters, within [2, log10 max_params]
     frontier = c.strategy.frontier
-    assert frontier.reference == (pytest.approx(math.log10(20_000)), 1.0)
+    assert frontier.reference == (pytest.approx(math.log10(20_000)), 0.0)  # log10 of 100% error
     for trial in trained[:5]:
         assert frontier.size_of(trial.config) == pytest.approx(math.log10(trial.params))
     c._retell(ehvi=False)  # a ParEGO proposal: scalars again, and no frontier
     assert c.strategy.frontier is None
     assert any(
-        observations[t.key].value != pytest.approx(1.0 - t.results[t.top_rung]["val_accuracy"])
+        observations[t.key].value
+        != pytest.approx(math.log10(max(1e-3, 1 - t.results[t.top_rung]["val_accuracy"])))
         for t in trained
     )
 

@@ -84,3 +84,37 @@ def test_gpus_are_pinned_per_worker(monkeypatch):
         seen = {o.result.reason for o in collect(ex, 2).values()}
         assert seen == {"0", "1"}
         assert os.environ["CUDA_VISIBLE_DEVICES"] == "7"  # the controller's own is untouched
+
+
+def test_a_worker_sees_the_controllers_environment_of_its_start(monkeypatch):
+    # Workers fork from a server started once per process, with the environment of then; each
+    # must still see the controller's environment of the moment it starts, as a spawned one would.
+    monkeypatch.setenv("LEANFIT_TEST_ENV", "before")
+    with LocalExecutor(RUNNER, workers=1) as ex:
+        ex.submit(job("first", action="env", variable="LEANFIT_TEST_ENV"))
+        assert collect(ex, 1)["first"].result.reason == "before"
+    monkeypatch.setenv("LEANFIT_TEST_ENV", "after")
+    with LocalExecutor(RUNNER, workers=1) as ex:
+        ex.submit(job("second", action="env", variable="LEANFIT_TEST_ENV"))
+        assert collect(ex, 1)["second"].result.reason == "after"
+        monkeypatch.setenv("LEANFIT_TEST_ENV", "replaced")
+        ex.submit(job("crash", action="crash"))
+        assert collect(ex, 1)["crash"].infrastructure_failure
+        ex.submit(job("third", action="env", variable="LEANFIT_TEST_ENV"))
+        assert collect(ex, 1)["third"].result.reason == "replaced"
+
+
+@pytest.mark.skipif(
+    "forkserver" not in __import__("multiprocessing").get_all_start_methods(),
+    reason="no fork server on this platform: workers are spawned",
+)
+def test_workers_fork_from_a_server_that_has_imported_torch():
+    # N workers share one torch import, and a crashed worker's replacement needs none
+    with LocalExecutor(RUNNER, workers=2) as ex:
+        ex.submit(job("a", action="preloaded"))
+        ex.submit(job("b", action="preloaded"))
+        assert {o.result.reason for o in collect(ex, 2).values()} == {"True"}
+        ex.submit(job("crash", action="crash"))
+        collect(ex, 1)
+        ex.submit(job("c", action="preloaded"))
+        assert collect(ex, 1)["c"].result.reason == "True"

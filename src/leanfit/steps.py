@@ -324,15 +324,25 @@ def search(
 # ---------------------------------------------------------------- 5. final train
 
 
+# A finalist's validation error is at most this many times the best finalist's: the front's
+# tiniest models (a hundred parameters at 60%) are not worth a final training.
+FINALIST_ERROR_RATIO = 5.0
+
+
 def choose_finalists(front: list[dict], k: int, max_params: int | None) -> list[dict]:
-    """The most accurate front model within the budget, then others spread over log10 params."""
+    """The most accurate front model within the budget, then others spread over log10 params,
+    among those whose error is at most `FINALIST_ERROR_RATIO` times the best's."""
     import math
 
     pool = [m for m in front if max_params is None or m["params"] <= max_params]
     if not pool:
         return []
     best = max(pool, key=lambda m: (m["val_accuracy"], -m["params"]))
-    rest = sorted((m for m in pool if m is not best), key=lambda m: m["params"])
+    worst_error = FINALIST_ERROR_RATIO * (1.0 - best["val_accuracy"])
+    rest = sorted(
+        (m for m in pool if m is not best and 1.0 - m["val_accuracy"] <= worst_error),
+        key=lambda m: m["params"],
+    )
     chosen = [best]
     if k > 1 and rest:
         lo, hi = math.log10(rest[0]["params"]), math.log10(rest[-1]["params"])

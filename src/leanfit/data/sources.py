@@ -159,16 +159,34 @@ def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat(out)
 
 
-def _load_digits(size: int, channels: int) -> LoadedDataset:
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits (8x8 images, values 0..16, and labels), read from the file it ships
+    without importing scikit-learn: that import is most of a worker's start after torch (about a
+    second here). Falls back to `load_digits` if the file is not where it has always been."""
+    import gzip
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            with gzip.open(path, "rt") as f:
+                data = np.loadtxt(f, delimiter=",", dtype=np.float64)
+            return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64)
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    raw = np.asarray(bunch.images, dtype=np.float32)  # values 0..16
+    return bunch.images, bunch.target
+
+
+def _load_digits(size: int, channels: int) -> LoadedDataset:
+    images8, target = _digits_arrays()
+    raw = np.asarray(images8, dtype=np.float32)  # values 0..16
     images = torch.from_numpy(np.round(raw * (255.0 / 16.0)).astype(np.uint8))[:, None]
     images = resize_uint8(images, size)
     if channels == 3:
         images = images.expand(-1, 3, -1, -1).contiguous()
-    labels = torch.from_numpy(np.asarray(bunch.target, dtype=np.int64))
+    labels = torch.from_numpy(np.asarray(target, dtype=np.int64))
     digest = fingerprint_bytes(b"sklearn-digits", raw.tobytes(), labels.numpy().tobytes())
     return LoadedDataset(
         images, labels, [str(i) for i in range(10)], digest, "sklearn.datasets.load_digits"

@@ -42,6 +42,23 @@ RUNG_LOG10_PARAMS_LOW = 2.0
 RUNG_LOG10_MACS_LOW = 3.0
 # Told at once for a proposal over a hard budget; the next re-scalarisation puts it in its place.
 INFEASIBLE_VALUE = 10.0
+# EHVI's error axis is log10(error), floored here (0.1%: a validation split may be all right).
+EHVI_ERROR_FLOOR = 1e-3
+
+
+def ehvi_error(error: float) -> float:
+    """The validation error on EHVI's axis: log10, so that halving the error is worth the same
+    at 2% as at 40%.
+
+    On the error itself, the improvements within reach are largest among the tiniest models (a
+    few hundred parameters, 40% error) and EHVI spent most trials there: on the synthetic
+    benchmark's seed 0, 787 of 1,046 below about 180 parameters. On the log scale the accurate
+    end of the front weighs as much, which is where this product's users look (a model of a
+    thousand parameters at 98%, not one of a hundred at 60%). Over 20 synthetic seeds this
+    reached the benchmark's small-model target in a median 73 s instead of 233 s, with the same
+    median hypervolume (which the benchmark measures on the error itself).
+    """
+    return math.log10(max(error, EHVI_ERROR_FLOOR))
 
 
 def within_budget(
@@ -252,7 +269,8 @@ class SearchController:
         return bounds
 
     def _make_frontier(self) -> Frontier:
-        """EHVI's front: (log10 size, validation error), sizes clipped to the fixed bounds."""
+        """EHVI's front: (log10 size, log10 validation error), sizes clipped to the fixed bounds
+        (see `ehvi_error` for the error's scale)."""
         metric = self.objectives.size_metric()
         if metric is None:
             raise ValueError(
@@ -266,7 +284,7 @@ class SearchController:
         def size_of(config: Mapping[str, Any]) -> float:
             return min(max(math.log10(max(1, self.cost(config)[which])), low), high)
 
-        return Frontier(size_of, (high, 1.0))
+        return Frontier(size_of, (high, ehvi_error(1.0)))
 
     def objective_vector(self, trial: Trial, metrics: Mapping[str, float] | None) -> list[float]:
         """The trial's objectives in the units the scalarisation uses (log10 for counts)."""
@@ -482,11 +500,13 @@ class SearchController:
         objectives += [self._prior_vector(p) for _, p in priors]
         violations = [self.violation(t.params, t.macs) for t in trials]
         violations += [self.violation(p.params, p.macs) for _, p in priors]
-        if ehvi:  # the error itself; failed and over-budget results are not fitted
+        if ehvi:  # the error itself (log10); failed and over-budget results are not fitted
             acc = [t.metric for t in self.objectives.targets].index("val_accuracy")
             values = np.array(
                 [
-                    1.0 - v[acc] if violation <= 0 and math.isfinite(v[acc]) else math.inf
+                    ehvi_error(1.0 - v[acc])
+                    if violation <= 0 and math.isfinite(v[acc])
+                    else math.inf
                     for v, violation in zip(objectives, violations, strict=True)
                 ]
             )

@@ -151,8 +151,9 @@ def make_executor(
 
         # one Job per trial job, at most executor.kubernetes.max_in_flight at once (not workers)
         return KubernetesExecutor(experiment, plan_file=plan_file)
-    from leanfit.execute.local import LocalExecutor
+    from leanfit.execute.local import LocalExecutor, start_fork_server
 
+    start_fork_server()  # it imports torch for the workers while this process looks for GPUs
     gpus = _visible_gpus() if synthetic_sleep is None else []
     runner = runner_for(experiment, workers, synthetic_sleep, plan_file)
     return LocalExecutor(runner, workers, ex.trial_timeout, gpus=gpus)

@@ -87,18 +87,19 @@ class SkoptStrategy(Strategy):
     worst finite value plus half the range of the values (plus 1 when they are all equal), so the
     surrogate learns to avoid such regions without an infinite target.
 
-    With a `Frontier` (`use_frontier`, which the controller calls before the proposals it wants
-    so made), the acquisition is EHVI instead: two objectives, one of them a size known before
-    training, and the strategy told the other's value itself (the validation error), not a
-    scalarisation. It proposes the candidate whose result is expected to add most hypervolume to
-    the front of every result so far: the size is exact, the error is the surrogate's normal
-    prediction, so the expectation is a sum of one-dimensional expected improvements over the
-    steps of the front (`expected_hypervolume_improvement`; Emmerich et al. 2006, "Single- and
-    multiobjective evolutionary optimization assisted by Gaussian random field metamodels", for
-    EHVI). Pending configurations, and each point already chosen for the batch, join the front at
-    their predicted error (the "Kriging believer"). The surrogate is fitted on the first fronts
-    (non-dominated sorting of (size, value)) and then the most recent results, and the local
-    candidates are neighbours of the whole front, so that they spread along it.
+    With a `Frontier` (`use_frontier`, which the controller calls before the proposals it wants so
+    made), the acquisition is EHVI instead: two objectives, one of them a size known before
+    training, and the strategy told the other's value itself (the controller tells log10 of the
+    validation error, `controller.ehvi_error`), not a scalarisation. It proposes the candidate whose
+    result is expected to add most hypervolume to the front of every result so far: the size is
+    exact, the error is the surrogate's normal prediction, so the expectation is a sum of
+    one-dimensional expected improvements over the steps of the front
+    (`expected_hypervolume_improvement`; Emmerich et al. 2006, "Single- and multiobjective
+    evolutionary optimization assisted by Gaussian random field metamodels", for EHVI). Pending
+    configurations, and each point already chosen for the batch, join the front at their predicted
+    error (the "Kriging believer"). The surrogate is fitted on the first fronts (non-dominated
+    sorting of (size, value)) and then the most recent results, and the local candidates are
+    neighbours of the whole front, so that they spread along it.
 
     `gp_hedge` draws among EI, LCB and PI uniformly at each ask (the surrogate is rebuilt for each
     ask, so there are no past gains to weigh them by).
