@@ -13,8 +13,8 @@ def scripted_runner(fail_start: bool = False):
         raise RuntimeError("cannot load the dataset")
     import leanfit.execute.local as local
 
-    # whether the executor (and torch with it) was imported by another process: the fork server
-    torch_preloaded = "torch" in local.__dict__["sys"].modules and os.getpid() != local.IMPORTED_IN
+    # the executor module imports torch: imported in another process means by the fork server
+    torch_preloaded = os.getpid() != local.IMPORTED_IN
 
     def run(spec):
         action = spec.config.get("action", "ok")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 
@@ -105,8 +106,8 @@ def test_a_worker_sees_the_controllers_environment_of_its_start(monkeypatch):
 
 
 @pytest.mark.skipif(
-    "forkserver" not in __import__("multiprocessing").get_all_start_methods(),
-    reason="no fork server on this platform: workers are spawned",
+    "forkserver" not in multiprocessing.get_all_start_methods(),
+    reason="no fork server on this platform (Windows): workers are spawned there, nothing preloads",
 )
 def test_workers_fork_from_a_server_that_has_imported_torch():
     # N workers share one torch import, and a crashed worker's replacement needs none

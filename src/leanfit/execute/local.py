@@ -53,16 +53,13 @@ def start_fork_server() -> None:
         forkserver.ensure_running()
 
 
-def worker_main(
-    conn: Connection, runner_spec: RunnerSpec, environ: dict[str, str] | None = None
-) -> None:
+def worker_main(conn: Connection, runner_spec: RunnerSpec, environ: dict[str, str]) -> None:
     """A worker's life: build the runner once, then run every spec it is sent.
 
     `environ` is the controller's environment when the worker started: a forked worker would
     otherwise see the fork server's, from when that started."""
-    if environ is not None:
-        os.environ.clear()
-        os.environ.update(environ)
+    os.environ.clear()
+    os.environ.update(environ)
     try:
         runner = runner_spec.build()
     except BaseException:  # noqa: BLE001 - reported to the controller, which stops the search
