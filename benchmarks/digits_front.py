@@ -1,11 +1,16 @@
 """The digits search, judged where it is hard: the smallest models, by retrained test accuracy.
 
 Runs `leanfit search examples/digits.yaml` (2 local workers, a wall-time budget, real training),
-then takes the best configuration by validation accuracy at <= 1,000 and at <= 2,000 parameters,
-retrains each from scratch with new seeds on the training split, at the trials' own full budget
-(budget.max_epochs, the peer's 10 epochs), at 30 epochs, and at the pipeline's final training
-(`pipeline.final_epochs`: 60 in examples/digits.yaml), and reports the test accuracy of the
-last epoch (no selection on the test images).
+then, at <= 1,000 and at <= 2,000 parameters, chooses a model as the pipeline does: the
+`--finalists` (3) trials of best search validation accuracy within the limit are each trained
+from scratch with `--seeds` new seeds on the training split at the pipeline's final training
+(`pipeline.final_epochs`: 60 in examples/digits.yaml), and the one of best mean validation
+accuracy over its retrainings is the pick; its figure is the mean test accuracy of those same
+retrainings (the test images choose nothing). A trial's search validation accuracy is one run
+on 359 images and the best of hundreds is lucky (the issue's warning); the mean of three
+retrainings of three finalists is far less so. The search's single best is also retrained at
+the trials' own budget (budget.max_epochs, the peer's 10 epochs) and at 30 epochs, for the
+record.
 
 The peer, measured on this kind of machine (the issue's figures): Optuna NSGA-II on a 3-5 stage
 chain space, 10 epochs a trial, 10 minutes, 2 cores; its front's own test accuracies were 95.6% at
@@ -59,6 +64,41 @@ def held_out_data(experiment, dataset, score_on: str = "test") -> TrainData:
         dataset.labels[held_out],
         dataset.num_classes,
     )
+
+
+def retrain_scored(experiment, dataset, config, epochs: int, seeds: range) -> dict[str, list]:
+    """Validation and test accuracy of `config` trained from scratch on the training split for
+    `epochs`, once per seed (the same trained model scored on both)."""
+    from leanfit.models.deploy import accuracy, load_classifier
+
+    val = held_out_data(experiment, dataset, "val")
+    ds = experiment.dataset
+    test = dataset.splits(ds.val_fraction, ds.test_fraction, ds.seed).test
+    out: dict[str, list] = {"val_accuracy": [], "test_accuracy": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            checkpoint = Path(tmp) / f"{seed}.pt"
+            r = train(
+                config,
+                experiment.hyperparameters(config),
+                val,
+                Budget(epochs),
+                experiment.training,
+                seed=seed,
+                checkpoint_to=checkpoint,
+            )
+            if r.status != "ok":
+                out["val_accuracy"].append(float("nan"))
+                out["test_accuracy"].append(float("nan"))
+                continue
+            model = load_classifier(checkpoint, dataset.channels, dataset.num_classes)
+            out["val_accuracy"].append(r.val_accuracy)
+            out["test_accuracy"].append(accuracy(model, dataset.images[test], dataset.labels[test]))
+    return out
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
 
 
 def retrain(experiment, config, data, epochs: int, seeds: range) -> list[float]:
@@ -116,6 +156,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument(
+        "--finalists", type=int, default=3, help="trials retrained per limit to choose among"
+    )
+    parser.add_argument(
         "--retrain-epochs",
         default=None,
         help="comma-separated epochs of the retrainings (default: budget.max_epochs, the trials' "
@@ -167,13 +210,41 @@ def main(argv: list[str] | None = None) -> dict:
     dataset = load_dataset(experiment)
     data = held_out_data(experiment, dataset)
     torch.set_num_threads(os.cpu_count() or 1)
+    final_epochs = experiment.pipeline.final_epochs or experiment.budget.max_epochs
+    scored: dict[int, dict[str, list]] = {}  # trial id -> its final retrainings, scored
     picks = []
     for limit in BUDGETS:
         candidates = [t for t in c.trials.values() if t.results and t.params <= limit]
         if not candidates:
             picks.append({"max_params": limit, "found": False})
             continue
-        best = max(candidates, key=lambda t: (t.val_accuracy, -t.params))
+        ranked = sorted(candidates, key=lambda t: (-t.val_accuracy, t.params, t.trial_id))
+        finalists = []
+        for trial in ranked[: max(1, args.finalists)]:
+            if trial.trial_id not in scored:
+                scored[trial.trial_id] = retrain_scored(
+                    experiment, dataset, trial.config, final_epochs, seeds
+                )
+            s = scored[trial.trial_id]
+            finalists.append(
+                {
+                    "trial": trial.trial_id,
+                    "params": trial.params,
+                    "search_val_accuracy": trial.val_accuracy,
+                    "val_accuracy_mean": mean(s["val_accuracy"]),
+                    "test_accuracy_mean": mean(s["test_accuracy"]),
+                    **s,
+                }
+            )
+            print(
+                f"<= {limit:,} params: finalist trial {trial.trial_id}, {trial.params:,} params, "
+                f"search val acc {trial.val_accuracy:.4f}; {final_epochs} epochs x "
+                f"{len(seeds)}: val {mean(s['val_accuracy']):.4f}, "
+                f"test {mean(s['test_accuracy']):.4f}"
+            )
+        chosen = max(finalists, key=lambda f: (f["val_accuracy_mean"], -f["params"]))
+        best = c.trials[chosen["trial"]]
+        top = ranked[0]
         pick = {
             "max_params": limit,
             "found": True,
@@ -181,18 +252,29 @@ def main(argv: list[str] | None = None) -> dict:
             "params": best.params,
             "macs": best.macs,
             "search_val_accuracy": best.val_accuracy,
-            "retrained": {},
+            "chosen_by": f"mean val accuracy of {len(seeds)} retrainings at {final_epochs} epochs",
+            "test_accuracy_mean": chosen["test_accuracy_mean"],
+            "finalists": finalists,
             "config": best.config,
+            "search_best": {"trial": top.trial_id, "params": top.params, "retrained": {}},
         }
+        print(
+            f"<= {limit:,} params: pick trial {best.trial_id}, {best.params:,} params: "
+            f"test acc {chosen['test_accuracy_mean']:.4f} {chosen['test_accuracy']}"
+        )
         for epochs in retrain_epochs:
-            accs = retrain(experiment, best.config, data, epochs, seeds)
-            mean = sum(accs) / len(accs)
+            if epochs == final_epochs:
+                accs = scored[top.trial_id]["test_accuracy"]
+            else:
+                accs = retrain(experiment, top.config, data, epochs, seeds)
             print(
-                f"<= {limit:,} params: trial {best.trial_id}, {best.params:,} params, "
-                f"search val acc {best.val_accuracy:.4f}, retrained {epochs} epochs: "
-                f"test acc {mean:.4f} {[round(a, 4) for a in accs]}"
+                f"<= {limit:,} params: search's best, trial {top.trial_id}, {top.params:,} "
+                f"params, retrained {epochs} epochs: test acc {mean(accs):.4f}"
             )
-            pick["retrained"][str(epochs)] = {"test_accuracy": accs, "test_accuracy_mean": mean}
+            pick["search_best"]["retrained"][str(epochs)] = {
+                "test_accuracy": accs,
+                "test_accuracy_mean": mean(accs),
+            }
         picks.append(pick)
     result = {
         "benchmark": "digits_front",
@@ -206,6 +288,8 @@ def main(argv: list[str] | None = None) -> dict:
         "experiment": str(args.experiment),
         "max_epochs": experiment.budget.max_epochs,
         "retrain_epochs": retrain_epochs,
+        "final_epochs": final_epochs,
+        "finalists": args.finalists,
         "wall_time_seconds": wall,
         "search_seconds": search_seconds,
         "trials": len(c.trials),

@@ -507,6 +507,8 @@ def simulate_leanfit(experiment: Experiment, objective, budget: float, seed: int
         initial_design=experiment.strategy.initial_points,
         clock=clock,
         ehvi_share=experiment.ehvi_share(),
+        gap_share=experiment.gap_share(),
+        rung_rank=experiment.scheduler.rank,
     )
     controller.run()
     executor.flush(budget)

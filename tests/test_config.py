@@ -93,6 +93,11 @@ BAD_FILES = [
         ),
         "strategy.ehvi_share",
     ),
+    (
+        "gap proposals beyond the EHVI share",
+        digits_config(strategy={"name": "skopt", "ehvi_share": 0.2, "gap_share": 0.3}),
+        "strategy.gap_share",
+    ),
     ("missing name", {k: v for k, v in digits_config().items() if k != "name"}, "name"),
     ("bad wall time", digits_config(budget={"wall_time": "ten minutes"}), "budget.wall_time"),
     (

@@ -121,13 +121,24 @@ def test_the_surrogate_learns_from_every_rung_or_from_the_fitted_one(tmp_path, f
 
 
 def test_ehvi_proposals_learn_the_error_itself_and_alternate_with_parego(tmp_path):
-    c = controller(InlineExecutor(synthetic()), tmp_path, ehvi_share=0.5)
+    c = controller(InlineExecutor(synthetic()), tmp_path, ehvi_share=0.5, gap_share=0.25)
     modes = []
     ask = c.strategy.ask
-    c.strategy.ask = lambda n=1: modes.append(c.strategy.frontier is not None) or ask(n)
+
+    def recorded(n=1):
+        s = c.strategy
+        modes.append("gap" if s.widest_gap else "ehvi" if s.frontier is not None else "parego")
+        return ask(n)
+
+    c.strategy.ask = recorded
     c.run()
-    # after the initial design, every other proposal is EHVI's
-    assert modes and all(a != b for a, b in zip(modes, modes[1:], strict=False))
+    # after the initial design, every other proposal is EHVI's, and every other EHVI one is
+    # made in the front's widest gap
+    assert len(modes) >= 20
+    ehvi = [m != "parego" for m in modes]
+    assert all(a != b for a, b in zip(ehvi, ehvi[1:], strict=False)), modes
+    gaps = [m == "gap" for m in modes if m != "parego"]
+    assert all(a != b for a, b in zip(gaps, gaps[1:], strict=False)), modes
 
     c._retell(ehvi=True)
     observations = c.strategy.observations
@@ -383,3 +394,19 @@ def test_a_warm_start_tells_the_earlier_results_and_rechecks_the_best_first(tmp_
     assert rec.jobs[0].rung == 0 and not rec.jobs[0].spec.resume_from  # fresh, lowest rung
     keys = Counter(t.key for t in warm.trials.values())
     assert max(keys.values()) == 1
+
+
+def test_rungs_ranked_by_pareto_promote_along_the_front_not_one_size(tmp_path):
+    """Ranked by non-dominated sorting, the trials that reach the top rung spread over sizes;
+    by an equal-weight scalarisation they bunch at the sizes it favours."""
+    sizes = {}
+    for rank in ("pareto", "scalar"):
+        c = controller(InlineExecutor(synthetic()), tmp_path / rank, rung_rank=rank)
+        c.run()
+        trial = next(t for t in c.trials.values() if t.results and t.failed is None)
+        value = c.rung_value(trial, trial.results[trial.top_rung])
+        assert isinstance(value, tuple if rank == "pareto" else float)
+        top = max(r.index for r in c.scheduler.rungs)
+        sizes[rank] = [math.log10(t.params) for t in c.trials.values() if top in t.results]
+    spread = {rank: max(s) - min(s) for rank, s in sizes.items()}
+    assert spread["pareto"] > 2 * spread["scalar"], spread

@@ -221,3 +221,45 @@ def test_hyperband_restores_a_trial_with_its_bracket():
     hb.record(5, 1, 0.3, bracket=1)
     assert hb.bracket_of(5) == 1
     assert hb.next_job().trial_id == 6
+
+
+def test_vector_results_are_promoted_along_the_rungs_front():
+    """(log10 error, log10 parameters) at the first rung: a scalarisation favours the small
+    models; ranked as NSGA-II selects, the two promoted of six are the ends of the rung's front,
+    one small, one large and accurate, and neither is dominated by any other result."""
+    results = {
+        0: (-0.5, 2.0),  # small, 32% error: the front's small end
+        1: (-0.45, 2.1),  # dominated by 0
+        2: (-0.4, 2.2),  # dominated by 0
+        3: (-1.6, 4.0),  # large, 2.5% error: the front's accurate end
+        4: (-1.0, 3.0),  # on the front, in the middle
+        5: (-0.9, 3.5),  # dominated by 4
+    }
+    asha = ASHA(min_epochs=1, max_epochs=9, eta=3)
+    for trial_id in results:
+        asha.start_trial()
+        asha.record(trial_id, 0, results[trial_id])
+    promoted = [asha.next_job().trial_id for _ in range(2)]
+    assert sorted(promoted) == [0, 3]
+    assert list(asha.results(0))[:3] == [0, 3, 4]  # the front's ends first, then its middle
+    assert asha.next_job().from_rung is None  # 2 of 6: nothing more is due
+
+    # equal weights (Chebyshev, error and log10 size from 100 to 20k parameters on [0, 1])
+    # on the same results promote the two smallest instead
+    scalar = ASHA(min_epochs=1, max_epochs=9, eta=3)
+    for trial_id, (error, size) in results.items():
+        scalar.start_trial()
+        scalar.record(trial_id, 0, max(10**error, (size - 2.0) / 2.3))
+    assert sorted(scalar.next_job().trial_id for _ in range(2)) == [0, 1]
+
+
+def test_a_failed_vector_is_ranked_last_and_scalars_and_vectors_do_not_mix():
+    asha = ASHA(min_epochs=1, max_epochs=9, eta=3)
+    for trial_id, value in enumerate([(math.nan, 2.0), (-1.0, 3.0), (-0.5, 2.5), None]):
+        asha.start_trial()
+        asha.record(trial_id, 0, value)
+    assert list(asha.results(0)) == [1, 2, 0, 3]
+    assert asha.results(0)[0] is None
+    asha.start_trial()
+    with pytest.raises(ValueError, match="mixes scalar and vector"):
+        asha.record(4, 0, 0.3)

@@ -18,7 +18,12 @@ from leanfit.search.factory import make_strategy
 from leanfit.search.objectives import SyntheticObjective
 from leanfit.search.pareto import hypervolume
 from leanfit.search.random_search import RandomSearch
-from leanfit.search.skopt_strategy import Frontier, SkoptStrategy, expected_hypervolume_improvement
+from leanfit.search.skopt_strategy import (
+    Frontier,
+    SkoptStrategy,
+    expected_hypervolume_improvement,
+    widest_gap,
+)
 from leanfit.search.strategy import SpaceExhausted
 from leanfit.space.spec import Param, SearchSpace
 from tests.support import EXAMPLES
@@ -201,6 +206,30 @@ def test_ehvi_proposes_where_the_front_gains_most_and_a_batch_spreads_out():
     assert max(widths) <= 5, widths  # the empty small end, not the crowded large one
     assert len({SMALL.key(c) for c in batch}) == 3
     assert all(SMALL.validate(c) == c for c in batch)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_gap_proposal_fills_the_widest_gap_in_size_along_the_front(seed):
+    """The front holds widths 1, 2, 9 and 10; widths 3-8 were tried, but with worse errors.
+    EHVI over every candidate improves the small end; a gap proposal fills widths 3-8, the
+    widest stretch of size the front skips."""
+    sizes = {w: math.log10(w) for w in range(1, 11)}
+    frontier = Frontier(lambda c: sizes[c["width"]], (math.log10(11), 1.0))
+    told = [{"kind": "c", "width": w, "lr": 0.1} for w in (1, 2, 9, 10)]
+    told += [{"kind": "a", "depth": d, "width": w} for d in (1, 2, 3) for w in range(3, 9)]
+    values = [0.9 / c["width"] if c["kind"] == "c" else 0.95 for c in told]
+    widths = {}
+    for gap in (False, True):
+        strategy = SkoptStrategy(SMALL, seed=seed, surrogate="ET", initial_points=4)
+        strategy.use_frontier(frontier, widest_gap=gap)
+        strategy.tell_many(told, values)
+        widths[gap] = [c["width"] for c in strategy.ask(3)]
+    assert all(3 <= w <= 8 for w in widths[True]), widths
+    assert not any(3 <= w <= 8 for w in widths[False]), widths
+    assert widest_gap([(sizes[c["width"]], v) for c, v in zip(told, values, strict=True)]) == (
+        sizes[2],
+        sizes[9],
+    )
 
 
 def test_failed_results_are_ranked_last_and_do_not_stop_the_surrogate():

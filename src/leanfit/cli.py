@@ -209,9 +209,11 @@ def trial(
         write_result(result, result_to)
     if run_id is not None:
         logger.finish_trial(run_id, result)
-    if result.status != "ok":
+    if result.status == "failed":
         err_console.print(f"[red]trial failed[/red]: {result.reason}")
         raise typer.Exit(1)
+    if result.status == "stopped":  # a spec's curve_stop: a result, at the epochs it reached
+        console.print(f"[yellow]stopped after epoch {result.epochs}[/yellow]: {result.reason}")
     console.print(
         f"[green]done[/green] val accuracy {result.val_accuracy:.4f}, "
         f"{result.params:,} parameters, "
@@ -496,9 +498,10 @@ def progress_line(controller):
     s = controller.stats
     best = controller.best_accuracy()
     left = controller.budget_left()
+    stopped = f"curve-stopped {s.curve_stopped}  " if controller.curve_stop else ""
     return Text(
         f"trials {len(controller.trials)}  done {s.jobs_done}  running "
-        f"{len(controller.executor.running())}  failed {s.jobs_failed}  "
+        f"{len(controller.executor.running())}  failed {s.jobs_failed}  {stopped}"
         f"best val acc {'-' if best is None else f'{best:.4f}'}  "
         f"Pareto {len(controller.front())}  "
         f"budget left {'-' if left is None else f'{left:.0f} s'}"

@@ -411,6 +411,15 @@ class StrategyConfig(Strict):
         "`acquisition` on a ParEGO scalarisation (default: 0.5 with the two objectives "
         "val_accuracy and params or macs, else 0)",
     )
+    gap_share: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="skopt: the share of proposals, out of ehvi_share, made by EHVI among "
+        "candidates whose size falls inside the widest gap in size between neighbours on the "
+        "front, so that a stretch of sizes the front skips gets trials of its own (default: "
+        "half of ehvi_share)",
+    )
     initial_points: int = Field(10, ge=1)
     fit_on: Literal["top_rung", "all_rungs"] = Field(
         "all_rungs",
@@ -439,6 +448,19 @@ class StrategyConfig(Strict):
 class SchedulerConfig(Strict):
     name: Literal["asha", "hyperband", "none"] = "asha"
     eta: int = Field(3, ge=2)
+    curve_stop: bool = Field(
+        False,
+        description="stop a trial once its learning curve, extrapolated optimistically to "
+        "budget.max_epochs, stays below the validation accuracy that a finished trial with no "
+        "more parameters reached there (it would be dominated); the trial keeps its result at "
+        "the epochs it reached and is never promoted (see leanfit.train.curve)",
+    )
+    rank: Literal["pareto", "scalar"] = Field(
+        "pareto",
+        description="how a rung's results are ranked for promotion with several objectives: "
+        "by non-dominated sorting and crowding distance (MO-ASHA), so the promoted third spread "
+        "along the rung's front, or by an equal-weight scalarisation",
+    )
 
 
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
@@ -597,6 +619,28 @@ class Experiment(Strict):
                 "strategy.ehvi_share: EHVI proposals need exactly two objectives, val_accuracy "
                 f"and params (or macs), but objectives.targets are {metrics}; set it to 0"
             )
+        gap = self.strategy.gap_share
+        if gap is not None and gap > self.ehvi_share() and self.strategy.name == "skopt":
+            raise ValueError(
+                f"strategy.gap_share ({self.strategy.gap_share}) is a part of the EHVI "
+                f"proposals, so it must be at most strategy.ehvi_share ({self.ehvi_share()}); "
+                "lower gap_share or raise ehvi_share"
+            )
+        if self.scheduler.curve_stop:
+            goals = {t.metric: t.goal for t in self.objectives.targets}
+            if goals.get("val_accuracy") != "maximize":
+                raise ValueError(
+                    "scheduler.curve_stop: it extrapolates the validation accuracy, but "
+                    "objectives.targets do not maximize val_accuracy; add that target or set "
+                    "curve_stop to false"
+                )
+            fitted = 3  # leanfit.train.curve.MIN_POINTS (importing it here would import torch)
+            if self.budget.max_epochs <= fitted:
+                raise ValueError(
+                    f"scheduler.curve_stop: a curve is fitted on {fitted} epochs and can stop a "
+                    f"trial only before budget.max_epochs ({self.budget.max_epochs}); raise "
+                    f"max_epochs above {fitted} or set curve_stop to false"
+                )
         return self
 
     def ehvi_share(self) -> float:
@@ -607,6 +651,14 @@ class Experiment(Strict):
         if share is None:
             return 0.5 if self.objectives.size_metric() is not None else 0.0
         return share
+
+    def gap_share(self) -> float:
+        """The share of the search's proposals made by EHVI in the front's widest gap
+        (`strategy.gap_share` resolved)."""
+        if self.ehvi_share() <= 0:
+            return 0.0
+        share = self.strategy.gap_share
+        return self.ehvi_share() / 2 if share is None else share
 
     # Where the file was read from; relative paths in it are resolved against this folder.
     base_dir: Path = Field(default=Path("."), exclude=True)

@@ -288,10 +288,12 @@ def search(
             return
         last[0] = time.monotonic()
         s, best, left = controller.stats, controller.best_accuracy(), controller.budget_left()
+        stopped = f", curve-stopped {s.curve_stopped}" if controller.curve_stop else ""
         _log(
             f"search: trials {len(controller.trials)}, jobs done {s.jobs_done}, failed "
-            f"{s.jobs_failed}, best val acc {'-' if best is None else f'{best:.4f}'}, Pareto "
-            f"{len(controller.front())}, budget left {'-' if left is None else f'{left:.0f} s'}"
+            f"{s.jobs_failed}{stopped}, best val acc {'-' if best is None else f'{best:.4f}'}, "
+            f"Pareto {len(controller.front())}, "
+            f"budget left {'-' if left is None else f'{left:.0f} s'}"
         )
 
     outcome = run_search(

@@ -42,14 +42,18 @@ def synthetic_runner(
     """The synthetic objective of `leanfit.search.objectives` behind the same runner interface.
 
     A resumed spec continues from the epochs its checkpoint records; the "checkpoint" is a small
-    JSON file, so promotions and retries work exactly as with real training.
+    JSON file, so promotions and retries work exactly as with real training. A spec's
+    `curve_stop` is checked after every epoch, as the trainer does, and a stopped run sleeps only
+    for the epochs it reached.
     """
     import json
     import os
+    import time
     from pathlib import Path
 
     from leanfit.config import experiment_from_dict
     from leanfit.search.objectives import SyntheticObjective
+    from leanfit.train.curve import CURVE_TOLERANCE
     from leanfit.train.trainer import TrainResult
 
     exp = experiment_from_dict(experiment, base_dir)
@@ -61,26 +65,33 @@ def synthetic_runner(
         num_classes=10,
         noise=noise,
         seed=seed,
-        sleep_per_epoch=sleep_per_epoch,
     )
+    # the curve's tolerance: the accuracies vary by `noise`, give or take
+    tolerance = max(CURVE_TOLERANCE, 2 * noise)
 
     def run(spec):
-        start = 0
+        start, earlier = 0, []  # the history before this run: the curve is fitted on it too
         if spec.resume_from:
-            start = json.loads(Path(spec.resume_from).read_text())["epochs"]
+            state = json.loads(Path(spec.resume_from).read_text())
+            start, earlier = state["epochs"], state.get("history", [])
         result = objective.evaluate(
             spec.config, spec.epochs, start, spec.data_fraction, spec.resolution
         )
-        history = [
-            {"epoch": start + i + 1, "val_accuracy": acc, "train_loss": 1 - acc}
-            for i, acc in enumerate(result.curve)
-        ]
-        out = TrainResult("ok", history, result.params, result.macs, epochs=spec.epochs)
+        out = TrainResult("ok", [], result.params, result.macs, epochs=spec.epochs)
+        for i, acc in enumerate(result.curve):
+            out.history.append({"epoch": start + i + 1, "val_accuracy": acc, "train_loss": 1 - acc})
+            out.epochs = start + i + 1
+            if spec.curve_stop is not None:
+                hopeless = spec.curve_stop.reason(earlier + out.history, tolerance)
+                if hopeless is not None:
+                    out.status, out.reason = "stopped", hopeless
+                    break
+        time.sleep(sleep_per_epoch * (out.epochs - start))
         if spec.checkpoint_to:
             path = Path(spec.checkpoint_to)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"epochs": spec.epochs}))
+            tmp.write_text(json.dumps({"epochs": out.epochs, "history": earlier + out.history}))
             os.replace(tmp, path)
             out.checkpoint = str(path)
         return out

@@ -8,6 +8,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from leanfit.search.pareto import nsga2_order
+
+# What a rung ranks: a scalar, or a vector of objectives, all minimised.
+Value = float | tuple[float, ...]
+
 
 @dataclass(frozen=True)
 class Rung:
@@ -133,12 +138,14 @@ class ASHA:
     of 0. Hyperband runs one ASHA per s (see `leanfit.search.hyperband`).
 
     Results are recorded with `record(trial_id, rung_index, value)`, where `value` is a scalar to
-    MINIMISE, compared only with the other values recorded at the same rung. With several
-    objectives the controller passes one scalar per result, and it must be comparable over the
-    whole search: validation error, or a scalarisation with fixed weights and fixed bounds — not the
-    random per-proposal weights that ParEGO uses to ask. A failed result (`value` None, NaN or
-    inf) counts among the rung's results, ranked below every successful one, and is never
-    promoted.
+    MINIMISE, compared only with the other values recorded at the same rung, or a vector of
+    objectives, all minimised. Vectors are ranked as NSGA-II selects (MO-ASHA; Schmucker et al.
+    2021, "Multi-objective Asynchronous Successive Halving", arXiv:2106.12639): by non-dominated
+    front, then by crowding distance (`pareto.nsga2_order`), so the top 1/η spread along the
+    rung's front. A scalar must be comparable over the whole search: validation error, or a
+    scalarisation with fixed weights and fixed bounds — not the random per-proposal weights that
+    ParEGO uses to ask. A failed result (`value` None, or any NaN or inf in it) counts among the
+    rung's results, ranked below every successful one, and is never promoted.
 
     Args:
         min_epochs: r, the epochs of the first rung.
@@ -193,7 +200,8 @@ class ASHA:
         self.ladder = ladder
         self.rungs: tuple[Rung, ...] = ladder[min_early_stopping_rate:]
         # Per rung of this bracket: trial id -> (value, failed, arrival order).
-        self._results: list[dict[int, tuple[float, bool, int]]] = [{} for _ in self.rungs]
+        self._results: list[dict[int, tuple[Value, bool, int]]] = [{} for _ in self.rungs]
+        self._order: list[list[int] | None] = [None for _ in self.rungs]  # _ranked, kept
         self._promoted: list[set[int]] = [set() for _ in self.rungs]
         self._trials: set[int] = set()
         self._arrivals = 0
@@ -236,7 +244,7 @@ class ASHA:
     # -- results -------------------------------------------------------------------------------
 
     def record(
-        self, trial_id: int, rung_index: int, value: float | None, bracket: int | None = None
+        self, trial_id: int, rung_index: int, value: Value | None, bracket: int | None = None
     ) -> None:
         """Record a trial's result at a rung of the ladder (`Rung.index`); lower is better.
 
@@ -256,8 +264,18 @@ class ASHA:
             )
         if trial_id in self._results[k]:
             raise ValueError(f"trial {trial_id} already has a result at rung {rung_index}")
-        failed = value is None or not math.isfinite(value)
-        self._results[k][trial_id] = (math.inf if failed else float(value), failed, self._arrivals)
+        if value is None:
+            failed = True
+        elif isinstance(value, (int, float)):
+            failed, value = not math.isfinite(value), float(value)
+        else:
+            value = tuple(float(v) for v in value)
+            failed = not all(math.isfinite(v) for v in value)
+        kinds = {isinstance(v, tuple) for v, bad, _ in self._results[k].values() if not bad}
+        if not failed and kinds and kinds != {isinstance(value, tuple)}:
+            raise ValueError(f"rung {rung_index} mixes scalar and vector values")
+        self._results[k][trial_id] = (math.inf if failed else value, failed, self._arrivals)
+        self._order[k] = None
         self._arrivals += 1
         self._trials.add(trial_id)
         self._next_id = max(self._next_id, trial_id + 1)
@@ -276,7 +294,17 @@ class ASHA:
         if k > 0:
             self._promoted[k - 1].add(trial_id)
 
-    def results(self, rung_index: int) -> dict[int, float | None]:
+    def hold(self, trial_id: int, rung_index: int, bracket: int | None = None) -> None:
+        """Never promote the trial from this rung, where it has its result: it was stopped
+        there (its learning curve could not reach the top; `leanfit.train.curve`). Its result
+        still counts among the rung's, so it can take one of the top 1/η places without moving
+        up: ASHA never promotes more than it would have."""
+        k = rung_index - self.bracket
+        if trial_id not in (self._results[k] if 0 <= k < len(self.rungs) else {}):
+            raise ValueError(f"trial {trial_id} has no result at rung {rung_index} to hold")
+        self._promoted[k].add(trial_id)
+
+    def results(self, rung_index: int) -> dict[int, Value | None]:
         """The values recorded at a rung, by trial id, best first; None for a failure."""
         k = rung_index - self.bracket
         return {
@@ -284,6 +312,17 @@ class ASHA:
         }
 
     def _ranked(self, k: int) -> list[int]:
+        """The rung's trials best first (kept until the rung's next result)."""
+        if self._order[k] is None:
+            self._order[k] = self._rank(self._results[k])
+        return self._order[k]
+
+    @staticmethod
+    def _rank(results: dict[int, tuple[Value, bool, int]]) -> list[int]:
         # Failures last; ties go to the earlier result, so the order never depends on dict order.
-        results = self._results[k]
-        return sorted(results, key=lambda t: (results[t][1], results[t][0], results[t][2]))
+        by_arrival = sorted(results, key=lambda t: results[t][2])
+        ok = [t for t in by_arrival if not results[t][1]]
+        failed = [t for t in by_arrival if results[t][1]]
+        if ok and isinstance(results[ok[0]][0], tuple):
+            return [ok[i] for i in nsga2_order([results[t][0] for t in ok])] + failed
+        return sorted(ok, key=lambda t: results[t][0]) + failed

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -34,6 +34,7 @@ from leanfit.search.scalarize import ParEGOScalarizer
 from leanfit.search.skopt_strategy import Frontier
 from leanfit.search.strategy import Strategy
 from leanfit.space.spec import SearchSpace
+from leanfit.train.curve import CurveStop
 from leanfit.train.trial import TrialSpec
 
 # Fixed bounds of the scalars (see SearchController._fixed_bounds): error in [0, 1], and
@@ -82,9 +83,13 @@ class Scheduler(Protocol):
 
     def next_job(self, allow_new: bool = True) -> Job | None: ...
 
-    def record(self, trial_id: int, rung_index: int, value: float | None, bracket=None) -> None: ...
+    def record(
+        self, trial_id: int, rung_index: int, value: float | tuple[float, ...] | None, bracket=None
+    ) -> None: ...
 
     def mark_started(self, trial_id: int, rung_index: int, bracket=None) -> None: ...
+
+    def hold(self, trial_id: int, rung_index: int, bracket=None) -> None: ...
 
 
 class SearchEvents(Protocol):
@@ -109,6 +114,7 @@ class Trial:
     failed: str | None = None  # the reason, once a job of it failed for good
     checkpoints: dict[int, str] = field(default_factory=dict)  # rung -> checkpoint path
     infeasible: bool = False  # over a hard constraint: never trained
+    curve_stopped: bool = False  # its learning curve stopped it: never promoted again
 
     @property
     def top_rung(self) -> int | None:
@@ -136,6 +142,7 @@ class SearchStats:
     jobs_failed: int = 0
     retries: int = 0
     infeasible: int = 0
+    curve_stopped: int = 0  # jobs stopped by their learning curve (counted in jobs_done too)
     propose_seconds: float = 0.0
     started: float = field(default_factory=time.monotonic)
 
@@ -163,6 +170,13 @@ class SearchController:
         ehvi_share: the share of proposals that maximise the expected hypervolume improvement of
             the front over (log10 size, validation error) (two objectives; a strategy with
             `use_frontier`); the others minimise a ParEGO scalarisation with drawn weights.
+        gap_share: the share of proposals (part of `ehvi_share`) that are EHVI's among candidates
+            inside the widest gap in size between neighbours on the front.
+        rung_rank: how a rung's results are ranked for promotion: "pareto", by non-dominated
+            sorting of the objectives (MO-ASHA), or "scalar", by an equal-weight scalarisation.
+        curve_stop: stop a job whose learning curve, extrapolated to the top rung's epochs,
+            cannot reach the accuracy that a finished trial no larger reached there (see
+            `_curve_stop`); it keeps its result at the epochs it reached and is never promoted.
     """
 
     def __init__(
@@ -182,6 +196,9 @@ class SearchController:
         initial_design: int = 0,
         clock: Callable[[], float] = time.monotonic,
         ehvi_share: float = 0.0,
+        gap_share: float = 0.0,
+        rung_rank: Literal["pareto", "scalar"] = "pareto",
+        curve_stop: bool = False,
     ):
         if wall_time is None and max_trials is None:
             raise ValueError("give `wall_time` or `max_trials`: a search needs a budget")
@@ -216,6 +233,14 @@ class SearchController:
         # front by the size objective
         self.ehvi_share = ehvi_share if hasattr(strategy, "use_frontier") else 0.0
         self._frontier = self._make_frontier() if self.ehvi_share > 0 else None
+        if rung_rank not in ("pareto", "scalar"):
+            raise ValueError(f"rung_rank is {rung_rank!r}; use 'pareto' or 'scalar'")
+        self.rung_rank = rung_rank
+        self.curve_stop = curve_stop
+        if not 0.0 <= gap_share <= ehvi_share:
+            raise ValueError(f"gap_share ({gap_share}) must be in [0, ehvi_share ({ehvi_share})]")
+        # of the EHVI proposals, the share made in the front's widest gap
+        self._gap_ratio = gap_share / self.ehvi_share if self.ehvi_share > 0 else 0.0
         self.n_new = 0
         self.initial_design = initial_design
         self._design_rng = np.random.default_rng(seed)
@@ -373,8 +398,50 @@ class SearchController:
             seed=self.seed * 100_003 + trial.trial_id,
             resume_from=resume,
             checkpoint_to=str(checkpoint),
+            curve_stop=self._curve_stop(trial, rung),
         )
         return TrialJob(spec, rung=rung.index, attempt=attempt)
+
+    def _curve_stop(self, trial: Trial, rung: Rung) -> CurveStop | None:
+        """The learning-curve stop of a job of `trial` at `rung`, or None (`curve_stop` off).
+
+        "The top", for several objectives, is the front: the job stops when even an optimistic
+        extrapolation of its validation accuracy to the top rung's epochs stays below the best
+        accuracy reached at the top rung by a finished trial that is no worse on every other
+        objective (no more parameters, no more MACs), since it would end dominated. None when
+        no such trial exists yet. Only epochs at the top rung's data fraction and resolution
+        are fitted (a curve at a lower fidelity ends lower), and a job at a lower one has none.
+        """
+        goals = {t.metric: t.goal for t in self.objectives.targets}
+        if not self.curve_stop or goals.get("val_accuracy") != "maximize":
+            return None
+        top = max(self.scheduler.rungs, key=lambda r: r.index)
+
+        def full_fidelity(r: Rung) -> bool:
+            return r.data_fraction >= top.data_fraction and r.resolution == top.resolution
+
+        if not full_fidelity(rung):
+            return None
+        sizes = [(m, g) for m, g in goals.items() if m != "val_accuracy"]
+
+        def no_worse(other: Trial) -> bool:
+            for metric, goal in sizes:
+                mine, theirs = getattr(trial, metric), getattr(other, metric)
+                if (theirs > mine) if goal == "minimize" else (theirs < mine):
+                    return False
+            return True
+
+        reached = [
+            t.results[top.index]["val_accuracy"]
+            for t in self.trials.values()
+            if t is not trial and top.index in t.results and not t.curve_stopped and no_worse(t)
+        ]
+        if not reached:
+            return None
+        # the epochs the trial trained at a lower fidelity, on the rungs below this one
+        lower_rungs = [r for r in self.scheduler.rungs if r.index < rung.index]
+        first_epoch = max((r.epochs for r in lower_rungs if not full_fidelity(r)), default=0)
+        return CurveStop(max(reached), top.epochs, first_epoch)
 
     def _submit(self, job: TrialJob) -> None:
         self.executor.submit(job)
@@ -422,8 +489,10 @@ class SearchController:
         told, not trained. Returns it with its key, parameters and MACs."""
         t0 = time.perf_counter()
         # EHVI for an even `ehvi_share` of the proposals (every other one at 0.5)
-        ehvi = math.floor(index * self.ehvi_share) > math.floor((index - 1) * self.ehvi_share)
-        self._retell(ehvi)
+        ehvi = _nth_of_share(index, self.ehvi_share)
+        # ... and of those, a `_gap_ratio` share in the widest gap (the k-th EHVI proposal's turn)
+        gap = ehvi and _nth_of_share(math.floor(index * self.ehvi_share), self._gap_ratio)
+        self._retell(ehvi, gap)
         for _ in range(1000):
             if self._recheck:
                 config = self._recheck.pop(0)
@@ -478,9 +547,10 @@ class SearchController:
         usable = [r for r, n in counts.items() if n >= needed]
         return max(usable) if usable else min(counts, default=0)
 
-    def _retell(self, ehvi: bool = False) -> None:
+    def _retell(self, ehvi: bool = False, gap: bool = False) -> None:
         """Re-scalarise every result with fresh ParEGO weights and tell them all to the strategy;
-        for an EHVI proposal (`ehvi`), tell the validation errors instead.
+        for an EHVI proposal (`ehvi`), tell the validation errors instead (`gap`: one in the
+        front's widest gap in size).
 
         Configurations with a result at the fitted rung are told their value; failed and
         over-budget ones are told as such; the rest are marked as seen (never proposed again)
@@ -528,7 +598,7 @@ class SearchController:
         configs = {t.key: t.config for t in trials} | {k: p.config for k, p in priors}
         self.strategy.revalue(updates, configs, fidelities)
         if self._frontier is not None:
-            self.strategy.use_frontier(self._frontier if ehvi else None)
+            self.strategy.use_frontier(self._frontier if ehvi else None, widest_gap=gap)
 
     @functools.cached_property
     def _budget_shares(self) -> dict[int, float]:
@@ -567,26 +637,40 @@ class SearchController:
                 )
             )
             return
-        if result.status == "ok" and result.history:
+        stopped = result.status == "stopped"  # by its learning curve: a result, not a failure
+        if result.status in ("ok", "stopped") and result.history:
             metrics = dict(result.history[-1])
             trial.results[job.rung] = metrics
             if result.checkpoint:
                 trial.checkpoints[job.rung] = result.checkpoint
             value = self.rung_value(trial, metrics)
             self.stats.jobs_done += 1
+            self.stats.curve_stopped += stopped
         else:
             trial.failed = result.reason or "failed"
             value = None
             self.stats.jobs_failed += 1
         self.scheduler.record(trial.trial_id, job.rung, value, trial.bracket)
+        if stopped and result.history:
+            trial.curve_stopped = True
+            self.scheduler.hold(trial.trial_id, job.rung, trial.bracket)
 
     def _rung(self, index: int) -> Rung:
         return next(r for r in self.scheduler.rungs if r.index == index)
 
-    def rung_value(self, trial: Trial, metrics: Mapping[str, float]) -> float:
-        """The scalar that ranks a result among its rung: equal weights, fixed bounds."""
-        vec = [self.objective_vector(trial, metrics)]
-        return float(self.scalarizer.scalarize(vec, self.scalarizer.equal_weights())[0])
+    def rung_value(self, trial: Trial, metrics: Mapping[str, float]) -> float | tuple[float, ...]:
+        """What ranks a result among its rung. With `rung_rank` "pareto" and several objectives,
+        the objectives themselves, minimised (log10 validation error, as EHVI sees it, and log10
+        sizes), which the scheduler ranks by non-dominated sorting; else a scalar: equal weights,
+        fixed bounds."""
+        vector = self.objective_vector(trial, metrics)
+        if self.rung_rank == "pareto" and len(vector) > 1:
+            goals = [t.metric for t in self.objectives.targets]
+            return tuple(
+                ehvi_error(1.0 - v) if metric == "val_accuracy" else v
+                for v, metric in zip(vector, goals, strict=True)
+            )
+        return float(self.scalarizer.scalarize([vector], self.scalarizer.equal_weights())[0])
 
     # -- restoring -----------------------------------------------------------------------------
 
@@ -613,13 +697,16 @@ class SearchController:
                 self.n_new += 1
             if rec.status in ("running", "infrastructure", "abandoned", "interrupted"):
                 continue
-            if rec.status == "ok":
+            if rec.status in ("ok", "stopped"):
                 metrics = {k: v for k, v in rec.metrics.items()}
                 trial.results[rec.rung] = metrics
                 if rec.checkpoint:
                     trial.checkpoints[rec.rung] = rec.checkpoint
                 self.scheduler.record(trial.trial_id, rec.rung, self.rung_value(trial, metrics),
                                       trial.bracket)  # fmt: skip
+                if rec.status == "stopped":
+                    trial.curve_stopped = True
+                    self.scheduler.hold(trial.trial_id, rec.rung, trial.bracket)
             elif rec.status == "failed" and not _retried(rec, records):
                 trial.failed = rec.reason or "failed"
                 self.scheduler.record(trial.trial_id, rec.rung, None, trial.bracket)
@@ -673,6 +760,12 @@ class SearchController:
         if self.wall_time is None:
             return None
         return max(0.0, self.stats.started + self.wall_time - self.clock())
+
+
+def _nth_of_share(index: int, share: float) -> bool:
+    """Whether the `index`-th of a sequence (from 1) is one of an even `share` of it: at 0.5
+    every other one, at 0.25 every fourth."""
+    return math.floor(index * share) > math.floor((index - 1) * share)
 
 
 def _retried(rec, records) -> bool:

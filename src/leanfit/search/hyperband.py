@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from leanfit.search.asha import ASHA, Job, Rung, make_rungs
+from leanfit.search.asha import ASHA, Job, Rung, Value, make_rungs
 
 
 class Hyperband:
@@ -112,7 +112,7 @@ class Hyperband:
         return self.brackets[s].start_trial(trial_id)
 
     def record(
-        self, trial_id: int, rung_index: int, value: float | None, bracket: int | None = None
+        self, trial_id: int, rung_index: int, value: Value | None, bracket: int | None = None
     ) -> None:
         """Record a result as `ASHA.record` does. A trial this object has not started (a search
         being restored) needs its `bracket`, the one its jobs carried."""
@@ -122,6 +122,10 @@ class Hyperband:
     def mark_started(self, trial_id: int, rung_index: int, bracket: int | None = None) -> None:
         """As `ASHA.mark_started`, for a trial of `bracket` (needed if not started here)."""
         self.brackets[self._adopt(trial_id, bracket)].mark_started(trial_id, rung_index)
+
+    def hold(self, trial_id: int, rung_index: int, bracket: int | None = None) -> None:
+        """As `ASHA.hold`: never promote the trial from this rung."""
+        self.brackets[self._adopt(trial_id, bracket)].hold(trial_id, rung_index)
 
     def _adopt(self, trial_id: int, bracket: int | None) -> int:
         """The bracket of a trial, registering one this object has not started (a restore)."""
@@ -146,9 +150,9 @@ class Hyperband:
     def bracket_of(self, trial_id: int) -> int:
         return self._bracket_of[trial_id]
 
-    def results(self, rung_index: int) -> dict[int, float | None]:
+    def results(self, rung_index: int) -> dict[int, Value | None]:
         """The values recorded at a rung of the ladder in every bracket, best first."""
-        merged: dict[int, float | None] = {}
+        merged: dict[int, Value | None] = {}
         for bracket in self.brackets:
             if bracket.bracket <= rung_index:
                 merged.update(bracket.results(rung_index))

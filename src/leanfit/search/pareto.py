@@ -87,6 +87,45 @@ def non_dominated_sort(
     return fronts
 
 
+def nsga2_order(points: Sequence[Sequence[float]]) -> list[int]:
+    """Indices of the points (all minimised), best first as NSGA-II selects: by front, and
+    within a front by crowding distance, largest first (the two ends of a front have an infinite
+    one), then by index. Points with a NaN objective come last, by index.
+
+    Example:
+        >>> nsga2_order([[3, 3], [1, 4], [2, 2], [4, 1], [2.1, 1.9], [5, 5]])
+        [1, 3, 2, 4, 0, 5]
+    """
+    fronts = non_dominated_sort(points)
+    array = np.asarray(points, dtype=float).reshape(len(points), -1)
+    order: list[int] = []
+    for front in fronts:
+        distance = crowding_distance(array[front])
+        order += [
+            front[i] for i in sorted(range(len(front)), key=lambda i: (-distance[i], front[i]))
+        ]
+    placed = set(order)
+    return order + [i for i in range(len(points)) if i not in placed]
+
+
+def crowding_distance(array: np.ndarray) -> np.ndarray:
+    """NSGA-II's crowding distance of each row of one front: over the objectives, the gap
+    between its two neighbours along that objective, as a share of the front's range; the
+    extremes of each objective get infinity."""
+    n, d = array.shape
+    distance = np.zeros(n)
+    if n <= 2:
+        return np.full(n, np.inf)
+    for j in range(d):
+        order = np.argsort(array[:, j], kind="stable")
+        values = array[order, j]
+        span = values[-1] - values[0]
+        distance[order[0]] = distance[order[-1]] = np.inf
+        if span > 0:
+            distance[order[1:-1]] += (values[2:] - values[:-2]) / span
+    return distance
+
+
 def _dominance(array: np.ndarray, block: int = 512) -> np.ndarray:
     """The (n, n) matrix whose [i, j] says whether point i dominates point j (minimisation)."""
     n = len(array)

@@ -317,7 +317,7 @@ def warm_start(
         return 0
     best: dict[int, Any] = {}
     for rec in source.records():
-        usable = rec.status == "ok" and "val_accuracy" in rec.metrics
+        usable = rec.status in ("ok", "stopped") and "val_accuracy" in rec.metrics
         if usable and (rec.trial_id not in best or rec.rung > best[rec.trial_id].rung):
             best[rec.trial_id] = rec
     prior = []
@@ -365,6 +365,9 @@ def _controller(
         events=MlflowEvents(log, dataset.digest),
         initial_design=experiment.strategy.initial_points,
         ehvi_share=experiment.ehvi_share(),
+        gap_share=experiment.gap_share(),
+        rung_rank=experiment.scheduler.rank,
+        curve_stop=experiment.scheduler.curve_stop,
     )
 
 
@@ -416,6 +419,11 @@ def summary_of(controller: SearchController) -> dict[str, Any]:
         "jobs failed": s.jobs_failed,
         "retries after infrastructure failures": s.retries,
         "proposals over the hard budget (not trained)": s.infeasible,
+        **(
+            {"jobs stopped by their learning curve": s.curve_stopped}
+            if controller.curve_stop
+            else {}
+        ),
         "best validation accuracy": "-" if best is None else f"{best:.4f}",
         "Pareto models": len(controller.front()),
         "hypervolume (log10 params 2-4.5 x error)": f"{controller.hypervolume():.4f}",

@@ -101,6 +101,12 @@ class SkoptStrategy(Strategy):
     sorting of (size, value)) and then the most recent results, and the local candidates are
     neighbours of the whole front, so that they spread along it.
 
+    `use_frontier(frontier, widest_gap=True)` makes the next EHVI proposals gap proposals: the
+    candidates are only those whose size falls strictly inside the widest interval of size
+    between neighbours on the front (pending configurations included, at their predicted error),
+    so a stretch of sizes the front skips gets trials of its own instead of waiting until EHVI
+    rates it above the stretches already well covered (`widest_gap`).
+
     `gp_hedge` draws among EI, LCB and PI uniformly at each ask (the surrogate is rebuilt for each
     ask, so there are no past gains to weigh them by).
 
@@ -205,14 +211,17 @@ class SkoptStrategy(Strategy):
         self._onehot: list[dict | None] | None = None  # per dimension: category -> one-hot row
         self._pool: dict[tuple, tuple[dict[str, Any], np.ndarray]] = {}  # random candidates
         self.frontier: Frontier | None = None  # set: the next asks are EHVI's
+        self.widest_gap = False  # set with it: EHVI among candidates in the front's widest gap
         self._sizes: dict[tuple, float] = {}  # key -> size on the frontier
 
-    def use_frontier(self, frontier: Frontier | None) -> None:
+    def use_frontier(self, frontier: Frontier | None, widest_gap: bool = False) -> None:
         """Propose by EHVI on this frontier (its sizes and reference point) until it is taken
-        back with None; the values told meanwhile must be the second objective itself."""
+        back with None; the values told meanwhile must be the second objective itself. With
+        `widest_gap`, only among candidates inside the front's widest gap in size."""
         if frontier is not self.frontier and frontier is not None:
             self._sizes = {}
         self.frontier = frontier
+        self.widest_gap = widest_gap and frontier is not None
 
     def ask(self, n: int = 1) -> list[dict[str, Any]]:
         check_ask(n)
@@ -279,6 +288,11 @@ class SkoptStrategy(Strategy):
                 mean, std = model.predict(candidates, return_std=True)
                 sizes = np.asarray([self._size(k, c) for k, c in zip(keys, configs, strict=True)])
                 taken = np.zeros(len(keys), dtype=bool)
+                gap = widest_gap(front) if self.widest_gap else None
+                if gap is not None:
+                    outside = (sizes <= gap[0]) | (sizes >= gap[1])
+                    if not outside.all():  # none inside: EHVI over all of them
+                        taken |= outside
             for _ in range(n):
                 if not keys or taken.all():
                     proposals.append(self.sample_new())
@@ -453,6 +467,23 @@ class SkoptStrategy(Strategy):
         if self.acquisition == "gp_hedge":
             return str(self._np_rng.choice(["EI", "LCB", "PI"]))
         return self.acquisition
+
+
+def widest_gap(points: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
+    """The widest open interval of size between neighbours on the front of `points`, pairs of
+    (size, value) both minimised; None with fewer than two sizes on the front.
+
+    Example:
+        >>> widest_gap([(2.0, -0.3), (2.5, -0.8), (3.4, -1.0), (3.6, -1.2), (3.0, -0.5)])
+        (2.5, 3.4)
+    """
+    from leanfit.search.pareto import pareto_front
+
+    sizes = sorted({points[i][0] for i in pareto_front([list(p) for p in points])})
+    if len(sizes) < 2:
+        return None
+    i = max(range(len(sizes) - 1), key=lambda i: sizes[i + 1] - sizes[i])
+    return sizes[i], sizes[i + 1]
 
 
 def expected_hypervolume_improvement(

@@ -115,12 +115,12 @@ class TrialLogger:
             Metric("train_time", float(result.train_time), now, 0),
         ]
         tags = {"leanfit.status": result.status}
-        if result.reason:
+        if result.reason:  # why it failed, or why its learning curve stopped it
             tags["leanfit.failure"] = result.reason[:5000]
         from mlflow.entities import RunTag
 
         for start in range(0, len(metrics), 900):  # MLflow takes at most 1000 metrics a batch
             self.client.log_batch(run_id, metrics=metrics[start : start + 900])
         self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-        status = RunStatus.FINISHED if result.status == "ok" else RunStatus.FAILED
+        status = RunStatus.FINISHED if result.status in ("ok", "stopped") else RunStatus.FAILED
         self.client.set_terminated(run_id, RunStatus.to_string(status))

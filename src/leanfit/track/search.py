@@ -46,7 +46,7 @@ class JobRecord:
     from_rung: int | None
     config: dict[str, Any]
     budget: dict[str, Any]
-    status: str  # ok, failed, running, infrastructure, abandoned or interrupted
+    status: str  # ok, stopped, failed, running, infrastructure, abandoned or interrupted
     metrics: dict[str, float]
     checkpoint: str | None
     resume_from: str | None

@@ -29,6 +29,7 @@ from leanfit.data.splits import stratified_subset
 from leanfit.errors import TrialFailed
 from leanfit.models import build_model, count_macs, count_params
 from leanfit.train.checkpoint import load_checkpoint, save_checkpoint
+from leanfit.train.curve import CURVE_TOLERANCE, CurveStop, accuracy_noise
 from leanfit.train.prefetch import Prefetched
 
 
@@ -67,7 +68,9 @@ class TrainData:
 
 @dataclass
 class TrainResult:
-    status: str  # "ok" or "failed"
+    # "ok"; "stopped": a normal result, ended early by its learning curve (`reason` says why);
+    # or "failed"
+    status: str
     history: list[dict[str, float]] = field(default_factory=list)
     params: int = 0
     macs: int = 0
@@ -140,10 +143,13 @@ def train(
     resume_from: str | Path | None = None,
     checkpoint_to: str | Path | None = None,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    curve_stop: CurveStop | None = None,
 ) -> TrainResult:
     """Train `genotype` with `hyperparameters` up to `budget`; never raises for a failed trial.
 
     A NaN loss or an out-of-memory error ends the trial with status "failed" and the reason.
+    With `curve_stop`, a run whose learning curve cannot reach its threshold ends after the
+    epoch that shows it, with status "stopped", its history so far and a checkpoint of it.
     """
     start = time.perf_counter()
     device = pick_device(settings.device)
@@ -228,6 +234,8 @@ def train(
     prefetch = settings.prefetch and device.type == "cpu"
     feed = Prefetched(chunks(), setup=lambda: torch.set_num_threads(1)) if prefetch else chunks()
     train_time = 0.0
+    # the accuracies it fits vary by about the standard error of an accuracy on val_y
+    curve_tolerance = max(CURVE_TOLERANCE, accuracy_noise(len(val_y)))
     try:
         for epoch in range(first_epoch, budget.epochs):
             t0 = time.perf_counter()
@@ -267,6 +275,11 @@ def train(
             result.epochs = epoch + 1
             if on_epoch is not None:
                 on_epoch(record)
+            if curve_stop is not None:
+                hopeless = curve_stop.reason(result.history, curve_tolerance)
+                if hopeless is not None:
+                    result.status, result.reason = "stopped", hopeless
+                    break
     except TrialFailed as e:
         result.status, result.reason = "failed", e.reason
     except torch.OutOfMemoryError as e:
@@ -275,13 +288,13 @@ def train(
         if prefetch:
             feed.close()
     result.epochs = max(result.epochs, first_epoch) if result.status == "ok" else result.epochs
-    if result.status == "ok" and checkpoint_to is not None:
+    if result.status in ("ok", "stopped") and checkpoint_to is not None:
         save_checkpoint(
             checkpoint_to,
             {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
-                "epoch": budget.epochs,
+                "epoch": result.epochs,  # fewer than budget.epochs when stopped early
                 "history": result.history,
                 "genotype": dict(genotype),
                 "hyperparameters": hp,

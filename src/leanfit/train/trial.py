@@ -16,6 +16,7 @@ from leanfit.config import Experiment
 from leanfit.data.sources import LoadedDataset
 from leanfit.data.splits import DataPlan, stratified_subset
 from leanfit.errors import GenotypeError
+from leanfit.train.curve import CurveStop
 from leanfit.train.trainer import Budget, TrainData, TrainResult, train
 
 
@@ -33,6 +34,8 @@ class TrialSpec(BaseModel):
     seed: int = 0
     resume_from: str | None = None
     checkpoint_to: str | None = None
+    # A search with scheduler.curve_stop sets it: stop when the learning curve cannot reach it.
+    curve_stop: CurveStop | None = None
 
     @property
     def budget(self) -> Budget:
@@ -93,6 +96,7 @@ def run_trial(
         resume_from=spec.resume_from,
         checkpoint_to=spec.checkpoint_to,
         on_epoch=on_epoch,
+        curve_stop=spec.curve_stop,
     )
 
 
