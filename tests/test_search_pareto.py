@@ -103,3 +103,5 @@ def test_fronts_match_a_pair_by_pair_check_with_ties_and_failures(dims):
         assert sorted(itertools.chain(*fronts)) == valid  # every valid point in exactly one front
         for a, b in itertools.pairwise(fronts):  # each point of a front is dominated by the last
             assert all(any(dominates(points[i], points[j]) for i in a) for j in b)
+        for front in fronts:  # and by none of its own front
+            assert not any(dominates(points[i], points[j]) for i in front for j in front)

@@ -19,6 +19,7 @@ point (4.5, 1.0), so its largest possible value is 2.5 (a model of 100 parameter
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from typing import Literal
 
@@ -74,6 +75,8 @@ def non_dominated_sort(
     """
     array = to_minimization(points, goals)
     valid = np.flatnonzero(~np.isnan(array).any(axis=1))
+    if array.shape[1] == 2:
+        return [[int(valid[i]) for i in front] for front in _fronts_2d(array[valid])]
     dominance = _dominance(array[valid])  # [i, j]: i dominates j
     count = dominance.sum(axis=0)  # how many points dominate each
     placed = np.zeros(len(valid), dtype=bool)
@@ -124,6 +127,28 @@ def crowding_distance(array: np.ndarray) -> np.ndarray:
         if span > 0:
             distance[order[1:-1]] += (values[2:] - values[:-2]) / span
     return distance
+
+
+def _fronts_2d(array: np.ndarray) -> list[list[int]]:
+    """Non-dominated sorting of an (n, 2) array in O(n log n) (Jensen 2003, "Reducing the
+    run-time complexity of multiobjective EAs"): in order of the first objective, then the second,
+    a point joins the first front whose smallest second objective so far is above its own (those
+    minima rise from front to front); equal points share a front. Each front in input order."""
+    order = np.lexsort((array[:, 1], array[:, 0]))
+    minima: list[float] = []  # per front, the smallest second objective so far
+    fronts: list[list[int]] = []
+    previous, previous_front = None, -1
+    for i in order:
+        point = (array[i, 0], array[i, 1])
+        # an equal point does not dominate it: the same front
+        k = previous_front if point == previous else bisect.bisect_right(minima, point[1])
+        if k == len(fronts):
+            fronts.append([])
+            minima.append(point[1])
+        minima[k] = min(minima[k], point[1])
+        fronts[k].append(int(i))
+        previous, previous_front = point, k
+    return [sorted(front) for front in fronts]
 
 
 def _dominance(array: np.ndarray, block: int = 512) -> np.ndarray:
