@@ -112,3 +112,29 @@ class MlflowServer:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+
+def finished_records(controller, status_of=lambda trial, rung: "ok") -> list:
+    """The job records an earlier run of `controller` would have left in MLflow: one per trial
+    and rung with a result, with the status `status_of(trial, rung)`."""
+    from leanfit.track.search import JobRecord
+
+    return [
+        JobRecord(
+            "r",
+            t.trial_id,
+            rung,
+            0,
+            None,
+            t.config,
+            {},
+            status_of(t, rung),
+            metrics,
+            t.checkpoints.get(rung),
+            None,
+            None,
+            0,
+        )  # fmt: skip
+        for t in controller.trials.values()
+        for rung, metrics in t.results.items()
+    ]

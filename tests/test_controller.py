@@ -17,7 +17,7 @@ from leanfit.search.controller import SearchController, within_budget
 from leanfit.search.factory import make_strategy
 from leanfit.search.run import model_cost
 from leanfit.train.trainer import TrainResult
-from tests.support import digits_config
+from tests.support import digits_config, finished_records
 
 EXPERIMENT = experiment_from_dict(digits_config())
 SPACE = EXPERIMENT.search_space()
@@ -319,26 +319,7 @@ def test_restore_rebuilds_the_state_and_reruns_only_what_was_running(tmp_path):
 
     first = controller(InlineExecutor(synthetic()), tmp_path, max_trials=12)
     first.run()
-    records = []
-    for t in first.trials.values():
-        for rung, metrics in t.results.items():
-            records.append(
-                JobRecord(
-                    "r",
-                    t.trial_id,
-                    rung,
-                    0,
-                    None,
-                    t.config,
-                    {},
-                    "ok",
-                    metrics,
-                    t.checkpoints.get(rung),
-                    None,
-                    None,
-                    0,
-                )  # fmt: skip
-            )
+    records = finished_records(first)
     interrupted = next(iter(first.trials.values()))
     records.append(
         JobRecord("r", 99, 0, 0, None, SPACE.sample(123), {}, "running", {}, None, None, None, 0)

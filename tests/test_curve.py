@@ -16,12 +16,11 @@ from leanfit.search.controller import SearchController, within_budget
 from leanfit.search.factory import make_strategy
 from leanfit.search.objectives import SyntheticObjective
 from leanfit.search.run import model_cost
-from leanfit.track.search import JobRecord
 from leanfit.train.checkpoint import load_checkpoint
 from leanfit.train.curve import CURVE_MARGIN, MIN_POINTS, CurveStop, optimistic_accuracy
 from leanfit.train.trainer import Budget, TrainData, train
 from leanfit.train.trial import TrialSpec
-from tests.support import digits_config
+from tests.support import digits_config, finished_records
 from tests.test_controller import EXPERIMENT, SPACE, Recorder, synthetic
 
 
@@ -254,25 +253,9 @@ def test_off_nothing_changes(tmp_path):
 def test_a_restored_search_keeps_its_stopped_trials_held(tmp_path):
     first = search(tmp_path, ASHA(2, 10, 3), True)
     first.run()
-    records = [
-        JobRecord(
-            "r",
-            t.trial_id,
-            rung,
-            0,
-            None,
-            t.config,
-            {},
-            "stopped" if t.curve_stopped and rung == max(t.results) else "ok",
-            metrics,
-            t.checkpoints.get(rung),
-            None,
-            None,
-            0,
-        )  # fmt: skip
-        for t in first.trials.values()
-        for rung, metrics in t.results.items()
-    ]
+    records = finished_records(
+        first, lambda t, rung: "stopped" if t.curve_stopped and rung == max(t.results) else "ok"
+    )
     assert Counter(r.status for r in records)["stopped"] == first.stats.curve_stopped > 0
     second = search(tmp_path, ASHA(2, 10, 3), True)
     second.restore(records)

@@ -271,8 +271,10 @@ class ASHA:
         else:
             value = tuple(float(v) for v in value)
             failed = not all(math.isfinite(v) for v in value)
-        kinds = {isinstance(v, tuple) for v, bad, _ in self._results[k].values() if not bad}
-        if not failed and kinds and kinds != {isinstance(value, tuple)}:
+        # every successful value of a rung is of one kind: one of them tells which
+        other = next((v for v, bad, _ in self._results[k].values() if not bad), None)
+        mixed = other is not None and isinstance(other, tuple) != isinstance(value, tuple)
+        if not failed and mixed:
             raise ValueError(f"rung {rung_index} mixes scalar and vector values")
         self._results[k][trial_id] = (math.inf if failed else value, failed, self._arrivals)
         self._order[k] = None
