@@ -1057,15 +1057,61 @@ def _progress(row: dict) -> str:
     )
 
 
+def earlier_rows(path: Path, budget: float, methods: list[str], seeds: int) -> list[dict]:
+    """The rows of an earlier, unfinished run of the real part at the same budget (`--resume`):
+    each (method, seed) it finished is kept, with the commit and load it ran at, and not run
+    again. A file of another budget is refused (exit 2), since its figures would not compare."""
+    if not path.exists():
+        return []
+    try:
+        earlier = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        print(f"--resume: {path} is not a result file ({e}); move it away", file=sys.stderr)
+        raise SystemExit(2) from e
+    if earlier.get("budget_seconds") not in (None, budget):
+        print(
+            f"--resume: {path} was run at {earlier['budget_seconds']:g} s a method, not "
+            f"{budget:g} s: give the same --minutes, or move the file away",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    commit = earlier.get("git_commit")
+    rows = [
+        {"git_commit": commit, **r}
+        for r in earlier.get("rows", [])
+        if r["method"] in methods and r["seed"] < seeds
+    ]
+    for r in rows:
+        print(f"  kept from {path.name} (commit {str(r['git_commit'])[:7]}):" + _progress(r))
+    return rows
+
+
 def run_real(args, experiment: Experiment, methods: list[str], partial) -> dict:
     budget = args.minutes * 60
     seeds = args.seeds or 3
-    rows = []
+    out = args.out or RESULTS
+    rows = (
+        earlier_rows(out / "search_efficiency-real.json", budget, methods, seeds)
+        if args.resume
+        else []
+    )
+    done = {(r["method"], r["seed"]) for r in rows}
     for seed in range(seeds):
         for m in methods:  # interleaved: every method once per seed, in turn
-            rows.append(real_seed(m, seed, budget, experiment))
+            if (m, seed) in done:
+                continue
+            load_before = os.getloadavg()
+            row = real_seed(m, seed, budget, experiment)
+            row.update(git_commit=git_commit(), load_before=load_before, load_after=os.getloadavg())
+            rows.append(row)
             print(_progress(rows[-1]), flush=True)
-            partial({"rows": rows, "summary": summarise(rows, methods, budget)})
+            partial(
+                {
+                    "budget_seconds": budget,
+                    "rows": rows,
+                    "summary": summarise(rows, methods, budget),
+                }
+            )
     summary = summarise(rows, methods, budget)
     print_table(
         f"real training on digits, {seeds} seeds, {args.minutes:g} minutes per method, target "
@@ -1079,7 +1125,8 @@ def run_real(args, experiment: Experiment, methods: list[str], partial) -> dict:
         "target_accuracy": TARGET_ACCURACY,
         "target_params": TARGET_PARAMS,
         "workers": WORKERS,
-        "note": "2-core machine shared with other work while this ran (see load_average)",
+        "note": "each row has the load average before and after it (load_before, load_after) "
+        "and the commit it ran at",
         "rows": rows,
         "summary": summary,
     }
@@ -1129,6 +1176,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the experiment file whose space, budget and leanfit settings are compared",
     )
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="real part: keep the (method, seed) rows an earlier unfinished run saved in --out "
+        "and run only the others (a 3-seed run takes 2.5 hours)",
+    )
     args = parser.parse_args(argv)
     unknown = set(args.methods.split(",")) - set(METHODS)
     if unknown:

@@ -101,6 +101,28 @@ def test_search_efficiency_tiny_run_saves_every_part(tmp_path):
         assert row["hypervolume"]["2min"] is None, "beyond the budget: not reported"
         assert "time_to_target" in row and row["trials"] >= 0
 
+    # --resume keeps the finished (method, seed) rows and runs only the missing method
+    def rerun(*extra):
+        return subprocess.run(
+            [sys.executable, str(script), "--part", "real", "--seeds", "1", "--out",
+             str(tmp_path), "--resume", *extra],
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    again = rerun("--minutes", "0.1", "--methods", "leanfit,random,tpe_hyperband,nsga2")
+    assert again.returncode == 0, again.stderr
+    resumed = json.loads((tmp_path / "search_efficiency-real.json").read_text())
+    kept = [{k: v for k, v in r.items() if k != "git_commit"} for r in resumed["rows"][:3]]
+    assert kept == [{k: v for k, v in r.items() if k != "git_commit"} for r in real["rows"]]
+    assert [r["method"] for r in resumed["rows"]] == ["leanfit", "random", "tpe_hyperband", "nsga2"]
+    assert again.stdout.count("kept from") == 3 and resumed["finished"]
+    assert "load_before" in resumed["rows"][3] and resumed["rows"][3]["git_commit"]
+    # another budget would mix figures that do not compare: refused, the file left as it was
+    before_text = (tmp_path / "search_efficiency-real.json").read_text()
+    again = rerun("--minutes", "0.2", "--methods", "leanfit")
+    assert again.returncode == 2 and "--minutes" in again.stderr, again.stderr
+    assert (tmp_path / "search_efficiency-real.json").read_text() == before_text
+
     overhead = json.loads((tmp_path / "search_efficiency-overhead.json").read_text())
     [row] = overhead["rows"]
     assert row["trials"] == 4 and 0 < row["non_training_share"] < 1
