@@ -55,6 +55,8 @@ over seeds.
 
     python benchmarks/search_efficiency.py --part synthetic --seeds 20 --jobs 2
     python benchmarks/search_efficiency.py --part real --seeds 3 --minutes 2
+    # the 2.5-hour real comparison over several sittings: runs only what the file lacks
+    python benchmarks/search_efficiency.py --part real --seeds 3 --minutes 10 --resume
     python benchmarks/search_efficiency.py --part overhead --trials 100,1000
 """
 
@@ -1060,7 +1062,8 @@ def _progress(row: dict) -> str:
 def earlier_rows(path: Path, budget: float, methods: list[str], seeds: int) -> list[dict]:
     """The rows of an earlier, unfinished run of the real part at the same budget (`--resume`):
     each (method, seed) it finished is kept, with the commit and load it ran at, and not run
-    again. A file of another budget is refused (exit 2), since its figures would not compare."""
+    again; rows of other methods or seeds stay in the file too, out of this run's summary. A
+    file of another budget is refused (exit 2), since its figures would not compare."""
     if not path.exists():
         return []
     try:
@@ -1076,13 +1079,11 @@ def earlier_rows(path: Path, budget: float, methods: list[str], seeds: int) -> l
         )
         raise SystemExit(2)
     commit = earlier.get("git_commit")
-    rows = [
-        {"git_commit": commit, **r}
-        for r in earlier.get("rows", [])
-        if r["method"] in methods and r["seed"] < seeds
-    ]
+    # every row is kept, also of methods and seeds not asked for now: the file is rewritten
+    rows = [{"git_commit": commit, **r} for r in earlier.get("rows", [])]
     for r in rows:
-        print(f"  kept from {path.name} (commit {str(r['git_commit'])[:7]}):" + _progress(r))
+        if r["method"] in methods and r["seed"] < seeds:
+            print(f"  kept from {path.name} (commit {str(r['git_commit'])[:7]}):" + _progress(r))
     return rows
 
 

@@ -117,6 +117,12 @@ def test_search_efficiency_tiny_run_saves_every_part(tmp_path):
     assert [r["method"] for r in resumed["rows"]] == ["leanfit", "random", "tpe_hyperband", "nsga2"]
     assert again.stdout.count("kept from") == 3 and resumed["finished"]
     assert "load_before" in resumed["rows"][3] and resumed["rows"][3]["git_commit"]
+    # a resume with fewer methods keeps the others' rows in the file
+    again = rerun("--minutes", "0.1", "--methods", "leanfit")
+    assert again.returncode == 0, again.stderr
+    fewer = json.loads((tmp_path / "search_efficiency-real.json").read_text())
+    assert [r["method"] for r in fewer["rows"]] == [r["method"] for r in resumed["rows"]]
+    assert set(fewer["summary"]["methods"]) == {"leanfit"}
     # another budget would mix figures that do not compare: refused, the file left as it was
     before_text = (tmp_path / "search_efficiency-real.json").read_text()
     again = rerun("--minutes", "0.2", "--methods", "leanfit")
