@@ -962,9 +962,13 @@ def machine() -> dict[str, Any]:
     }
 
 
+def result_path(out: Path, part: str) -> Path:
+    return out / f"search_efficiency-{part}.json"
+
+
 def save(out: Path, name: str, result: dict, quiet: bool = False) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"search_efficiency-{name}.json"
+    path = result_path(out, name)
     path.write_text(json.dumps(result, indent=1))
     if not quiet:
         print(f"saved {path}")
@@ -1090,12 +1094,8 @@ def earlier_rows(path: Path, budget: float, methods: list[str], seeds: int) -> l
 def run_real(args, experiment: Experiment, methods: list[str], partial) -> dict:
     budget = args.minutes * 60
     seeds = args.seeds or 3
-    out = args.out or RESULTS
-    rows = (
-        earlier_rows(out / "search_efficiency-real.json", budget, methods, seeds)
-        if args.resume
-        else []
-    )
+    path = result_path(args.out or RESULTS, "real")
+    rows = earlier_rows(path, budget, methods, seeds) if args.resume else []
     done = {(r["method"], r["seed"]) for r in rows}
     for seed in range(seeds):
         for m in methods:  # interleaved: every method once per seed, in turn
