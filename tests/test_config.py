@@ -98,6 +98,11 @@ BAD_FILES = [
         digits_config(strategy={"name": "skopt", "ehvi_share": 0.2, "gap_share": 0.3}),
         "strategy.gap_share",
     ),
+    (
+        "negative crossover candidates",
+        digits_config(strategy={"name": "skopt", "crossover_samples": -5}),
+        "strategy.crossover_samples",
+    ),
     ("missing name", {k: v for k, v in digits_config().items() if k != "name"}, "name"),
     ("bad wall time", digits_config(budget={"wall_time": "ten minutes"}), "budget.wall_time"),
     (

@@ -13,7 +13,7 @@ import leanfit.search.evolution
 import leanfit.search.random_search
 import leanfit.search.skopt_strategy
 from leanfit.config import StrategyConfig, experiment_from_dict, load_experiment
-from leanfit.search.evolution import RegularizedEvolution
+from leanfit.search.evolution import RegularizedEvolution, crossover
 from leanfit.search.factory import make_strategy
 from leanfit.search.objectives import SyntheticObjective
 from leanfit.search.pareto import hypervolume
@@ -445,6 +445,90 @@ def test_a_mutation_changes_one_active_parameter_and_only_its_conditional_childr
         mutated.add(name.split(".")[-1])
     # Block types, block parameters and hyper-parameters all get mutated.
     assert {"type", "width", "lr", "optimizer"} <= mutated
+
+
+def test_a_crossover_joins_one_parents_architecture_with_the_others_training_settings():
+    import random
+
+    from leanfit.config import HYPERPARAMETER_DEFAULTS
+
+    training = HYPERPARAMETER_DEFAULTS.__contains__
+    rng = random.Random(0)
+    optimizers = set()
+    for seed in range(200):
+        first, second = (DIGITS.validate(DIGITS.sample(2 * seed + k)) for k in (0, 1))
+        child = crossover(DIGITS, first, second, training, rng)
+        assert DIGITS.validate(child) == child
+        for name, value in child.items():
+            parent = second if training(name) else first
+            if name in parent:  # what the chosen parent has, it gives
+                assert value == parent[name], name
+        # the architecture is the first parent's, the training settings the second's
+        assert {k: v for k, v in child.items() if not training(k)} == {
+            k: v for k, v in first.items() if not training(k)
+        }
+        assert {k: v for k, v in child.items() if training(k)} == {
+            k: v for k, v in second.items() if training(k)
+        }
+        optimizers.add(child["optimizer"])
+    assert optimizers == {"sgd", "adamw"}
+
+
+def test_a_crossover_fills_a_conditional_parameter_its_parent_lacks_from_the_other():
+    import random
+
+    # "lr" is chosen from the second parent, but only the first has it (kind c)
+    first = SMALL.validate({"kind": "c", "width": 3, "lr": 0.1})
+    second = SMALL.validate({"kind": "a", "depth": 2, "width": 9})
+    child = crossover(SMALL, first, second, lambda name: name in ("lr", "width"), random.Random(0))
+    assert child == {"kind": "c", "width": 9, "lr": 0.1}
+    # "depth" comes with kind a, which neither parent's chosen group has: it is sampled
+    child = crossover(SMALL, second, first, lambda name: name == "depth", random.Random(0))
+    assert child["kind"] == "a" and child["depth"] == 2  # the other parent lacks it: kept
+    child = crossover(
+        SMALL,
+        SMALL.validate({"kind": "b", "act": "gelu", "width": 1}),
+        second,
+        lambda name: name == "kind",
+        random.Random(1),
+    )
+    assert child["kind"] == "a" and 1 <= child["depth"] <= 5 and "act" not in child
+
+
+def test_bo_crossover_candidates_join_the_best_results_and_proposals_never_repeat():
+    from leanfit.config import HYPERPARAMETER_DEFAULTS
+
+    def split(config):
+        arch = {k: v for k, v in config.items() if k not in HYPERPARAMETER_DEFAULTS}
+        return arch, {k: v for k, v in config.items() if k in HYPERPARAMETER_DEFAULTS}
+
+    objective = SyntheticObjective(DIGITS, seed=0)
+    crossed = SkoptStrategy(
+        DIGITS,
+        seed=0,
+        initial_points=10,
+        acquisition_samples=50,
+        local_samples=0,
+        crossover_samples=200,
+        crossover_group=HYPERPARAMETER_DEFAULTS.__contains__,
+    )
+    seen = set()
+    for _ in range(20):
+        (config,) = crossed.ask()
+        assert DIGITS.key(config) not in seen and DIGITS.validate(config) == config
+        seen.add(DIGITS.key(config))
+        crossed.tell(config, 1.0 - objective.asymptote(config))
+    best = [split(o.config) for o in crossed.fitting_set()[: crossed.local_parents]]
+    _, candidates, _ = crossed._candidates(crossed.fitting_set())
+    children = [c for c in candidates if any(split(c)[0] == a for a, _ in best)]
+    children = [c for c in children if any(split(c)[1] == h for _, h in best)]
+    # every ordered pair of the 5 best that makes a new configuration: up to 5 x 4
+    assert 12 <= len(children) <= 20
+    assert not any(DIGITS.key(c) in seen for c in children)
+    # without a group to split by, there is no crossover
+    assert SkoptStrategy(DIGITS, crossover_samples=50).crossover_samples == 0
+    with pytest.raises(ValueError, match="crossover_samples"):
+        SkoptStrategy(DIGITS, crossover_samples=-1)
 
 
 def test_the_population_stays_bounded_and_the_oldest_is_retired_whatever_its_value():

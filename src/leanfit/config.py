@@ -426,6 +426,14 @@ class StrategyConfig(Strict):
         description="skopt: fit the surrogate on the results at the highest rung with enough of "
         "them (BOHB), or on every trial's latest result with its rung's budget as an input",
     )
+    crossover_samples: int = Field(
+        0,
+        ge=0,
+        description="skopt: candidates at each ask that join one good result's architecture "
+        "with another's training hyper-parameters (the best results, or the front with EHVI); "
+        "0: none (on the synthetic benchmark 50 gave a slightly larger hypervolume at 10 "
+        "minutes in most seeds, no sooner target, and cost 15% more proposal time)",
+    )
     seed: int = 0
     warm_start: bool = Field(
         True,

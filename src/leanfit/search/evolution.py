@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from leanfit.search.strategy import Feasible, Strategy, check_ask
@@ -150,6 +150,32 @@ def mutate(
             child[p.name] = _mutated_value(p, config[p.name], rng)
         elif p.name in config:
             child[p.name] = config[p.name]
+        else:
+            child[p.name] = p.sample(rng)
+    child.update(space.fixed)
+    return child
+
+
+def crossover(
+    space: SearchSpace,
+    first: Mapping[str, Any],
+    second: Mapping[str, Any],
+    from_second: Callable[[str], bool],
+    rng,
+) -> dict[str, Any]:
+    """A child of two validated configurations: the parameters `from_second` names (e.g. the
+    training hyper-parameters) from `second`, the others (e.g. the architecture) from `first`.
+    A conditional parameter that its chosen parent lacks is taken from the other parent when
+    that one has it, and sampled otherwise; one the child's values make inactive is dropped."""
+    child: dict[str, Any] = {}
+    for p in space.params:
+        if not space.is_active(p, child):
+            continue
+        chosen, other = (second, first) if from_second(p.name) else (first, second)
+        if p.name in chosen:
+            child[p.name] = chosen[p.name]
+        elif p.name in other:
+            child[p.name] = other[p.name]
         else:
             child[p.name] = p.sample(rng)
     child.update(space.fixed)

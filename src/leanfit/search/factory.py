@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from leanfit.config import StrategyConfig
+from leanfit.config import HYPERPARAMETER_DEFAULTS, StrategyConfig
 from leanfit.search.evolution import RegularizedEvolution
 from leanfit.search.random_search import RandomSearch
 from leanfit.search.skopt_strategy import SkoptStrategy
@@ -32,6 +32,8 @@ def make_strategy(
             initial_points=config.initial_points,
             feasible=feasible,
             fidelity_input=config.fit_on == "all_rungs",
+            crossover_samples=config.crossover_samples,
+            crossover_group=HYPERPARAMETER_DEFAULTS.__contains__,
         )
     if config.name == "random":
         return RandomSearch(space, seed=seed, feasible=feasible)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from leanfit.search.evolution import mutate
+from leanfit.search.evolution import crossover, mutate
 from leanfit.search.strategy import Feasible, Observation, Strategy, check_ask
 from leanfit.space.spec import SearchSpace
 
@@ -124,6 +124,12 @@ class SkoptStrategy(Strategy):
         trees: trees of a forest surrogate (skopt's default is 100; SMAC uses 10).
         local_parents: the best results whose neighbours are candidates.
         local_samples: neighbours of those among the candidates at each ask.
+        crossover_samples: children of two of those parents among the candidates at each ask:
+            the parameters `crossover_group` names (e.g. the training hyper-parameters) from one,
+            the rest (the architecture) from the other (`leanfit.search.evolution.crossover`),
+            so that settings that train one size well are tried on the others.
+        crossover_group: which parameters a child takes from its second parent (None: no
+            crossover).
         renewal: the share of the pool replaced by fresh samples at each ask (0: the pool only
             loses what is proposed or becomes known, and is topped up).
         fidelity_input: fit on results of every fidelity, with the fidelity as an input.
@@ -152,6 +158,8 @@ class SkoptStrategy(Strategy):
         trees: int = 32,
         local_parents: int = 5,
         local_samples: int = 50,
+        crossover_samples: int = 0,
+        crossover_group: Callable[[str], bool] | None = None,
         renewal: float = 0.0,
         fidelity_input: bool = False,
     ) -> None:
@@ -181,6 +189,11 @@ class SkoptStrategy(Strategy):
                 f"The value of `acquisition_samples` is {acquisition_samples}, "
                 "but must be `acquisition_samples >= 1`"
             )
+        if not isinstance(crossover_samples, int) or crossover_samples < 0:
+            raise ValueError(
+                f"The value of `crossover_samples` is {crossover_samples}, "
+                "but must be `crossover_samples >= 0`"
+            )
         if not 0 <= renewal <= 1:
             raise ValueError(
                 f"The value of `renewal` is {renewal}, but must be `0 <= renewal <= 1`"
@@ -196,6 +209,8 @@ class SkoptStrategy(Strategy):
         self.trees = trees
         self.local_parents = local_parents
         self.local_samples = local_samples
+        self.crossover_samples = crossover_samples if crossover_group is not None else 0
+        self.crossover_group = crossover_group
         self.renewal = renewal
         self.fidelity_input = fidelity_input
         self.skopt_space = space.to_skopt()
@@ -375,6 +390,18 @@ class SkoptStrategy(Strategy):
             4 * self.local_samples if parents else 0,
             self._pool.keys() | fresh.keys(),
         )
+        if self.crossover_samples and len(parents) >= 2:
+
+            def child() -> dict[str, Any]:
+                first, second = self.rng.sample(parents, 2)
+                return crossover(self.space, first, second, self.crossover_group, self.rng)
+
+            local |= self._draw(
+                child,
+                self.crossover_samples,
+                4 * self.crossover_samples,
+                self._pool.keys() | fresh.keys() | local.keys(),
+            )
         added = fresh | local
         rows = self._transform([point for _, point in added.values()]) if added else []
         new_rows = dict(zip(added, rows, strict=True))
