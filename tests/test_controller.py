@@ -237,7 +237,8 @@ def test_proposals_are_made_while_the_workers_train_and_every_job_is_logged(tmp_
     as finished with its own handle, exactly once."""
     events = EventLog()
     busy_at_proposal = []
-    with LocalExecutor(synthetic(sleep_per_epoch=0.05), workers=2) as ex:
+    # trials of 0.2 s and more: a proposal (about 0.1 s) fits inside one, even on a loaded machine
+    with LocalExecutor(synthetic(sleep_per_epoch=0.1), workers=2) as ex:
         rec = Recorder(ex)
         c = controller(rec, tmp_path, max_trials=20, events=events)
         propose = c._propose
