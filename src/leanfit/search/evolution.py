@@ -142,18 +142,13 @@ def mutate(
         config = space.validate(config)
     candidates = [p for p in space.dimensions if p.name in config]
     mutated = rng.choice(candidates)
-    child: dict[str, Any] = {}
-    for p in space.params:
-        if not space.is_active(p, child):
-            continue
+
+    def value(p: Param) -> Any:
         if p.name == mutated.name:
-            child[p.name] = _mutated_value(p, config[p.name], rng)
-        elif p.name in config:
-            child[p.name] = config[p.name]
-        else:
-            child[p.name] = p.sample(rng)
-    child.update(space.fixed)
-    return child
+            return _mutated_value(p, config[p.name], rng)
+        return config.get(p.name, _SAMPLE)
+
+    return _assemble(space, value, rng)
 
 
 def crossover(
@@ -167,17 +162,26 @@ def crossover(
     training hyper-parameters) from `second`, the others (e.g. the architecture) from `first`.
     A conditional parameter that its chosen parent lacks is taken from the other parent when
     that one has it, and sampled otherwise; one the child's values make inactive is dropped."""
+
+    def value(p: Param) -> Any:
+        chosen, other = (second, first) if from_second(p.name) else (first, second)
+        return chosen[p.name] if p.name in chosen else other.get(p.name, _SAMPLE)
+
+    return _assemble(space, value, rng)
+
+
+# `_assemble`'s marker for a parameter with no value to take: it is sampled
+_SAMPLE = object()
+
+
+def _assemble(space: SearchSpace, value: Callable[[Param], Any], rng) -> dict[str, Any]:
+    """A configuration built down the conditional tree: each parameter the values so far make
+    active gets `value(p)`, or a sample where that is `_SAMPLE`; the space's constants last."""
     child: dict[str, Any] = {}
     for p in space.params:
-        if not space.is_active(p, child):
-            continue
-        chosen, other = (second, first) if from_second(p.name) else (first, second)
-        if p.name in chosen:
-            child[p.name] = chosen[p.name]
-        elif p.name in other:
-            child[p.name] = other[p.name]
-        else:
-            child[p.name] = p.sample(rng)
+        if space.is_active(p, child):
+            v = value(p)
+            child[p.name] = p.sample(rng) if v is _SAMPLE else v
     child.update(space.fixed)
     return child
 
