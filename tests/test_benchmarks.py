@@ -60,27 +60,21 @@ def test_trainer_throughput_quick_run_saves_all_rates(tmp_path):
     assert "(1)/(3)" in done.stdout, "the table is printed"
 
 
-def test_search_efficiency_tiny_run_saves_every_part(tmp_path):
-    script = ROOT / "benchmarks" / "search_efficiency.py"
+SEARCH_EFFICIENCY = ROOT / "benchmarks" / "search_efficiency.py"
+
+
+def search_efficiency(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SEARCH_EFFICIENCY), *args, "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_search_efficiency_tiny_synthetic_run_saves_every_method(tmp_path):
     before = results_listing()
-    runs = [
-        # every method on the simulated clock (about 20 s: gp_minimize fits its GP)
-        ["--part", "synthetic", "--seeds", "1", "--minutes", "0.5"],
-        # real training, one method per code path (run_search, the LocalExecutor loop, Optuna's
-        # processes), 12 s each: worker start-up takes most of it
-        ["--part", "real", "--seeds", "1", "--minutes", "0.1",
-         "--methods", "leanfit,random,tpe_hyperband"],
-        ["--part", "overhead", "--trials", "4", "--sleep", "0.01"],
-    ]  # fmt: skip
-    for args in runs:
-        done = subprocess.run(
-            [sys.executable, str(script), *args, "--out", str(tmp_path)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stderr
+    # every method on the simulated clock (about 20 s: gp_minimize fits its GP)
+    done = search_efficiency(tmp_path, "--part", "synthetic", "--seeds", "1", "--minutes", "0.5")
+    assert done.returncode == 0, done.stderr
     assert results_listing() == before, "--out must keep the run out of benchmarks/results"
 
     synthetic = json.loads((tmp_path / "search_efficiency-synthetic.json").read_text())
@@ -93,23 +87,28 @@ def test_search_efficiency_tiny_run_saves_every_part(tmp_path):
         assert 0 < method["hypervolume"]["end"]["median"] <= 2.5, name
     assert "leanfit/random" in synthetic["summary"]["time_ratios"]
 
+
+def test_search_efficiency_tiny_real_run_saves_every_row_and_resumes(tmp_path):
+    before = results_listing()
+    # real training, one method per code path (run_search, the LocalExecutor loop, Optuna's
+    # processes), 6 s each: worker start-up takes most of it
+    real_run = ["--part", "real", "--seeds", "1", "--minutes", "0.1"]
+    done = search_efficiency(tmp_path, *real_run, "--methods", "leanfit,random,tpe_hyperband")
+    assert done.returncode == 0, done.stderr
+    assert results_listing() == before, "--out must keep the run out of benchmarks/results"
+
     real = json.loads((tmp_path / "search_efficiency-real.json").read_text())
     assert {r["method"] for r in real["rows"]} == {"leanfit", "random", "tpe_hyperband"}
-    # 12 s may hold no finished trial on a busy machine (wall clock): only the record is checked
+    # 6 s may hold no finished trial on a busy machine (wall clock): only the record is checked
     for row in real["rows"]:
         assert set(row["hypervolume"]) == {"2min", "5min", "10min", "end"}, row
         assert row["hypervolume"]["2min"] is None, "beyond the budget: not reported"
         assert "time_to_target" in row and row["trials"] >= 0
 
     # --resume keeps the finished (method, seed) rows and runs only the missing method
-    def rerun(*extra):
-        return subprocess.run(
-            [sys.executable, str(script), "--part", "real", "--seeds", "1", "--out",
-             str(tmp_path), "--resume", *extra],
-            cwd=ROOT, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-
-    again = rerun("--minutes", "0.1", "--methods", "leanfit,random,tpe_hyperband,nsga2")
+    again = search_efficiency(
+        tmp_path, *real_run, "--resume", "--methods", "leanfit,random,tpe_hyperband,nsga2"
+    )
     assert again.returncode == 0, again.stderr
     resumed = json.loads((tmp_path / "search_efficiency-real.json").read_text())
     kept = [{k: v for k, v in r.items() if k != "git_commit"} for r in resumed["rows"][:3]]
@@ -118,17 +117,26 @@ def test_search_efficiency_tiny_run_saves_every_part(tmp_path):
     assert again.stdout.count("kept from") == 3 and resumed["finished"]
     assert "load_before" in resumed["rows"][3] and resumed["rows"][3]["git_commit"]
     # a resume with fewer methods keeps the others' rows in the file
-    again = rerun("--minutes", "0.1", "--methods", "leanfit")
+    again = search_efficiency(tmp_path, *real_run, "--resume", "--methods", "leanfit")
     assert again.returncode == 0, again.stderr
     fewer = json.loads((tmp_path / "search_efficiency-real.json").read_text())
     assert [r["method"] for r in fewer["rows"]] == [r["method"] for r in resumed["rows"]]
     assert set(fewer["summary"]["methods"]) == {"leanfit"}
     # another budget would mix figures that do not compare: refused, the file left as it was
     before_text = (tmp_path / "search_efficiency-real.json").read_text()
-    again = rerun("--minutes", "0.2", "--methods", "leanfit")
+    again = search_efficiency(
+        tmp_path, "--part", "real", "--seeds", "1", "--minutes", "0.2", "--resume",
+        "--methods", "leanfit",
+    )  # fmt: skip
     assert again.returncode == 2 and "--minutes" in again.stderr, again.stderr
     assert (tmp_path / "search_efficiency-real.json").read_text() == before_text
 
+
+def test_search_efficiency_tiny_overhead_run_saves_its_share(tmp_path):
+    before = results_listing()
+    done = search_efficiency(tmp_path, "--part", "overhead", "--trials", "4", "--sleep", "0.01")
+    assert done.returncode == 0, done.stderr
+    assert results_listing() == before, "--out must keep the run out of benchmarks/results"
     overhead = json.loads((tmp_path / "search_efficiency-overhead.json").read_text())
     [row] = overhead["rows"]
     assert row["trials"] == 4 and 0 < row["non_training_share"] < 1

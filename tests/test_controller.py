@@ -237,8 +237,8 @@ def test_proposals_are_made_while_the_workers_train_and_every_job_is_logged(tmp_
     as finished with its own handle, exactly once."""
     events = EventLog()
     busy_at_proposal = []
-    # trials of 0.2 s and more: a proposal (about 0.1 s) fits inside one, even on a loaded machine
-    with LocalExecutor(synthetic(sleep_per_epoch=0.1), workers=2) as ex:
+    # jobs of 0.2 s and more: a proposal (about 0.1 s) fits inside one, even on a loaded machine
+    with LocalExecutor(synthetic(sleep_per_epoch=0.2), workers=2) as ex:
         rec = Recorder(ex)
         c = controller(rec, tmp_path, max_trials=20, events=events)
         propose = c._propose
@@ -250,7 +250,10 @@ def test_proposals_are_made_while_the_workers_train_and_every_job_is_logged(tmp_
         c._propose = spy
         c.run()
     assert len(c.trials) == 20 and c.stats.jobs_done == len(rec.outcomes)
-    assert sum(busy_at_proposal) >= 15, busy_at_proposal  # all but the first few
+    # Without proposing ahead no proposal would find both workers busy. With it, all but the
+    # first two do, unless two jobs end together (the second then waits for a proposal) or a
+    # proposal outlasts a job on a loaded machine: CI once saw 14 of 20 at 0.1 s an epoch.
+    assert sum(busy_at_proposal) >= 10, busy_at_proposal
     jobs = [j.spec.trial_id for j in rec.jobs]
     started = [line[1] for line in events.lines if line[0] == "started"]
     finished = [line for line in events.lines if line[0] == "finished"]

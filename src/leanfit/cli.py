@@ -108,9 +108,12 @@ def trial(
     """Train one configuration and log it to MLflow."""
     from leanfit.config import load_experiment
     from leanfit.data.check import check_dataset
-    from leanfit.train.trial import TrialSpec, default_checkpoint
 
     experiment = load_experiment(experiment_file)
+    check_dataset(experiment)
+    # torch comes in with the trainer: a bad file or dataset is refused before that 2 s import
+    from leanfit.train.trial import TrialSpec, default_checkpoint
+
     if spec is not None:
         given = [
             flag
@@ -157,7 +160,6 @@ def trial(
         if not data_plan.is_file():
             raise LeanfitError(f"--data-plan: file {str(data_plan)!r} does not exist")
         plan = DataPlan.load(data_plan)
-    check_dataset(experiment)
 
     from leanfit.data.sources import load_dataset
     from leanfit.train.trial import run_trial, train_data, write_result
