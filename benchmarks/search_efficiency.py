@@ -963,12 +963,13 @@ def machine() -> dict[str, Any]:
 
 
 def result_path(out: Path, part: str) -> Path:
-    return out / f"search_efficiency-{part}.json"
+    """`--out` a folder: the part's file in it; a `.json` file (one part only): that file."""
+    return out if out.suffix == ".json" else out / f"search_efficiency-{part}.json"
 
 
 def save(out: Path, name: str, result: dict, quiet: bool = False) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
     path = result_path(out, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1))
     if not quiet:
         print(f"saved {path}")
@@ -1176,7 +1177,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=ROOT / "examples" / "digits.yaml",
         help="the experiment file whose space, budget and leanfit settings are compared",
     )
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="a folder (default benchmarks/results), where each part saves "
+        "search_efficiency-PART.json, or a .json file for the one --part run",
+    )
     parser.add_argument(
         "--resume",
         action="store_true",
@@ -1184,6 +1191,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "and run only the others (a 3-seed run takes 2.5 hours)",
     )
     args = parser.parse_args(argv)
+    if args.out is not None and args.out.suffix == ".json" and args.part == "all":
+        parser.error(f"--out {args.out}: a .json file holds one part; give --part too, or a folder")
     unknown = set(args.methods.split(",")) - set(METHODS)
     if unknown:
         parser.error(f"--methods: unknown {sorted(unknown)}; choose from {list(METHODS)}")

@@ -134,13 +134,22 @@ def test_search_efficiency_tiny_real_run_saves_every_row_and_resumes(tmp_path):
 
 def test_search_efficiency_tiny_overhead_run_saves_its_share(tmp_path):
     before = results_listing()
-    done = search_efficiency(tmp_path, "--part", "overhead", "--trials", "4", "--sleep", "0.01")
+    out = tmp_path / "runs" / "overhead-tiny.json"  # a file of its own name, in a new folder
+    done = search_efficiency(out, "--part", "overhead", "--trials", "4", "--sleep", "0.01")
     assert done.returncode == 0, done.stderr
     assert results_listing() == before, "--out must keep the run out of benchmarks/results"
-    overhead = json.loads((tmp_path / "search_efficiency-overhead.json").read_text())
+    assert [p.name for p in out.parent.iterdir()] == [out.name]
+    overhead = json.loads(out.read_text())
     [row] = overhead["rows"]
     assert row["trials"] == 4 and 0 < row["non_training_share"] < 1
     assert "not training" in done.stdout, "the table is printed"
+
+
+def test_search_efficiency_refuses_one_json_file_for_every_part(tmp_path):
+    done = search_efficiency(tmp_path / "all.json", "--seeds", "1")
+    assert done.returncode == 2
+    assert "--out" in done.stderr and "--part" in done.stderr
+    assert not (tmp_path / "all.json").exists()
 
 
 def test_warm_start_tiny_run_saves_every_figure(tmp_path):
