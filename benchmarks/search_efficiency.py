@@ -72,6 +72,7 @@ import multiprocessing as mp
 import os
 import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -801,15 +802,19 @@ def overhead_run(experiment: Experiment, trials: int, sleep: float, work: Path) 
     TrialLogger(exp.tracking_uri(), exp.experiment_name())
     tracking_init = time.perf_counter() - started
     progress: list[tuple[int, float]] = []
+    run_ended = [0.0]
 
     def on_progress(c: SearchController) -> None:
         progress.append((c.n_new, c.stats.propose_seconds))
+        run_ended[0] = time.monotonic()  # its last call is at the end of the controller's run
 
-    started, cpu_started = time.perf_counter(), time.process_time()
+    # time.monotonic: the controller's clock, so that its workers' times compare
+    started, cpu_started = time.monotonic(), time.process_time()
     outcome = run_search(
         exp, workers=WORKERS, max_trials=trials, synthetic_sleep=sleep, on_progress=on_progress
     )
-    wall = time.perf_counter() - started
+    ended = time.monotonic()
+    wall = ended - started
     controller_cpu = time.process_time() - cpu_started
     c = outcome.controller
     rungs = {r.index: r.epochs for r in c.scheduler.rungs}
@@ -836,7 +841,86 @@ def overhead_run(experiment: Experiment, trials: int, sleep: float, work: Path) 
         "seconds_per_proposal": c.stats.propose_seconds / max(1, c.n_new),
         "seconds_per_proposal_last_tenth": last_tenth,
         "tracking_database_creation_seconds": tracking_init,
+        "outside_training_per_worker": where_outside_training(
+            outcome.controller, started, run_ended[0], ended, training
+        ),
     }
+
+
+def overhead_command_run(experiment: Experiment, trials: int, sleep: float, work: Path) -> dict:
+    """`leanfit search FILE --synthetic SLEEP --trials N` as a user types it, timed from the
+    command's start to its exit: Python's start, the controller's imports and the printed table
+    included. The training time is read back from the search's MLflow runs (each job's epochs
+    beyond the rung it resumed from)."""
+    import yaml
+
+    from leanfit.track import TrialLogger
+    from leanfit.track.search import TAG_BUDGET, TAG_FROM_RUNG, TAG_KIND
+
+    exp = isolated(experiment, work, 0)
+    exp = exp.model_copy(update={"budget": exp.budget.model_copy(update={"wall_time": None})})
+    logger = TrialLogger(exp.tracking_uri(), exp.experiment_name())  # the database, as a user's
+    file = work / "experiment.yaml"
+    file.write_text(yaml.safe_dump(exp.model_dump(mode="json", exclude={"base_dir"})))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    command = [sys.executable, "-m", "leanfit.cli", "search", str(file), "--synthetic",
+               str(sleep), "--trials", str(trials), "--workers", str(WORKERS)]  # fmt: skip
+    started = time.monotonic()
+    done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
+    wall = time.monotonic() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"leanfit search failed:\n{done.stderr[-3000:]}")
+    rungs = {r.index: r.epochs for r in make_scheduler(exp).rungs}
+    client = logger.client
+    runs = client.search_runs(
+        [logger.experiment_id], f"tags.`{TAG_KIND}` = 'trial'", max_results=50_000
+    )
+    epochs = 0
+    for run in runs:
+        budget = json.loads(run.data.tags[TAG_BUDGET])["epochs"]
+        from_rung = run.data.tags.get(TAG_FROM_RUNG, "")
+        epochs += budget - (rungs[int(from_rung)] if from_rung else 0)
+    training = epochs * sleep
+    return {
+        "trials": trials,
+        "jobs": len(runs),
+        "epochs_trained": epochs,
+        "wall_seconds": wall,
+        "training_seconds_per_worker": training / WORKERS,
+        "non_training_share": 1 - training / (WORKERS * wall),
+        "command": f"leanfit search FILE --synthetic {sleep} --trials {trials} --workers {WORKERS}",
+    }
+
+
+def where_outside_training(
+    c: SearchController, started: float, run_ended: float, ended: float, training: float
+) -> dict[str, float]:
+    """Where a worker's wall time outside training went, in seconds, averaged over the workers
+    (they add up to the wall time less the training time a worker):
+
+    - before_first_job: the search's own start (worker processes, its imports, the data, the
+      MLflow run) until the worker is given its first job;
+    - worker_start: that first job waiting for the worker to be ready (importing torch, when
+      the worker is not ready by then);
+    - in_jobs: the rest of the jobs' time beyond their epochs (messages, the runner's work);
+    - between_jobs: from a result to the worker's next job (proposals, bookkeeping);
+    - tail: from the worker's last result to the end of the search loop (no job left for it);
+    - after: the end of the loop to the return (the workers stopped, the report, MLflow).
+    """
+    times = c.stats.workers
+    ready = getattr(c.executor, "ready_at", {})
+    worker_start = sum(max(0.0, ready.get(n, w.first_submitted) - w.first_submitted)
+                       for n, w in times.items())  # fmt: skip
+    busy = sum(w.busy for w in times.values())
+    parts = {
+        "before_first_job": sum(w.first_submitted - started for w in times.values()),
+        "worker_start": worker_start,
+        "in_jobs": busy - training - worker_start,
+        "between_jobs": sum(w.last_finished - w.first_submitted - w.busy for w in times.values()),
+        "tail": sum(run_ended - w.last_finished for w in times.values()),
+        "after": (ended - run_ended) * len(times),
+    }
+    return {k: v / max(1, len(times)) for k, v in parts.items()}
 
 
 # -- summaries and output -----------------------------------------------------------------------
@@ -1159,7 +1243,28 @@ def run_overhead(args, experiment: Experiment, partial) -> dict:
             f"{r['proposal_share_of_wall']:>11.2%}{r['seconds_per_proposal'] * 1e3:>13.1f}"
             f"{r['controller_cpu_share_of_workers']:>16.2%}"
         )
-    return {"workers": WORKERS, "sleep_per_epoch": args.sleep, "rows": rows}
+    commands = []
+    for trials in [int(t) for t in args.command_trials.split(",") if t.strip()]:
+        with tempfile.TemporaryDirectory(prefix="leanfit-overhead-command-") as folder:
+            commands.append(overhead_command_run(experiment, trials, args.sleep, Path(folder)))
+        partial({"rows": rows, "command_rows": commands})
+    if commands:
+        print("\nthe same as a command, from its start to its exit (Python, imports, the table)")
+        print(f"{'trials':>7}{'wall s':>9}{'not training':>14}")
+        for r in commands:
+            print(f"{r['trials']:>7}{r['wall_seconds']:>9.1f}{r['non_training_share']:>14.2%}")
+    print("\nwhere a worker's time outside training went, seconds (mean of the workers)")
+    names = list(rows[0]["outside_training_per_worker"]) if rows else []
+    print(f"{'trials':>7}" + "".join(f"{n:>18}" for n in names))
+    for r in rows:
+        parts = r["outside_training_per_worker"]
+        print(f"{r['trials']:>7}" + "".join(f"{parts[n]:>18.2f}" for n in names))
+    return {
+        "workers": WORKERS,
+        "sleep_per_epoch": args.sleep,
+        "rows": rows,
+        "command_rows": commands,
+    }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -1171,6 +1276,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="processes for the synthetic part")
     parser.add_argument("--trials", default="100,1000", help="overhead: trial counts")
     parser.add_argument("--sleep", type=float, default=0.3, help="overhead: seconds per epoch")
+    parser.add_argument(
+        "--command-trials",
+        default="100",
+        help="overhead: trial counts also run as a `leanfit search` command (empty: none)",
+    )
     parser.add_argument(
         "--experiment",
         type=Path,

@@ -7,6 +7,8 @@ import math
 import subprocess
 import sys
 
+import pytest
+
 from tests.support import ROOT
 
 SCRIPT = ROOT / "benchmarks" / "trainer_throughput.py"
@@ -143,6 +145,12 @@ def test_search_efficiency_tiny_overhead_run_saves_its_share(tmp_path):
     [row] = overhead["rows"]
     assert row["trials"] == 4 and 0 < row["non_training_share"] < 1
     assert "not training" in done.stdout, "the table is printed"
+    # where the time outside training went adds up to it, and the workers were each given jobs
+    parts = row["outside_training_per_worker"]
+    outside = row["wall_seconds"] - row["training_seconds_per_worker"]
+    assert sum(parts.values()) == pytest.approx(outside, abs=0.05)
+    assert parts["before_first_job"] > 0 and parts["after"] > 0
+    assert "before_first_job" in done.stdout
 
 
 def test_search_efficiency_refuses_one_json_file_for_every_part(tmp_path):

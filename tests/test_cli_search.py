@@ -38,19 +38,24 @@ def trial_runs(db):
     return client, runs
 
 
-def finished_jobs(db) -> int:
-    """Finished jobs, read with plain SQL: an MLflow client here would race the search's own
-    first-time database migration."""
+def job_counts(db) -> tuple[int, int]:
+    """Finished jobs and running ones, read with plain SQL: an MLflow client here would race
+    the search's own first-time database migration."""
     if not db.exists():
-        return 0
+        return 0, 0
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
-            (n,) = con.execute(
+            (done,) = con.execute(
                 "select count(*) from tags where key = ? and value = 'ok'", (TAG_STATUS,)
             ).fetchone()
-        return n
+            (running,) = con.execute(
+                "select count(*) from runs join tags on tags.run_uuid = runs.run_uuid "
+                "where runs.status = 'RUNNING' and tags.key = 'leanfit.kind' "
+                "and tags.value = 'trial'"
+            ).fetchone()
+        return done, running
     except sqlite3.Error:
-        return 0
+        return 0, 0
 
 
 def test_search_shows_the_front_and_writes_a_report(in_tmp):
@@ -76,8 +81,13 @@ def test_resume_after_kill_9_loses_and_repeats_no_finished_trial(in_tmp):
         cwd=in_tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and finished_jobs(in_tmp / "mlflow.db") < 8:
-        time.sleep(0.5)
+    # killed once 8 jobs have finished and a job's run is open (a job's run is opened just after
+    # it is handed to a worker, so there are moments with none)
+    while time.monotonic() < deadline:
+        done, running = job_counts(in_tmp / "mlflow.db")
+        if done >= 8 and running:
+            break
+        time.sleep(0.1)
     assert proc.poll() is None, "the search ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -99,6 +109,27 @@ def test_resume_after_kill_9_loses_and_repeats_no_finished_trial(in_tmp):
     assert before <= {r.info.run_id for r in runs if r.data.tags.get(TAG_STATUS) == "ok"}
     assert len({t for t, _ in ok}) == 30  # the trial budget is met across both runs
     assert not [r for r in runs if r.info.status == "RUNNING"], "a job was left running"
+
+
+def test_resume_closes_a_job_killed_between_its_status_and_the_end_of_its_run(in_tmp):
+    """A kill between writing a finished job's status and closing its MLflow run leaves the run
+    RUNNING with a final status (the kill -9 test above met this by chance): the resumed search
+    keeps the result, runs nothing again and closes the run."""
+    experiment(in_tmp, trials=6)
+    assert run_cli("search", "e.yaml", "--synthetic", "0", cwd=in_tmp).returncode == 0
+    client, runs = trial_runs(in_tmp / "mlflow.db")
+    done = next(r for r in runs if r.data.tags.get(TAG_STATUS) == "ok")
+    search_id = done.data.tags["mlflow.parentRunId"]
+    # the state such a kill leaves: the search and that job's run both RUNNING
+    client.update_run(search_id, status="RUNNING")
+    client.update_run(done.info.run_id, status="RUNNING")
+
+    result = run_cli("search", "e.yaml", "--synthetic", "0", "--resume", cwd=in_tmp)
+    assert result.returncode == 0, result.stderr
+    client, after = trial_runs(in_tmp / "mlflow.db")
+    assert client.get_run(done.info.run_id).info.status == "FINISHED"
+    assert len(after) == len(runs), "a finished job was run again"
+    assert not [r for r in after if r.info.status == "RUNNING"]
 
 
 def test_resume_without_an_unfinished_search_is_a_clear_error(in_tmp):

@@ -119,3 +119,38 @@ def test_workers_fork_from_a_server_that_has_imported_torch():
         collect(ex, 1)
         ex.submit(job("c", action="preloaded"))
         assert collect(ex, 1)["c"].result.reason == "True"
+
+
+def test_workers_do_not_import_the_program_that_started_them(tmp_path):
+    """A script that drives the executor at its top level, with no `if __name__ == "__main__"`
+    guard: multiprocessing would import it again in each worker (its imports paid again, its
+    search started again there); leanfit's workers need nothing from it and skip it."""
+    script = tmp_path / "drive.py"
+    script.write_text(
+        f"""
+import os, pathlib
+pathlib.Path({str(tmp_path)!r}, f"imported-by-{{os.getpid()}}").touch()
+from leanfit.execute.base import RunnerSpec, TrialJob
+from leanfit.execute.local import LocalExecutor
+from leanfit.train.trial import TrialSpec
+
+with LocalExecutor(RunnerSpec("tests.runners:scripted_runner"), workers=2) as ex:
+    for name in ("a", "b"):
+        ex.submit(TrialJob(TrialSpec(trial_id=name, config={{}}, epochs=1)))
+    done = []
+    while len(done) < 2:
+        done += ex.wait(timeout=30)
+print("statuses", sorted(o.result.status for o in done))
+"""
+    )
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=root, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": root},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "statuses ['ok', 'ok']" in result.stdout
+    assert len(list(tmp_path.glob("imported-by-*"))) == 1  # the script's own process only

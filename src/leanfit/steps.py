@@ -278,6 +278,11 @@ def search(
     """The search, resumed if an earlier run of it was cut short, reused if it finished."""
     import shutil
 
+    if experiment.executor.kind == "local":
+        from leanfit.execute.forkserver import start_fork_server
+
+        start_fork_server()  # it imports torch for the workers while this step imports the rest
+
     from leanfit.search.run import front_table, run_search
 
     exp = _with_policy(experiment, policy_path)

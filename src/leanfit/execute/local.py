@@ -19,38 +19,18 @@ import contextlib
 import multiprocessing as mp
 import os
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
 from leanfit.execute.base import Executor, JobOutcome, RunnerSpec, TrialJob
+from leanfit.execute.forkserver import WORKER_NAME, worker_context
 from leanfit.train.trainer import TrainResult
 from leanfit.train.trial import TrialSpec
 
-# What the fork server imports once for every worker: this module, torch, the trainer, the runners,
-# what they load data with. None of it initialises CUDA.
-PRELOAD = [__name__, "leanfit.train.trial", "leanfit.execute.runners", "leanfit.data.sources"]
 IMPORTED_IN = os.getpid()  # in a forked worker: the fork server's, which imported all this
-
-
-def worker_context() -> mp.context.BaseContext:
-    """The fork server preloaded with `PRELOAD` where there is one, else spawn."""
-    if "forkserver" not in mp.get_all_start_methods():
-        return mp.get_context("spawn")
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(PRELOAD)  # no effect once this process's server is running
-    return ctx
-
-
-def start_fork_server() -> None:
-    """Start the workers' fork server now (it returns at once): the server imports torch while
-    this process goes on with its own start, instead of before the first worker can fork."""
-    ctx = worker_context()
-    if ctx.get_start_method() == "forkserver":
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()
 
 
 def worker_main(conn: Connection, runner_spec: RunnerSpec, environ: dict[str, str]) -> None:
@@ -65,7 +45,7 @@ def worker_main(conn: Connection, runner_spec: RunnerSpec, environ: dict[str, st
     except BaseException:  # noqa: BLE001 - reported to the controller, which stops the search
         conn.send(("fatal", traceback.format_exc()))
         return
-    conn.send(("ready", os.getpid()))
+    conn.send(("ready", time.monotonic()))  # the system's monotonic clock, as the controller's
     while True:
         try:
             message = conn.recv()
@@ -125,18 +105,49 @@ class LocalExecutor(Executor):
         self.trial_timeout = trial_timeout
         self.gpus = list(gpus or [])
         self._ctx = worker_context()
-        self._workers = [self._start(i) for i in range(workers)]
         self.replaced = 0  # workers restarted after a crash or a timeout
-
-    def _start(self, index: int) -> _Worker:
-        parent, child = self._ctx.Pipe()
+        # when each worker (by name) first became ready, on time.monotonic() (one clock for all
+        # processes on Linux and macOS), as the worker read it
+        self.ready_at: dict[str, float] = {}
+        # A forked worker's start waits for the fork server to have imported torch (a second or
+        # more): the workers start in a thread, so the controller meanwhile goes on with its own
+        # start (its imports, the data, the search run) and the two overlap. Every use of the
+        # workers waits for that thread first.
+        self._pool: list[_Worker] = []
+        self._start_error: BaseException | None = None
         environ = dict(os.environ)
+        self._starter: threading.Thread | None = threading.Thread(
+            target=self._start_all, args=(workers, environ), name="leanfit-worker-start",
+            daemon=True,
+        )  # fmt: skip
+        self._starter.start()
+
+    def _start_all(self, workers: int, environ: dict[str, str]) -> None:
+        try:
+            for i in range(workers):
+                self._pool.append(self._start(i, environ))
+        except BaseException as e:  # noqa: BLE001 - raised again where the workers are used
+            self._start_error = e
+
+    @property
+    def _workers(self) -> list[_Worker]:
+        """The workers, once they have all been started."""
+        if self._starter is not None:
+            self._starter.join()
+            self._starter = None
+            if self._start_error is not None:
+                raise self._start_error
+        return self._pool
+
+    def _start(self, index: int, environ: dict[str, str] | None = None) -> _Worker:
+        parent, child = self._ctx.Pipe()
+        environ = dict(os.environ if environ is None else environ)
         if self.gpus:  # set in the worker before anything there initialises CUDA
             environ["CUDA_VISIBLE_DEVICES"] = str(self.gpus[index % len(self.gpus)])
         process = self._ctx.Process(
             target=worker_main,
             args=(child, self.runner, environ),
-            name=f"leanfit-worker-{index}",
+            name=f"{WORKER_NAME}{index}",
         )
         process.daemon = True
         process.start()
@@ -191,6 +202,7 @@ class LocalExecutor(Executor):
                 kind, payload = "died", None
             if kind == "ready":
                 worker.ready = True
+                self.ready_at.setdefault(name, float(payload))
                 return []
             if kind == "fatal":
                 self.close()
@@ -218,10 +230,13 @@ class LocalExecutor(Executor):
         return []
 
     def close(self) -> None:
-        for worker in self._workers:
+        if self._starter is not None:  # closed before first use: stop what did start
+            self._starter.join()
+            self._starter = None
+        for worker in self._pool:
             with contextlib.suppress(OSError):  # a dead worker's pipe is already closed
                 worker.conn.send(None)
-        for worker in self._workers:
+        for worker in self._pool:
             worker.process.join(timeout=2)
             if worker.process.is_alive():
                 worker.process.kill()

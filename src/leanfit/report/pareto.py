@@ -15,11 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-
 
 @dataclass
 class ReportPoint:
@@ -37,7 +32,12 @@ def plot_pareto(
     points: Sequence[ReportPoint], path: Path, title: str, max_params: int | None = None
 ) -> Path:
     """Scatter of parameters (log scale) against validation accuracy, coloured by trial order."""
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
+    # A Figure of its own, not pyplot: no display backend to choose, no global state, and
+    # matplotlib is imported only when a report is drawn (a third of a second).
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 5.5), dpi=110)
+    ax = fig.subplots()
     if points:
         order = [p.trial_id for p in points]
         sc = ax.scatter(
@@ -82,7 +82,6 @@ def plot_pareto(
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 

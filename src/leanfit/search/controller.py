@@ -137,6 +137,17 @@ class PriorTrial:
 
 
 @dataclass
+class WorkerTime:
+    """When one worker was busy, on the controller's clock: from its first job's submission
+    to its last result, and the sum of its jobs' durations (submission to result)."""
+
+    first_submitted: float
+    last_finished: float
+    busy: float = 0.0
+    jobs: int = 0
+
+
+@dataclass
 class SearchStats:
     jobs_done: int = 0
     jobs_failed: int = 0
@@ -145,6 +156,7 @@ class SearchStats:
     curve_stopped: int = 0  # jobs stopped by their learning curve (counted in jobs_done too)
     propose_seconds: float = 0.0
     started: float = field(default_factory=time.monotonic)
+    workers: dict[str, WorkerTime] = field(default_factory=dict)  # by the executor's names
 
 
 class SearchController:
@@ -222,6 +234,7 @@ class SearchController:
         # (job, None) started or (job, outcome) finished, not yet given to `events`
         self._unlogged: list[tuple[TrialJob, JobOutcome | None]] = []
         self._pending: list[TrialJob] = []  # jobs to (re)submit before asking for new ones
+        self._submitted: dict[int, float] = {}  # id(job) -> when it was submitted
         goals = [t.goal for t in objectives.targets]
         # One scalarizer, normalised by fixed bounds, not by the results' own range: drawn weights
         # for the strategy, equal ones to rank a rung, and the weights mean the same over the
@@ -445,6 +458,7 @@ class SearchController:
 
     def _submit(self, job: TrialJob) -> None:
         self.executor.submit(job)
+        self._submitted[id(job)] = self.clock()
         self._unlogged.append((job, None))
 
     def _log_events(self) -> None:
@@ -460,6 +474,17 @@ class SearchController:
                 self._refs[id(job)] = self.events.job_started(trial, job)
             else:
                 self.events.job_finished(trial, job, outcome, self._refs.pop(id(job), None))
+
+    def _time_worker(self, outcome: JobOutcome) -> None:
+        submitted = self._submitted.pop(id(outcome.job), None)
+        if submitted is None or not outcome.worker:
+            return
+        now = self.clock()
+        times = self.stats.workers.setdefault(outcome.worker, WorkerTime(submitted, now))
+        times.first_submitted = min(times.first_submitted, submitted)
+        times.last_finished = max(times.last_finished, now)
+        times.busy += now - submitted
+        times.jobs += 1
 
     def _trial_of(self, job: TrialJob) -> Trial:
         return self.trials[int(job.spec.trial_id.split("-")[1])]
@@ -625,6 +650,7 @@ class SearchController:
         job, result = outcome.job, outcome.result
         trial = self._trial_of(job)
         self._unlogged.append((job, outcome))
+        self._time_worker(outcome)
         if outcome.infrastructure_failure and job.attempt < self.retries:
             self.stats.retries += 1
             # Retry from the job's own resume point: the lower rung's checkpoint.

@@ -151,7 +151,8 @@ def make_executor(
 
         # one Job per trial job, at most executor.kubernetes.max_in_flight at once (not workers)
         return KubernetesExecutor(experiment, plan_file=plan_file)
-    from leanfit.execute.local import LocalExecutor, start_fork_server
+    from leanfit.execute.forkserver import start_fork_server
+    from leanfit.execute.local import LocalExecutor
 
     start_fork_server()  # it imports torch for the workers while this process looks for GPUs
     gpus = _visible_gpus() if synthetic_sleep is None else []
@@ -261,6 +262,7 @@ def _search(
         records = log.records()
         resumed = controller.restore(records)
         log.mark_interrupted([r.run_id for r in records if r.status == "running"])
+        log.close_finished(records)
     if experiment.strategy.warm_start:
         warm_start(experiment, controller, logger, log, dataset.digest, announce=not resume)
     if executor is None:

@@ -10,6 +10,7 @@ forests as surrogates of conditional, mixed spaces.
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -213,14 +214,18 @@ class SkoptStrategy(Strategy):
         self.crossover_group = crossover_group
         self.renewal = renewal
         self.fidelity_input = fidelity_input
-        self.skopt_space = space.to_skopt()
-        # skopt's Optimizer fits a GP on the space scaled to [0, 1]; forests on its own transform
-        self.fit_space = self.skopt_space
-        if surrogate == "GP":
-            from skopt.space import Space
-            from skopt.utils import normalize_dimensions
-
-            self.fit_space = Space(normalize_dimensions(self.skopt_space.dimensions))
+        # Importing scikit-optimize (scipy.stats, scikit-learn) takes a second or two, and the
+        # initial random proposals do not need it: it is imported in a thread, and whatever
+        # needs it first waits for that (`skopt_space`, `fit_space`). A search's first trials
+        # start that much sooner.
+        self._spaces: tuple[Any, Any] | None = None
+        self._spaces_error: BaseException | None = None
+        # Not a daemon: a search that ends before the import does waits for it at exit, rather
+        # than the interpreter finalising under an import in progress.
+        self._spaces_thread: threading.Thread | None = threading.Thread(
+            target=self._build_spaces, name="leanfit-skopt-import"
+        )
+        self._spaces_thread.start()
         self._np_rng = np.random.RandomState(seed)
         self._rows: dict[tuple, np.ndarray] = {}  # key -> transformed point
         self._onehot: list[dict | None] | None = None  # per dimension: category -> one-hot row
@@ -228,6 +233,44 @@ class SkoptStrategy(Strategy):
         self.frontier: Frontier | None = None  # set: the next asks are EHVI's
         self.widest_gap = False  # set with it: EHVI among candidates in the front's widest gap
         self._sizes: dict[tuple, float] = {}  # key -> size on the frontier
+
+    def _build_spaces(self) -> None:
+        try:
+            skopt_space = self.space.to_skopt()
+            # skopt's Optimizer fits a GP on the space scaled to [0, 1]; forests on its own
+            # transform
+            fit_space = skopt_space
+            if self.surrogate == "GP":
+                from skopt.space import Space
+                from skopt.utils import normalize_dimensions
+
+                fit_space = Space(normalize_dimensions(skopt_space.dimensions))
+            import skopt.acquisition  # noqa: F401 - what the first fit needs, imported now
+            import skopt.learning  # noqa: F401
+
+            self._spaces = (skopt_space, fit_space)
+        except BaseException as e:  # noqa: BLE001 - raised again where the space is used
+            self._spaces_error = e
+
+    def _built_spaces(self) -> tuple[Any, Any]:
+        thread = self._spaces_thread
+        if thread is not None:
+            thread.join()
+            self._spaces_thread = None
+        if self._spaces_error is not None:
+            raise self._spaces_error
+        assert self._spaces is not None
+        return self._spaces
+
+    @property
+    def skopt_space(self):
+        """The space as one flat `skopt.space.Space`."""
+        return self._built_spaces()[0]
+
+    @property
+    def fit_space(self):
+        """The space whose transform the surrogate is fitted on."""
+        return self._built_spaces()[1]
 
     def use_frontier(self, frontier: Frontier | None, widest_gap: bool = False) -> None:
         """Propose by EHVI on this frontier (its sizes and reference point) until it is taken

@@ -52,6 +52,9 @@ class JobRecord:
     resume_from: str | None
     reason: str | None
     attempt: int
+    # MLflow still shows the run as RUNNING although its status is final: the search was killed
+    # between writing a finished job's status and closing its run (`close_finished`)
+    unclosed: bool = False
 
 
 class SearchLog:
@@ -201,6 +204,17 @@ class SearchLog:
             self.client.set_tag(run_id, TAG_STATUS, "interrupted")
             self.client.set_terminated(run_id, "KILLED")
 
+    def close_finished(self, records: list[JobRecord]) -> int:
+        """Close the runs of jobs that finished just before a kill (status written, run not
+        yet closed): FINISHED for ok and stopped, FAILED otherwise. Returns how many."""
+        from mlflow.entities import RunStatus
+
+        done = [r for r in records if r.unclosed]
+        for r in done:
+            status = RunStatus.FINISHED if r.status in ("ok", "stopped") else RunStatus.FAILED
+            self.client.set_terminated(r.run_id, RunStatus.to_string(status))
+        return len(done)
+
     def abandon(self, run_ids: list[str]) -> None:
         """Jobs still running when the budget ran out: stopped, not to be run again."""
         for run_id in run_ids:
@@ -247,7 +261,8 @@ class SearchLog:
 
 def _record(run) -> JobRecord:
     tags = run.data.tags
-    status = tags.get(TAG_STATUS) or ("running" if run.info.status == "RUNNING" else "failed")
+    running = run.info.status == "RUNNING"
+    status = tags.get(TAG_STATUS) or ("running" if running else "failed")
     from_rung = tags.get(TAG_FROM_RUNG, "")
     return JobRecord(
         run_id=run.info.run_id,
@@ -263,4 +278,5 @@ def _record(run) -> JobRecord:
         resume_from=tags.get(TAG_RESUME_FROM) or None,
         reason=tags.get(TAG_FAILURE),
         attempt=int(tags.get(TAG_ATTEMPT, "0")),
+        unclosed=running and status != "running",
     )

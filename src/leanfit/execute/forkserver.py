@@ -1,0 +1,64 @@
+"""The workers' fork server, and how their processes start; imports nothing heavy (no torch).
+
+`leanfit search` starts the fork server as soon as it knows the search runs here, before it
+imports the controller (torch, MLflow, plotting: seconds), so that the server imports torch and
+the trainer for the workers meanwhile (see `leanfit.execute.local`).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from multiprocessing import spawn as mp_spawn
+
+# What the fork server imports once for every worker: the executor's module, torch, the trainer,
+# the runners, what they load data with. None of it initialises CUDA.
+PRELOAD = [
+    "leanfit.execute.local",
+    "leanfit.train.trial",
+    "leanfit.execute.runners",
+    "leanfit.data.sources",
+]
+WORKER_NAME = "leanfit-worker-"
+
+
+def _without_main(get_preparation_data):
+    """`multiprocessing.spawn.get_preparation_data`, less the main module for leanfit's workers.
+
+    A worker runs `worker_main` and a runner named by its import path, so it needs nothing from
+    the program that started the search; yet `multiprocessing` imports that program's main module
+    anew in every spawned or forked-from-server child, which costs its imports (seconds for a
+    script that imports a benchmark's peers) and runs a script's search again in each worker if
+    it lacks an `if __name__ == "__main__"` guard. Other processes are left as they are."""
+
+    def prepare(name):
+        data = get_preparation_data(name)
+        if str(name).startswith(WORKER_NAME):
+            data.pop("init_main_from_path", None)
+            data.pop("init_main_from_name", None)
+        return data
+
+    prepare.leanfit = True
+    return prepare
+
+
+if not getattr(mp_spawn.get_preparation_data, "leanfit", False):
+    mp_spawn.get_preparation_data = _without_main(mp_spawn.get_preparation_data)
+
+
+def worker_context() -> mp.context.BaseContext:
+    """The fork server preloaded with `PRELOAD` where there is one, else spawn."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)  # no effect once this process's server is running
+    return ctx
+
+
+def start_fork_server() -> None:
+    """Start the workers' fork server now (it returns at once): the server imports torch while
+    this process goes on with its own start, instead of before the first worker can fork."""
+    ctx = worker_context()
+    if ctx.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
