@@ -144,7 +144,6 @@ class WorkerTime:
     first_submitted: float
     last_finished: float
     busy: float = 0.0
-    jobs: int = 0
 
 
 @dataclass
@@ -484,7 +483,6 @@ class SearchController:
         times.first_submitted = min(times.first_submitted, submitted)
         times.last_finished = max(times.last_finished, now)
         times.busy += now - submitted
-        times.jobs += 1
 
     def _trial_of(self, job: TrialJob) -> Trial:
         return self.trials[int(job.spec.trial_id.split("-")[1])]

@@ -99,7 +99,7 @@ class TrialLogger:
 
     def finish_trial(self, run_id: str, result) -> None:
         """Per-epoch metrics, cost, wall time and status of a finished (or failed) trial."""
-        from mlflow.entities import Metric, RunStatus
+        from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         metrics = [
@@ -122,5 +122,13 @@ class TrialLogger:
         for start in range(0, len(metrics), 900):  # MLflow takes at most 1000 metrics a batch
             self.client.log_batch(run_id, metrics=metrics[start : start + 900])
         self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-        status = RunStatus.FINISHED if result.status in ("ok", "stopped") else RunStatus.FAILED
-        self.client.set_terminated(run_id, RunStatus.to_string(status))
+        self.client.set_terminated(run_id, run_status(result.status))
+
+
+def run_status(status: str) -> str:
+    """The MLflow run status that closes a job of leanfit status `status`: FINISHED for a result
+    (ok, or stopped by its learning curve), FAILED otherwise."""
+    from mlflow.entities import RunStatus
+
+    done = RunStatus.FINISHED if status in ("ok", "stopped") else RunStatus.FAILED
+    return RunStatus.to_string(done)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from leanfit.data.sources import LoadedDataset
-from leanfit.track.runs import TrialLogger, dataset_input, param_value
+from leanfit.track.runs import TrialLogger, dataset_input, param_value, run_status
 
 TAG_KIND = "leanfit.kind"
 TAG_TRIAL = "leanfit.trial_id"
@@ -204,16 +204,12 @@ class SearchLog:
             self.client.set_tag(run_id, TAG_STATUS, "interrupted")
             self.client.set_terminated(run_id, "KILLED")
 
-    def close_finished(self, records: list[JobRecord]) -> int:
+    def close_finished(self, records: list[JobRecord]) -> None:
         """Close the runs of jobs that finished just before a kill (status written, run not
-        yet closed): FINISHED for ok and stopped, FAILED otherwise. Returns how many."""
-        from mlflow.entities import RunStatus
-
-        done = [r for r in records if r.unclosed]
-        for r in done:
-            status = RunStatus.FINISHED if r.status in ("ok", "stopped") else RunStatus.FAILED
-            self.client.set_terminated(r.run_id, RunStatus.to_string(status))
-        return len(done)
+        yet closed), as `TrialLogger.finish_trial` would have."""
+        for r in records:
+            if r.unclosed:
+                self.client.set_terminated(r.run_id, run_status(r.status))
 
     def abandon(self, run_ids: list[str]) -> None:
         """Jobs still running when the budget ran out: stopped, not to be run again."""
