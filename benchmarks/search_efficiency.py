@@ -1100,19 +1100,25 @@ def run_synthetic(args, experiment: Experiment, methods: list[str], partial) -> 
     budget = args.minutes * 60
     seeds = args.seeds or 20
     data = experiment.model_dump(mode="json", exclude={"base_dir"})
-    tasks = [(m, s, budget, data) for s in range(seeds) for m in methods]  # interleaved
-    rows = []
-    if args.jobs > 1:
+    path = result_path(args.out or RESULTS, "synthetic")
+    rows = earlier_rows(path, budget, methods, seeds) if args.resume else []
+    done = {(r["method"], r["seed"]) for r in rows}
+    tasks = [(m, s, budget, data) for s in range(seeds) for m in methods if (m, s) not in done]
+
+    def finished(row: dict) -> None:
+        rows.append({**row, "git_commit": git_commit()})
+        print(_progress(row), flush=True)
+        partial(
+            {"budget_seconds": budget, "rows": rows, "summary": summarise(rows, methods, budget)}
+        )
+
+    if args.jobs > 1 and tasks:
         with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
             for row in pool.map(synthetic_seed, *zip(*tasks, strict=True)):
-                rows.append(row)
-                print(_progress(row), flush=True)
-                partial({"rows": rows, "summary": summarise(rows, methods, budget)})
+                finished(row)
     else:
         for task in tasks:
-            rows.append(synthetic_seed(*task))
-            print(_progress(rows[-1]), flush=True)
-            partial({"rows": rows, "summary": summarise(rows, methods, budget)})
+            finished(synthetic_seed(*task))
     summary = summarise(rows, methods, budget)
     print_table(
         f"synthetic objective, {seeds} seeds, {args.minutes:g} simulated minutes, target "
@@ -1149,7 +1155,7 @@ def _progress(row: dict) -> str:
 
 
 def earlier_rows(path: Path, budget: float, methods: list[str], seeds: int) -> list[dict]:
-    """The rows of an earlier, unfinished run of the real part at the same budget (`--resume`):
+    """The rows of an earlier, unfinished run of the part at the same budget (`--resume`):
     each (method, seed) it finished is kept, with the commit and load it ran at, and not run
     again; rows of other methods or seeds stay in the file too, out of this run's summary. A
     file of another budget is refused (exit 2), since its figures would not compare."""
@@ -1297,8 +1303,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="real part: keep the (method, seed) rows an earlier unfinished run saved in --out "
-        "and run only the others (a 3-seed run takes 2.5 hours)",
+        help="real and synthetic parts: keep the (method, seed) rows an earlier run saved in "
+        "--out and run only the others (a 3-seed real run takes 2.5 hours; gp_minimize about "
+        "9 CPU minutes a synthetic seed)",
     )
     args = parser.parse_args(argv)
     if args.out is not None and args.out.suffix == ".json" and args.part == "all":

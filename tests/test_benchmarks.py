@@ -89,6 +89,19 @@ def test_search_efficiency_tiny_synthetic_run_saves_every_method(tmp_path):
         assert 0 < method["hypervolume"]["end"]["median"] <= 2.5, name
     assert "leanfit/random" in synthetic["summary"]["time_ratios"]
 
+    # --resume with a second seed: the first seed's rows are kept, only seed 1 runs (random
+    # alone, seconds); the rows of the methods not asked for stay in the file
+    again = search_efficiency(
+        tmp_path, "--part", "synthetic", "--seeds", "2", "--minutes", "0.5", "--resume",
+        "--methods", "random",
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    resumed = json.loads((tmp_path / "search_efficiency-synthetic.json").read_text())
+    assert again.stdout.count("kept from") == 1
+    assert [(r["method"], r["seed"]) for r in resumed["rows"]][-1] == ("random", 1)
+    assert len(resumed["rows"]) == len(synthetic["rows"]) + 1 and resumed["rows"][-1]["git_commit"]
+    assert resumed["summary"]["seeds"] == [0, 1], resumed["summary"]
+
 
 def test_search_efficiency_tiny_real_run_saves_every_row_and_resumes(tmp_path):
     before = results_listing()
