@@ -137,3 +137,36 @@ def test_resume_without_an_unfinished_search_is_a_clear_error(in_tmp):
     result = run_cli("search", "e.yaml", "--resume", "--synthetic", "0", cwd=in_tmp)
     assert result.returncode == 2
     assert "--resume" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_report_library_is_imported_while_the_trials_run(in_tmp, monkeypatch):
+    """The plot's matplotlib import (a third of a second or more) happens in a thread during
+    the search, once the first job has finished, not after the last trial."""
+    import leanfit.search.run as run_module
+    from leanfit.config import load_experiment
+
+    jobs_done: list[int] = []  # at each progress call
+    started_after: list[int] = []  # progress calls before the import started
+    threads = []
+    real_prewarm = run_module.prewarm
+
+    def spy():
+        started_after.append(len(jobs_done))
+        threads.append(real_prewarm())
+        return threads[-1]
+
+    monkeypatch.setattr(run_module, "prewarm", spy)
+    exp = load_experiment(experiment(in_tmp, trials=10))
+    outcome = run_module.run_search(
+        exp,
+        max_trials=10,
+        synthetic_sleep=0.1,
+        on_progress=lambda c: jobs_done.append(c.stats.jobs_done),
+    )
+    assert outcome.report_plot.exists()
+    assert len(started_after) == 1, "started once"
+    # started before that call was passed on: during the loop, not at its last call, the end
+    assert started_after[0] < len(jobs_done) - 1, (started_after, jobs_done)
+    assert jobs_done[started_after[0]] >= 1, "not before the first job has finished"
+    threads[0].join(timeout=30)
+    assert not threads[0].is_alive() and "matplotlib.figure" in sys.modules

@@ -19,7 +19,7 @@ from typing import Any
 from leanfit.config import Experiment
 from leanfit.errors import LeanfitError
 from leanfit.execute.base import Executor, JobOutcome, RunnerSpec, TrialJob
-from leanfit.report.pareto import ReportPoint, plot_pareto, write_html
+from leanfit.report.pareto import ReportPoint, plot_pareto, prewarm, write_html
 from leanfit.search.asha import ASHA
 from leanfit.search.controller import PriorTrial, SearchController, Trial, within_budget
 from leanfit.search.factory import make_strategy
@@ -271,9 +271,19 @@ def _search(
         )
     started = time.monotonic()
     status = "FAILED"
+    prewarmed: list = []
+
+    def progress(c: SearchController) -> None:
+        # The report's plotting library is imported while the trials run, once the first job
+        # has finished (the workers' and scikit-optimize's imports are done by then).
+        if not prewarmed and c.stats.jobs_done:
+            prewarmed.append(prewarm())
+        if on_progress is not None:
+            on_progress(c)
+
     try:
         controller.executor = executor
-        controller.run(on_progress)
+        controller.run(progress)
         abandoned = controller.refs_of(executor.running())
         stack.close()  # the workers stop before the report is written
         status = "FINISHED"
