@@ -54,6 +54,9 @@ validation accuracy at <= 1,000 parameters, and its ratios between methods; medi
 over seeds.
 
     python benchmarks/search_efficiency.py --part synthetic --seeds 20 --jobs 2
+    # one method's seeds added beside an earlier file's (gp_minimize: about 9 CPU minutes a seed)
+    python benchmarks/search_efficiency.py --part synthetic --seeds 20 --jobs 2 --resume \
+        --out benchmarks/results/search_efficiency-synthetic.json
     python benchmarks/search_efficiency.py --part real --seeds 3 --minutes 2
     # the 2.5-hour real comparison over several sittings: runs only what the file lacks
     python benchmarks/search_efficiency.py --part real --seeds 3 --minutes 10 --resume
@@ -530,13 +533,29 @@ class _SimTrial:
     epoch: int = 0
 
 
-def simulate_peer(peer: Peer, objective, budget: float, full_epochs: int, clock: SimClock):
-    """The peer's ask/tell loop on `WORKERS` simulated workers; a pruning peer hears each epoch."""
+def simulate_peer(
+    peer: Peer,
+    objective,
+    budget: float,
+    full_epochs: int,
+    clock: SimClock,
+    horizon: float | None = None,
+):
+    """The peer's ask/tell loop on `WORKERS` simulated workers; a pruning peer hears each epoch.
+
+    With `horizon` (> budget) it goes on past the budget until its first result at the target
+    (`synthetic_target()` at <= `TARGET_PARAMS`) or the horizon, only to time that target."""
     queue: list[tuple[float, int, _SimTrial]] = []
     log: list[Report] = []
     trials = jobs = 0
+    target = synthetic_target()
+    reached = False
+    end = max(budget, horizon or 0.0)
+    started_by_budget = 0  # trials started within the budget (all of them without a horizon)
     while True:
-        while len(queue) < WORKERS and clock() < budget:
+        if reached and clock() >= budget:
+            break
+        while len(queue) < WORKERS and clock() < end:
             handle, config = peer.ask()
             with clock.excluded():
                 r = objective.evaluate(config, full_epochs)
@@ -547,12 +566,16 @@ def simulate_peer(peer: Peer, objective, budget: float, full_epochs: int, clock:
             )
             trials += 1
             jobs += 1
-        if not queue or queue[0][0] > budget:
+            started_by_budget += clock() < budget
+        if not queue or queue[0][0] > end:
             break
         finish, _, sim = heapq.heappop(queue)
         clock.advance_to(finish)
         accuracy = sim.curve[sim.epoch - 1]
         log.append(Report(finish, sim.trial, sim.params, accuracy, sim.epoch))
+        reached = reached or (
+            horizon is not None and accuracy >= target and sim.params <= TARGET_PARAMS
+        )
         if sim.epoch < full_epochs and peer.report(sim.handle, sim.epoch, accuracy):
             sim.epoch += 1
             heapq.heappush(queue, (finish + sim.epoch_seconds, jobs, sim))
@@ -560,11 +583,18 @@ def simulate_peer(peer: Peer, objective, budget: float, full_epochs: int, clock:
             continue
         peer.tell(sim.handle, accuracy, sim.epoch, pruned=sim.epoch < full_epochs)
     clock.advance_to(clock())
-    return log, {"jobs": trials, "method_cpu_seconds": clock.charged}
+    return log, {"jobs": started_by_budget, "method_cpu_seconds": clock.charged}
 
 
-def synthetic_seed(method: str, seed: int, budget: float, experiment_data: dict) -> dict:
-    """One method, one seed, on the synthetic objective (run in a worker process)."""
+def synthetic_seed(
+    method: str, seed: int, budget: float, experiment_data: dict, random_horizon: float = 0.0
+) -> dict:
+    """One method, one seed, on the synthetic objective (run in a worker process).
+
+    With `random_horizon` (seconds, > budget), random search goes on past the budget until it
+    reaches the target, to time it where it does not within the budget (a few CPU seconds: its
+    proposals cost nothing); the row's figures stay those of the budget, the time past it is
+    `beyond_budget`."""
     experiment = experiment_from_dict(experiment_data, ROOT / "examples")
     experiment = experiment.model_copy(
         update={"strategy": experiment.strategy.model_copy(update={"seed": seed})}
@@ -579,8 +609,19 @@ def synthetic_seed(method: str, seed: int, budget: float, experiment_data: dict)
         else:
             clock = SimClock()  # the peer's construction counts too
             peer = make_peer(method, experiment, seed)
-            log, stats = simulate_peer(peer, objective, budget, experiment.budget.max_epochs, clock)
-    return {"method": method, "seed": seed, **figures(log, budget, synthetic_target()), **stats}
+            horizon = random_horizon if method == "random" and random_horizon > budget else None
+            log, stats = simulate_peer(
+                peer, objective, budget, experiment.budget.max_epochs, clock, horizon
+            )
+    row = {"method": method, "seed": seed}
+    if method == "random" and random_horizon > budget:
+        row["beyond_budget"] = {
+            "horizon_seconds": random_horizon,
+            "time_to_target": time_to_target(log, synthetic_target(), TARGET_PARAMS),
+            "trials": len({r.trial for r in log}),
+        }
+        log = [r for r in log if r.seconds <= budget]
+    return {**row, **figures(log, budget, synthetic_target()), **stats}
 
 
 # -- real training -----------------------------------------------------------------------------
@@ -1102,8 +1143,13 @@ def run_synthetic(args, experiment: Experiment, methods: list[str], partial) -> 
     data = experiment.model_dump(mode="json", exclude={"base_dir"})
     path = result_path(args.out or RESULTS, "synthetic")
     rows = earlier_rows(path, budget, methods, seeds) if args.resume else []
+    horizon = args.random_horizon * 60
+    if horizon:  # a random row run without this horizon is run again with it
+        rows = [r for r in rows if r["method"] != "random" or has_horizon(r, horizon)]
     done = {(r["method"], r["seed"]) for r in rows}
-    tasks = [(m, s, budget, data) for s in range(seeds) for m in methods if (m, s) not in done]
+    tasks = [
+        (m, s, budget, data, horizon) for s in range(seeds) for m in methods if (m, s) not in done
+    ]
 
     def finished(row: dict) -> None:
         rows.append({**row, "git_commit": git_commit()})
@@ -1126,6 +1172,9 @@ def run_synthetic(args, experiment: Experiment, methods: list[str], partial) -> 
         summary,
         methods,
     )
+    if horizon and {"leanfit", "random"} <= set(methods):
+        summary["random_past_the_budget"] = random_past_the_budget(rows, summary["seeds"], horizon)
+        print_random_past_the_budget(summary["random_past_the_budget"])
     return {
         "budget_seconds": budget,
         "seeds": seeds,
@@ -1141,6 +1190,66 @@ def run_synthetic(args, experiment: Experiment, methods: list[str], partial) -> 
         "rows": rows,
         "summary": summary,
     }
+
+
+def has_horizon(row: dict, horizon: float) -> bool:
+    return row.get("beyond_budget", {}).get("horizon_seconds") == horizon
+
+
+def random_past_the_budget(rows: list[dict], seeds: list[int], horizon: float) -> dict[str, Any]:
+    """leanfit's time to the target against random search's, random timed past the budget up to
+    `horizon` (`--random-horizon`): per seed random / leanfit, exact where both reached it, a
+    lower bound (horizon / leanfit) where random did not reach it even then."""
+    by = {(r["method"], r["seed"]): r for r in rows}
+    per_seed = []
+    for seed in seeds:
+        mine = by[("leanfit", seed)]["time_to_target"]
+        rnd = by[("random", seed)]
+        theirs = rnd["time_to_target"]
+        if theirs is None:
+            theirs = rnd["beyond_budget"]["time_to_target"]
+        entry: dict[str, Any] = {"seed": seed, "leanfit": mine, "random": theirs}
+        if mine is None:
+            entry.update(ratio=None, bound="leanfit did not reach it")
+        elif theirs is None:
+            entry.update(ratio=horizon / mine, bound="at least")
+        else:
+            entry.update(ratio=theirs / mine, bound="exact")
+        per_seed.append(entry)
+    ratios = [p["ratio"] for p in per_seed if p["ratio"] is not None]
+    randoms = sorted(math.inf if p["random"] is None else p["random"] for p in per_seed)
+    leanfits = sorted(math.inf if p["leanfit"] is None else p["leanfit"] for p in per_seed)
+    median_random = statistics.median(randoms) if randoms else None
+    median_leanfit = statistics.median(leanfits) if leanfits else None
+    return {
+        "horizon_seconds": horizon,
+        "random_reached": sum(p["random"] is not None for p in per_seed),
+        "seeds": len(per_seed),
+        "per_seed": per_seed,
+        # a lower bound where a bound is among them (each bound is at most the true ratio)
+        "median_ratio": statistics.median(ratios) if ratios else None,
+        "seeds_at_least_10x": sum(r >= 10 for r in ratios),
+        "median_time_random": None if median_random in (None, math.inf) else median_random,
+        "median_time_leanfit": None if median_leanfit in (None, math.inf) else median_leanfit,
+    }
+
+
+def print_random_past_the_budget(r: dict[str, Any]) -> None:
+    print(
+        f"\nrandom search timed past the budget, up to {r['horizon_seconds'] / 60:g} min: "
+        f"reached the target in {r['random_reached']} of {r['seeds']} seeds"
+    )
+    for p in r["per_seed"]:
+        ratio = "-" if p["ratio"] is None else f"{p['ratio']:.1f}x"
+        bound = "" if p["bound"] == "exact" else f" ({p['bound']})"
+        rnd = "not reached" if p["random"] is None else f"{p['random']:.0f} s"
+        lf = "not reached" if p["leanfit"] is None else f"{p['leanfit']:.0f} s"
+        print(f"  seed {p['seed']:>2}: leanfit {lf:>12}, random {rnd:>12}: {ratio}{bound}")
+    med = r["median_ratio"]
+    print(
+        f"  median random / leanfit per seed: {'-' if med is None else f'{med:.1f}x'}; "
+        f"at least 10x in {r['seeds_at_least_10x']} of {r['seeds']} seeds"
+    )
 
 
 def _progress(row: dict) -> str:
@@ -1280,6 +1389,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--minutes", type=float, default=10.0, help="budget per method and seed")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--jobs", type=int, default=1, help="processes for the synthetic part")
+    parser.add_argument(
+        "--random-horizon",
+        type=float,
+        default=0.0,
+        help="synthetic part: random search goes on past --minutes, up to this many simulated "
+        "minutes, until it reaches the target, to time it where it does not within the budget "
+        "(its other figures stay those of the budget; 0: off)",
+    )
     parser.add_argument("--trials", default="100,1000", help="overhead: trial counts")
     parser.add_argument("--sleep", type=float, default=0.3, help="overhead: seconds per epoch")
     parser.add_argument(
@@ -1310,6 +1427,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.out is not None and args.out.suffix == ".json" and args.part == "all":
         parser.error(f"--out {args.out}: a .json file holds one part; give --part too, or a folder")
+    if args.random_horizon and args.random_horizon <= args.minutes:
+        parser.error(
+            f"--random-horizon {args.random_horizon:g}: give more minutes than --minutes "
+            f"({args.minutes:g}), or 0 for none"
+        )
     unknown = set(args.methods.split(",")) - set(METHODS)
     if unknown:
         parser.error(f"--methods: unknown {sorted(unknown)}; choose from {list(METHODS)}")

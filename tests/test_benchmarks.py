@@ -102,6 +102,29 @@ def test_search_efficiency_tiny_synthetic_run_saves_every_method(tmp_path):
     assert len(resumed["rows"]) == len(synthetic["rows"]) + 1 and resumed["rows"][-1]["git_commit"]
     assert resumed["summary"]["seeds"] == [0, 1], resumed["summary"]
 
+    # --random-horizon: random's rows without it are run again, past the budget (its figures
+    # within the budget unchanged: the same seed), and set beside leanfit's kept rows
+    horizon = ["--part", "synthetic", "--seeds", "1", "--minutes", "0.5", "--resume"]
+    again = search_efficiency(
+        tmp_path, *horizon, "--methods", "leanfit,random", "--random-horizon", "60"
+    )
+    assert again.returncode == 0, again.stderr
+    assert "random search timed past the budget, up to 60 min" in again.stdout
+    past = json.loads((tmp_path / "search_efficiency-synthetic.json").read_text())
+    random0 = [r for r in past["rows"] if (r["method"], r["seed"]) == ("random", 0)]
+    assert len(random0) == 1 and random0[0]["beyond_budget"]["horizon_seconds"] == 3600
+    assert random0[0]["beyond_budget"]["trials"] >= random0[0]["trials"]
+    before0 = next(r for r in synthetic["rows"] if (r["method"], r["seed"]) == ("random", 0))
+    assert random0[0]["hypervolume"]["end"] == pytest.approx(before0["hypervolume"]["end"])
+    (entry,) = past["summary"]["random_past_the_budget"]["per_seed"]
+    if entry["bound"] == "exact":
+        assert entry["ratio"] == pytest.approx(entry["random"] / entry["leanfit"])
+    # a horizon within the budget is a mistake: refused, the file left as it was
+    text = (tmp_path / "search_efficiency-synthetic.json").read_text()
+    bad = search_efficiency(tmp_path, *horizon, "--random-horizon", "0.25")
+    assert bad.returncode == 2 and "--random-horizon 0.25" in bad.stderr, bad.stderr
+    assert (tmp_path / "search_efficiency-synthetic.json").read_text() == text
+
 
 def test_search_efficiency_tiny_real_run_saves_every_row_and_resumes(tmp_path):
     before = results_listing()
