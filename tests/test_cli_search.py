@@ -170,3 +170,18 @@ def test_the_report_library_is_imported_while_the_trials_run(in_tmp, monkeypatch
     assert jobs_done[started_after[0]] >= 1, "not before the first job has finished"
     threads[0].join(timeout=30)
     assert not threads[0].is_alive() and "matplotlib.figure" in sys.modules
+
+
+def test_resume_with_nothing_to_resume_is_a_clear_error_that_writes_nothing(in_tmp):
+    experiment(in_tmp, trials=4)
+    # no tracking database yet: said at once, and none is created
+    result = run_cli("search", "e.yaml", "--resume", "--synthetic", "0", cwd=in_tmp)
+    assert result.returncode == 2, result.stderr
+    assert "no tracking database at mlflow.db" in result.stderr, result.stderr
+    assert "run without --resume" in result.stderr
+    assert not (in_tmp / "mlflow.db").exists() and not (in_tmp / ".leanfit").exists()
+    # a database that holds a finished search of this file: nothing unfinished to resume
+    assert run_cli("search", "e.yaml", "--synthetic", "0", cwd=in_tmp).returncode == 0
+    result = run_cli("search", "e.yaml", "--resume", "--synthetic", "0", cwd=in_tmp)
+    assert result.returncode == 2, result.stderr
+    assert "no unfinished search of this experiment file and data" in result.stderr

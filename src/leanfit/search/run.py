@@ -223,7 +223,14 @@ def _search(
     dataset = load_dataset(experiment)
     space = experiment.search_space()
     key = search_key(experiment, dataset.digest)
-    logger = TrialLogger(experiment.tracking_uri(), experiment.experiment_name())
+    uri = experiment.tracking_uri()
+    if resume is True and uri.startswith("sqlite:///") and not Path(uri[10:]).exists():
+        # said before MLflow would create an empty database there
+        raise LeanfitError(
+            f"--resume: no tracking database at {uri[10:]} (tracking URI {uri}), so no search "
+            "to resume; run without --resume to start one, or give the file's tracking URI"
+        )
+    logger = TrialLogger(uri, experiment.experiment_name())
 
     latest = SearchLog.find_latest(logger, key) if (reuse_finished or resume == "auto") else None
     if reuse_finished and latest is not None and latest[1] == "FINISHED":
