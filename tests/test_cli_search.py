@@ -185,3 +185,14 @@ def test_resume_with_nothing_to_resume_is_a_clear_error_that_writes_nothing(in_t
     result = run_cli("search", "e.yaml", "--resume", "--synthetic", "0", cwd=in_tmp)
     assert result.returncode == 2, result.stderr
     assert "no unfinished search of this experiment file and data" in result.stderr
+
+
+def test_a_hard_budget_no_model_meets_is_refused_before_anything_starts(in_tmp):
+    cfg = digits_config(budget={"min_epochs": 1, "max_epochs": 3, "trials": 4})
+    cfg["objectives"]["max_params"] = 20  # the space's smallest models have hundreds
+    write_yaml(in_tmp / "e.yaml", cfg)
+    result = run_cli("search", "e.yaml", "--synthetic", "0", cwd=in_tmp)
+    assert result.returncode == 2, result.stderr
+    assert "no model of the search space fits max_params 20" in result.stderr, result.stderr
+    assert "the smallest drawn has" in result.stderr and "raise the limit" in result.stderr
+    assert not (in_tmp / "mlflow.db").exists() and not (in_tmp / ".leanfit").exists()

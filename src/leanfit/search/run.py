@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,6 +48,36 @@ def model_cost(channels: int, image_size: int, num_classes: int):
     from leanfit.models.cost import architecture_cost
 
     return lambda config: architecture_cost(config, channels, image_size, num_classes)
+
+
+def check_budgets_reachable(experiment: Experiment, space, dataset, draws: int = 1000) -> None:
+    """Refuse hard budgets (`objectives.max_params`, `max_macs`) that no model of the space meets,
+    before anything is started or written: says the smallest model drawn, so the user knows how
+    far off the budget is. Returns at the first model that fits (a few draws, normally)."""
+    cost = model_cost(dataset.channels, experiment.dataset.image_size, dataset.num_classes)
+    feasible = within_budget(experiment.objectives, cost)
+    if feasible is None:
+        return
+    rng = random.Random(0)
+    smallest: tuple[int, int] | None = None
+    for _ in range(draws):
+        config = space.sample(rng)
+        if feasible(config):
+            return
+        params, macs = cost(config)
+        smallest = min(smallest or (params, macs), (params, macs))
+    o = experiment.objectives
+    limits = " and ".join(
+        f"{name} {value:,}"
+        for name, value in (("max_params", o.max_params), ("max_macs", o.max_macs))
+        if value
+    )
+    params, macs = smallest or (0, 0)
+    raise LeanfitError(
+        f"objectives: no model of the search space fits {limits} (none of {draws:,} random "
+        f"configurations; the smallest drawn has {params:,} parameters and {macs:,} MACs); "
+        "raise the limit or make the space's models smaller (narrower widths, skip blocks)"
+    )
 
 
 def search_key(experiment: Experiment, digest: str | None) -> str:
@@ -223,6 +254,7 @@ def _search(
     dataset = load_dataset(experiment)
     space = experiment.search_space()
     key = search_key(experiment, dataset.digest)
+    check_budgets_reachable(experiment, space, dataset)
     uri = experiment.tracking_uri()
     if resume is True and uri.startswith("sqlite:///") and not Path(uri[10:]).exists():
         # said before MLflow would create an empty database there
