@@ -63,6 +63,12 @@ def test_search_shows_the_front_and_writes_a_report(in_tmp):
     result = run_cli("search", "e.yaml", "--synthetic", "0", cwd=in_tmp)
     assert result.returncode == 0, result.stderr
     assert "Pareto front" in result.stdout and "report" in result.stdout
+    # not a terminal (a log): whole progress lines, the last with the final counts, then the table
+    lines = result.stdout.splitlines()
+    progress = [line for line in lines if line.startswith("trials ")]
+    assert progress and progress[-1].startswith("trials 12 "), result.stdout
+    assert all("budget left" in line for line in progress), progress
+    assert "Pareto front" in lines, "the table's title on a line of its own"
     html = next(in_tmp.glob(".leanfit/searches/*/report/report.html"))
     assert "Pareto front" in html.read_text() and "data:image/png;base64," in html.read_text()
     client, runs = trial_runs(in_tmp / "mlflow.db")

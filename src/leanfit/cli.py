@@ -6,7 +6,10 @@ nothing is written before the inputs are validated.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -281,15 +284,9 @@ def search(
         # the workers' fork server imports torch while this process imports the controller
         start_fork_server()
 
-    from rich.live import Live
-
     from leanfit.search.run import front_table, run_search
 
-    with Live(console=console, refresh_per_second=2, transient=False) as live:
-
-        def show(controller) -> None:
-            live.update(progress_line(controller))
-
+    with progress_display() as show:
         outcome = run_search(
             experiment, resume=resume, workers=workers, wall_time=seconds, max_trials=trials,
             on_progress=show, synthetic_sleep=synthetic,
@@ -497,6 +494,34 @@ def promote(
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
     previous = promote_version(uri, name, version)
     console.print(f"[green]champion[/green] {name} version {version} (was {previous})")
+
+
+# Seconds between progress lines when the output is not a terminal (a log, a pod, a pipe)
+LOG_PROGRESS_EVERY = 10.0
+
+
+@contextlib.contextmanager
+def progress_display():
+    """A callback showing the search's progress: one live line on a terminal; elsewhere (a log
+    file, `kubectl logs`, CI) a whole line every `LOG_PROGRESS_EVERY` seconds and a last one at
+    the end, since a live display there shows only its last state, cut at 80 columns."""
+    if console.is_terminal:
+        from rich.live import Live
+
+        with Live(console=console, refresh_per_second=2, transient=False) as live:
+            yield lambda controller: live.update(progress_line(controller))
+        return
+    last: list = [None, -math.inf]  # the controller, when its line was last printed
+
+    def show(controller) -> None:
+        last[0] = controller
+        if time.monotonic() - last[1] >= LOG_PROGRESS_EVERY:
+            last[1] = time.monotonic()
+            console.print(progress_line(controller), crop=False, soft_wrap=True)
+
+    yield show
+    if last[0] is not None:
+        console.print(progress_line(last[0]), crop=False, soft_wrap=True)
 
 
 def progress_line(controller):
