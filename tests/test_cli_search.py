@@ -202,3 +202,43 @@ def test_a_hard_budget_no_model_meets_is_refused_before_anything_starts(in_tmp):
     assert "no model of the search space fits max_params 20" in result.stderr, result.stderr
     assert "the smallest drawn has" in result.stderr and "raise the limit" in result.stderr
     assert not (in_tmp / "mlflow.db").exists() and not (in_tmp / ".leanfit").exists()
+
+
+def test_ctrl_c_stops_the_search_cleanly_and_it_resumes(in_tmp):
+    """Ctrl-C, as a terminal sends it, to the command's whole process group (its workers too):
+    the search stops at the controller's next turn with its records whole, says how to go on,
+    exits 130; no worker dies of it mid-trial (that would count as a crash); --resume then
+    finishes the trial budget with no finished job run twice."""
+    experiment(in_tmp, trials=24)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "leanfit.cli", "search", "e.yaml", "--synthetic", "0.15"],
+        cwd=in_tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # 4 jobs done, and one running: a worker mid-trial
+        done, running = job_counts(in_tmp / "mlflow.db")
+        if done >= 4 and running:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the search ended before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "e.yaml --resume" in err, err
+    assert "Traceback" not in err, err  # neither the command's nor a worker's
+    client, runs = trial_runs(in_tmp / "mlflow.db")
+    search = client.search_runs([runs[0].info.experiment_id], "tags.`leanfit.kind` = 'search'")
+    assert [s.info.status for s in search] == ["KILLED"]
+    assert not [r for r in runs if r.data.tags.get(TAG_STATUS) == "failed"], "no crash recorded"
+
+    result = run_cli("search", "e.yaml", "--synthetic", "0.05", "--resume", cwd=in_tmp)
+    assert result.returncode == 0, result.stderr
+    _, runs = trial_runs(in_tmp / "mlflow.db")
+    ok = Counter(
+        (r.data.tags[TAG_TRIAL], r.data.tags[TAG_RUNG])
+        for r in runs
+        if r.data.tags.get(TAG_STATUS) == "ok"
+    )
+    assert max(ok.values()) == 1 and len({t for t, _ in ok}) == 24

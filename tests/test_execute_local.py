@@ -121,6 +121,27 @@ def test_workers_fork_from_a_server_that_has_imported_torch():
         assert collect(ex, 1)["c"].result.reason == "True"
 
 
+def test_ctrl_c_does_not_kill_a_worker_mid_trial():
+    """A terminal's Ctrl-C reaches every process of the group; the controller stops the search,
+    a worker must not die of it mid-trial (read as a crash) nor between trials."""
+    import signal
+
+    with LocalExecutor(RUNNER, workers=1) as ex:
+        ex.submit(job("warm"))
+        assert collect(ex, 1)["warm"].result.status == "ok"
+        (worker,) = ex._workers
+        ex.submit(job("busy", action="sleep", seconds=1.0))
+        time.sleep(0.4)
+        os.kill(worker.process.pid, signal.SIGINT)  # mid-trial
+        busy = collect(ex, 1)["busy"]
+        assert not busy.infrastructure_failure and busy.result.status == "ok", busy
+        os.kill(worker.process.pid, signal.SIGINT)  # idle, waiting for a job
+        time.sleep(0.2)
+        ex.submit(job("after"))
+        assert collect(ex, 1)["after"].result.status == "ok"
+        assert ex._workers[0] is worker, "the same worker, not a replacement"
+
+
 def test_workers_do_not_import_the_program_that_started_them(tmp_path):
     """A script that drives the executor at its top level, with no `if __name__ == "__main__"`
     guard: multiprocessing would import it again in each worker (its imports paid again, its

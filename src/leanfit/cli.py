@@ -286,11 +286,21 @@ def search(
 
     from leanfit.search.run import front_table, run_search
 
-    with progress_display() as show:
-        outcome = run_search(
-            experiment, resume=resume, workers=workers, wall_time=seconds, max_trials=trials,
-            on_progress=show, synthetic_sleep=synthetic,
-        )  # fmt: skip
+    try:
+        with progress_display() as show:
+            outcome = run_search(
+                experiment, resume=resume, workers=workers, wall_time=seconds, max_trials=trials,
+                on_progress=show, synthetic_sleep=synthetic,
+            )  # fmt: skip
+    except KeyboardInterrupt:
+        err_console.print(
+            "interrupted: the finished trials are in MLflow "
+            f"({experiment.tracking_uri()}); `leanfit search {experiment_file} --resume` "
+            "continues the search",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
     if outcome.resumed_jobs:
         console.print(f"resumed: {outcome.resumed_jobs} interrupted job(s) ran again")
     console.print(front_rich_table(front_table(outcome.controller)))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import signal
 import sys
 import threading
 import time
@@ -40,6 +41,10 @@ def worker_main(conn: Connection, runner_spec: RunnerSpec, environ: dict[str, st
     otherwise see the fork server's, from when that started."""
     os.environ.clear()
     os.environ.update(environ)
+    # Ctrl-C reaches the terminal's whole process group: the controller handles it (it stops
+    # the search where its records are whole, then stops the workers); a worker must not die
+    # of it mid-trial, which would read as a crash, nor print its traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         runner = runner_spec.build()
     except BaseException:  # noqa: BLE001 - reported to the controller, which stops the search
@@ -234,6 +239,12 @@ class LocalExecutor(Executor):
             self._starter.join()
             self._starter = None
         for worker in self._pool:
+            if worker.job is not None:
+                # its job is abandoned (a wall-time budget's end, an interrupt): its last
+                # checkpoint is whole (written aside, then renamed), so it is stopped at once
+                # instead of after a join's timeout
+                worker.process.kill()
+                continue
             with contextlib.suppress(OSError):  # a dead worker's pipe is already closed
                 worker.conn.send(None)
         for worker in self._pool:

@@ -222,6 +222,8 @@ class SearchController:
         self.checkpoint_dir = Path(checkpoint_dir)
         self.wall_time = wall_time
         self.max_trials = max_trials
+        # set by an interrupt handler (`leanfit.search.run`): the loop stops at its next turn
+        self.stop_requested = False
         self.retries = retries
         self.seed = seed
         self.events = events
@@ -352,6 +354,8 @@ class SearchController:
         last_report = 0.0
         try:
             while True:
+                if self.stop_requested:  # an interrupt, acted on where the records are whole
+                    raise KeyboardInterrupt
                 now = self.clock()
                 if deadline is not None and now >= deadline:
                     break

@@ -11,6 +11,8 @@ import hashlib
 import json
 import os
 import random
+import signal
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -48,6 +50,33 @@ def model_cost(channels: int, image_size: int, num_classes: int):
     from leanfit.models.cost import architecture_cost
 
     return lambda config: architecture_cost(config, channels, image_size, num_classes)
+
+
+@contextlib.contextmanager
+def stop_on_interrupt(controller: SearchController):
+    """Ctrl-C stops the search at the controller's next turn (within a second), where its MLflow
+    records are whole: an interrupt raised anywhere could land inside a database transaction and
+    leave it locked, so the search could not even be marked as interrupted. A second Ctrl-C
+    interrupts at once. Only in the main thread, and not where SIGINT is ignored (a background
+    job's): nothing changes there."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:
+        yield
+        return
+
+    def handler(signum, frame) -> None:
+        if controller.stop_requested:
+            raise KeyboardInterrupt
+        controller.stop_requested = True
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def check_budgets_reachable(experiment: Experiment, space, dataset, draws: int = 1000) -> None:
@@ -322,7 +351,8 @@ def _search(
 
     try:
         controller.executor = executor
-        controller.run(progress)
+        with stop_on_interrupt(controller):
+            controller.run(progress)
         abandoned = controller.refs_of(executor.running())
         stack.close()  # the workers stop before the report is written
         status = "FINISHED"
