@@ -258,6 +258,8 @@ def test_a_job_deleted_from_outside_is_noticed_and_close_deletes_the_rest(tmp_pa
 def test_cluster_mistakes_stop_with_the_fix(tmp_path, standin):
     with pytest.raises(KubernetesError, match="401"):
         KubernetesExecutor(experiment(tmp_path), standin.api_client(token="wrong"))
+    work = experiment(tmp_path).work_path()
+    assert not (work / "kubernetes").exists(), "a search that cannot start writes nothing"
     ex = KubernetesExecutor(experiment(tmp_path, namespace="nowhere"), standin.api_client())
     with pytest.raises(KubernetesError, match="namespace 'nowhere' not found"):
         ex.submit(TrialJob(TrialSpec(trial_id="x", config={}, epochs=1)))

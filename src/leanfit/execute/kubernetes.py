@@ -145,11 +145,6 @@ class KubernetesExecutor(Executor):
         self.selector = f"{LABEL_SEARCH}={self.search_id}"
         self.folder = experiment.work_path() / "kubernetes" / self.search_id
         self._check_storage()
-        self.experiment_file = self._write_experiment()
-        self.plan_file = None
-        if plan_file is not None:
-            self.plan_file = self.folder / "data-plan.json"
-            shutil.copyfile(plan_file, self.plan_file)
         self.owner = (
             owner_reference(environ, self.namespace) if self.settings.owner_reference else None
         )
@@ -176,6 +171,13 @@ class KubernetesExecutor(Executor):
                 f"{self.api.configuration.host} ({e}); check the kubeconfig, or run the search "
                 "in the cluster"
             ) from None
+        # the files the Jobs read, written once the cluster is known to answer (a search that
+        # cannot start leaves nothing behind)
+        self.experiment_file = self._write_experiment()
+        self.plan_file = None
+        if plan_file is not None:
+            self.plan_file = self.folder / "data-plan.json"
+            shutil.copyfile(plan_file, self.plan_file)
         self._watcher = threading.Thread(
             target=self._watch, args=(version,), name="leanfit-job-watch", daemon=True
         )
