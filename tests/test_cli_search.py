@@ -58,6 +58,20 @@ def job_counts(db) -> tuple[int, int]:
         return 0, 0
 
 
+def resume_and_count_finished(folder) -> tuple[Counter, list]:
+    """`leanfit search e.yaml --resume` to the end; each (trial, rung)'s finished jobs, and the
+    trial runs."""
+    result = run_cli("search", "e.yaml", "--synthetic", "0.05", "--resume", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    _, runs = trial_runs(folder / "mlflow.db")
+    ok = Counter(
+        (r.data.tags[TAG_TRIAL], r.data.tags[TAG_RUNG])
+        for r in runs
+        if r.data.tags.get(TAG_STATUS) == "ok"
+    )
+    return ok, runs
+
+
 def test_search_shows_the_front_and_writes_a_report(in_tmp):
     experiment(in_tmp, trials=12)
     result = run_cli("search", "e.yaml", "--synthetic", "0", cwd=in_tmp)
@@ -102,14 +116,7 @@ def test_resume_after_kill_9_loses_and_repeats_no_finished_trial(in_tmp):
     assert len(finished_before) >= 8
     assert [r for r in runs if r.info.status == "RUNNING"], "nothing was running at the kill"
 
-    result = run_cli("search", "e.yaml", "--synthetic", "0.05", "--resume", cwd=in_tmp)
-    assert result.returncode == 0, result.stderr
-    _, runs = trial_runs(in_tmp / "mlflow.db")
-    ok = Counter(
-        (r.data.tags[TAG_TRIAL], r.data.tags[TAG_RUNG])
-        for r in runs
-        if r.data.tags.get(TAG_STATUS) == "ok"
-    )
+    ok, runs = resume_and_count_finished(in_tmp)
     assert max(ok.values()) == 1, "a finished job was run again"
     before = {r.info.run_id for r in finished_before}
     assert before <= {r.info.run_id for r in runs if r.data.tags.get(TAG_STATUS) == "ok"}
@@ -233,12 +240,5 @@ def test_ctrl_c_stops_the_search_cleanly_and_it_resumes(in_tmp):
     assert [s.info.status for s in search] == ["KILLED"]
     assert not [r for r in runs if r.data.tags.get(TAG_STATUS) == "failed"], "no crash recorded"
 
-    result = run_cli("search", "e.yaml", "--synthetic", "0.05", "--resume", cwd=in_tmp)
-    assert result.returncode == 0, result.stderr
-    _, runs = trial_runs(in_tmp / "mlflow.db")
-    ok = Counter(
-        (r.data.tags[TAG_TRIAL], r.data.tags[TAG_RUNG])
-        for r in runs
-        if r.data.tags.get(TAG_STATUS) == "ok"
-    )
+    ok, _ = resume_and_count_finished(in_tmp)
     assert max(ok.values()) == 1 and len({t for t, _ in ok}) == 24
