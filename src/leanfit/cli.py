@@ -521,17 +521,18 @@ def progress_display():
         with Live(console=console, refresh_per_second=2, transient=False) as live:
             yield lambda controller: live.update(progress_line(controller))
         return
-    last: list = [None, -math.inf]  # the controller, when its line was last printed
+    latest, printed_at = None, -math.inf
 
     def show(controller) -> None:
-        last[0] = controller
-        if time.monotonic() - last[1] >= LOG_PROGRESS_EVERY:
-            last[1] = time.monotonic()
+        nonlocal latest, printed_at
+        latest = controller
+        if time.monotonic() - printed_at >= LOG_PROGRESS_EVERY:
+            printed_at = time.monotonic()
             console.print(progress_line(controller), crop=False, soft_wrap=True)
 
     yield show
-    if last[0] is not None:
-        console.print(progress_line(last[0]), crop=False, soft_wrap=True)
+    if latest is not None:
+        console.print(progress_line(latest), crop=False, soft_wrap=True)
 
 
 def progress_line(controller):

@@ -285,10 +285,11 @@ def _search(
     key = search_key(experiment, dataset.digest)
     check_budgets_reachable(experiment, space, dataset)
     uri = experiment.tracking_uri()
-    if resume is True and uri.startswith("sqlite:///") and not Path(uri[10:]).exists():
+    database = uri.removeprefix("sqlite:///")
+    if resume is True and database != uri and not Path(database).exists():
         # said before MLflow would create an empty database there
         raise LeanfitError(
-            f"--resume: no tracking database at {uri[10:]} (tracking URI {uri}), so no search "
+            f"--resume: no tracking database at {database} (tracking URI {uri}), so no search "
             "to resume; run without --resume to start one, or give the file's tracking URI"
         )
     logger = TrialLogger(uri, experiment.experiment_name())
@@ -339,13 +340,15 @@ def _search(
         )
     started = time.monotonic()
     status = "FAILED"
-    prewarmed: list = []
+    prewarmed = False
 
     def progress(c: SearchController) -> None:
         # The report's plotting library is imported while the trials run, once the first job
         # has finished (the workers' and scikit-optimize's imports are done by then).
+        nonlocal prewarmed
         if not prewarmed and c.stats.jobs_done:
-            prewarmed.append(prewarm())
+            prewarm()
+            prewarmed = True
         if on_progress is not None:
             on_progress(c)
 
