@@ -38,6 +38,14 @@ def trial_runs(db):
     return client, runs
 
 
+def foreground_job() -> None:
+    """In the child before it runs: its own process group, and SIGINT as a terminal's foreground
+    job has it. Run from a shell's background job (`make test &`), the tests inherit SIGINT
+    ignored, and so would the command: it rightly leaves an ignored SIGINT alone."""
+    os.setsid()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def job_counts(db) -> tuple[int, int]:
     """Finished jobs and running ones, read with plain SQL: an MLflow client here would race
     the search's own first-time database migration."""
@@ -221,7 +229,7 @@ def test_ctrl_c_stops_the_search_cleanly_and_it_resumes(in_tmp):
     proc = subprocess.Popen(
         [sys.executable, "-m", "leanfit.cli", "search", "e.yaml", "--synthetic", "0.15"],
         cwd=in_tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
+        preexec_fn=foreground_job,
     )  # fmt: skip
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # 4 jobs done, and one running: a worker mid-trial
