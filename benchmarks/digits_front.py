@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 
+from leanfit.cli import progress_display
 from leanfit.config import load_experiment, parse_duration
 from leanfit.data.sources import load_dataset
 from leanfit.search.run import front_table, run_search
@@ -202,7 +203,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"saved {path}")
         return result
     started = time.monotonic()
-    outcome = run_search(experiment, workers=args.workers, wall_time=wall)
+    with progress_display() as show:  # a line every 10 s in a log, a live one on a terminal
+        outcome = run_search(experiment, workers=args.workers, wall_time=wall, on_progress=show)
     search_seconds = time.monotonic() - started
     c = outcome.controller
     print(f"search: {len(c.trials)} trials, {c.stats.jobs_done} jobs in {search_seconds:.0f} s")

@@ -270,3 +270,42 @@ def test_digits_front_retrains_an_earlier_runs_picks_without_a_search(tmp_path):
     for pick in report["picks"]:
         [acc] = pick["retrained"]["1"]["val_accuracy"]
         assert 0.0 <= acc <= 1.0 and pick["retrained"]["1"]["mean"] == acc
+
+
+def test_digits_front_search_then_retrained_picks(tmp_path):
+    """The benchmark's own path, shortened: a real search, progress lines in its log, then the
+    picks at both limits chosen from retrained finalists and saved with their test figures."""
+    import yaml
+
+    before = results_listing()
+    data = yaml.safe_load((ROOT / "examples" / "digits.yaml").read_text())
+    data["budget"].update(min_epochs=1, max_epochs=3)
+    data["pipeline"]["final_epochs"] = 2
+    experiment = tmp_path / "digits.yaml"
+    experiment.write_text(yaml.safe_dump(data))
+    command = [sys.executable, str(ROOT / "benchmarks" / "digits_front.py"), "--experiment",
+               str(experiment), "--wall-time", "12s", "--seeds", "1", "--finalists", "2",
+               "--retrain-epochs", "1,2", "--out", str(tmp_path / "out")]  # fmt: skip
+    done = subprocess.run(
+        command,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,  # about 40 s on a 2-core machine
+    )
+    assert done.returncode == 0, done.stderr
+    assert results_listing() == before, "--out must keep the run out of benchmarks/results"
+    assert "budget left" in done.stdout, "the search's progress is printed"
+    report = json.loads((tmp_path / "out" / "digits_front-cpu.json").read_text())
+    assert report["trials"] > 0 and report["front"] and report["final_epochs"] == 2
+    assert [p["max_params"] for p in report["picks"]] == [1_000, 2_000]
+    for pick in report["picks"]:
+        if not pick["found"]:
+            continue
+        assert pick["params"] <= pick["max_params"]
+        assert 1 <= len(pick["finalists"]) <= 2
+        chosen = max(pick["finalists"], key=lambda f: (f["val_accuracy_mean"], -f["params"]))
+        assert chosen["trial"] == pick["trial"]
+        assert pick["test_accuracy_mean"] == chosen["test_accuracy_mean"]
+        assert 0.0 <= pick["test_accuracy_mean"] <= 1.0
+        assert set(pick["search_best"]["retrained"]) == {"1", "2"}
