@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.support import ROOT
+from tests.support import ROOT, digits_config, write_yaml
 
 SCRIPT = ROOT / "benchmarks" / "trainer_throughput.py"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -275,14 +275,11 @@ def test_digits_front_retrains_an_earlier_runs_picks_without_a_search(tmp_path):
 def test_digits_front_search_then_retrained_picks(tmp_path):
     """The benchmark's own path, shortened: a real search, progress lines in its log, then the
     picks at both limits chosen from retrained finalists and saved with their test figures."""
-    import yaml
-
     before = results_listing()
-    data = yaml.safe_load((ROOT / "examples" / "digits.yaml").read_text())
+    data = digits_config()
     data["budget"].update(min_epochs=1, max_epochs=3)
     data["pipeline"]["final_epochs"] = 2
-    experiment = tmp_path / "digits.yaml"
-    experiment.write_text(yaml.safe_dump(data))
+    experiment = write_yaml(tmp_path / "digits.yaml", data)
     command = [sys.executable, str(ROOT / "benchmarks" / "digits_front.py"), "--experiment",
                str(experiment), "--wall-time", "12s", "--seeds", "1", "--finalists", "2",
                "--retrain-epochs", "1,2", "--out", str(tmp_path / "out")]  # fmt: skip
