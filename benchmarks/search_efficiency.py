@@ -60,6 +60,9 @@ over seeds.
     python benchmarks/search_efficiency.py --part real --seeds 3 --minutes 2
     # the 2.5-hour real comparison over several sittings: runs only what the file lacks
     python benchmarks/search_efficiency.py --part real --seeds 3 --minutes 10 --resume
+    # random search past the budget, up to 10 times leanfit's time to the target in each seed
+    python benchmarks/search_efficiency.py --part real --seeds 3 --minutes 10 --resume \
+        --methods leanfit,random --random-horizon 10x
     python benchmarks/search_efficiency.py --part overhead --trials 100,1000
 """
 
@@ -669,20 +672,30 @@ def real_leanfit(experiment: Experiment, budget: float, work: Path) -> tuple[lis
 
 
 def real_peer_on_workers(
-    method: str, experiment: Experiment, budget: float, seed: int
+    method: str, experiment: Experiment, budget: float, seed: int, horizon: float | None = None
 ) -> tuple[list[Report], dict]:
-    """random and gp_minimize: full-fidelity jobs on the same `LocalExecutor` leanfit uses."""
+    """random and gp_minimize: full-fidelity jobs on the same `LocalExecutor` leanfit uses.
+
+    With `horizon` (seconds, > budget) it goes on past the budget until its first result at the
+    target (>= `TARGET_ACCURACY` at <= `TARGET_PARAMS`) or the horizon, only to time that target;
+    the log then holds the results past the budget too."""
     t0 = time.time()
-    deadline = t0 + budget
+    end = t0 + max(budget, horizon or 0.0)
+    reached = False
+
+    def stop_at() -> float:  # past the budget only while the target is not reached
+        return t0 + budget if reached else end
+
     peer = make_peer(method, experiment, seed)
     epochs = experiment.budget.max_epochs
     log: list[Report] = []
     handles: dict[str, tuple[Any, int]] = {}
     propose = 0.0
+    started_by_budget = 0  # trials started within the budget (all of them without a horizon)
     runner = runner_for(experiment, WORKERS)
     with LocalExecutor(runner, WORKERS, experiment.executor.trial_timeout) as executor:
-        while time.time() < deadline:
-            while executor.free_slots() > 0 and time.time() < deadline:
+        while time.time() < stop_at():
+            while executor.free_slots() > 0 and time.time() < stop_at():
                 started = time.perf_counter()
                 with threadpool_limits(limits=1):
                     handle, config = peer.ask()
@@ -695,19 +708,22 @@ def real_peer_on_workers(
                     seed=seed * 100_003 + n,
                 )
                 handles[spec.trial_id] = (handle, n)
+                started_by_budget += time.time() < t0 + budget
                 executor.submit(TrialJob(spec))
-            for outcome in executor.wait(timeout=max(0.0, min(1.0, deadline - time.time()))):
+            for outcome in executor.wait(timeout=max(0.0, min(1.0, stop_at() - time.time()))):
                 seconds = time.time() - t0
                 handle, n = handles[outcome.job.spec.trial_id]
                 r = outcome.result
                 ok = r.status == "ok" and r.history
-                if ok and seconds <= budget:
+                if ok and seconds <= end - t0:
                     log.append(Report(seconds, n, r.params, r.val_accuracy, epochs))
+                    hit = r.val_accuracy >= TARGET_ACCURACY and r.params <= TARGET_PARAMS
+                    reached = reached or (horizon is not None and hit)
                 started = time.perf_counter()
                 with threadpool_limits(limits=1):
                     peer.tell(handle, r.val_accuracy if ok else None, epochs)
                 propose += time.perf_counter() - started
-    return log, {"jobs": len(handles), "proposal_seconds": propose}
+    return log, {"jobs": started_by_budget, "proposal_seconds": propose}
 
 
 class _OutOfTime(Exception):
@@ -817,17 +833,53 @@ def real_optuna(
     return log, {"jobs": len({r.trial for r in log})}
 
 
-def real_seed(method: str, seed: int, budget: float, experiment: Experiment) -> dict:
+def real_seed(
+    method: str, seed: int, budget: float, experiment: Experiment, past: dict | None = None
+) -> dict:
+    """One method, one seed, trained for real. `past` (random search only): the row's
+    `beyond_budget` record so far, `{"spec", "horizon_seconds"}` (see `real_horizon`); with a
+    horizon random goes on past the budget to time the target, and the row's figures stay
+    those of the budget."""
+    horizon = (past or {}).get("horizon_seconds")
     with tempfile.TemporaryDirectory(prefix="leanfit-search-efficiency-") as folder:
         work = Path(folder)
         exp = isolated(experiment, work, seed)
         if method == "leanfit":
             log, stats = real_leanfit(exp, budget, work)
         elif method in ("random", "gp_minimize"):
-            log, stats = real_peer_on_workers(method, exp, budget, seed)
+            log, stats = real_peer_on_workers(method, exp, budget, seed, horizon)
         else:
             log, stats = real_optuna(method, exp, budget, seed, work)
-    return {"method": method, "seed": seed, **figures(log, budget, TARGET_ACCURACY), **stats}
+    row: dict[str, Any] = {"method": method, "seed": seed}
+    if past is not None:
+        row["beyond_budget"] = {
+            **past,
+            "time_to_target": time_to_target(log, TARGET_ACCURACY, TARGET_PARAMS),
+            "trials": len({r.trial for r in log}),
+            "seconds": max((r.seconds for r in log), default=0.0),
+        }
+        log = [r for r in log if r.seconds <= budget]
+    return {**row, **figures(log, budget, TARGET_ACCURACY), **stats}
+
+
+def real_horizon(args: argparse.Namespace, rows: list[dict], seed: int) -> dict | None:
+    """Random search's horizon past the budget in `seed` (`--random-horizon`), None without
+    one: minutes, or a multiple of leanfit's time to the target in the same seed ("10x": random
+    goes on to 10 times leanfit's time; not reaching the target by then shows that leanfit was
+    at least 10 times sooner). Where leanfit has no time to the target in that seed, the horizon
+    is None and random stops at the budget."""
+    spec = horizon_spec(args)
+    if args.random_horizon:
+        return {"spec": spec, "horizon_seconds": args.random_horizon * 60}
+    if not spec:
+        return None
+    mine = next(
+        (r["time_to_target"] for r in rows if (r["method"], r["seed"]) == ("leanfit", seed)), None
+    )
+    if mine is None:
+        return {"spec": spec, "horizon_seconds": None, "why": "leanfit has no time to the target"}
+    horizon = max(args.minutes * 60, args.random_horizon_times * mine)
+    return {"spec": spec, "horizon_seconds": horizon}
 
 
 # -- overhead ----------------------------------------------------------------------------------
@@ -1192,25 +1244,45 @@ def run_synthetic(args, experiment: Experiment, methods: list[str], partial) -> 
     }
 
 
+def horizon_spec(args: argparse.Namespace) -> str | None:
+    """`--random-horizon` as the rows record it ("60 min", "10x"), None without one."""
+    if args.random_horizon:
+        return f"{args.random_horizon:g} min"
+    if args.random_horizon_times:
+        return f"{args.random_horizon_times:g}x"
+    return None
+
+
 def has_horizon(row: dict, horizon: float) -> bool:
     return row.get("beyond_budget", {}).get("horizon_seconds") == horizon
 
 
-def random_past_the_budget(rows: list[dict], seeds: list[int], horizon: float) -> dict[str, Any]:
+def has_spec(row: dict, spec: str) -> bool:
+    return row.get("beyond_budget", {}).get("spec") == spec
+
+
+def random_past_the_budget(rows: list[dict], seeds: list[int], horizon: float | str) -> dict:
     """leanfit's time to the target against random search's, random timed past the budget up to
-    `horizon` (`--random-horizon`): per seed random / leanfit, exact where both reached it, a
-    lower bound (horizon / leanfit) where random did not reach it even then."""
+    `horizon` (`--random-horizon`: seconds, or as the real part records it, "60 min" or "10x",
+    each row's own horizon in seconds then): per seed random / leanfit, exact where both reached
+    it, a lower bound (horizon / leanfit) where random did not reach it even then."""
     by = {(r["method"], r["seed"]): r for r in rows}
     per_seed = []
     for seed in seeds:
         mine = by[("leanfit", seed)]["time_to_target"]
         # over the whole run to the horizon: the same as within the budget where reached there
-        theirs = by[("random", seed)]["beyond_budget"]["time_to_target"]
+        past = by[("random", seed)]["beyond_budget"]
+        theirs = past["time_to_target"]
+        reach = horizon if isinstance(horizon, (int, float)) else past["horizon_seconds"]
         entry: dict[str, Any] = {"seed": seed, "leanfit": mine, "random": theirs}
+        if reach is not None:
+            entry["horizon_seconds"] = reach
         if mine is None:
             entry.update(ratio=None, bound="leanfit did not reach it")
+        elif theirs is None and reach is None:
+            entry.update(ratio=None, bound="random was not run past the budget")
         elif theirs is None:
-            entry.update(ratio=horizon / mine, bound="at least")
+            entry.update(ratio=reach / mine, bound="at least")
         else:
             entry.update(ratio=theirs / mine, bound="exact")
         per_seed.append(entry)
@@ -1233,8 +1305,12 @@ def random_past_the_budget(rows: list[dict], seeds: list[int], horizon: float) -
 
 
 def print_random_past_the_budget(r: dict[str, Any]) -> None:
+    h = r["horizon_seconds"]
+    up_to = f"{h / 60:g} min" if isinstance(h, (int, float)) else (
+        f"{h[:-1]} times leanfit's time to the target in each seed" if h.endswith("x") else h
+    )  # fmt: skip
     print(
-        f"\nrandom search timed past the budget, up to {r['horizon_seconds'] / 60:g} min: "
+        f"\nrandom search timed past the budget, up to {up_to}: "
         f"reached the target in {r['random_reached']} of {r['seeds']} seeds"
     )
     for p in r["per_seed"]:
@@ -1294,13 +1370,24 @@ def run_real(args, experiment: Experiment, methods: list[str], partial) -> dict:
     seeds = args.seeds or 3
     path = result_path(args.out or RESULTS, "real")
     rows = earlier_rows(path, budget, methods, seeds) if args.resume else []
+    spec = horizon_spec(args)
+    if spec:  # a random row run without this horizon is run again with it
+        rows = [r for r in rows if r["method"] != "random" or has_spec(r, spec)]
     done = {(r["method"], r["seed"]) for r in rows}
     for seed in range(seeds):
-        for m in methods:  # interleaved: every method once per seed, in turn
+        for m in methods:  # interleaved: every method once per seed, in turn (leanfit first)
             if (m, seed) in done:
                 continue
             load_before = os.getloadavg()
-            row = real_seed(m, seed, budget, experiment)
+            past = real_horizon(args, rows, seed) if m == "random" else None
+            if past and past["horizon_seconds"]:
+                print(
+                    f"  random seed {seed}: on past the budget up to "
+                    f"{past['horizon_seconds']:.0f} s ({past['spec']}) unless it reaches the "
+                    "target sooner",
+                    flush=True,
+                )
+            row = real_seed(m, seed, budget, experiment, past)
             row.update(git_commit=git_commit(), load_before=load_before, load_after=os.getloadavg())
             rows.append(row)
             print(_progress(rows[-1]), flush=True)
@@ -1318,6 +1405,9 @@ def run_real(args, experiment: Experiment, methods: list[str], partial) -> dict:
         summary,
         methods,
     )
+    if spec and {"leanfit", "random"} <= set(methods):
+        summary["random_past_the_budget"] = random_past_the_budget(rows, summary["seeds"], spec)
+        print_random_past_the_budget(summary["random_past_the_budget"])
     return {
         "budget_seconds": budget,
         "seeds": seeds,
@@ -1389,11 +1479,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="processes for the synthetic part")
     parser.add_argument(
         "--random-horizon",
-        type=float,
-        default=0.0,
-        help="synthetic part: random search goes on past --minutes, up to this many simulated "
-        "minutes, until it reaches the target, to time it where it does not within the budget "
-        "(its other figures stay those of the budget; 0: off)",
+        default="0",
+        help="random search goes on past --minutes until it reaches the target, to time it where "
+        "it does not within the budget (its other figures stay those of the budget): up to this "
+        "many minutes (simulated in the synthetic part), or, in the real part, 'Nx': up to N "
+        "times leanfit's time to the target in the same seed, the least that shows leanfit N "
+        "times sooner where random does not reach it (0: off)",
     )
     parser.add_argument("--trials", default="100,1000", help="overhead: trial counts")
     parser.add_argument("--sleep", type=float, default=0.3, help="overhead: seconds per epoch")
@@ -1425,6 +1516,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.out is not None and args.out.suffix == ".json" and args.part == "all":
         parser.error(f"--out {args.out}: a .json file holds one part; give --part too, or a folder")
+    text = args.random_horizon.strip().lower()
+    times = text.endswith("x")
+    try:
+        value = float(text[:-1] if times else text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0 or (times and value <= 1):
+        parser.error(
+            f"--random-horizon {args.random_horizon}: give minutes (60) or, in the real part, a "
+            "multiple of leanfit's time to the target greater than 1 (10x)"
+        )
+    if times and args.part != "real":
+        parser.error(
+            f"--random-horizon {args.random_horizon}: a multiple of leanfit's time is for "
+            "--part real (its seeds run leanfit first); give minutes for the synthetic part"
+        )
+    args.random_horizon, args.random_horizon_times = (0.0, value) if times else (value, 0.0)
     if args.random_horizon and args.random_horizon <= args.minutes:
         parser.error(
             f"--random-horizon {args.random_horizon:g}: give more minutes than --minutes "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -63,6 +64,15 @@ def test_trainer_throughput_quick_run_saves_all_rates(tmp_path):
 
 
 SEARCH_EFFICIENCY = ROOT / "benchmarks" / "search_efficiency.py"
+
+
+def load_search_efficiency():
+    """The benchmark as a module, for its pure functions (it imports its sibling scripts)."""
+    spec = importlib.util.spec_from_file_location("search_efficiency", SEARCH_EFFICIENCY)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def search_efficiency(tmp_path, *args: str) -> subprocess.CompletedProcess:
@@ -168,6 +178,68 @@ def test_search_efficiency_tiny_real_run_saves_every_row_and_resumes(tmp_path):
     )  # fmt: skip
     assert again.returncode == 2 and "--minutes" in again.stderr, again.stderr
     assert (tmp_path / "search_efficiency-real.json").read_text() == before_text
+
+
+def test_search_efficiency_real_random_goes_on_to_n_times_leanfits_time(tmp_path):
+    real_run = ["--part", "real", "--seeds", "1", "--minutes", "0.1"]
+    done = search_efficiency(tmp_path, *real_run, "--methods", "leanfit")
+    assert done.returncode == 0, done.stderr
+    path = tmp_path / "search_efficiency-real.json"
+    # 6 s of search cannot reach 97% at <= 1,000 params: the file is given a leanfit that
+    # reached it after 1.5 s, so that random's horizon is 10 x 1.5 = 15 s, past the 6-s budget
+    earlier = json.loads(path.read_text())
+    earlier["rows"][0]["time_to_target"] = 1.5
+    path.write_text(json.dumps(earlier))
+
+    again = search_efficiency(
+        tmp_path, *real_run, "--resume", "--methods", "leanfit,random", "--random-horizon", "10x"
+    )
+    assert again.returncode == 0, again.stderr
+    assert "up to 15 s (10x)" in again.stdout, again.stdout
+    assert "up to 10 times leanfit's time to the target in each seed" in again.stdout
+    real = json.loads(path.read_text())
+    random0 = next(r for r in real["rows"] if r["method"] == "random")
+    past = random0["beyond_budget"]
+    assert past["spec"] == "10x" and past["horizon_seconds"] == pytest.approx(15)
+    assert past["trials"] >= random0["trials"] and past["seconds"] <= 15 + 5
+    assert past["time_to_target"] is None, "random cannot reach the target in 15 s"
+    (entry,) = real["summary"]["random_past_the_budget"]["per_seed"]
+    assert entry["bound"] == "at least" and entry["ratio"] == pytest.approx(10)
+    # the row's own figures are those of the budget: no result after its 6 s
+    assert random0["hypervolume"]["2min"] is None and random0["time_to_target"] is None
+
+    # mistakes a user makes: refused (exit 2), the file left as it was
+    text = path.read_text()
+    for bad, says in [
+        (["--random-horizon", "10x", "--part", "synthetic"], "--part real"),
+        (["--random-horizon", "ten", *real_run], "give minutes"),
+        (["--random-horizon", "1x", *real_run], "greater than 1"),
+    ]:
+        refused = search_efficiency(tmp_path, *bad, "--resume")
+        assert refused.returncode == 2 and says in refused.stderr, (bad, refused.stderr)
+        assert "Traceback" not in refused.stderr
+    assert path.read_text() == text
+
+
+def test_random_past_the_budget_bounds_each_seed_by_its_own_horizon():
+    se = load_search_efficiency()
+    rows = [
+        {"method": "leanfit", "seed": 0, "time_to_target": 100.0},
+        {"method": "leanfit", "seed": 1, "time_to_target": 50.0},
+        {"method": "leanfit", "seed": 2, "time_to_target": None},
+        {"method": "random", "seed": 0, "beyond_budget": {
+            "spec": "10x", "horizon_seconds": 1000.0, "time_to_target": None}},
+        {"method": "random", "seed": 1, "beyond_budget": {
+            "spec": "10x", "horizon_seconds": 600.0, "time_to_target": 400.0}},
+        {"method": "random", "seed": 2, "beyond_budget": {
+            "spec": "10x", "horizon_seconds": None, "time_to_target": None}},
+    ]  # fmt: skip
+    r = se.random_past_the_budget(rows, [0, 1, 2], "10x")
+    by = {p["seed"]: p for p in r["per_seed"]}
+    assert (by[0]["ratio"], by[0]["bound"]) == (10.0, "at least")
+    assert (by[1]["ratio"], by[1]["bound"]) == (8.0, "exact")
+    assert by[2]["ratio"] is None and by[2]["bound"] == "leanfit did not reach it"
+    assert r["random_reached"] == 1 and r["seeds_at_least_10x"] == 1 and r["median_ratio"] == 9.0
 
 
 def test_search_efficiency_tiny_overhead_run_saves_its_share(tmp_path):
