@@ -1292,7 +1292,9 @@ def random_past_the_budget(rows: list[dict], seeds: list[int], horizon: float | 
     median_random = statistics.median(randoms) if randoms else None
     median_leanfit = statistics.median(leanfits) if leanfits else None
     return {
-        "horizon_seconds": horizon,
+        # seconds for one horizon over all seeds; else each seed's own, under per_seed
+        "horizon_seconds": horizon if isinstance(horizon, (int, float)) else None,
+        "horizon": horizon if isinstance(horizon, str) else f"{horizon / 60:g} min",
         "random_reached": sum(p["random"] is not None for p in per_seed),
         "seeds": len(per_seed),
         "per_seed": per_seed,
@@ -1305,10 +1307,8 @@ def random_past_the_budget(rows: list[dict], seeds: list[int], horizon: float | 
 
 
 def print_random_past_the_budget(r: dict[str, Any]) -> None:
-    h = r["horizon_seconds"]
-    up_to = f"{h / 60:g} min" if isinstance(h, (int, float)) else (
-        f"{h[:-1]} times leanfit's time to the target in each seed" if h.endswith("x") else h
-    )  # fmt: skip
+    h = r["horizon"]
+    up_to = f"{h[:-1]} times leanfit's time to the target in each seed" if h.endswith("x") else h
     print(
         f"\nrandom search timed past the budget, up to {up_to}: "
         f"reached the target in {r['random_reached']} of {r['seeds']} seeds"

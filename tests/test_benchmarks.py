@@ -201,7 +201,8 @@ def test_search_efficiency_real_random_goes_on_to_n_times_leanfits_time(tmp_path
     random0 = next(r for r in real["rows"] if r["method"] == "random")
     past = random0["beyond_budget"]
     assert past["spec"] == "10x" and past["horizon_seconds"] == pytest.approx(15)
-    assert past["trials"] >= random0["trials"] and past["seconds"] <= 15 + 5
+    # it went on past the 6-s budget (trials of 10 epochs finish every few seconds), not past 15
+    assert past["trials"] >= random0["trials"] and 6 < past["seconds"] <= 15
     assert past["time_to_target"] is None, "random cannot reach the target in 15 s"
     (entry,) = real["summary"]["random_past_the_budget"]["per_seed"]
     assert entry["bound"] == "at least" and entry["ratio"] == pytest.approx(10)
@@ -240,6 +241,7 @@ def test_random_past_the_budget_bounds_each_seed_by_its_own_horizon():
     assert (by[1]["ratio"], by[1]["bound"]) == (8.0, "exact")
     assert by[2]["ratio"] is None and by[2]["bound"] == "leanfit did not reach it"
     assert r["random_reached"] == 1 and r["seeds_at_least_10x"] == 1 and r["median_ratio"] == 9.0
+    assert r["horizon"] == "10x" and r["horizon_seconds"] is None  # each seed has its own
 
 
 def test_search_efficiency_tiny_overhead_run_saves_its_share(tmp_path):
