@@ -1263,17 +1263,16 @@ def has_spec(row: dict, spec: str) -> bool:
 
 def random_past_the_budget(rows: list[dict], seeds: list[int], horizon: float | str) -> dict:
     """leanfit's time to the target against random search's, random timed past the budget up to
-    `horizon` (`--random-horizon`: seconds, or as the real part records it, "60 min" or "10x",
-    each row's own horizon in seconds then): per seed random / leanfit, exact where both reached
-    it, a lower bound (horizon / leanfit) where random did not reach it even then."""
+    `horizon` (`--random-horizon`: seconds, or as the real part records it, "60 min" or "10x"):
+    per seed random / leanfit, exact where both reached it, a lower bound (the row's own horizon
+    / leanfit) where random did not reach it even then."""
     by = {(r["method"], r["seed"]): r for r in rows}
     per_seed = []
     for seed in seeds:
         mine = by[("leanfit", seed)]["time_to_target"]
         # over the whole run to the horizon: the same as within the budget where reached there
         past = by[("random", seed)]["beyond_budget"]
-        theirs = past["time_to_target"]
-        reach = horizon if isinstance(horizon, (int, float)) else past["horizon_seconds"]
+        theirs, reach = past["time_to_target"], past["horizon_seconds"]
         entry: dict[str, Any] = {"seed": seed, "leanfit": mine, "random": theirs}
         if reach is not None:
             entry["horizon_seconds"] = reach
