@@ -63,6 +63,9 @@ over seeds.
     # random search past the budget, up to 10 times leanfit's time to the target in each seed
     python benchmarks/search_efficiency.py --part real --seeds 3 --minutes 10 --resume \
         --methods leanfit,random --random-horizon 10x
+    # the same for seeds 5 and 4 only, in that order, beside the file's seeds 0-2
+    python benchmarks/search_efficiency.py --part real --seeds 6 --only-seeds 5,4 --minutes 10 \
+        --resume --methods leanfit,random --random-horizon 10x
     python benchmarks/search_efficiency.py --part overhead --trials 100,1000
 """
 
@@ -1373,7 +1376,7 @@ def run_real(args, experiment: Experiment, methods: list[str], partial) -> dict:
     if spec:  # a random row run without this horizon is run again with it
         rows = [r for r in rows if r["method"] != "random" or has_spec(r, spec)]
     done = {(r["method"], r["seed"]) for r in rows}
-    for seed in range(seeds):
+    for seed in args.only_seeds or range(seeds):
         for m in methods:  # interleaved: every method once per seed, in turn (leanfit first)
             if (m, seed) in done:
                 continue
@@ -1473,6 +1476,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("synthetic", "real", "overhead", "all"), default="all")
     parser.add_argument("--seeds", type=int, default=None, help="default 20 synthetic, 3 real")
+    parser.add_argument(
+        "--only-seeds",
+        default="",
+        help="real part: run just these of the --seeds seeds, in this order (5,4), the others "
+        "kept by --resume or left out; the summary covers the seeds every method has finished",
+    )
     parser.add_argument("--minutes", type=float, default=10.0, help="budget per method and seed")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--jobs", type=int, default=1, help="processes for the synthetic part")
@@ -1537,10 +1546,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             f"--random-horizon {args.random_horizon:g}: give more minutes than --minutes "
             f"({args.minutes:g}), or 0 for none"
         )
+    args.only_seeds = only_seeds(parser, args)
     unknown = set(args.methods.split(",")) - set(METHODS)
     if unknown:
         parser.error(f"--methods: unknown {sorted(unknown)}; choose from {list(METHODS)}")
     return args
+
+
+def only_seeds(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[int]:
+    """`--only-seeds 5,4`: the real part's seeds to run, in order (a 10x random seed can take
+    an hour: the one that matters first)."""
+    if not args.only_seeds.strip():
+        return []
+    if args.part != "real":
+        parser.error(
+            f"--only-seeds {args.only_seeds}: for --part real; leave it out for the others"
+        )
+    try:
+        seeds = [int(s) for s in args.only_seeds.split(",")]
+    except ValueError:
+        seeds = []
+    count = args.seeds or 3
+    if not seeds or len(set(seeds)) < len(seeds) or not all(0 <= s < count for s in seeds):
+        parser.error(
+            f"--only-seeds {args.only_seeds}: give distinct seed numbers from 0 to {count - 1}, "
+            "separated by commas (5,4), and --seeds above the largest"
+        )
+    return seeds
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

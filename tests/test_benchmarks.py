@@ -244,6 +244,24 @@ def test_random_past_the_budget_bounds_each_seed_by_its_own_horizon():
     assert r["horizon"] == "10x" and r["horizon_seconds"] is None  # each seed has its own
 
 
+def test_only_seeds_orders_the_real_parts_seeds_and_refuses_mistakes(capsys):
+    se = load_search_efficiency()
+    real = ["--part", "real", "--seeds", "6"]
+    assert se.parse_args([*real, "--only-seeds", "5,4"]).only_seeds == [5, 4]
+    assert se.parse_args(real).only_seeds == [], "none given: every seed, in order"
+    for bad, says in [
+        (["--part", "real", "--only-seeds", "5"], "from 0 to 2"),  # --seeds defaults to 3
+        ([*real, "--only-seeds", "4,x"], "distinct seed numbers"),
+        ([*real, "--only-seeds", "4,4"], "distinct seed numbers"),
+        ([*real, "--only-seeds", "-1"], "distinct seed numbers"),
+        (["--part", "synthetic", "--only-seeds", "1"], "for --part real"),
+    ]:
+        with pytest.raises(SystemExit) as refused:
+            se.parse_args(bad)
+        assert refused.value.code == 2, bad
+        assert says in capsys.readouterr().err, bad
+
+
 def test_search_efficiency_tiny_overhead_run_saves_its_share(tmp_path):
     before = results_listing()
     out = tmp_path / "runs" / "overhead-tiny.json"  # a file of its own name, in a new folder
