@@ -22,6 +22,8 @@ def test_examples_are_valid(name):
 def test_units_in_numbers_and_durations():
     assert parse_count("100k") == 100_000 and parse_count("1.5M") == 1_500_000
     assert parse_duration("10m") == 600 and parse_duration("2h") == 7200
+    with pytest.raises(ValueError, match="'lots' is not a count; write e.g. 2000, 20k"):
+        parse_count("lots")
     exp = experiment_from_dict(digits_config(budget={"wall_time": "90s"}))
     assert exp.budget.wall_time == 90
 
@@ -105,6 +107,11 @@ BAD_FILES = [
     ),
     ("missing name", {k: v for k, v in digits_config().items() if k != "name"}, "name"),
     ("bad wall time", digits_config(budget={"wall_time": "ten minutes"}), "budget.wall_time"),
+    (
+        "size budget in words",
+        digits_config(objectives={**digits_config()["objectives"], "max_params": "20 thousand"}),
+        "objectives.max_params: '20 thousand' is not a count",
+    ),
     (
         "splits leave no training data",
         digits_config(dataset={"source": "digits", "val_fraction": 0.5, "test_fraction": 0.45}),

@@ -40,11 +40,12 @@ _DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_count(value: Any) -> Any:
-    """'100k' → 100000, '1.5M' → 1500000; numbers pass through; the rest is pydantic's to judge."""
+    """'100k' → 100000, '1.5M' → 1500000; numbers pass through for pydantic to judge."""
     if isinstance(value, str):
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmM]?)\s*", value)
-        if m:
-            return int(float(m.group(1)) * _SUFFIX.get(m.group(2), 1))
+        if not m:
+            raise ValueError(f"{value!r} is not a count; write e.g. 2000, 20k, 1.5M")
+        return int(float(m.group(1)) * _SUFFIX.get(m.group(2), 1))
     return value
 
 
