@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -93,6 +94,14 @@ def test_compile_refuses_a_bad_output_name(tmp_path):
     assert "-o" in r.stderr and ".yaml" in r.stderr
     assert "Traceback" not in r.stderr
     assert not list(tmp_path.iterdir())
+    # a folder that cannot be written (a file where the folder should be; /proc): said, and
+    # nothing half-written left beside it
+    (tmp_path / "notes.txt").write_text("mine")
+    for out in (tmp_path / "notes.txt" / "p.yaml", Path("/proc/p.yaml")):
+        r = run_cli("compile", str(EXAMPLES / "digits.yaml"), "-o", str(out), cwd=tmp_path)
+        assert r.returncode == 2 and f"cannot write {out}" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
 # ---------------------------------------------------------------- steps on their own
@@ -276,6 +285,13 @@ def test_promote_rolls_back_by_hand_and_names_bad_input(tmp_path):
     for args, named in ((("leanfit-y", "1"), "NAME"), (("leanfit-x", "7"), "VERSION")):
         bad = run_cli("promote", *args, "--tracking-uri", uri, cwd=tmp_path)
         assert bad.returncode == 2 and named in bad.stderr and "Traceback" not in bad.stderr
+    # run where the database is not (the default sqlite:///mlflow.db of another folder): said,
+    # and no empty database left behind
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    bad = run_cli("promote", "leanfit-x", "1", cwd=elsewhere)
+    assert bad.returncode == 2 and "no tracking database at mlflow.db" in bad.stderr, bad.stderr
+    assert "Traceback" not in bad.stderr and not list(elsewhere.iterdir())
 
 
 # ---------------------------------------------------------------- submit

@@ -159,7 +159,6 @@ def compile_pipeline(experiment: Experiment, path: Path) -> Path:
         data["work_dir"] = f"{mount}/{experiment.work_dir.strip('./') or 'leanfit'}"
     params = {"experiment": json.dumps(data, sort_keys=True), "base_dir": mount}
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix not in (".yaml", ".yml"):
         raise LeanfitError(f"-o: {path} must end in .yaml (KFP reads pipelines as YAML)")
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
@@ -167,13 +166,20 @@ def compile_pipeline(experiment: Experiment, path: Path) -> Path:
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.redirect_stderr(io.StringIO()):
             compiler.Compiler().compile(
                 build_pipeline(experiment), str(tmp), pipeline_parameters=params
             )
+        os.replace(tmp, path)
+    except OSError as e:  # a folder that cannot be written: said, and no half-written file left
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise LeanfitError(
+            f"-o: cannot write {path} ({e.strerror or e}); give a path in a folder you can write"
+        ) from None
     finally:
         quiet.setLevel(level)
-    os.replace(tmp, path)
     return path
 
 

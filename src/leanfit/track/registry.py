@@ -204,6 +204,13 @@ def promote(tracking_uri: str, name: str, version: str) -> str:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    database = tracking_uri.removeprefix("sqlite:///")
+    if database != tracking_uri and not Path(database).exists():
+        # said before MLflow would create an empty database there
+        raise LeanfitError(
+            f"--tracking-uri: no tracking database at {database} (tracking URI {tracking_uri}), "
+            "so no registered model to promote; give the URI the pipeline logged to"
+        )
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     try:
         client.get_registered_model(name)
