@@ -208,6 +208,15 @@ def test_resume_with_nothing_to_resume_is_a_clear_error_that_writes_nothing(in_t
     assert "no unfinished search of this experiment file and data" in result.stderr
 
 
+def test_a_budget_of_no_time_is_refused_before_anything_starts(in_tmp):
+    experiment(in_tmp, trials=4)
+    for command in ("search", "run"):
+        result = run_cli(command, "e.yaml", "--wall-time", "0s", cwd=in_tmp)
+        assert result.returncode == 2, result.stderr
+        assert "--wall-time 0s: give a budget above zero" in result.stderr, result.stderr
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["e.yaml"]
+
+
 def test_a_hard_budget_no_model_meets_is_refused_before_anything_starts(in_tmp):
     cfg = digits_config(budget={"min_epochs": 1, "max_epochs": 3, "trials": 4})
     cfg["objectives"]["max_params"] = 20  # the space's smallest models have hundreds

@@ -53,6 +53,19 @@ def test_trial_logs_to_the_default_sqlite_store_and_resumes(in_tmp):
     steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "val_accuracy")]
     assert sorted(steps) == [1, 2, 3, 4]  # the history carries over from the checkpoint
 
+    # mistakes: a file that is not a checkpoint, another configuration's checkpoint; refused
+    # before anything is logged
+    (in_tmp / "notes.pt").write_text("not weights")
+    for resume, says in [
+        ("notes.pt", "is not a checkpoint leanfit wrote"),
+        (checkpoint, "holds another configuration's weights"),  # written by seed 7, not 8
+    ]:
+        bad = run_cli("trial", str(EXAMPLES / "digits.yaml"), "--sample", "--seed", "8",
+                      "--epochs", "4", "--resume", resume, cwd=in_tmp)  # fmt: skip
+        assert bad.returncode == 2 and says in bad.stderr, bad.stderr
+        assert "Traceback" not in bad.stderr
+    assert len(only_run(f"sqlite:///{in_tmp / 'mlflow.db'}")[1]) == 2, "no run was started"
+
 
 def test_trial_logs_to_a_real_mlflow_server(in_tmp, mlflow_server):
     result = run_cli(

@@ -141,6 +141,8 @@ def trial(
             config = experiment.search_space().sample(seed)
         if resume is not None and not resume.is_file():
             raise LeanfitError(f"--resume: checkpoint {str(resume)!r} does not exist")
+        if resume is not None:
+            check_resumable(resume, experiment, config)
         n_epochs = epochs or experiment.budget.max_epochs
         if schedule_epochs is not None and schedule_epochs < n_epochs:
             raise LeanfitError(
@@ -252,6 +254,31 @@ def read_spec(path: Path):
         raise LeanfitError(f"--spec: {path}: {where}: {err['msg']}") from None
 
 
+def check_resumable(resume: Path, experiment, config: dict) -> None:
+    """`trial --resume`: a file that is not a checkpoint, or one of another configuration (its
+    weights would not fit the model), is refused before anything is logged."""
+    from leanfit.errors import GenotypeError
+    from leanfit.train.checkpoint import load_checkpoint
+
+    try:
+        state = load_checkpoint(resume, map_location="cpu")
+        saved, _, _ = dict(state["genotype"]), state["model"], int(state["epoch"])
+    except Exception as e:  # torch.load's errors on a foreign file vary: any of them says it
+        raise LeanfitError(
+            f"--resume: {str(resume)!r} is not a checkpoint leanfit wrote ({type(e).__name__}); "
+            "give the .pt file a trial printed after 'checkpoint'"
+        ) from None
+    try:
+        wanted = experiment.search_space().validate(config)
+    except GenotypeError:
+        return  # the configuration itself is refused later, with its own message
+    if saved != dict(wanted):
+        raise LeanfitError(
+            f"--resume: {str(resume)!r} holds another configuration's weights; resume it with "
+            "the --genotype (or --sample --seed) that wrote it"
+        )
+
+
 @app.command()
 def search(
     experiment_file: Path = typer.Argument(..., help="experiment YAML"),
@@ -267,16 +294,11 @@ def search(
     ),
 ) -> None:
     """Search the experiment's space: live progress, then the Pareto table and a report."""
-    from leanfit.config import load_experiment, parse_duration
+    from leanfit.config import load_experiment
     from leanfit.data.check import check_dataset
 
     experiment = load_experiment(experiment_file)
-    seconds = None
-    if wall_time is not None:
-        try:
-            seconds = float(parse_duration(wall_time))
-        except ValueError as e:
-            raise LeanfitError(f"--wall-time: {e}") from None
+    seconds = None if wall_time is None else wall_time_seconds(wall_time)
     check_dataset(experiment)
     if experiment.executor.kind == "local":
         from leanfit.execute.forkserver import start_fork_server
@@ -360,17 +382,26 @@ def run(
 
 
 def _with_wall_time(experiment, wall_time: str | None):
-    from leanfit.config import experiment_from_dict, parse_duration
+    from leanfit.config import experiment_from_dict
 
     if wall_time is None:
         return experiment
+    data = experiment.model_dump(mode="json")
+    data["budget"]["wall_time"] = wall_time_seconds(wall_time)
+    return experiment_from_dict(data, experiment.base_dir)
+
+
+def wall_time_seconds(wall_time: str) -> float:
+    """`--wall-time`: a duration above zero (0s would end the search before its first trial)."""
+    from leanfit.config import parse_duration
+
     try:
         seconds = float(parse_duration(wall_time))
     except ValueError as e:
         raise LeanfitError(f"--wall-time: {e}") from None
-    data = experiment.model_dump(mode="json")
-    data["budget"]["wall_time"] = seconds
-    return experiment_from_dict(data, experiment.base_dir)
+    if not seconds > 0:
+        raise LeanfitError(f"--wall-time {wall_time}: give a budget above zero, e.g. 90s, 10m, 2h")
+    return seconds
 
 
 @app.command(name="compile")
