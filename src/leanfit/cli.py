@@ -139,8 +139,6 @@ def trial(
             config = read_genotype(genotype, experiment)
         else:
             config = experiment.search_space().sample(seed)
-        if resume is not None and not resume.is_file():
-            raise LeanfitError(f"--resume: checkpoint {str(resume)!r} does not exist")
         if resume is not None:
             check_resumable(resume, experiment, config)
         n_epochs = epochs or experiment.budget.max_epochs
@@ -255,11 +253,13 @@ def read_spec(path: Path):
 
 
 def check_resumable(resume: Path, experiment, config: dict) -> None:
-    """`trial --resume`: a file that is not a checkpoint, or one of another configuration (its
-    weights would not fit the model), is refused before anything is logged."""
+    """`trial --resume`: a missing file, one that is not a checkpoint, or one of another
+    configuration (its weights would not fit the model) is refused before anything is logged."""
     from leanfit.errors import GenotypeError
     from leanfit.train.checkpoint import load_checkpoint
 
+    if not resume.is_file():
+        raise LeanfitError(f"--resume: checkpoint {str(resume)!r} does not exist")
     try:
         state = load_checkpoint(resume, map_location="cpu")
         saved, _, _ = dict(state["genotype"]), state["model"], int(state["epoch"])

@@ -279,15 +279,15 @@ def _search(
 ) -> SearchOutcome:
     from leanfit.data.sources import load_dataset
     from leanfit.track import TrialLogger
+    from leanfit.track.runs import missing_sqlite_database
 
     dataset = load_dataset(experiment)
     space = experiment.search_space()
     key = search_key(experiment, dataset.digest)
     check_budgets_reachable(experiment, space, dataset)
     uri = experiment.tracking_uri()
-    database = uri.removeprefix("sqlite:///")
-    if resume is True and database != uri and not Path(database).exists():
-        # said before MLflow would create an empty database there
+    database = missing_sqlite_database(uri)
+    if resume is True and database is not None:
         raise LeanfitError(
             f"--resume: no tracking database at {database} (tracking URI {uri}), so no search "
             "to resume; run without --resume to start one, or give the file's tracking URI"

@@ -22,7 +22,7 @@ from leanfit.config import Experiment
 from leanfit.data.sources import LoadedDataset
 from leanfit.errors import LeanfitError
 from leanfit.models.deploy import accuracy
-from leanfit.track.runs import TrialLogger, dataset_input, param_value
+from leanfit.track.runs import TrialLogger, dataset_input, missing_sqlite_database, param_value
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -204,9 +204,8 @@ def promote(tracking_uri: str, name: str, version: str) -> str:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    database = tracking_uri.removeprefix("sqlite:///")
-    if database != tracking_uri and not Path(database).exists():
-        # said before MLflow would create an empty database there
+    database = missing_sqlite_database(tracking_uri)
+    if database is not None:
         raise LeanfitError(
             f"--tracking-uri: no tracking database at {database} (tracking URI {tracking_uri}), "
             "so no registered model to promote; give the URI the pipeline logged to"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from leanfit.data.sources import LoadedDataset
@@ -30,6 +31,14 @@ def dataset_input(dataset: LoadedDataset, name: str, context: str = "train"):
         source = CodeDatasetSource({"loader": dataset.source})
     meta = MetaDataset(source, name=name, digest=dataset.digest[:MLFLOW_DIGEST_CHARS])
     return DatasetInput(meta._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
+
+
+def missing_sqlite_database(uri: str) -> str | None:
+    """The file a `sqlite:///` tracking URI names where it does not exist (MLflow would create
+    an empty database there on first use), for a command that only reads to say so first;
+    None where it exists or the URI is not sqlite."""
+    database = uri.removeprefix("sqlite:///")
+    return database if database != uri and not Path(database).exists() else None
 
 
 def is_tracking_failure(e: BaseException | None) -> bool:
