@@ -129,11 +129,6 @@ def test_search_efficiency_tiny_synthetic_run_saves_every_method(tmp_path):
     (entry,) = past["summary"]["random_past_the_budget"]["per_seed"]
     if entry["bound"] == "exact":
         assert entry["ratio"] == pytest.approx(entry["random"] / entry["leanfit"])
-    # a horizon within the budget is a mistake: refused, the file left as it was
-    text = (tmp_path / "search_efficiency-synthetic.json").read_text()
-    bad = search_efficiency(tmp_path, *horizon, "--random-horizon", "0.25")
-    assert bad.returncode == 2 and "--random-horizon 0.25" in bad.stderr, bad.stderr
-    assert (tmp_path / "search_efficiency-synthetic.json").read_text() == text
 
 
 def test_search_efficiency_tiny_real_run_saves_every_row_and_resumes(tmp_path):
@@ -201,25 +196,15 @@ def test_search_efficiency_real_random_goes_on_to_n_times_leanfits_time(tmp_path
     random0 = next(r for r in real["rows"] if r["method"] == "random")
     past = random0["beyond_budget"]
     assert past["spec"] == "10x" and past["horizon_seconds"] == pytest.approx(15)
-    # it went on past the 6-s budget (trials of 10 epochs finish every few seconds), not past 15
-    assert past["trials"] >= random0["trials"] and 6 < past["seconds"] <= 15
+    # it went on past the 6-s budget to the horizon, not past it (a turn of its loop waits at
+    # most 1 s); on a busy machine it may finish no trial of 10 epochs in that time
+    assert 6 < past["ran_seconds"] <= 15 + 1.5, past
+    assert past["trials"] >= random0["trials"] and past["seconds"] <= 15
     assert past["time_to_target"] is None, "random cannot reach the target in 15 s"
     (entry,) = real["summary"]["random_past_the_budget"]["per_seed"]
     assert entry["bound"] == "at least" and entry["ratio"] == pytest.approx(10)
     # the row's own figures are those of the budget: no result after its 6 s
     assert random0["hypervolume"]["2min"] is None and random0["time_to_target"] is None
-
-    # mistakes a user makes: refused (exit 2), the file left as it was
-    text = path.read_text()
-    for bad, says in [
-        (["--random-horizon", "10x", "--part", "synthetic"], "--part real"),
-        (["--random-horizon", "ten", *real_run], "give minutes"),
-        (["--random-horizon", "1x", *real_run], "greater than 1"),
-    ]:
-        refused = search_efficiency(tmp_path, *bad, "--resume")
-        assert refused.returncode == 2 and says in refused.stderr, (bad, refused.stderr)
-        assert "Traceback" not in refused.stderr
-    assert path.read_text() == text
 
 
 def test_random_past_the_budget_bounds_each_seed_by_its_own_horizon():
@@ -244,12 +229,20 @@ def test_random_past_the_budget_bounds_each_seed_by_its_own_horizon():
     assert r["horizon"] == "10x" and r["horizon_seconds"] is None  # each seed has its own
 
 
-def test_only_seeds_orders_the_real_parts_seeds_and_refuses_mistakes(capsys):
+def test_search_efficiency_options_refuse_mistakes_and_only_seeds_orders_seeds(capsys):
+    """The options are checked before anything runs or is written (the script's exit 2 with no
+    file left behind is test_search_efficiency_refuses_one_json_file_for_every_part)."""
     se = load_search_efficiency()
     real = ["--part", "real", "--seeds", "6"]
     assert se.parse_args([*real, "--only-seeds", "5,4"]).only_seeds == [5, 4]
     assert se.parse_args(real).only_seeds == [], "none given: every seed, in order"
+    synthetic = ["--part", "synthetic", "--minutes", "0.5"]
     for bad, says in [
+        # --random-horizon: minutes past the budget, or (real part) a multiple above 1
+        (["--random-horizon", "10x", "--part", "synthetic"], "--part real"),
+        ([*real, "--random-horizon", "ten"], "give minutes"),
+        ([*real, "--random-horizon", "1x"], "greater than 1"),
+        ([*synthetic, "--random-horizon", "0.25"], "--random-horizon 0.25: give more minutes"),
         (["--part", "real", "--only-seeds", "5"], "from 0 to 2"),  # --seeds defaults to 3
         ([*real, "--only-seeds", "4,x"], "distinct seed numbers"),
         ([*real, "--only-seeds", "4,4"], "distinct seed numbers"),
@@ -265,7 +258,9 @@ def test_only_seeds_orders_the_real_parts_seeds_and_refuses_mistakes(capsys):
 def test_search_efficiency_tiny_overhead_run_saves_its_share(tmp_path):
     before = results_listing()
     out = tmp_path / "runs" / "overhead-tiny.json"  # a file of its own name, in a new folder
-    done = search_efficiency(out, "--part", "overhead", "--trials", "4", "--sleep", "0.01")
+    done = search_efficiency(
+        out, "--part", "overhead", "--trials", "4", "--sleep", "0.01", "--command-trials", "3"
+    )
     assert done.returncode == 0, done.stderr
     assert results_listing() == before, "--out must keep the run out of benchmarks/results"
     assert [p.name for p in out.parent.iterdir()] == [out.name]
@@ -279,6 +274,9 @@ def test_search_efficiency_tiny_overhead_run_saves_its_share(tmp_path):
     assert sum(parts.values()) == pytest.approx(outside, abs=0.05)
     assert parts["before_first_job"] > 0 and parts["after"] > 0
     assert "before_first_job" in done.stdout
+    # the same search as a `leanfit search` command, timed from its start to its exit
+    [command] = overhead["command_rows"]
+    assert command["trials"] == 3 and 0 < command["non_training_share"] < 1
 
 
 def test_search_efficiency_refuses_one_json_file_for_every_part(tmp_path):

@@ -153,13 +153,6 @@ def test_resume_closes_a_job_killed_between_its_status_and_the_end_of_its_run(in
     assert not [r for r in after if r.info.status == "RUNNING"]
 
 
-def test_resume_without_an_unfinished_search_is_a_clear_error(in_tmp):
-    experiment(in_tmp, trials=3)
-    result = run_cli("search", "e.yaml", "--resume", "--synthetic", "0", cwd=in_tmp)
-    assert result.returncode == 2
-    assert "--resume" in result.stderr and "Traceback" not in result.stderr
-
-
 def test_the_report_library_is_imported_while_the_trials_run(in_tmp, monkeypatch):
     """The plot's matplotlib import (a third of a second or more) happens in a thread during
     the search, once the first job has finished, not after the last trial."""
@@ -199,7 +192,7 @@ def test_resume_with_nothing_to_resume_is_a_clear_error_that_writes_nothing(in_t
     result = run_cli("search", "e.yaml", "--resume", "--synthetic", "0", cwd=in_tmp)
     assert result.returncode == 2, result.stderr
     assert "no tracking database at mlflow.db" in result.stderr, result.stderr
-    assert "run without --resume" in result.stderr
+    assert "run without --resume" in result.stderr and "Traceback" not in result.stderr
     assert not (in_tmp / "mlflow.db").exists() and not (in_tmp / ".leanfit").exists()
     # a database that holds a finished search of this file: nothing unfinished to resume
     assert run_cli("search", "e.yaml", "--synthetic", "0", cwd=in_tmp).returncode == 0

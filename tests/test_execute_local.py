@@ -175,3 +175,25 @@ print("statuses", sorted(o.result.status for o in done))
     assert result.returncode == 0, result.stderr
     assert "statuses ['ok', 'ok']" in result.stdout
     assert len(list(tmp_path.glob("imported-by-*"))) == 1  # the script's own process only
+
+
+def test_a_worker_trains_with_the_cores_the_search_may_use(monkeypatch):
+    """Threads a training worker: the cores this process may run on (taskset, a container's
+    cpuset), split between the workers, or $OMP_NUM_THREADS where the user set it."""
+    from leanfit.config import load_experiment
+    from leanfit.search.run import runner_for, usable_cores
+    from tests.support import EXAMPLES
+
+    experiment = load_experiment(EXAMPLES / "digits.yaml")
+    monkeypatch.setenv("OMP_NUM_THREADS", "6")
+    assert usable_cores() == 6 and runner_for(experiment, 2).kwargs["threads"] == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    allowed = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(allowed)})  # as `taskset -c N` starts it
+        assert usable_cores() == 1 and runner_for(experiment, 2).kwargs["threads"] == 1
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert usable_cores() == len(allowed)
+    monkeypatch.setenv("OMP_NUM_THREADS", "lots")  # not a count: the allowed cores
+    assert usable_cores() == len(allowed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 
 import pytest
@@ -41,10 +42,15 @@ def test_equal_effective_configurations_encode_equally(seed, data):
     assert SPACE.key(noisy) == SPACE.key(config)
 
 
+@functools.cache
+def skopt_space_of_the_example():
+    return SPACE.to_skopt()  # built once: 0.1 s each, for each of 100 examples
+
+
 @settings(max_examples=100, deadline=None)
 @given(SEEDS)
 def test_sampled_points_lie_in_the_skopt_space(seed):
-    skopt_space = SPACE.to_skopt()
+    skopt_space = skopt_space_of_the_example()
     point = SPACE.encode(SPACE.sample(seed))
     assert skopt_space.is_in(point) if hasattr(skopt_space, "is_in") else point in skopt_space
 

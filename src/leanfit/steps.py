@@ -12,6 +12,7 @@ the work folder so that `leanfit run` can repeat it.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -80,7 +81,11 @@ def run_step(step: str, function: Callable[..., Any], experiment: str, base_dir:
     try:
         exp = read_experiment(experiment, base_dir)
         work = exp.work_path()
-        return function(exp, **kwargs)
+        result = function(exp, **kwargs)
+        # KFP's executor writes the outputs and lets the interpreter end: keep its final garbage
+        # collections off torch's and MLflow's objects (about 1 s a step here, 0.3 s with this)
+        gc.freeze()
+        return result
     except LeanfitError as e:
         message = str(e)
     except Exception as e:

@@ -167,6 +167,18 @@ class SearchOutcome:
     reused: bool = False  # a finished search of the same settings and data, read back, not run
 
 
+def usable_cores() -> int:
+    """The cores this process may use: $OMP_NUM_THREADS where it is set (as torch honours it),
+    else the CPUs it is allowed to run on (`taskset`, a cpuset), not all the machine's."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def runner_for(
     experiment: Experiment,
     workers: int,
@@ -182,7 +194,7 @@ def runner_for(
             {"experiment": exp, "base_dir": str(experiment.base_dir),
              "sleep_per_epoch": synthetic_sleep},
         )  # fmt: skip
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, usable_cores() // workers)
     return RunnerSpec(
         "leanfit.execute.runners:training_runner",
         {
