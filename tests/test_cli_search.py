@@ -252,3 +252,36 @@ def test_ctrl_c_stops_the_search_cleanly_and_it_resumes(in_tmp):
 
     ok, _ = resume_and_count_finished(in_tmp)
     assert max(ok.values()) == 1 and len({t for t, _ in ok}) == 24
+
+
+def test_the_pipelines_search_resumes_a_run_cut_short_and_reuses_a_finished_one(in_tmp):
+    """The pipeline's search step (`resume="auto"`, `reuse_finished`): run again after a crash,
+    it goes on with the same search; run again on the same data once it finished, it trains
+    nothing and hands back the same front."""
+    from leanfit.config import load_experiment
+    from leanfit.search.run import front_table, run_search
+
+    exp = load_experiment(experiment(in_tmp, trials=6))
+    step = {"resume": "auto", "reuse_finished": True, "synthetic_sleep": 0}
+    first = run_search(exp, max_trials=3, **step)  # nothing earlier: a new search
+    assert not first.reused and len(first.controller.trials) == 3
+    client, runs = trial_runs(in_tmp / "mlflow.db")
+    jobs_before = {r.info.run_id for r in runs}
+
+    # the state a kill of the step leaves: the search run RUNNING
+    client.update_run(first.search_run_id, status="RUNNING")
+    resumed = run_search(exp, **step)  # the file's budget of 6 trials
+    assert not resumed.reused and resumed.search_run_id == first.search_run_id
+    assert len(resumed.controller.trials) == 6
+    client, runs = trial_runs(in_tmp / "mlflow.db")
+    assert jobs_before < {r.info.run_id for r in runs}
+    ok = Counter((r.data.tags[TAG_TRIAL], r.data.tags[TAG_RUNG]) for r in runs
+                 if r.data.tags.get(TAG_STATUS) == "ok")  # fmt: skip
+    assert max(ok.values()) == 1, "a finished job was run again"
+    assert client.get_run(first.search_run_id).info.status == "FINISHED"
+
+    # the pipeline run again on the same data: the finished search, read back as it is
+    again = run_search(exp, **step)
+    assert again.reused and again.search_run_id == first.search_run_id
+    assert len(trial_runs(in_tmp / "mlflow.db")[1]) == len(runs), "nothing trained"
+    assert front_table(again.controller) == front_table(resumed.controller)

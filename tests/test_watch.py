@@ -119,6 +119,8 @@ def test_watch_refuses_bad_options_before_doing_anything(tmp_path):
     write_yaml(tmp_path / "shapes.yaml", folder_config())
     r = run_cli("watch", "shapes.yaml", "--interval", "soon", cwd=tmp_path)
     assert r.returncode == 2 and "--interval" in r.stderr
+    r = run_cli("watch", "shapes.yaml", "--interval", "0s", cwd=tmp_path)  # checks back to back
+    assert r.returncode == 2 and "--interval 0s: give a time above zero" in r.stderr, r.stderr
     r = run_cli("watch", "missing.yaml", "--once", cwd=tmp_path)
     assert r.returncode == 2 and "missing.yaml" in r.stderr
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / ".leanfit").exists()

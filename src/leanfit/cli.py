@@ -482,6 +482,10 @@ def watch(
             raise LeanfitError(f"--{option}: {e}") from None
 
     every = seconds("interval", interval)
+    if every <= 0:  # checks back to back: the dataset hashed in a busy loop
+        raise LeanfitError(
+            f"--interval {interval}: give a time above zero between checks, e.g. 10m"
+        )
     again = seconds("resubmit-after", resubmit_after)
     load_experiment(experiment_file)  # a bad file stops here, before any check
 

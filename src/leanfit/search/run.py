@@ -308,7 +308,7 @@ def _search(
 
     latest = SearchLog.find_latest(logger, key) if (reuse_finished or resume == "auto") else None
     if reuse_finished and latest is not None and latest[1] == "FINISHED":
-        return _read_back(experiment, latest[0], space, dataset)
+        return _read_back(experiment, latest[0], space, dataset, wall, trials)
     if resume == "auto":
         resume = latest is not None and latest[1] != "FINISHED"
     if resume:
@@ -426,10 +426,13 @@ def warm_start(
     return len(prior)
 
 
-def _read_back(experiment: Experiment, log: SearchLog, space, dataset) -> SearchOutcome:
-    """A finished search rebuilt from MLflow, with its report written again; nothing trains."""
+def _read_back(
+    experiment: Experiment, log: SearchLog, space, dataset, wall: float | None, trials: int | None
+) -> SearchOutcome:
+    """A finished search rebuilt from MLflow, with its report written again; nothing trains
+    (the budget only satisfies the controller: it runs nothing)."""
     work = experiment.work_path() / "searches" / log.run_id
-    controller = _controller(experiment, space, dataset, log, work, None, None)
+    controller = _controller(experiment, space, dataset, log, work, wall, trials)
     controller.restore(log.records())
     plot, page = write_report(experiment, controller, work / "report", log.run_id)
     return SearchOutcome(controller, log.run_id, page, plot, 0, reused=True)
