@@ -28,6 +28,23 @@ def test_units_in_numbers_and_durations():
     assert exp.budget.wall_time == 90
 
 
+def test_a_value_of_the_wrong_kind_is_named_in_words_with_an_example():
+    executor = {"kind": "local", "trial_timeout": "5m"}
+    for data, says in [
+        (digits_config(executor={**executor, "workers": "two"}),
+         "executor.workers: 'two' is not a whole number; write e.g. 2"),
+        (digits_config(budget={"min_epochs": 1, "max_epochs": 2.5}),
+         "budget.max_epochs: 2.5 is not a whole number; write e.g. 2"),
+        (digits_config(dataset={"source": "digits", "val_fraction": "a fifth"}),
+         "dataset.val_fraction: 'a fifth' is not a number; write e.g. 0.5"),
+        (digits_config(scheduler={"name": "asha", "eta": 3, "curve_stop": "sometimes"}),
+         "scheduler.curve_stop: 'sometimes' is not true or false"),
+    ]:  # fmt: skip
+        with pytest.raises(ConfigError) as refused:
+            experiment_from_dict(data)
+        assert str(refused.value) == says
+
+
 def test_dataset_path_is_relative_to_the_file(tmp_path):
     write_image_folder(tmp_path / "imgs", {"a": 2, "b": 2})
     cfg = {"name": "x", "dataset": {"source": "imagefolder", "path": "imgs"}}

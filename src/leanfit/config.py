@@ -8,7 +8,9 @@ the same thing wherever it is run from.
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -729,6 +731,8 @@ def _config_error(e: ValidationError) -> ConfigError:
             msg = "unknown field; check its spelling (see examples/digits.yaml)"
         elif err["type"] == "missing":
             msg = "required field is missing"
+        else:
+            msg = _kind_of_value_message(err) or msg
         # A message from a model validator names its own sub-field as "field: ...".
         m = re.match(r"^([a-z_]+): (.*)$", msg, re.S)
         if m and m.group(1) in _known_fields():
@@ -743,6 +747,21 @@ def _config_error(e: ValidationError) -> ConfigError:
     first_path, first_msg = unique[0]
     rest = "".join(f"\n  {p}: {m}" for p, m in unique[1:])
     return ConfigError(first_path, first_msg + rest)
+
+
+def _kind_of_value_message(err: Mapping[str, Any]) -> str | None:
+    """A value of the wrong kind in words, with an example of the right one (pydantic says
+    'unable to parse string as an integer')."""
+    value, kind = err.get("input"), err["type"]
+    if kind in ("int_parsing", "int_type"):
+        return f"{value!r} is not a whole number; write e.g. 2"
+    if kind == "int_from_float":
+        return f"{value!r} is not a whole number; write e.g. {math.floor(value)}"
+    if kind in ("float_parsing", "float_type"):
+        return f"{value!r} is not a number; write e.g. 0.5"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"{value!r} is not true or false"
+    return None
 
 
 def _is_union_tag(part: str) -> bool:
