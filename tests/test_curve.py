@@ -287,7 +287,7 @@ def test_curve_stop_is_off_by_default_and_a_bad_value_is_refused_with_its_field(
     on = experiment_from_dict(digits_config(scheduler={"name": "asha", "curve_stop": True}))
     assert on.scheduler.curve_stop is True
     cases = [
-        ({"scheduler": {"curve_stop": "sometimes"}}, "valid boolean"),
+        ({"scheduler": {"curve_stop": "sometimes"}}, "is not true or false"),
         (
             {
                 "scheduler": {"curve_stop": True},
