@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 LINT_VENV := .venv-lint
 LINT_STAMP := $(LINT_VENV)/.installed
 # pytest processes: most tests wait on subprocesses (pipeline steps, workers, servers), so two
-# share CI's 2 cores well (12 min 51 s alone, 8 min 11 s as two, measured here)
+# share CI's 2 cores well (12 min 51 s alone, 8 min 11 s as two, measured here; three were slower)
 TEST_PROCESSES ?= 2
 
 .PHONY: demo test lint format bench clean

@@ -14,6 +14,7 @@ import sys
 import time
 from collections import Counter
 
+import yaml
 from mlflow import MlflowClient
 
 from leanfit.track.search import TAG_RUNG, TAG_STATUS, TAG_TRIAL
@@ -261,7 +262,14 @@ def test_the_pipelines_search_resumes_a_run_cut_short_and_reuses_a_finished_one(
     from leanfit.config import load_experiment
     from leanfit.search.run import front_table, run_search
 
-    exp = load_experiment(experiment(in_tmp, trials=6))
+    path = experiment(in_tmp, trials=6)
+    # an absolute URI: MLflow keeps one store per URI in a process, and another test of this
+    # process may have used the relative sqlite:///mlflow.db from its own folder
+    data = {
+        **yaml.safe_load(path.read_text()),
+        "tracking": {"uri": f"sqlite:///{in_tmp}/mlflow.db"},
+    }
+    exp = load_experiment(write_yaml(path, data))
     step = {"resume": "auto", "reuse_finished": True, "synthetic_sleep": 0}
     first = run_search(exp, max_trials=3, **step)  # nothing earlier: a new search
     assert not first.reused and len(first.controller.trials) == 3
