@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import random
 
 import pytest
@@ -17,6 +16,7 @@ from tests.support import EXAMPLES
 
 EXPERIMENT = load_experiment(EXAMPLES / "digits.yaml")
 SPACE = EXPERIMENT.search_space()
+SKOPT_SPACE = SPACE.to_skopt()  # built once, not for each of 100 examples (0.1 s each)
 BLOCKS = EXPERIMENT.space.architecture.blocks
 SEEDS = st.integers(min_value=0, max_value=2**32 - 1)
 
@@ -42,21 +42,16 @@ def test_equal_effective_configurations_encode_equally(seed, data):
     assert SPACE.key(noisy) == SPACE.key(config)
 
 
-@functools.cache
-def skopt_space_of_the_example():
-    return SPACE.to_skopt()  # built once: 0.1 s each, for each of 100 examples
-
-
 @settings(max_examples=100, deadline=None)
 @given(SEEDS)
 def test_sampled_points_lie_in_the_skopt_space(seed):
-    skopt_space = skopt_space_of_the_example()
+    skopt_space = SKOPT_SPACE
     point = SPACE.encode(SPACE.sample(seed))
     assert skopt_space.is_in(point) if hasattr(skopt_space, "is_in") else point in skopt_space
 
 
 def test_skopt_points_decode_to_valid_configurations():
-    skopt_space = SPACE.to_skopt()
+    skopt_space = SKOPT_SPACE
     for point in skopt_space.rvs(n_samples=200, random_state=1):
         config = SPACE.decode(point)
         assert SPACE.validate(config) == config

@@ -392,15 +392,20 @@ def _with_wall_time(experiment, wall_time: str | None):
 
 
 def wall_time_seconds(wall_time: str) -> float:
-    """`--wall-time`: a duration above zero (0s would end the search before its first trial)."""
+    """`--wall-time`: 0s would end the search before its first trial."""
+    return duration_option("wall-time", wall_time, "give a budget above zero, e.g. 90s, 10m, 2h")
+
+
+def duration_option(option: str, value: str, if_zero: str | None = None) -> float:
+    """A duration option's seconds; `if_zero` (what to do instead) refuses a duration of 0."""
     from leanfit.config import parse_duration
 
     try:
-        seconds = float(parse_duration(wall_time))
+        seconds = float(parse_duration(value))
     except ValueError as e:
-        raise LeanfitError(f"--wall-time: {e}") from None
-    if not seconds > 0:
-        raise LeanfitError(f"--wall-time {wall_time}: give a budget above zero, e.g. 90s, 10m, 2h")
+        raise LeanfitError(f"--{option}: {e}") from None
+    if if_zero is not None and not seconds > 0:
+        raise LeanfitError(f"--{option} {value}: {if_zero}")
     return seconds
 
 
@@ -471,22 +476,13 @@ def watch(
     ),
 ) -> None:
     """Run the pipeline when the dataset changes: exactly one run per dataset digest."""
-    from leanfit.config import load_experiment, parse_duration
+    from leanfit.config import load_experiment
     from leanfit.trigger.watch import check_once
     from leanfit.trigger.watch import watch as watch_loop
 
-    def seconds(option: str, value: str) -> float:
-        try:
-            return float(parse_duration(value))
-        except ValueError as e:
-            raise LeanfitError(f"--{option}: {e}") from None
-
-    every = seconds("interval", interval)
-    if every <= 0:  # checks back to back: the dataset hashed in a busy loop
-        raise LeanfitError(
-            f"--interval {interval}: give a time above zero between checks, e.g. 10m"
-        )
-    again = seconds("resubmit-after", resubmit_after)
+    # an interval of 0 would check back to back: the dataset hashed in a busy loop
+    every = duration_option("interval", interval, "give a time above zero between checks, e.g. 10m")
+    again = duration_option("resubmit-after", resubmit_after)
     load_experiment(experiment_file)  # a bad file stops here, before any check
 
     def submitter(settings):
