@@ -6,6 +6,7 @@ search, its worker processes, MLflow and the report are exercised for real in se
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -14,6 +15,7 @@ import sys
 import time
 from collections import Counter
 
+import pytest
 import yaml
 from mlflow import MlflowClient
 
@@ -101,6 +103,22 @@ def test_search_shows_the_front_and_writes_a_report(in_tmp):
     artifacts = {a.path for a in client.list_artifacts(search.info.run_id, "report")}
     assert artifacts == {"report/pareto.png", "report/report.html"}
 
+    # `leanfit report` reads the same front back from MLflow alone, and writes nothing there
+    database = (in_tmp / "mlflow.db").read_bytes()
+    report = run_cli("report", "e.yaml", "-o", "again", cwd=in_tmp)
+    assert report.returncode == 0, report.stderr
+    assert f"search run {search.info.run_id} (FINISHED, ran " in report.stdout, report.stdout
+    assert "trials 12  jobs finished " in report.stdout
+    assert table_rows(report.stdout) == table_rows(result.stdout) != []
+    assert "Pareto front" in (in_tmp / "again" / "report.html").read_text()
+    assert (in_tmp / "again" / "pareto.png").read_bytes().startswith(b"\x89PNG")
+    assert (in_tmp / "mlflow.db").read_bytes() == database, "the report wrote to MLflow"
+
+
+def table_rows(out: str) -> list[str]:
+    """The Pareto table's rows as printed (rich draws them between vertical bars)."""
+    return [line for line in out.splitlines() if line.startswith("│")]
+
 
 def test_resume_after_kill_9_loses_and_repeats_no_finished_trial(in_tmp):
     experiment(in_tmp, trials=30)
@@ -124,6 +142,17 @@ def test_resume_after_kill_9_loses_and_repeats_no_finished_trial(in_tmp):
     finished_before = [r for r in runs if r.data.tags.get(TAG_STATUS) == "ok"]
     assert len(finished_before) >= 8
     assert [r for r in runs if r.info.status == "RUNNING"], "nothing was running at the kill"
+
+    # what `leanfit report` reads of the killed search: every finished job, the ones cut short
+    report = run_cli("report", "e.yaml", "--json", cwd=in_tmp)
+    assert report.returncode == 0, report.stderr
+    read = json.loads(report.stdout)
+    assert read["status"] == "RUNNING" and read["jobs_finished"] == len(finished_before)
+    cut_short = [r for r in runs if r.info.status == "RUNNING" and TAG_STATUS not in r.data.tags]
+    assert read["jobs_unfinished"] == len(cut_short)  # (a job killed as it closed its run: done)
+    finished_trials = {int(r.data.tags[TAG_TRIAL]) for r in finished_before}
+    assert {row["trial"] for row in read["front"]} <= finished_trials
+    assert all(row["config"] and row["params"] > 0 for row in read["front"]), read["front"]
 
     ok, runs = resume_and_count_finished(in_tmp)
     assert max(ok.values()) == 1, "a finished job was run again"
@@ -250,6 +279,10 @@ def test_ctrl_c_stops_the_search_cleanly_and_it_resumes(in_tmp):
     search = client.search_runs([runs[0].info.experiment_id], "tags.`leanfit.kind` = 'search'")
     assert [s.info.status for s in search] == ["KILLED"]
     assert not [r for r in runs if r.data.tags.get(TAG_STATUS) == "failed"], "no crash recorded"
+    report = run_cli("report", "e.yaml", cwd=in_tmp)
+    assert report.returncode == 0, report.stderr
+    assert "(KILLED, ran " in report.stdout, report.stdout
+    assert "interrupted: `leanfit search e.yaml --resume` goes on with it" in report.stdout
 
     ok, _ = resume_and_count_finished(in_tmp)
     assert max(ok.values()) == 1 and len({t for t, _ in ok}) == 24
@@ -293,3 +326,77 @@ def test_the_pipelines_search_resumes_a_run_cut_short_and_reuses_a_finished_one(
     assert again.reused and again.search_run_id == first.search_run_id
     assert len(trial_runs(in_tmp / "mlflow.db")[1]) == len(runs), "nothing trained"
     assert front_table(again.controller) == front_table(resumed.controller)
+
+
+def test_report_refuses_what_it_cannot_read_naming_the_fix(in_tmp):
+    """`leanfit report` where there is nothing to read, or the wrong thing: exit 2, one line with
+    the fix, nothing created or written (the tracking database unchanged)."""
+    from leanfit.config import load_experiment
+    from leanfit.errors import LeanfitError
+    from leanfit.search.readback import find_search
+
+    path = experiment(in_tmp, trials=3)
+    result = run_cli("report", "e.yaml", cwd=in_tmp)  # no database yet: none is created
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "no tracking database at mlflow.db" in result.stderr
+    assert "run `leanfit search e.yaml` first" in result.stderr
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["e.yaml"]
+
+    assert run_cli("search", "e.yaml", "--synthetic", "0", cwd=in_tmp).returncode == 0
+    client, runs = trial_runs(in_tmp / "mlflow.db")
+    search_id = runs[0].data.tags["mlflow.parentRunId"]
+    database = (in_tmp / "mlflow.db").read_bytes()
+    result = run_cli("report", "e.yaml", "--run-id", runs[0].info.run_id, cwd=in_tmp)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"is a trial run, not a search; its search run is {search_id}" in result.stderr
+    (in_tmp / "a-file").write_text("")
+    result = run_cli("report", "e.yaml", "-o", "a-file", cwd=in_tmp)
+    assert result.returncode == 2 and "-o: a-file is a file" in result.stderr, result.stderr
+
+    # the rest in this process (an absolute URI: MLflow keeps one store per URI in a process)
+    data = {
+        **yaml.safe_load(path.read_text()),
+        "tracking": {"uri": f"sqlite:///{in_tmp}/mlflow.db"},
+    }
+    exp = load_experiment(write_yaml(in_tmp / "same.yaml", data))
+    assert find_search(exp, "same.yaml")[1].info.run_id == search_id
+    assert find_search(exp, "same.yaml", search_id)[1].info.run_id == search_id
+    with pytest.raises(LeanfitError, match="--run-id nope: no such run at "):
+        find_search(exp, "same.yaml", "nope")
+    data["budget"] = {**data["budget"], "trials": 5}  # only the budget changed: still its search
+    budget = load_experiment(write_yaml(in_tmp / "budget.yaml", data))
+    client, run, searched = find_search(budget, "budget.yaml")
+    assert run.info.run_id == search_id and searched.budget.trials == 3  # read with its own
+    data["objectives"] = {**data["objectives"], "max_params": "10k"}  # the file changed since
+    changed = load_experiment(write_yaml(in_tmp / "changed.yaml", data))
+    with pytest.raises(LeanfitError, match=r"its 1 search\(es\) ran with other settings"):
+        find_search(changed, "changed.yaml")
+    with pytest.raises(LeanfitError, match="searched with other settings than changed.yaml"):
+        find_search(changed, "changed.yaml", search_id)
+    data["tracking"]["experiment"] = "another"
+    other = load_experiment(write_yaml(in_tmp / "other.yaml", data))
+    with pytest.raises(LeanfitError, match="no MLflow experiment 'another' at "):
+        find_search(other, "other.yaml")
+    assert (in_tmp / "mlflow.db").read_bytes() == database, "a refusal wrote to MLflow"
+
+
+def test_an_unreachable_tracking_server_is_said_at_once_and_nothing_is_written(in_tmp):
+    """A mistyped server URI: each command that would log to it or read it says so before any
+    work, instead of MLflow's client retrying a refused connection for about four minutes."""
+    from tests.support import free_port
+
+    experiment(in_tmp, trials=3)
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    commands = [  # `run`: tests/test_pipeline.py
+        ("search", "e.yaml", "--synthetic", "0"),
+        ("trial", "e.yaml", "--sample", "--epochs", "1"),
+        ("report", "e.yaml"),
+        ("promote", "leanfit-digits", "1"),
+    ]
+    for command in commands:
+        # well within MLflow's own four minutes of retries
+        result = run_cli(*command, cwd=in_tmp, env={"MLFLOW_TRACKING_URI": uri}, timeout=90)
+        assert result.returncode == 2, (command, result.stderr)
+        assert f"tracking: MLflow at {uri} did not answer (ConnectionError)" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["e.yaml"]

@@ -331,7 +331,10 @@ def test_restore_rebuilds_the_state_and_reruns_only_what_was_running(tmp_path):
     rec = Recorder(InlineExecutor(synthetic()))
     second = controller(rec, tmp_path, max_trials=14)
     assert second.restore(records) == 1
+    # the counts cover the whole search (a resumed search's progress line, its report)
+    assert second.stats.jobs_done == first.stats.jobs_done
     second.run()
+    assert second.stats.jobs_done == first.stats.jobs_done + len(rec.outcomes)
     ran = Counter((int(j.spec.trial_id.split("-")[1]), j.rung) for j in rec.jobs)
     assert ran[(99, 0)] == 1  # the interrupted job ran again
     for t in first.trials.values():

@@ -20,6 +20,7 @@ import yaml
 from rich.console import Console
 
 from leanfit.errors import LeanfitError
+from leanfit.track.runs import check_tracking_reachable
 
 app = typer.Typer(
     add_completion=False,
@@ -114,6 +115,8 @@ def trial(
 
     experiment = load_experiment(experiment_file)
     check_dataset(experiment)
+    if track:
+        check_tracking_reachable(experiment.tracking_uri())
     # torch comes in with the trainer: a bad file or dataset is refused before that 2 s import
     from leanfit.train.trial import TrialSpec, default_checkpoint
 
@@ -300,6 +303,7 @@ def search(
     experiment = load_experiment(experiment_file)
     seconds = None if wall_time is None else wall_time_seconds(wall_time)
     check_dataset(experiment)
+    check_tracking_reachable(experiment.tracking_uri())
     if experiment.executor.kind == "local":
         from leanfit.execute.forkserver import start_fork_server
 
@@ -333,6 +337,65 @@ def search(
 
 
 @app.command()
+def report(
+    experiment_file: Path = typer.Argument(..., help="experiment YAML the search ran with"),
+    run_id: str | None = typer.Option(
+        None, "--run-id", help="the search run to read (default: the file's latest search)"
+    ),
+    output: Path | None = typer.Option(
+        None,
+        "-o",
+        "--output",
+        help="folder for pareto.png and report.html (default: .leanfit/searches/RUN/report)",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print the summary and front as JSON"),
+) -> None:
+    """A search's Pareto table and report, read from MLflow: running, killed or finished."""
+    from leanfit.config import load_experiment
+
+    experiment = load_experiment(experiment_file)
+    if output is not None:
+        check_writable_folder("-o", output)
+    from leanfit.search.readback import read_search, report_of
+
+    reading = read_search(experiment, str(experiment_file), run_id)
+    folder = output or experiment.work_path() / "searches" / reading.run_id / "report"
+    try:
+        plot, page = report_of(experiment, reading, folder)
+    except OSError as e:
+        raise LeanfitError(
+            f"-o: cannot write the report in {folder} ({e.strerror or e}); "
+            "give a folder you can write"
+        ) from None
+    if as_json:
+        sys.stdout.write(reading.to_json(plot, page) + "\n")
+        return
+    for line in reading.summary_lines(str(experiment_file)):
+        console.print(line, highlight=False, crop=False, soft_wrap=True)
+    from leanfit.search.run import front_table
+
+    console.print(front_rich_table(front_table(reading.controller)))
+    console.print(f"report {page}\nplot   {plot}", highlight=False, soft_wrap=True)
+
+
+def check_writable_folder(option: str, folder: Path) -> None:
+    """Refuse a folder that is a file, or sits where nothing can be written, before any work."""
+    import os
+
+    if folder.exists() and not folder.is_dir():
+        raise LeanfitError(f"{option}: {folder} is a file; give a folder for the report")
+    parent = folder
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise LeanfitError(
+            f"{option}: {parent} is a file, so {folder} cannot be made; give a folder"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise LeanfitError(f"{option}: cannot write in {parent}; give a folder you can write")
+
+
+@app.command()
 def run(
     experiment_file: Path = typer.Argument(..., help="experiment YAML"),
     force: bool = typer.Option(
@@ -347,6 +410,7 @@ def run(
 
     experiment = _with_wall_time(load_experiment(experiment_file), wall_time)
     check_dataset(experiment)
+    check_tracking_reachable(experiment.tracking_uri())
     console.print(
         f"leanfit pipeline [bold]{experiment.name}[/bold]: fingerprint → subset → augment policy"
         " → search → final train → evaluate & register (kfp.local, one process per step)"
@@ -533,6 +597,7 @@ def promote(
     from leanfit.track.registry import promote as promote_version
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    check_tracking_reachable(uri)
     previous = promote_version(uri, name, version)
     console.print(f"[green]champion[/green] {name} version {version} (was {previous})")
 

@@ -732,11 +732,15 @@ class SearchController:
                     trial.checkpoints[rec.rung] = rec.checkpoint
                 self.scheduler.record(trial.trial_id, rec.rung, self.rung_value(trial, metrics),
                                       trial.bracket)  # fmt: skip
+                # the counts the user sees cover the whole search, not just this run of it
+                self.stats.jobs_done += 1
                 if rec.status == "stopped":
                     trial.curve_stopped = True
+                    self.stats.curve_stopped += 1
                     self.scheduler.hold(trial.trial_id, rec.rung, trial.bracket)
             elif rec.status == "failed" and not _retried(rec, records):
                 trial.failed = rec.reason or "failed"
+                self.stats.jobs_failed += 1
                 self.scheduler.record(trial.trial_id, rec.rung, None, trial.bracket)
         queued = 0
         for rec in records:

@@ -7,8 +7,6 @@ controller, MLflow) and owns what the user sees; the search logic itself is in t
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import random
 import signal
@@ -27,7 +25,7 @@ from leanfit.search.asha import ASHA
 from leanfit.search.controller import PriorTrial, SearchController, Trial, within_budget
 from leanfit.search.factory import make_strategy
 from leanfit.search.hyperband import Hyperband
-from leanfit.track.search import SearchLog
+from leanfit.track.search import SearchLog, search_key
 
 
 def make_scheduler(experiment: Experiment):
@@ -107,19 +105,6 @@ def check_budgets_reachable(experiment: Experiment, space, dataset, draws: int =
         f"configurations; the smallest drawn has {params:,} parameters and {macs:,} MACs); "
         "raise the limit or make the space's models smaller (narrower widths, skip blocks)"
     )
-
-
-def search_key(experiment: Experiment, digest: str | None) -> str:
-    """Identifies a search: the same file on the same data resumes the same search.
-
-    Without a digest, it identifies the settings alone: a search on changed data with the same
-    settings is warm-started from the last one.
-    """
-    settings = experiment.model_dump(
-        mode="json", exclude={"base_dir", "executor", "tracking", "pipeline"}
-    )
-    blob = json.dumps({"settings": settings, "digest": digest}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 class MlflowEvents:

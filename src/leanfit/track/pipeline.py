@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from leanfit.config import Experiment
-from leanfit.data.sources import LoadedDataset
 from leanfit.track.runs import TrialLogger, dataset_input
+
+if TYPE_CHECKING:  # torch, with the data module: not for a command that only reads MLflow
+    from leanfit.data.sources import LoadedDataset
 
 TAG_KIND = "leanfit.kind"
 TAG_PIPELINE_KEY = "leanfit.pipeline_key"

@@ -10,9 +10,11 @@ import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from leanfit.data.sources import LoadedDataset
+if TYPE_CHECKING:  # torch, with the data module: not for a command that only reads MLflow
+    from leanfit.data.sources import LoadedDataset
+
 
 # MLflow's dataset table keeps 36 characters of digest; the full digest goes in a tag.
 MLFLOW_DIGEST_CHARS = 32
@@ -39,6 +41,26 @@ def missing_sqlite_database(uri: str) -> str | None:
     None where it exists or the URI is not sqlite."""
     database = uri.removeprefix("sqlite:///")
     return database if database != uri and not Path(database).exists() else None
+
+
+def check_tracking_reachable(uri: str, timeout: float = 10.0) -> None:
+    """Say at once that an http(s) tracking server does not answer, before a command does any
+    work: MLflow's client retries a refused connection for about four minutes before it gives
+    up, which lets a running search ride over a server's restart, but leaves a user who mistyped
+    the URI waiting. Any answer at all (an error page, a login) counts as reachable."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    from leanfit.errors import LeanfitError
+
+    try:
+        requests.get(uri, timeout=timeout, allow_redirects=False)
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
+        raise LeanfitError(
+            f"tracking: MLflow at {uri} did not answer ({type(e).__name__}); check that the "
+            "server is up and the URI (tracking.uri in the file, or $MLFLOW_TRACKING_URI) is right"
+        ) from None
 
 
 def is_tracking_failure(e: BaseException | None) -> bool:

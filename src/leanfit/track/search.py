@@ -8,15 +8,19 @@ their checkpoint. Nothing about the search lives only in the controller's memory
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from leanfit.data.sources import LoadedDataset
 from leanfit.track.runs import TrialLogger, dataset_input, param_value, run_status
+
+if TYPE_CHECKING:  # torch, with the data module: not for a command that only reads MLflow
+    from leanfit.config import Experiment
+    from leanfit.data.sources import LoadedDataset
 
 TAG_KIND = "leanfit.kind"
 TAG_TRIAL = "leanfit.trial_id"
@@ -33,6 +37,19 @@ TAG_ATTEMPT = "leanfit.attempt"
 TAG_SEARCH_KEY = "leanfit.search_key"
 TAG_SETTINGS_KEY = "leanfit.settings_key"  # the search key without the data
 TAG_WARM_FROM = "leanfit.warm_start_from"
+
+
+def search_key(experiment: Experiment, digest: str | None) -> str:
+    """Identifies a search: the same file on the same data resumes the same search.
+
+    Without a digest, it identifies the settings alone: a search on changed data with the same
+    settings is warm-started from the last one.
+    """
+    settings = experiment.model_dump(
+        mode="json", exclude={"base_dir", "executor", "tracking", "pipeline"}
+    )
+    blob = json.dumps({"settings": settings, "digest": digest}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -55,6 +72,7 @@ class JobRecord:
     # MLflow still shows the run as RUNNING although its status is final: the search was killed
     # between writing a finished job's status and closing its run (`close_finished`)
     unclosed: bool = False
+    started: int = 0  # when the job's run was created, ms since the epoch
 
 
 class SearchLog:
@@ -275,4 +293,5 @@ def _record(run) -> JobRecord:
         reason=tags.get(TAG_FAILURE),
         attempt=int(tags.get(TAG_ATTEMPT, "0")),
         unclosed=running and status != "running",
+        started=run.info.start_time or 0,
     )
