@@ -17,9 +17,6 @@ from leanfit.config import Experiment
 from leanfit.errors import LeanfitError
 from leanfit.track.search import TAG_KIND, TAG_SETTINGS_KEY, JobRecord, SearchLog, search_key
 
-# The search's own modules (torch among their imports) are imported once the search is found:
-# a refused `leanfit report` says so in about a second.
-
 
 @dataclass
 class SearchReading:
@@ -118,10 +115,11 @@ def format_seconds(seconds: float) -> str:
     return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
-def as_searched(experiment: Experiment, run) -> Experiment | None:
+def as_searched(experiment: Experiment, run, own_key: str | None = None) -> Experiment | None:
     """The file's experiment as `run` searched it: the file's own settings, or the file's with
     the budget the search logged (`leanfit run --wall-time 5m`, an edited budget); None where
-    the search ran with another space, objectives or strategy."""
+    the search ran with another space, objectives or strategy. `own_key`: the file's settings
+    key, where the caller has it already."""
     import json
 
     from pydantic import ValidationError
@@ -129,7 +127,7 @@ def as_searched(experiment: Experiment, run) -> Experiment | None:
     from leanfit.config import BudgetConfig
 
     key = run.data.tags.get(TAG_SETTINGS_KEY)
-    if key == search_key(experiment, None):
+    if key == (own_key or search_key(experiment, None)):
         return experiment
     logged = {}
     for name, value in run.data.params.items():
@@ -203,11 +201,12 @@ def find_search(experiment: Experiment, file: str, run_id: str | None = None):
     kind = f"tags.`{TAG_KIND}` = 'search'"
     latest = ["attributes.start_time DESC"]
     others = client.search_runs([found.experiment_id], kind, order_by=latest, max_results=100)
+    own_key = search_key(experiment, None)
     for run in others:  # the latest search of this file, whatever its budget
-        searched = as_searched(experiment, run)
+        searched = as_searched(experiment, run, own_key)
         if searched is not None:
             return client, run, searched
-    settings = f"tags.`{TAG_SETTINGS_KEY}` = '{search_key(experiment, None)}'"
+    settings = f"tags.`{TAG_SETTINGS_KEY}` = '{own_key}'"
     own = client.search_runs([found.experiment_id], f"{kind} and {settings}", order_by=latest,
                              max_results=1)  # fmt: skip
     if own:  # older than the latest 100 searches
@@ -237,6 +236,8 @@ def read_search(experiment: Experiment, file: str, run_id: str | None = None) ->
     """The search of `find_search`, rebuilt: every finished job told to a controller that runs
     nothing (its strategy is never asked)."""
     client, run, experiment = find_search(experiment, file, run_id)
+    # the search's own modules (torch among their imports) only once it is found: a refused
+    # `leanfit report` ends in about 3 s
     from leanfit.search.controller import SearchController
     from leanfit.search.random_search import RandomSearch
     from leanfit.search.run import _NoExecutor, make_scheduler
