@@ -91,7 +91,7 @@ def test_search_shows_the_front_and_writes_a_report(in_tmp):
     # not a terminal (a log): whole progress lines, the last with the final counts, then the table
     lines = result.stdout.splitlines()
     progress = [line for line in lines if line.startswith("trials ")]
-    assert progress and progress[-1].startswith("trials 12 "), result.stdout
+    assert progress and progress[-1].startswith("trials 12  jobs finished "), result.stdout
     assert all("budget left" in line for line in progress), progress
     assert "Pareto front" in lines, "the table's title on a line of its own"
     html = next(in_tmp.glob(".leanfit/searches/*/report/report.html"))

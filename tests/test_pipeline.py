@@ -129,6 +129,49 @@ def test_augment_policy_search_picks_the_best_grid_point_and_fixes_it(tmp_path, 
     assert fixed.hyperparameters(space.sample(0))["randaugment_n"] == policy["n"]
 
 
+def test_report_takes_a_pipeline_search_for_the_file_it_started_from():
+    """The pipeline's search runs with the file's settings changed (the policy step fixes N and
+    M, the work folder is made absolute); `leanfit report FILE` still recognises it as the
+    file's, by the tags the search step writes, and reads it with the space it searched."""
+    import json
+    from types import SimpleNamespace
+
+    from leanfit import steps
+    from leanfit.search.readback import as_searched
+    from leanfit.track.search import TAG_FILE_KEY, TAG_POLICY, TAG_SETTINGS_KEY, search_key
+
+    data = small_pipeline_config(pipeline={"augment_policy": {"mode": "search", "n": [0, 2]}})
+    experiment = experiment_from_dict(data, EXAMPLES)
+    passed = steps.read_experiment(**steps.pipeline_arguments(experiment))
+    assert passed.work_dir != experiment.work_dir
+    assert search_key(passed, None) == search_key(experiment, None)
+
+    def run(searched, file, policy=None, budget=None):
+        tags = {TAG_SETTINGS_KEY: search_key(searched, None), TAG_FILE_KEY: search_key(file, None)}
+        if policy:
+            tags[TAG_POLICY] = json.dumps({"mode": "search", **policy})
+        params = {f"budget.{k}": json.dumps(v) for k, v in (budget or {}).items()}
+        return SimpleNamespace(data=SimpleNamespace(tags=tags, params=params))
+
+    policy = {"n": 2, "m": 7}
+    fixed = steps.apply_policy(passed, {"mode": "search", **policy})
+    found = as_searched(experiment, run(fixed, passed, policy))
+    assert found is not None and search_key(found, None) == search_key(fixed, None)
+    names = [d.name for d in found.search_space().dimensions]
+    assert "randaugment_n" not in names  # the space it searched, not the file's
+    # `leanfit run --wall-time 30s`: the file's key is of the changed budget, which was logged
+    short = passed.model_copy(update={"budget": passed.budget.model_copy(update={"trials": 9})})
+    fixed_short = steps.apply_policy(short, {"mode": "search", **policy})
+    found = as_searched(experiment, run(fixed_short, short, policy, {"trials": 9}))
+    assert found is not None and search_key(found, None) == search_key(fixed_short, None)
+    # a policy that does not give the logged key, or a search started from another file
+    assert as_searched(experiment, run(fixed, passed, {"n": 0, "m": 7})) is None
+    other = experiment_from_dict({**data, "objectives": {**data["objectives"], "max_params": 900}},
+                                 EXAMPLES)  # fmt: skip
+    assert as_searched(experiment, run(steps.apply_policy(other, {"mode": "search", **policy}),
+                                       other, policy)) is None  # fmt: skip
+
+
 def test_finalists_are_the_best_within_budget_and_a_spread_of_sizes():
     from leanfit.steps import choose_finalists
 
@@ -237,6 +280,13 @@ def test_run_logs_and_registers_on_a_server_that_goes_down_and_a_second_run_does
         _, versions_after, champion_after = registry(server.uri)
         assert versions_after == ["1"] and str(champion_after.version) == "1"
         assert _runs(client, "search") == searches_before
+        # the pipeline's search, read back from the file the pipeline ran
+        read = run_cli("report", "digits.yaml", "-o", "read", "--json", cwd=tmp_path, env=env)
+        assert read.returncode == 0, read.stdout + read.stderr
+        summary = json.loads(read.stdout)
+        assert summary["search_run_id"] in searches_before and summary["status"] == "FINISHED"
+        assert summary["jobs_finished"] > 0 and summary["front"]
+        assert (tmp_path / "read" / "pareto.png").exists()
     finally:
         server.stop()
 

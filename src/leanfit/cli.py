@@ -639,7 +639,7 @@ def progress_line(controller):
     left = controller.budget_left()
     stopped = f"curve-stopped {s.curve_stopped}  " if controller.curve_stop else ""
     return Text(
-        f"trials {len(controller.trials)}  done {s.jobs_done}  running "
+        f"trials {len(controller.trials)}  jobs finished {s.jobs_done}  running "
         f"{len(controller.executor.running())}  failed {s.jobs_failed}  {stopped}"
         f"best val acc {'-' if best is None else f'{best:.4f}'}  "
         f"Pareto {len(controller.front())}  "

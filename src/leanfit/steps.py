@@ -289,8 +289,14 @@ def search(
         start_fork_server()  # it imports torch for the workers while this step imports the rest
 
     from leanfit.search.run import front_table, run_search
+    from leanfit.track.search import TAG_FILE_KEY, TAG_POLICY, search_key
 
-    exp = _with_policy(experiment, policy_path)
+    policy = json.loads(Path(policy_path).read_text())
+    exp = apply_policy(experiment, policy)
+    # `leanfit report FILE` finds this search by the file's key, and fixes the policy in it again
+    tags = {TAG_FILE_KEY: search_key(experiment, None)}
+    if exp is not experiment:
+        tags[TAG_POLICY] = json.dumps({"mode": "search", "n": policy["n"], "m": policy["m"]})
     last = [0.0]
 
     def progress(controller) -> None:  # a line every 15 s: a log, not a terminal
@@ -300,7 +306,7 @@ def search(
         s, best, left = controller.stats, controller.best_accuracy(), controller.budget_left()
         stopped = f", curve-stopped {s.curve_stopped}" if controller.curve_stop else ""
         _log(
-            f"search: trials {len(controller.trials)}, jobs done {s.jobs_done}, failed "
+            f"search: trials {len(controller.trials)}, jobs finished {s.jobs_done}, failed "
             f"{s.jobs_failed}{stopped}, best val acc {'-' if best is None else f'{best:.4f}'}, "
             f"Pareto {len(controller.front())}, "
             f"budget left {'-' if left is None else f'{left:.0f} s'}"
@@ -313,6 +319,7 @@ def search(
         plan_file=plan_path,
         parent_run_id=pipeline_run_id,
         reuse_finished=True,
+        tags=tags,
     )
     controller = outcome.controller
     front = [

@@ -15,7 +15,15 @@ from typing import Any
 
 from leanfit.config import Experiment
 from leanfit.errors import LeanfitError
-from leanfit.track.search import TAG_KIND, TAG_SETTINGS_KEY, JobRecord, SearchLog, search_key
+from leanfit.track.search import (
+    TAG_FILE_KEY,
+    TAG_KIND,
+    TAG_POLICY,
+    TAG_SETTINGS_KEY,
+    JobRecord,
+    SearchLog,
+    search_key,
+)
 
 
 @dataclass
@@ -117,17 +125,19 @@ def format_seconds(seconds: float) -> str:
 
 def as_searched(experiment: Experiment, run, own_key: str | None = None) -> Experiment | None:
     """The file's experiment as `run` searched it: the file's own settings, or the file's with
-    the budget the search logged (`leanfit run --wall-time 5m`, an edited budget); None where
-    the search ran with another space, objectives or strategy. `own_key`: the file's settings
-    key, where the caller has it already."""
+    the budget the search logged (`leanfit run --wall-time 5m`, an edited budget), and for a
+    pipeline's search the augment policy its step fixed; None where the search ran with another
+    space, objectives or strategy. `own_key`: the file's settings key, where the caller has it."""
     import json
 
     from pydantic import ValidationError
 
     from leanfit.config import BudgetConfig
 
-    key = run.data.tags.get(TAG_SETTINGS_KEY)
-    if key == (own_key or search_key(experiment, None)):
+    tags = run.data.tags
+    key = tags.get(TAG_SETTINGS_KEY)
+    own_key = own_key or search_key(experiment, None)
+    if key == own_key:
         return experiment
     logged = {}
     for name, value in run.data.params.items():
@@ -140,8 +150,23 @@ def as_searched(experiment: Experiment, run, own_key: str | None = None) -> Expe
         budget = BudgetConfig.model_validate({**experiment.budget.model_dump(), **logged})
     except ValidationError:
         return None
-    searched = experiment.model_copy(update={"budget": budget})
-    return searched if search_key(searched, None) == key else None
+    budgeted = experiment.model_copy(update={"budget": budget})
+    budgeted_key = search_key(budgeted, None)
+    if budgeted_key == key:
+        return budgeted
+    # a pipeline's search: it started from this file, and its policy step fixed RandAugment's N, M
+    file_key = tags.get(TAG_FILE_KEY)
+    started = experiment if file_key == own_key else budgeted if file_key == budgeted_key else None
+    if started is None:
+        return None
+    if TAG_POLICY in tags:
+        from leanfit.steps import apply_policy
+
+        try:
+            started = apply_policy(started, json.loads(tags[TAG_POLICY]))
+        except (ValueError, KeyError, LeanfitError):
+            return None
+    return started if search_key(started, None) == key else None
 
 
 def find_search(experiment: Experiment, file: str, run_id: str | None = None):

@@ -234,12 +234,14 @@ def run_search(
     plan_file: str | None = None,
     parent_run_id: str | None = None,
     reuse_finished: bool = False,
+    tags: Mapping[str, str] | None = None,
 ) -> SearchOutcome:
     """Run (or resume) the experiment's search; returns the controller with its results.
 
     `resume="auto"` resumes an unfinished search of the same settings and data if there is one;
     `reuse_finished` returns a finished one as it is, without training anything (the pipeline's
-    second run on unchanged data). `plan_file` is the pipeline's data plan.
+    second run on unchanged data). `plan_file` is the pipeline's data plan; `tags` go on a
+    new search run.
     """
     wall = wall_time if wall_time is not None else experiment.budget.wall_time
     trials = max_trials if max_trials is not None else experiment.budget.trials
@@ -256,7 +258,7 @@ def run_search(
             )
         return _search(
             experiment, resume, executor, stack, n_workers, wall, trials, on_progress,
-            synthetic_sleep, plan_file, parent_run_id, reuse_finished,
+            synthetic_sleep, plan_file, parent_run_id, reuse_finished, tags,
         )  # fmt: skip
 
 
@@ -273,6 +275,7 @@ def _search(
     plan_file: str | None,
     parent_run_id: str | None,
     reuse_finished: bool,
+    tags: Mapping[str, str] | None,
 ) -> SearchOutcome:
     from leanfit.data.sources import load_dataset
     from leanfit.track import TrialLogger
@@ -316,6 +319,7 @@ def _search(
             experiment.dataset.source,
             parent_run_id=parent_run_id,
             settings_key=search_key(experiment, None),
+            extra_tags=tags,
         )
     elapsed_before = log.elapsed() if resume else 0.0
     if wall is not None:

@@ -37,6 +37,10 @@ TAG_ATTEMPT = "leanfit.attempt"
 TAG_SEARCH_KEY = "leanfit.search_key"
 TAG_SETTINGS_KEY = "leanfit.settings_key"  # the search key without the data
 TAG_WARM_FROM = "leanfit.warm_start_from"
+# A pipeline's search: the settings key of the file the pipeline started from, and the augment
+# policy its augment-policy step fixed, so `leanfit report FILE` finds the search
+TAG_FILE_KEY = "leanfit.file_settings_key"
+TAG_POLICY = "leanfit.augment_policy"
 
 
 def search_key(experiment: Experiment, digest: str | None) -> str:
@@ -45,8 +49,9 @@ def search_key(experiment: Experiment, digest: str | None) -> str:
     Without a digest, it identifies the settings alone: a search on changed data with the same
     settings is warm-started from the last one.
     """
+    # where files go is not what is searched: the pipeline makes work_dir absolute
     settings = experiment.model_dump(
-        mode="json", exclude={"base_dir", "executor", "tracking", "pipeline"}
+        mode="json", exclude={"base_dir", "executor", "tracking", "pipeline", "work_dir"}
     )
     blob = json.dumps({"settings": settings, "digest": digest}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -94,6 +99,7 @@ class SearchLog:
         dataset_name: str,
         parent_run_id: str | None = None,
         settings_key: str | None = None,
+        extra_tags: Mapping[str, str] | None = None,
     ) -> SearchLog:
         from mlflow.entities import Param
 
@@ -106,7 +112,9 @@ class SearchLog:
             tags["mlflow.parentRunId"] = parent_run_id
         if settings_key:
             tags[TAG_SETTINGS_KEY] = settings_key
-        run = logger.client.create_run(logger.experiment_id, run_name=name, tags=tags)
+        run = logger.client.create_run(
+            logger.experiment_id, run_name=name, tags={**tags, **(extra_tags or {})}
+        )
         params = [Param(k, param_value(v)[:6000]) for k, v in sorted(settings.items())]
         logger.client.log_batch(run.info.run_id, params=params)
         logger.client.log_inputs(run.info.run_id, datasets=[dataset_input(dataset, dataset_name)])
