@@ -137,7 +137,7 @@ def test_report_takes_a_pipeline_search_for_the_file_it_started_from():
     from types import SimpleNamespace
 
     from leanfit import steps
-    from leanfit.search.readback import as_searched
+    from leanfit.search.readback import SearchReading, as_searched
     from leanfit.track.search import TAG_FILE_KEY, TAG_POLICY, TAG_SETTINGS_KEY, search_key
 
     data = small_pipeline_config(pipeline={"augment_policy": {"mode": "search", "n": [0, 2]}})
@@ -170,6 +170,12 @@ def test_report_takes_a_pipeline_search_for_the_file_it_started_from():
                                  EXAMPLES)  # fmt: skip
     assert as_searched(experiment, run(steps.apply_policy(other, {"mode": "search", **policy}),
                                        other, policy)) is None  # fmt: skip
+    # a pipeline's search, cut short, goes on with the pipeline; a `leanfit search` one by itself
+    pipeline_run = run(fixed, passed, policy)
+    assert SearchReading(None, pipeline_run, [], "").go_on_with("d.yaml") == "leanfit run d.yaml"
+    del pipeline_run.data.tags[TAG_FILE_KEY]
+    by_itself = SearchReading(None, pipeline_run, [], "").go_on_with("d.yaml")
+    assert by_itself == "leanfit search d.yaml --resume"
 
 
 def test_finalists_are_the_best_within_budget_and_a_spread_of_sizes():

@@ -43,6 +43,13 @@ class SearchReading:
     def status(self) -> str:
         return self.run.info.status
 
+    def go_on_with(self, file: str) -> str:
+        """The command that goes on with this search, were it cut short: a pipeline's search
+        (tagged by its search step) goes on when the pipeline runs again on the same data."""
+        if TAG_FILE_KEY in self.run.data.tags:
+            return f"leanfit run {file}"
+        return f"leanfit search {file} --resume"
+
     def unfinished(self) -> list[JobRecord]:
         """Jobs MLflow shows running: running now, or cut short by a search that stopped."""
         return [r for r in self.records if r.status == "running"]
@@ -75,15 +82,16 @@ class SearchReading:
             f"{s['jobs failed']}  best val acc {s['best validation accuracy']}  Pareto "
             f"{s['Pareto models']}  hypervolume {s['hypervolume (log10 params 2-4.5 x error)']}",
         ]
+        go_on = self.go_on_with(file)
         if self.status == "RUNNING":
             idle = self.idle_seconds()
             latest = "" if idle is None else f"; its latest job started {format_seconds(idle)} ago"
             lines.append(
                 f"still running, or killed before it could say so{latest}: a killed search goes "
-                f"on with `leanfit search {file} --resume`"
+                f"on with `{go_on}`"
             )
         elif self.status == "KILLED":
-            lines.append(f"interrupted: `leanfit search {file} --resume` goes on with it")
+            lines.append(f"interrupted: `{go_on}` goes on with it")
         return lines
 
     def to_json(self, plot: Path, page: Path) -> str:
