@@ -288,6 +288,56 @@ def test_ctrl_c_stops_the_search_cleanly_and_it_resumes(in_tmp):
     assert max(ok.values()) == 1 and len({t for t, _ in ok}) == 24
 
 
+def test_a_second_controller_of_a_running_search_is_refused_naming_the_first(in_tmp):
+    """`--resume`, a new search or the pipeline's search step of a search that is running now in
+    another process: refused with that process's id and how to go on, exit 2, no search run
+    written (two controllers would run and tell the same trials twice); the first goes on."""
+    from leanfit.config import load_experiment
+    from leanfit.errors import LeanfitError
+    from leanfit.search.run import run_search
+
+    path = experiment(in_tmp, trials=400)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "leanfit.cli", "search", "e.yaml", "--synthetic", "0.3"],
+        cwd=in_tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=foreground_job,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and job_counts(in_tmp / "mlflow.db")[0] < 2:
+            time.sleep(0.1)
+        assert proc.poll() is None, "the search ended before the second one started"
+        for extra in (["--resume"], []):
+            second = run_cli("search", "e.yaml", "--synthetic", "0.3", *extra, cwd=in_tmp)
+            assert second.returncode == 2, second.stdout + second.stderr
+            assert f"is running now in {in_tmp}" in second.stderr, second.stderr
+            assert f"(process {proc.pid}, since " in second.stderr
+            assert f"`kill {proc.pid}`" in second.stderr and "--resume" in second.stderr
+            assert "Traceback" not in second.stderr
+        # the pipeline's search step (an absolute URI: see the test below)
+        data = {
+            **yaml.safe_load(path.read_text()),
+            "tracking": {"uri": f"sqlite:///{in_tmp}/mlflow.db"},
+        }
+        step = load_experiment(write_yaml(in_tmp / "p.yaml", data))
+        with pytest.raises(LeanfitError, match=f"process {proc.pid},"):
+            run_search(step, resume="auto", reuse_finished=True, synthetic_sleep=0)
+        with sqlite3.connect(f"file:{in_tmp / 'mlflow.db'}?mode=ro", uri=True) as con:
+            (searches,) = con.execute(
+                "select count(*) from tags where key = 'leanfit.kind' and value = 'search'"
+            ).fetchone()
+        assert searches == 1, "a refused search wrote a search run"
+        assert proc.poll() is None, "the refusals stopped the running search"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    again = run_cli("search", "e.yaml", "--synthetic", "0", "--resume", "--trials", "1", cwd=in_tmp)
+    assert again.returncode == 0 and "is running now" not in again.stderr, again.stderr
+
+
 def test_the_pipelines_search_resumes_a_run_cut_short_and_reuses_a_finished_one(in_tmp):
     """The pipeline's search step (`resume="auto"`, `reuse_finished`): run again after a crash,
     it goes on with the same search; run again on the same data once it finished, it trains

@@ -51,6 +51,45 @@ def model_cost(channels: int, image_size: int, num_classes: int):
 
 
 @contextlib.contextmanager
+def search_lock(experiment: Experiment, key: str):
+    """One controller at a time for a search: a second `leanfit search`, `--resume` or pipeline
+    search step of the same settings and data in the same work folder is refused while one runs
+    (two controllers would tell and run the same trials twice). The OS frees the lock when its
+    process ends, `kill -9` included; the workers, forked from the fork server, never hold it."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no guard
+        yield
+        return
+    path = experiment.work_path() / "searches" / f"{key}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")  # noqa: SIM115 - held until the search ends
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().split()
+            pid, since = (holder + ["?", "?"])[:2]
+            raise LeanfitError(
+                f"a search of these settings and data ({experiment.name!r}) is running now in "
+                f"{experiment.work_path()} (process {pid}, since {since}): wait for it to end, or "
+                f"stop it (Ctrl-C where it runs, or `kill {pid}`) and go on with it by running "
+                "again with --resume (the pipeline's search step resumes by itself)"
+            ) from None
+        except OSError:  # a file system without locks (some network mounts): no guard
+            yield
+            return
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # and the lock with it
+
+
+@contextlib.contextmanager
 def stop_on_interrupt(controller: SearchController):
     """Ctrl-C stops the search at the controller's next turn (within a second), where its MLflow
     records are whole: an interrupt raised anywhere could land inside a database transaction and
@@ -248,7 +287,9 @@ def run_search(
     if wall is None and trials is None:
         raise LeanfitError("budget: give budget.wall_time or budget.trials (or --wall-time)")
     n_workers = workers or experiment.executor.workers
-    with contextlib.ExitStack() as stack:
+    # `held` (the search's lock) is let go after `stack` (the workers), which the search closes
+    # before it writes its report
+    with contextlib.ExitStack() as held, contextlib.ExitStack() as stack:
         # The workers start first: they import torch and load the data while this process
         # loads it and opens the search run (a second or two of every search's wall time).
         executor = None
@@ -257,7 +298,7 @@ def run_search(
                 make_executor(experiment, n_workers, synthetic_sleep, plan_file)
             )
         return _search(
-            experiment, resume, executor, stack, n_workers, wall, trials, on_progress,
+            experiment, resume, executor, stack, held, n_workers, wall, trials, on_progress,
             synthetic_sleep, plan_file, parent_run_id, reuse_finished, tags,
         )  # fmt: skip
 
@@ -267,6 +308,7 @@ def _search(
     resume: bool | str,
     executor: Executor | None,
     stack: contextlib.ExitStack,
+    held: contextlib.ExitStack,
     n_workers: int,
     wall: float | None,
     trials: int | None,
@@ -292,6 +334,7 @@ def _search(
             f"--resume: no tracking database at {database} (tracking URI {uri}), so no search "
             "to resume; run without --resume to start one, or give the file's tracking URI"
         )
+    held.enter_context(search_lock(experiment, key))
     logger = TrialLogger(uri, experiment.experiment_name())
 
     latest = SearchLog.find_latest(logger, key) if (reuse_finished or resume == "auto") else None
