@@ -49,6 +49,17 @@ def foreground_job() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def start_search(folder, seconds_per_epoch: str) -> subprocess.Popen:
+    """`leanfit search e.yaml --synthetic S` in the background, as a terminal's foreground job
+    (Ctrl-C reaches it), its output kept."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "leanfit.cli", "search", "e.yaml", "--synthetic", seconds_per_epoch],
+        cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=foreground_job,
+    )  # fmt: skip
+
+
 def job_counts(db) -> tuple[int, int]:
     """Finished jobs and running ones, read with plain SQL: an MLflow client here would race
     the search's own first-time database migration."""
@@ -257,12 +268,7 @@ def test_ctrl_c_stops_the_search_cleanly_and_it_resumes(in_tmp):
     exits 130; no worker dies of it mid-trial (that would count as a crash); --resume then
     finishes the trial budget with no finished job run twice."""
     experiment(in_tmp, trials=24)
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "leanfit.cli", "search", "e.yaml", "--synthetic", "0.15"],
-        cwd=in_tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=foreground_job,
-    )  # fmt: skip
+    proc = start_search(in_tmp, "0.15")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # 4 jobs done, and one running: a worker mid-trial
         done, running = job_counts(in_tmp / "mlflow.db")
@@ -297,12 +303,7 @@ def test_a_second_controller_of_a_running_search_is_refused_naming_the_first(in_
     from leanfit.search.run import run_search
 
     path = experiment(in_tmp, trials=400)
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "leanfit.cli", "search", "e.yaml", "--synthetic", "0.3"],
-        cwd=in_tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=foreground_job,
-    )  # fmt: skip
+    proc = start_search(in_tmp, "0.3")
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and job_counts(in_tmp / "mlflow.db")[0] < 2:
