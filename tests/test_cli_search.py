@@ -251,6 +251,25 @@ def test_a_budget_of_no_time_is_refused_before_anything_starts(in_tmp):
     assert sorted(p.name for p in in_tmp.iterdir()) == ["e.yaml"]
 
 
+def test_a_work_dir_that_cannot_be_a_folder_is_refused_before_anything_starts(in_tmp):
+    """work_dir naming a file (or a folder under one): each command that writes there says so,
+    exit 2, before the tracking database is made; before, a traceback after it was."""
+    (in_tmp / "notes.txt").write_text("a file, not a folder")
+    for work_dir, commands in (
+        ("notes.txt", [["search", "--synthetic", "0"], ["run"], ["report"], ["watch", "--once"]]),
+        ("notes.txt/trials", [["trial", "--sample", "--epochs", "1"]]),
+    ):
+        cfg = digits_config(budget={"min_epochs": 1, "max_epochs": 3, "trials": 4})
+        write_yaml(in_tmp / "e.yaml", {**cfg, "work_dir": work_dir})
+        for command, *options in commands:
+            result = run_cli(command, "e.yaml", *options, cwd=in_tmp)
+            assert result.returncode == 2, (command, result.stdout, result.stderr)
+            said = result.stderr.replace("\n", " ")
+            assert f"work_dir: {in_tmp / 'notes.txt'} is a file" in said, (command, said)
+            assert "work_dir in the experiment file" in said and "Traceback" not in said
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["e.yaml", "notes.txt"]
+
+
 def test_a_hard_budget_no_model_meets_is_refused_before_anything_starts(in_tmp):
     cfg = digits_config(budget={"min_epochs": 1, "max_epochs": 3, "trials": 4})
     cfg["objectives"]["max_params"] = 20  # the space's smallest models have hundreds

@@ -115,6 +115,7 @@ def trial(
 
     experiment = load_experiment(experiment_file)
     check_dataset(experiment)
+    check_work_dir(experiment)
     if track:
         check_tracking_reachable(experiment.tracking_uri())
     # torch comes in with the trainer: a bad file or dataset is refused before that 2 s import
@@ -303,6 +304,7 @@ def search(
     experiment = load_experiment(experiment_file)
     seconds = None if wall_time is None else wall_time_seconds(wall_time)
     check_dataset(experiment)
+    check_work_dir(experiment)
     check_tracking_reachable(experiment.tracking_uri())
     if experiment.executor.kind == "local":
         from leanfit.execute.forkserver import start_fork_server
@@ -356,6 +358,8 @@ def report(
     experiment = load_experiment(experiment_file)
     if output is not None:
         check_writable_folder("-o", output)
+    else:
+        check_work_dir(experiment)  # the report goes under it
     from leanfit.search.readback import read_search, report_of
 
     reading = read_search(experiment, str(experiment_file), run_id)
@@ -378,21 +382,31 @@ def report(
     console.print(f"report {page}\nplot   {plot}", highlight=False, soft_wrap=True)
 
 
-def check_writable_folder(option: str, folder: Path) -> None:
+def check_writable_folder(option: str, folder: Path, purpose: str = "for the report") -> None:
     """Refuse a folder that is a file, or sits where nothing can be written, before any work."""
     import os
 
     if folder.exists() and not folder.is_dir():
-        raise LeanfitError(f"{option}: {folder} is a file; give a folder for the report")
+        raise LeanfitError(f"{option}: {folder} is a file; give a folder {purpose}")
     parent = folder
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
         raise LeanfitError(
-            f"{option}: {parent} is a file, so {folder} cannot be made; give a folder"
+            f"{option}: {parent} is a file, so {folder} cannot be made; give a folder {purpose}"
         )
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise LeanfitError(f"{option}: cannot write in {parent}; give a folder you can write")
+        raise LeanfitError(
+            f"{option}: cannot write in {parent}; give a folder you can write {purpose}"
+        )
+
+
+def check_work_dir(experiment) -> None:
+    """The work folder (checkpoints, reports, the pipeline's files) can be written: refused
+    before any work, and before the tracking database is made."""
+    check_writable_folder(
+        "work_dir", experiment.work_path(), "(work_dir in the experiment file; default .leanfit)"
+    )
 
 
 @app.command()
@@ -410,6 +424,7 @@ def run(
 
     experiment = _with_wall_time(load_experiment(experiment_file), wall_time)
     check_dataset(experiment)
+    check_work_dir(experiment)
     check_tracking_reachable(experiment.tracking_uri())
     console.print(
         f"leanfit pipeline [bold]{experiment.name}[/bold]: fingerprint → subset → augment policy"
@@ -547,7 +562,7 @@ def watch(
     # an interval of 0 would check back to back: the dataset hashed in a busy loop
     every = duration_option("interval", interval, "give a time above zero between checks, e.g. 10m")
     again = duration_option("resubmit-after", resubmit_after)
-    load_experiment(experiment_file)  # a bad file stops here, before any check
+    check_work_dir(load_experiment(experiment_file))  # a bad file stops here, before any check
 
     def submitter(settings):
         from leanfit.launch import submit_experiment
