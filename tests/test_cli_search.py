@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -469,4 +470,42 @@ def test_an_unreachable_tracking_server_is_said_at_once_and_nothing_is_written(i
         assert result.returncode == 2, (command, result.stderr)
         assert f"tracking: MLflow at {uri} did not answer (ConnectionError)" in result.stderr
         assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["e.yaml"]
+
+
+def test_a_tracking_uri_mlflow_cannot_use_is_refused_in_one_line(in_tmp, monkeypatch):
+    """A file store (MLflow 3 refuses it), a scheme missing its colon, a database without its
+    driver, an unknown scheme: one line naming the URI and the fix, exit 2, nothing written;
+    before, MLflow's stack trace after the work folder was made."""
+    from leanfit.errors import LeanfitError
+    from leanfit.track.runs import check_tracking_uri
+
+    refused = {
+        "mlruns": "'mlruns' is MLflow's file store, which MLflow 3 refuses",
+        "file:///tmp/runs": "is MLflow's file store, which MLflow 3 refuses",
+        "http//typo:5000": "file store (a mistyped scheme? it reads as a folder)",
+        "postgresql://me:secret@db/mlflow": "postgresql://me:***@db/mlflow needs its database "
+        "driver, the Python module",
+        "htp://host:5000": "a scheme MLflow does not know (htp://)",
+    }
+    for uri, said in refused.items():
+        with pytest.raises(LeanfitError, match=re.escape(said)):
+            check_tracking_uri(uri)
+    for uri in ("sqlite:///mlflow.db", "http://host:5000", "https://h", "databricks"):
+        check_tracking_uri(uri)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # the user's opt-in: let through
+    check_tracking_uri("mlruns")
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE")
+
+    experiment(in_tmp, trials=3)
+    commands = [  # `run` and `promote` call the same check as `search` and `report`
+        ("mlruns", ["search", "e.yaml", "--synthetic", "0"]),
+        ("postgresql://me:secret@db/mlflow", ["report", "e.yaml"]),
+        ("htp://h", ["trial", "e.yaml", "--sample", "--epochs", "1"]),
+    ]
+    for uri, command in commands:
+        result = run_cli(*command, cwd=in_tmp, env={"MLFLOW_TRACKING_URI": uri})
+        assert result.returncode == 2, (command, result.stderr)
+        assert refused.get(uri, "MLflow does not know")[:30] in result.stderr, result.stderr
+        assert "secret" not in result.stderr and "Traceback" not in result.stderr
     assert sorted(p.name for p in in_tmp.iterdir()) == ["e.yaml"]

@@ -43,11 +43,69 @@ def missing_sqlite_database(uri: str) -> str | None:
     return database if database != uri and not Path(database).exists() else None
 
 
+# Where the tracking URI is set, for messages
+WHERE_URI = "tracking.uri in the file, or $MLFLOW_TRACKING_URI"
+# A database tracking store, by its URI's scheme (less a driver: postgresql+psycopg2)
+DATABASES = ("postgresql", "mysql", "mssql")
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Refuse, in one line, a tracking URI MLflow would end on with a stack trace: a file store
+    (`mlruns`, `file:///...`, or a mistyped scheme such as `http//host:5000`, which reads as a
+    folder), which MLflow 3 refuses unless $MLFLOW_ALLOW_FILE_STORE is true, or a database whose
+    driver is not installed. Nothing is imported for the usual sqlite and http(s) URIs."""
+    import os
+    from urllib.parse import urlparse
+
+    from leanfit.errors import LeanfitError
+
+    scheme = urlparse(uri).scheme.lower()
+    if uri in ("databricks", "databricks-uc"):  # a Databricks workspace, by its CLI profile
+        return
+    if scheme in ("", "file"):
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("true", "1"):
+            return
+        typo = " (a mistyped scheme? it reads as a folder)" if not scheme and ":" in uri else ""
+        raise LeanfitError(
+            f"tracking: {uri!r} is MLflow's file store{typo}, which MLflow 3 refuses; use "
+            f"sqlite:///mlflow.db (the default) or a server's http://HOST:5000 ({WHERE_URI}), "
+            "or set MLFLOW_ALLOW_FILE_STORE=true to keep the file store"
+        )
+    if scheme.split("+")[0] not in ("http", "https", "sqlite", *DATABASES):
+        try:  # MLflow's own list, with any plugin's schemes; private, so only where it exists
+            from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+            known = set(_tracking_store_registry._registry)
+        except (ImportError, AttributeError):
+            return
+        if scheme not in known:
+            raise LeanfitError(
+                f"tracking: {uri!r} has a scheme MLflow does not know ({scheme}://); use "
+                f"sqlite:///mlflow.db, http(s)://HOST:5000 or a database URI ({WHERE_URI})"
+            )
+        return
+    if scheme.split("+")[0] in DATABASES:
+        from sqlalchemy.engine import make_url
+
+        url = make_url(uri)
+        try:
+            url.get_dialect().import_dbapi()
+        except ImportError as e:
+            shown = url.render_as_string(hide_password=True)
+            raise LeanfitError(
+                f"tracking: {shown} needs its database driver, the Python module {e.name!r}, "
+                "which is not installed here; install the driver, or use sqlite:///mlflow.db or "
+                f"an MLflow server ({WHERE_URI})"
+            ) from None
+
+
 def check_tracking_reachable(uri: str, timeout: float = 10.0) -> None:
-    """Say at once that an http(s) tracking server does not answer, before a command does any
-    work: MLflow's client retries a refused connection for about four minutes before it gives
-    up, which lets a running search ride over a server's restart, but leaves a user who mistyped
-    the URI waiting. Any answer at all (an error page, a login) counts as reachable."""
+    """Say at once that the tracking URI cannot work (`check_tracking_uri`) or that an http(s)
+    tracking server does not answer, before a command does any work: MLflow's client retries a
+    refused connection for about four minutes before it gives up, which lets a running search
+    ride over a server's restart, but leaves a user who mistyped the URI waiting. Any answer at
+    all (an error page, a login) counts as reachable."""
+    check_tracking_uri(uri)
     if not uri.startswith(("http://", "https://")):
         return
     import requests
@@ -59,7 +117,7 @@ def check_tracking_reachable(uri: str, timeout: float = 10.0) -> None:
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
         raise LeanfitError(
             f"tracking: MLflow at {uri} did not answer ({type(e).__name__}); check that the "
-            "server is up and the URI (tracking.uri in the file, or $MLFLOW_TRACKING_URI) is right"
+            f"server is up and the URI ({WHERE_URI}) is right"
         ) from None
 
 
