@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,14 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300):
         text=True,
         timeout=timeout,
     )
+
+
+def foreground_job() -> None:
+    """In the child before it runs: its own process group, and SIGINT as a terminal's foreground
+    job has it. Run from a shell's background job (`make test &`), the tests inherit SIGINT
+    ignored, and so would the command: it rightly leaves an ignored SIGINT alone."""
+    os.setsid()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def digits_config(**overrides) -> dict:

@@ -21,7 +21,7 @@ import yaml
 from mlflow import MlflowClient
 
 from leanfit.track.search import TAG_RUNG, TAG_STATUS, TAG_TRIAL
-from tests.support import digits_config, run_cli, write_yaml
+from tests.support import digits_config, foreground_job, run_cli, write_yaml
 
 
 def experiment(tmp_path, trials: int):
@@ -40,14 +40,6 @@ def trial_runs(db):
         [exp.experiment_id], "tags.`leanfit.kind` = 'trial'", max_results=5000
     )
     return client, runs
-
-
-def foreground_job() -> None:
-    """In the child before it runs: its own process group, and SIGINT as a terminal's foreground
-    job has it. Run from a shell's background job (`make test &`), the tests inherit SIGINT
-    ignored, and so would the command: it rightly leaves an ignored SIGINT alone."""
-    os.setsid()
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def start_search(folder, seconds_per_epoch: str) -> subprocess.Popen:

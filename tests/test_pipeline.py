@@ -297,6 +297,62 @@ def test_run_logs_and_registers_on_a_server_that_goes_down_and_a_second_run_does
         server.stop()
 
 
+def processes_in(folder: Path) -> list[str]:
+    """The command lines of the processes whose working folder is `folder` (Linux)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if Path(proc / "cwd").resolve() == folder.resolve():
+                found.append((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:  # ended meanwhile, or not ours to read
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_pipeline_cleanly_and_says_how_to_go_on(tmp_path):
+    """Ctrl-C, as a terminal sends it, during the search step: the command waits for the step to
+    record where it stopped (kfp.local alone gives it a quarter of a second), says how to go on,
+    exits 130, and leaves the pipeline's and the search's MLflow runs KILLED, not RUNNING."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    from tests.support import foreground_job
+
+    data = small_pipeline_config(budget={"min_epochs": 1, "max_epochs": 3, "trials": 500})
+    write_yaml(tmp_path / "digits.yaml", data)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "leanfit.cli", "run", "digits.yaml"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=foreground_job,
+    )  # fmt: skip
+    shown = []
+    for line in proc.stdout:  # the search's first progress line: it is training
+        shown.append(line)
+        if "search: trials" in line:
+            break
+    assert proc.poll() is None, "".join(shown)
+    time.sleep(2)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, "".join(shown) + out + err
+    assert "stopping: the running step is recording where it stopped" in out
+    assert "interrupted:" in err and "`leanfit run digits.yaml` goes on with them" in err, err
+    assert "Traceback" not in err
+    steps = [c for c in processes_in(tmp_path) if "executor_main" in c]
+    assert not steps, f"a step still runs after the command ended: {steps}"
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("leanfit-digits")
+    for kind in ("pipeline", "search"):
+        runs = client.search_runs([exp.experiment_id], f"tags.`leanfit.kind` = '{kind}'")
+        assert [r.info.status for r in runs] == ["KILLED"], kind
+
+
 def test_a_tracking_server_that_stays_down_is_named_in_one_line(tmp_path):
     from tests.support import free_port
 

@@ -430,7 +430,17 @@ def run(
         f"leanfit pipeline [bold]{experiment.name}[/bold]: fingerprint → subset → augment policy"
         " → search → final train → evaluate & register (kfp.local, one process per step)"
     )
-    outcome = run_locally(experiment, force=force)
+    try:
+        outcome = run_locally(experiment, force=force)
+    except KeyboardInterrupt:
+        err_console.print(
+            "interrupted: the steps that finished and the search's finished trials are in MLflow "
+            f"({experiment.tracking_uri()}); `leanfit run {experiment_file}` goes on with them "
+            "(the search resumes where it stopped)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
     uri = experiment.tracking_uri()
     r = outcome.result
     if not outcome.ran:

@@ -56,15 +56,28 @@ def run_locally(experiment: Experiment, force: bool = False, log=print) -> Pipel
     pipeline = build_pipeline(experiment)
     arguments = pipeline_arguments(experiment)
     log_file = root / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}.log"
+
+    def end_started(message: str, status: str) -> None:
+        started = find_pipeline_runs(experiment, key=key, status="RUNNING")
+        if started:
+            mark_pipeline_failed(experiment, started[0].info.run_id, message, status)
+
     try:
         with shown_and_logged(log_file, log):
             pipeline(**arguments)
+    except KeyboardInterrupt:
+        # Ctrl-C reached the steps too: the search stops with its records whole (KILLED). kfp.local
+        # gives a step a quarter of a second; wait for it, or a `leanfit run` typed at once
+        # would meet a search that is still stopping.
+        log("  stopping: the running step is recording where it stopped (Ctrl-C again: leave now)")
+        wait_for_children(STOP_SECONDS)
+        with contextlib.suppress(Exception):
+            end_started(f"interrupted (Ctrl-C); full log: {log_file}", "KILLED")
+        raise
     except Exception as e:  # kfp.local reports a failed task as RuntimeError
         message = _step_error(error_file) or f"{type(e).__name__}: {e} (full log: {log_file})"
-        started = find_pipeline_runs(experiment, key=key, status="RUNNING")
-        if started:
-            with contextlib.suppress(Exception):  # the tracking server may be what failed
-                mark_pipeline_failed(experiment, started[0].info.run_id, message)
+        with contextlib.suppress(Exception):  # the tracking server may be what failed
+            end_started(message, "FAILED")
         raise LeanfitError(message) from None
     done = find_pipeline_runs(experiment, key=key, status="FINISHED")
     if not done:
@@ -72,6 +85,23 @@ def run_locally(experiment: Experiment, force: bool = False, log=print) -> Pipel
     run = done[0]
     report = _latest(root, "evaluate-register", "report")
     return PipelineOutcome(True, run.info.run_id, dataset.digest, run_result(run), report, log_file)
+
+
+# How long an interrupted `leanfit run` waits for its steps to stop (the search stops at its
+# controller's next turn, then closes its workers)
+STOP_SECONDS = 60.0
+
+
+def wait_for_children(timeout: float) -> None:
+    """Wait until this process has no child processes left, or `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return  # none left
+        if pid == 0:
+            time.sleep(0.05)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

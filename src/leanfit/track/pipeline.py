@@ -50,10 +50,13 @@ def finish_pipeline_run(
     client.set_terminated(run_id, "FINISHED")
 
 
-def mark_pipeline_failed(experiment: Experiment, run_id: str, message: str) -> None:
+def mark_pipeline_failed(
+    experiment: Experiment, run_id: str, message: str, status: str = "FAILED"
+) -> None:
+    """End a pipeline run that did not finish: FAILED with its step's message, or KILLED."""
     logger = TrialLogger(experiment.tracking_uri(), experiment.experiment_name())
     logger.client.set_tag(run_id, "leanfit.failure", message[:5000])
-    logger.client.set_terminated(run_id, "FAILED")
+    logger.client.set_terminated(run_id, status)
 
 
 def find_pipeline_runs(
