@@ -139,12 +139,18 @@ def test_report_takes_a_pipeline_search_for_the_file_it_started_from():
     from leanfit import steps
     from leanfit.search.readback import SearchReading, as_searched
     from leanfit.track.search import TAG_FILE_KEY, TAG_POLICY, TAG_SETTINGS_KEY, search_key
+    from leanfit.trigger.watch import tolerant
 
     data = small_pipeline_config(pipeline={"augment_policy": {"mode": "search", "n": [0, 2]}})
     experiment = experiment_from_dict(data, EXAMPLES)
     passed = steps.read_experiment(**steps.pipeline_arguments(experiment))
     assert passed.work_dir != experiment.work_dir
     assert search_key(passed, None) == search_key(experiment, None)
+    # `leanfit watch` leaves empty class folders out: the same search and pipeline as `run`'s
+    watched = tolerant(experiment)
+    assert watched.dataset.empty_classes != experiment.dataset.empty_classes
+    assert search_key(watched, "d") == search_key(experiment, "d")
+    assert steps.pipeline_key(watched, "d") == steps.pipeline_key(experiment, "d")
 
     def run(searched, file, policy=None, budget=None):
         tags = {TAG_SETTINGS_KEY: search_key(searched, None), TAG_FILE_KEY: search_key(file, None)}
@@ -311,9 +317,10 @@ def processes_in(folder: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_ctrl_c_stops_the_pipeline_cleanly_and_says_how_to_go_on(tmp_path):
-    """Ctrl-C, as a terminal sends it, during the search step: the command waits for the step to
-    record where it stopped (kfp.local alone gives it a quarter of a second), says how to go on,
-    exits 130, and leaves the pipeline's and the search's MLflow runs KILLED, not RUNNING."""
+    """Ctrl-C, as a terminal sends it, during the search step of `leanfit run`, then of `leanfit
+    watch` (which goes on with the same search): each waits for the step to record where it
+    stopped (kfp.local alone gives it a quarter of a second), says how to go on, exits 130, and
+    leaves the pipeline's and the search's MLflow runs KILLED, not RUNNING."""
     import os
     import signal
     import subprocess
@@ -326,31 +333,42 @@ def test_ctrl_c_stops_the_pipeline_cleanly_and_says_how_to_go_on(tmp_path):
     data = small_pipeline_config(budget={"min_epochs": 1, "max_epochs": 3, "trials": 500})
     write_yaml(tmp_path / "digits.yaml", data)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "leanfit.cli", "run", "digits.yaml"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=foreground_job,
-    )  # fmt: skip
-    shown = []
-    for line in proc.stdout:  # the search's first progress line: it is training
-        shown.append(line)
-        if "search: trials" in line:
-            break
-    assert proc.poll() is None, "".join(shown)
-    time.sleep(2)
-    os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, "".join(shown) + out + err
-    assert "stopping: the running step is recording where it stopped" in out
-    assert "interrupted:" in err and "`leanfit run digits.yaml` goes on with them" in err, err
-    assert "Traceback" not in err
-    steps = [c for c in processes_in(tmp_path) if "executor_main" in c]
-    assert not steps, f"a step still runs after the command ended: {steps}"
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+    def interrupted_in_search(*command: str):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "leanfit.cli", *command],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=foreground_job,
+        )  # fmt: skip
+        shown = []
+        for line in proc.stdout:  # the search's first progress line: it is training
+            shown.append(line)
+            if "search: trials" in line:
+                break
+        assert proc.poll() is None, "".join(shown)
+        time.sleep(2)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, "".join(shown) + out + err
+        assert "stopping: the running step is recording where it stopped" in out
+        assert "Traceback" not in err
+        steps = [c for c in processes_in(tmp_path) if "executor_main" in c]
+        assert not steps, f"a step still runs after the command ended: {steps}"
+        exp = client.get_experiment_by_name("leanfit-digits")
+        for kind in ("pipeline", "search"):
+            runs = client.search_runs([exp.experiment_id], f"tags.`leanfit.kind` = '{kind}'")
+            assert {r.info.status for r in runs} == {"KILLED"}, kind
+        return "".join(shown) + out, err
+
+    _, err = interrupted_in_search("run", "digits.yaml")
+    assert "interrupted:" in err and "`leanfit run digits.yaml` goes on with them" in err, err
+    out, err = interrupted_in_search("watch", "digits.yaml", "--interval", "1h")
+    assert "stopped watching digits.yaml" in err and "`leanfit run digits.yaml`" in err, err
+    # the watcher went on with the search the interrupted run left (the same settings and data,
+    # though a watcher leaves empty class folders out)
     exp = client.get_experiment_by_name("leanfit-digits")
-    for kind in ("pipeline", "search"):
-        runs = client.search_runs([exp.experiment_id], f"tags.`leanfit.kind` = '{kind}'")
-        assert [r.info.status for r in runs] == ["KILLED"], kind
+    assert len(client.search_runs([exp.experiment_id], "tags.`leanfit.kind` = 'search'")) == 1
 
 
 def test_a_tracking_server_that_stays_down_is_named_in_one_line(tmp_path):

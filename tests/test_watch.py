@@ -61,6 +61,8 @@ def test_watch_runs_once_per_digest_warm_started_and_skips_bad_files(tmp_path):
     first = run_cli("watch", "shapes.yaml", "--once", cwd=tmp_path, timeout=600)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "dataset changed" in first.stdout and "champion" in first.stdout
+    # the steps as they run, not only into the pipeline's log file
+    assert "search: success" in first.stdout and "search: trials" in first.stdout, first.stdout
     (pipeline_1,) = mlflow_runs(tmp_path, "pipeline", "FINISHED")
     (search_1,) = mlflow_runs(tmp_path, "search")
 

@@ -579,8 +579,9 @@ def watch(
 
         return submit_experiment(settings, submit_to, namespace=namespace, token=token)
 
-    def log(text: str) -> None:
-        console.print(f"[dim]{time_now()}[/dim] {text}", highlight=False)
+    def log(text: str, file=None) -> None:  # `file`: the terminal, while a pipeline runs
+        out = console if file is None else Console(file=file, soft_wrap=True)
+        out.print(f"[dim]{time_now()}[/dim] {text}", highlight=False)
 
     def check():
         return check_once(
@@ -590,16 +591,27 @@ def watch(
             log=log,
         )
 
-    if once:
-        result = check()
-        if result.action == "ran" and result.result:
-            r = result.result
-            log(
-                f"champion: {r['registered_model']} version {r['champion_version']} ({r['reason']})"
-            )
-        return
-    log(f"watching {experiment_file} every {every:.0f} s (Ctrl-C to stop)")
-    watch_loop(every, check, log=log)
+    try:
+        if once:
+            result = check()
+            if result.action == "ran" and result.result:
+                r = result.result
+                log(
+                    f"champion: {r['registered_model']} version {r['champion_version']} "
+                    f"({r['reason']})"
+                )
+            return
+        log(f"watching {experiment_file} every {every:.0f} s (Ctrl-C to stop)")
+        watch_loop(every, check, log=log)
+    except KeyboardInterrupt:
+        err_console.print(
+            f"stopped watching {experiment_file}; a pipeline run it interrupted goes on at the "
+            f"next `leanfit watch {experiment_file}` or `leanfit run {experiment_file}` (its "
+            "search resumes)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
 
 
 def time_now() -> str:

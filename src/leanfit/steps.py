@@ -65,7 +65,9 @@ def pipeline_key(experiment: Experiment, digest: str) -> str:
     """Identifies a pipeline run: the same settings on the same data need not run twice."""
     import hashlib
 
-    settings = experiment.model_dump(mode="json", exclude={"base_dir", "executor", "work_dir"})
+    # as the search's key, `empty_classes` aside: `leanfit watch` leaves empty class folders out
+    skip = {"base_dir": True, "executor": True, "work_dir": True, "dataset": {"empty_classes"}}
+    settings = experiment.model_dump(mode="json", exclude=skip)
     settings.get("tracking", {}).pop("uri", None)
     blob = json.dumps({"settings": settings, "digest": digest}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

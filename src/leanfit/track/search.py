@@ -43,16 +43,26 @@ TAG_FILE_KEY = "leanfit.file_settings_key"
 TAG_POLICY = "leanfit.augment_policy"
 
 
+# Settings that do not change what a search finds: where it runs and logs, where its files go
+# (the pipeline makes work_dir absolute), and whether an empty class folder is an error or left
+# out (`leanfit watch` leaves it out; the data loaded, which the digest covers, is the same)
+NOT_SEARCHED = {
+    "base_dir": True,
+    "executor": True,
+    "tracking": True,
+    "pipeline": True,
+    "work_dir": True,
+    "dataset": {"empty_classes"},
+}
+
+
 def search_key(experiment: Experiment, digest: str | None) -> str:
     """Identifies a search: the same file on the same data resumes the same search.
 
     Without a digest, it identifies the settings alone: a search on changed data with the same
     settings is warm-started from the last one.
     """
-    # where files go is not what is searched: the pipeline makes work_dir absolute
-    settings = experiment.model_dump(
-        mode="json", exclude={"base_dir", "executor", "tracking", "pipeline", "work_dir"}
-    )
+    settings = experiment.model_dump(mode="json", exclude=NOT_SEARCHED)
     blob = json.dumps({"settings": settings, "digest": digest}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

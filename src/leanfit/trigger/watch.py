@@ -80,10 +80,11 @@ def check_once(
     experiment: Experiment,
     submit: Callable[[Experiment], Any] | None = None,
     resubmit_after: float = 6 * 3600,
-    log: Callable[[str], None] = print,
+    log: Callable[..., None] = print,
 ) -> CheckResult:
     """One check: run (or `submit`) the pipeline if the data changed since the last completed
-    run. `submit` sends the pipeline to KFP and returns its submission (see `leanfit submit`)."""
+    run. `submit` sends the pipeline to KFP and returns its submission (see `leanfit submit`);
+    `log(text, file=None)` says what happens, as `print` does."""
     from leanfit.data.sources import load_dataset
     from leanfit.launch import run_locally
 
@@ -123,9 +124,13 @@ def check_once(
         return found
 
 
-def _indented(log: Callable[[str], None]):
+def _indented(log: Callable[..., None]):
+    """The pipeline's lines for `log`, on the terminal the pipeline's log file hides (`file`):
+    printed to stdout as the pipeline runs, they would only reach that file. `log` takes
+    `file=` as `print` does."""
+
     def show(text: str, file=None) -> None:
-        log(text)
+        log(text, file=file)
 
     return show
 
