@@ -347,8 +347,7 @@ def test_a_second_controller_of_a_running_search_is_refused_naming_the_first(in_
             os.killpg(proc.pid, signal.SIGINT)
         proc.communicate(timeout=60)
     assert proc.returncode == 130
-    again = run_cli("search", "e.yaml", "--synthetic", "0", "--resume", "--trials", "1", cwd=in_tmp)
-    assert again.returncode == 0 and "is running now" not in again.stderr, again.stderr
+    # the lock goes with its process: the Ctrl-C and kill -9 tests resume right after
 
 
 def test_the_pipelines_search_resumes_a_run_cut_short_and_reuses_a_finished_one(in_tmp):

@@ -52,10 +52,11 @@ def model_cost(channels: int, image_size: int, num_classes: int):
 
 @contextlib.contextmanager
 def search_lock(experiment: Experiment, key: str):
-    """One controller at a time for a search: a second `leanfit search`, `--resume` or pipeline
-    search step of the same settings and data in the same work folder is refused while one runs
-    (two controllers would tell and run the same trials twice). The OS frees the lock when its
-    process ends, `kill -9` included; the workers, forked from the fork server, never hold it."""
+    """One controller at a time for a search (`key`): a second `leanfit search`, `--resume` or
+    pipeline search step of the same settings and data in the same work folder is refused while
+    one runs (two controllers would tell and run the same trials twice). The OS frees the lock
+    when its process ends, `kill -9` included; the workers, forked from the fork server, never
+    hold it."""
     try:
         import fcntl
     except ImportError:  # not POSIX: no guard
@@ -63,14 +64,13 @@ def search_lock(experiment: Experiment, key: str):
         return
     path = experiment.work_path() / "searches" / f"{key}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+")  # noqa: SIM115 - held until the search ends
-    try:
+    with open(path, "a+") as handle:  # the lock goes with the file's closing
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().split()
-            pid, since = (holder + ["?", "?"])[:2]
+            pid, since = (handle.read().split() + ["?", "?"])[:2]
             raise LeanfitError(
                 f"a search of these settings and data ({experiment.name!r}) is running now in "
                 f"{experiment.work_path()} (process {pid}, since {since}): wait for it to end, or "
@@ -78,15 +78,13 @@ def search_lock(experiment: Experiment, key: str):
                 "again with --resume (the pipeline's search step resumes by itself)"
             ) from None
         except OSError:  # a file system without locks (some network mounts): no guard
-            yield
-            return
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
-        handle.flush()
+            locked = False
+        if locked:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+            handle.flush()
         yield
-    finally:
-        handle.close()  # and the lock with it
 
 
 @contextlib.contextmanager
