@@ -335,7 +335,7 @@ def test_ctrl_c_stops_the_pipeline_cleanly_and_says_how_to_go_on(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
 
-    def interrupted_in_search(*command: str):
+    def interrupted_in_search(*command: str, meanwhile=lambda proc: None):
         proc = subprocess.Popen(
             [sys.executable, "-m", "leanfit.cli", *command],
             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -347,6 +347,7 @@ def test_ctrl_c_stops_the_pipeline_cleanly_and_says_how_to_go_on(tmp_path):
             if "search: trials" in line:
                 break
         assert proc.poll() is None, "".join(shown)
+        meanwhile(proc)
         time.sleep(2)
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=120)
@@ -361,7 +362,15 @@ def test_ctrl_c_stops_the_pipeline_cleanly_and_says_how_to_go_on(tmp_path):
             assert {r.info.status for r in runs} == {"KILLED"}, kind
         return "".join(shown) + out, err
 
-    _, err = interrupted_in_search("run", "digits.yaml")
+    def second_run(first) -> None:  # refused at once, before any step: nothing runs twice
+        second = run_cli("run", "digits.yaml", cwd=tmp_path, timeout=60)
+        assert second.returncode == 2, second.stdout + second.stderr
+        said = second.stderr.replace("\n", " ")
+        assert "a pipeline run of these settings and data ('digits') is running now in" in said
+        assert f"(process {first.pid}, since " in said and f"`kill {first.pid}`" in said, said
+        assert "fingerprint ..." not in second.stdout, second.stdout  # no step started
+
+    _, err = interrupted_in_search("run", "digits.yaml", meanwhile=second_run)
     assert "interrupted:" in err and "`leanfit run digits.yaml` goes on with them" in err, err
     out, err = interrupted_in_search("watch", "digits.yaml", "--interval", "1h")
     assert "stopped watching digits.yaml" in err and "`leanfit run digits.yaml`" in err, err

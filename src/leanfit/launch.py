@@ -35,18 +35,36 @@ class PipelineOutcome:
 def run_locally(experiment: Experiment, force: bool = False, log=print) -> PipelineOutcome:
     """Run the whole pipeline here with kfp.local (one subprocess per step)."""
     from leanfit.data.sources import load_dataset
-    from leanfit.track.pipeline import find_pipeline_runs, mark_pipeline_failed, run_result
+    from leanfit.lock import held_lock
+    from leanfit.track.pipeline import find_pipeline_runs, run_result
 
     dataset = load_dataset(experiment)
     key = pipeline_key(experiment, dataset.digest)
-    if not force:
-        done = find_pipeline_runs(experiment, key=key, status="FINISHED")
-        if done:
-            return PipelineOutcome(False, done[0].info.run_id, dataset.digest, run_result(done[0]))
+    work = experiment.work_path()
 
+    def busy(pid: str, since: str) -> str:
+        return (
+            f"a pipeline run of these settings and data ({experiment.name!r}) is running now in "
+            f"{work} (process {pid}, since {since}): wait for it to end, or stop it (Ctrl-C where "
+            f"it runs, or `kill {pid}`); `leanfit run` then goes on with its search"
+        )
+
+    # one pipeline run of a key at a time in this work folder; whether it is done is asked once
+    # the lock is held, so a run that waited on another finds that one's result
+    with held_lock(work / "kfp" / f"{key}.lock", busy):
+        if not force:
+            done = find_pipeline_runs(experiment, key=key, status="FINISHED")
+            if done:
+                run = done[0]
+                return PipelineOutcome(False, run.info.run_id, dataset.digest, run_result(run))
+        return _run_pipeline(experiment, key, dataset.digest, log)
+
+
+def _run_pipeline(experiment: Experiment, key: str, digest: str, log) -> PipelineOutcome:
     import kfp.local
 
     from leanfit.pipelines.automl import build_pipeline
+    from leanfit.track.pipeline import find_pipeline_runs, mark_pipeline_failed, run_result
 
     work = experiment.work_path()
     error_file = work / ERROR_FILE
@@ -84,7 +102,7 @@ def run_locally(experiment: Experiment, force: bool = False, log=print) -> Pipel
         raise LeanfitError("the pipeline ended without a finished run in MLflow; see its log")
     run = done[0]
     report = _latest(root, "evaluate-register", "report")
-    return PipelineOutcome(True, run.info.run_id, dataset.digest, run_result(run), report, log_file)
+    return PipelineOutcome(True, run.info.run_id, digest, run_result(run), report, log_file)
 
 
 # How long an interrupted `leanfit run` waits for its steps to stop (the search stops at its

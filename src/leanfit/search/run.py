@@ -50,41 +50,22 @@ def model_cost(channels: int, image_size: int, num_classes: int):
     return lambda config: architecture_cost(config, channels, image_size, num_classes)
 
 
-@contextlib.contextmanager
 def search_lock(experiment: Experiment, key: str):
     """One controller at a time for a search (`key`): a second `leanfit search`, `--resume` or
     pipeline search step of the same settings and data in the same work folder is refused while
-    one runs (two controllers would tell and run the same trials twice). The OS frees the lock
-    when its process ends, `kill -9` included; the workers, forked from the fork server, never
-    hold it."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no guard
-        yield
-        return
-    path = experiment.work_path() / "searches" / f"{key}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:  # the lock goes with the file's closing
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            locked = True
-        except BlockingIOError:
-            handle.seek(0)
-            pid, since = (handle.read().split() + ["?", "?"])[:2]
-            raise LeanfitError(
-                f"a search of these settings and data ({experiment.name!r}) is running now in "
-                f"{experiment.work_path()} (process {pid}, since {since}): wait for it to end, or "
-                f"stop it (Ctrl-C where it runs, or `kill {pid}`) and go on with it by running "
-                "again with --resume (the pipeline's search step resumes by itself)"
-            ) from None
-        except OSError:  # a file system without locks (some network mounts): no guard
-            locked = False
-        if locked:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"{os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
-            handle.flush()
-        yield
+    one runs (two controllers would tell and run the same trials twice). The workers, forked from
+    the fork server, never hold the lock."""
+    from leanfit.lock import held_lock
+
+    def busy(pid: str, since: str) -> str:
+        return (
+            f"a search of these settings and data ({experiment.name!r}) is running now in "
+            f"{experiment.work_path()} (process {pid}, since {since}): wait for it to end, or "
+            f"stop it (Ctrl-C where it runs, or `kill {pid}`) and go on with it by running "
+            "again with --resume (the pipeline's search step resumes by itself)"
+        )
+
+    return held_lock(experiment.work_path() / "searches" / f"{key}.lock", busy)
 
 
 @contextlib.contextmanager

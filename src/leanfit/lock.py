@@ -1,0 +1,45 @@
+"""One process at a time for a piece of work in a work folder: a search, a pipeline run.
+
+A lock file under the work folder, held with `flock` for as long as the work runs: the OS frees it
+when its process ends, `kill -9` included, so a crash never leaves it stuck. The file holds the
+holder's process id and start time, for the message that refuses a second process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from leanfit.errors import LeanfitError
+
+
+@contextlib.contextmanager
+def held_lock(path: Path, busy: Callable[[str, str], str]) -> Iterator[None]:
+    """Hold the lock at `path`, or refuse with `busy(holder's pid, since when)` as the message
+    where another process holds it. Where locks cannot work (not POSIX, a file system without
+    them, as some network mounts are) there is no guard."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:  # the lock goes with the file's closing
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
+        except BlockingIOError:
+            handle.seek(0)
+            pid, since = (handle.read().split() + ["?", "?"])[:2]
+            raise LeanfitError(busy(pid, since)) from None
+        except OSError:
+            locked = False
+        if locked:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+            handle.flush()
+        yield
