@@ -333,7 +333,7 @@ def test_ctrl_c_stops_the_pipeline_cleanly_and_says_how_to_go_on(tmp_path):
     data = small_pipeline_config(budget={"min_epochs": 1, "max_epochs": 3, "trials": 500})
     write_yaml(tmp_path / "digits.yaml", data)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # read only once the command has made it
 
     def interrupted_in_search(*command: str, meanwhile=lambda proc: None):
         proc = subprocess.Popen(
@@ -356,6 +356,7 @@ def test_ctrl_c_stops_the_pipeline_cleanly_and_says_how_to_go_on(tmp_path):
         assert "Traceback" not in err
         steps = [c for c in processes_in(tmp_path) if "executor_main" in c]
         assert not steps, f"a step still runs after the command ended: {steps}"
+        client = MlflowClient(uri)
         exp = client.get_experiment_by_name("leanfit-digits")
         for kind in ("pipeline", "search"):
             runs = client.search_runs([exp.experiment_id], f"tags.`leanfit.kind` = '{kind}'")
@@ -376,6 +377,7 @@ def test_ctrl_c_stops_the_pipeline_cleanly_and_says_how_to_go_on(tmp_path):
     assert "stopped watching digits.yaml" in err and "`leanfit run digits.yaml`" in err, err
     # the watcher went on with the search the interrupted run left (the same settings and data,
     # though a watcher leaves empty class folders out)
+    client = MlflowClient(uri)
     exp = client.get_experiment_by_name("leanfit-digits")
     assert len(client.search_runs([exp.experiment_id], "tags.`leanfit.kind` = 'search'")) == 1
 
