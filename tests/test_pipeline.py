@@ -184,6 +184,31 @@ def test_report_takes_a_pipeline_search_for_the_file_it_started_from():
     assert by_itself == "leanfit search d.yaml --resume"
 
 
+def test_a_pipeline_run_left_running_by_a_kill_is_closed_by_the_next_run_here_only(tmp_path):
+    """A `leanfit run` killed with -9 leaves its pipeline run RUNNING in MLflow; the next run of
+    the same key in the same work folder (holding the key's lock) marks it KILLED. Runs of
+    another key, or from another host or work folder (maybe alive), are left alone."""
+    from mlflow import MlflowClient
+
+    from leanfit.data.sources import load_dataset
+    from leanfit.track.pipeline import TAG_PLACE, close_dead_pipeline_runs, start_pipeline_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    data = small_pipeline_config(tracking={"uri": uri}, work_dir=str(tmp_path / "work"))
+    experiment = experiment_from_dict(data, EXAMPLES)
+    dataset = load_dataset(experiment)
+    dead = start_pipeline_run(experiment, dataset, "key1")
+    elsewhere = start_pipeline_run(experiment, dataset, "key1")
+    client = MlflowClient(uri)
+    client.set_tag(elsewhere, TAG_PLACE, "another-host:/srv/leanfit")
+    other_key = start_pipeline_run(experiment, dataset, "key2")
+    assert close_dead_pipeline_runs(experiment, "key1") == [dead]
+    status = {r: client.get_run(r).info.status for r in (dead, elsewhere, other_key)}
+    assert status == {dead: "KILLED", elsewhere: "RUNNING", other_key: "RUNNING"}
+    assert "ended without saying so" in client.get_run(dead).data.tags["leanfit.failure"]
+    assert close_dead_pipeline_runs(experiment, "key1") == []
+
+
 def test_finalists_are_the_best_within_budget_and_a_spread_of_sizes():
     from leanfit.steps import choose_finalists
 

@@ -36,7 +36,7 @@ def run_locally(experiment: Experiment, force: bool = False, log=print) -> Pipel
     """Run the whole pipeline here with kfp.local (one subprocess per step)."""
     from leanfit.data.sources import load_dataset
     from leanfit.lock import held_lock
-    from leanfit.track.pipeline import find_pipeline_runs, run_result
+    from leanfit.track.pipeline import close_dead_pipeline_runs, find_pipeline_runs, run_result
 
     dataset = load_dataset(experiment)
     key = pipeline_key(experiment, dataset.digest)
@@ -52,6 +52,8 @@ def run_locally(experiment: Experiment, force: bool = False, log=print) -> Pipel
     # one pipeline run of a key at a time in this work folder; whether it is done is asked once
     # the lock is held, so a run that waited on another finds that one's result
     with held_lock(work / "kfp" / f"{key}.lock", busy):
+        for run_id in close_dead_pipeline_runs(experiment, key):
+            log(f"  pipeline run {run_id} had ended without saying so (killed): marked KILLED")
         if not force:
             done = find_pipeline_runs(experiment, key=key, status="FINISHED")
             if done:

@@ -21,11 +21,23 @@ TAG_KIND = "leanfit.kind"
 TAG_PIPELINE_KEY = "leanfit.pipeline_key"
 TAG_DIGEST = "leanfit.dataset_digest"
 TAG_RESULT = "leanfit.result"
+TAG_PLACE = "leanfit.work_place"  # host:work folder of the process that runs the pipeline
+
+
+def work_place(experiment: Experiment) -> str:
+    import socket
+
+    return f"{socket.gethostname()}:{experiment.work_path()}"
 
 
 def start_pipeline_run(experiment: Experiment, dataset: LoadedDataset, key: str) -> str:
     logger = TrialLogger(experiment.tracking_uri(), experiment.experiment_name())
-    tags = {TAG_KIND: "pipeline", TAG_PIPELINE_KEY: key, TAG_DIGEST: dataset.digest}
+    tags = {
+        TAG_KIND: "pipeline",
+        TAG_PIPELINE_KEY: key,
+        TAG_DIGEST: dataset.digest,
+        TAG_PLACE: work_place(experiment),
+    }
     run = logger.client.create_run(
         logger.experiment_id, run_name=f"pipeline-{experiment.name}", tags=tags
     )
@@ -57,6 +69,24 @@ def mark_pipeline_failed(
     logger = TrialLogger(experiment.tracking_uri(), experiment.experiment_name())
     logger.client.set_tag(run_id, "leanfit.failure", message[:5000])
     logger.client.set_terminated(run_id, status)
+
+
+def close_dead_pipeline_runs(experiment: Experiment, key: str) -> list[str]:
+    """Mark KILLED the pipeline runs of `key` that MLflow shows RUNNING but that ran here (this
+    host and work folder) in a process that died without saying so (`kill -9`, a crash). Only
+    while this process holds the key's pipeline lock (`leanfit.launch`): no live run of the key
+    is here then. Runs from elsewhere are left alone. Returns the ids closed."""
+    place = work_place(experiment)
+    closed = []
+    for run in find_pipeline_runs(experiment, key=key, status="RUNNING"):
+        if run.data.tags.get(TAG_PLACE) == place:
+            mark_pipeline_failed(
+                experiment, run.info.run_id,
+                "its process ended without saying so (killed, or crashed); a later run went on",
+                "KILLED",
+            )  # fmt: skip
+            closed.append(run.info.run_id)
+    return closed
 
 
 def find_pipeline_runs(
