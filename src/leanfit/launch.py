@@ -49,8 +49,8 @@ def run_locally(experiment: Experiment, force: bool = False, log=print) -> Pipel
             f"it runs, or `kill {pid}`); `leanfit run` then goes on with its search"
         )
 
-    # one pipeline run of a key at a time in this work folder; whether it is done is asked once
-    # the lock is held, so a run that waited on another finds that one's result
+    # one pipeline run of a key at a time in this work folder (a second is refused); whether it
+    # is done is asked once the lock is held, so another run cannot finish in between
     with held_lock(work / "kfp" / f"{key}.lock", busy):
         for run_id in close_dead_pipeline_runs(experiment, key):
             log(f"  pipeline run {run_id} had ended without saying so (killed): marked KILLED")
