@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import typer
@@ -321,14 +321,11 @@ def search(
                 on_progress=show, synthetic_sleep=synthetic,
             )  # fmt: skip
     except KeyboardInterrupt:
-        err_console.print(
+        interrupted(
             "interrupted: the finished trials are in MLflow "
             f"({experiment.tracking_uri()}); `leanfit search {experiment_file} --resume` "
             "continues the search",
-            highlight=False,
-            soft_wrap=True,
         )
-        raise typer.Exit(130) from None
     if outcome.resumed_jobs:
         console.print(f"resumed: {outcome.resumed_jobs} interrupted job(s) ran again")
     console.print(front_rich_table(front_table(outcome.controller)))
@@ -433,14 +430,11 @@ def run(
     try:
         outcome = run_locally(experiment, force=force)
     except KeyboardInterrupt:
-        err_console.print(
+        interrupted(
             "interrupted: the steps that finished and the search's finished trials are in MLflow "
             f"({experiment.tracking_uri()}); `leanfit run {experiment_file}` goes on with them "
             "(the search resumes where it stopped)",
-            highlight=False,
-            soft_wrap=True,
         )
-        raise typer.Exit(130) from None
     uri = experiment.tracking_uri()
     r = outcome.result
     if not outcome.ran:
@@ -604,14 +598,11 @@ def watch(
         log(f"watching {experiment_file} every {every:.0f} s (Ctrl-C to stop)")
         watch_loop(every, check, log=log)
     except KeyboardInterrupt:
-        err_console.print(
+        interrupted(
             f"stopped watching {experiment_file}; a pipeline run it interrupted goes on at the "
             f"next `leanfit watch {experiment_file}` or `leanfit run {experiment_file}` (its "
             "search resumes)",
-            highlight=False,
-            soft_wrap=True,
         )
-        raise typer.Exit(130) from None
 
 
 def time_now() -> str:
@@ -748,6 +739,12 @@ def main() -> None:
         exit_now(2)
     # click returns the exit code of `typer.Exit` instead of raising it when not standalone.
     exit_now(code if isinstance(code, int) else 0)
+
+
+def interrupted(message: str) -> NoReturn:
+    """End a command stopped by Ctrl-C: `message` (what was kept, how to go on), exit 130."""
+    err_console.print(message, highlight=False, soft_wrap=True)
+    raise typer.Exit(130)
 
 
 def exit_now(code: int) -> None:

@@ -66,7 +66,7 @@ def _run_pipeline(experiment: Experiment, key: str, digest: str, log) -> Pipelin
     import kfp.local
 
     from leanfit.pipelines.automl import build_pipeline
-    from leanfit.track.pipeline import find_pipeline_runs, mark_pipeline_failed, run_result
+    from leanfit.track.pipeline import find_pipeline_runs, mark_pipeline_ended, run_result
 
     work = experiment.work_path()
     error_file = work / ERROR_FILE
@@ -80,7 +80,7 @@ def _run_pipeline(experiment: Experiment, key: str, digest: str, log) -> Pipelin
     def end_started(message: str, status: str) -> None:
         started = find_pipeline_runs(experiment, key=key, status="RUNNING")
         if started:
-            mark_pipeline_failed(experiment, started[0].info.run_id, message, status)
+            mark_pipeline_ended(experiment, started[0].info.run_id, message, status)
 
     try:
         with shown_and_logged(log_file, log):

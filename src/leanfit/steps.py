@@ -65,9 +65,9 @@ def pipeline_key(experiment: Experiment, digest: str) -> str:
     """Identifies a pipeline run: the same settings on the same data need not run twice."""
     import hashlib
 
-    # as the search's key, `empty_classes` aside: `leanfit watch` leaves empty class folders out
-    skip = {"base_dir": True, "executor": True, "work_dir": True, "dataset": {"empty_classes"}}
-    settings = experiment.model_dump(mode="json", exclude=skip)
+    from leanfit.track.search import NO_RESULT
+
+    settings = experiment.model_dump(mode="json", exclude=NO_RESULT)
     settings.get("tracking", {}).pop("uri", None)
     blob = json.dumps({"settings": settings, "digest": digest}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

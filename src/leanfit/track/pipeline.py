@@ -62,7 +62,7 @@ def finish_pipeline_run(
     client.set_terminated(run_id, "FINISHED")
 
 
-def mark_pipeline_failed(
+def mark_pipeline_ended(
     experiment: Experiment, run_id: str, message: str, status: str = "FAILED"
 ) -> None:
     """End a pipeline run that did not finish: FAILED with its step's message, or KILLED."""
@@ -80,7 +80,7 @@ def close_dead_pipeline_runs(experiment: Experiment, key: str) -> list[str]:
     closed = []
     for run in find_pipeline_runs(experiment, key=key, status="RUNNING"):
         if run.data.tags.get(TAG_PLACE) == place:
-            mark_pipeline_failed(
+            mark_pipeline_ended(
                 experiment, run.info.run_id,
                 "its process ended without saying so (killed, or crashed); a later run went on",
                 "KILLED",

@@ -45,7 +45,7 @@ def missing_sqlite_database(uri: str) -> str | None:
 
 # Where the tracking URI is set, for messages
 WHERE_URI = "tracking.uri in the file, or $MLFLOW_TRACKING_URI"
-# A database tracking store, by its URI's scheme (less a driver: postgresql+psycopg2)
+# A database tracking store, by its URI's scheme less the driver
 DATABASES = ("postgresql", "mysql", "mssql")
 
 
@@ -60,6 +60,7 @@ def check_tracking_uri(uri: str) -> None:
     from leanfit.errors import LeanfitError
 
     scheme = urlparse(uri).scheme.lower()
+    engine = scheme.split("+")[0]  # postgresql+psycopg2: postgresql
     if uri in ("databricks", "databricks-uc"):  # a Databricks workspace, by its CLI profile
         return
     if scheme in ("", "file"):
@@ -71,7 +72,7 @@ def check_tracking_uri(uri: str) -> None:
             f"sqlite:///mlflow.db (the default) or a server's http://HOST:5000 ({WHERE_URI}), "
             "or set MLFLOW_ALLOW_FILE_STORE=true to keep the file store"
         )
-    if scheme.split("+")[0] not in ("http", "https", "sqlite", *DATABASES):
+    if engine not in ("http", "https", "sqlite", *DATABASES):
         try:  # MLflow's own list, with any plugin's schemes; private, so only where it exists
             from mlflow.tracking._tracking_service.utils import _tracking_store_registry
 
@@ -84,7 +85,7 @@ def check_tracking_uri(uri: str) -> None:
                 f"sqlite:///mlflow.db, http(s)://HOST:5000 or a database URI ({WHERE_URI})"
             )
         return
-    if scheme.split("+")[0] in DATABASES:
+    if engine in DATABASES:
         from sqlalchemy.engine import make_url
 
         url = make_url(uri)

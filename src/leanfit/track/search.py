@@ -43,17 +43,13 @@ TAG_FILE_KEY = "leanfit.file_settings_key"
 TAG_POLICY = "leanfit.augment_policy"
 
 
-# Settings that do not change what a search finds: where it runs and logs, where its files go
-# (the pipeline makes work_dir absolute), and whether an empty class folder is an error or left
-# out (`leanfit watch` leaves it out; the data loaded, which the digest covers, is the same)
-NOT_SEARCHED = {
-    "base_dir": True,
-    "executor": True,
-    "tracking": True,
-    "pipeline": True,
-    "work_dir": True,
-    "dataset": {"empty_classes"},
-}
+# Settings that change no result, so no key (the search's, the pipeline's) holds them: where it
+# runs, where its files go (the pipeline makes work_dir absolute), and whether an empty class
+# folder is an error or left out (`leanfit watch` leaves it out; the data loaded, which the digest
+# covers, is the same)
+NO_RESULT = {"base_dir": True, "executor": True, "work_dir": True, "dataset": {"empty_classes"}}
+# ... and for a search, where it logs and what the pipeline adds around it
+NOT_SEARCHED = {**NO_RESULT, "tracking": True, "pipeline": True}
 
 
 def search_key(experiment: Experiment, digest: str | None) -> str:

@@ -84,7 +84,8 @@ def check_once(
 ) -> CheckResult:
     """One check: run (or `submit`) the pipeline if the data changed since the last completed
     run. `submit` sends the pipeline to KFP and returns its submission (see `leanfit submit`);
-    `log(text, file=None)` says what happens, as `print` does."""
+    `log(text, file=None)` says what happens, as `print` does (the pipeline's lines come with
+    `file`: the terminal, which its log file hides while it runs)."""
     from leanfit.data.sources import load_dataset
     from leanfit.launch import run_locally
 
@@ -108,7 +109,7 @@ def check_once(
             f"(last completed run: {previous[:12] if previous else 'none'})"
         )
         if submit is None:
-            outcome = run_locally(experiment, log=_indented(log))
+            outcome = run_locally(experiment, log=log)
             found.action, found.run_id, found.result = "ran", outcome.run_id, outcome.result
             return found
         earlier = recent_submission(experiment, dataset.digest, resubmit_after)
@@ -122,17 +123,6 @@ def check_once(
         record_submission(experiment, dataset, found.run_id, submission.url)
         log(f"submitted run {found.run_id}: {submission.url}")
         return found
-
-
-def _indented(log: Callable[..., None]):
-    """The pipeline's lines for `log`, on the terminal the pipeline's log file hides (`file`):
-    printed to stdout as the pipeline runs, they would only reach that file. `log` takes
-    `file=` as `print` does."""
-
-    def show(text: str, file=None) -> None:
-        log(text, file=file)
-
-    return show
 
 
 def recent_submission(experiment: Experiment, digest: str, within: float) -> str | None:
