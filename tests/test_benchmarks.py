@@ -66,6 +66,27 @@ def test_trainer_throughput_quick_run_saves_all_rates(tmp_path):
 SEARCH_EFFICIENCY = ROOT / "benchmarks" / "search_efficiency.py"
 
 
+def test_precise_bn_quick_run_judges_every_configuration_both_ways(tmp_path):
+    out = tmp_path / "precise_bn.json"
+    script = ROOT / "benchmarks" / "precise_bn.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick", "--threads", "1", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["git_commit"] and report["trainer_thresholds"]["images"] > 0
+    assert set(report["sets"]) == {"digits", "digits-first-384"}
+    for result in report["sets"].values():
+        assert result["configurations"] + result["failed"] == 3
+        for way in ("running", "recomputed"):
+            assert 0 <= result[way]["top_third_kept"] <= result[way]["top_third"] == 1
+            assert 0 < result[way]["mean_high_accuracy"] <= 1
+        assert result["recompute_over_epoch_median"] > 0
+    # 384 images at batch 16-64 make 6-24 steps an epoch: every one recomputed by the trainer
+    assert report["sets"]["digits-first-384"]["low_steps_per_epoch_recomputed_by_trainer"] == 3
+
+
 def load_search_efficiency():
     """The benchmark as a module, for its pure functions (it imports its sibling scripts)."""
     spec = importlib.util.spec_from_file_location("search_efficiency", SEARCH_EFFICIENCY)

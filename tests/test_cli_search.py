@@ -21,7 +21,7 @@ import yaml
 from mlflow import MlflowClient
 
 from leanfit.track.search import TAG_RUNG, TAG_STATUS, TAG_TRIAL
-from tests.support import digits_config, foreground_job, run_cli, write_yaml
+from tests.support import digits_config, foreground_job, run_cli, write_image_folder, write_yaml
 
 
 def experiment(tmp_path, trials: int):
@@ -117,6 +117,27 @@ def test_search_shows_the_front_and_writes_a_report(in_tmp):
     assert "Pareto front" in (in_tmp / "again" / "report.html").read_text()
     assert (in_tmp / "again" / "pareto.png").read_bytes().startswith(b"\x89PNG")
     assert (in_tmp / "mlflow.db").read_bytes() == database, "the report wrote to MLflow"
+
+
+def test_a_search_of_an_image_folder_names_the_files_it_could_not_read(in_tmp):
+    """A user's folder holds a truncated download and a stray note: the search goes on without
+    them and says which (it said nothing, while `leanfit trial` listed them)."""
+    root = write_image_folder(in_tmp / "imgs", {"cat": 10, "dog": 10}, size=8)
+    (root / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    (root / "dog" / "notes.txt").write_text("taken on a phone")
+    cfg = digits_config(
+        dataset={"source": "imagefolder", "path": "imgs", "image_size": 8, "channels": 3},
+        budget={"min_epochs": 1, "max_epochs": 3, "trials": 3},
+        executor={"kind": "local", "workers": 1, "trial_timeout": "1m"},
+    )
+    write_yaml(in_tmp / "e.yaml", cfg)
+    result = run_cli("search", "e.yaml", "--synthetic", "0", cwd=in_tmp)
+    assert result.returncode == 0, result.stderr
+    assert "skipped 2 unreadable file(s)" in result.stdout, result.stdout
+    assert "cat/broken.jpg: " in result.stdout and "dog/notes.txt: " in result.stdout
+    assert "Pareto front" in result.stdout
+    # MLflow's warning about its own twice-registered file source is not the user's business
+    assert "Warning" not in result.stderr, result.stderr
 
 
 def table_rows(out: str) -> list[str]:

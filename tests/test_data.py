@@ -144,3 +144,39 @@ def test_randaugment_varies_within_a_batch():
     out = BatchAugment("randaugment", n=2, m=15, groups=8)(x)
     distinct = {out[i].numpy().tobytes() for i in range(64)}
     assert len(distinct) > 1
+
+
+def test_sixteen_bit_rotated_and_transparent_files_decode_as_they_look(tmp_path):
+    """Files a user's folder really holds: a 16-bit grey PNG (a scan; Pillow's conversion made
+    it all white), a phone's JPEG stored sideways with an EXIF orientation, a palette PNG with a
+    transparent colour (Pillow warned on each)."""
+    import warnings
+
+    from PIL import Image
+
+    root = write_image_folder(tmp_path / "imgs", {"a": 2, "b": 2}, size=8)
+    ramp = np.repeat(np.linspace(0, 65535, 8).astype(np.uint16)[None, :], 8, axis=0)
+    Image.fromarray(ramp).save(root / "a" / "scan16.png")
+    upright = np.zeros((8, 8, 3), dtype=np.uint8)
+    upright[:4] = 255  # the top half white, as the photo was taken
+    sideways = Image.fromarray(np.rot90(upright, k=-1).copy())  # what the sensor stored
+    exif = Image.Exif()
+    exif[0x0112] = 8  # orientation: turn 90 degrees counter-clockwise to show it
+    sideways.save(root / "a" / "phone.jpg", exif=exif, quality=100)
+    palette = Image.new("P", (8, 8), 1)
+    palette.putpalette([0, 0, 0, 250, 250, 250] + [0] * 762)
+    palette.save(root / "b" / "icon.png", transparency=b"\x00\x80")  # alpha per colour
+
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        ds = load_dataset(folder_experiment(root, tmp_path, image_size=8))
+    assert not [str(w.message) for w in warned if "Palette" in str(w.message)]
+    assert not ds.skipped
+    names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.*"))
+    image = dict(zip(names, ds.images, strict=True))  # the manifest's sorted order
+    scan = image["a/scan16.png"][0].float()
+    assert scan[:, 0].max() < 10 and scan[:, -1].min() > 245, scan  # dark to light, not all white
+    assert scan[0].diff().min() >= 0
+    photo = image["a/phone.jpg"].float().mean(0)
+    assert photo[:3].mean() > 200 and photo[5:].mean() < 50, photo  # upright: white on top
+    assert image["b/icon.png"].float().mean() > 200

@@ -121,3 +121,27 @@ def test_fidelities_shrink_data_and_resolution(digits, reference_genotype):
     full = train(config, hp, digits, Budget(1), settings)
     assert low.status == full.status == "ok"
     assert low.macs < full.macs / 3  # a quarter of the pixels
+
+
+def test_few_steps_an_epoch_are_judged_with_batchnorm_statistics_of_the_current_weights(
+    digits, reference_genotype, tmp_path
+):
+    """384 images at batch 128 make 3 steps an epoch: BatchNorm's running averages still hold
+    most of their start and lag the weights, and in eval mode every image got one class (10%
+    on all 6 epochs here). Recomputed from training images before each evaluation, they let the
+    validation accuracy judge the network, and the saved model is the one measured."""
+    from leanfit.models.deploy import accuracy, load_classifier
+
+    config, hp = genotype_and_hp(reference_genotype)
+    hp = {**hp, "batch_size": 128}
+    small = {**digits.__dict__}
+    small["train_x"], small["train_y"] = digits.train_x[:384], digits.train_y[:384]
+    data = type(digits)(**small)
+    settings = TrainingConfig(device="cpu", augment="none", crop_padding=0, flip=False)
+    path = tmp_path / "few.pt"
+    result = train(config, hp, data, Budget(6), settings, seed=0, checkpoint_to=path)
+    assert result.status == "ok", result.reason
+    curve = [round(r["val_accuracy"], 3) for r in result.history]
+    assert result.val_accuracy > 0.3 and max(curve) > 0.3, curve
+    deployed = load_classifier(path, data.channels, data.num_classes)
+    assert accuracy(deployed, data.val_x, data.val_y) == pytest.approx(result.val_accuracy)

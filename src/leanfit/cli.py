@@ -168,14 +168,12 @@ def trial(
             raise LeanfitError(f"--data-plan: file {str(data_plan)!r} does not exist")
         plan = DataPlan.load(data_plan)
 
-    from leanfit.data.sources import load_dataset
+    from leanfit.data.sources import load_dataset, skipped_notice
     from leanfit.train.trial import run_trial, train_data, write_result
 
     dataset = load_dataset(experiment)
     if dataset.skipped:
-        err_console.print(f"[yellow]skipped {len(dataset.skipped)} unreadable file(s)[/yellow]")
-        for name, why in dataset.skipped[:10]:
-            err_console.print(f"  {name}: {why}")
+        err_console.print(skipped_notice(dataset.skipped), style="yellow", highlight=False)
     data = train_data(experiment, dataset, for_search=search_subset, plan=plan)
     run_id = None
     if track:
@@ -319,6 +317,7 @@ def search(
             outcome = run_search(
                 experiment, resume=resume, workers=workers, wall_time=seconds, max_trials=trials,
                 on_progress=show, synthetic_sleep=synthetic,
+                on_notice=lambda text: console.print(text, style="yellow", highlight=False),
             )  # fmt: skip
     except KeyboardInterrupt:
         interrupted(

@@ -120,8 +120,14 @@ def _load_s3_folder(ds: DatasetConfig, cache_dir: Path) -> LoadedDataset:
     return replace(dataset, source=uri)
 
 
+# Part of the decoded images' cache key: a change to how files are decoded must not reuse the
+# pixels of the decoder before it (2: EXIF orientation, 16-bit images scaled, not clipped).
+DECODER_VERSION = 2
+
+
 def _images_key(ds: DatasetConfig, digest: str) -> str:
-    return f"{digest[:20]}-{ds.image_size}-{ds.num_channels}-{_classes_key(ds.classes)}"
+    classes = _classes_key(ds.classes)
+    return f"{digest[:20]}-{ds.image_size}-{ds.num_channels}-{classes}-d{DECODER_VERSION}"
 
 
 def _path_key(path: Path) -> str:
@@ -146,6 +152,15 @@ def _cached(path: Path, build) -> LoadedDataset:
     torch.save({"version": CACHE_VERSION, "dataset": dataset}, tmp)
     os.replace(tmp, path)
     return dataset
+
+
+def skipped_notice(skipped: list[tuple[str, str]], shown: int = 10) -> str:
+    """What a command says of the files it could not read: how many, and the first few."""
+    lines = [f"skipped {len(skipped)} unreadable file(s)"]
+    lines += [f"  {name}: {why}" for name, why in skipped[:shown]]
+    if len(skipped) > shown:
+        lines.append(f"  ... and {len(skipped) - shown} more")
+    return "\n".join(lines)
 
 
 def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -196,16 +211,33 @@ def _load_digits(size: int, channels: int) -> LoadedDataset:
 
 def _decode_one(source: Path | bytes, size: int, channels: int) -> np.ndarray | str:
     """One image file (a path, or the bytes of an object) as uint8 [C, H, W], or why it is not."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
+            # a phone's photo upright, as it was taken (its pixels are stored as the sensor lay)
+            im = ImageOps.exif_transpose(im)
+            if im.mode.startswith("I"):
+                im = _eight_bit(im)
+            elif im.mode == "P" and "transparency" in im.info:
+                im = im.convert("RGBA")  # as Pillow asks; the alpha is dropped below
             im = im.convert("L" if channels == 1 else "RGB")
             im = im.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         return f"{type(e).__name__}: {e}"
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+
+
+def _eight_bit(im):
+    """A 16- or 32-bit integer grey image as 8 bits, its range scaled: Pillow's own conversion
+    clips every value above 255 to white (a 16-bit scan came out all white)."""
+    from PIL import Image
+
+    values = np.asarray(im, dtype=np.float64)
+    top = 255.0 if values.max(initial=0) <= 255 else 65535.0
+    scaled = np.clip(values, 0, top) * (255.0 / top)
+    return Image.fromarray(np.round(scaled).astype(np.uint8))  # 2-D uint8: mode "L"
 
 
 def _decode_images(

@@ -12,7 +12,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -253,13 +253,15 @@ def run_search(
     parent_run_id: str | None = None,
     reuse_finished: bool = False,
     tags: Mapping[str, str] | None = None,
+    on_notice: Callable[[str], None] | None = None,
 ) -> SearchOutcome:
     """Run (or resume) the experiment's search; returns the controller with its results.
 
     `resume="auto"` resumes an unfinished search of the same settings and data if there is one;
     `reuse_finished` returns a finished one as it is, without training anything (the pipeline's
     second run on unchanged data). `plan_file` is the pipeline's data plan; `tags` go on a
-    new search run.
+    new search run. `on_notice` is told what the user should know before the results (the
+    dataset's unreadable files).
     """
     wall = wall_time if wall_time is not None else experiment.budget.wall_time
     trials = max_trials if max_trials is not None else experiment.budget.trials
@@ -278,7 +280,7 @@ def run_search(
             )
         return _search(
             experiment, resume, executor, stack, held, n_workers, wall, trials, on_progress,
-            synthetic_sleep, plan_file, parent_run_id, reuse_finished, tags,
+            synthetic_sleep, plan_file, parent_run_id, reuse_finished, tags, on_notice,
         )  # fmt: skip
 
 
@@ -297,12 +299,15 @@ def _search(
     parent_run_id: str | None,
     reuse_finished: bool,
     tags: Mapping[str, str] | None,
+    on_notice: Callable[[str], None] | None,
 ) -> SearchOutcome:
-    from leanfit.data.sources import load_dataset
+    from leanfit.data.sources import load_dataset, skipped_notice
     from leanfit.track import TrialLogger
     from leanfit.track.runs import missing_sqlite_database
 
     dataset = load_dataset(experiment)
+    if dataset.skipped and on_notice is not None:
+        on_notice(skipped_notice(dataset.skipped))
     space = experiment.search_space()
     key = search_key(experiment, dataset.digest)
     check_budgets_reachable(experiment, space, dataset)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,11 @@ def dataset_input(dataset: LoadedDataset, name: str, context: str = "train"):
     from mlflow.entities import DatasetInput, InputTag
 
     if "://" in dataset.source:
-        source = resolve_dataset_source(dataset.source)
+        with warnings.catch_warnings():
+            # MLflow 3.17 registers its local-file source twice and warns of the "ambiguity"
+            # on every file:// dataset (both candidates are the same class)
+            warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
+            source = resolve_dataset_source(dataset.source)
     else:
         source = CodeDatasetSource({"loader": dataset.source})
     meta = MetaDataset(source, name=name, digest=dataset.digest[:MLFLOW_DIGEST_CHARS])

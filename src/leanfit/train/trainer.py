@@ -32,6 +32,21 @@ from leanfit.train.checkpoint import load_checkpoint, save_checkpoint
 from leanfit.train.curve import CURVE_TOLERANCE, CurveStop, accuracy_noise
 from leanfit.train.prefetch import Prefetched
 
+# BatchNorm's running statistics are an average over about its last ten steps (momentum 0.1),
+# started at mean 0 and variance 1. With few steps an epoch they lag the weights by epochs and
+# still hold much of their start, so a validation accuracy judged with them measures stale
+# statistics more than the network: a 3-class image folder of 376 training images at batch 128
+# (2 steps an epoch) scored 23-34% in eval mode and 83-94% with the statistics recomputed. Below
+# this many steps an epoch they are recomputed from training images before each evaluation
+# ("precise BatchNorm"), so what is ranked, saved and deployed is what was measured.
+# benchmarks/precise_bn.py, 24 random digits configurations: the Spearman correlation between a
+# 2-epoch rung's accuracy and the 10-epoch one rose from 0.71 to 0.91 (1,079 training images)
+# and from 0.30 to 0.89 (384); 512 images ranked as well as 1,024 at half the cost, a median 9%
+# of an epoch's training time.
+PRECISE_BN_STEPS_PER_EPOCH = 50
+PRECISE_BN_IMAGES = 512
+PRECISE_BN_BATCH = 256
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -212,6 +227,9 @@ def train(
     chunk = chunk_batches(batch_size, train_x[0].numel(), steps, settings.augment_chunk_mb)
     peak_lr = float(hp["lr"])
     smoothing = float(hp["label_smoothing"])
+    # a fixed sample of the training images, the same whenever this trial is resumed
+    bn_sample = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    bn_sample = bn_sample[:PRECISE_BN_IMAGES].to(device)
 
     def chunks() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Every epoch's batches, augmented and normalised, `chunk` batches at a time: on small
@@ -261,6 +279,8 @@ def train(
                 raise TrialFailed(f"loss became {train_loss} in epoch {epoch + 1} (lr {lr:.3g})")
             epoch_time = time.perf_counter() - t0
             train_time += epoch_time
+            if steps < PRECISE_BN_STEPS_PER_EPOCH:
+                recompute_batchnorm(model, train_x, bn_sample, prepare, autocast)
             val_loss, val_acc = evaluate(model, val_x, val_y, prepare, autocast, settings)
             record = {
                 "epoch": epoch + 1,
@@ -308,6 +328,37 @@ def train(
     result.train_time = train_time
     result.wall_time = time.perf_counter() - start
     return result
+
+
+@torch.no_grad()
+def recompute_batchnorm(
+    model: nn.Module,
+    images: torch.Tensor,
+    sample: torch.Tensor,
+    prepare: Callable[[torch.Tensor], torch.Tensor],
+    autocast: Callable[[], Any],
+) -> None:
+    """Replace every BatchNorm's running statistics by their mean over batches of the sampled
+    (unaugmented) training images, seen by the current weights."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in norms if m.track_running_stats]
+    if not norms or len(sample) < 2:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative mean over the batches below
+    model.train()
+    try:
+        for start in range(0, len(sample), PRECISE_BN_BATCH):
+            part = sample[start : start + PRECISE_BN_BATCH]
+            if len(part) < 2:  # one image has no variance
+                break
+            with autocast():
+                model(prepare(images.index_select(0, part)))
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
 
 
 @torch.no_grad()
