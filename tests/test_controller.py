@@ -344,6 +344,34 @@ def test_restore_rebuilds_the_state_and_reruns_only_what_was_running(tmp_path):
     assert not math.isnan(second.hypervolume())
 
 
+def test_a_promotion_whose_checkpoint_is_gone_trains_from_the_start(tmp_path):
+    """The work folder was cleaned to free disk, or the search resumed on another machine: the
+    trials of earlier rungs are promoted all the same, trained from the start, none failed."""
+    import shutil
+
+    first = controller(InlineExecutor(synthetic()), tmp_path, max_trials=12)
+    first.run()
+    # one checkpoint a trial, its highest rung's: the lower ones were deleted once superseded
+    kept = sorted(p.name for p in (tmp_path / "ck").iterdir())
+    assert kept == sorted(
+        f"trial-{t.trial_id:05d}-rung-{max(t.results)}.pt" for t in first.trials.values()
+    )
+    assert any(max(t.results) > 0 for t in first.trials.values())
+    shutil.rmtree(tmp_path / "ck")
+    rec = Recorder(InlineExecutor(synthetic()))
+    second = controller(rec, tmp_path, max_trials=24)
+    second.restore(finished_records(first))
+    second.run()
+    earlier = set(first.trials)
+    promoted = [j for j in rec.jobs if j.rung > 0 and int(j.spec.trial_id[6:11]) in earlier]
+    assert promoted, "the second search promoted none of the first's trials"
+    assert all(j.spec.resume_from is None for j in promoted)
+    assert second.stats.from_scratch == len(promoted)
+    assert second.stats.jobs_failed == 0 and not any(t.failed for t in second.trials.values())
+    # the new trials' own promotions still inherit their weights
+    assert any(j.spec.resume_from for j in rec.jobs if j.rung > 0)
+
+
 def test_the_initial_design_reaches_the_small_end_of_the_front(tmp_path):
     """The space's prior rarely samples tiny models; the first trials are spread over log size."""
     prior = [c.cost(c.space.sample(s))[0] for c in [controller(None, tmp_path)] for s in range(20)]

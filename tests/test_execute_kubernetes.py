@@ -133,8 +133,11 @@ def test_a_search_runs_every_trial_as_a_job_and_survives_cluster_trouble(
     ]
     assert label(retry, LABEL_ATTEMPT) == "1"
     assert spec_of(retry)["resume_from"] == spec_of(first)["resume_from"]
-    assert Path(spec_of(retry)["resume_from"]).is_file()
     assert by_job[(trial_id, rung, 1)].status == "ok"
+    assert controller.stats.from_scratch == 0, "the retry did not find the checkpoint"
+    # superseded by the retry's own, the lower rung's checkpoint is deleted; the new one is kept
+    assert not Path(spec_of(retry)["resume_from"]).exists()
+    assert Path(controller.trials[trial_id].checkpoints[rung]).is_file()
     assert [r.status for r in records if (r.trial_id, r.rung) == (trial_id, rung)].count("ok") == 1
     assert rung in controller.trials[trial_id].results
 

@@ -665,6 +665,8 @@ def progress_line(controller):
     best = controller.best_accuracy()
     left = controller.budget_left()
     stopped = f"curve-stopped {s.curve_stopped}  " if controller.curve_stop else ""
+    if s.from_scratch:  # the work folder's checkpoints were gone (cleaned, another machine)
+        stopped += f"from scratch {s.from_scratch}  "
     return Text(
         f"trials {len(controller.trials)}  jobs finished {s.jobs_done}  running "
         f"{len(controller.executor.running())}  failed {s.jobs_failed}  {stopped}"

@@ -19,7 +19,7 @@ from typing import Any
 
 from leanfit.config import Experiment
 from leanfit.errors import LeanfitError
-from leanfit.steps import ERROR_FILE, pipeline_arguments, pipeline_key
+from leanfit.steps import ERROR_FILE_ENV, pipeline_arguments, pipeline_key
 
 
 @dataclass
@@ -69,9 +69,9 @@ def _run_pipeline(experiment: Experiment, key: str, digest: str, log) -> Pipelin
     from leanfit.track.pipeline import find_pipeline_runs, mark_pipeline_ended, run_result
 
     work = experiment.work_path()
-    error_file = work / ERROR_FILE
-    error_file.unlink(missing_ok=True)
     root = work / "kfp"
+    error_file = root / f"{key}-error.json"  # the steps inherit where to write (ERROR_FILE_ENV)
+    error_file.unlink(missing_ok=True)
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
     pipeline = build_pipeline(experiment)
     arguments = pipeline_arguments(experiment)
@@ -83,7 +83,7 @@ def _run_pipeline(experiment: Experiment, key: str, digest: str, log) -> Pipelin
             mark_pipeline_ended(experiment, started[0].info.run_id, message, status)
 
     try:
-        with shown_and_logged(log_file, log):
+        with shown_and_logged(log_file, log), environment({ERROR_FILE_ENV: str(error_file)}):
             pipeline(**arguments)
     except KeyboardInterrupt:
         # Ctrl-C reached the steps too: the search stops with its records whole (KILLED). kfp.local
@@ -183,6 +183,21 @@ def shown_and_logged(log_file: Path, show):
         for fd in saved:
             os.close(fd)
         out.close()
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]):
+    """`values` in os.environ while the block runs (kfp.local's step processes inherit it)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _step_error(path: Path) -> str | None:

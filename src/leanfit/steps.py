@@ -25,6 +25,10 @@ from leanfit.config import Experiment, experiment_from_dict
 from leanfit.errors import LeanfitError
 
 ERROR_FILE = "pipeline-error.json"
+# Where a failed step writes its message for `leanfit run`, which sets it for its own steps (one
+# file a pipeline key, so two pipelines of one work folder do not read each other's); without
+# it (a step run alone), `ERROR_FILE` in the work folder.
+ERROR_FILE_ENV = "LEANFIT_STEP_ERROR_FILE"
 
 
 # ---------------------------------------------------------------- the experiment as a parameter
@@ -103,8 +107,9 @@ def run_step(step: str, function: Callable[..., Any], experiment: str, base_dir:
             "where it stopped"
         )
     print(f"leanfit: step {step!r} failed: {message}", file=sys.stderr, flush=True)
-    if work is not None:
-        _write_json(work / ERROR_FILE, {"step": step, "message": message})
+    where = os.environ.get(ERROR_FILE_ENV) or (work / ERROR_FILE if work is not None else None)
+    if where is not None:
+        _write_json(where, {"step": step, "message": message})
     raise SystemExit(2)
 
 

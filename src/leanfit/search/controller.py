@@ -16,6 +16,7 @@ killed half-way.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
@@ -153,6 +154,8 @@ class SearchStats:
     retries: int = 0
     infeasible: int = 0
     curve_stopped: int = 0  # jobs stopped by their learning curve (counted in jobs_done too)
+    # promotions whose lower rung's checkpoint was gone, trained from the start instead
+    from_scratch: int = 0
     propose_seconds: float = 0.0
     started: float = field(default_factory=time.monotonic)
     workers: dict[str, WorkerTime] = field(default_factory=dict)  # by the executor's names
@@ -400,6 +403,12 @@ class SearchController:
             self._submit(self._job(trial, job.rung, resume))
 
     def _job(self, trial: Trial, rung: Rung, resume: str | None, attempt: int = 0) -> TrialJob:
+        if resume is not None and not Path(resume).exists():
+            # The work folder was cleaned, or the search resumed where its checkpoints are not:
+            # the job trains this rung's epochs from the start (the promotion loses its
+            # inherited weights) instead of failing the trial.
+            self.stats.from_scratch += 1
+            resume = None
         checkpoint = self.checkpoint_dir / f"trial-{trial.trial_id:05d}-rung-{rung.index}.pt"
         spec = TrialSpec(
             trial_id=f"trial-{trial.trial_id:05d}-rung-{rung.index}",
@@ -671,6 +680,7 @@ class SearchController:
             trial.results[job.rung] = metrics
             if result.checkpoint:
                 trial.checkpoints[job.rung] = result.checkpoint
+                self._drop_superseded(trial, job.rung)
             value = self.rung_value(trial, metrics)
             self.stats.jobs_done += 1
             self.stats.curve_stopped += stopped
@@ -682,6 +692,15 @@ class SearchController:
         if stopped and result.history:
             trial.curve_stopped = True
             self.scheduler.hold(trial.trial_id, job.rung, trial.bracket)
+
+    def _drop_superseded(self, trial: Trial, rung: int) -> None:
+        """Delete the checkpoints of `trial`'s rungs below `rung`: a trial is only ever promoted
+        from its highest finished rung, so no job resumes from them again. A search keeps one
+        checkpoint a trial, not one a job (a third fewer files at eta = 3)."""
+        for lower in [r for r in trial.checkpoints if r < rung]:
+            with contextlib.suppress(OSError):  # already gone, or not ours to delete
+                Path(trial.checkpoints[lower]).unlink(missing_ok=True)
+            del trial.checkpoints[lower]
 
     def _rung(self, index: int) -> Rung:
         return next(r for r in self.scheduler.rungs if r.index == index)

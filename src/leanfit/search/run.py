@@ -539,6 +539,11 @@ def summary_of(controller: SearchController) -> dict[str, Any]:
             if controller.curve_stop
             else {}
         ),
+        **(
+            {"promotions trained from the start (their checkpoint was gone)": s.from_scratch}
+            if s.from_scratch
+            else {}
+        ),
         "best validation accuracy": "-" if best is None else f"{best:.4f}",
         "Pareto models": len(controller.front()),
         "hypervolume (log10 params 2-4.5 x error)": f"{controller.hypervolume():.4f}",
