@@ -92,6 +92,7 @@ def test_search_shows_the_front_and_writes_a_report(in_tmp):
     result = run_cli("search", "e.yaml", "--synthetic", "0", cwd=in_tmp)
     assert result.returncode == 0, result.stderr
     assert "Pareto front" in result.stdout and "report" in result.stdout
+    assert "note:" not in result.stdout and "skipped" not in result.stdout
     # not a terminal (a log): whole progress lines, the last with the final counts, then the table
     lines = result.stdout.splitlines()
     progress = [line for line in lines if line.startswith("trials ")]
@@ -135,6 +136,8 @@ def test_a_search_of_an_image_folder_names_the_files_it_could_not_read(in_tmp):
     assert result.returncode == 0, result.stderr
     assert "skipped 2 unreadable file(s)" in result.stdout, result.stdout
     assert "cat/broken.jpg: " in result.stdout and "dog/notes.txt: " in result.stdout
+    # 12 training images at batch 16 and up: one step an epoch, which the user is told
+    assert "1 step(s) an epoch at batch_size 16" in result.stdout, result.stdout
     assert "Pareto front" in result.stdout
     # MLflow's warning about its own twice-registered file source is not the user's business
     assert "Warning" not in result.stderr, result.stderr

@@ -157,6 +157,7 @@ def test_sixteen_bit_rotated_and_transparent_files_decode_as_they_look(tmp_path)
     root = write_image_folder(tmp_path / "imgs", {"a": 2, "b": 2}, size=8)
     ramp = np.repeat(np.linspace(0, 65535, 8).astype(np.uint16)[None, :], 8, axis=0)
     Image.fromarray(ramp).save(root / "a" / "scan16.png")
+    Image.fromarray(np.full((8, 8), 200, dtype=np.uint16)).save(root / "a" / "dark16.png")
     upright = np.zeros((8, 8, 3), dtype=np.uint8)
     upright[:4] = 255  # the top half white, as the photo was taken
     sideways = Image.fromarray(np.rot90(upright, k=-1).copy())  # what the sensor stored
@@ -177,6 +178,7 @@ def test_sixteen_bit_rotated_and_transparent_files_decode_as_they_look(tmp_path)
     scan = image["a/scan16.png"][0].float()
     assert scan[:, 0].max() < 10 and scan[:, -1].min() > 245, scan  # dark to light, not all white
     assert scan[0].diff().min() >= 0
+    assert image["a/dark16.png"].max() <= 1, "200 of 65,535 is black, not 200 of 255"
     photo = image["a/phone.jpg"].float().mean(0)
     assert photo[:3].mean() > 200 and photo[5:].mean() < 50, photo  # upright: white on top
     assert image["b/icon.png"].float().mean() > 200

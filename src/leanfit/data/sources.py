@@ -235,7 +235,10 @@ def _eight_bit(im):
     from PIL import Image
 
     values = np.asarray(im, dtype=np.float64)
-    top = 255.0 if values.max(initial=0) <= 255 else 65535.0
+    # "I;16...": 16 bits, however dark; "I" (32 bits) says nothing of its range: 8 bits when it
+    # fits in them
+    sixteen = im.mode.startswith("I;16") or values.max(initial=0) > 255
+    top = 65535.0 if sixteen else 255.0
     scaled = np.clip(values, 0, top) * (255.0 / top)
     return Image.fromarray(np.round(scaled).astype(np.uint8))  # 2-D uint8: mode "L"
 

@@ -125,6 +125,32 @@ def check_budgets_reachable(experiment: Experiment, space, dataset, draws: int =
     )
 
 
+# Fewer steps an epoch than this, at the smallest batch the space draws, and the search is told:
+# a network learns little from a handful of steps an epoch at any learning rate
+FEW_STEPS = 8
+
+
+def few_steps_notice(space, images: int) -> str | None:
+    """What to tell a user whose search data is small for its batch sizes (a folder of a few
+    hundred images at the default batch of 128), or None."""
+    from leanfit.config import HYPERPARAMETER_DEFAULTS
+
+    param = next((p for p in space.params if p.name == "batch_size"), None)
+    if param is not None:
+        smallest = min(param.choices) if param.kind == "categorical" else param.low
+    else:
+        smallest = space.fixed.get("batch_size", HYPERPARAMETER_DEFAULTS["batch_size"])
+    smallest = int(smallest)
+    steps = images // max(1, min(smallest, images))
+    if steps >= FEW_STEPS:
+        return None
+    return (
+        f"note: the search trains on {images:,} images, {steps} step(s) an epoch at batch_size "
+        f"{smallest} (the smallest it draws): too few to learn much; search smaller batches "
+        "(space.hyperparameters.batch_size: [8, 16, 32]) or give it more images"
+    )
+
+
 class MlflowEvents:
     """Logs each trial job as a nested run of the search run."""
 
@@ -311,6 +337,14 @@ def _search(
     space = experiment.search_space()
     key = search_key(experiment, dataset.digest)
     check_budgets_reachable(experiment, space, dataset)
+    if on_notice is not None:
+        from leanfit.data.splits import DataPlan
+        from leanfit.train.trial import data_plan
+
+        plan = DataPlan.load(plan_file) if plan_file else data_plan(experiment, dataset)
+        notice = few_steps_notice(space, len(plan.search))
+        if notice is not None:
+            on_notice(notice)
     uri = experiment.tracking_uri()
     database = missing_sqlite_database(uri)
     if resume is True and database is not None:
