@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from leanfit.config import Experiment
 from leanfit.errors import LeanfitError
@@ -70,7 +71,7 @@ def _run_pipeline(experiment: Experiment, key: str, digest: str, log) -> Pipelin
 
     work = experiment.work_path()
     root = work / "kfp"
-    error_file = root / f"{key}-error.json"  # the steps inherit where to write (ERROR_FILE_ENV)
+    error_file = root / f"{key}-error.json"
     error_file.unlink(missing_ok=True)
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
     pipeline = build_pipeline(experiment)
@@ -83,7 +84,9 @@ def _run_pipeline(experiment: Experiment, key: str, digest: str, log) -> Pipelin
             mark_pipeline_ended(experiment, started[0].info.run_id, message, status)
 
     try:
-        with shown_and_logged(log_file, log), environment({ERROR_FILE_ENV: str(error_file)}):
+        # the steps (kfp.local's subprocesses) inherit where to write a failure's message
+        steps_env = mock.patch.dict(os.environ, {ERROR_FILE_ENV: str(error_file)})
+        with shown_and_logged(log_file, log), steps_env:
             pipeline(**arguments)
     except KeyboardInterrupt:
         # Ctrl-C reached the steps too: the search stops with its records whole (KILLED). kfp.local
@@ -183,21 +186,6 @@ def shown_and_logged(log_file: Path, show):
         for fd in saved:
             os.close(fd)
         out.close()
-
-
-@contextlib.contextmanager
-def environment(values: dict[str, str]):
-    """`values` in os.environ while the block runs (kfp.local's step processes inherit it)."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _step_error(path: Path) -> str | None:

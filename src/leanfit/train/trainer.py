@@ -227,9 +227,12 @@ def train(
     chunk = chunk_batches(batch_size, train_x[0].numel(), steps, settings.augment_chunk_mb)
     peak_lr = float(hp["lr"])
     smoothing = float(hp["label_smoothing"])
-    # a fixed sample of the training images, the same whenever this trial is resumed
-    bn_sample = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    bn_sample = bn_sample[:PRECISE_BN_IMAGES].to(device)
+    # Precise BatchNorm's images (few steps an epoch only): a fixed sample of the training
+    # images, the same whenever this trial is resumed
+    bn_sample = None
+    if steps < PRECISE_BN_STEPS_PER_EPOCH:
+        bn_sample = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        bn_sample = bn_sample[:PRECISE_BN_IMAGES].to(device)
 
     def chunks() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Every epoch's batches, augmented and normalised, `chunk` batches at a time: on small
@@ -279,7 +282,7 @@ def train(
                 raise TrialFailed(f"loss became {train_loss} in epoch {epoch + 1} (lr {lr:.3g})")
             epoch_time = time.perf_counter() - t0
             train_time += epoch_time
-            if steps < PRECISE_BN_STEPS_PER_EPOCH:
+            if bn_sample is not None:
                 recompute_batchnorm(model, train_x, bn_sample, prepare, autocast)
             val_loss, val_acc = evaluate(model, val_x, val_y, prepare, autocast, settings)
             record = {
