@@ -21,7 +21,14 @@ import yaml
 from mlflow import MlflowClient
 
 from leanfit.track.search import TAG_RUNG, TAG_STATUS, TAG_TRIAL
-from tests.support import digits_config, foreground_job, run_cli, write_image_folder, write_yaml
+from tests.support import (
+    EXAMPLES,
+    digits_config,
+    foreground_job,
+    run_cli,
+    write_image_folder,
+    write_yaml,
+)
 
 
 def experiment(tmp_path, trials: int):
@@ -141,6 +148,36 @@ def test_a_search_of_an_image_folder_names_the_files_it_could_not_read(in_tmp):
     assert "Pareto front" in result.stdout
     # MLflow's warning about its own twice-registered file source is not the user's business
     assert "Warning" not in result.stderr, result.stderr
+
+
+def test_validate_shows_what_a_search_would_train_on_and_what_is_wrong_with_it(in_tmp):
+    """Before an hour's search, `leanfit validate` decodes the folder as the search does and
+    says what it holds: the classes' sizes, the splits, the files it skipped, a lopsided class
+    balance, too few steps an epoch; and refuses a parameter budget no model meets."""
+    root = write_image_folder(in_tmp / "imgs", {"cat": 30, "dog": 5}, size=8)
+    (root / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    cfg = digits_config(
+        dataset={"source": "imagefolder", "path": "imgs", "image_size": 8, "channels": 3},
+    )
+    write_yaml(in_tmp / "e.yaml", cfg)
+    result = run_cli("validate", "e.yaml", cwd=in_tmp)
+    assert result.returncode == 0, result.stderr
+    out = " ".join(result.stdout.split())  # rich wraps long lines
+    assert "35 images at 8x8x3, 2 classes: cat: 30, dog: 5" in out, out
+    assert "splits train 21, validation 7, test 7; the search trains on 21" in out, out
+    assert "skipped 1 unreadable file(s)" in out and "cat/broken.jpg" in out, out
+    assert "the largest class has 6.0x the images of the smallest" in out, out
+    assert "1 step(s) an epoch at batch_size 16" in out, out
+
+    digits = run_cli("validate", str(EXAMPLES / "digits.yaml"), cwd=in_tmp)
+    assert digits.returncode == 0, digits.stderr
+    assert "1,797 images at 16x16x1, 10 classes" in digits.stdout, digits.stdout
+    assert "note:" not in digits.stdout and "skipped" not in digits.stdout, digits.stdout
+
+    write_yaml(in_tmp / "tiny.yaml", {**cfg, "objectives": {**cfg["objectives"], "max_params": 5}})
+    refused = run_cli("validate", "tiny.yaml", cwd=in_tmp)
+    assert refused.returncode == 2 and "max_params" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 def table_rows(out: str) -> list[str]:

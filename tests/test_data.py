@@ -182,3 +182,38 @@ def test_sixteen_bit_rotated_and_transparent_files_decode_as_they_look(tmp_path)
     photo = image["a/phone.jpg"].float().mean(0)
     assert photo[:3].mean() > 200 and photo[5:].mean() < 50, photo  # upright: white on top
     assert image["b/icon.png"].float().mean() > 200
+
+
+def test_transparent_icons_are_drawn_on_the_background_not_on_their_hidden_colour(tmp_path):
+    """An icon set as Adwaita's symbolic icons ship: a black glyph whose background is black at
+    alpha 0. Dropping the alpha made every such file one flat black image; each is drawn on white
+    by default, a white-on-transparent glyph on black when the file asks for it."""
+    from PIL import Image
+
+    root = write_image_folder(tmp_path / "imgs", {"a": 2, "b": 2}, size=8)
+    glyph = np.zeros((8, 8, 4), dtype=np.uint8)  # RGB 0 everywhere: black, hidden by the alpha
+    glyph[2:6, 2:6, 3] = 255  # an opaque black square in the middle
+    Image.fromarray(glyph).save(root / "a" / "icon-rgba.png")
+    grey = np.zeros((8, 8, 2), dtype=np.uint8)  # a grey + alpha ("LA") glyph, the same square
+    grey[2:6, 2:6, 1] = 255
+    Image.fromarray(grey, mode="LA").save(root / "a" / "icon-la.png")
+    light = np.full((8, 8, 4), 255, dtype=np.uint8)  # a white glyph on transparent white
+    light[..., 3] = 0
+    light[2:6, 2:6, 3] = 255
+    Image.fromarray(light).save(root / "b" / "light.webp", lossless=True)
+    names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.*"))
+
+    for channels in (1, 3):
+        ds = load_dataset(folder_experiment(root, tmp_path, channels=channels))
+        assert not ds.skipped
+        image = dict(zip(names, ds.images.float(), strict=True))
+        for name in ("a/icon-rgba.png", "a/icon-la.png"):
+            icon = image[name].mean(0)
+            assert icon[3:5, 3:5].max() < 30 and icon[0].min() > 225, (name, icon)  # on white
+        assert image["b/light.webp"].mean() > 250  # white on white: what a viewer shows
+
+    ds = load_dataset(folder_experiment(root, tmp_path, background="black"))  # not the cache's
+    image = dict(zip(names, ds.images.float(), strict=True))
+    light = image["b/light.webp"].mean(0)
+    assert light[3:5, 3:5].min() > 225 and light[0].max() < 30, light
+    assert image["a/icon-rgba.png"].max() < 30  # a black glyph on black, as asked

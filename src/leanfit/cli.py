@@ -62,10 +62,54 @@ def validate(experiment_file: Path = typer.Argument(..., help="experiment YAML")
     experiment = load_experiment(experiment_file)
     check_dataset(experiment)
     space = experiment.search_space()
+    summary, notes = dataset_summary(experiment, space)
     console.print(
         f"[green]ok[/green] {experiment_file}: {len(space.dimensions)} searched dimensions "
         f"({len(space.params)} parameters, conditional ones included)"
     )
+    for line in summary:
+        console.print(line, markup=False, highlight=False)
+    for line in notes:
+        console.print(line, style="yellow", markup=False, highlight=False)
+
+
+def dataset_summary(experiment, space) -> tuple[list[str], list[str]]:
+    """What a search of this file would train on, decoded as the search decodes it (and cached
+    for it): the classes and their sizes and the splits; then notes: files skipped, and what would
+    make the search learn little (a lopsided class balance, few steps an epoch); the budgets
+    are checked against the space as `leanfit search` checks them."""
+    from leanfit.data.sources import load_dataset, skipped_notice
+    from leanfit.search.run import check_budgets_reachable, few_steps_notice
+    from leanfit.train.trial import data_plan
+
+    with console.status("reading the dataset (decoded once, then cached for the search) ..."):
+        dataset = load_dataset(experiment)
+    check_budgets_reachable(experiment, space, dataset)
+    plan = data_plan(experiment, dataset)
+    counts = dataset.labels.bincount(minlength=dataset.num_classes).tolist()
+    _, channels, height, width = dataset.images.shape
+    per_class = ", ".join(f"{c}: {n:,}" for c, n in zip(dataset.classes, counts, strict=True))
+    lines = [
+        f"dataset  {len(dataset.labels):,} images at {height}x{width}x{channels}, "
+        f"{dataset.num_classes} classes: {per_class}",
+        f"splits   train {len(plan.splits.train):,}, validation {len(plan.splits.val):,}, "
+        f"test {len(plan.splits.test):,}; the search trains on {len(plan.search):,}",
+    ]
+    notes = [skipped_notice(dataset.skipped)] if dataset.skipped else []
+    if min(counts) * LOPSIDED_CLASSES < max(counts):
+        notes.append(
+            f"note: the largest class has {max(counts) / max(1, min(counts)):.1f}x the images of "
+            "the smallest; accuracy will favour the large classes (add images to the small ones, "
+            "or list the classes to keep in dataset.classes)"
+        )
+    notice = few_steps_notice(space, len(plan.search))
+    if notice is not None:
+        notes.append(notice)
+    return lines, notes
+
+
+# A class balance past this ratio (largest to smallest class) is worth a note in `validate`.
+LOPSIDED_CLASSES = 5
 
 
 @app.command()

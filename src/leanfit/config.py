@@ -99,6 +99,11 @@ class DatasetConfig(Strict):
     search_fraction: float = Field(1.0, gt=0, le=1)
     download: bool = False
     empty_classes: Literal["error", "skip"] = "error"
+    background: Literal["white", "black"] = Field(
+        "white",
+        description="imagefolder: what a transparent pixel (a PNG, WebP or GIF with an alpha "
+        "channel: icons, logos, cut-outs) is drawn on; black shows a white-on-transparent glyph",
+    )
     seed: int = 0
 
     @model_validator(mode="after")

@@ -76,7 +76,7 @@ def load_dataset(experiment: Experiment) -> LoadedDataset:
             cache_dir / f"images-{_images_key(ds, digest)}.pt",
             lambda: _decode_images(
                 check_class_files(ds, str(root), local_class_files(root)),
-                lambda rel: _decode_one(root / rel, ds.image_size, ds.num_channels),
+                lambda rel: _decode_one(root / rel, ds.image_size, ds.num_channels, ds.background),
                 str(root),
                 digest,
                 workers=max(2, os.cpu_count() or 2),
@@ -95,14 +95,14 @@ def _load_s3_folder(ds: DatasetConfig, cache_dir: Path) -> LoadedDataset:
     fs = s3.s3_filesystem(ds.storage_options)
     listing = s3.list_s3_folder(fs, uri)
     classes = check_s3_listing(ds, listing)
-    size, channels = ds.image_size, ds.num_channels
+    size, channels, background = ds.image_size, ds.num_channels, ds.background
     wanted = {rel for files in classes.values() for rel in files}
     decoded: dict[str, np.ndarray | str] = {}
 
     def decode_while_hashing(rel: str, data: bytes) -> None:
         # An object fetched to be hashed is decoded at once: a first load downloads it once.
         if rel in wanted:
-            decoded[rel] = _decode_one(data, size, channels)
+            decoded[rel] = _decode_one(data, size, channels, background)
 
     cache_file = cache_dir / f"manifest-{_path_key(f'{s3.endpoint_of(fs)} {uri}')}.json"
     entries = s3.s3_manifest(fs, listing, cache_file, on_read=decode_while_hashing)
@@ -111,7 +111,7 @@ def _load_s3_folder(ds: DatasetConfig, cache_dir: Path) -> LoadedDataset:
     def decode(rel: str) -> np.ndarray | str:
         if rel in decoded:
             return decoded.pop(rel)
-        return _decode_one(s3.read_object(fs, uri, rel), size, channels)
+        return _decode_one(s3.read_object(fs, uri, rel), size, channels, background)
 
     dataset = _cached(
         cache_dir / f"images-{_images_key(ds, digest)}.pt",
@@ -121,13 +121,15 @@ def _load_s3_folder(ds: DatasetConfig, cache_dir: Path) -> LoadedDataset:
 
 
 # Part of the decoded images' cache key: a change to how files are decoded must not reuse the
-# pixels of the decoder before it (2: EXIF orientation, 16-bit images scaled, not clipped).
-DECODER_VERSION = 2
+# pixels of the decoder before it (2: EXIF orientation, 16-bit images scaled, not clipped;
+# 3: transparent pixels drawn on the background, not on whatever colour they happened to hold).
+DECODER_VERSION = 3
 
 
 def _images_key(ds: DatasetConfig, digest: str) -> str:
     classes = _classes_key(ds.classes)
-    return f"{digest[:20]}-{ds.image_size}-{ds.num_channels}-{classes}-d{DECODER_VERSION}"
+    size = f"{ds.image_size}-{ds.num_channels}"
+    return f"{digest[:20]}-{size}-{classes}-{ds.background}-d{DECODER_VERSION}"
 
 
 def _path_key(path: Path) -> str:
@@ -209,8 +211,19 @@ def _load_digits(size: int, channels: int) -> LoadedDataset:
     )
 
 
-def _decode_one(source: Path | bytes, size: int, channels: int) -> np.ndarray | str:
-    """One image file (a path, or the bytes of an object) as uint8 [C, H, W], or why it is not."""
+# Image modes with an alpha channel; any other mode is transparent only by a colour key
+# ("transparency" in its info: a palette's entry, a grey or RGB value).
+ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+def _decode_one(
+    source: Path | bytes, size: int, channels: int, background: str = "white"
+) -> np.ndarray | str:
+    """One image file (a path, or the bytes of an object) as uint8 [C, H, W], or why it is not.
+
+    A transparent pixel is drawn on `background`, as a viewer shows the file on a page: dropping
+    the alpha leaves the colour such a pixel happens to hold, which for an icon or a logo is
+    mostly black under a black glyph (the image came out a single colour)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -219,14 +232,24 @@ def _decode_one(source: Path | bytes, size: int, channels: int) -> np.ndarray | 
             im = ImageOps.exif_transpose(im)
             if im.mode.startswith("I"):
                 im = _eight_bit(im)
-            elif im.mode == "P" and "transparency" in im.info:
-                im = im.convert("RGBA")  # as Pillow asks; the alpha is dropped below
+            elif im.mode in ALPHA_MODES or "transparency" in im.info:
+                im = _on_background(im, background)
             im = im.convert("L" if channels == 1 else "RGB")
             im = im.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         return f"{type(e).__name__}: {e}"
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+
+
+def _on_background(im, background: str):
+    """A transparent image drawn on a plain white or black canvas, as RGB."""
+    from PIL import Image
+
+    im = im.convert("RGBA")  # a palette's or a colour key's transparency too, as Pillow asks
+    value = 255 if background == "white" else 0
+    canvas = Image.new("RGBA", im.size, (value, value, value, 255))
+    return Image.alpha_composite(canvas, im).convert("RGB")
 
 
 def _eight_bit(im):
