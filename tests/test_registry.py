@@ -3,6 +3,7 @@ test data and within the parameter budget; a rollback by hand."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -78,3 +79,74 @@ def test_champion_only_when_better_on_the_same_data_and_within_budget(tmp_path):
     # the champion was judged again on these test images, and carries that result
     assert champion.tags[f"leanfit.test_accuracy.{'d' * 12}"] == "1.000000"
     assert champion.tags["leanfit.dataset_digest"] == "d" * 64
+
+
+def test_predict_classifies_files_as_the_model_saw_its_training_images(tmp_path):
+    """`leanfit predict` on a registered model: the class names come with the model, and each
+    file is decoded as the training folder was (a transparent icon included), so the printed
+    probabilities are the model's on the very tensors it was judged on."""
+    import json
+
+    from PIL import Image
+
+    from leanfit.data.sources import load_dataset
+    from leanfit.models.builder import build_model
+    from leanfit.models.deploy import Classifier
+    from tests.support import run_cli, write_image_folder
+
+    root = write_image_folder(tmp_path / "imgs", {"cat": 4, "dog": 4}, size=20)
+    icon = np.zeros((20, 20, 4), dtype=np.uint8)
+    icon[5:15, 5:15, 3] = 255  # a black square on transparent black
+    Image.fromarray(icon).save(root / "dog" / "icon.png")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = experiment_from_dict(
+        digits_config(
+            name="pets",
+            tracking={"uri": uri},
+            dataset={"source": "imagefolder", "path": str(root), "image_size": 12},
+            work_dir=str(tmp_path / "work"),
+        ),
+        tmp_path,
+    )
+    dataset = load_dataset(experiment)
+    torch.manual_seed(0)
+    net = build_model(experiment.search_space().sample(0), 3, 12, 2)
+    model = Classifier(net, [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]).eval()
+    registry = Registry(experiment, dataset)
+    parent = registry.client.create_run(registry.logger.experiment_id).info.run_id
+    s = summary(1, accuracy(model, dataset.images, dataset.labels), 100)
+    logged = registry.log_model(s, model, parent, dataset.images[:2])
+    registry.register(logged, s, model, dataset.images, dataset.labels)
+
+    with torch.no_grad():
+        expected = torch.softmax(model(dataset.images.float() / 255), dim=1)
+    (root / "dog" / "notes.txt").write_text("not an image")
+    result = run_cli(
+        "predict", "leanfit-pets", str(root), "--json", "--top", "2", "--tracking-uri", uri,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    records = json.loads(result.stdout)
+    assert "skipped 1 unreadable file(s)" in result.stderr and "notes.txt" in result.stderr
+    files = sorted(p for p in root.rglob("*.*") if p.suffix != ".txt")  # the dataset's order
+    assert [r["file"] for r in records] == [str(f) for f in files]
+    for record, probs in zip(records, expected, strict=True):
+        best = int(probs.argmax())
+        assert record["class"] == ["cat", "dog"][best]
+        assert abs(record["probability"] - float(probs[best])) < 1e-4, (record, probs)
+        assert [t["class"] for t in record["top"]] == [["cat", "dog"][best], ["dog", "cat"][best]]
+
+    table = run_cli("predict", "models:/leanfit-pets/1", str(root / "cat"), "--tracking-uri",
+                    uri, cwd=tmp_path)  # fmt: skip
+    assert table.returncode == 0 and "img000.png" in table.stdout, table.stderr
+
+    for args, says in (
+        (("no-such-model", str(root)), "could not be read"),
+        (("leanfit-pets", str(tmp_path / "missing.png")), "does not exist"),
+        (("leanfit-pets", str(root / "dog" / "notes.txt")), "none of the 1 file(s)"),
+    ):
+        bad = run_cli("predict", *args, "--tracking-uri", uri, cwd=tmp_path)
+        assert bad.returncode == 2 and says in bad.stderr, (args, bad.stderr)
+        assert "Traceback" not in bad.stderr
+    nowhere = run_cli("predict", "leanfit-pets", str(root), cwd=tmp_path / "work")
+    assert nowhere.returncode == 2 and "no tracking database" in nowhere.stderr, nowhere.stderr

@@ -673,6 +673,83 @@ def promote(
     console.print(f"[green]champion[/green] {name} version {version} (was {previous})")
 
 
+@app.command()
+def predict(
+    model: str = typer.Argument(
+        ...,
+        help="a registered model's name (its champion), models:/NAME@ALIAS, models:/NAME/VERSION, "
+        "runs:/RUN_ID/model, or a downloaded model's folder",
+    ),
+    images: list[Path] = typer.Argument(..., help="image files, or folders of them"),
+    top: int = typer.Option(1, min=1, help="how many of the most likely classes to show"),
+    as_json: bool = typer.Option(False, "--json", help="print the predictions as JSON"),
+    tracking_uri: str | None = typer.Option(
+        None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)"
+    ),
+) -> None:
+    """Classify image files with a registered model, decoded as its training images were."""
+    import json
+    import os
+
+    import mlflow
+    from rich.markup import escape
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from leanfit.data.sources import skipped_notice
+    from leanfit.models import predict as p
+    from leanfit.track.runs import missing_sqlite_database
+
+    files = p.image_files(images)
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    check_tracking_reachable(uri)
+    name = p.model_uri(model)
+    database = missing_sqlite_database(uri)
+    if database is not None and name.startswith(("models:/", "runs:/")):
+        raise LeanfitError(
+            f"--tracking-uri: no tracking database at {database} (tracking URI {uri}), so no "
+            f"model {name}; run where the pipeline ran, or give its tracking URI"
+        )
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    card = p.read_card(name)
+    if not card.from_card:
+        err_console.print(
+            f"note: {name} was logged without leanfit's card: classes are shown by index, and "
+            f"files are read at {card.image_size}x{card.image_size}x{card.channels}",
+            style="yellow",
+            highlight=False,
+        )
+    classifier = p.load_model(name)
+    with Progress(console=err_console, transient=True, disable=as_json) as progress:
+        task = progress.add_task("classifying", total=len(files))
+        predictions, skipped = p.predict(
+            classifier, card, files, top, on_batch=lambda n: progress.advance(task, n)
+        )
+    if skipped:
+        err_console.print(skipped_notice(skipped), style="yellow", highlight=False)
+    if as_json:
+        print(json.dumps(p.as_records(predictions), indent=1))
+    else:
+        table = Table(title=f"{name}: {len(predictions)} image(s)", title_justify="left")
+        table.add_column("file", overflow="fold")
+        for rank in range(top if predictions else 1):
+            suffix = "" if top == 1 else f" {rank + 1}"
+            table.add_column(f"class{suffix}")
+            table.add_column(f"probability{suffix}", justify="right")
+        for pred in predictions:
+            cells = [escape(pred.file)]
+            for cls, prob in pred.top:
+                cells += [escape(cls), f"{prob:.3f}"]
+            table.add_row(*cells)
+        console.print(table)
+    if not predictions:
+        raise LeanfitError(
+            f"images: none of the {len(files)} file(s) could be read as an image; give image "
+            "files (PNG, JPEG, ...)"
+        )
+
+
 # Seconds between progress lines when the output is not a terminal (a log, a pod, a pipe)
 LOG_PROGRESS_EVERY = 10.0
 

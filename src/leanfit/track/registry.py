@@ -71,6 +71,8 @@ class Registry:
         from mlflow.entities import Metric, Param
         from mlflow.models import infer_signature
 
+        from leanfit.models.predict import card_of
+
         client = self.client
         tags = {
             "leanfit.kind": "final",
@@ -103,6 +105,8 @@ class Registry:
                 name="model",
                 signature=signature,
                 input_example=example.numpy(),
+                # the classes in output order and how a file becomes an input: leanfit predict
+                metadata=card_of(self.experiment, self.dataset).to_metadata(),
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "leanfit"],
                 # pickle, not pt2: torch.export fixes the batch size to the example's
                 serialization_format="pickle",

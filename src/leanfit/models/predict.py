@@ -1,0 +1,195 @@
+"""Classify image files with a registered model, decoded exactly as its training images were.
+
+A final model is logged to MLflow with a card in its MLmodel metadata (`CARD_KEY`): its class
+names in output order, and how an image file becomes its input (size, channels, the background
+of transparent pixels). `leanfit predict` reads the card, decodes each file with the image
+folder's own decoder (`leanfit.data.sources._decode_one`: EXIF orientation, 16-bit scaling,
+transparency, bilinear resize) and prints each file's most likely classes. A model logged before
+the card existed is still usable: its input size comes from the model's signature and its classes
+are shown by index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from leanfit.errors import LeanfitError
+
+# The key of the card in an MLflow model's metadata
+CARD_KEY = "leanfit"
+# Images decoded and classified at a time
+BATCH = 256
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a caller needs to feed a logged `Classifier` an image file and read its output."""
+
+    classes: list[str]
+    image_size: int
+    channels: int
+    background: str = "white"
+    from_card: bool = True  # False: guessed from the model's signature (an older model)
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {
+            CARD_KEY: {
+                "classes": list(self.classes),
+                "image_size": self.image_size,
+                "channels": self.channels,
+                "background": self.background,
+                "input": "float32 images in [0, 1], shape (N, channels, image_size, image_size)",
+            }
+        }
+
+
+def card_of(experiment, dataset) -> ModelCard:
+    """The card of a model trained on `dataset` as `experiment` decodes it."""
+    ds = experiment.dataset
+    return ModelCard(list(dataset.classes), ds.image_size, dataset.channels, ds.background)
+
+
+def model_uri(model: str) -> str:
+    """A model as MLflow names it: an MLflow URI as given, a folder of a downloaded model as its
+    path, else a registered model's name, at its `champion` alias."""
+    if "://" in model or model.startswith(("models:/", "runs:/")) or Path(model).exists():
+        return model
+    if "/" in model or "@" in model:
+        raise LeanfitError(
+            f"model: {model!r} is neither a folder nor a model URI; give a registered model's "
+            "name (its champion), models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/model"
+        )
+    return f"models:/{model}@champion"
+
+
+def read_card(uri: str) -> ModelCard:
+    """The model's card, or one guessed from its signature (an older model: classes by index)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import get_model_info
+
+    try:
+        info = get_model_info(uri)
+    except (MlflowException, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LeanfitError(
+            f"model: {uri} could not be read ({first}); check the name, alias or version, and "
+            "the tracking URI (--tracking-uri or $MLFLOW_TRACKING_URI)"
+        ) from None
+    card = (info.metadata or {}).get(CARD_KEY)
+    if card:
+        return ModelCard(
+            [str(c) for c in card["classes"]],
+            int(card["image_size"]),
+            int(card["channels"]),
+            str(card.get("background", "white")),
+        )
+    return _card_from_signature(uri, info.signature)
+
+
+def _card_from_signature(uri: str, signature) -> ModelCard:
+    shape_in = _tensor_shape(signature.inputs if signature else None)
+    shape_out = _tensor_shape(signature.outputs if signature else None)
+    if shape_in is None or len(shape_in) != 4 or shape_out is None or len(shape_out) != 2:
+        raise LeanfitError(
+            f"model: {uri} has neither leanfit's card nor an image signature (N, C, H, W) -> "
+            "(N, classes); it was not logged by leanfit"
+        )
+    _, channels, size, _ = shape_in
+    return ModelCard([str(i) for i in range(shape_out[1])], size, channels, from_card=False)
+
+
+def _tensor_shape(schema) -> tuple[int, ...] | None:
+    try:
+        (spec,) = schema.inputs
+        return tuple(int(d) for d in spec.shape)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def image_files(paths: Sequence[Path]) -> list[Path]:
+    """The files to classify: each file given, and every file in each folder given (recursively,
+    sorted, hidden ones left out, as an image folder is read)."""
+    from leanfit.data.fingerprint import list_files
+
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += list_files(path)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise LeanfitError(f"images: {path} does not exist; give image files or folders")
+    if not files:
+        raise LeanfitError(f"images: no files in {', '.join(map(str, paths))}")
+    return files
+
+
+@dataclass(frozen=True)
+class Prediction:
+    file: str
+    top: list[tuple[str, float]]  # (class, probability), most likely first
+
+
+def predict(
+    model, card: ModelCard, files: Sequence[Path], top: int = 1, on_batch=None
+) -> tuple[list[Prediction], list[tuple[str, str]]]:
+    """Each readable file's `top` classes with their probabilities, and the files that could not
+    be read (file, why)."""
+    import numpy as np
+    import torch
+
+    from leanfit.data.sources import _decode_one
+
+    top = max(1, min(top, len(card.classes)))
+    out: list[Prediction] = []
+    skipped: list[tuple[str, str]] = []
+    for start in range(0, len(files), BATCH):
+        batch = files[start : start + BATCH]
+        arrays, names = [], []
+        for f in batch:
+            decoded = _decode_one(f, card.image_size, card.channels, card.background)
+            if isinstance(decoded, str):
+                skipped.append((str(f), decoded))
+            else:
+                arrays.append(decoded)
+                names.append(str(f))
+        if arrays:
+            x = torch.from_numpy(np.stack(arrays)).float().div_(255.0)
+            with torch.no_grad():
+                logits = model(x)
+            if logits.shape[1] != len(card.classes):
+                raise LeanfitError(
+                    f"model: it gives {logits.shape[1]} outputs, its card names "
+                    f"{len(card.classes)} classes; the model's files do not belong together"
+                )
+            probs, index = torch.softmax(logits.float(), dim=1).topk(top, dim=1)
+            for name, p, i in zip(names, probs.tolist(), index.tolist(), strict=True):
+                out.append(
+                    Prediction(name, [(card.classes[k], v) for k, v in zip(i, p, strict=True)])
+                )
+        if on_batch is not None:
+            on_batch(len(batch))
+    return out, skipped
+
+
+def load_model(uri: str):
+    """The logged `Classifier`, in eval mode on the CPU."""
+    import mlflow.pytorch
+
+    return mlflow.pytorch.load_model(uri, map_location="cpu").eval()
+
+
+def as_records(predictions: Sequence[Prediction]) -> list[Mapping[str, Any]]:
+    """Predictions as JSON-ready records (`leanfit predict --json`)."""
+    return [
+        {
+            "file": p.file,
+            "class": p.top[0][0],
+            "probability": round(p.top[0][1], 6),
+            "top": [{"class": c, "probability": round(v, 6)} for c, v in p.top],
+        }
+        for p in predictions
+    ]
