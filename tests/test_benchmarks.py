@@ -87,6 +87,19 @@ def test_precise_bn_quick_run_judges_every_configuration_both_ways(tmp_path):
     assert report["sets"]["digits-first-384"]["low_steps_per_epoch_recomputed_by_trainer"] == 3
 
 
+def test_decode_quick_run_times_both_decodes_of_every_photo(tmp_path):
+    out = tmp_path / "decode.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "decode.py"), "--quick", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["files"] == 4 and report["git_commit"]
+    assert all(v > 0 for v in report["seconds_per_file_median"].values())
+    assert report["pixel_difference_max"] <= 4  # the reduced decode gives the same picture
+
+
 def load_search_efficiency():
     """The benchmark as a module, for its pure functions (it imports its sibling scripts)."""
     spec = importlib.util.spec_from_file_location("search_efficiency", SEARCH_EFFICIENCY)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -217,3 +218,33 @@ def test_transparent_icons_are_drawn_on_the_background_not_on_their_hidden_colou
     light = image["b/light.webp"].mean(0)
     assert light[3:5, 3:5].min() > 225 and light[0].max() < 30, light
     assert image["a/icon-rgba.png"].max() < 30  # a black glyph on black, as asked
+
+
+def test_a_large_photo_decodes_at_a_reduced_scale_to_the_same_pixels(tmp_path):
+    """A 1600x1200 JPEG read at 16 px is decoded by libjpeg at an eighth of its size (the draft
+    mode) and then resized: its pixels are those of the full decode, within a level or two."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from leanfit.data.sources import _decode_one
+
+    y, x = np.mgrid[0:1200, 0:1600]
+    photo = np.stack([x * 255 // 1600, y * 255 // 1200, (x + y) * 255 // 2800], -1)
+    photo = photo + np.random.default_rng(0).integers(0, 30, photo.shape)
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8)).save(path, quality=90)
+
+    with Image.open(path) as im:
+        assert im.draft(None, (32, 32)) is not None  # the reduced decode is what is tested
+    with Image.open(path) as im:
+        full = np.asarray(im.convert("RGB").resize((16, 16), Image.Resampling.BILINEAR))
+    from PIL.JpegImagePlugin import JpegImageFile
+
+    with mock.patch.object(
+        JpegImageFile, "draft", autospec=True, side_effect=JpegImageFile.draft
+    ) as d:
+        reduced = _decode_one(Path(path), 16, 3).transpose(1, 2, 0)
+    assert d.call_args.args[1:] == (None, (32, 32))
+    difference = np.abs(reduced.astype(int) - full.astype(int))
+    assert difference.mean() < 1.0 and difference.max() <= 4, difference
