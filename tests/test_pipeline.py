@@ -300,12 +300,19 @@ def test_run_logs_and_registers_on_a_server_that_goes_down_and_a_second_run_does
         mlflow.set_tracking_uri(server.uri)
         info = mlflow.models.get_model_info("models:/leanfit-digits@champion")
         assert info.flavors.get("pytorch") and info.signature is not None
+        # what `leanfit predict` needs: the classes in output order, how a file is read
+        card = info.metadata["leanfit"]
+        assert card["classes"] == [str(d) for d in range(10)], card
+        assert (card["image_size"], card["channels"], card["background"]) == (16, 1, "white")
         files = [f.path for f in client.list_artifacts(champion.run_id, "torchscript")]
         assert files == ["torchscript/model.torchscript.pt"]
         report = [ln for ln in first.stdout.splitlines() if ln.startswith("report")]
-        assert report
+        assert report and report[0].endswith("report.html"), report  # a browser shows it
         with open(report[0].split()[-1]) as page:
             assert "Pareto" in page.read()
+        [pipeline] = _runs(client, "pipeline")
+        logged = {a.path for a in client.list_artifacts(pipeline, "report")}
+        assert "report/report.html" in logged, logged
         assert _runs(client, "trial"), "no trial job was logged"
         exp = client.get_experiment_by_name("leanfit-digits")
         assert not client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")

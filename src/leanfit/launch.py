@@ -20,7 +20,7 @@ from unittest import mock
 
 from leanfit.config import Experiment
 from leanfit.errors import LeanfitError
-from leanfit.steps import ERROR_FILE_ENV, pipeline_arguments, pipeline_key
+from leanfit.steps import ERROR_FILE_ENV, FINAL_REPORT, pipeline_arguments, pipeline_key
 
 
 @dataclass
@@ -106,7 +106,7 @@ def _run_pipeline(experiment: Experiment, key: str, digest: str, log) -> Pipelin
     if not done:
         raise LeanfitError("the pipeline ended without a finished run in MLflow; see its log")
     run = done[0]
-    report = _latest(root, "evaluate-register", "report")
+    report = _latest(root, "evaluate-register", FINAL_REPORT)
     return PipelineOutcome(True, run.info.run_id, digest, run_result(run), report, log_file)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -25,6 +26,8 @@ from leanfit.config import Experiment, experiment_from_dict
 from leanfit.errors import LeanfitError
 
 ERROR_FILE = "pipeline-error.json"
+# The final report's readable copy, beside KFP's HTML artifact (a file named `report`)
+FINAL_REPORT = "report.html"
 # Where a failed step writes its message for `leanfit run`, which sets it for its own steps (one
 # file a pipeline key, so two pipelines of one work folder do not read each other's); without
 # it (a step run alone), `ERROR_FILE` in the work folder.
@@ -494,6 +497,10 @@ def evaluate_register(
     decision = registry.register(logged[pick], summary, classifier, test_x, test_y)
     front = json.loads(Path(front_path).read_text())
     write_final_report(exp, front, [s for s, _ in models], decision, report_path)
+    # KFP names the HTML artifact's file `report`; a browser and MLflow's artifact view show a
+    # file by its extension, so the copy that is logged and printed is `report.html`
+    readable = Path(report_path).with_name(FINAL_REPORT)
+    shutil.copyfile(report_path, readable)
     result = {
         "registered_model": decision.name,
         "version": decision.version,
@@ -508,7 +515,7 @@ def evaluate_register(
             for s, _ in models
         ],
     }
-    finish_pipeline_run(exp, pipeline_run_id, result, [Path(report_path)])
+    finish_pipeline_run(exp, pipeline_run_id, result, [readable])
     _log(decision.reason)
     return result
 
