@@ -309,7 +309,10 @@ def test_run_logs_and_registers_on_a_server_that_goes_down_and_a_second_run_does
         report = [ln for ln in first.stdout.splitlines() if ln.startswith("report")]
         assert report and report[0].endswith("report.html"), report  # a browser shows it
         with open(report[0].split()[-1]) as page:
-            assert "Pareto" in page.read()
+            text = page.read()
+        assert "Pareto" in text and "class by class" in text and "largest class" in text
+        shown = {a.path for a in client.list_artifacts(champion.run_id, "report")}
+        assert shown == {"report/confusion.png"}, shown  # beside the registered model
         [pipeline] = _runs(client, "pipeline")
         logged = {a.path for a in client.list_artifacts(pipeline, "report")}
         assert "report/report.html" in logged, logged

@@ -150,3 +150,40 @@ def test_predict_classifies_files_as_the_model_saw_its_training_images(tmp_path)
         assert "Traceback" not in bad.stderr
     nowhere = run_cli("predict", "leanfit-pets", str(root), cwd=tmp_path / "work")
     assert nowhere.returncode == 2 and "no tracking database" in nowhere.stderr, nowhere.stderr
+
+
+class Constant(nn.Module):
+    """Always answers class 0."""
+
+    def forward(self, x):
+        return torch.stack([torch.ones(len(x)), torch.zeros(len(x))], dim=1)
+
+
+def test_the_confusion_matrix_shows_what_accuracy_hides_on_a_lopsided_test_split(tmp_path):
+    """Six dark images and two bright: always answering "dark" scores 75%, and the report says
+    that is just the largest class, and that "bright" is never recognised."""
+    from leanfit.report.confusion import (
+        confusion_matrix,
+        largest_class_share,
+        per_class,
+        per_class_html,
+        plot_confusion,
+    )
+
+    labels = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1])
+    images = torch.where(labels.view(-1, 1, 1, 1) == 1, 220, 30).to(torch.uint8).expand(8, 1, 4, 4)
+    constant = confusion_matrix(Constant(), images, labels, 2)
+    assert constant.tolist() == [[6, 0], [2, 0]]
+    assert largest_class_share(constant) == 0.75 == accuracy(Constant(), images, labels)
+    dark, bright = per_class(constant, ["dark", "bright"])
+    assert dark == {"class": "dark", "images": 6, "recall": 1.0, "mistaken_for": None,
+                    "mistaken": 0}  # fmt: skip
+    assert bright == {"class": "bright", "images": 2, "recall": 0.0, "mistaken_for": "dark",
+                      "mistaken": 2}  # fmt: skip
+    table = per_class_html([dark, bright])
+    assert table.index("bright") < table.index(">dark<")  # the worst class first
+    assert confusion_matrix(Brightness(1.0), images, labels, 2).tolist() == [[6, 0], [0, 2]]
+    assert confusion_matrix(Brightness(-1.0), images, labels, 2).tolist() == [[0, 6], [2, 0]]
+
+    png = plot_confusion(constant, ["dark", "bright"], tmp_path / "c.png", "always dark")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -13,6 +13,7 @@ the work folder so that `leanfit run` can repeat it.
 from __future__ import annotations
 
 import gc
+import html
 import json
 import os
 import shutil
@@ -464,6 +465,7 @@ def evaluate_register(
     from leanfit.data.sources import load_dataset
     from leanfit.data.splits import DataPlan
     from leanfit.models.deploy import accuracy, load_classifier
+    from leanfit.report.confusion import confusion_matrix, plot_confusion
     from leanfit.track.pipeline import finish_pipeline_run
     from leanfit.track.registry import Registry
 
@@ -496,7 +498,22 @@ def evaluate_register(
     summary, classifier = models[pick]
     decision = registry.register(logged[pick], summary, classifier, test_x, test_y)
     front = json.loads(Path(front_path).read_text())
-    write_final_report(exp, front, [s for s, _ in models], decision, report_path)
+    matrix = confusion_matrix(classifier, test_x, test_y, dataset.num_classes)
+    confusion = plot_confusion(
+        matrix,
+        dataset.classes,
+        Path(report_path).with_name("confusion.png"),
+        f"{decision.name} version {decision.version}: test split",
+    )
+    registry.client.log_artifact(logged[pick].run_id, str(confusion), artifact_path="report")
+    write_final_report(
+        exp,
+        front,
+        [s for s, _ in models],
+        decision,
+        report_path,
+        (matrix, dataset.classes, confusion),
+    )
     # KFP names the HTML artifact's file `report`; a browser and MLflow's artifact view show a
     # file by its extension, so the copy that is logged and printed is `report.html`
     readable = Path(report_path).with_name(FINAL_REPORT)
@@ -521,11 +538,13 @@ def evaluate_register(
 
 
 def write_final_report(
-    experiment: Experiment, front: dict, finals: list[dict], decision, path: str
+    experiment: Experiment, front: dict, finals: list[dict], decision, path: str, confusion=None
 ) -> Path:
     """The search's Pareto plot and front, with the final models' test accuracies and the
-    registry's decision."""
-    from leanfit.report.pareto import ReportPoint, plot_pareto, write_html
+    registry's decision; with `confusion` (the registered model's matrix on the test split, the
+    class names, its plot), where that model goes wrong, class by class."""
+    from leanfit.report.confusion import largest_class_share, per_class, per_class_html
+    from leanfit.report.pareto import ReportPoint, embedded_image, plot_pareto, write_html
 
     tested = {str(f["trial"]): f for f in finals}
     points = []
@@ -553,4 +572,16 @@ def write_final_report(
         "search run": front.get("search_run_id", "-"),
         "final models (retrained on the whole training split; test accuracy)": len(finals),
     }
-    return write_html(points, plot, Path(path), title, facts)
+    more = ""
+    if confusion is not None:
+        matrix, classes, image = confusion
+        largest = classes[int(matrix.sum(1).argmax())]
+        facts[f"test accuracy of always answering the largest class ({largest})"] = (
+            f"{largest_class_share(matrix):.4f}"
+        )
+        more = (
+            f"<h2>{html.escape(decision.name)} version {decision.version} on the test split, "
+            f"class by class</h2>{per_class_html(per_class(matrix, classes))}"
+            + embedded_image(image, "confusion matrix")
+        )
+    return write_html(points, plot, Path(path), title, facts, more)

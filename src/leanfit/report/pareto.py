@@ -103,11 +103,22 @@ def plot_pareto(
     return path
 
 
+def embedded_image(path: Path, alt: str) -> str:
+    """An <img> holding the PNG itself, so the page is one file to open or attach."""
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
 def write_html(
-    points: Sequence[ReportPoint], plot: Path, path: Path, title: str, summary: dict[str, Any]
+    points: Sequence[ReportPoint],
+    plot: Path,
+    path: Path,
+    title: str,
+    summary: dict[str, Any],
+    more: str = "",
 ) -> Path:
-    """One page: the summary, the plot, and a row per Pareto model with its genotype."""
-    image = base64.b64encode(plot.read_bytes()).decode()
+    """One page: the summary, the plot, and a row per Pareto model with its genotype; then
+    `more` (HTML), if given."""
     front = sorted((p for p in points if p.on_front), key=lambda p: p.params)
     has_test = any(p.test_accuracy is not None for p in front)
     rows = []
@@ -136,12 +147,12 @@ pre {{ text-align: left; font-size: 12px; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <table>{facts}</table>
-<img alt="parameters against validation accuracy" src="data:image/png;base64,{image}">
+{embedded_image(plot, "parameters against validation accuracy")}
 <h2>Pareto front ({len(front)} models)</h2>
 <table><tr><th>trial</th><th>params</th><th>MACs</th><th>val acc</th>{test_head}
 <th>epochs</th><th></th></tr>
 {"".join(rows)}
-</table></body></html>
+</table>{more}</body></html>
 """
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page)
