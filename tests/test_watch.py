@@ -63,6 +63,9 @@ def test_watch_runs_once_per_digest_warm_started_and_skips_bad_files(tmp_path):
     assert "dataset changed" in first.stdout and "champion" in first.stdout
     # the steps as they run, not only into the pipeline's log file
     assert "search: success" in first.stdout and "search: trials" in first.stdout, first.stdout
+    # a folder this small makes few steps an epoch, which the search step says (as the search
+    # command does)
+    assert "step(s) an epoch at batch_size" in first.stdout, first.stdout
     (pipeline_1,) = mlflow_runs(tmp_path, "pipeline", "FINISHED")
     (search_1,) = mlflow_runs(tmp_path, "search")
 
@@ -83,6 +86,7 @@ def test_watch_runs_once_per_digest_warm_started_and_skips_bad_files(tmp_path):
     assert len(ran) == 1, "two watchers at once must run the pipeline once"
     assert any("nothing to do" in out for out, _ in outputs)
     assert "broken.png" in ran[0] and "notes.txt" in ran[0]
+    assert "broken.png" not in ran[0].split("search ...")[1], ran[0]  # listed before it
     assert "'triangle' has no images yet" in ran[0]
 
     pipelines = mlflow_runs(tmp_path, "pipeline", "FINISHED")

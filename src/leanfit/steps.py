@@ -292,8 +292,6 @@ def search(
     report_path: str,
 ) -> dict[str, float]:
     """The search, resumed if an earlier run of it was cut short, reused if it finished."""
-    import shutil
-
     if experiment.executor.kind == "local":
         from leanfit.execute.forkserver import start_fork_server
 
@@ -331,6 +329,7 @@ def search(
         parent_run_id=pipeline_run_id,
         reuse_finished=True,
         tags=tags,
+        on_notice=_log,  # too few steps an epoch for the batch sizes
     )
     controller = outcome.controller
     front = [

@@ -332,7 +332,9 @@ def _search(
     from leanfit.track.runs import missing_sqlite_database
 
     dataset = load_dataset(experiment)
-    if dataset.skipped and on_notice is not None:
+    if dataset.skipped and on_notice is not None and plan_file is None:
+        # (a pipeline's search, given the plan of its subset step: its fingerprint step has
+        # listed them)
         on_notice(skipped_notice(dataset.skipped))
     space = experiment.search_space()
     key = search_key(experiment, dataset.digest)
