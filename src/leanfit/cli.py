@@ -55,7 +55,8 @@ def read_genotype(path: Path, experiment) -> dict[str, Any]:
 
 @app.command()
 def validate(experiment_file: Path = typer.Argument(..., help="experiment YAML")) -> None:
-    """Check an experiment file and its dataset; print the search space's size."""
+    """Check an experiment file and its dataset: the space's size, what a search would train on
+    (classes, splits, skipped files), and what would keep it from learning."""
     from leanfit.config import load_experiment
     from leanfit.data.check import check_dataset
 

@@ -243,7 +243,11 @@ def _decode_one(
             im = im.convert("L" if channels == 1 else "RGB")
             im = im.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+    except UnidentifiedImageError:
+        # Pillow's message names the file again, as its full path or as "<_io.BytesIO object at
+        # 0x7f...>" for an object read from S3; the file is listed beside the reason anyway
+        return "not an image file Pillow can read"
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
         return f"{type(e).__name__}: {e}"
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 

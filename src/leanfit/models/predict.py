@@ -11,7 +11,9 @@ are shown by index.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,40 +141,56 @@ def predict(
     """Each readable file's `top` classes with their probabilities, and the files that could not
     be read (file, why)."""
     import numpy as np
-    import torch
 
     from leanfit.data.sources import _decode_one
 
     top = max(1, min(top, len(card.classes)))
     out: list[Prediction] = []
     skipped: list[tuple[str, str]] = []
-    for start in range(0, len(files), BATCH):
-        batch = files[start : start + BATCH]
-        arrays, names = [], []
-        for f in batch:
-            decoded = _decode_one(f, card.image_size, card.channels, card.background)
-            if isinstance(decoded, str):
-                skipped.append((str(f), decoded))
-            else:
-                arrays.append(decoded)
-                names.append(str(f))
-        if arrays:
-            x = torch.from_numpy(np.stack(arrays)).float().div_(255.0)
-            with torch.no_grad():
-                logits = model(x)
-            if logits.shape[1] != len(card.classes):
-                raise LeanfitError(
-                    f"model: it gives {logits.shape[1]} outputs, its card names "
-                    f"{len(card.classes)} classes; the model's files do not belong together"
-                )
-            probs, index = torch.softmax(logits.float(), dim=1).topk(top, dim=1)
-            for name, p, i in zip(names, probs.tolist(), index.tolist(), strict=True):
-                out.append(
-                    Prediction(name, [(card.classes[k], v) for k, v in zip(i, p, strict=True)])
-                )
-        if on_batch is not None:
-            on_batch(len(batch))
+    pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2))  # Pillow frees the GIL
+
+    def decode(f: Path):
+        return _decode_one(f, card.image_size, card.channels, card.background)
+
+    with pool:
+        for start in range(0, len(files), BATCH):
+            batch = files[start : start + BATCH]
+            arrays, names = _classified_batch(batch, pool.map(decode, batch), skipped)
+            if arrays:
+                out += _predictions(model, card, top, names, np.stack(arrays))
+            if on_batch is not None:
+                on_batch(len(batch))
     return out, skipped
+
+
+def _classified_batch(batch, decoded, skipped):
+    """The decoded images of a batch and their files; the unreadable ones go to `skipped`."""
+    arrays, names = [], []
+    for f, image in zip(batch, decoded, strict=True):
+        if isinstance(image, str):
+            skipped.append((str(f), image))
+        else:
+            arrays.append(image)
+            names.append(str(f))
+    return arrays, names
+
+
+def _predictions(model, card: ModelCard, top: int, names, images) -> list[Prediction]:
+    import torch
+
+    x = torch.from_numpy(images).float().div_(255.0)
+    with torch.no_grad():
+        logits = model(x)
+    if logits.shape[1] != len(card.classes):
+        raise LeanfitError(
+            f"model: it gives {logits.shape[1]} outputs, its card names {len(card.classes)} "
+            "classes; the model's files do not belong together"
+        )
+    probs, index = torch.softmax(logits.float(), dim=1).topk(top, dim=1)
+    return [
+        Prediction(name, [(card.classes[k], v) for k, v in zip(i, p, strict=True)])
+        for name, p, i in zip(names, probs.tolist(), index.tolist(), strict=True)
+    ]
 
 
 def load_model(uri: str):

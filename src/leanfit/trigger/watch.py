@@ -86,7 +86,7 @@ def check_once(
     run. `submit` sends the pipeline to KFP and returns its submission (see `leanfit submit`);
     `log(text, file=None)` says what happens, as `print` does (the pipeline's lines come with
     `file`: the terminal, which its log file hides while it runs)."""
-    from leanfit.data.sources import load_dataset
+    from leanfit.data.sources import load_dataset, skipped_notice
     from leanfit.launch import run_locally
 
     experiment = tolerant(experiment)
@@ -95,8 +95,9 @@ def check_once(
         for name in empty:
             log(f"class folder {name!r} has no images yet: left out until it has some")
         dataset = load_dataset(experiment)
-        for name, why in dataset.skipped:
-            log(f"skipped {name}: {why}")
+        if dataset.skipped:  # how many, and the first few: a folder may hold thousands
+            for line in skipped_notice(dataset.skipped).splitlines():
+                log(line)
         previous = last_completed_digest(experiment)
         found = CheckResult(
             "unchanged", dataset.digest, previous, skipped=dataset.skipped, empty_classes=empty
