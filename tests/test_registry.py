@@ -136,9 +136,10 @@ def test_predict_classifies_files_as_the_model_saw_its_training_images(tmp_path)
         assert abs(record["probability"] - float(probs[best])) < 1e-4, (record, probs)
         assert [t["class"] for t in record["top"]] == [["cat", "dog"][best], ["dog", "cat"][best]]
 
-    table = run_cli("predict", "models:/leanfit-pets/1", str(root / "cat"), "--tracking-uri",
-                    uri, cwd=tmp_path)  # fmt: skip
-    assert table.returncode == 0 and "img000.png" in table.stdout, table.stderr
+    table = run_cli("predict", "models:/leanfit-pets/1", str(root / "cat"), "--top", "5",
+                    "--tracking-uri", uri, cwd=tmp_path)  # fmt: skip
+    assert table.returncode == 0 and "4 image(s)" in table.stdout, table.stderr
+    assert "class 2" in table.stdout and "class 3" not in table.stdout  # 2 classes, not 5
 
     for args, says in (
         (("no-such-model", str(root)), "could not be read"),

@@ -734,8 +734,9 @@ def predict(
     else:
         table = Table(title=f"{name}: {len(predictions)} image(s)", title_justify="left")
         table.add_column("file", overflow="fold")
-        for rank in range(top if predictions else 1):
-            suffix = "" if top == 1 else f" {rank + 1}"
+        shown = len(predictions[0].top) if predictions else 1  # at most the model's classes
+        for rank in range(shown):
+            suffix = "" if shown == 1 else f" {rank + 1}"
             table.add_column(f"class{suffix}")
             table.add_column(f"probability{suffix}", justify="right")
         for pred in predictions:
