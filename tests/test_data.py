@@ -248,3 +248,31 @@ def test_a_large_photo_decodes_at_a_reduced_scale_to_the_same_pixels(tmp_path):
     assert d.call_args.args[1:] == (None, (32, 32))
     difference = np.abs(reduced.astype(int) - full.astype(int))
     assert difference.mean() < 1.0 and difference.max() <= 4, difference
+
+
+def test_the_pipelines_fingerprint_step_lists_the_first_skipped_files_and_counts_the_rest(
+    tmp_path, capsys
+):
+    """A folder of images with 25 sidecar notes beside them: the step says 25 were skipped,
+    names the first 20 and says how many more, instead of stopping silently at 20."""
+    import json
+
+    from leanfit.steps import fingerprint as fingerprint_step
+
+    root = write_image_folder(tmp_path / "imgs", {"a": 4, "b": 4}, size=8)
+    for i in range(25):
+        (root / "a" / f"note{i:02d}.txt").write_text("not an image")
+    exp = experiment_from_dict(
+        {
+            "name": "f",
+            "dataset": {"source": "imagefolder", "path": str(root), "image_size": 8},
+            "work_dir": str(tmp_path / "work"),
+            "tracking": {"uri": f"sqlite:///{tmp_path}/m.db"},
+        }
+    )
+    fingerprint_step(exp, str(tmp_path / "manifest.json"))
+    out = capsys.readouterr().out
+    assert "25 unreadable file(s) skipped" in out, out
+    assert "a/note19.txt: not an image file Pillow can read" in out and "note20" not in out, out
+    assert "... and 5 more" in out, out
+    assert len(json.loads((tmp_path / "manifest.json").read_text())["skipped"]) == 25

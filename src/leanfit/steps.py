@@ -134,7 +134,7 @@ def _log(message: str) -> None:
 
 def fingerprint(experiment: Experiment, manifest_path: str) -> dict[str, str]:
     """The dataset's digest and manifest; opens the pipeline's MLflow run (one per pipeline)."""
-    from leanfit.data.sources import load_dataset
+    from leanfit.data.sources import load_dataset, skipped_notice
     from leanfit.track.pipeline import start_pipeline_run
 
     dataset = load_dataset(experiment)
@@ -153,8 +153,9 @@ def fingerprint(experiment: Experiment, manifest_path: str) -> dict[str, str]:
         f"dataset {dataset.source}: {len(dataset.labels)} images, {dataset.num_classes} classes, "
         f"digest {dataset.digest[:12]}; {len(dataset.skipped)} unreadable file(s) skipped"
     )
-    for name, why in dataset.skipped[:20]:
-        _log(f"  skipped {name}: {why}")
+    if dataset.skipped:  # the first 20 (the count is said above), and how many more
+        for line in skipped_notice(dataset.skipped, shown=20).splitlines()[1:]:
+            _log(line)
     return {"digest": dataset.digest, "pipeline_run_id": run_id}
 
 
