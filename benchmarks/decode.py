@@ -13,9 +13,7 @@ saves the seconds a file each way, their ratio, and how far apart the pixels are
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import shlex
 import statistics
 import sys
 import tempfile
@@ -26,7 +24,7 @@ from unittest import mock
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from trainer_throughput import cpu_model, git_commit  # noqa: E402
+from trainer_throughput import cpu_model, provenance  # noqa: E402
 
 from leanfit.data.sources import _decode_one  # noqa: E402
 
@@ -82,10 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
             differences.append(np.abs(decoded["reduced"].astype(int) - decoded["full"].astype(int)))
     every = np.stack(differences)
     result = {
-        "benchmark": "decode",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        **provenance("decode"),
         "machine": cpu_model(),
         "files": count,
         "photo": list(PHOTO),

@@ -27,10 +27,8 @@ chain space, 10 epochs a trial, 10 minutes, 2 cores; its front's own test accura
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import shlex
 import sys
 import tempfile
 import time
@@ -45,7 +43,7 @@ from leanfit.search.run import front_table, run_search
 from leanfit.train.trainer import Budget, TrainData, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from trainer_throughput import cpu_model, git_commit  # noqa: E402
+from trainer_throughput import cpu_model, provenance  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -139,10 +137,7 @@ def retrain_earlier(args, experiment, retrain_epochs: list[int], seeds: range) -
             row["retrained"][str(epochs)] = {f"{args.score_on}_accuracy": accs, "mean": mean}
         rows.append(row)
     return {
-        "benchmark": "digits_front-retrain",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
-        "command": shlex.join([sys.executable, *sys.argv]),
+        **provenance("digits_front-retrain"),
         "picks_of": str(args.retrain_picks_of),
         "score_on": args.score_on,
         "seeds": list(seeds),
@@ -279,10 +274,7 @@ def main(argv: list[str] | None = None) -> dict:
             }
         picks.append(pick)
     result = {
-        "benchmark": "digits_front",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
-        "command": shlex.join([sys.executable, *sys.argv]),
+        **provenance("digits_front"),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,

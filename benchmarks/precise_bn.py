@@ -24,11 +24,9 @@ its first `--small` images (a small image folder: few steps an epoch).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import random
-import shlex
 import sys
 import tempfile
 import time
@@ -40,7 +38,7 @@ import torch
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from trainer_throughput import cpu_model, git_commit  # noqa: E402
+from trainer_throughput import cpu_model, provenance  # noqa: E402
 
 import leanfit.train.trainer as trainer  # noqa: E402
 from leanfit.config import load_experiment  # noqa: E402
@@ -165,10 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     small.train_x, small.train_y = full.train_x[: args.small], full.train_y[: args.small]
     configs = sample_configs(experiment, args.configs, args.seed, full)
     report: dict[str, Any] = {
-        "benchmark": "precise_bn",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
-        "command": shlex.join([sys.executable, *sys.argv]),
+        **provenance("precise_bn"),
         "cpu": cpu_model(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),

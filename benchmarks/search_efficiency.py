@@ -73,13 +73,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import heapq
 import json
 import math
 import multiprocessing as mp
 import os
-import shlex
 import statistics
 import subprocess
 import sys
@@ -110,7 +108,7 @@ from leanfit.train.trainer import TrainResult
 from leanfit.train.trial import TrialSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from trainer_throughput import cpu_model, git_commit  # noqa: E402
+from trainer_throughput import cpu_model, git_commit, provenance  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -1172,11 +1170,8 @@ def shown(path: Path) -> str:
 
 def common(args: argparse.Namespace, part: str, experiment: Experiment) -> dict[str, Any]:
     return {
-        "benchmark": "search_efficiency",
+        **provenance("search_efficiency"),
         "part": part,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
-        "command": shlex.join([sys.executable, *sys.argv]),
         "machine": machine(),
         "space": f"{shown(args.experiment)} (5 blocks in examples/digits.yaml, max_params 20k)",
         "leanfit_strategy": experiment.strategy.model_dump(mode="json"),

@@ -365,6 +365,16 @@ def git_commit() -> str:
     return commit + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def provenance(benchmark: str) -> dict[str, str]:
+    """The first keys of a benchmark's result: which benchmark, when, at which commit, run how."""
+    return {
+        "benchmark": benchmark,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "command": shlex.join([sys.executable, *sys.argv]),
+    }
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

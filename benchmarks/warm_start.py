@@ -47,11 +47,9 @@ the per-seed upper bounds (equal when every seed has an exact ratio). Goal: >= 3
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
-import shlex
 import shutil
 import sqlite3
 import statistics
@@ -70,7 +68,7 @@ from leanfit.search.pareto import hypervolume
 from leanfit.search.run import run_search
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from trainer_throughput import cpu_model, git_commit  # noqa: E402
+from trainer_throughput import cpu_model, provenance  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -503,10 +501,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = args.out or RESULTS
     base = load_experiment(ROOT / "examples" / "digits.yaml")
     result: dict[str, Any] = {
-        "benchmark": "warm_start",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
-        "command": shlex.join([sys.executable, *sys.argv]),
+        **provenance("warm_start"),
         "machine": machine(),
         "settings": {
             "seeds": args.seeds,

@@ -298,6 +298,7 @@ def test_run_logs_and_registers_on_a_server_that_goes_down_and_a_second_run_does
         import mlflow
 
         mlflow.set_tracking_uri(server.uri)
+        mlflow.set_registry_uri(server.uri)  # not one an earlier test of this process set
         info = mlflow.models.get_model_info("models:/leanfit-digits@champion")
         assert info.flavors.get("pytorch") and info.signature is not None
         # what `leanfit predict` needs: the classes in output order, how a file is read

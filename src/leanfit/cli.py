@@ -74,6 +74,10 @@ def validate(experiment_file: Path = typer.Argument(..., help="experiment YAML")
         console.print(line, style="yellow", markup=False, highlight=False)
 
 
+# A class balance past this ratio (largest to smallest class) is worth a note in `validate`.
+LOPSIDED_CLASSES = 5
+
+
 def dataset_summary(experiment, space) -> tuple[list[str], list[str]]:
     """What a search of this file would train on, decoded as the search decodes it (and cached
     for it): the classes and their sizes and the splits; then notes: files skipped, and what would
@@ -107,10 +111,6 @@ def dataset_summary(experiment, space) -> tuple[list[str], list[str]]:
     if notice is not None:
         notes.append(notice)
     return lines, notes
-
-
-# A class balance past this ratio (largest to smallest class) is worth a note in `validate`.
-LOPSIDED_CLASSES = 5
 
 
 @app.command()
@@ -664,11 +664,10 @@ def promote(
     ),
 ) -> None:
     """Make a registered model version the champion by hand (a rollback)."""
-    import os
-
+    from leanfit.config import tracking_uri_or_default
     from leanfit.track.registry import promote as promote_version
 
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    uri = tracking_uri_or_default(tracking_uri)
     check_tracking_reachable(uri)
     previous = promote_version(uri, name, version)
     console.print(f"[green]champion[/green] {name} version {version} (was {previous})")
@@ -690,19 +689,19 @@ def predict(
 ) -> None:
     """Classify image files with a registered model, decoded as its training images were."""
     import json
-    import os
 
     import mlflow
     from rich.markup import escape
     from rich.progress import Progress
     from rich.table import Table
 
+    from leanfit.config import tracking_uri_or_default
     from leanfit.data.sources import skipped_notice
     from leanfit.models import predict as p
     from leanfit.track.runs import missing_sqlite_database
 
     files = p.image_files(images)
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    uri = tracking_uri_or_default(tracking_uri)
     check_tracking_reachable(uri)
     name = p.model_uri(model)
     database = missing_sqlite_database(uri)

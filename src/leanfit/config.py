@@ -79,6 +79,13 @@ _CREDENTIAL_OPTIONS = frozenset(
 )
 
 
+def tracking_uri_or_default(uri: str | None) -> str:
+    """The tracking URI given, else $MLFLOW_TRACKING_URI, else MLflow 3's own default."""
+    import os
+
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -694,9 +701,7 @@ class Experiment(Strict):
         return Path(self.work_dir).expanduser().resolve()
 
     def tracking_uri(self) -> str:
-        import os
-
-        return self.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+        return tracking_uri_or_default(self.tracking.uri)
 
     def experiment_name(self) -> str:
         return self.tracking.experiment or f"leanfit-{self.name}"

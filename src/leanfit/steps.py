@@ -464,8 +464,8 @@ def evaluate_register(
     `champion` only if it beats the current champion on the same test data."""
     from leanfit.data.sources import load_dataset
     from leanfit.data.splits import DataPlan
-    from leanfit.models.deploy import accuracy, load_classifier
-    from leanfit.report.confusion import confusion_matrix, plot_confusion
+    from leanfit.models.deploy import load_classifier
+    from leanfit.report.confusion import confusion_matrix, matrix_accuracy, plot_confusion
     from leanfit.track.pipeline import finish_pipeline_run
     from leanfit.track.registry import Registry
 
@@ -474,13 +474,15 @@ def evaluate_register(
     plan = DataPlan.load(plan_path)
     plan.check(dataset.digest)
     test_x, test_y = dataset.images[plan.splits.test], dataset.labels[plan.splits.test]
-    models = []
+    models, matrices = [], []
     for folder in sorted(Path(models_dir).glob("model-*")):
         summary = json.loads((folder / "summary.json").read_text())
         classifier = load_classifier(
             folder / "checkpoint.pt", dataset.channels, dataset.num_classes
         )
-        summary["test_accuracy"] = accuracy(classifier, test_x, test_y)
+        # one pass over the test split: the accuracy, and the report's confusion matrix
+        matrices.append(confusion_matrix(classifier, test_x, test_y, dataset.num_classes))
+        summary["test_accuracy"] = matrix_accuracy(matrices[-1])
         summary["folder"] = str(folder)
         models.append((summary, classifier))
         _log(
@@ -498,7 +500,7 @@ def evaluate_register(
     summary, classifier = models[pick]
     decision = registry.register(logged[pick], summary, classifier, test_x, test_y)
     front = json.loads(Path(front_path).read_text())
-    matrix = confusion_matrix(classifier, test_x, test_y, dataset.num_classes)
+    matrix = matrices[pick]
     confusion = plot_confusion(
         matrix,
         dataset.classes,

@@ -36,13 +36,19 @@ def load_classifier(checkpoint: str | Path, channels: int, num_classes: int) -> 
 
 
 @torch.no_grad()
+def predicted_classes(model: nn.Module, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """The top-1 class of a `Classifier`-like model for each uint8 image."""
+    model.eval()
+    out = [
+        model(images[start : start + batch].float().div_(255.0)).argmax(1)
+        for start in range(0, len(images), batch)
+    ]
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
 def accuracy(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int = 512
 ) -> float:
     """Top-1 accuracy of a `Classifier`-like model on uint8 images."""
-    model.eval()
-    correct = 0
-    for start in range(0, len(labels), batch):
-        x = images[start : start + batch].float().div_(255.0)
-        correct += int((model(x).argmax(1) == labels[start : start + batch]).sum())
+    correct = int((predicted_classes(model, images, batch) == labels).sum())
     return correct / max(1, len(labels))

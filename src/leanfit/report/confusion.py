@@ -19,19 +19,19 @@ import torch
 ANNOTATE_UP_TO = 15
 
 
-@torch.no_grad()
 def confusion_matrix(
     model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, classes: int
 ) -> torch.Tensor:
     """Counts [true class, predicted class] of a `Classifier` on uint8 images."""
-    model.eval()
-    predicted = []
-    for start in range(0, len(labels), 512):
-        x = images[start : start + 512].float().div_(255.0)
-        predicted.append(model(x).argmax(1))
-    guess = torch.cat(predicted) if predicted else torch.zeros(0, dtype=torch.long)
-    flat = labels.long() * classes + guess.long()
+    from leanfit.models.deploy import predicted_classes
+
+    flat = labels.long() * classes + predicted_classes(model, images).long()
     return torch.bincount(flat, minlength=classes * classes).view(classes, classes)
+
+
+def matrix_accuracy(matrix: torch.Tensor) -> float:
+    """The top-1 accuracy a confusion matrix counts."""
+    return int(matrix.trace()) / max(1, int(matrix.sum()))
 
 
 def plot_confusion(matrix: torch.Tensor, classes: Sequence[str], path: Path, title: str) -> Path:
