@@ -85,6 +85,13 @@ BAD_FILES = [
         "dataset.image_size",
     ),
     ("unknown source", digits_config(dataset={"source": "mnist"}), "dataset.source"),
+    (
+        "a folder as the source",
+        digits_config(dataset={"source": "./photos"}),
+        "dataset.source: './photos' is a folder, and source names the kind of dataset (digits, "
+        "imagefolder or cifar10): for a folder of class folders write `source: imagefolder` and "
+        "`path: ./photos`",
+    ),
     ("typo in a field", digits_config(budgett={"max_epochs": 3}), "budgett"),
     ("unknown hyper-parameter", digits_config(space=_hp(dropout=[0.1, 0.2])), "dropout"),
     (

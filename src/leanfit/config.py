@@ -90,6 +90,9 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
+DATASET_SOURCES = ("digits", "imagefolder", "cifar10")
+
+
 class DatasetConfig(Strict):
     source: Literal["digits", "imagefolder", "cifar10"]
     path: str | None = None
@@ -112,6 +115,21 @@ class DatasetConfig(Strict):
         "channel: icons, logos, cut-outs) is drawn on; black shows a white-on-transparent glyph",
     )
     seed: int = 0
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source_is_a_kind(cls, value: Any) -> Any:
+        # A folder given as the source (the most natural first guess) names the fix
+        looks_like_a_folder = isinstance(value, str) and (
+            "/" in value or "\\" in value or value.startswith(".") or Path(value).is_dir()
+        )
+        if looks_like_a_folder and value not in DATASET_SOURCES:
+            raise ValueError(
+                f"{value!r} is a folder, and source names the kind of dataset (digits, "
+                f"imagefolder or cifar10): for a folder of class folders write "
+                f"`source: imagefolder` and `path: {value}`"
+            )
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> DatasetConfig:
