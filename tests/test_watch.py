@@ -87,6 +87,7 @@ def test_watch_runs_once_per_digest_warm_started_and_skips_bad_files(tmp_path):
     assert any("nothing to do" in out for out, _ in outputs)
     assert "broken.png" in ran[0] and "notes.txt" in ran[0]
     assert "broken.png" not in ran[0].split("search ...")[1], ran[0]  # listed before it
+    assert ran[0].count("broken.png") == 1, ran[0]  # by the fingerprint step, not twice
     assert "'triangle' has no images yet" in ran[0]
 
     pipelines = mlflow_runs(tmp_path, "pipeline", "FINISHED")
@@ -116,6 +117,9 @@ def test_watch_runs_once_per_digest_warm_started_and_skips_bad_files(tmp_path):
     third = run_cli("watch", "shapes.yaml", "--once", cwd=tmp_path, timeout=300)
     assert third.returncode == 0, third.stderr
     assert "nothing to do" in third.stdout
+    # unchanged data: how many files it skips, not the list again at every check
+    assert "2 unreadable file(s) skipped): nothing to do" in third.stdout, third.stdout
+    assert "broken.png" not in third.stdout
     assert len(mlflow_runs(tmp_path, "pipeline")) == 2
     assert pipeline_1.info.run_id in {p.info.run_id for p in pipelines}
 
@@ -136,11 +140,14 @@ def test_watch_submits_a_changed_dataset_to_kfp_once(tmp_path):
     from tests.kfp_standin import API, KfpStandin
 
     write_image_folder(tmp_path / "images", CLASSES, seed=0)
+    (tmp_path / "images" / "square" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     write_yaml(tmp_path / "shapes.yaml", folder_config())
     with KfpStandin() as kfp:
         first = run_cli("watch", "shapes.yaml", "--once", "--submit", kfp.url, cwd=tmp_path)
         assert first.returncode == 0, first.stderr
         assert "submitted run" in first.stdout
+        # the cluster's pipeline lists them in its own log; here the watcher does
+        assert "broken.png" in first.stdout, first.stdout
         again = run_cli("watch", "shapes.yaml", "--once", "--submit", kfp.url, cwd=tmp_path)
         assert again.returncode == 0, again.stderr
         assert "already submitted" in again.stdout

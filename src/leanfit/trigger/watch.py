@@ -95,20 +95,25 @@ def check_once(
         for name in empty:
             log(f"class folder {name!r} has no images yet: left out until it has some")
         dataset = load_dataset(experiment)
-        if dataset.skipped:  # how many, and the first few: a folder may hold thousands
-            for line in skipped_notice(dataset.skipped).splitlines():
-                log(line)
         previous = last_completed_digest(experiment)
         found = CheckResult(
             "unchanged", dataset.digest, previous, skipped=dataset.skipped, empty_classes=empty
         )
         if previous == dataset.digest:
-            log(f"dataset unchanged (digest {dataset.digest[:12]}): nothing to do")
+            # the unreadable files were listed when this data was new: a watcher polling every
+            # few minutes says how many, not the list again each time
+            also = f", {len(dataset.skipped)} unreadable file(s) skipped" if dataset.skipped else ""
+            log(f"dataset unchanged (digest {dataset.digest[:12]}{also}): nothing to do")
             return found
         log(
             f"dataset changed: digest {dataset.digest[:12]} "
             f"(last completed run: {previous[:12] if previous else 'none'})"
         )
+        if dataset.skipped and submit is not None:
+            # how many, and the first few (a folder may hold thousands); a pipeline run here
+            # lists them in its fingerprint step
+            for line in skipped_notice(dataset.skipped).splitlines():
+                log(line)
         if submit is None:
             outcome = run_locally(experiment, log=log)
             found.action, found.run_id, found.result = "ran", outcome.run_id, outcome.result
