@@ -227,6 +227,98 @@ def test_finalists_are_the_best_within_budget_and_a_spread_of_sizes():
     assert choose_finalists(front, 3, max_params=100) == []
 
 
+FINAL_TRAIN_ALONE = """
+import json, sys
+import torch
+torch.set_num_threads(int(sys.argv[2]))
+from leanfit import steps
+from leanfit.config import experiment_from_dict
+from tests.support import EXAMPLES
+paths = json.loads(sys.argv[1])
+experiment = experiment_from_dict(paths.pop("experiment"), EXAMPLES)
+steps.final_train(experiment, **paths)
+"""
+
+
+def test_a_final_training_killed_goes_on_from_its_checkpoint_and_is_not_trained_twice(
+    tmp_path, reference_genotype, capsys
+):
+    """The final step, run alone as its component runs it, killed with -9 mid-training: run
+    again, it resumes from the epoch its checkpoint holds (not from the start) and ends with
+    the weights of a training that never stopped; run a third time, it trains nothing."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import torch
+
+    from leanfit import steps
+    from leanfit.data.sources import load_dataset
+    from leanfit.space.architecture import flatten_genotype
+    from leanfit.train.checkpoint import load_checkpoint
+    from leanfit.train.trial import data_plan
+
+    epochs = 30
+    data = small_pipeline_config(
+        pipeline={"final_top_k": 1, "final_epochs": epochs}, work_dir=str(tmp_path / "work")
+    )
+    experiment = experiment_from_dict(data, EXAMPLES)
+    arch = experiment.space.architecture
+    config = experiment.search_space().validate(
+        flatten_genotype(reference_genotype, arch.blocks, tuple(arch.modules))
+    )
+    plan, policy, front = tmp_path / "plan.json", tmp_path / "policy.json", tmp_path / "front.json"
+    data_plan(experiment, load_dataset(experiment)).save(plan)
+    steps.augment_policy(experiment, str(plan), str(policy))
+    front.write_text(json.dumps({"front": [
+        {"trial": 7, "config": config, "params": 9_000, "val_accuracy": 0.97}
+    ]}))  # fmt: skip
+    paths = {"plan_path": str(plan), "policy_path": str(policy), "front_path": str(front)}
+    kept = steps.final_training_folder(
+        steps._with_policy(experiment, str(policy)), config, epochs,
+        experiment.strategy.seed + 1000, str(plan),
+    )  # fmt: skip
+    checkpoint = kept / "checkpoint.pt"
+
+    step = subprocess.Popen(
+        [sys.executable, "-c", FINAL_TRAIN_ALONE,
+         json.dumps({"experiment": data, **paths, "models_dir": str(tmp_path / "cut")}),
+         str(torch.get_num_threads())],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and step.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(step.pid, signal.SIGKILL)
+    out, _ = step.communicate(timeout=60)
+    assert step.returncode == -signal.SIGKILL, out
+    done = load_checkpoint(checkpoint)["epoch"]
+    assert 1 <= done < epochs, done
+    assert not (kept / "summary.json").exists()
+
+    resumed = steps.final_train(experiment, **paths, models_dir=str(tmp_path / "again"))
+    said = capsys.readouterr().out
+    assert f"resuming at epoch {done + 1} of {epochs}" in said, said
+    summary = json.loads((tmp_path / "again" / "model-0" / "summary.json").read_text())
+    assert summary["trial"] == 7 and len(summary["history"]) == epochs
+
+    straight = experiment_from_dict({**data, "work_dir": str(tmp_path / "straight")}, EXAMPLES)
+    steps.final_train(straight, **paths, models_dir=str(tmp_path / "straight-models"))
+    assert "resuming" not in capsys.readouterr().out
+    a = load_checkpoint(tmp_path / "straight-models" / "model-0" / "checkpoint.pt")["model"]
+    b = load_checkpoint(tmp_path / "again" / "model-0" / "checkpoint.pt")["model"]
+    for name in a:
+        assert torch.allclose(a[name].float(), b[name].float(), atol=1e-5), name
+
+    third = steps.final_train(experiment, **paths, models_dir=str(tmp_path / "third"))
+    said = capsys.readouterr().out
+    assert "trained by an earlier run of this pipeline" in said and "resuming" not in said
+    assert third == resumed
+    copied = tmp_path / "third" / "model-0" / "checkpoint.pt"
+    assert copied.read_bytes() == checkpoint.read_bytes()
+
+
 # ---------------------------------------------------------------- the whole pipeline, locally
 
 

@@ -62,6 +62,46 @@ def test_resuming_follows_the_same_schedule_and_weights(
         assert torch.allclose(a[name].float(), b[name].float(), atol=1e-6), name
 
 
+def test_a_long_training_saves_its_progress_and_goes_on_from_it_after_a_crash(
+    digits, reference_genotype, tmp_path
+):
+    """`save_progress`: the checkpoint is written during training too, so a training killed in
+    epoch 5 resumes after epoch 4 and ends with the weights of one that never stopped."""
+    config, hp = genotype_and_hp(reference_genotype)
+    settings = TrainingConfig(device="cpu", augment="randaugment", crop_padding=1, flip=False)
+    small = {**digits.__dict__}
+    small["train_x"], small["train_y"] = digits.train_x[:256], digits.train_y[:256]
+    data = type(digits)(**small)
+    straight = train(config, hp, data, Budget(8), settings, seed=3, checkpoint_to=tmp_path / "s.pt")
+
+    class Killed(Exception):
+        pass
+
+    def crash_in_epoch_5(record):
+        if record["epoch"] == 5:
+            raise Killed
+
+    cut = tmp_path / "cut.pt"
+    with pytest.raises(Killed):
+        train(config, hp, data, Budget(8), settings, seed=3, checkpoint_to=cut,
+              on_epoch=crash_in_epoch_5, save_progress=True)  # fmt: skip
+    assert load_checkpoint(cut)["epoch"] == 4
+    resumed = train(config, hp, data, Budget(8), settings, seed=3, resume_from=cut,
+                    checkpoint_to=cut, save_progress=True)  # fmt: skip
+    assert [r["epoch"] for r in resumed.history] == list(range(1, 9))
+    assert [r["lr"] for r in resumed.history] == [r["lr"] for r in straight.history]
+    a, b = load_checkpoint(tmp_path / "s.pt"), load_checkpoint(cut)
+    assert b["epoch"] == 8
+    for name in a["model"]:
+        assert torch.allclose(a["model"][name].float(), b["model"][name].float(), atol=1e-6), name
+    # without it, nothing is written before the end
+    plain = tmp_path / "plain.pt"
+    with pytest.raises(Killed):
+        train(config, hp, data, Budget(8), settings, seed=3, checkpoint_to=plain,
+              on_epoch=crash_in_epoch_5)  # fmt: skip
+    assert not plain.exists()
+
+
 # MiB of batches augmented together: the whole epoch at once (made an epoch ahead), three at a time
 @pytest.mark.parametrize("chunk_mb", [64, 0.1])
 def test_batches_made_ahead_in_a_thread_train_the_same_weights(

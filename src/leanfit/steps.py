@@ -392,7 +392,7 @@ def final_train(
     """The top-k Pareto configurations, trained at the full budget on the whole training split."""
     from leanfit.data.sources import load_dataset
     from leanfit.data.splits import DataPlan
-    from leanfit.train.trial import TrialSpec, run_trial, train_data
+    from leanfit.train.trial import TrialSpec, train_data
 
     exp = _with_policy(experiment, policy_path)
     front = json.loads(Path(front_path).read_text())["front"]
@@ -410,42 +410,111 @@ def final_train(
     trained = []
     for i, finalist in enumerate(finalists):
         folder = out / f"model-{i}"
+        seed = exp.strategy.seed + 1000 + i
+        # Kept in the work folder, under a key of everything the training depends on, so that a
+        # pipeline run cut short here (a long final training on a GPU: hours) goes on from its
+        # last checkpoint when it is run again, and a finished model is not trained twice.
+        kept = final_training_folder(exp, finalist["config"], epochs, seed, plan_path)
         spec = TrialSpec(
             trial_id=f"final-{finalist['trial']}",
             config=finalist["config"],
             epochs=epochs,
-            seed=exp.strategy.seed + 1000 + i,
-            checkpoint_to=str(folder / "checkpoint.pt"),
+            seed=seed,
+            checkpoint_to=str(kept / "checkpoint.pt"),
         )
         _log(
             f"final training {i + 1}/{len(finalists)}: trial {finalist['trial']}, "
             f"{finalist['params']:,} parameters, {epochs} epochs on {len(data.train_y)} images"
         )
-        result = run_trial(exp, spec, data)
-        if result.status != "ok":
-            _log(f"  failed: {result.reason}")
-            continue
-        summary = {
-            "trial": finalist["trial"],
-            "config": finalist["config"],
-            "params": result.params,
-            "macs": result.macs,
-            "val_accuracy": result.val_accuracy,
-            "search_val_accuracy": finalist["val_accuracy"],
-            "epochs": epochs,
-            "seed": spec.seed,
-            "wall_time": result.wall_time,
-            "history": result.history,
-        }
+        if (kept / "summary.json").is_file():
+            summary = json.loads((kept / "summary.json").read_text())
+            # (the same configuration may be another trial of another search)
+            summary.update(trial=finalist["trial"], search_val_accuracy=finalist["val_accuracy"])
+            _log(
+                f"  trained by an earlier run of this pipeline (kept in {kept}): "
+                f"val accuracy {summary['val_accuracy']:.4f}"
+            )
+        else:
+            summary = _train_finalist(exp, spec, data, finalist, kept)
+            if summary is None:
+                continue
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(kept / "checkpoint.pt", folder / "checkpoint.pt")
         _write_json(folder / "summary.json", summary)
         trained.append(summary)
-        _log(f"  val accuracy {result.val_accuracy:.4f} in {result.wall_time:.1f} s")
     if not trained:
         raise LeanfitError("final training: every finalist failed; see the step's log")
     return {
         "models": float(len(trained)),
         "best_val_accuracy": max(t["val_accuracy"] for t in trained),
     }
+
+
+# A line of a final training's progress at most this often (seconds)
+FINAL_PROGRESS_SECONDS = 15.0
+
+
+def final_training_folder(
+    experiment: Experiment, config: Mapping[str, Any], epochs: int, seed: int, plan_path: str
+) -> Path:
+    """Where a final training keeps its checkpoint and summary: one folder per configuration,
+    length, seed, training settings, augment policy and data plan (the splits' digest)."""
+    import hashlib
+
+    key = {
+        "config": dict(config),
+        "hyperparameters": experiment.hyperparameters(config),
+        "epochs": epochs,
+        "seed": seed,
+        "training": experiment.training.model_dump(mode="json"),
+        "plan": hashlib.sha256(Path(plan_path).read_bytes()).hexdigest(),
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    return experiment.work_path() / "final" / digest[:16]
+
+
+def _train_finalist(
+    exp: Experiment, spec, data, finalist: Mapping[str, Any], kept: Path
+) -> dict[str, Any] | None:
+    """Train one finalist into `kept` (from its last checkpoint there, if an earlier run was cut
+    short); its summary, or None when it failed."""
+    from leanfit.train.checkpoint import load_checkpoint
+    from leanfit.train.trial import run_trial
+
+    checkpoint = kept / "checkpoint.pt"
+    if checkpoint.is_file():
+        done = int(load_checkpoint(checkpoint, map_location="cpu")["epoch"])
+        spec = spec.model_copy(update={"resume_from": str(checkpoint)})
+        _log(f"  resuming at epoch {done + 1} of {spec.epochs}: an earlier run was cut short")
+    shown = [time.monotonic()]
+
+    def progress(record: Mapping[str, float]) -> None:
+        if time.monotonic() - shown[0] >= FINAL_PROGRESS_SECONDS:
+            shown[0] = time.monotonic()
+            _log(
+                f"  epoch {int(record['epoch'])}/{spec.epochs}: val accuracy "
+                f"{record['val_accuracy']:.4f}, train loss {record['train_loss']:.3f}"
+            )
+
+    result = run_trial(exp, spec, data, on_epoch=progress, save_progress=True)
+    if result.status != "ok":
+        _log(f"  failed: {result.reason}")
+        return None
+    summary = {
+        "trial": finalist["trial"],
+        "config": finalist["config"],
+        "params": result.params,
+        "macs": result.macs,
+        "val_accuracy": result.val_accuracy,
+        "search_val_accuracy": finalist["val_accuracy"],
+        "epochs": spec.epochs,
+        "seed": spec.seed,
+        "wall_time": result.wall_time,
+        "history": result.history,
+    }
+    _write_json(kept / "summary.json", summary)
+    _log(f"  val accuracy {result.val_accuracy:.4f} in {result.wall_time:.1f} s")
+    return summary
 
 
 # ---------------------------------------------------------------- 6. evaluate & register

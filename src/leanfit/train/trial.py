@@ -78,9 +78,14 @@ def train_data(
 
 
 def run_trial(
-    experiment: Experiment, spec: TrialSpec, data: TrainData, on_epoch=None
+    experiment: Experiment,
+    spec: TrialSpec,
+    data: TrainData,
+    on_epoch=None,
+    save_progress: bool = False,
 ) -> TrainResult:
-    """Validate the configuration against the space, then train it."""
+    """Validate the configuration against the space, then train it (`save_progress`: see
+    `leanfit.train.trainer.train`)."""
     space = experiment.search_space()
     try:
         config = space.validate(spec.config)
@@ -97,6 +102,7 @@ def run_trial(
         checkpoint_to=spec.checkpoint_to,
         on_epoch=on_epoch,
         curve_stop=spec.curve_stop,
+        save_progress=save_progress,
     )
 
 
