@@ -477,7 +477,7 @@ def run(
         interrupted(
             "interrupted: the steps that finished and the search's finished trials are in MLflow "
             f"({experiment.tracking_uri()}); `leanfit run {experiment_file}` goes on with them "
-            "(the search resumes where it stopped)",
+            "(the search and the final training resume where they stopped)",
         )
     uri = experiment.tracking_uri()
     r = outcome.result
@@ -645,7 +645,7 @@ def watch(
         interrupted(
             f"stopped watching {experiment_file}; a pipeline run it interrupted goes on at the "
             f"next `leanfit watch {experiment_file}` or `leanfit run {experiment_file}` (its "
-            "search resumes)",
+            "search and final training resume)",
         )
 
 

@@ -107,8 +107,8 @@ def run_step(step: str, function: Callable[..., Any], experiment: str, base_dir:
         message = (
             f"tracking: MLflow at {uri} did not answer ({type(e).__name__}: "
             f"{str(e).splitlines()[0][:300]}), even after retrying; what finished before is kept "
-            "there. Check that the server is up, then run the pipeline again: the search resumes "
-            "where it stopped"
+            "there. Check that the server is up, then run the pipeline again: the search and the "
+            "final training resume where they stopped"
         )
     print(f"leanfit: step {step!r} failed: {message}", file=sys.stderr, flush=True)
     where = os.environ.get(ERROR_FILE_ENV) or (work / ERROR_FILE if work is not None else None)
