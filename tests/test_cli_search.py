@@ -114,6 +114,12 @@ def test_search_shows_the_front_and_writes_a_report(in_tmp):
     assert search.info.status == "FINISHED"
     artifacts = {a.path for a in client.list_artifacts(search.info.run_id, "report")}
     assert artifacts == {"report/pareto.png", "report/report.html"}
+    # finished: only the Pareto models' checkpoints are kept, the rest are deleted and counted
+    front = {int(row.split("│")[1]) for row in table_rows(result.stdout)}
+    kept = sorted(in_tmp.glob(f".leanfit/searches/{search.info.run_id}/checkpoints/*"))
+    assert {int(p.name[6:11]) for p in kept} == front, kept
+    deleted = re.search(r"checkpoints: the Pareto models' kept in \S+; (\d+) others", result.stdout)
+    assert deleted and int(deleted[1]) >= 12 - len(front), result.stdout
 
     # `leanfit report` reads the same front back from MLflow alone, and writes nothing there
     database = (in_tmp / "mlflow.db").read_bytes()
@@ -358,6 +364,10 @@ def test_ctrl_c_stops_the_search_cleanly_and_it_resumes(in_tmp):
     search = client.search_runs([runs[0].info.experiment_id], "tags.`leanfit.kind` = 'search'")
     assert [s.info.status for s in search] == ["KILLED"]
     assert not [r for r in runs if r.data.tags.get(TAG_STATUS) == "failed"], "no crash recorded"
+    # interrupted: every trial's checkpoint is kept for the promotions after --resume
+    with_results = {r.data.tags[TAG_TRIAL] for r in runs if r.data.tags.get(TAG_STATUS) == "ok"}
+    kept = list(in_tmp.glob(f".leanfit/searches/{search[0].info.run_id}/checkpoints/*.pt"))
+    assert len(kept) >= len(with_results) >= 4, (kept, with_results)
     report = run_cli("report", "e.yaml", cwd=in_tmp)
     assert report.returncode == 0, report.stderr
     assert "(KILLED, ran " in report.stdout, report.stdout

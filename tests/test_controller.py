@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -370,6 +371,21 @@ def test_a_promotion_whose_checkpoint_is_gone_trains_from_the_start(tmp_path):
     assert second.stats.jobs_failed == 0 and not any(t.failed for t in second.trials.values())
     # the new trials' own promotions still inherit their weights
     assert any(j.spec.resume_from for j in rec.jobs if j.rung > 0)
+
+
+def test_a_finished_search_keeps_the_pareto_models_checkpoints_and_deletes_the_rest(tmp_path):
+    c = controller(InlineExecutor(synthetic()), tmp_path, max_trials=20)
+    c.run()
+    before = {p.name: p.stat().st_size for p in (tmp_path / "ck").iterdir()}
+    front = {t.trial_id for t in c.front()}
+    assert 0 < len(front) < len(before)
+    files, size = c.prune_checkpoints(front)
+    after = {p.name for p in (tmp_path / "ck").iterdir()}
+    assert after == {Path(c.trials[t].checkpoints[max(c.trials[t].results)]).name for t in front}
+    assert files == len(before) - len(after)
+    assert size == sum(n for name, n in before.items() if name not in after)
+    assert not any(t.checkpoints for t in c.trials.values() if t.trial_id not in front)
+    assert c.prune_checkpoints(front) == (0, 0)  # nothing left to delete
 
 
 def test_the_initial_design_reaches_the_small_end_of_the_front(tmp_path):

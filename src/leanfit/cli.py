@@ -373,6 +373,15 @@ def search(
     if outcome.resumed_jobs:
         console.print(f"resumed: {outcome.resumed_jobs} interrupted job(s) ran again")
     console.print(front_rich_table(front_table(outcome.controller)))
+    deleted, size = outcome.controller.stats.pruned
+    if deleted:
+        console.print(
+            f"checkpoints: the Pareto models' kept in {outcome.controller.checkpoint_dir}; "
+            f"{deleted:,} others deleted ({size / 2**20:.1f} MiB; "
+            "scheduler.keep_checkpoints: all keeps them)",
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(
         f"report {outcome.report_html}\nplot   {outcome.report_plot}\n"
         f"MLflow search run {outcome.search_run_id} in {experiment.tracking_uri()}"

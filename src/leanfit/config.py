@@ -503,6 +503,12 @@ class SchedulerConfig(Strict):
         "by non-dominated sorting and crowding distance (MO-ASHA), so the promoted third spread "
         "along the rung's front, or by an equal-weight scalarisation",
     )
+    keep_checkpoints: Literal["front", "all"] = Field(
+        "front",
+        description="what a finished search keeps of its trials' checkpoints: the Pareto "
+        "models' (the rest are only there for promotions, and a long search's add up to "
+        "gigabytes), or all of them; an interrupted search keeps all to resume",
+    )
 
 
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"

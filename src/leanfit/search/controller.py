@@ -156,6 +156,8 @@ class SearchStats:
     curve_stopped: int = 0  # jobs stopped by their learning curve (counted in jobs_done too)
     # promotions whose lower rung's checkpoint was gone, trained from the start instead
     from_scratch: int = 0
+    # checkpoints a finished search deleted (files, bytes): its trials' off the Pareto front
+    pruned: tuple[int, int] = (0, 0)
     propose_seconds: float = 0.0
     started: float = field(default_factory=time.monotonic)
     workers: dict[str, WorkerTime] = field(default_factory=dict)  # by the executor's names
@@ -692,6 +694,21 @@ class SearchController:
         if stopped and result.history:
             trial.curve_stopped = True
             self.scheduler.hold(trial.trial_id, job.rung, trial.bracket)
+
+    def prune_checkpoints(self, keep: set[int]) -> tuple[int, int]:
+        """Delete the checkpoints of every trial not in `keep` (a finished search: nothing is
+        promoted again); how many files and bytes were freed."""
+        files = size = 0
+        for trial in self.trials.values():
+            if trial.trial_id in keep:
+                continue
+            for rung, path in list(trial.checkpoints.items()):
+                with contextlib.suppress(OSError):  # already gone, or not ours to delete
+                    found = Path(path).stat().st_size
+                    Path(path).unlink()
+                    files, size = files + 1, size + found
+                del trial.checkpoints[rung]
+        return files, size
 
     def _drop_superseded(self, trial: Trial, rung: int) -> None:
         """Delete the checkpoints of `trial`'s rungs below `rung`: a trial is only ever promoted

@@ -431,6 +431,10 @@ def _search(
         if status != "FINISHED":
             log.set_status(status)
     log.abandon(abandoned)
+    if experiment.scheduler.keep_checkpoints == "front":
+        controller.stats.pruned = controller.prune_checkpoints(
+            {t.trial_id for t in controller.front()}
+        )
     plot, page = write_report(experiment, controller, work / "report", log.run_id)
     best = controller.best_accuracy()
     log.log_report(
@@ -578,6 +582,15 @@ def summary_of(controller: SearchController) -> dict[str, Any]:
         **(
             {"promotions trained from the start (their checkpoint was gone)": s.from_scratch}
             if s.from_scratch
+            else {}
+        ),
+        **(
+            {
+                "checkpoints deleted at the end (trials off the Pareto front)": (
+                    f"{s.pruned[0]:,} ({s.pruned[1] / 2**20:.1f} MiB)"
+                )
+            }
+            if s.pruned[0]
             else {}
         ),
         "best validation accuracy": "-" if best is None else f"{best:.4f}",
