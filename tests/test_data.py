@@ -220,6 +220,34 @@ def test_transparent_icons_are_drawn_on_the_background_not_on_their_hidden_colou
     assert image["a/icon-rgba.png"].max() < 30  # a black glyph on black, as asked
 
 
+def test_a_wide_image_is_squeezed_cropped_or_padded_as_the_file_says(tmp_path):
+    """A 48x16 image of three squares (black, grey, black) to 8x8: squeezed, each third is a
+    third of the width; cropped, only the middle (grey) square is left; padded, the whole image
+    fills the middle third of the height, on the background above and below it."""
+    from PIL import Image
+
+    root = write_image_folder(tmp_path / "imgs", {"a": 2, "b": 2}, size=8)
+    wide = np.zeros((16, 48), dtype=np.uint8)
+    wide[:, 16:32] = 128
+    Image.fromarray(wide).save(root / "a" / "wide.png")
+    names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.*"))
+
+    def decoded(**dataset):
+        ds = load_dataset(folder_experiment(root, tmp_path, channels=1, **dataset))
+        return dict(zip(names, ds.images.float(), strict=True))["a/wide.png"][0]
+
+    squeezed = decoded()
+    assert squeezed[:, :2].max() < 20 and squeezed[:, -2:].max() < 20  # black at both ends
+    assert (squeezed[:, 3:5] - 128).abs().max() < 20  # grey in the middle third
+    cropped = decoded(fit="crop")
+    assert (cropped - 128).abs().max() < 20, cropped  # the grey centre square alone
+    padded = decoded(fit="pad")
+    assert padded[:2].min() > 250 and padded[-2:].min() > 250, padded  # white above and below
+    assert padded[3:5, :2].max() < 20 and (padded[3:5, 3:5] - 128).abs().max() < 20
+    on_black = decoded(fit="pad", background="black")
+    assert on_black[:2].max() < 5 and on_black[-2:].max() < 5
+
+
 def test_a_large_photo_decodes_at_a_reduced_scale_to_the_same_pixels(tmp_path):
     """A 1600x1200 JPEG read at 16 px is decoded by libjpeg at an eighth of its size (the draft
     mode) and then resized: its pixels are those of the full decode, within a level or two."""

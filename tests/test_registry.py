@@ -83,14 +83,14 @@ def test_champion_only_when_better_on_the_same_data_and_within_budget(tmp_path):
 
 def test_predict_classifies_files_as_the_model_saw_its_training_images(tmp_path):
     """`leanfit predict` on a registered model: the class names come with the model, and each
-    file is decoded as the training folder was (a transparent icon included), so the printed
-    probabilities are the model's on the very tensors it was judged on."""
+    file is decoded as the training folder was (a transparent icon, and a wide photo padded to a
+    square as the file asks, included), so the printed probabilities are the model's on the very
+    tensors it was judged on."""
     import json
 
     from PIL import Image
 
     from leanfit.data.sources import load_dataset
-    from leanfit.models.builder import build_model
     from leanfit.models.deploy import Classifier
     from tests.support import run_cli, write_image_folder
 
@@ -98,19 +98,23 @@ def test_predict_classifies_files_as_the_model_saw_its_training_images(tmp_path)
     icon = np.zeros((20, 20, 4), dtype=np.uint8)
     icon[5:15, 5:15, 3] = 255  # a black square on transparent black
     Image.fromarray(icon).save(root / "dog" / "icon.png")
+    wide = np.random.default_rng(0).integers(0, 256, (20, 50, 3), dtype=np.uint8)
+    Image.fromarray(wide).save(root / "cat" / "wide.png")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     experiment = experiment_from_dict(
         digits_config(
             name="pets",
             tracking={"uri": uri},
-            dataset={"source": "imagefolder", "path": str(root), "image_size": 12},
+            dataset={"source": "imagefolder", "path": str(root), "image_size": 12, "fit": "pad"},
             work_dir=str(tmp_path / "work"),
         ),
         tmp_path,
     )
     dataset = load_dataset(experiment)
     torch.manual_seed(0)
-    net = build_model(experiment.search_space().sample(0), 3, 12, 2)
+    # A network whose output moves with every pixel: a freshly built leanfit network gives
+    # every image the same probabilities to five places, which no decoding could change
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 12 * 12, 2))
     model = Classifier(net, [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]).eval()
     registry = Registry(experiment, dataset)
     parent = registry.client.create_run(registry.logger.experiment_id).info.run_id
@@ -130,15 +134,16 @@ def test_predict_classifies_files_as_the_model_saw_its_training_images(tmp_path)
     assert "skipped 1 unreadable file(s)" in result.stderr and "notes.txt" in result.stderr
     files = sorted(p for p in root.rglob("*.*") if p.suffix != ".txt")  # the dataset's order
     assert [r["file"] for r in records] == [str(f) for f in files]
+    assert len({round(r["probability"], 3) for r in records}) == len(records)  # all differ
     for record, probs in zip(records, expected, strict=True):
         best = int(probs.argmax())
         assert record["class"] == ["cat", "dog"][best]
-        assert abs(record["probability"] - float(probs[best])) < 1e-4, (record, probs)
+        assert abs(record["probability"] - float(probs[best])) < 2e-6, (record, probs)
         assert [t["class"] for t in record["top"]] == [["cat", "dog"][best], ["dog", "cat"][best]]
 
     table = run_cli("predict", "models:/leanfit-pets/1", str(root / "cat"), "--top", "5",
                     "--tracking-uri", uri, cwd=tmp_path)  # fmt: skip
-    assert table.returncode == 0 and "4 image(s)" in table.stdout, table.stderr
+    assert table.returncode == 0 and "5 image(s)" in table.stdout, table.stderr
     assert "class 2" in table.stdout and "class 3" not in table.stdout  # 2 classes, not 5
 
     for args, says in (

@@ -114,6 +114,12 @@ class DatasetConfig(Strict):
         description="imagefolder: what a transparent pixel (a PNG, WebP or GIF with an alpha "
         "channel: icons, logos, cut-outs) is drawn on; black shows a white-on-transparent glyph",
     )
+    fit: Literal["squeeze", "crop", "pad"] = Field(
+        "squeeze",
+        description="imagefolder: how an image that is not square becomes image_size x "
+        "image_size: squeezed whole (its shapes stretched), its centre square cropped (its edges "
+        "lost), or padded to a square with the background colour (smaller, nothing lost)",
+    )
     seed: int = 0
 
     @field_validator("source", mode="before")

@@ -76,7 +76,9 @@ def load_dataset(experiment: Experiment) -> LoadedDataset:
             cache_dir / f"images-{_images_key(ds, digest)}.pt",
             lambda: _decode_images(
                 check_class_files(ds, str(root), local_class_files(root)),
-                lambda rel: _decode_one(root / rel, ds.image_size, ds.num_channels, ds.background),
+                lambda rel: _decode_one(
+                    root / rel, ds.image_size, ds.num_channels, ds.background, ds.fit
+                ),
                 str(root),
                 digest,
                 workers=max(2, os.cpu_count() or 2),
@@ -95,14 +97,14 @@ def _load_s3_folder(ds: DatasetConfig, cache_dir: Path) -> LoadedDataset:
     fs = s3.s3_filesystem(ds.storage_options)
     listing = s3.list_s3_folder(fs, uri)
     classes = check_s3_listing(ds, listing)
-    size, channels, background = ds.image_size, ds.num_channels, ds.background
+    size, channels, background, fit = ds.image_size, ds.num_channels, ds.background, ds.fit
     wanted = {rel for files in classes.values() for rel in files}
     decoded: dict[str, np.ndarray | str] = {}
 
     def decode_while_hashing(rel: str, data: bytes) -> None:
         # An object fetched to be hashed is decoded at once: a first load downloads it once.
         if rel in wanted:
-            decoded[rel] = _decode_one(data, size, channels, background)
+            decoded[rel] = _decode_one(data, size, channels, background, fit)
 
     cache_file = cache_dir / f"manifest-{_path_key(f'{s3.endpoint_of(fs)} {uri}')}.json"
     entries = s3.s3_manifest(fs, listing, cache_file, on_read=decode_while_hashing)
@@ -111,7 +113,7 @@ def _load_s3_folder(ds: DatasetConfig, cache_dir: Path) -> LoadedDataset:
     def decode(rel: str) -> np.ndarray | str:
         if rel in decoded:
             return decoded.pop(rel)
-        return _decode_one(s3.read_object(fs, uri, rel), size, channels, background)
+        return _decode_one(s3.read_object(fs, uri, rel), size, channels, background, fit)
 
     dataset = _cached(
         cache_dir / f"images-{_images_key(ds, digest)}.pt",
@@ -130,7 +132,8 @@ DECODER_VERSION = 3
 def _images_key(ds: DatasetConfig, digest: str) -> str:
     classes = _classes_key(ds.classes)
     size = f"{ds.image_size}-{ds.num_channels}"
-    return f"{digest[:20]}-{size}-{classes}-{ds.background}-d{DECODER_VERSION}"
+    fit = "" if ds.fit == "squeeze" else f"-{ds.fit}"  # (the keys from before the setting)
+    return f"{digest[:20]}-{size}-{classes}-{ds.background}{fit}-d{DECODER_VERSION}"
 
 
 def _path_key(path: Path) -> str:
@@ -218,13 +221,19 @@ ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
 
 def _decode_one(
-    source: Path | bytes, size: int, channels: int, background: str = "white"
+    source: Path | bytes,
+    size: int,
+    channels: int,
+    background: str = "white",
+    fit: str = "squeeze",
 ) -> np.ndarray | str:
     """One image file (a path, or the bytes of an object) as uint8 [C, H, W], or why it is not.
 
     A transparent pixel is drawn on `background`, as a viewer shows the file on a page: dropping
     the alpha leaves the colour such a pixel happens to hold, which for an icon or a logo is
-    mostly black under a black glyph (the image came out a single colour)."""
+    mostly black under a black glyph (the image came out a single colour). An image that is not
+    square is squeezed whole to `size` x `size`, or its centre square is cropped (`fit: crop`),
+    or it is padded to a square with the background colour (`fit: pad`)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -241,7 +250,14 @@ def _decode_one(
             elif im.mode in ALPHA_MODES or "transparency" in im.info:
                 im = _on_background(im, background)
             im = im.convert("L" if channels == 1 else "RGB")
-            im = im.resize((size, size), Image.Resampling.BILINEAR)
+            if fit == "crop":
+                im = ImageOps.fit(im, (size, size), Image.Resampling.BILINEAR)
+            elif fit == "pad":
+                value = 255 if background == "white" else 0
+                colour = value if channels == 1 else (value, value, value)
+                im = ImageOps.pad(im, (size, size), Image.Resampling.BILINEAR, color=colour)
+            else:
+                im = im.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)
     except UnidentifiedImageError:
         # Pillow's message names the file again, as its full path or as "<_io.BytesIO object at

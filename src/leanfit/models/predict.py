@@ -34,6 +34,7 @@ class ModelCard:
     image_size: int
     channels: int
     background: str = "white"
+    fit: str = "squeeze"
     from_card: bool = True  # False: guessed from the model's signature (an older model)
 
     def to_metadata(self) -> dict[str, Any]:
@@ -43,6 +44,7 @@ class ModelCard:
                 "image_size": self.image_size,
                 "channels": self.channels,
                 "background": self.background,
+                "fit": self.fit,
                 "input": "float32 images in [0, 1], shape (N, channels, image_size, image_size)",
             }
         }
@@ -51,7 +53,7 @@ class ModelCard:
 def card_of(experiment, dataset) -> ModelCard:
     """The card of a model trained on `dataset` as `experiment` decodes it."""
     ds = experiment.dataset
-    return ModelCard(list(dataset.classes), ds.image_size, dataset.channels, ds.background)
+    return ModelCard(list(dataset.classes), ds.image_size, dataset.channels, ds.background, ds.fit)
 
 
 def model_uri(model: str) -> str:
@@ -87,6 +89,7 @@ def read_card(uri: str) -> ModelCard:
             int(card["image_size"]),
             int(card["channels"]),
             str(card.get("background", "white")),
+            str(card.get("fit", "squeeze")),  # (a card from before the setting)
         )
     return _card_from_signature(uri, info.signature)
 
@@ -150,7 +153,7 @@ def predict(
     pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2))  # Pillow frees the GIL
 
     def decode(f: Path):
-        return _decode_one(f, card.image_size, card.channels, card.background)
+        return _decode_one(f, card.image_size, card.channels, card.background, card.fit)
 
     with pool:
         for start in range(0, len(files), BATCH):
