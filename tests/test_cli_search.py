@@ -159,9 +159,14 @@ def test_a_search_of_an_image_folder_names_the_files_it_could_not_read(in_tmp):
 def test_validate_shows_what_a_search_would_train_on_and_what_is_wrong_with_it(in_tmp):
     """Before an hour's search, `leanfit validate` decodes the folder as the search does and
     says what it holds: the classes' sizes, the splits, the files it skipped, a lopsided class
-    balance, too few steps an epoch; and refuses a parameter budget no model meets."""
+    balance, too few steps an epoch, photos that would be squeezed; and refuses a parameter
+    budget no model meets."""
+    from PIL import Image
+
     root = write_image_folder(in_tmp / "imgs", {"cat": 30, "dog": 5}, size=8)
     (root / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    for i in range(4):  # 4:3 photos, as a phone takes them
+        Image.new("RGB", (16, 12), (200, 100, 50)).save(root / "cat" / f"photo{i}.jpg")
     cfg = digits_config(
         dataset={"source": "imagefolder", "path": "imgs", "image_size": 8, "channels": 3},
     )
@@ -169,11 +174,15 @@ def test_validate_shows_what_a_search_would_train_on_and_what_is_wrong_with_it(i
     result = run_cli("validate", "e.yaml", cwd=in_tmp)
     assert result.returncode == 0, result.stderr
     out = " ".join(result.stdout.split())  # rich wraps long lines
-    assert "35 images at 8x8x3, 2 classes: cat: 30, dog: 5" in out, out
-    assert "splits train 21, validation 7, test 7; the search trains on 21" in out, out
+    assert "39 images at 8x8x3, 2 classes: cat: 34, dog: 5" in out, out
+    assert "splits train 23, validation 8, test 8; the search trains on 23" in out, out
     assert "skipped 1 unreadable file(s)" in out and "cat/broken.jpg" in out, out
-    assert "the largest class has 6.0x the images of the smallest" in out, out
+    assert "the largest class has 6.8x the images of the smallest" in out, out
     assert "1 step(s) an epoch at batch_size 16" in out, out
+    assert "4 of 39 images sampled are not square (up to 1.33:1); each is squeezed" in out, out
+    write_yaml(in_tmp / "crop.yaml", {**cfg, "dataset": {**cfg["dataset"], "fit": "crop"}})
+    cropped = run_cli("validate", "crop.yaml", cwd=in_tmp)
+    assert cropped.returncode == 0 and "not square" not in cropped.stdout, cropped.stdout
 
     digits = run_cli("validate", str(EXAMPLES / "digits.yaml"), cwd=in_tmp)
     assert digits.returncode == 0, digits.stderr

@@ -110,6 +110,18 @@ def dataset_summary(experiment, space) -> tuple[list[str], list[str]]:
     notice = few_steps_notice(space, len(plan.search))
     if notice is not None:
         notes.append(notice)
+    ds = experiment.dataset
+    if ds.source == "imagefolder" and ds.s3_uri is None and ds.fit == "squeeze":
+        from leanfit.data.check import shapes_sample
+
+        read, not_square, widest = shapes_sample(experiment.dataset_path())
+        if read and not_square * 10 >= read:  # a tenth or more
+            notes.append(
+                f"note: {not_square} of {read} images sampled are not square (up to "
+                f"{widest:.2f}:1); each is squeezed to {ds.image_size}x{ds.image_size}, its "
+                "shapes stretched (dataset.fit: crop keeps the centre square, pad the whole "
+                "image on the background)"
+            )
     return lines, notes
 
 

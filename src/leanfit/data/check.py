@@ -25,6 +25,32 @@ def local_class_files(root: Path) -> dict[str, list[str]]:
     }
 
 
+# Images whose sides differ by more than this ratio count as not square (a 4:3 photo is 1.33)
+NOT_SQUARE = 1.15
+
+
+def shapes_sample(root: Path, n: int = 200) -> tuple[int, int, float]:
+    """Of up to `n` of a local image folder's files, spread evenly over it: how many were read
+    (their headers only), how many are not square, and the largest ratio of long to short side."""
+    from PIL import Image
+
+    files = [root / f for names in local_class_files(root).values() for f in names]
+    step = max(1, len(files) // n)
+    read = not_square = 0
+    widest = 1.0
+    for path in files[::step][:n]:
+        try:
+            with Image.open(path) as im:
+                w, h = im.size
+        except Exception:  # noqa: BLE001 - an unreadable file is listed by the decoder
+            continue
+        read += 1
+        ratio = max(w, h) / max(1, min(w, h))
+        widest = max(widest, ratio)
+        not_square += ratio > NOT_SQUARE
+    return read, not_square, widest
+
+
 def check_dataset(experiment: Experiment) -> None:
     """Cheap checks before anything is written: the folder exists and its classes hold files.
 
