@@ -226,6 +226,19 @@ def test_finalists_are_the_best_within_budget_and_a_spread_of_sizes():
     assert choose_finalists(front, 1, max_params=10_000) == [front[3]]
     assert choose_finalists(front, 3, max_params=100) == []
 
+    # the best has no image wrong of 359 (lucky as often as better): counted as one wrong, the
+    # others within 5 x 1/359 = 1.4% error are finalists too, not none; one model a size
+    perfect = [
+        {"trial": i, "params": p, "val_accuracy": a}
+        for i, (p, a) in enumerate(
+            [(400, 0.95), (900, 0.9861), (1_500, 0.9889), (1_500, 0.9916), (7_554, 1.0)]
+        )
+    ]
+    assert choose_finalists(perfect, 3, None) == [perfect[4]], "without the split's size"
+    chosen = choose_finalists(perfect, 3, None, validation_images=359)
+    assert [m["trial"] for m in chosen] == [1, 3, 4]
+    assert [m["trial"] for m in choose_finalists(perfect, 4, None, 359)] == [1, 3, 4]
+
 
 FINAL_TRAIN_ALONE = """
 import json, sys

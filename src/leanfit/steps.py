@@ -359,20 +359,36 @@ def search(
 FINALIST_ERROR_RATIO = 5.0
 
 
-def choose_finalists(front: list[dict], k: int, max_params: int | None) -> list[dict]:
+def choose_finalists(
+    front: list[dict], k: int, max_params: int | None, validation_images: int | None = None
+) -> list[dict]:
     """The most accurate front model within the budget, then others spread over log10 params,
-    among those whose error is at most `FINALIST_ERROR_RATIO` times the best's."""
+    among those whose error is at most `FINALIST_ERROR_RATIO` times the best's, of different
+    sizes. The best's error counts as at least one of `validation_images` wrong: a model with
+    none wrong on a few hundred images is lucky as often as better, and a bound of 5 x 0 left
+    it the only finalist."""
     import math
 
     pool = [m for m in front if max_params is None or m["params"] <= max_params]
     if not pool:
         return []
     best = max(pool, key=lambda m: (m["val_accuracy"], -m["params"]))
-    worst_error = FINALIST_ERROR_RATIO * (1.0 - best["val_accuracy"])
+    best_error = 1.0 - best["val_accuracy"]
+    if validation_images:
+        best_error = max(best_error, 1.0 / validation_images)
+    worst_error = FINALIST_ERROR_RATIO * best_error
     rest = sorted(
-        (m for m in pool if m is not best and 1.0 - m["val_accuracy"] <= worst_error),
-        key=lambda m: m["params"],
+        (
+            m
+            for m in pool
+            if m is not best
+            and m["params"] != best["params"]
+            and 1.0 - m["val_accuracy"] <= worst_error + 1e-12
+        ),
+        key=lambda m: (m["params"], -m["val_accuracy"]),
     )
+    # one model a size, its most accurate (the same architecture with other hyperparameters)
+    rest = [m for i, m in enumerate(rest) if i == 0 or m["params"] != rest[i - 1]["params"]]
     chosen = [best]
     if k > 1 and rest:
         lo, hi = math.log10(rest[0]["params"]), math.log10(rest[-1]["params"])
@@ -396,14 +412,17 @@ def final_train(
 
     exp = _with_policy(experiment, policy_path)
     front = json.loads(Path(front_path).read_text())["front"]
-    finalists = choose_finalists(front, exp.pipeline.final_top_k, exp.objectives.max_params)
+    plan = DataPlan.load(plan_path)
+    finalists = choose_finalists(
+        front, exp.pipeline.final_top_k, exp.objectives.max_params, len(plan.splits.val)
+    )
     if not finalists:
         raise LeanfitError(
             "objectives.max_params: no model of the search's Pareto front fits the parameter "
             "budget; raise max_params or give the search more time (budget.wall_time)"
         )
     dataset = load_dataset(exp)
-    data = train_data(exp, dataset, for_search=False, plan=DataPlan.load(plan_path))
+    data = train_data(exp, dataset, for_search=False, plan=plan)
     epochs = exp.pipeline.final_epochs or exp.budget.max_epochs
     out = Path(models_dir)
     out.mkdir(parents=True, exist_ok=True)
