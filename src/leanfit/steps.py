@@ -342,6 +342,12 @@ def search(
     if outcome.reused:
         _log(f"search: reused the finished search {outcome.search_run_id} (same settings, data)")
     _log(f"search: {len(controller.trials)} trials, {len(front)} models on the Pareto front")
+    deleted, size = controller.stats.pruned
+    if deleted:
+        _log(
+            f"search: the Pareto models' checkpoints kept, {deleted:,} others deleted "
+            f"({size / 2**20:.1f} MiB)"
+        )
     best = controller.best_accuracy()
     return {
         "trials": float(len(controller.trials)),
