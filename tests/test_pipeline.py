@@ -254,7 +254,7 @@ steps.final_train(experiment, **paths)
 
 
 def test_a_final_training_killed_goes_on_from_its_checkpoint_and_is_not_trained_twice(
-    tmp_path, reference_genotype, capsys
+    tmp_path, reference_genotype, capsys, request
 ):
     """The final step, run alone as its component runs it, killed with -9 mid-training: run
     again, it resumes from the epoch its checkpoint holds (not from the start) and ends with
@@ -272,7 +272,11 @@ def test_a_final_training_killed_goes_on_from_its_checkpoint_and_is_not_trained_
     from leanfit.train.checkpoint import load_checkpoint
     from leanfit.train.trial import data_plan
 
-    epochs = 30
+    epochs = 12
+    # one thread here and in the step: two test processes each training with both cores' threads
+    # slowed this test from 18 s alone to 210 s in the suite
+    request.addfinalizer(lambda threads=torch.get_num_threads(): torch.set_num_threads(threads))
+    torch.set_num_threads(1)
     data = small_pipeline_config(
         pipeline={"final_top_k": 1, "final_epochs": epochs}, work_dir=str(tmp_path / "work")
     )
@@ -297,7 +301,7 @@ def test_a_final_training_killed_goes_on_from_its_checkpoint_and_is_not_trained_
     step = subprocess.Popen(
         [sys.executable, "-c", FINAL_TRAIN_ALONE,
          json.dumps({"experiment": data, **paths, "models_dir": str(tmp_path / "cut")}),
-         str(torch.get_num_threads())],
+         "1"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 120
