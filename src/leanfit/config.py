@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -90,11 +90,12 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
-DATASET_SOURCES = ("digits", "imagefolder", "cifar10")
+DatasetSource = Literal["digits", "imagefolder", "cifar10"]
+DATASET_SOURCES = get_args(DatasetSource)
 
 
 class DatasetConfig(Strict):
-    source: Literal["digits", "imagefolder", "cifar10"]
+    source: DatasetSource
     path: str | None = None
     storage_options: dict[str, Any] | None = Field(
         None,

@@ -255,10 +255,6 @@ def train(
                 x = prepare(augment(train_x.index_select(0, idx)))
                 yield x, train_y.index_select(0, idx)
 
-    # On a CPU the next chunk is augmented in a thread while this one trains; on a GPU the work
-    # is queued asynchronously anyway. The thread gets one intra-op thread (a per-thread setting
-    # with OpenMP): two threads each running parallel regions over the same cores stall each
-    # other (digits at batch 32 trained 2x slower).
     def state(epochs_done: int) -> dict[str, Any]:
         return {
             "model": model.state_dict(),
@@ -273,6 +269,10 @@ def train(
             "normalize": {"mean": mean.flatten().tolist(), "std": std.flatten().tolist()},
         }
 
+    # On a CPU the next chunk is augmented in a thread while this one trains; on a GPU the work
+    # is queued asynchronously anyway. The thread gets one intra-op thread (a per-thread setting
+    # with OpenMP): two threads each running parallel regions over the same cores stall each
+    # other (digits at batch 32 trained 2x slower).
     prefetch = settings.prefetch and device.type == "cpu"
     feed = Prefetched(chunks(), setup=lambda: torch.set_num_threads(1)) if prefetch else chunks()
     train_time = 0.0
@@ -325,8 +325,12 @@ def train(
                 if hopeless is not None:
                     result.status, result.reason = "stopped", hopeless
                     break
-            due = time.perf_counter() - saved_at >= SAVE_SPACING * save_seconds
-            if save_progress and checkpoint_to is not None and epoch + 1 < budget.epochs and due:
+            if (
+                save_progress
+                and checkpoint_to is not None
+                and epoch + 1 < budget.epochs
+                and time.perf_counter() - saved_at >= SAVE_SPACING * save_seconds
+            ):
                 t_save = time.perf_counter()
                 save_checkpoint(checkpoint_to, state(epoch + 1))
                 saved_at = time.perf_counter()
