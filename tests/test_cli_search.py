@@ -184,6 +184,24 @@ def test_validate_shows_what_a_search_would_train_on_and_what_is_wrong_with_it(i
     cropped = run_cli("validate", "crop.yaml", cwd=in_tmp)
     assert cropped.returncode == 0 and "not square" not in cropped.stdout, cropped.stdout
 
+    # a folder split in advance (train/, test/): its classes, and where each split came from
+    write_image_folder(in_tmp / "split" / "train", {"cat": 10, "dog": 10}, size=8)
+    write_image_folder(in_tmp / "split" / "test", {"cat": 3, "dog": 3}, size=8)
+    write_yaml(in_tmp / "split.yaml", {**cfg, "dataset": {**cfg["dataset"], "path": "split"}})
+    split = run_cli("validate", "split.yaml", cwd=in_tmp)
+    out = " ".join(split.stdout.split())
+    assert "26 images at 8x8x3, 2 classes: cat: 13, dog: 13" in out, out
+    assert "splits train 16 (train/), validation 4 (20% of train/), test 6 (test/)" in out, out
+    assert "the validation split has 4 images, so one image is 25.0 points" in out, out
+    assert "raise dataset.val_fraction" in out, out
+    write_image_folder(in_tmp / "split" / "val", {"cat": 2}, size=8)  # no dog in it
+    given = " ".join(run_cli("validate", "split.yaml", cwd=in_tmp).stdout.split())
+    assert "validation 2 (val/)" in given and "split (val/) has 2 images" in given, given
+    assert "put more images in val/" in given and "val/ has no images of dog" in given, given
+    write_image_folder(in_tmp / "split" / "bird", {"bird": 2}, size=8)  # a class left outside
+    mixed = run_cli("validate", "split.yaml", cwd=in_tmp)
+    assert mixed.returncode == 2 and "beside other folders (bird)" in mixed.stderr, mixed.stderr
+
     digits = run_cli("validate", str(EXAMPLES / "digits.yaml"), cwd=in_tmp)
     assert digits.returncode == 0, digits.stderr
     assert "1,797 images at 16x16x1, 10 classes" in digits.stdout, digits.stdout

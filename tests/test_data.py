@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from unittest import mock
 
 import numpy as np
@@ -304,3 +305,79 @@ def test_the_pipelines_fingerprint_step_lists_the_first_skipped_files_and_counts
     assert "a/note19.txt: not an image file Pillow can read" in out and "note20" not in out, out
     assert "... and 5 more" in out, out
     assert len(json.loads((tmp_path / "manifest.json").read_text())["skipped"]) == 25
+
+
+def test_a_folder_split_in_advance_gives_its_classes_and_its_splits(tmp_path):
+    """data/train/cat/..., data/test/cat/...: the classes are the folders inside the split
+    folders (before, "train" and "test" were the two classes), the test/ folder is the test
+    split, the validation split is drawn from train/; a file loose in a split folder (a
+    competition's unlabelled test images) belongs to no class and is listed."""
+    from leanfit.data.sources import NO_CLASS
+    from leanfit.train.trial import data_plan
+
+    root = tmp_path / "data"
+    write_image_folder(root / "train", {"cat": 10, "dog": 10}, size=8)
+    write_image_folder(root / "test", {"cat": 3, "dog": 2}, size=8, seed=1)
+    (root / "test" / "cat" / "img000.png").replace(root / "test" / "unlabelled.png")
+    exp = folder_experiment(root, tmp_path, val_fraction=0.2, test_fraction=0.3)
+    ds = load_dataset(exp)
+    assert ds.classes == ["cat", "dog"] and len(ds.labels) == 24
+    assert ds.skipped == [("test/unlabelled.png", NO_CLASS)]
+    plan = data_plan(exp, ds)
+    s = plan.splits
+    assert len(s.test) == 4 and ds.labels[s.test].tolist() == [0, 0, 1, 1]  # test/, all of it
+    assert len(s.val) == 4 and ds.labels[s.val].bincount().tolist() == [2, 2]  # 20% of train/
+    assert len(s.train) == 16
+    assert len(np.unique(np.concatenate([s.train, s.val, s.test]))) == 24
+    # the test images are test/'s: the same pixels, and none of them in train or validation
+    from PIL import Image
+
+    dog = np.asarray(Image.open(root / "test" / "dog" / "img000.png").resize((8, 8)))
+    found = [
+        i for i in range(24) if np.abs(ds.images[i].numpy().transpose(1, 2, 0) - dog).max() < 1
+    ]
+    assert found and set(found) <= set(s.test.tolist()), found
+
+    # A validation folder (any case) is the validation split; the same files read as classes
+    # are another dataset, not the cached one
+    write_image_folder(root / "Validation", {"cat": 2, "dog": 3}, size=8, seed=2)
+    ds = load_dataset(exp)
+    s = data_plan(exp, ds).splits
+    assert (len(s.train), len(s.val), len(s.test)) == (20, 5, 4)
+    assert ds.split_folders == {"Validation": "val", "test": "test", "train": "train"}
+    flat = load_dataset(folder_experiment(root, tmp_path, layout="classes"))
+    assert flat.classes == ["Validation", "test", "train"] and flat.predefined_test is None
+
+    # a folder split into train/ and val/ only: the test split is drawn from train/
+    (root / "test").rename(tmp_path / "test-aside")
+    s = data_plan(exp, load_dataset(exp)).splits
+    assert (len(s.train), len(s.val), len(s.test)) == (14, 5, 6)
+
+    # a watcher names a class folder still empty as the folder it is
+    from leanfit.trigger.watch import empty_class_folders
+
+    (root / "train" / "bird").mkdir()
+    assert empty_class_folders(exp) == ["train/bird"]
+
+
+@pytest.mark.parametrize(
+    "folders, layout, expected",
+    [
+        (["train/cat", "train/dog", "bird"], "auto", "beside other folders (bird)"),
+        (["train/cat", "train/dog", "training/cat"], "auto", "2 folders for the train split"),
+        (["val/cat", "val/dog", "test/cat"], "auto", "no train/ (or training/) folder"),
+        (["train/cat", "train/dog", "test/cat", "test/bird"], "auto", "['bird']"),
+        (["cat", "dog"], "splits", "dataset.layout: splits, but"),
+    ],
+)
+def test_a_folder_split_in_advance_that_cannot_be_read_so_names_the_fix(
+    tmp_path, folders, layout, expected
+):
+    root = tmp_path / "data"
+    for i, folder in enumerate(folders):
+        write_image_folder(root / folder.rpartition("/")[0], {folder.rpartition("/")[2]: 2}, 8, i)
+    with pytest.raises(DatasetError, match=re.escape(expected)):
+        load_dataset(folder_experiment(root, tmp_path, layout=layout))
+    assert not (tmp_path / "work" / "cache").exists() or not list(
+        (tmp_path / "work" / "cache").glob("images-*")
+    )

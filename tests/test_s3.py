@@ -174,6 +174,18 @@ def test_s3_folder_loads_like_the_local_one_and_downloads_each_object_once(s3, t
     assert torch.equal(again.images, loaded.images) and again.source == uri
 
 
+def test_a_bucket_split_in_advance_reads_as_the_same_folder_does(s3, tmp_path):
+    local = tmp_path / "data"
+    write_image_folder(local / "train", {"cat": 6, "dog": 6}, size=8)
+    write_image_folder(local / "test", {"cat": 2, "dog": 2}, size=8, seed=1)
+    from_s3 = load_dataset(image_folder_experiment(s3.upload(local, "data"), tmp_path / "w1"))
+    from_folder = load_dataset(image_folder_experiment(str(local), tmp_path / "w2"))
+    assert from_s3.classes == from_folder.classes == ["cat", "dog"]
+    assert from_s3.split_folders == {"train": "train", "test": "test"}
+    assert from_s3.predefined_test.tolist() == from_folder.predefined_test.tolist()
+    assert len(from_s3.predefined_test) == 4 and torch.equal(from_s3.images, from_folder.images)
+
+
 def test_an_empty_class_folder_is_refused_or_skipped_as_in_a_local_folder(s3, tmp_path):
     uri = s3.upload(write_image_folder(tmp_path / "imgs", {"cat": 3, "dog": 3}), "imgs")
     s3.put("imgs/bird/", b"")  # what "create folder" leaves in a bucket

@@ -84,7 +84,11 @@ def dataset_summary(experiment, space) -> tuple[list[str], list[str]]:
     make the search learn little (a lopsided class balance, few steps an epoch); the budgets
     are checked against the space as `leanfit search` checks them."""
     from leanfit.data.sources import load_dataset, skipped_notice
-    from leanfit.search.run import check_budgets_reachable, few_steps_notice
+    from leanfit.search.run import (
+        check_budgets_reachable,
+        few_steps_notice,
+        split_notices,
+    )
     from leanfit.train.trial import data_plan
 
     with console.status("reading the dataset (decoded once, then cached for the search) ..."):
@@ -97,8 +101,8 @@ def dataset_summary(experiment, space) -> tuple[list[str], list[str]]:
     lines = [
         f"dataset  {len(dataset.labels):,} images at {height}x{width}x{channels}, "
         f"{dataset.num_classes} classes: {per_class}",
-        f"splits   train {len(plan.splits.train):,}, validation {len(plan.splits.val):,}, "
-        f"test {len(plan.splits.test):,}; the search trains on {len(plan.search):,}",
+        f"splits   {splits_line(dataset, plan, experiment.dataset)}; the search trains on "
+        f"{len(plan.search):,}",
     ]
     notes = [skipped_notice(dataset.skipped)] if dataset.skipped else []
     if min(counts) * LOPSIDED_CLASSES < max(counts):
@@ -108,8 +112,7 @@ def dataset_summary(experiment, space) -> tuple[list[str], list[str]]:
             "or list the classes to keep in dataset.classes)"
         )
     notice = few_steps_notice(space, len(plan.search))
-    if notice is not None:
-        notes.append(notice)
+    notes += ([notice] if notice else []) + split_notices(dataset, plan)
     ds = experiment.dataset
     if ds.source == "imagefolder" and ds.s3_uri is None and ds.fit == "squeeze":
         from leanfit.data.check import shapes_sample
@@ -123,6 +126,26 @@ def dataset_summary(experiment, space) -> tuple[list[str], list[str]]:
                 "image on the background)"
             )
     return lines, notes
+
+
+def splits_line(dataset, plan, ds) -> str:
+    """The size of each split, and for a folder split in advance, where each came from."""
+    sizes = {"train": plan.splits.train, "val": plan.splits.val, "test": plan.splits.test}
+    names = {"train": "train", "val": "validation", "test": "test"}
+    folders = {role: top for top, role in dataset.split_folders.items()}
+    given = {
+        "val": dataset.predefined_val is not None, "test": dataset.predefined_test is not None
+    }  # fmt: skip
+    parts = []
+    for role, idx in sizes.items():
+        part = f"{names[role]} {len(idx):,}"
+        if folders and (role == "train" or given[role]):
+            part += f" ({folders[role]}/)"
+        elif folders and len(idx):
+            fraction = ds.val_fraction if role == "val" else ds.test_fraction
+            part += f" ({fraction:.0%} of {folders['train']}/)"
+        parts.append(part)
+    return ", ".join(parts)
 
 
 @app.command()

@@ -121,6 +121,13 @@ class DatasetConfig(Strict):
         "image_size: squeezed whole (its shapes stretched), its centre square cropped (its edges "
         "lost), or padded to a square with the background colour (smaller, nothing lost)",
     )
+    layout: Literal["auto", "classes", "splits"] = Field(
+        "auto",
+        description="imagefolder: `classes`: each folder in path is a class; `splits`: path holds "
+        "train/ (and val/, test/) folders of class folders, used as the splits (the ones missing "
+        "are drawn from train/ by val_fraction and test_fraction); `auto`: splits when folders "
+        "named so hold class folders",
+    )
     seed: int = 0
 
     @field_validator("source", mode="before")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,7 +87,7 @@ def check_dataset(experiment: Experiment) -> None:
             )
 
 
-def check_s3_listing(ds: DatasetConfig, listing: S3Listing) -> dict[str, list[str]]:
+def check_s3_listing(ds: DatasetConfig, listing: S3Listing) -> ClassFiles:
     """The class files of a listed s3:// folder, checked as a local folder's are."""
     if not listing.files and not listing.folders:
         raise DatasetError(
@@ -96,13 +97,96 @@ def check_s3_listing(ds: DatasetConfig, listing: S3Listing) -> dict[str, list[st
     return check_class_files(ds, listing.uri, listing.class_files())
 
 
-def check_class_files(
-    ds: DatasetConfig, where: str, found: dict[str, list[str]]
-) -> dict[str, list[str]]:
-    """The files of the classes to use, by class; empty and missing class folders are refused.
+# The folders of a dataset split in advance (data/train/cat/..., data/test/cat/...: Kaggle's
+# downloads, most labelling tools' exports, torchvision ImageFolder projects), by the split each
+# stands for; read case-insensitively.
+SPLIT_FOLDERS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+}
+
+
+@dataclass
+class ClassFiles:
+    """A dataset's files by class (paths relative to its folder), and where it was split in
+    advance, the split folders by the split each stands for ("train", "val", "test")."""
+
+    classes: dict[str, list[str]]
+    split_folders: dict[str, str] = field(default_factory=dict)
+    loose: list[str] = field(default_factory=list)  # files in a split folder but in no class
+
+    def split_of(self, rel: str) -> str | None:
+        return self.split_folders.get(rel.partition("/")[0])
+
+
+def arrange(ds: DatasetConfig, where: str, found: dict[str, list[str]]) -> ClassFiles:
+    """The files of a folder's top-level folders read as classes, or, where those folders are
+    train/ (val/, test/) folders holding class folders, by the class folders inside them.
+
+    Without this a folder split in advance became a two-class problem, "train" against "test".
+    The folders named as splits (`SPLIT_FOLDERS`) are split folders when one of them holds files
+    inside sub-folders; files loose in a split folder (a competition's unlabelled test images)
+    belong to no class and are listed. `dataset.layout` overrides the guess either way."""
+    nested = {top for top, files in found.items() if any(f.count("/") >= 2 for f in files)}
+    splits = {top: SPLIT_FOLDERS[top.lower()] for top in found if top.lower() in SPLIT_FOLDERS}
+    if ds.layout == "auto" and not nested & set(splits):
+        splits = {}
+    if ds.layout == "classes" or not splits:
+        if ds.layout == "splits":
+            raise DatasetError(
+                f"dataset.layout: splits, but {where!r} has no split folder (train/, val/, test/ "
+                f"holding class folders), found {sorted(found)}; set dataset.layout: classes "
+                "where each of its folders is a class"
+            )
+        return ClassFiles(found)
+    others = sorted(set(found) - set(splits))
+    if others:
+        raise DatasetError(
+            f"dataset.path: {where!r} holds split folders ({', '.join(sorted(splits))}) beside "
+            f"other folders ({', '.join(others)}); move each class folder into a split folder, "
+            "or set dataset.layout: classes to read every top-level folder as a class"
+        )
+    by_role: dict[str, list[str]] = {}
+    for top in sorted(splits):
+        by_role.setdefault(splits[top], []).append(top)
+    for role, tops in by_role.items():
+        if len(tops) > 1:
+            raise DatasetError(
+                f"dataset.path: {where!r} has {len(tops)} folders for the {role} split "
+                f"({', '.join(tops)}); merge them into one"
+            )
+    if "train" not in by_role:
+        raise DatasetError(
+            f"dataset.path: {where!r} has the split folder(s) {', '.join(sorted(splits))} but "
+            "no train/ (or training/) folder of images to learn from; add one, or set "
+            "dataset.layout: classes where each of its folders is a class"
+        )
+    classes: dict[str, list[str]] = {}
+    loose = []
+    for top in sorted(splits):
+        for rel in found[top]:
+            parts = rel.split("/")
+            if len(parts) < 3:
+                loose.append(rel)
+            else:
+                classes.setdefault(parts[1], []).append(rel)
+    return ClassFiles({c: sorted(classes[c]) for c in sorted(classes)}, splits, sorted(loose))
+
+
+def check_class_files(ds: DatasetConfig, where: str, found: dict[str, list[str]]) -> ClassFiles:
+    """The files of the classes to use, by class; empty and missing class folders are refused,
+    and in a folder split in advance, a class with no images in its train/ folder.
 
     Empty class folders are dropped when `dataset.empty_classes` is `skip`.
     """
+    arranged = arrange(ds, where, found)
+    found = arranged.classes
     if ds.classes is not None:
         missing = [c for c in ds.classes if c not in found]
         if missing:
@@ -123,7 +207,19 @@ def check_class_files(
             f"dataset.path: {where!r} needs at least two class folders with images "
             f"(one sub-folder per class), found {len(usable)}"
         )
-    return usable
+    if arranged.split_folders:
+        [train] = [top for top, role in arranged.split_folders.items() if role == "train"]
+        untrained = [
+            c for c, files in usable.items() if all(arranged.split_of(f) != "train" for f in files)
+        ]
+        if untrained:
+            raise DatasetError(
+                f"dataset.path: class folder(s) {untrained} in {where!r} have no images in "
+                f"{train}/, only in another split: a model cannot learn a class it never trains "
+                f"on; add images to {train}/{untrained[0]}/, or leave the class out "
+                "(dataset.classes)"
+            )
+    return replace(arranged, classes=usable)
 
 
 def cifar_root(experiment: Experiment) -> Path:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from leanfit.config import DatasetConfig, Experiment
 from leanfit.data.check import (
+    ClassFiles,
     check_class_files,
     check_dataset,
     check_s3_listing,
@@ -42,6 +43,9 @@ class LoadedDataset:
     source: str  # where it came from, for MLflow
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
     predefined_test: np.ndarray | None = None  # indices of an official test split, if any
+    predefined_val: np.ndarray | None = None  # indices of a validation split given, if any
+    # a folder split in advance: its split folders by the split each stands for
+    split_folders: dict[str, str] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -52,12 +56,24 @@ class LoadedDataset:
         return int(self.images.shape[1])
 
     def splits(self, val_fraction: float, test_fraction: float, seed: int) -> Splits:
+        """The stratified, seeded splits; a split given with the data (CIFAR-10's test batch, a
+        folder's val/ or test/) is used as it is, and the ones not given are drawn from the rest
+        by their fractions."""
         labels = self.labels.numpy()
-        if self.predefined_test is None:
+        val, test = self.predefined_val, self.predefined_test
+        if val is None and test is None:
             return make_splits(labels, val_fraction, test_fraction, seed)
-        rest = np.setdiff1d(np.arange(len(labels)), self.predefined_test)
-        inner = make_splits(labels[rest], val_fraction, 0.0, seed)
-        return Splits(rest[inner.train], rest[inner.val], np.sort(self.predefined_test))
+        given = [s for s in (val, test) if s is not None]
+        rest = np.setdiff1d(np.arange(len(labels)), np.concatenate(given))
+        inner = make_splits(
+            labels[rest], 0.0 if val is not None else val_fraction,
+            0.0 if test is not None else test_fraction, seed,
+        )  # fmt: skip
+        return Splits(
+            rest[inner.train],
+            np.sort(val) if val is not None else rest[inner.val],
+            np.sort(test) if test is not None else rest[inner.test],
+        )
 
 
 def load_dataset(experiment: Experiment) -> LoadedDataset:
@@ -72,10 +88,11 @@ def load_dataset(experiment: Experiment) -> LoadedDataset:
     if ds.source == "imagefolder":
         root = experiment.dataset_path()
         digest = fingerprint_folder(root, cache_dir / f"manifest-{_path_key(root)}.json")
+        files = check_class_files(ds, str(root), local_class_files(root))
         dataset = _cached(
-            cache_dir / f"images-{_images_key(ds, digest)}.pt",
+            cache_dir / f"images-{_images_key(ds, digest, files)}.pt",
             lambda: _decode_images(
-                check_class_files(ds, str(root), local_class_files(root)),
+                files,
                 lambda rel: _decode_one(
                     root / rel, ds.image_size, ds.num_channels, ds.background, ds.fit
                 ),
@@ -96,9 +113,9 @@ def _load_s3_folder(ds: DatasetConfig, cache_dir: Path) -> LoadedDataset:
     uri = ds.s3_uri
     fs = s3.s3_filesystem(ds.storage_options)
     listing = s3.list_s3_folder(fs, uri)
-    classes = check_s3_listing(ds, listing)
+    files = check_s3_listing(ds, listing)
     size, channels, background, fit = ds.image_size, ds.num_channels, ds.background, ds.fit
-    wanted = {rel for files in classes.values() for rel in files}
+    wanted = {rel for rels in files.classes.values() for rel in rels}
     decoded: dict[str, np.ndarray | str] = {}
 
     def decode_while_hashing(rel: str, data: bytes) -> None:
@@ -116,8 +133,8 @@ def _load_s3_folder(ds: DatasetConfig, cache_dir: Path) -> LoadedDataset:
         return _decode_one(s3.read_object(fs, uri, rel), size, channels, background, fit)
 
     dataset = _cached(
-        cache_dir / f"images-{_images_key(ds, digest)}.pt",
-        lambda: _decode_images(classes, decode, uri, digest, workers=s3.READ_WORKERS),
+        cache_dir / f"images-{_images_key(ds, digest, files)}.pt",
+        lambda: _decode_images(files, decode, uri, digest, workers=s3.READ_WORKERS),
     )
     return replace(dataset, source=uri)
 
@@ -129,11 +146,13 @@ def _load_s3_folder(ds: DatasetConfig, cache_dir: Path) -> LoadedDataset:
 DECODER_VERSION = 3
 
 
-def _images_key(ds: DatasetConfig, digest: str) -> str:
+def _images_key(ds: DatasetConfig, digest: str, files: ClassFiles) -> str:
     classes = _classes_key(ds.classes)
     size = f"{ds.image_size}-{ds.num_channels}"
-    fit = "" if ds.fit == "squeeze" else f"-{ds.fit}"  # (the keys from before the setting)
-    return f"{digest[:20]}-{size}-{classes}-{ds.background}{fit}-d{DECODER_VERSION}"
+    # (the keys from before these settings stay as they were)
+    fit = "" if ds.fit == "squeeze" else f"-{ds.fit}"
+    split = "-split" if files.split_folders else ""  # the same files read as given splits
+    return f"{digest[:20]}-{size}-{classes}-{ds.background}{fit}{split}-d{DECODER_VERSION}"
 
 
 def _path_key(path: Path) -> str:
@@ -162,7 +181,8 @@ def _cached(path: Path, build) -> LoadedDataset:
 
 def skipped_notice(skipped: list[tuple[str, str]], shown: int = 10) -> str:
     """What a command says of the files it could not read: how many, and the first few."""
-    lines = [f"skipped {len(skipped)} unreadable file(s)"]
+    unreadable = "" if any(why == NO_CLASS for _, why in skipped) else "unreadable "
+    lines = [f"skipped {len(skipped)} {unreadable}file(s)"]
     lines += [f"  {name}: {why}" for name, why in skipped[:shown]]
     if len(skipped) > shown:
         lines.append(f"  ... and {len(skipped) - shown} more")
@@ -292,24 +312,32 @@ def _eight_bit(im):
     return Image.fromarray(np.round(scaled).astype(np.uint8))  # 2-D uint8: mode "L"
 
 
+# Why a file loose in a split folder (data/test/1.jpg beside data/test/cat/) is not used
+NO_CLASS = "in no class folder of its split folder (unlabelled)"
+
+
 def _decode_images(
-    classes: dict[str, list[str]],
+    class_files: ClassFiles,
     decode: Callable[[str], np.ndarray | str],
     where: str,
     digest: str,
     workers: int,
 ) -> LoadedDataset:
-    """The images of each class folder, decoded concurrently; unreadable files are listed."""
+    """The images of each class folder, decoded concurrently; unreadable files are listed, and
+    so are the files of a split folder that are in no class folder."""
+    classes = class_files.classes
     files = [(rel, c) for c, rels in classes.items() for rel in rels]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         decoded = list(pool.map(lambda fc: decode(fc[0]), files))
-    arrays, labels, skipped = [], [], []
+    arrays, labels, roles = [], [], []
+    skipped = [(rel, NO_CLASS) for rel in class_files.loose]
     for (rel, c), arr in zip(files, decoded, strict=True):
         if isinstance(arr, str):
             skipped.append((rel, arr))
         else:
             arrays.append(arr)
             labels.append(c)
+            roles.append(class_files.split_of(rel))
     present = [c for c in classes if c in set(labels)]
     if len(present) < 2:
         raise DatasetError(
@@ -319,7 +347,17 @@ def _decode_images(
     index = {c: i for i, c in enumerate(present)}
     images = torch.from_numpy(np.stack(arrays))
     y = torch.tensor([index[c] for c in labels], dtype=torch.int64)
-    return LoadedDataset(images, y, present, digest, where, skipped)
+    given = {role for role in roles if role not in (None, "train")}
+    predefined = {
+        role: np.flatnonzero(np.array([r == role for r in roles])).astype(np.int64)
+        for role in given
+    }
+    return LoadedDataset(
+        images, y, present, digest, where, skipped,
+        predefined_test=predefined.get("test"),
+        predefined_val=predefined.get("val"),
+        split_folders=dict(class_files.split_folders),
+    )  # fmt: skip
 
 
 def _load_cifar10(experiment: Experiment, cache_dir: Path) -> LoadedDataset:

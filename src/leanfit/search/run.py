@@ -151,6 +151,43 @@ def few_steps_notice(space, images: int) -> str | None:
     )
 
 
+# A validation split smaller than this makes one image a point or more of validation accuracy
+SMALL_VALIDATION = 100
+
+
+def split_notices(dataset, plan) -> list[str]:
+    """What to tell a user of the validation and test splits: a validation split of a few dozen
+    images (a small val/ folder, a small dataset), by which the search ranks models in steps of
+    one image; a class with no images in a split given as a folder."""
+    notes = []
+    folders = {role: top for top, role in dataset.split_folders.items()}
+    given = {"val": dataset.predefined_val is not None, "test": dataset.predefined_test is not None}
+    val = len(plan.splits.val)
+    if 0 < val < SMALL_VALIDATION:
+        if folders and given["val"]:
+            where = f" ({folders['val']}/)"
+            fix = f"put more images in {folders['val']}/, or remove it to draw "
+            fix += "dataset.val_fraction of the training images"
+        else:
+            where, fix = "", "raise dataset.val_fraction or add images"
+        notes.append(
+            f"note: the validation split{where} has {val} images, so one image is "
+            f"{100 / val:.1f} points of validation accuracy, by which the search ranks models "
+            f"and the final models are chosen; {fix}"
+        )
+    for role, idx in (("val", plan.splits.val), ("test", plan.splits.test)):
+        if not (folders and given[role]):
+            continue
+        present = set(dataset.labels[idx].tolist())
+        absent = [c for i, c in enumerate(dataset.classes) if i not in present]
+        if absent:
+            notes.append(
+                f"note: {folders[role]}/ has no images of {', '.join(absent)}; its accuracy "
+                f"says nothing of them (add a folder of each to {folders[role]}/)"
+            )
+    return notes
+
+
 class MlflowEvents:
     """Logs each trial job as a nested run of the search run."""
 
@@ -344,8 +381,8 @@ def _search(
         from leanfit.train.trial import data_plan
 
         plan = DataPlan.load(plan_file) if plan_file else data_plan(experiment, dataset)
-        notice = few_steps_notice(space, len(plan.search))
-        if notice is not None:
+        few = few_steps_notice(space, len(plan.search))
+        for notice in ([few] if few else []) + split_notices(dataset, plan):
             on_notice(notice)
     uri = experiment.tracking_uri()
     database = missing_sqlite_database(uri)

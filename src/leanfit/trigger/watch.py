@@ -48,12 +48,27 @@ def tolerant(experiment: Experiment) -> Experiment:
 
 
 def empty_class_folders(experiment: Experiment) -> list[str]:
-    from leanfit.data.check import local_class_files
+    """The class folders with no files yet; in a folder split in advance, as train/bird."""
+    from leanfit.data.check import arrange, class_folders, local_class_files
+    from leanfit.data.fingerprint import list_files
+    from leanfit.errors import DatasetError
 
     root = experiment.dataset_path()
     if experiment.dataset.source != "imagefolder" or root is None or not root.is_dir():
         return []
-    return sorted(name for name, files in local_class_files(root).items() if not files)
+    found = local_class_files(root)
+    try:
+        splits = arrange(experiment.dataset, str(root), found).split_folders
+    except DatasetError:  # said by the load that follows
+        return []
+    if not splits:
+        return sorted(name for name, files in found.items() if not files)
+    return sorted(
+        f"{top}/{folder.name}"
+        for top in splits
+        for folder in class_folders(root / top)
+        if not list_files(folder)
+    )
 
 
 @contextlib.contextmanager
