@@ -140,11 +140,28 @@ def test_predict_classifies_files_as_the_model_saw_its_training_images(tmp_path)
         assert record["class"] == ["cat", "dog"][best]
         assert abs(record["probability"] - float(probs[best])) < 2e-6, (record, probs)
         assert [t["class"] for t in record["top"]] == [["cat", "dog"][best], ["dog", "cat"][best]]
+    # the files lie in folders named after the classes: how often the model agrees with them
+    agree = (expected.argmax(1) == dataset.labels).sum().item()
+    assert 0 < agree < len(records)  # a score that could come out otherwise
+    assert (
+        f"accuracy {agree / len(records):.4f} on the {len(records)} file(s) in folders named "
+        f"after a class ({len(records) - agree} wrong)"
+    ) in " ".join(result.stderr.split()), result.stderr
+    assert "by class: cat " in result.stderr and "most confused: " in result.stderr
 
     table = run_cli("predict", "models:/leanfit-pets/1", str(root / "cat"), "--top", "5",
                     "--tracking-uri", uri, cwd=tmp_path)  # fmt: skip
     assert table.returncode == 0 and "5 image(s)" in table.stdout, table.stderr
     assert "class 2" in table.stdout and "class 3" not in table.stdout  # 2 classes, not 5
+    # piped, each file's row is one line, its path whole however long (rich folds at 80)
+    wide_png = str(root / "cat" / "wide.png")
+    assert len(wide_png) > 60 and any(wide_png in line for line in table.stdout.splitlines())
+    elsewhere = tmp_path / "unsorted"
+    elsewhere.mkdir()
+    (root / "cat" / "img000.png").rename(elsewhere / "img000.png")
+    unlabelled = run_cli("predict", "leanfit-pets", str(elsewhere), "--tracking-uri", uri,
+                         cwd=tmp_path)  # fmt: skip
+    assert unlabelled.returncode == 0 and "accuracy" not in unlabelled.stdout, unlabelled.stdout
 
     for args, says in (
         (("no-such-model", str(root)), "could not be read"),

@@ -787,7 +787,27 @@ def predict(
             for cls, prob in pred.top:
                 cells += [escape(cls), f"{prob:.3f}"]
             table.add_row(*cells)
-        console.print(table)
+        if console.is_terminal:
+            console.print(table)
+        else:  # a pipe or a file: each row on one line, however long its path
+            from rich.console import Console
+
+            longest = max((len(pred.file) for pred in predictions), default=0)
+            wide = max(console.width, longest + 4 + (len("probability 1") + 3) * 2 * shown)
+            Console(width=wide, soft_wrap=False).print(table)
+    score = p.folder_score(predictions, card.classes) if card.from_card else None
+    if score is not None:  # files in class folders (a test/ folder): how often they agree
+        out = err_console if as_json else console
+        out.print(
+            f"accuracy {score.accuracy:.4f} on the {score.files:,} file(s) in folders named after "
+            f"a class ({score.files - score.correct:,} wrong)",
+            highlight=False,
+        )
+        if score.correct < score.files:
+            per_class = ", ".join(f"{c} {k}/{n}" for c, (k, n) in score.by_class.items())
+            mixups = ", ".join(f"{a} as {b} {n}" for a, b, n in score.confused[:5])
+            out.print(f"  by class: {per_class}", highlight=False, markup=False)
+            out.print(f"  most confused: {mixups}", highlight=False, markup=False)
     if not predictions:
         raise LeanfitError(
             f"images: none of the {len(files)} file(s) could be read as an image; give image "

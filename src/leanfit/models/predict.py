@@ -214,3 +214,45 @@ def as_records(predictions: Sequence[Prediction]) -> list[Mapping[str, Any]]:
         }
         for p in predictions
     ]
+
+
+@dataclass(frozen=True)
+class FolderScore:
+    """How the predictions of files lying in folders named after the model's classes (a test/
+    folder of class folders) agree with those folders."""
+
+    files: int
+    correct: int
+    by_class: dict[str, tuple[int, int]]  # class: (correct, files), classes with files only
+    confused: list[tuple[str, str, int]]  # (folder's class, predicted, count), most first
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.files
+
+
+def folder_score(predictions: Sequence[Prediction], classes: Sequence[str]) -> FolderScore | None:
+    """The score of the predictions whose file's folder is named after one of `classes`, or None
+    when no file lies in such a folder (files to classify, not to check)."""
+    from collections import Counter
+
+    known = set(classes)
+    by_class: dict[str, list[int]] = {}
+    confused: Counter = Counter()
+    for pred in predictions:
+        label = Path(pred.file).parent.name
+        if label not in known:
+            continue
+        hit = pred.top[0][0] == label
+        counts = by_class.setdefault(label, [0, 0])
+        counts[0] += hit
+        counts[1] += 1
+        if not hit:
+            confused[(label, pred.top[0][0])] += 1
+    if not by_class:
+        return None
+    files = sum(n for _, n in by_class.values())
+    correct = sum(k for k, _ in by_class.values())
+    ordered = {c: tuple(by_class[c]) for c in classes if c in by_class}
+    pairs = [(a, b, n) for (a, b), n in confused.most_common()]
+    return FolderScore(files, correct, ordered, pairs)
