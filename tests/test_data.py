@@ -43,6 +43,11 @@ def test_image_folder_skips_and_lists_unreadable_files(tmp_path):
     (root / "dog" / "notes.txt").write_text("not an image")
     good = (root / "dog" / "img000.png").read_bytes()
     (root / "dog" / "truncated.png").write_bytes(good[: len(good) // 2])
+    # what operating systems leave: no class, no file skipped, as .DS_Store
+    (root / "__MACOSX" / "cat").mkdir(parents=True)
+    (root / "__MACOSX" / "cat" / "._img000.png").write_bytes(b"\x00\x05\x16\x07")
+    (root / "cat" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    (root / "dog" / "desktop.ini").write_text("[.ShellClassInfo]")
     ds = load_dataset(folder_experiment(root, tmp_path))
     assert ds.images.shape == (11, 3, 8, 8)
     assert ds.classes == ["cat", "dog"]

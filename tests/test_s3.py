@@ -123,6 +123,8 @@ def test_s3_digest_equals_the_local_folders_and_follows_content(s3, tmp_path):
     s3.put("data/imgs/.DS_Store", b"hidden")  # hidden names are left out, as in a folder
     s3.put("data/imgs/cat/.thumb.png", b"hidden")
     s3.put("data/imgs/.cache/x", b"hidden")
+    s3.put("data/imgs/__MACOSX/cat/._img000.png", b"a zip's resource fork")  # system files
+    s3.put("data/imgs/dog/Thumbs.db", b"Windows' thumbnails")
     cache = tmp_path / "manifest.json"
 
     digest = s3_digest(uri + "/", cache)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from leanfit.config import DatasetConfig, Experiment
-from leanfit.data.fingerprint import list_files
+from leanfit.data.fingerprint import ignored, list_files
 from leanfit.errors import DatasetError
 
 if TYPE_CHECKING:
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 def class_folders(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p for p in root.iterdir() if p.is_dir() and not ignored(p.name))
 
 
 def local_class_files(root: Path) -> dict[str, list[str]]:

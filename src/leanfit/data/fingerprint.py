@@ -41,12 +41,24 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+# What operating systems leave beside a user's files, never a user's data: macOS's resource
+# forks in a zip (__MACOSX/, unpacked anywhere but on a Mac), Windows Explorer's thumbnail cache
+# and folder settings. Hidden names (.DS_Store, ._img.jpg, .ipynb_checkpoints) are left out too.
+SYSTEM_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini", "ehthumbs.db"})
+
+
+def ignored(name: str) -> bool:
+    """Whether a file or folder name is left out of a dataset, in a folder and in a bucket."""
+    return name.startswith(".") or name in SYSTEM_NAMES
+
+
 def list_files(root: Path) -> list[Path]:
-    """Every regular file below root, hidden files and folders left out, in sorted order."""
+    """Every regular file below root, hidden and system files and folders left out, in sorted
+    order."""
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".")]
+        dirnames[:] = sorted(d for d in dirnames if not ignored(d))
+        out += [Path(dirpath) / f for f in sorted(filenames) if not ignored(f)]
     return out
 
 

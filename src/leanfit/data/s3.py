@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from leanfit.data.fingerprint import ManifestEntry, StoredFile, cached_manifest
+from leanfit.data.fingerprint import ManifestEntry, StoredFile, cached_manifest, ignored
 from leanfit.errors import DatasetError
 
 # Objects are fetched concurrently: the work is waiting on the network, not the CPU.
@@ -105,9 +105,9 @@ def list_s3_folder(fs, uri: str) -> S3Listing:
             continue  # the prefix itself is an object: not a folder
         rel = name[len(base) + 1 :]
         parts = rel.rstrip("/").split("/")
-        if not parts[0].startswith(".") and (len(parts) > 1 or rel.endswith("/")):
+        if not ignored(parts[0]) and (len(parts) > 1 or rel.endswith("/")):
             folders.add(parts[0])  # a class folder, even if it holds only hidden files or none
-        if rel.endswith("/") or any(p.startswith(".") for p in parts):
+        if rel.endswith("/") or any(ignored(p) for p in parts):
             continue  # a folder marker (the console's "create folder"), or a hidden name
         version = info.get("ETag") or str(info.get("LastModified") or "")
         files.append(StoredFile(rel, int(info["size"]), str(version)))
