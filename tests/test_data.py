@@ -317,7 +317,7 @@ def test_a_folder_split_in_advance_gives_its_classes_and_its_splits(tmp_path):
     folders (before, "train" and "test" were the two classes), the test/ folder is the test
     split, the validation split is drawn from train/; a file loose in a split folder (a
     competition's unlabelled test images) belongs to no class and is listed."""
-    from leanfit.data.sources import NO_CLASS
+    from leanfit.data.check import NO_CLASS
     from leanfit.train.trial import data_plan
 
     root = tmp_path / "data"
@@ -386,3 +386,87 @@ def test_a_folder_split_in_advance_that_cannot_be_read_so_names_the_fix(
     assert not (tmp_path / "work" / "cache").exists() or not list(
         (tmp_path / "work" / "cache").glob("images-*")
     )
+
+
+def test_a_flat_folder_with_a_labels_csv_gives_each_file_its_class(tmp_path):
+    """Images in one folder and a CSV of (file, label), as Kaggle ships them: a file is named
+    with or without its extension, relative to the folder; files the CSV leaves out and rows
+    that name no file are listed; the labels are part of the data's digest."""
+    from leanfit.data.check import NO_FILE, NOT_LABELLED
+
+    classes = write_image_folder(tmp_path / "sorted", {"cat": 4, "dog": 4}, size=8)
+    flat = tmp_path / "flat"
+    (flat / "batch2").mkdir(parents=True)
+    rows = []
+    for c in ("cat", "dog"):
+        for i, f in enumerate(sorted((classes / c).iterdir())):
+            rel = f"{'batch2/' if i == 3 else ''}{c}-{f.name}"
+            f.replace(flat / rel)
+            rows.append((rel if i % 2 else rel.rsplit(".", 1)[0], c))  # ids without extension
+    (flat / "stray.png").write_bytes((flat / "cat-img000.png").read_bytes())
+    rows.append(("gone.png", "dog"))
+    # a spreadsheet's export: a byte-order mark, semicolons, an extra column
+    csv = "\ufeffid;notes;label\n" + "".join(f"{n};x;{c}\n" for n, c in rows)
+    (tmp_path / "labels.csv").write_text(csv, encoding="utf-8")
+    exp = folder_experiment(flat, tmp_path, labels=str(tmp_path / "labels.csv"))
+    ds = load_dataset(exp)
+    assert ds.classes == ["cat", "dog"] and ds.labels.bincount().tolist() == [4, 4]
+    assert sorted(ds.skipped) == [("gone.png", NO_FILE), ("stray.png", NOT_LABELLED)]
+    from PIL import Image
+
+    dog = np.asarray(Image.open(flat / "batch2" / "dog-img003.jpg"))
+    [at] = [i for i in range(8) if np.abs(ds.images[i].numpy().transpose(1, 2, 0) - dog).max() < 1]
+    assert ds.classes[int(ds.labels[at])] == "dog"
+
+    relabelled = csv.replace("batch2/dog-img003.jpg;x;dog", "batch2/dog-img003.jpg;x;cat")
+    assert relabelled != csv
+    (tmp_path / "labels.csv").write_text(relabelled, encoding="utf-8")
+    again = load_dataset(exp)
+    assert again.digest != ds.digest and again.labels.bincount().tolist() == [5, 3]
+
+    (tmp_path / "three.csv").write_text("name,kind,source\ncat-img000,cat,a\ndog-img000,dog,a\n")
+    picked = folder_experiment(
+        flat, tmp_path, labels=str(tmp_path / "three.csv"), label_columns=["name", "source"]
+    )
+    with pytest.raises(DatasetError, match=re.escape("1 label(s), ['a']; at least two")):
+        load_dataset(picked)  # the columns named were read
+
+
+@pytest.mark.parametrize(
+    "text, columns, expected",
+    [
+        (None, None, "does not exist or is not a file"),
+        ("a,b,c\nx.png,y,z\n", None, "set dataset.label_columns: [FILE_COLUMN, LABEL_COLUMN]"),
+        ("file,label\nx.png,cat\nx.png,dog\n", None, "line 3: 'x.png' is labelled both 'cat'"),
+        ("file,label\nx.png,\n", None, "line 2: 'x.png' has an empty label"),
+        ("file,label\nnowhere.png,cat\n", None, "none of the 1 files"),
+        ("file,label\n", None, "has no rows under its header"),
+        ("file,label\nx.png,cat\n", ["path", "label"], "['path'] not in the header"),
+    ],
+)
+def test_a_labels_csv_that_cannot_be_read_names_the_line_and_the_fix(
+    tmp_path, text, columns, expected
+):
+    root = write_image_folder(tmp_path / "imgs", {"a": 2}, size=8)
+    (root / "a" / "img000.png").replace(root / "x.png")
+    if text is not None:
+        (tmp_path / "labels.csv").write_text(text)
+    exp = folder_experiment(root, tmp_path, labels="labels.csv", label_columns=columns)
+    exp = experiment_from_dict(exp.model_dump(mode="json"), tmp_path)
+    with pytest.raises(DatasetError, match=re.escape(expected)):
+        load_dataset(exp)
+    assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.parametrize(
+    "dataset, expected",
+    [
+        ({"source": "digits", "labels": "l.csv"}, "for source: imagefolder"),
+        ({"source": "imagefolder", "path": "s3://b/p", "labels": "l.csv"}, "local folder only"),
+        ({"source": "imagefolder", "path": "p", "label_columns": ["f", "l"]}, "is not set"),
+        ({"source": "imagefolder", "path": "p", "labels": "l.csv", "layout": "splits"}, "use one"),
+    ],
+)
+def test_the_file_refuses_labels_where_they_cannot_apply(dataset, expected):
+    with pytest.raises(Exception, match=re.escape(expected)):
+        experiment_from_dict({"name": "x", "dataset": dataset})

@@ -128,6 +128,19 @@ class DatasetConfig(Strict):
         "are drawn from train/ by val_fraction and test_fraction); `auto`: splits when folders "
         "named so hold class folders",
     )
+    labels: str | None = Field(
+        None,
+        description="imagefolder: a CSV file of (file, label) rows with a header, for images in "
+        "one folder rather than a folder per class; files are named relative to path, with or "
+        "without their extension",
+    )
+    label_columns: list[str] | None = Field(
+        None,
+        min_length=2,
+        max_length=2,
+        description="labels: the names of the file and label columns, where the CSV has more "
+        "than those two and they are not named file/label (or id/class, image/category, ...)",
+    )
     seed: int = 0
 
     @field_validator("source", mode="before")
@@ -186,6 +199,20 @@ class DatasetConfig(Strict):
                     "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the "
                     "environment"
                 )
+        if self.labels is not None:
+            if self.source != "imagefolder":
+                raise ValueError("labels: a labels CSV is for source: imagefolder")
+            if self.s3_uri is not None or "://" in self.labels:
+                raise ValueError(
+                    "labels: a labels CSV is read for a local folder only; for a bucket, put "
+                    "each class's images under a prefix of its own (s3://bucket/prefix/cat/...)"
+                )
+            if self.layout == "splits":
+                raise ValueError(
+                    "layout: splits reads classes from folders, labels from a CSV; use one"
+                )
+        elif self.label_columns is not None:
+            raise ValueError("label_columns: names the columns of `labels`, which is not set")
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError(
                 "val_fraction + test_fraction must leave at least 10% of images for training"
@@ -734,6 +761,11 @@ class Experiment(Strict):
         if "://" in self.dataset.path:
             return None
         return (self.base_dir / self.dataset.path).expanduser().resolve()
+
+    def labels_path(self) -> Path | None:
+        if self.dataset.labels is None:
+            return None
+        return (self.base_dir / self.dataset.labels).expanduser().resolve()
 
     def work_path(self) -> Path:
         return Path(self.work_dir).expanduser().resolve()

@@ -26,6 +26,14 @@ def local_class_files(root: Path) -> dict[str, list[str]]:
     }
 
 
+def folder_files(experiment: Experiment, root: Path) -> dict[str, list[str]] | ClassFiles:
+    """A local folder's files by class folder, or by the class its labels CSV gives them."""
+    labels = experiment.labels_path()
+    if labels is None:
+        return local_class_files(root)
+    return labelled_files(root, labels, experiment.dataset.label_columns)
+
+
 # Images whose sides differ by more than this ratio count as not square (a 4:3 photo is 1.33)
 NOT_SQUARE = 1.15
 
@@ -35,7 +43,7 @@ def shapes_sample(root: Path, n: int = 200) -> tuple[int, int, float]:
     (their headers only), how many are not square, and the largest ratio of long to short side."""
     from PIL import Image
 
-    files = [root / f for names in local_class_files(root).values() for f in names]
+    files = list_files(root)  # (its class folders', or all of a folder labelled by a CSV)
     step = max(1, len(files) // n)
     read = not_square = 0
     widest = 1.0
@@ -77,7 +85,7 @@ def check_dataset(experiment: Experiment) -> None:
             raise DatasetError(
                 f"dataset.path: {str(root)!r} is a file; give a folder of class folders"
             )
-        check_class_files(ds, str(root), local_class_files(root))
+        check_class_files(ds, str(root), folder_files(experiment, root))
     elif ds.source == "cifar10":
         root = cifar_root(experiment)
         if not (root / "cifar-10-batches-py").is_dir() and not ds.download:
@@ -119,7 +127,10 @@ class ClassFiles:
 
     classes: dict[str, list[str]]
     split_folders: dict[str, str] = field(default_factory=dict)
-    loose: list[str] = field(default_factory=list)  # files in a split folder but in no class
+    # files not used, and why: loose in a split folder, not in the labels CSV; and the CSV's
+    # rows that name no file
+    unused: list[tuple[str, str]] = field(default_factory=list)
+    labels: str | None = None  # the labels CSV the classes came from, if any
 
     def split_of(self, rel: str) -> str | None:
         return self.split_folders.get(rel.partition("/")[0])
@@ -176,16 +187,130 @@ def arrange(ds: DatasetConfig, where: str, found: dict[str, list[str]]) -> Class
                 loose.append(rel)
             else:
                 classes.setdefault(parts[1], []).append(rel)
-    return ClassFiles({c: sorted(classes[c]) for c in sorted(classes)}, splits, sorted(loose))
+    unused = [(rel, NO_CLASS) for rel in sorted(loose)]
+    return ClassFiles({c: sorted(classes[c]) for c in sorted(classes)}, splits, unused)
 
 
-def check_class_files(ds: DatasetConfig, where: str, found: dict[str, list[str]]) -> ClassFiles:
-    """The files of the classes to use, by class; empty and missing class folders are refused,
-    and in a folder split in advance, a class with no images in its train/ folder.
+# Why a file is not used though it is in the folder (or a row of the labels CSV names no file);
+# the other files skipped are those that cannot be read as images
+NO_CLASS = "in no class folder of its split folder (unlabelled)"
+NOT_LABELLED = "not in the labels file"
+NO_FILE = "named in the labels file, but not in the folder"
+AMBIGUOUS = "named in the labels file without its extension, which fits more than one file"
+UNUSED = (NO_CLASS, NOT_LABELLED, NO_FILE, AMBIGUOUS)
+
+# Column names taken for the file and the label of a labels CSV (case-insensitive), in order
+FILE_COLUMNS = ("file", "filename", "file_name", "path", "image", "image_id", "img", "id", "name")
+LABEL_COLUMNS = ("label", "class", "category", "target", "y", "species", "breed", "class_name")
+
+
+def read_labels(path: Path, columns: list[str] | None) -> list[tuple[str, str]]:
+    """The (file, label) rows of a labels CSV (a header first; comma, semicolon or tab)."""
+    import csv
+
+    where = f"dataset.labels: {str(path)!r}"
+    if not path.is_file():
+        raise DatasetError(
+            f"{where} does not exist or is not a file; give the CSV of file and label columns "
+            "(relative paths start at the experiment file's folder)"
+        )
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # (a spreadsheet's export starts with a BOM)
+    except UnicodeDecodeError:
+        raise DatasetError(
+            f"{where} is not a text file; give a CSV of file and label columns"
+        ) from None
+    try:
+        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    rows = [row for row in csv.reader(text.splitlines(), dialect) if any(c.strip() for c in row)]
+    if len(rows) < 2:
+        raise DatasetError(f"{where} has no rows under its header; give one row per image")
+    header = [h.strip() for h in rows[0]]
+    lower = [h.lower() for h in header]
+    if columns is not None:
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise DatasetError(
+                f"dataset.label_columns: {missing} not in the header of {str(path)!r}, which is "
+                f"{header}"
+            )
+        file_col, label_col = (header.index(c) for c in columns)
+    elif len(header) == 2:
+        file_col, label_col = 0, 1
+    else:
+        file_col = next((lower.index(c) for c in FILE_COLUMNS if c in lower), None)
+        label_col = next((lower.index(c) for c in LABEL_COLUMNS if c in lower), None)
+        if file_col is None or label_col is None:
+            raise DatasetError(
+                f"{where}: which of its columns {header} are the file and the label is not "
+                "clear; set dataset.label_columns: [FILE_COLUMN, LABEL_COLUMN]"
+            )
+    pairs, labels_of = [], {}
+    for line, row in enumerate(rows[1:], start=2):
+        if max(file_col, label_col) >= len(row) or not row[file_col].strip():
+            raise DatasetError(f"{where}, line {line}: {row} has no file or no label")
+        name, label = row[file_col].strip(), row[label_col].strip()
+        if not label:
+            raise DatasetError(f"{where}, line {line}: {name!r} has an empty label")
+        if labels_of.setdefault(name, label) != label:
+            raise DatasetError(
+                f"{where}, line {line}: {name!r} is labelled both {labels_of[name]!r} and "
+                f"{label!r}; keep one row per file"
+            )
+        pairs.append((name, label))
+    return pairs
+
+
+def _without_extension(rel: str) -> str:
+    head, slash, name = rel.rpartition("/")
+    return head + slash + (name.rsplit(".", 1)[0] if "." in name else name)
+
+
+def labelled_files(root: Path, labels_csv: Path, columns: list[str] | None) -> ClassFiles:
+    """The files of a folder by the class its labels CSV gives them. A file is named relative
+    to the folder, with or without its extension (Kaggle's ids); a file the CSV does not name,
+    and a row that names no file, are listed as unused."""
+    pairs = read_labels(labels_csv, columns)
+    files = [f.relative_to(root).as_posix() for f in list_files(root) if f != labels_csv]
+    present = set(files)
+    by_stem: dict[str, list[str]] = {}
+    for rel in files:
+        by_stem.setdefault(_without_extension(rel), []).append(rel)
+    classes: dict[str, list[str]] = {}
+    used, unused = set(), []
+    for name, label in pairs:
+        key = name.replace("\\", "/").removeprefix("./")
+        matches = [key] if key in present else by_stem.get(key, [])
+        if len(matches) != 1:
+            unused.append((name, AMBIGUOUS if matches else NO_FILE))
+            continue
+        if matches[0] not in used:
+            used.add(matches[0])
+            classes.setdefault(label, []).append(matches[0])
+    if not used:
+        shown = ", ".join(repr(name) for name, _ in pairs[:3])
+        raise DatasetError(
+            f"dataset.labels: none of the {len(pairs):,} files {str(labels_csv)!r} names is in "
+            f"{str(root)!r} (its first rows name {shown}); name each file relative to "
+            "dataset.path, with or without its extension"
+        )
+    unused += [(rel, NOT_LABELLED) for rel in files if rel not in used]
+    by_class = {c: sorted(classes[c]) for c in sorted(classes)}
+    return ClassFiles(by_class, unused=unused, labels=str(labels_csv))
+
+
+def check_class_files(
+    ds: DatasetConfig, where: str, found: dict[str, list[str]] | ClassFiles
+) -> ClassFiles:
+    """The files of the classes to use, by class (given by folder, or arranged already: by a
+    labels CSV); empty and missing class folders are refused, and in a folder split in advance,
+    a class with no images in its train/ folder.
 
     Empty class folders are dropped when `dataset.empty_classes` is `skip`.
     """
-    arranged = arrange(ds, where, found)
+    arranged = found if isinstance(found, ClassFiles) else arrange(ds, where, found)
     found = arranged.classes
     if ds.classes is not None:
         missing = [c for c in ds.classes if c not in found]
@@ -202,6 +327,12 @@ def check_class_files(ds: DatasetConfig, where: str, found: dict[str, list[str]]
             "remove the folder, or set dataset.empty_classes: skip"
         )
     usable = {name: files for name, files in found.items() if files}
+    if len(usable) < 2 and arranged.labels is not None:
+        raise DatasetError(
+            f"dataset.labels: {arranged.labels!r} gives the files of {where!r} "
+            f"{len(usable)} label(s), {sorted(usable)}; at least two are needed (check "
+            "dataset.label_columns)"
+        )
     if len(usable) < 2:
         raise DatasetError(
             f"dataset.path: {where!r} needs at least two class folders with images "

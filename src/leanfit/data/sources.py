@@ -20,12 +20,13 @@ import torch.nn.functional as F
 
 from leanfit.config import DatasetConfig, Experiment
 from leanfit.data.check import (
+    UNUSED,
     ClassFiles,
     check_class_files,
     check_dataset,
     check_s3_listing,
     cifar_root,
-    local_class_files,
+    folder_files,
 )
 from leanfit.data.fingerprint import fingerprint_bytes, fingerprint_folder, manifest_digest
 from leanfit.data.splits import Splits, make_splits
@@ -88,7 +89,10 @@ def load_dataset(experiment: Experiment) -> LoadedDataset:
     if ds.source == "imagefolder":
         root = experiment.dataset_path()
         digest = fingerprint_folder(root, cache_dir / f"manifest-{_path_key(root)}.json")
-        files = check_class_files(ds, str(root), local_class_files(root))
+        labels = experiment.labels_path()
+        if labels is not None:  # the labels are part of the data: a changed row is new data
+            digest = fingerprint_bytes(digest.encode(), labels.read_bytes())
+        files = check_class_files(ds, str(root), folder_files(experiment, root))
         dataset = _cached(
             cache_dir / f"images-{_images_key(ds, digest, files)}.pt",
             lambda: _decode_images(
@@ -181,7 +185,7 @@ def _cached(path: Path, build) -> LoadedDataset:
 
 def skipped_notice(skipped: list[tuple[str, str]], shown: int = 10) -> str:
     """What a command says of the files it could not read: how many, and the first few."""
-    unreadable = "" if any(why == NO_CLASS for _, why in skipped) else "unreadable "
+    unreadable = "" if any(why in UNUSED for _, why in skipped) else "unreadable "
     lines = [f"skipped {len(skipped)} {unreadable}file(s)"]
     lines += [f"  {name}: {why}" for name, why in skipped[:shown]]
     if len(skipped) > shown:
@@ -312,10 +316,6 @@ def _eight_bit(im):
     return Image.fromarray(np.round(scaled).astype(np.uint8))  # 2-D uint8: mode "L"
 
 
-# Why a file loose in a split folder (data/test/1.jpg beside data/test/cat/) is not used
-NO_CLASS = "in no class folder of its split folder (unlabelled)"
-
-
 def _decode_images(
     class_files: ClassFiles,
     decode: Callable[[str], np.ndarray | str],
@@ -323,14 +323,14 @@ def _decode_images(
     digest: str,
     workers: int,
 ) -> LoadedDataset:
-    """The images of each class folder, decoded concurrently; unreadable files are listed, and
-    so are the files of a split folder that are in no class folder."""
+    """The images of each class, decoded concurrently; unreadable files are listed, and so are
+    the files not used (in no class folder of a split folder, not in the labels CSV)."""
     classes = class_files.classes
     files = [(rel, c) for c, rels in classes.items() for rel in rels]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         decoded = list(pool.map(lambda fc: decode(fc[0]), files))
     arrays, labels, roles = [], [], []
-    skipped = [(rel, NO_CLASS) for rel in class_files.loose]
+    skipped = list(class_files.unused)
     for (rel, c), arr in zip(files, decoded, strict=True):
         if isinstance(arr, str):
             skipped.append((rel, arr))

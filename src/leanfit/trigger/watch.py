@@ -56,6 +56,8 @@ def empty_class_folders(experiment: Experiment) -> list[str]:
     root = experiment.dataset_path()
     if experiment.dataset.source != "imagefolder" or root is None or not root.is_dir():
         return []
+    if experiment.dataset.labels is not None:  # classes from a CSV, not from folders
+        return []
     found = local_class_files(root)
     try:
         splits = arrange(experiment.dataset, str(root), found).split_folders
