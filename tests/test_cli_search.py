@@ -487,6 +487,15 @@ def test_the_pipelines_search_resumes_a_run_cut_short_and_reuses_a_finished_one(
     assert len(trial_runs(in_tmp / "mlflow.db")[1]) == len(runs), "nothing trained"
     assert front_table(again.controller) == front_table(resumed.controller)
 
+    # a larger budget than the finished search had (`leanfit search --trials 6` first, the file
+    # asking for more): the pipeline goes on with it, not reads back a shorter search
+    notes: list[str] = []
+    more = run_search(exp, max_trials=9, on_notice=notes.append, **step)
+    assert not more.reused and more.search_run_id == first.search_run_id
+    assert len(more.controller.trials) == 9
+    assert any("ran with a smaller budget (6 trials against 9 trials)" in n for n in notes), notes
+    assert run_search(exp, **step).reused  # 9 trials cover the file's 6
+
 
 def test_report_refuses_what_it_cannot_read_naming_the_fix(in_tmp):
     """`leanfit report` where there is nothing to read, or the wrong thing: exit 2, one line with

@@ -330,7 +330,7 @@ def search(
         parent_run_id=pipeline_run_id,
         reuse_finished=True,
         tags=tags,
-        on_notice=_log,  # too few steps an epoch for the batch sizes
+        on_notice=_log,  # few steps an epoch, a small validation split, a search going on
     )
     controller = outcome.controller
     front = [

@@ -7,6 +7,7 @@ controller, MLflow) and owns what the user sees; the search logic itself is in t
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import signal
@@ -304,6 +305,29 @@ def _visible_gpus() -> list[int]:
     return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
 
 
+# The budget a search was last run with (a `--wall-time` or `--trials` given on the command
+# line is not part of the search's key): the pipeline reuses a finished search only if it had at
+# least the budget asked now
+TAG_BUDGET = "leanfit.budget"
+
+
+def _budget_short(log, wall: float | None, trials: int | None) -> str | None:
+    """How the finished search `log` fell short of a budget of `wall` seconds and `trials`
+    trials, or None if it did not (a search from before the tag: its file's budget, which is
+    part of its key)."""
+    tag = log.client.get_run(log.run_id).data.tags.get(TAG_BUDGET)
+    if tag is None:
+        return None
+    ran = json.loads(tag)
+    short = []
+    for name, asked, unit in (("wall_time", wall, " s"), ("trials", trials, " trials")):
+        had = ran.get(name)
+        if had is not None and (asked is None or had < asked):
+            asked_text = "no limit" if asked is None else f"{asked:g}{unit}"
+            short.append(f"{had:g}{unit} against {asked_text}")
+    return "; ".join(short) or None
+
+
 def run_search(
     experiment: Experiment,
     resume: bool | str = False,
@@ -395,12 +419,21 @@ def _search(
     logger = TrialLogger(uri, experiment.experiment_name())
 
     latest = SearchLog.find_latest(logger, key) if (reuse_finished or resume == "auto") else None
+    extended = None  # a finished search given a larger budget now: it goes on
     if reuse_finished and latest is not None and latest[1] == "FINISHED":
-        return _read_back(experiment, latest[0], space, dataset, wall, trials)
+        short = _budget_short(latest[0], wall, trials)
+        if short is None:
+            return _read_back(experiment, latest[0], space, dataset, wall, trials)
+        extended = latest[0]
+        if on_notice is not None:
+            on_notice(
+                f"the finished search {extended.run_id} of these settings and data ran with a "
+                f"smaller budget ({short}); it goes on to this one"
+            )
     if resume == "auto":
-        resume = latest is not None and latest[1] != "FINISHED"
+        resume = extended is not None or (latest is not None and latest[1] != "FINISHED")
     if resume:
-        log = SearchLog.find_resumable(logger, key)
+        log = extended or SearchLog.find_resumable(logger, key)
         if log is None:
             raise LeanfitError(
                 f"--resume: no unfinished search of this experiment file and data in "
@@ -421,6 +454,7 @@ def _search(
             settings_key=search_key(experiment, None),
             extra_tags=tags,
         )
+    log.client.set_tag(log.run_id, TAG_BUDGET, json.dumps({"wall_time": wall, "trials": trials}))
     elapsed_before = log.elapsed() if resume else 0.0
     if wall is not None:
         wall = max(0.0, wall - elapsed_before)
