@@ -470,3 +470,28 @@ def test_a_labels_csv_that_cannot_be_read_names_the_line_and_the_fix(
 def test_the_file_refuses_labels_where_they_cannot_apply(dataset, expected):
     with pytest.raises(Exception, match=re.escape(expected)):
         experiment_from_dict({"name": "x", "dataset": dataset})
+
+
+def test_an_iphones_heic_photo_decodes_as_its_png_would(tmp_path):
+    """HEIC, the format an iPhone saves its photos in: Pillow alone cannot read it (each file was
+    skipped as not an image); through pillow-heif it decodes to the pixels of the same picture
+    saved as PNG, within the compression's error."""
+    import pillow_heif
+    from PIL import Image
+
+    picture = np.zeros((32, 48, 3), dtype=np.uint8)
+    picture[:16, :24] = (230, 40, 40)  # four flat quarters: red, green, blue, white
+    picture[:16, 24:] = (40, 200, 40)
+    picture[16:, :24] = (40, 40, 220)
+    picture[16:, 24:] = 250
+    root = tmp_path / "imgs"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        Image.fromarray(picture).save(root / c / "photo.png")
+        # written by pillow-heif itself, without registering its plugin in this process
+        pillow_heif.from_pillow(Image.fromarray(picture)).save(root / c / "photo.heic", quality=95)
+    ds = load_dataset(folder_experiment(root, tmp_path, image_size=16))
+    assert not ds.skipped and len(ds.labels) == 4
+    png, heic = ds.images[1].float(), ds.images[0].float()  # sorted: photo.heic, photo.png
+    assert (png - heic).abs().mean() < 4, (png - heic).abs().mean()
+    assert heic[0, :6, :6].mean() > 180 and heic[2, :6, :6].mean() < 90  # red where red was

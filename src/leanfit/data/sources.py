@@ -260,6 +260,7 @@ def _decode_one(
     or it is padded to a square with the background colour (`fit: pad`)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    register_heif()
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
             # A JPEG is decoded at 1/2, 1/4 or 1/8 of its size where that still leaves twice the
@@ -290,6 +291,20 @@ def _decode_one(
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         return f"{type(e).__name__}: {e}"
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+
+
+_heif_registered = False
+
+
+def register_heif() -> None:
+    """HEIC and HEIF files (an iPhone's photos) open in Pillow through pillow-heif's plugin, once
+    a process (about 30 ms); without it Pillow cannot read them and each was skipped."""
+    global _heif_registered
+    if not _heif_registered:
+        from pillow_heif import register_heif_opener
+
+        register_heif_opener()
+        _heif_registered = True
 
 
 def _on_background(im, background: str):
