@@ -328,6 +328,32 @@ def test_resume_with_nothing_to_resume_is_a_clear_error_that_writes_nothing(in_t
     assert result.returncode == 2, result.stderr
     assert "no unfinished search of this experiment file and data" in result.stderr
 
+    # an interrupted search, and the file edited since: the resume says what changed
+    client, _ = trial_runs(in_tmp / "mlflow.db")
+    [search] = client.search_runs(
+        [client.get_experiment_by_name("leanfit-digits").experiment_id],
+        "tags.`leanfit.kind` = 'search'",
+    )
+    client.set_terminated(search.info.run_id, "KILLED")
+    cfg = yaml.safe_load((in_tmp / "e.yaml").read_text())
+    cfg["budget"]["trials"] = 8
+    cfg["space"]["hyperparameters"]["lr"]["high"] = 0.3
+    write_yaml(in_tmp / "e.yaml", cfg)
+    result = run_cli("search", "e.yaml", "--resume", "--synthetic", "0", cwd=in_tmp)
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 2 and f"the unfinished search {search.info.run_id}" in said, said
+    assert "budget.trials: 4, now 8; space.hyperparameters.lr.high: 0.5, now 0.3" in said, said
+    assert "put them back to resume it (--wall-time and --trials give it another budget" in said
+    # ... or the data changed under it
+    from leanfit.config import load_experiment
+    from leanfit.track.runs import TrialLogger
+    from leanfit.track.search import why_not_resumable
+
+    exp = load_experiment(in_tmp / "e.yaml")
+    logger = TrialLogger(f"sqlite:///{in_tmp / 'mlflow.db'}", exp.experiment_name())
+    why = why_not_resumable(logger, exp, "0" * 64)
+    assert "ran on other data (digest " in why and "now 000000000000)" in why, why
+
 
 def test_a_budget_of_no_time_is_refused_before_anything_starts(in_tmp):
     experiment(in_tmp, trials=4)

@@ -26,7 +26,7 @@ from leanfit.search.asha import ASHA
 from leanfit.search.controller import PriorTrial, SearchController, Trial, within_budget
 from leanfit.search.factory import make_strategy
 from leanfit.search.hyperband import Hyperband
-from leanfit.track.search import SearchLog, search_key
+from leanfit.track.search import SearchLog, search_key, search_settings, why_not_resumable
 
 
 def make_scheduler(experiment: Experiment):
@@ -435,9 +435,12 @@ def _search(
     if resume:
         log = extended or SearchLog.find_resumable(logger, key)
         if log is None:
+            why = why_not_resumable(logger, experiment, dataset.digest)
             raise LeanfitError(
                 f"--resume: no unfinished search of this experiment file and data in "
-                f"{experiment.tracking_uri()}; run without --resume to start one"
+                f"{experiment.tracking_uri()}"
+                + (f"; {why}" if why else "")
+                + "; run without --resume to start a new one"
             )
         log.reopen()
     else:
@@ -453,6 +456,7 @@ def _search(
             parent_run_id=parent_run_id,
             settings_key=search_key(experiment, None),
             extra_tags=tags,
+            settings_json=json.dumps(search_settings(experiment), sort_keys=True),
         )
     log.client.set_tag(log.run_id, TAG_BUDGET, json.dumps({"wall_time": wall, "trials": trials}))
     elapsed_before = log.elapsed() if resume else 0.0

@@ -36,6 +36,9 @@ TAG_FAILURE = "leanfit.failure"
 TAG_ATTEMPT = "leanfit.attempt"
 TAG_SEARCH_KEY = "leanfit.search_key"
 TAG_SETTINGS_KEY = "leanfit.settings_key"  # the search key without the data
+# The settings the key was made of (JSON), to say which changed when a search cannot be resumed
+TAG_SETTINGS = "leanfit.settings"
+MAX_TAG = 8000  # characters in an MLflow tag's value
 TAG_WARM_FROM = "leanfit.warm_start_from"
 # A pipeline's search: the settings key of the file the pipeline started from, and the augment
 # policy its augment-policy step fixed, so `leanfit report FILE` finds the search
@@ -52,15 +55,66 @@ NO_RESULT = {"base_dir": True, "executor": True, "work_dir": True, "dataset": {"
 NOT_SEARCHED = {**NO_RESULT, "tracking": True, "pipeline": True}
 
 
+def search_settings(experiment: Experiment) -> dict[str, Any]:
+    """What identifies a search besides its data: the file, less where it runs and logs."""
+    return experiment.model_dump(mode="json", exclude=NOT_SEARCHED)
+
+
 def search_key(experiment: Experiment, digest: str | None) -> str:
     """Identifies a search: the same file on the same data resumes the same search.
 
     Without a digest, it identifies the settings alone: a search on changed data with the same
     settings is warm-started from the last one.
     """
-    settings = experiment.model_dump(mode="json", exclude=NOT_SEARCHED)
-    blob = json.dumps({"settings": settings, "digest": digest}, sort_keys=True)
+    blob = json.dumps({"settings": search_settings(experiment), "digest": digest}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def changed_settings(before: Mapping[str, Any], now: Mapping[str, Any], prefix: str = "") -> list:
+    """The dotted names of the settings that differ, with their values before and now."""
+    out = []
+    for k in sorted(set(before) | set(now)):
+        a, b = before.get(k), now.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += changed_settings(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append((f"{prefix}{k}", a, b))
+    return out
+
+
+def why_not_resumable(logger: TrialLogger, experiment: Experiment, digest: str) -> str | None:
+    """Why the latest unfinished search of this experiment is not this file's on this data: the
+    dataset changed, or which settings did; None when there is no unfinished search."""
+    runs = logger.client.search_runs(
+        [logger.experiment_id],
+        filter_string=f"tags.`{TAG_KIND}` = 'search' and attributes.status != 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        return None
+    run = runs[0]
+    tags = run.data.tags
+    where = f"the unfinished search {run.info.run_id}"
+    before = tags.get("leanfit.dataset_digest")
+    if before and before != digest:
+        return (
+            f"{where} ran on other data (digest {before[:12]}, now {digest[:12]}): a search "
+            "resumes on the data it started with"
+        )
+    if TAG_SETTINGS not in tags:
+        return f"{where} was started with other settings"
+    changed = changed_settings(json.loads(tags[TAG_SETTINGS]), search_settings(experiment))
+    if not changed:
+        return None
+    shown = "; ".join(f"{name}: {a!r}, now {b!r}" for name, a, b in changed[:4])
+    more = f"; and {len(changed) - 4} more" if len(changed) > 4 else ""
+    hint = ""
+    if {name for name, _, _ in changed} & {"budget.wall_time", "budget.trials"}:
+        hint = " (--wall-time and --trials give it another budget without making it another search)"
+    return (
+        f"{where} was started with other settings ({shown}{more}); put them back to resume it{hint}"
+    )
 
 
 @dataclass
@@ -106,6 +160,7 @@ class SearchLog:
         parent_run_id: str | None = None,
         settings_key: str | None = None,
         extra_tags: Mapping[str, str] | None = None,
+        settings_json: str | None = None,
     ) -> SearchLog:
         from mlflow.entities import Param
 
@@ -118,6 +173,8 @@ class SearchLog:
             tags["mlflow.parentRunId"] = parent_run_id
         if settings_key:
             tags[TAG_SETTINGS_KEY] = settings_key
+        if settings_json is not None and len(settings_json) <= MAX_TAG:
+            tags[TAG_SETTINGS] = settings_json
         run = logger.client.create_run(
             logger.experiment_id, run_name=name, tags={**tags, **(extra_tags or {})}
         )
