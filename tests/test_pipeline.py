@@ -416,6 +416,8 @@ def test_run_logs_and_registers_on_a_server_that_goes_down_and_a_second_run_does
         assert (card["image_size"], card["channels"], card["background"]) == (16, 1, "white")
         files = [f.path for f in client.list_artifacts(champion.run_id, "torchscript")]
         assert files == ["torchscript/model.torchscript.pt"]
+        onnx = [f.path for f in client.list_artifacts(champion.run_id, "onnx")]
+        assert onnx == ["onnx/model.onnx"], onnx
         report = [ln for ln in first.stdout.splitlines() if ln.startswith("report")]
         assert report and report[0].endswith("report.html"), report  # a browser shows it
         with open(report[0].split()[-1]) as page:

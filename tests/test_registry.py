@@ -81,6 +81,56 @@ def test_champion_only_when_better_on_the_same_data_and_within_budget(tmp_path):
     assert champion.tags["leanfit.dataset_digest"] == "d" * 64
 
 
+def test_each_final_model_is_logged_as_onnx_that_answers_as_the_model_does(
+    tmp_path, reference_genotype
+):
+    """The ONNX file beside TorchScript: a real leanfit network (conv, depthwise-separable,
+    inverted residual with squeeze-excitation, hardswish) read back with ONNX Runtime gives the
+    model's logits for a batch of any size."""
+    import onnxruntime
+    from mlflow.artifacts import download_artifacts
+
+    from leanfit.models.builder import build_model
+    from leanfit.models.deploy import Classifier
+    from leanfit.space.architecture import flatten_genotype
+
+    blocks = [dict(b) for b in reference_genotype["blocks"]]
+    blocks[1].update(se=True, activation="hardswish")
+    torch.manual_seed(0)
+    readable = {**reference_genotype, "blocks": blocks}
+    net = build_model(flatten_genotype(readable, 3, ("conv", "dwsep", "mbconv")), 1, 16, 10)
+    assert any("SqueezeExcite" in type(m).__name__ for m in net.modules())
+    assert any(isinstance(m, nn.Hardswish) for m in net.modules())
+    with torch.no_grad():  # weights whose answers differ image to image (a fresh network's
+        # barely do), and batch-norm statistics of its own, not the identity
+        for param in net.parameters():
+            param.normal_(0.0, 0.5)
+        for module in net.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+    model = Classifier(net, [0.3], [0.25]).eval()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = experiment_from_dict(digits_config(tracking={"uri": uri}), tmp_path)
+    images = torch.randint(0, 256, (9, 1, 16, 16), dtype=torch.uint8)
+    labels = torch.arange(9) % 10
+    dataset = LoadedDataset(images, labels, [str(d) for d in range(10)], "e" * 64, "t")
+    registry = Registry(experiment, dataset)
+    parent = registry.client.create_run(registry.logger.experiment_id).info.run_id
+    logged = registry.log_model(summary(1, 0.1, 100), model, parent, images[:2])
+
+    path = download_artifacts(run_id=logged.run_id, artifact_path="onnx/model.onnx",
+                              tracking_uri=uri)  # fmt: skip
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    x = images.float() / 255
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert expected.std(axis=0).min() > 1e-3  # each logit moves with the image
+    for batch in (x, x[:1]):
+        got = session.run(["logits"], {"images": batch.numpy()})[0]
+        assert np.allclose(got, expected[: len(batch)], atol=1e-4), np.abs(got - expected).max()
+
+
 def test_predict_classifies_files_as_the_model_saw_its_training_images(tmp_path):
     """`leanfit predict` on a registered model: the class names come with the model, and each
     file is decoded as the training folder was (a transparent icon, and a wide photo padded to a

@@ -1,7 +1,8 @@
 """A trained network packaged for use: its own input normalisation in front, nothing else needed.
 
 Input: float32 images in [0, 1], shape (N, C, H, W) at the size the network was trained on.
-Output: logits, shape (N, classes). This is what goes to the MLflow registry and to TorchScript.
+Output: logits, shape (N, classes). This is what goes to the MLflow registry, to TorchScript and
+to ONNX.
 """
 
 from __future__ import annotations
@@ -52,3 +53,37 @@ def accuracy(
     """Top-1 accuracy of a `Classifier`-like model on uint8 images."""
     correct = int((predicted_classes(model, images, batch) == labels).sum())
     return correct / max(1, len(labels))
+
+
+def export_onnx(classifier: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """The classifier as an ONNX file (input `images`, any batch size; output `logits`), written
+    by torch's exporter and checked with ONNX Runtime against the model on `example`: a file
+    that answers otherwise is never written. For runtimes without Python or torch (a phone, a
+    browser, a microcontroller's toolchain), where TorchScript (deprecated by torch) cannot go.
+    """
+    import contextlib
+    import io
+    import warnings
+
+    import numpy as np
+    import onnxruntime
+
+    with torch.no_grad():
+        expected = classifier(example).numpy()
+    # the exporter reports its steps on stdout and warns of its own internals
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            classifier, (example,), input_names=["images"], output_names=["logits"],
+            dynamo=True, dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}},
+            verbose=False,
+        )  # fmt: skip
+    tmp = path.with_name(path.name + ".tmp")
+    program.save(str(tmp))
+    session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+    for batch in (example, example[:1]):  # the batch size is free
+        got = session.run(None, {"images": batch.numpy()})[0]
+        if not np.allclose(got, expected[: len(batch)], atol=1e-4):
+            tmp.unlink()
+            raise RuntimeError("the ONNX export does not answer as the model does")
+    tmp.replace(path)

@@ -1,4 +1,4 @@
-"""Final models in MLflow: each logged with the pytorch flavour and TorchScript; the best one
+"""Final models in MLflow: each logged with the pytorch flavour, TorchScript and ONNX; the best one
 registered as `challenger`, and made `champion` only when it beats the champion on the same data.
 
 The champion is judged again on the new test data every time (the data may have changed since it
@@ -66,11 +66,13 @@ class Registry:
         parent_run_id: str,
         example_images: torch.Tensor,
     ) -> LoggedModel:
-        """A run for one final model: its metrics, the pytorch model, and a TorchScript file."""
+        """A run for one final model: its metrics, the pytorch model, a TorchScript file and an
+        ONNX file."""
         import mlflow
         from mlflow.entities import Metric, Param
         from mlflow.models import infer_signature
 
+        from leanfit.models.deploy import export_onnx
         from leanfit.models.predict import card_of
 
         client = self.client
@@ -123,6 +125,9 @@ class Registry:
                             raise RuntimeError("the TorchScript trace does not match the model")
                     torch.jit.save(traced, str(path))
                 mlflow.log_artifact(str(path), artifact_path="torchscript")
+                onnx_file = Path(tmp) / "model.onnx"
+                export_onnx(classifier, example, onnx_file)
+                mlflow.log_artifact(str(onnx_file), artifact_path="onnx")
         client.set_terminated(run_id, "FINISHED")
         return LoggedModel(run_id, info.model_uri)
 
