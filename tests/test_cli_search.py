@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -191,6 +192,7 @@ def test_validate_shows_what_a_search_would_train_on_and_what_is_wrong_with_it(i
     split = run_cli("validate", "split.yaml", cwd=in_tmp)
     out = " ".join(split.stdout.split())
     assert "26 images at 8x8x3, 2 classes: cat: 13, dog: 13" in out, out
+    assert "classes the folders inside test/, train/" in out, out
     assert "splits train 16 (train/), validation 4 (20% of train/), test 6 (test/)" in out, out
     assert "the validation split has 4 images, so one image is 25.0 points" in out, out
     assert "raise dataset.val_fraction" in out, out
@@ -198,6 +200,19 @@ def test_validate_shows_what_a_search_would_train_on_and_what_is_wrong_with_it(i
     given = " ".join(run_cli("validate", "split.yaml", cwd=in_tmp).stdout.split())
     assert "validation 2 (val/)" in given and "split (val/) has 2 images" in given, given
     assert "put more images in val/" in given and "val/ has no images of dog" in given, given
+    # images in one folder, their classes in a CSV
+    flat = in_tmp / "flat"
+    flat.mkdir()
+    rows = []
+    for path in sorted((in_tmp / "split" / "train").rglob("*.*")):
+        shutil.copy(path, flat / f"{path.parent.name}-{path.name}")
+        rows.append(f"{path.parent.name}-{path.stem},{path.parent.name}\n")
+    (in_tmp / "labels.csv").write_text("image_id,label\n" + "".join(rows))
+    labelled = {**cfg["dataset"], "path": "flat", "labels": "labels.csv"}
+    write_yaml(in_tmp / "flat.yaml", {**cfg, "dataset": labelled})
+    out = " ".join(run_cli("validate", "flat.yaml", cwd=in_tmp).stdout.split())
+    assert "20 images at 8x8x3, 2 classes: cat: 10, dog: 10" in out, out
+    assert "labels from labels.csv (one row a file)" in out and "skipped" not in out, out
     write_image_folder(in_tmp / "split" / "bird", {"bird": 2}, size=8)  # a class left outside
     mixed = run_cli("validate", "split.yaml", cwd=in_tmp)
     assert mixed.returncode == 2 and "beside other folders (bird)" in mixed.stderr, mixed.stderr

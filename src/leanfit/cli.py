@@ -104,6 +104,11 @@ def dataset_summary(experiment, space) -> tuple[list[str], list[str]]:
         f"splits   {splits_line(dataset, plan, experiment.dataset)}; the search trains on "
         f"{len(plan.search):,}",
     ]
+    if experiment.dataset.labels is not None:
+        lines.insert(1, f"labels   from {experiment.dataset.labels} (one row a file)")
+    elif dataset.split_folders:
+        folders = ", ".join(f"{top}/" for top in sorted(dataset.split_folders))
+        lines.insert(1, f"classes  the folders inside {folders}")
     notes = [skipped_notice(dataset.skipped)] if dataset.skipped else []
     if min(counts) * LOPSIDED_CLASSES < max(counts):
         notes.append(
