@@ -430,6 +430,11 @@ def test_a_flat_folder_with_a_labels_csv_gives_each_file_its_class(tmp_path):
     )
     with pytest.raises(DatasetError, match=re.escape("1 label(s), ['a']; at least two")):
         load_dataset(picked)  # the columns named were read
+    bird = folder_experiment(
+        flat, tmp_path, labels=str(tmp_path / "labels.csv"), classes=["cat", "bird"]
+    )
+    with pytest.raises(DatasetError, match=re.escape("dataset.classes: no label ['bird'] in")):
+        load_dataset(bird)
 
 
 @pytest.mark.parametrize(

@@ -318,9 +318,12 @@ def check_class_files(
     if ds.classes is not None:
         missing = [c for c in ds.classes if c not in found]
         if missing:
-            raise DatasetError(
-                f"dataset.classes: no folder for {missing} in {where!r}; found {sorted(found)}"
+            holder = (
+                f"no label {missing} in {arranged.labels!r}"
+                if arranged.labels
+                else (f"no folder for {missing} in {where!r}")
             )
+            raise DatasetError(f"dataset.classes: {holder}; found {sorted(found)}")
         found = {c: found[c] for c in ds.classes}
     empty = [name for name, files in found.items() if not files]
     if empty and ds.empty_classes == "error":

@@ -305,29 +305,6 @@ def _visible_gpus() -> list[int]:
     return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
 
 
-# The budget a search was last run with (a `--wall-time` or `--trials` given on the command
-# line is not part of the search's key): the pipeline reuses a finished search only if it had at
-# least the budget asked now
-TAG_BUDGET = "leanfit.budget"
-
-
-def _budget_short(log, wall: float | None, trials: int | None) -> str | None:
-    """How the finished search `log` fell short of a budget of `wall` seconds and `trials`
-    trials, or None if it did not (a search from before the tag: its file's budget, which is
-    part of its key)."""
-    tag = log.client.get_run(log.run_id).data.tags.get(TAG_BUDGET)
-    if tag is None:
-        return None
-    ran = json.loads(tag)
-    short = []
-    for name, asked, unit in (("wall_time", wall, " s"), ("trials", trials, " trials")):
-        had = ran.get(name)
-        if had is not None and (asked is None or had < asked):
-            asked_text = "no limit" if asked is None else f"{asked:g}{unit}"
-            short.append(f"{had:g}{unit} against {asked_text}")
-    return "; ".join(short) or None
-
-
 def run_search(
     experiment: Experiment,
     resume: bool | str = False,
@@ -421,7 +398,7 @@ def _search(
     latest = SearchLog.find_latest(logger, key) if (reuse_finished or resume == "auto") else None
     extended = None  # a finished search given a larger budget now: it goes on
     if reuse_finished and latest is not None and latest[1] == "FINISHED":
-        short = _budget_short(latest[0], wall, trials)
+        short = latest[0].budget_short_of(wall, trials)
         if short is None:
             return _read_back(experiment, latest[0], space, dataset, wall, trials)
         extended = latest[0]
@@ -458,7 +435,7 @@ def _search(
             extra_tags=tags,
             settings_json=json.dumps(search_settings(experiment), sort_keys=True),
         )
-    log.client.set_tag(log.run_id, TAG_BUDGET, json.dumps({"wall_time": wall, "trials": trials}))
+    log.record_budget(wall, trials)
     elapsed_before = log.elapsed() if resume else 0.0
     if wall is not None:
         wall = max(0.0, wall - elapsed_before)

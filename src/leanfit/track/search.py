@@ -39,6 +39,10 @@ TAG_SETTINGS_KEY = "leanfit.settings_key"  # the search key without the data
 # The settings the key was made of (JSON), to say which changed when a search cannot be resumed
 TAG_SETTINGS = "leanfit.settings"
 MAX_TAG = 8000  # characters in an MLflow tag's value
+# The budget a search was last run with (a `--wall-time` or `--trials` given on the command line
+# is not part of the search's key): the pipeline reuses a finished search only if it had at least
+# the budget asked now
+TAG_BUDGET = "leanfit.budget"
 TAG_WARM_FROM = "leanfit.warm_start_from"
 # A pipeline's search: the settings key of the file the pipeline started from, and the augment
 # policy its augment-policy step fixed, so `leanfit report FILE` finds the search
@@ -242,6 +246,27 @@ class SearchLog:
 
     def reopen(self) -> None:
         self.client.update_run(self.run_id, status="RUNNING")
+
+    def record_budget(self, wall_time: float | None, trials: int | None) -> None:
+        self.client.set_tag(
+            self.run_id, TAG_BUDGET, json.dumps({"wall_time": wall_time, "trials": trials})
+        )
+
+    def budget_short_of(self, wall_time: float | None, trials: int | None) -> str | None:
+        """How this search's last budget fell short of `wall_time` seconds and `trials` trials,
+        or None if it did not (a search from before the tag: its file's budget, which is part of
+        its key)."""
+        tag = self.client.get_run(self.run_id).data.tags.get(TAG_BUDGET)
+        if tag is None:
+            return None
+        ran = json.loads(tag)
+        short = []
+        for name, asked, unit in (("wall_time", wall_time, " s"), ("trials", trials, " trials")):
+            had = ran.get(name)
+            if had is not None and (asked is None or had < asked):
+                asked_text = "no limit" if asked is None else f"{asked:g}{unit}"
+                short.append(f"{had:g}{unit} against {asked_text}")
+        return "; ".join(short) or None
 
     def job_started(
         self,
