@@ -328,6 +328,9 @@ def test_a_folder_split_in_advance_gives_its_classes_and_its_splits(tmp_path):
     ds = load_dataset(exp)
     assert ds.classes == ["cat", "dog"] and len(ds.labels) == 24
     assert ds.skipped == [("test/unlabelled.png", NO_CLASS)]
+    from leanfit.data.sources import skipped_notice
+
+    assert skipped_notice(ds.skipped).startswith("skipped 1 file(s)\n")  # readable, not used
     plan = data_plan(exp, ds)
     s = plan.splits
     assert len(s.test) == 4 and ds.labels[s.test].tolist() == [0, 0, 1, 1]  # test/, all of it

@@ -134,7 +134,7 @@ def _log(message: str) -> None:
 
 def fingerprint(experiment: Experiment, manifest_path: str) -> dict[str, str]:
     """The dataset's digest and manifest; opens the pipeline's MLflow run (one per pipeline)."""
-    from leanfit.data.sources import load_dataset, skipped_notice
+    from leanfit.data.sources import load_dataset, skipped_files, skipped_notice
     from leanfit.track.pipeline import start_pipeline_run
 
     dataset = load_dataset(experiment)
@@ -151,7 +151,7 @@ def fingerprint(experiment: Experiment, manifest_path: str) -> dict[str, str]:
     run_id = start_pipeline_run(experiment, dataset, key)
     _log(
         f"dataset {dataset.source}: {len(dataset.labels)} images, {dataset.num_classes} classes, "
-        f"digest {dataset.digest[:12]}; {len(dataset.skipped)} unreadable file(s) skipped"
+        f"digest {dataset.digest[:12]}; {skipped_files(dataset.skipped)} skipped"
     )
     if dataset.skipped:  # the first 20 (the count is said above), and how many more
         for line in skipped_notice(dataset.skipped, shown=20).splitlines()[1:]:

@@ -183,10 +183,15 @@ def _cached(path: Path, build) -> LoadedDataset:
     return dataset
 
 
+def skipped_files(skipped: list[tuple[str, str]]) -> str:
+    """ "3 unreadable file(s)", or "3 file(s)" where some were skipped for having no class."""
+    unreadable = "" if any(why in UNUSED for _, why in skipped) else "unreadable "
+    return f"{len(skipped)} {unreadable}file(s)"
+
+
 def skipped_notice(skipped: list[tuple[str, str]], shown: int = 10) -> str:
     """What a command says of the files it could not read: how many, and the first few."""
-    unreadable = "" if any(why in UNUSED for _, why in skipped) else "unreadable "
-    lines = [f"skipped {len(skipped)} {unreadable}file(s)"]
+    lines = [f"skipped {skipped_files(skipped)}"]
     lines += [f"  {name}: {why}" for name, why in skipped[:shown]]
     if len(skipped) > shown:
         lines.append(f"  ... and {len(skipped) - shown} more")

@@ -103,7 +103,7 @@ def check_once(
     run. `submit` sends the pipeline to KFP and returns its submission (see `leanfit submit`);
     `log(text, file=None)` says what happens, as `print` does (the pipeline's lines come with
     `file`: the terminal, which its log file hides while it runs)."""
-    from leanfit.data.sources import load_dataset, skipped_notice
+    from leanfit.data.sources import load_dataset, skipped_files, skipped_notice
     from leanfit.launch import run_locally
 
     experiment = tolerant(experiment)
@@ -119,7 +119,7 @@ def check_once(
         if previous == dataset.digest:
             # the unreadable files were listed when this data was new: a watcher polling every
             # few minutes says how many, not the list again each time
-            also = f", {len(dataset.skipped)} unreadable file(s) skipped" if dataset.skipped else ""
+            also = f", {skipped_files(dataset.skipped)} skipped" if dataset.skipped else ""
             log(f"dataset unchanged (digest {dataset.digest[:12]}{also}): nothing to do")
             return found
         log(
