@@ -23,7 +23,7 @@ from leanfit.execute.kubernetes import (
 )
 from leanfit.train.trial import TrialSpec
 from tests.kube_standin import KubeStandIn, labels_of
-from tests.support import EXAMPLES, digits_config, run_cli
+from tests.support import EXAMPLES, digits_config, run_cli, write_image_folder
 
 NAMESPACE = "leanfit-test"
 TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
@@ -218,6 +218,28 @@ def test_a_trial_failing_on_its_own_is_not_retried_and_a_timeout_is_a_failure(tm
         got = submit_and_collect(ex, [slow])
     assert not got["slow"].infrastructure_failure
     assert "timed out after 1 s" in got["slow"].result.reason
+
+
+def test_a_trial_job_reads_an_image_folder_and_its_labels_csv_by_the_files_paths(tmp_path, standin):
+    """The Job reads the experiment from the work folder, not from the file's own folder: the
+    dataset's folder and its labels CSV, both relative to the file, are made absolute for it."""
+    classes = write_image_folder(tmp_path / "sorted", {"cat": 6, "dog": 6}, size=8)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    rows = []
+    for path in sorted(classes.rglob("*.*")):
+        path.replace(flat / f"{path.parent.name}-{path.name}")
+        rows.append(f"{path.parent.name}-{path.name},{path.parent.name}\n")
+    (tmp_path / "labels.csv").write_text("file,label\n" + "".join(rows))
+    exp = experiment(tmp_path)
+    data = exp.model_dump(mode="json")
+    data["dataset"] = {"source": "imagefolder", "path": "flat", "labels": "labels.csv",
+                       "image_size": 8}  # fmt: skip
+    exp = experiment_from_dict(data, tmp_path)
+    sample = exp.search_space().sample(0)
+    with KubernetesExecutor(exp, standin.api_client()) as ex:
+        got = submit_and_collect(ex, [TrialSpec(trial_id="t", config=sample, epochs=1)])
+    assert got["t"].result.status == "ok", got["t"].result.reason
 
 
 def test_a_container_that_cannot_start_is_an_infrastructure_failure(tmp_path, standin):

@@ -202,6 +202,9 @@ class KubernetesExecutor(Executor):
         dataset_path = self.experiment.dataset_path()
         if dataset_path is not None:
             data["dataset"]["path"] = str(dataset_path)
+        labels = self.experiment.labels_path()
+        if labels is not None:
+            data["dataset"]["labels"] = str(labels)
         data["work_dir"] = str(self.experiment.work_path())
         path = self.folder / "experiment.yaml"
         _write_atomically(path, yaml.safe_dump(data, sort_keys=False))
