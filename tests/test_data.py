@@ -171,6 +171,8 @@ def test_sixteen_bit_rotated_and_transparent_files_decode_as_they_look(tmp_path)
     exif = Image.Exif()
     exif[0x0112] = 8  # orientation: turn 90 degrees counter-clockwise to show it
     sideways.save(root / "a" / "phone.jpg", exif=exif, quality=100)
+    unit = np.repeat(np.linspace(0, 1, 8, dtype=np.float32)[None, :], 8, axis=0)
+    Image.fromarray(unit, mode="F").save(root / "a" / "float.tif")  # a microscope's frame
     palette = Image.new("P", (8, 8), 1)
     palette.putpalette([0, 0, 0, 250, 250, 250] + [0] * 762)
     palette.save(root / "b" / "icon.png", transparency=b"\x00\x80")  # alpha per colour
@@ -186,6 +188,8 @@ def test_sixteen_bit_rotated_and_transparent_files_decode_as_they_look(tmp_path)
     assert scan[:, 0].max() < 10 and scan[:, -1].min() > 245, scan  # dark to light, not all white
     assert scan[0].diff().min() >= 0
     assert image["a/dark16.png"].max() <= 1, "200 of 65,535 is black, not 200 of 255"
+    ramp = image["a/float.tif"][0].float()
+    assert ramp[:, 0].max() < 10 and ramp[:, -1].min() > 245, ramp  # [0, 1], not all black
     photo = image["a/phone.jpg"].float().mean(0)
     assert photo[:3].mean() > 200 and photo[5:].mean() < 50, photo  # upright: white on top
     assert image["b/icon.png"].float().mean() > 200

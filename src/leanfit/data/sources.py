@@ -146,8 +146,9 @@ def _load_s3_folder(ds: DatasetConfig, cache_dir: Path) -> LoadedDataset:
 # Part of the decoded images' cache key: a change to how files are decoded must not reuse the
 # pixels of the decoder before it (2: EXIF orientation, 16-bit images scaled, not clipped;
 # 3: transparent pixels drawn on the background, not on whatever colour they happened to hold;
-# large JPEGs decoded at a reduced scale).
-DECODER_VERSION = 3
+# large JPEGs decoded at a reduced scale; 4: HEIC files read, not skipped, and float images in
+# [0, 1] scaled, not clipped to black).
+DECODER_VERSION = 4
 
 
 def _images_key(ds: DatasetConfig, digest: str, files: ClassFiles) -> str:
@@ -275,7 +276,7 @@ def _decode_one(
             im.draft(None, (2 * size, 2 * size))
             # a phone's photo upright, as it was taken (its pixels are stored as the sensor lay)
             im = ImageOps.exif_transpose(im)
-            if im.mode.startswith("I"):
+            if im.mode.startswith("I") or im.mode == "F":
                 im = _eight_bit(im)
             elif im.mode in ALPHA_MODES or "transparency" in im.info:
                 im = _on_background(im, background)
@@ -323,15 +324,20 @@ def _on_background(im, background: str):
 
 
 def _eight_bit(im):
-    """A 16- or 32-bit integer grey image as 8 bits, its range scaled: Pillow's own conversion
-    clips every value above 255 to white (a 16-bit scan came out all white)."""
+    """A 16- or 32-bit integer or a 32-bit float grey image as 8 bits, its range scaled: Pillow's
+    own conversion clips every value above 255 to white (a 16-bit scan came out all white), and a
+    float image in [0, 1] (a microscope's or a simulation's TIFF) to black."""
     from PIL import Image
 
-    values = np.asarray(im, dtype=np.float64)
+    values = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     # "I;16...": 16 bits, however dark; "I" (32 bits) says nothing of its range: 8 bits when it
-    # fits in them
-    sixteen = im.mode.startswith("I;16") or values.max(initial=0) > 255
+    # fits in them. "F": [0, 1] when it fits in it, then 8 bits, then 16; the same scale for
+    # every file, so images stay as bright as each other
+    peak = values.max(initial=0)
+    sixteen = im.mode.startswith("I;16") or peak > 255
     top = 65535.0 if sixteen else 255.0
+    if im.mode == "F" and peak <= 1.0:
+        top = 1.0
     scaled = np.clip(values, 0, top) * (255.0 / top)
     return Image.fromarray(np.round(scaled).astype(np.uint8))  # 2-D uint8: mode "L"
 
