@@ -135,20 +135,19 @@ def dataset_summary(experiment, space) -> tuple[list[str], list[str]]:
 
 def splits_line(dataset, plan, ds) -> str:
     """The size of each split, and for a folder split in advance, where each came from."""
-    sizes = {"train": plan.splits.train, "val": plan.splits.val, "test": plan.splits.test}
-    names = {"train": "train", "val": "validation", "test": "test"}
-    folders = {role: top for top, role in dataset.split_folders.items()}
-    given = {
-        "val": dataset.predefined_val is not None, "test": dataset.predefined_test is not None
-    }  # fmt: skip
+    train = dataset.split_folder("train")
     parts = []
-    for role, idx in sizes.items():
-        part = f"{names[role]} {len(idx):,}"
-        if folders and (role == "train" or given[role]):
-            part += f" ({folders[role]}/)"
-        elif folders and len(idx):
+    for role, name, idx in (
+        ("train", "train", plan.splits.train),
+        ("val", "validation", plan.splits.val),
+        ("test", "test", plan.splits.test),
+    ):
+        part = f"{name} {len(idx):,}"
+        if (folder := dataset.split_folder(role)) is not None:
+            part += f" ({folder}/)"
+        elif train is not None and len(idx):
             fraction = ds.val_fraction if role == "val" else ds.test_fraction
-            part += f" ({fraction:.0%} of {folders['train']}/)"
+            part += f" ({fraction:.0%} of {train}/)"
         parts.append(part)
     return ", ".join(parts)
 
@@ -797,9 +796,9 @@ def predict(
         else:  # a pipe or a file: each row on one line, however long its path
             from rich.console import Console
 
-            longest = max((len(pred.file) for pred in predictions), default=0)
-            wide = max(console.width, longest + 4 + (len("probability 1") + 3) * 2 * shown)
-            Console(width=wide, soft_wrap=False).print(table)
+            table.columns[0].no_wrap = True
+            wide = Console(width=1_000_000).measure(table).maximum
+            Console(width=max(console.width, wide), soft_wrap=False).print(table)
     score = p.folder_score(predictions, card.classes) if card.from_card else None
     if score is not None:  # files in class folders (a test/ folder): how often they agree
         out = err_console if as_json else console

@@ -63,10 +63,11 @@ def shapes_sample(root: Path, n: int = 200) -> tuple[int, int, float]:
     return read, not_square, widest
 
 
-def check_dataset(experiment: Experiment) -> None:
+def check_dataset(experiment: Experiment) -> ClassFiles | None:
     """Cheap checks before anything is written: the folder exists and its classes hold files.
 
-    An s3:// folder is listed (no object is read); a local one is walked.
+    An s3:// folder is listed (no object is read); a local one is walked, and its files by class,
+    as checked, are returned for the load to decode (None for the other sources).
     """
     ds = experiment.dataset
     if ds.source == "imagefolder" and ds.s3_uri is not None:
@@ -88,7 +89,7 @@ def check_dataset(experiment: Experiment) -> None:
             raise DatasetError(
                 f"dataset.path: {str(root)!r} is a file; give a folder of class folders"
             )
-        check_class_files(ds, str(root), folder_files(experiment, root))
+        return check_class_files(ds, str(root), folder_files(experiment, root))
     elif ds.source == "cifar10":
         root = cifar_root(experiment)
         if not (root / "cifar-10-batches-py").is_dir() and not ds.download:
@@ -96,6 +97,7 @@ def check_dataset(experiment: Experiment) -> None:
                 f"dataset.path: CIFAR-10 is not in {str(root)!r} (no cifar-10-batches-py folder); "
                 "set dataset.download: true where there is network, or copy it there"
             )
+    return None
 
 
 def check_s3_listing(ds: DatasetConfig, listing: S3Listing) -> ClassFiles:

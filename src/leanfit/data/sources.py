@@ -22,11 +22,9 @@ from leanfit.config import DatasetConfig, Experiment
 from leanfit.data.check import (
     UNUSED,
     ClassFiles,
-    check_class_files,
     check_dataset,
     check_s3_listing,
     cifar_root,
-    folder_files,
 )
 from leanfit.data.fingerprint import fingerprint_bytes, fingerprint_folder, manifest_digest
 from leanfit.data.splits import Splits, make_splits
@@ -47,6 +45,14 @@ class LoadedDataset:
     predefined_val: np.ndarray | None = None  # indices of a validation split given, if any
     # a folder split in advance: its split folders by the split each stands for
     split_folders: dict[str, str] = field(default_factory=dict)
+
+    def split_folder(self, role: str) -> str | None:
+        """The folder a split ("train", "val" or "test") was given as, in a folder split in
+        advance; None where the split was drawn from the training images."""
+        given = {"train": True, "val": self.predefined_val is not None}
+        if not given.get(role, self.predefined_test is not None):
+            return None
+        return next((top for top, r in self.split_folders.items() if r == role), None)
 
     @property
     def num_classes(self) -> int:
@@ -83,7 +89,7 @@ def load_dataset(experiment: Experiment) -> LoadedDataset:
     cache_dir = experiment.work_path() / "cache"
     if ds.source == "imagefolder" and ds.s3_uri is not None:
         return _load_s3_folder(ds, cache_dir)
-    check_dataset(experiment)
+    files = check_dataset(experiment)  # (an image folder's files by class, walked once)
     if ds.source == "digits":
         return _load_digits(ds.image_size, ds.num_channels)
     if ds.source == "imagefolder":
@@ -92,7 +98,6 @@ def load_dataset(experiment: Experiment) -> LoadedDataset:
         labels = experiment.labels_path()
         if labels is not None:  # the labels are part of the data: a changed row is new data
             digest = fingerprint_bytes(digest.encode(), labels.read_bytes())
-        files = check_class_files(ds, str(root), folder_files(experiment, root))
         dataset = _cached(
             cache_dir / f"images-{_images_key(ds, digest, files)}.pt",
             lambda: _decode_images(

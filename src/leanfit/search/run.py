@@ -161,13 +161,11 @@ def split_notices(dataset, plan) -> list[str]:
     images (a small val/ folder, a small dataset), by which the search ranks models in steps of
     one image; a class with no images in a split given as a folder."""
     notes = []
-    folders = {role: top for top, role in dataset.split_folders.items()}
-    given = {"val": dataset.predefined_val is not None, "test": dataset.predefined_test is not None}
     val = len(plan.splits.val)
     if 0 < val < SMALL_VALIDATION:
-        if folders and given["val"]:
-            where = f" ({folders['val']}/)"
-            fix = f"put more images in {folders['val']}/, or remove it to draw "
+        if (folder := dataset.split_folder("val")) is not None:
+            where = f" ({folder}/)"
+            fix = f"put more images in {folder}/, or remove it to draw "
             fix += "dataset.val_fraction of the training images"
         else:
             where, fix = "", "raise dataset.val_fraction or add images"
@@ -177,14 +175,14 @@ def split_notices(dataset, plan) -> list[str]:
             f"and the final models are chosen; {fix}"
         )
     for role, idx in (("val", plan.splits.val), ("test", plan.splits.test)):
-        if not (folders and given[role]):
+        if (folder := dataset.split_folder(role)) is None:
             continue
         present = set(dataset.labels[idx].tolist())
         absent = [c for i, c in enumerate(dataset.classes) if i not in present]
         if absent:
             notes.append(
-                f"note: {folders[role]}/ has no images of {', '.join(absent)}; its accuracy "
-                f"says nothing of them (add a folder of each to {folders[role]}/)"
+                f"note: {folder}/ has no images of {', '.join(absent)}; its accuracy says "
+                f"nothing of them (add a folder of each to {folder}/)"
             )
     return notes
 
