@@ -366,7 +366,7 @@ def test_resume_with_nothing_to_resume_is_a_clear_error_that_writes_nothing(in_t
 
     exp = load_experiment(in_tmp / "e.yaml")
     logger = TrialLogger(f"sqlite:///{in_tmp / 'mlflow.db'}", exp.experiment_name())
-    why = why_not_resumable(logger, exp, "0" * 64)
+    why = why_not_resumable(logger, exp, "0" * 64, "synthetic")  # a dry run's search
     assert "ran on other data (digest " in why and "now 000000000000)" in why, why
 
 

@@ -298,7 +298,7 @@ def search(
 
         start_fork_server()  # it imports torch for the workers while this step imports the rest
 
-    from leanfit.search.run import front_table, run_search
+    from leanfit.search.run import failure_lines, front_table, run_search
     from leanfit.track.search import TAG_FILE_KEY, TAG_POLICY, search_key
 
     policy = json.loads(Path(policy_path).read_text())
@@ -342,6 +342,8 @@ def search(
     if outcome.reused:
         _log(f"search: reused the finished search {outcome.search_run_id} (same settings, data)")
     _log(f"search: {len(controller.trials)} trials, {len(front)} models on the Pareto front")
+    for line in failure_lines(controller):
+        _log(f"search: {line}")
     deleted, size = controller.stats.pruned
     if deleted:
         _log(

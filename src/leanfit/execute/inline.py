@@ -6,12 +6,15 @@ trial. No isolation: a crash in a trial is a crash of the search.
 
 from __future__ import annotations
 
-from leanfit.execute.base import Executor, JobOutcome, RunnerSpec, TrialJob
+from leanfit.execute.base import Executor, JobOutcome, Runner, RunnerSpec, TrialJob
 
 
 class InlineExecutor(Executor):
-    def __init__(self, runner: RunnerSpec):
-        self._runner = runner.build()
+    """`runner`: how to build it, or the runner itself (a function of this process's that no
+    worker could import)."""
+
+    def __init__(self, runner: RunnerSpec | Runner):
+        self._runner = runner.build() if isinstance(runner, RunnerSpec) else runner
         self._queue: list[TrialJob] = []
 
     def free_slots(self) -> int:

@@ -18,10 +18,12 @@ from leanfit.errors import LeanfitError
 from leanfit.track.search import (
     TAG_FILE_KEY,
     TAG_KIND,
+    TAG_OBJECTIVE,
     TAG_POLICY,
     TAG_SETTINGS_KEY,
     JobRecord,
     SearchLog,
+    objective_text,
     search_key,
 )
 
@@ -68,7 +70,7 @@ class SearchReading:
 
     def summary_lines(self, file: str) -> list[str]:
         """What the search is: its run, its state, its counts; how to go on with it."""
-        from leanfit.search.run import summary_of
+        from leanfit.search.run import failure_lines, summary_of
 
         s = summary_of(self.controller)
         elapsed = self.elapsed()
@@ -82,6 +84,9 @@ class SearchReading:
             f"{s['jobs failed']}  best val acc {s['best validation accuracy']}  Pareto "
             f"{s['Pareto models']}  hypervolume {s['hypervolume (log10 params 2-4.5 x error)']}",
         ]
+        if (objective := self.run.data.tags.get(TAG_OBJECTIVE)) is not None:
+            lines.append(f"it optimised {objective_text(objective)}, not real training")
+        lines += failure_lines(self.controller)
         go_on = self.go_on_with(file)
         if self.status == "RUNNING":
             idle = self.idle_seconds()

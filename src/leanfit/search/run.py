@@ -249,9 +249,15 @@ def runner_for(
     workers: int,
     synthetic_sleep: float | None = None,
     plan_file: str | None = None,
+    objective: Callable | None = None,
 ) -> RunnerSpec:
     """Real training, or (with `synthetic_sleep`) the synthetic objective taking that many
-    seconds per epoch: the whole search machinery in seconds, for a dry run."""
+    seconds per epoch: the whole search machinery in seconds, for a dry run; or a Python
+    objective function (`leanfit.optimize`), found by its import path in each worker."""
+    if objective is not None:
+        from leanfit.objective import target_of
+
+        return RunnerSpec("leanfit.objective:function_runner", {"target": target_of(objective)})
     exp = experiment.model_dump(mode="json", exclude={"base_dir"})
     if synthetic_sleep is not None:
         return RunnerSpec(
@@ -276,13 +282,25 @@ def make_executor(
     workers: int,
     synthetic_sleep: float | None = None,
     plan_file: str | None = None,
+    objective: Callable | None = None,
 ) -> Executor:
     ex = experiment.executor
+    if objective is not None and workers == 0:
+        from leanfit.execute.inline import InlineExecutor
+        from leanfit.objective import in_process_runner
+
+        # in this process: the function needs no import path
+        return InlineExecutor(in_process_runner(objective))
     if ex.kind == "kubernetes":
         if synthetic_sleep is not None:
             raise LeanfitError(
                 "--synthetic: a dry run trains nothing and runs in local workers; "
                 "set executor.kind: local for it"
+            )
+        if objective is not None:
+            raise LeanfitError(
+                "executor.kind: kubernetes runs `leanfit trial` in its Jobs, which cannot call a "
+                "Python objective function; set executor.kind: local for leanfit.optimize"
             )
         from leanfit.execute.kubernetes import KubernetesExecutor
 
@@ -293,7 +311,7 @@ def make_executor(
 
     start_fork_server()  # it imports torch for the workers while this process looks for GPUs
     gpus = _visible_gpus() if synthetic_sleep is None else []
-    runner = runner_for(experiment, workers, synthetic_sleep, plan_file)
+    runner = runner_for(experiment, workers, synthetic_sleep, plan_file, objective)
     return LocalExecutor(runner, workers, ex.trial_timeout, gpus=gpus)
 
 
@@ -316,6 +334,7 @@ def run_search(
     reuse_finished: bool = False,
     tags: Mapping[str, str] | None = None,
     on_notice: Callable[[str], None] | None = None,
+    objective: Callable | None = None,
 ) -> SearchOutcome:
     """Run (or resume) the experiment's search; returns the controller with its results.
 
@@ -323,13 +342,24 @@ def run_search(
     `reuse_finished` returns a finished one as it is, without training anything (the pipeline's
     second run on unchanged data). `plan_file` is the pipeline's data plan; `tags` go on a
     new search run. `on_notice` is told what the user should know before the results (the
-    dataset's unreadable files).
+    dataset's unreadable files). `objective`: a Python function searched instead of training
+    (see `leanfit.objective`); `workers=0` runs it in this process.
     """
+    if objective is not None and synthetic_sleep is not None:
+        raise ValueError("give a Python objective or a synthetic sleep, not both")
     wall = wall_time if wall_time is not None else experiment.budget.wall_time
     trials = max_trials if max_trials is not None else experiment.budget.trials
     if wall is None and trials is None:
         raise LeanfitError("budget: give budget.wall_time or budget.trials (or --wall-time)")
-    n_workers = workers or experiment.executor.workers
+    n_workers = workers if workers is not None else experiment.executor.workers
+    if n_workers == 0 and objective is None:
+        raise LeanfitError("workers: 0 runs a Python objective in this process; give 1 or more")
+    # what the search optimises when it does not train (part of its key, tagged on its run)
+    identity = "synthetic" if synthetic_sleep is not None else None
+    if objective is not None:
+        from leanfit.objective import identity_of
+
+        identity = identity_of(objective)
     # `held` (the search's lock) is let go after `stack` (the workers), which the search closes
     # before it writes its report
     with contextlib.ExitStack() as held, contextlib.ExitStack() as stack:
@@ -338,11 +368,12 @@ def run_search(
         executor = None
         if not reuse_finished:
             executor = stack.enter_context(
-                make_executor(experiment, n_workers, synthetic_sleep, plan_file)
+                make_executor(experiment, n_workers, synthetic_sleep, plan_file, objective)
             )
         return _search(
             experiment, resume, executor, stack, held, n_workers, wall, trials, on_progress,
             synthetic_sleep, plan_file, parent_run_id, reuse_finished, tags, on_notice,
+            objective, identity,
         )  # fmt: skip
 
 
@@ -362,6 +393,8 @@ def _search(
     reuse_finished: bool,
     tags: Mapping[str, str] | None,
     on_notice: Callable[[str], None] | None,
+    objective: Callable | None,
+    identity: str | None,
 ) -> SearchOutcome:
     from leanfit.data.sources import load_dataset, skipped_notice
     from leanfit.track import TrialLogger
@@ -373,9 +406,9 @@ def _search(
         # listed them)
         on_notice(skipped_notice(dataset.skipped))
     space = experiment.search_space()
-    key = search_key(experiment, dataset.digest)
+    key = search_key(experiment, dataset.digest, identity)
     check_budgets_reachable(experiment, space, dataset)
-    if on_notice is not None:
+    if on_notice is not None and objective is None:  # (a Python objective brings its own data)
         from leanfit.data.splits import DataPlan
         from leanfit.train.trial import data_plan
 
@@ -410,7 +443,7 @@ def _search(
     if resume:
         log = extended or SearchLog.find_resumable(logger, key)
         if log is None:
-            why = why_not_resumable(logger, experiment, dataset.digest)
+            why = why_not_resumable(logger, experiment, dataset.digest, identity)
             raise LeanfitError(
                 f"--resume: no unfinished search of this experiment file and data in "
                 f"{experiment.tracking_uri()}"
@@ -432,6 +465,7 @@ def _search(
             settings_key=search_key(experiment, None),
             extra_tags=tags,
             settings_json=json.dumps(search_settings(experiment), sort_keys=True),
+            objective=identity,
         )
     log.record_budget(wall, trials)
     elapsed_before = log.elapsed() if resume else 0.0
@@ -447,10 +481,10 @@ def _search(
         log.mark_interrupted([r.run_id for r in records if r.status == "running"])
         log.close_finished(records)
     if experiment.strategy.warm_start:
-        warm_start(experiment, controller, logger, log, dataset.digest, announce=not resume)
+        warm_start(experiment, controller, logger, log, dataset.digest, not resume, identity)
     if executor is None:
         executor = stack.enter_context(
-            make_executor(experiment, n_workers, synthetic_sleep, plan_file)
+            make_executor(experiment, n_workers, synthetic_sleep, plan_file, objective)
         )
     started = time.monotonic()
     status = "FAILED"
@@ -507,6 +541,7 @@ def warm_start(
     log: SearchLog,
     digest: str,
     announce: bool = True,
+    objective: str | None = None,
 ) -> int:
     """Start from the last finished search with these settings on other data, if there is one.
 
@@ -514,7 +549,7 @@ def warm_start(
     counted again for the data as it is now (a new class changes the head). Returns the number
     of results told.
     """
-    source = SearchLog.find_warm_start(logger, search_key(experiment, None), digest)
+    source = SearchLog.find_warm_start(logger, search_key(experiment, None), digest, objective)
     if source is None:
         return 0
     best: dict[int, Any] = {}
@@ -611,7 +646,13 @@ def write_report(
     plot = plot_pareto(points, folder / "pareto.png", title, experiment.objectives.max_params)
     summary = summary_of(controller)
     summary["MLflow search run"] = run_id
-    page = write_html(points, plot, folder / "report.html", title, summary)
+    more = ""
+    if failures := failure_lines(controller):
+        import html
+
+        items = "".join(f"<li>{html.escape(line.strip())}</li>" for line in failures[1:])
+        more = f"<h2>Failed trials</h2><p>{html.escape(failures[0])}</p><ul>{items}</ul>"
+    page = write_html(points, plot, folder / "report.html", title, summary, more)
     return plot, page
 
 
@@ -666,6 +707,28 @@ class _NoExecutor(Executor):
 
     def close(self) -> None:
         pass
+
+
+def failure_lines(controller: SearchController, shown: int = 3) -> list[str]:
+    """The trials that failed for good, by error (its first line), the commonest first: what a
+    user sees of them at the end of a search, where before only a count was shown."""
+    by_error: dict[str, list[int]] = {}
+    for trial in sorted(controller.trials.values(), key=lambda t: t.trial_id):
+        if trial.failed is not None:
+            first = trial.failed.strip().splitlines()[0] if trial.failed.strip() else "failed"
+            by_error.setdefault(first[:300], []).append(trial.trial_id)
+    if not by_error:
+        return []
+    count = sum(len(ids) for ids in by_error.values())
+    lines = [f"{count} trial(s) failed; each one's MLflow run holds its whole error:"]
+    ranked = sorted(by_error.items(), key=lambda kv: (-len(kv[1]), kv[1][0]))
+    for error, ids in ranked[:shown]:
+        which = ", ".join(str(i) for i in ids[:5]) + (", ..." if len(ids) > 5 else "")
+        lines.append(f"  {len(ids)} x {error} (trial {which})")
+    if len(ranked) > shown:
+        rest = sum(len(ids) for _, ids in ranked[shown:])
+        lines.append(f"  {rest} with {len(ranked) - shown} other error(s)")
+    return lines
 
 
 def front_table(controller: SearchController) -> list[Mapping[str, Any]]:

@@ -48,6 +48,11 @@ TAG_WARM_FROM = "leanfit.warm_start_from"
 # policy its augment-policy step fixed, so `leanfit report FILE` finds the search
 TAG_FILE_KEY = "leanfit.file_settings_key"
 TAG_POLICY = "leanfit.augment_policy"
+# What a search optimised when it was not real training: "synthetic" (`leanfit search
+# --synthetic`), or "python:MODULE:FUNCTION" (`leanfit.optimize`); absent for real training. It is
+# part of the search's key, so that no such search is resumed, reused or warm-started from by
+# one that trains (a dry run's accuracies are made up).
+TAG_OBJECTIVE = "leanfit.objective"
 
 
 # Settings that change no result, so no key (the search's, the pipeline's) holds them: where it
@@ -64,14 +69,27 @@ def search_settings(experiment: Experiment) -> dict[str, Any]:
     return experiment.model_dump(mode="json", exclude=NOT_SEARCHED)
 
 
-def search_key(experiment: Experiment, digest: str | None) -> str:
+def search_key(experiment: Experiment, digest: str | None, objective: str | None = None) -> str:
     """Identifies a search: the same file on the same data resumes the same search.
 
     Without a digest, it identifies the settings alone: a search on changed data with the same
-    settings is warm-started from the last one.
+    settings is warm-started from the last one. `objective` names what the search optimised when
+    it was not real training (`TAG_OBJECTIVE`); real training's keys are those from before it.
     """
-    blob = json.dumps({"settings": search_settings(experiment), "digest": digest}, sort_keys=True)
+    identity: dict[str, Any] = {"settings": search_settings(experiment), "digest": digest}
+    if objective is not None:
+        identity["objective"] = objective
+    blob = json.dumps(identity, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def objective_text(objective: str | None) -> str:
+    """What a search optimised, in words (see `TAG_OBJECTIVE`)."""
+    if objective is None:
+        return "real training"
+    if objective == "synthetic":
+        return "the synthetic objective of a dry run"
+    return f"the Python objective {objective.removeprefix('python:')}"
 
 
 def changed_settings(before: Mapping[str, Any], now: Mapping[str, Any], prefix: str = "") -> list:
@@ -86,9 +104,12 @@ def changed_settings(before: Mapping[str, Any], now: Mapping[str, Any], prefix: 
     return out
 
 
-def why_not_resumable(logger: TrialLogger, experiment: Experiment, digest: str) -> str | None:
-    """Why the latest unfinished search of this experiment is not this file's on this data: the
-    dataset changed, or which settings did; None when there is no unfinished search."""
+def why_not_resumable(
+    logger: TrialLogger, experiment: Experiment, digest: str, objective: str | None = None
+) -> str | None:
+    """Why the latest unfinished search of this experiment is not this file's on this data: it
+    optimised something else (a dry run's synthetic objective, a Python function), the dataset
+    changed, or which settings did; None when there is no unfinished search."""
     runs = logger.client.search_runs(
         [logger.experiment_id],
         filter_string=f"tags.`{TAG_KIND}` = 'search' and attributes.status != 'FINISHED'",
@@ -100,6 +121,11 @@ def why_not_resumable(logger: TrialLogger, experiment: Experiment, digest: str) 
     run = runs[0]
     tags = run.data.tags
     where = f"the unfinished search {run.info.run_id}"
+    ran = tags.get(TAG_OBJECTIVE)
+    if ran != objective:
+        return f"{where} optimised {objective_text(ran)}, not {objective_text(objective)}" + (
+            " (add --synthetic to resume it)" if ran == "synthetic" else ""
+        )
     before = tags.get("leanfit.dataset_digest")
     if before and before != digest:
         return (
@@ -165,6 +191,7 @@ class SearchLog:
         settings_key: str | None = None,
         extra_tags: Mapping[str, str] | None = None,
         settings_json: str | None = None,
+        objective: str | None = None,
     ) -> SearchLog:
         from mlflow.entities import Param
 
@@ -173,6 +200,8 @@ class SearchLog:
             TAG_SEARCH_KEY: search_key,
             "leanfit.dataset_digest": dataset.digest,
         }
+        if objective is not None:
+            tags[TAG_OBJECTIVE] = objective
         if parent_run_id:
             tags["mlflow.parentRunId"] = parent_run_id
         if settings_key:
@@ -204,9 +233,10 @@ class SearchLog:
 
     @classmethod
     def find_warm_start(
-        cls, logger: TrialLogger, settings_key: str, digest: str
+        cls, logger: TrialLogger, settings_key: str, digest: str, objective: str | None = None
     ) -> SearchLog | None:
-        """The latest finished search with the same settings on other data (the data changed)."""
+        """The latest finished search with the same settings and objective on other data (the
+        data changed)."""
         runs = logger.client.search_runs(
             [logger.experiment_id],
             filter_string=(
@@ -217,7 +247,9 @@ class SearchLog:
             max_results=20,
         )
         for run in runs:
-            if run.data.tags.get("leanfit.dataset_digest") != digest:
+            tags = run.data.tags
+            other_data = tags.get("leanfit.dataset_digest") != digest
+            if tags.get(TAG_OBJECTIVE) == objective and other_data:
                 return cls(logger, run.info.run_id)
         return None
 

@@ -1,0 +1,248 @@
+"""Your own objective, searched by leanfit: `leanfit.optimize(function, "experiment.yaml")`.
+
+The function trains (or evaluates) one configuration of the file's space up to `trial.epochs`
+and reports its validation accuracy after each epoch; what it returns is handed back to it as
+`trial.state` when the scheduler promotes the trial to more epochs, so a promoted trial goes on
+from where it stopped, as leanfit's own training does:
+
+    def objective(trial):
+        model = trial.state or build(trial.config)
+        while trial.running:          # up to trial.epochs, or until its learning curve says stop
+            train_one_epoch(model, trial.config["lr"])
+            trial.report(accuracy(model))
+        return model                  # pickled; trial.state at the trial's next rung
+
+The function runs in leanfit's worker processes, so it must be importable: defined at the top
+level of a module, or of the script that calls `leanfit.optimize` (loaded in each worker under
+another name, so its `if __name__ == "__main__":` block does not run there). `workers=0` runs it
+in the calling process instead (a notebook's function, a lambda), one trial at a time and
+without a worker's isolation.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+import os
+import pickle
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from leanfit.errors import LeanfitError
+
+# The module name a script's objective is loaded under in a worker (as multiprocessing loads a
+# spawned child's main script): not "__main__", so the script's guarded search does not run again
+SCRIPT_MODULE = "__leanfit_objective__"
+
+
+class Trial:
+    """One job of a trial, as the objective function sees it.
+
+    Attributes:
+        config: the configuration to train, a flat dict of the space's names (architecture
+            choices and hyperparameters).
+        epochs: train up to this many epochs in all (this rung's budget).
+        state: what the function returned at the trial's rung below, or None on its first job.
+        epoch: epochs trained so far, counting the rungs below: `state`'s epochs, then one more
+            at each `report`.
+        schedule_epochs: the epochs a learning-rate schedule should span (the top rung's), so
+            that a promoted trial's schedule goes on rather than starting again.
+        data_fraction, resolution: this rung's share of the training data and image size, where
+            the file makes them fidelities (1.0 and None otherwise).
+        seed: a seed for this trial's randomness.
+        number: the search's number of the trial (0, 1, ...); rung: the rung this job trains
+            to (0 first).
+    """
+
+    def __init__(self, spec, state: Any, start_epoch: int, earlier: list[dict[str, float]]):
+        self.config: dict[str, Any] = dict(spec.config)
+        self.epochs: int = spec.epochs
+        self.state = state
+        self.epoch: int = start_epoch
+        self.schedule_epochs: int = spec.schedule_epochs or spec.epochs
+        self.data_fraction: float = spec.data_fraction
+        self.resolution: int | None = spec.resolution
+        self.seed: int = spec.seed
+        found = re.fullmatch(r"trial-(\d+)-rung-(\d+)", spec.trial_id)
+        self.number: int | None = int(found.group(1)) if found else None
+        self.rung: int | None = int(found.group(2)) if found else None
+        self.history: list[dict[str, float]] = []  # this job's reports
+        self.stop_reason: str | None = None
+        self._earlier = earlier
+        self._curve_stop = spec.curve_stop
+
+    @property
+    def running(self) -> bool:
+        """True until `epoch` reaches `epochs` or the learning curve says the trial cannot reach
+        the top of its rung (`scheduler.curve_stop`)."""
+        return self.epoch < self.epochs and self.stop_reason is None
+
+    def report(self, val_accuracy: float, **metrics: float) -> bool:
+        """The validation accuracy (in [0, 1]) after one more epoch, with any other numbers to
+        log beside it (`train_loss=...`). Returns `running`."""
+        from leanfit.train.curve import CURVE_TOLERANCE
+
+        entry = {"epoch": float(self.epoch + 1)}
+        entry["val_accuracy"] = _number("val_accuracy", val_accuracy)
+        for name, value in metrics.items():
+            entry[name] = _number(name, value)
+        self.epoch += 1
+        self.history.append(entry)
+        if self._curve_stop is not None and self.epoch < self.epochs:
+            self.stop_reason = self._curve_stop.reason(
+                self._earlier + self.history, CURVE_TOLERANCE
+            )
+        return self.running
+
+
+def _number(name: str, value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"trial.report: {name} must be a number, got {type(value).__name__} {value!r}"
+        ) from None
+
+
+def target_of(function: Callable) -> str:
+    """Where a worker finds `function`: "module:name", or "/path/script.py:name" for one defined
+    in the script being run. A function a worker cannot find is refused, with the fix."""
+    if not callable(function):
+        raise LeanfitError(
+            f"objective: {function!r} is not a function; give the function that trains a trial"
+        )
+    module = getattr(function, "__module__", None)
+    name = getattr(function, "__qualname__", "")
+    if module is None or not name or "<" in name:  # a lambda, a nested function
+        raise LeanfitError(
+            f"objective: {name or repr(function)} is not defined at the top level of a module, so "
+            "leanfit's worker processes cannot import it; define it with `def` at the top level "
+            "of your script or module, or pass workers=0 to run it in this process"
+        )
+    if module == "__main__":
+        script = getattr(sys.modules["__main__"], "__file__", None)
+        if script is None:  # an interactive session, a notebook
+            raise LeanfitError(
+                f"objective: {name} is defined in an interactive session, which leanfit's worker "
+                "processes cannot import; pass workers=0 to run it in this process, or move it "
+                "to a .py file"
+            )
+        return f"{Path(script).resolve()}:{name}"
+    return f"{module}:{name}"
+
+
+def identity_of(function: Callable) -> str:
+    """What names a search of `function` (see `leanfit.track.search.TAG_OBJECTIVE`): its import
+    path, or for one no worker could import (workers=0) its module and name."""
+    try:
+        return f"python:{target_of(function)}"
+    except LeanfitError:
+        module = getattr(function, "__module__", None) or "?"
+        return f"python:{module}:{getattr(function, '__qualname__', repr(function))}"
+
+
+def load_function(target: str) -> Callable:
+    """The function `target_of` named."""
+    where, _, name = target.rpartition(":")
+    if where.endswith(".py"):
+        spec = importlib.util.spec_from_file_location(SCRIPT_MODULE, where)
+        if spec is None or spec.loader is None or not os.path.isfile(where):
+            raise LeanfitError(f"objective: the script {where} is gone; run the search again")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[SCRIPT_MODULE] = module
+        spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(where)
+    found: Any = module
+    for part in name.split("."):
+        found = getattr(found, part)
+    return found
+
+
+def function_runner(target: str):
+    """The runner factory of a worker: the objective function loaded once, then called for
+    every trial job handed over."""
+    return make_runner(load_function(target))
+
+
+def in_process_runner(function: Callable):
+    """`make_runner` for the calling process (workers=0): an exception in one trial fails that
+    trial, as it would in a worker, instead of ending the search."""
+    run = make_runner(function)
+
+    def guarded(spec):
+        try:
+            return run(spec)
+        except Exception as e:  # noqa: BLE001 - a bug in one trial fails that trial only
+            import traceback
+
+            from leanfit.train.trainer import TrainResult
+
+            tb = traceback.format_exc(limit=6)
+            return TrainResult("failed", reason=f"{type(e).__name__}: {e}\n{tb}")
+
+    return guarded
+
+
+def make_runner(function: Callable):
+    """A runner (spec -> TrainResult) around an objective function: the state from the rung
+    below in, the reports and the returned state (pickled, to `spec.checkpoint_to`) out."""
+
+    def run(spec):
+        from leanfit.train.trainer import TrainResult
+
+        started = time.perf_counter()
+        state, start, earlier = None, 0, []
+        if spec.resume_from:
+            with open(spec.resume_from, "rb") as f:
+                saved = pickle.load(f)
+            state, start, earlier = saved["state"], saved["epochs"], saved["history"]
+        trial = Trial(spec, state, start, earlier)
+        returned = function(trial)
+        elapsed = time.perf_counter() - started
+        if not trial.history:
+            return TrainResult(
+                "failed",
+                reason="the objective reported no accuracy: call trial.report(val_accuracy) "
+                "after each epoch, while trial.running",
+                wall_time=elapsed,
+            )
+        bad = [h["val_accuracy"] for h in trial.history if not 0.0 <= h["val_accuracy"] <= 1.0]
+        if bad:  # NaN among them: a diverged training
+            what = "NaN" if any(math.isnan(v) for v in bad) else f"{bad[0]!r}, not in [0, 1]"
+            return TrainResult(
+                "failed", trial.history, reason=f"val_accuracy {what}", wall_time=elapsed
+            )
+        out = TrainResult(
+            "stopped" if trial.stop_reason else "ok",
+            trial.history,
+            epochs=trial.epoch,
+            reason=trial.stop_reason,
+            wall_time=elapsed,
+            train_time=elapsed,
+        )
+        if spec.checkpoint_to:
+            path = Path(spec.checkpoint_to)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            saved = {"state": returned, "epochs": trial.epoch, "history": earlier + trial.history}
+            try:
+                blob = pickle.dumps(saved)
+            except Exception as e:  # noqa: BLE001 - whatever pickle raises for this object
+                out.status = "failed"
+                out.reason = (
+                    f"the state the objective returned cannot be pickled ({type(e).__name__}: "
+                    f"{e}); return something pickle can save (a state_dict, a path), or None"
+                )
+                return out
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(blob)
+            os.replace(tmp, path)  # whole or absent: a worker killed mid-write leaves no half
+            out.checkpoint = str(path)
+        return out
+
+    return run

@@ -1,0 +1,228 @@
+"""`leanfit.optimize`: the search on an objective function of the user's own.
+
+A user's script is run as a user runs it (a subprocess, 2 worker processes, its own MLflow
+database); the in-process form (workers=0) runs in the test's process. And a dry run's synthetic
+objective no longer stands in for real training: the two are different searches.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+import leanfit
+from leanfit.errors import LeanfitError
+from leanfit.search.run import failure_lines
+from leanfit.track.search import TAG_KIND, TAG_OBJECTIVE
+from tests.support import digits_config, run_cli, write_yaml
+
+SCRIPT = '''
+import json, math, os, sys
+import leanfit
+
+LOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jobs.jsonl")
+
+
+def objective(trial):
+    """A learning curve that rises with the epochs, best near lr 0.03; the state counts the
+    epochs trained, so a promotion that started again from nothing would show."""
+    state = trial.state or {"trained": 0}
+    assert state["trained"] == trial.epoch, (state, trial.epoch)
+    start = trial.epoch
+    if trial.config["lr"] > 0.25:
+        raise RuntimeError("diverged")  # a bug in the user's code fails that trial only
+    while trial.running:
+        state["trained"] += 1
+        lr = trial.config["lr"]
+        acc = 0.99 - 0.4 * math.exp(-trial.epoch / 3) - 0.03 * abs(math.log10(lr) + 1.5)
+        trial.report(acc, train_loss=1 - acc)
+    with open(LOG, "a") as f:
+        job = {"trial": trial.number, "rung": trial.rung, "from": start, "to": trial.epoch}
+        f.write(json.dumps({**job, "pid": os.getpid()}) + "\\n")
+    return state
+
+
+if __name__ == "__main__":
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "main.log"), "a") as f:
+        f.write(f"{os.getpid()}\\n")  # once: the workers load this file without running this
+    result = leanfit.optimize(objective, "e.yaml", workers=2, trials=24, progress=False)
+    print(json.dumps({"trials": result.trials, "failed": result.failed,
+                      "front": result.front, "hypervolume": result.hypervolume,
+                      "run_id": result.run_id, "report": str(result.report_html)}))
+'''
+
+
+def experiment(folder: Path, **budget) -> Path:
+    # (an absolute database: MLflow keeps a store per URI in a process, and in-process tests run
+    # in other folders one after another)
+    cfg = digits_config(
+        budget={"min_epochs": 1, "max_epochs": 9, "trials": 24, **budget},
+        executor={"kind": "local", "workers": 2},
+        tracking={"uri": f"sqlite:///{folder / 'mlflow.db'}"},
+    )
+    cfg["strategy"]["initial_points"] = 6
+    cfg["space"]["hyperparameters"]["lr"] = {"low": 0.001, "high": 0.5, "log": True}
+    return write_yaml(folder / "e.yaml", cfg)
+
+
+def test_a_scripts_objective_is_searched_in_workers_and_promotions_go_on_from_its_state(
+    tmp_path,
+):
+    experiment(tmp_path)
+    (tmp_path / "mine.py").write_text(SCRIPT)
+    done = subprocess.run(
+        [sys.executable, "mine.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["trials"] == 24 and out["front"] and out["hypervolume"] > 0
+    assert Path(out["report"]).is_file()
+    # the script's main block ran once: not again in each worker
+    assert len((tmp_path / "main.log").read_text().split()) == 1
+    jobs = [json.loads(line) for line in (tmp_path / "jobs.jsonl").read_text().splitlines()]
+    assert len({j["pid"] for j in jobs}) == 2  # two worker processes shared the jobs
+    by_trial: dict[str, list] = {}
+    for j in jobs:
+        by_trial.setdefault(j["trial"], []).append(j)
+    promoted = [t for t, js in by_trial.items() if len(js) > 1]
+    assert promoted, "ASHA promoted no trial"
+    for js in by_trial.values():  # each job went on where the rung below stopped
+        js.sort(key=lambda j: j["from"])
+        assert js[0]["from"] == 0 and [j["rung"] for j in js] == list(range(len(js)))
+        assert all(a["to"] == b["from"] for a, b in zip(js, js[1:], strict=False))
+    # the trials of lr > 0.25 failed, with the error recorded; the others did not
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    search = client.get_run(out["run_id"])
+    assert search.data.tags[TAG_OBJECTIVE] == f"python:{tmp_path / 'mine.py'}:objective"
+    trials = client.search_runs(
+        [search.info.experiment_id], f"tags.`{TAG_KIND}` = 'trial'", max_results=500
+    )
+    failed = [r for r in trials if r.info.status == "FAILED"]
+    diverged = [r for r in trials if json.loads(r.data.params["lr"]) > 0.25]
+    assert {r.info.run_id for r in failed} == {r.info.run_id for r in diverged}
+    assert out["failed"] == len(failed)
+    ok = [r for r in trials if r.info.status == "FINISHED"]
+    assert ok and all("train_loss" in r.data.metrics for r in ok)
+    assert all(m["config"]["lr"] <= 0.25 for m in out["front"])
+
+
+def flaky(trial):
+    """One trial in five raises, one in five reports NaN: the search goes on without them."""
+    n = trial.number
+    while trial.running:
+        if n % 5 == 1:
+            raise ValueError("a bug")
+        trial.report(float("nan") if n % 5 == 2 else 0.5 + 0.04 * trial.epoch)
+    return None
+
+
+def test_in_process_objective_records_crashes_and_nan_as_failed_trials(in_tmp):
+    experiment(in_tmp, trials=15)
+    result = leanfit.optimize(flaky, "e.yaml", workers=0, progress=False)
+    assert result.trials == 15
+    failed = {t.trial_id: t.failed for t in result.controller.trials.values() if t.failed}
+    assert set(failed) == {t for t in range(15) if t % 5 in (1, 2)}
+    assert "ValueError: a bug" in failed[1] and "NaN" in failed[2]
+    assert result.front and all(m["trial"] % 5 not in (1, 2) for m in result.front)
+    # what the user sees of them: each error once, with its trials (before: a count)
+    said = "\n".join(failure_lines(result.controller))
+    assert "6 trial(s) failed" in said
+    assert "3 x ValueError: a bug (trial 1, 6, 11)" in said
+    assert "3 x val_accuracy NaN (trial 2, 7, 12)" in said
+    assert "Failed trials" in result.report_html.read_text()
+    shown = run_cli("report", "e.yaml", cwd=in_tmp)  # read back from MLflow
+    assert shown.returncode == 0, shown.stderr
+    assert "3 x ValueError: a bug (trial 1, 6, 11)" in shown.stdout
+    assert "it optimised the Python objective tests.test_api:flaky, not real" in shown.stdout
+    assert result.failures == failure_lines(result.controller)
+
+
+def test_objectives_and_budgets_it_cannot_search_with_are_refused_before_anything_starts(in_tmp):
+    experiment(in_tmp)
+    cases = [
+        (dict(objective=lambda t: None, workers=2), "not defined at the top level"),
+        (dict(objective=flaky, workers=-1), "workers: -1"),
+        (dict(objective=flaky, workers=0, wall_time="ten minutes"), "wall_time"),
+        (dict(objective=flaky, workers=0, trials=0), "trials: 0"),
+        (dict(objective="flaky", workers=2), "not a function"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(LeanfitError, match=message):
+            leanfit.optimize(experiment="e.yaml", progress=False, **kwargs)
+    cfg = digits_config(executor={"kind": "kubernetes"})
+    write_yaml(in_tmp / "k.yaml", cfg)
+    with pytest.raises(LeanfitError, match="executor.kind: kubernetes"):
+        leanfit.optimize(flaky, "k.yaml", workers=2, progress=False)
+    assert not (in_tmp / "mlflow.db").exists()
+
+
+def test_a_dry_runs_search_is_not_reused_resumed_or_warm_started_by_real_training(in_tmp):
+    """`leanfit search FILE --synthetic` logs made-up accuracies: the pipeline's search (which
+    reuses a finished search of its settings and data) used to take them as its own results."""
+    from leanfit.config import load_experiment
+    from leanfit.search.run import run_search
+    from leanfit.track import TrialLogger
+    from leanfit.track.search import SearchLog, search_key
+
+    cfg = digits_config(
+        budget={"min_epochs": 1, "max_epochs": 2, "trials": 3},
+        executor={"kind": "local", "workers": 1},
+        tracking={"uri": f"sqlite:///{in_tmp / 'mlflow.db'}"},
+    )
+    cfg["strategy"]["initial_points"] = 3
+    write_yaml(in_tmp / "e.yaml", cfg)
+    assert run_cli("search", "e.yaml", "--synthetic", "0", cwd=in_tmp).returncode == 0
+    client = MlflowClient(f"sqlite:///{in_tmp / 'mlflow.db'}")
+    (dry,) = client.search_runs(
+        [client.get_experiment_by_name("leanfit-digits").experiment_id],
+        f"tags.`{TAG_KIND}` = 'search'",
+    )
+    assert dry.data.tags[TAG_OBJECTIVE] == "synthetic"
+    exp = load_experiment(in_tmp / "e.yaml")
+    real = run_search(exp, reuse_finished=True, workers=1)  # as the pipeline's search step
+    assert not real.reused and real.search_run_id != dry.info.run_id
+    assert TAG_OBJECTIVE not in client.get_run(real.search_run_id).data.tags
+    assert run_search(exp, reuse_finished=True, synthetic_sleep=0.0, workers=1).reused
+    # on changed data, a search starts from the last of its own objective's, not a dry run's
+    logger = TrialLogger(exp.tracking_uri(), exp.experiment_name())
+    settings = search_key(exp, None)
+    found = SearchLog.find_warm_start(logger, settings, "new data")
+    assert found is not None and found.run_id == real.search_run_id
+    dry_found = SearchLog.find_warm_start(logger, settings, "new data", "synthetic")
+    assert dry_found is not None and dry_found.run_id == dry.info.run_id
+
+    # a killed dry run is not resumed by real training: the refusal says what it optimised
+    client.set_terminated(dry.info.run_id, "KILLED")
+    result = run_cli("search", "e.yaml", "--resume", cwd=in_tmp)
+    assert result.returncode == 2
+    assert "optimised the synthetic objective of a dry run, not real training" in result.stderr
+    assert "add --synthetic to resume it" in result.stderr
+    assert run_cli("search", "e.yaml", "--resume", "--synthetic", "0", cwd=in_tmp).returncode == 0
+
+
+def test_the_documented_example_objective_goes_on_from_its_state_when_promoted(in_tmp):
+    """The module's example objective (the README's), run in-process: its accuracy counts every
+    epoch trained, so a promoted trial that started again from nothing would score lower than
+    its epochs say."""
+    from leanfit import objective as module
+
+    namespace = {
+        "build": lambda config: {"steps": 0},
+        "train_one_epoch": lambda model, lr: model.update(steps=model["steps"] + 1),
+        "accuracy": lambda model: 0.5 + 0.04 * model["steps"],
+    }
+    (code,) = [block for block in module.__doc__.split("\n\n") if block.startswith("    def ")]
+    exec(textwrap.dedent(code), namespace)
+    experiment(in_tmp, trials=12)
+    result = leanfit.optimize(namespace["objective"], "e.yaml", workers=0, progress=False)
+    trials = result.controller.trials.values()
+    assert any(t.top_rung and t.top_rung > 0 for t in trials)  # promotions happened
+    for t in trials:
+        for metrics in t.results.values():
+            assert metrics["val_accuracy"] == pytest.approx(0.5 + 0.04 * metrics["epoch"])
