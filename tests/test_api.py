@@ -8,6 +8,7 @@ objective no longer stands in for real training: the two are different searches.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -43,7 +44,10 @@ def objective(trial):
         acc = 0.99 - 0.4 * math.exp(-trial.epoch / 3) - 0.03 * abs(math.log10(lr) + 1.5)
         trial.report(acc, train_loss=1 - acc)
     with open(LOG, "a") as f:
-        job = {"trial": trial.number, "rung": trial.rung, "from": start, "to": trial.epoch}
+        import torch
+
+        job = {"trial": trial.number, "rung": trial.rung, "from": start, "to": trial.epoch,
+               "threads": torch.get_num_threads()}
         f.write(json.dumps({**job, "pid": os.getpid()}) + "\\n")
     return state
 
@@ -87,6 +91,8 @@ def test_a_scripts_objective_is_searched_in_workers_and_promotions_go_on_from_it
     assert len((tmp_path / "main.log").read_text().split()) == 1
     jobs = [json.loads(line) for line in (tmp_path / "jobs.jsonl").read_text().splitlines()]
     assert len({j["pid"] for j in jobs}) == 2  # two worker processes shared the jobs
+    # each worker's torch has its share of the cores, as leanfit's own training has
+    assert {j["threads"] for j in jobs} == {max(1, len(os.sched_getaffinity(0)) // 2)}
     by_trial: dict[str, list] = {}
     for j in jobs:
         by_trial.setdefault(j["trial"], []).append(j)

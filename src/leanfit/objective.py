@@ -164,9 +164,12 @@ def load_function(target: str) -> Callable:
     return found
 
 
-def function_runner(target: str):
+def function_runner(target: str, threads: int | None = None):
     """The runner factory of a worker: the objective function loaded once, then called for
-    every trial job handed over."""
+    every trial job handed over. `threads`: torch's CPU threads in this worker (the cores shared
+    out among the workers, as for leanfit's own training), where torch is there."""
+    if threads and "torch" in sys.modules:  # the fork server imported it; a spawned one may not
+        sys.modules["torch"].set_num_threads(threads)
     return make_runner(load_function(target))
 
 

@@ -257,7 +257,11 @@ def runner_for(
     if objective is not None:
         from leanfit.objective import target_of
 
-        return RunnerSpec("leanfit.objective:function_runner", {"target": target_of(objective)})
+        threads = max(1, usable_cores() // max(1, workers))  # as training's: no oversubscription
+        return RunnerSpec(
+            "leanfit.objective:function_runner",
+            {"target": target_of(objective), "threads": threads},
+        )
     exp = experiment.model_dump(mode="json", exclude={"base_dir"})
     if synthetic_sleep is not None:
         return RunnerSpec(
