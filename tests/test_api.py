@@ -149,6 +149,47 @@ def test_in_process_objective_records_crashes_and_nan_as_failed_trials(in_tmp):
     assert result.failures == failure_lines(result.controller)
 
 
+BROKEN = {"now": True}
+
+
+def broken_until_fixed(trial):
+    if BROKEN["now"]:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+    while trial.running:
+        trial.report(0.6 + 0.03 * trial.epoch)
+
+
+def test_a_search_whose_every_trial_fails_stops_after_ten_and_resumes_once_fixed(in_tmp):
+    """One error repeated would spend the whole budget on nothing: the search stops at the
+    tenth failed job with the error, marked FAILED; fixed, `resume=True` goes on with it."""
+    from leanfit.search.controller import FAIL_FAST_JOBS, SearchFailed
+
+    experiment(in_tmp, trials=40)
+    BROKEN["now"] = True
+    with pytest.raises(SearchFailed) as stopped:
+        leanfit.optimize(broken_until_fixed, "e.yaml", workers=0, progress=False)
+    said = str(stopped.value)
+    assert f"every trial job of the search failed ({FAIL_FAST_JOBS}), so it stopped" in said
+    assert "10 x RuntimeError: CUDA error: an illegal memory access" in said
+    client = MlflowClient(f"sqlite:///{in_tmp / 'mlflow.db'}")
+    (search,) = client.search_runs(
+        [client.get_experiment_by_name("leanfit-digits").experiment_id],
+        f"tags.`{TAG_KIND}` = 'search'",
+    )
+    assert search.info.status == "FAILED"
+    trials = client.search_runs([search.info.experiment_id], f"tags.`{TAG_KIND}` = 'trial'")
+    assert len(trials) == FAIL_FAST_JOBS  # none started after the tenth failure
+    BROKEN["now"] = False
+    result = leanfit.optimize(broken_until_fixed, "e.yaml", workers=0, resume=True, progress=False)
+    assert result.run_id == search.info.run_id and result.trials == 40 and result.front
+    assert result.failures[1].startswith("  10 x RuntimeError: CUDA error")
+    # a budget too small to reach ten jobs, all of them failed, ends the same way
+    experiment(in_tmp, trials=3)
+    BROKEN["now"] = True
+    with pytest.raises(SearchFailed, match=r"failed \(3\), so it stopped: 3 x RuntimeError"):
+        leanfit.optimize(broken_until_fixed, "e.yaml", workers=0, progress=False)
+
+
 def test_objectives_and_budgets_it_cannot_search_with_are_refused_before_anything_starts(in_tmp):
     experiment(in_tmp)
     cases = [

@@ -648,3 +648,27 @@ def test_a_tracking_uri_mlflow_cannot_use_is_refused_in_one_line(in_tmp, monkeyp
         assert refused.get(uri, "MLflow does not know")[:30] in result.stderr, result.stderr
         assert "secret" not in result.stderr and "Traceback" not in result.stderr
     assert sorted(p.name for p in in_tmp.iterdir()) == ["e.yaml"]
+
+
+def test_a_search_whose_every_trial_times_out_stops_with_the_reason_and_exit_2(in_tmp):
+    """A per-trial timeout no training fits in (executor.trial_timeout: 0.2s): before, the
+    search spent its whole budget timing trials out and ended with an empty front."""
+    from leanfit.search.controller import FAIL_FAST_JOBS
+
+    cfg = digits_config(
+        budget={"min_epochs": 1, "max_epochs": 9, "wall_time": "10m"},
+        executor={"kind": "local", "workers": 2, "trial_timeout": "0.2s"},
+    )
+    write_yaml(in_tmp / "e.yaml", cfg)
+    started = time.monotonic()
+    result = run_cli("search", "e.yaml", cwd=in_tmp)
+    assert result.returncode == 2, result.stderr
+    said = " ".join(result.stderr.split())
+    assert f"every trial job of the search failed ({FAIL_FAST_JOBS}), so it stopped" in said, said
+    assert "x timed out after 0.2 s (executor.trial_timeout) (trial 0, 1, 2" in said, said
+    assert time.monotonic() - started < 120  # not the 10 minutes
+    client, runs = trial_runs(in_tmp / "mlflow.db")
+    (search,) = client.search_runs(
+        [runs[0].info.experiment_id], "tags.`leanfit.kind` = 'search'", max_results=5
+    )
+    assert search.info.status == "FAILED"

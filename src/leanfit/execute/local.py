@@ -230,7 +230,7 @@ class LocalExecutor(Executor):
         ):
             job, worker.job = worker.job, None
             self._replace(worker)
-            reason = f"timed out after {self.trial_timeout:.0f} s"
+            reason = f"timed out after {self.trial_timeout:g} s (executor.trial_timeout)"
             return [JobOutcome(job, TrainResult("failed", reason=reason), False, name)]
         return []
 

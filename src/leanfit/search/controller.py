@@ -28,6 +28,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from leanfit.config import ObjectivesConfig
+from leanfit.errors import LeanfitError
 from leanfit.execute.base import Executor, JobOutcome, TrialJob
 from leanfit.search.asha import Job, Rung
 from leanfit.search.pareto import hypervolume, pareto_front
@@ -46,6 +47,10 @@ RUNG_LOG10_MACS_LOW = 3.0
 INFEASIBLE_VALUE = 10.0
 # EHVI's error axis is log10(error), floored here (0.1%: a validation split may be all right).
 EHVI_ERROR_FLOOR = 1e-3
+# A search whose first this many trial jobs (of one run of it) all fail stops there: one error
+# repeated (a bug in an objective function, every model out of GPU memory, a broken dataset)
+# would otherwise spend the whole budget, hours of it, on nothing (Katib's maxFailedTrialCount).
+FAIL_FAST_JOBS = 10
 
 
 def ehvi_error(error: float) -> float:
@@ -145,6 +150,10 @@ class WorkerTime:
     first_submitted: float
     last_finished: float
     busy: float = 0.0
+
+
+class SearchFailed(LeanfitError):
+    """Every trial job of the search failed: it stopped, and says with which error."""
 
 
 @dataclass
@@ -357,6 +366,8 @@ class SearchController:
         """Run until the budget is spent; jobs still running then are abandoned."""
         deadline = None if self.wall_time is None else self.stats.started + self.wall_time
         last_report = 0.0
+        # (a resumed search counts its own run's jobs: the failures before a fix do not stop it)
+        before = (self.stats.jobs_done, self.stats.jobs_failed)
         try:
             while True:
                 if self.stop_requested:  # an interrupt, acted on where the records are whole
@@ -372,6 +383,7 @@ class SearchController:
                     # before the next proposal, not after it (jobs of equal length end together).
                     for outcome in finished:
                         self._handle(outcome)
+                    self._check_failing(before, FAIL_FAST_JOBS)
                     continue
                 if not self.executor.running():
                     break  # nothing runs and nothing can start: the trial budget is spent
@@ -379,6 +391,7 @@ class SearchController:
                 wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - now))
                 for outcome in self.executor.wait(timeout=wait):
                     self._handle(outcome)
+                self._check_failing(before, FAIL_FAST_JOBS)
                 if on_progress is not None and self.clock() - last_report >= 0.5:
                     on_progress(self)
                     last_report = self.clock()
@@ -386,6 +399,31 @@ class SearchController:
             self._log_events()  # what finished before an interrupt is kept
         if on_progress is not None:
             on_progress(self)
+        self._check_failing(before, 1)  # a small budget that ended with failures alone
+
+    def _check_failing(self, before: tuple[int, int], jobs: int) -> None:
+        """Stop (`SearchFailed`) if this run's first `jobs` finished jobs, or more, all failed."""
+        done, failed = self.stats.jobs_done - before[0], self.stats.jobs_failed - before[1]
+        if done or failed < jobs:
+            return
+        (error, ids), *others = self.failure_groups()
+        which = ", ".join(str(i) for i in ids[:5]) + (", ..." if len(ids) > 5 else "")
+        also = f", and {sum(len(i) for _, i in others)} with other errors" if others else ""
+        raise SearchFailed(
+            f"every trial job of the search failed ({failed}), so it stopped: {len(ids)} x "
+            f"{error} (trial {which}){also}. Fix that and run it again (`--resume` goes on with "
+            "it); each trial's MLflow run holds its whole error"
+        )
+
+    def failure_groups(self) -> list[tuple[str, list[int]]]:
+        """The trials that failed for good, by error (its first line), the commonest first."""
+        by_error: dict[str, list[int]] = {}
+        for trial in sorted(self.trials.values(), key=lambda t: t.trial_id):
+            if trial.failed is not None:
+                text = trial.failed.strip()
+                first = text.splitlines()[0][:300] if text else "failed"
+                by_error.setdefault(first, []).append(trial.trial_id)
+        return sorted(by_error.items(), key=lambda kv: (-len(kv[1]), kv[1][0]))
 
     def _fill(self) -> None:
         while self.executor.free_slots() > 0:

@@ -716,16 +716,11 @@ class _NoExecutor(Executor):
 def failure_lines(controller: SearchController, shown: int = 3) -> list[str]:
     """The trials that failed for good, by error (its first line), the commonest first: what a
     user sees of them at the end of a search, where before only a count was shown."""
-    by_error: dict[str, list[int]] = {}
-    for trial in sorted(controller.trials.values(), key=lambda t: t.trial_id):
-        if trial.failed is not None:
-            first = trial.failed.strip().splitlines()[0] if trial.failed.strip() else "failed"
-            by_error.setdefault(first[:300], []).append(trial.trial_id)
-    if not by_error:
+    ranked = controller.failure_groups()
+    if not ranked:
         return []
-    count = sum(len(ids) for ids in by_error.values())
+    count = sum(len(ids) for _, ids in ranked)
     lines = [f"{count} trial(s) failed; each one's MLflow run holds its whole error:"]
-    ranked = sorted(by_error.items(), key=lambda kv: (-len(kv[1]), kv[1][0]))
     for error, ids in ranked[:shown]:
         which = ", ".join(str(i) for i in ids[:5]) + (", ..." if len(ids) > 5 else "")
         lines.append(f"  {len(ids)} x {error} (trial {which})")
