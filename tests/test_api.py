@@ -58,7 +58,10 @@ if __name__ == "__main__":
     result = leanfit.optimize(objective, "e.yaml", workers=2, trials=24, progress=False)
     print(json.dumps({"trials": result.trials, "failed": result.failed,
                       "front": result.front, "hypervolume": result.hypervolume,
-                      "run_id": result.run_id, "report": str(result.report_html)}))
+                      "run_id": result.run_id, "report": str(result.report_html),
+                      "best_smallest": result.best(result.front[0]["params"]),
+                      "none_smaller": result.best(result.front[0]["params"] - 1),
+                      "best": result.best()}))
 '''
 
 
@@ -116,6 +119,9 @@ def test_a_scripts_objective_is_searched_in_workers_and_promotions_go_on_from_it
     ok = [r for r in trials if r.info.status == "FINISHED"]
     assert ok and all("train_loss" in r.data.metrics for r in ok)
     assert all(m["config"]["lr"] <= 0.25 for m in out["front"])
+    # on a front (smallest first) the most accurate model within a size is the largest there
+    assert out["best_smallest"] == out["front"][0] and out["best"] == out["front"][-1]
+    assert out["none_smaller"] is None
 
 
 def flaky(trial):
@@ -147,6 +153,40 @@ def test_in_process_objective_records_crashes_and_nan_as_failed_trials(in_tmp):
     assert "3 x ValueError: a bug (trial 1, 6, 11)" in shown.stdout
     assert "it optimised the Python objective tests.test_api:flaky, not real" in shown.stdout
     assert result.failures == failure_lines(result.controller)
+
+
+STARTS: list[tuple[int, int, int]] = []
+
+
+def stateless(trial):
+    """Keeps nothing: a promotion can only train again from the start."""
+    STARTS.append((trial.number, trial.rung, trial.epoch))
+    while trial.running:
+        trial.report(0.5 + 0.04 * (trial.epoch + 1))  # the accuracy after this epoch
+    return None
+
+
+def counts_from_zero(trial):
+    """An Optuna habit: `range(trial.epochs)`, though a promoted trial is trial.epoch in."""
+    for _ in range(trial.epochs):
+        trial.report(0.5 + 0.04 * trial.epoch)
+    return {"kept": True}
+
+
+def test_a_stateless_objective_trains_promotions_from_the_start_and_overcounting_is_said(in_tmp):
+    experiment(in_tmp, trials=12)
+    STARTS.clear()
+    result = leanfit.optimize(stateless, "e.yaml", workers=0, progress=False)
+    promoted = [(n, rung, epoch) for n, rung, epoch in STARTS if rung > 0]
+    assert promoted and all(epoch == 0 for _, _, epoch in promoted)
+    for t in result.controller.trials.values():  # each rung's accuracy is of its own epochs
+        for metrics in t.results.values():
+            assert metrics["val_accuracy"] == pytest.approx(0.5 + 0.04 * metrics["epoch"])
+    # reporting past the rung's epochs fails the promoted trial, saying how to loop
+    result = leanfit.optimize(counts_from_zero, "e.yaml", workers=0, progress=False)
+    assert result.front  # the first rung of each trial is fine
+    said = "\n".join(result.failures)
+    assert "RuntimeError: trial.report: epoch " in said and "loop `while trial.running:`" in said
 
 
 BROKEN = {"now": True}

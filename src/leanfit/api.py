@@ -53,6 +53,12 @@ class SearchResult:
     report_plot: Path
     controller: Any
 
+    def best(self, max_params: int | None = None) -> dict[str, Any] | None:
+        """The front's most accurate model with at most `max_params` parameters (the smaller on
+        a tie), or None if no front model is that small."""
+        fits = [m for m in self.front if max_params is None or m["params"] <= max_params]
+        return max(fits, key=lambda m: (m["val_accuracy"], -m["params"]), default=None)
+
 
 def optimize(
     objective: Callable,

@@ -11,6 +11,7 @@ from where it stopped, as leanfit's own training does:
             train_one_epoch(model, trial.config["lr"])
             trial.report(accuracy(model))
         return model                  # pickled; trial.state at the trial's next rung
+                                      # (None: a promoted trial trains from epoch 0)
 
 The function runs in leanfit's worker processes, so it must be importable: defined at the top
 level of a module, or of the script that calls `leanfit.optimize` (loaded in each worker under
@@ -87,6 +88,12 @@ class Trial:
         log beside it (`train_loss=...`). Returns `running`."""
         from leanfit.train.curve import CURVE_TOLERANCE
 
+        if self.epoch >= self.epochs:
+            raise RuntimeError(
+                f"trial.report: epoch {self.epoch + 1} is past this rung's trial.epochs "
+                f"({self.epochs}); loop `while trial.running:` (a promoted trial starts at "
+                f"trial.epoch {self.epoch - len(self.history)}, not 0)"
+            )
         entry = {"epoch": float(self.epoch + 1)}
         entry["val_accuracy"] = _number("val_accuracy", val_accuracy)
         for name, value in metrics.items():
@@ -204,7 +211,8 @@ def make_runner(function: Callable):
         if spec.resume_from:
             with open(spec.resume_from, "rb") as f:
                 saved = pickle.load(f)
-            state, start, earlier = saved["state"], saved["epochs"], saved["history"]
+            if saved["state"] is not None:  # else nothing to go on from: trained from the start
+                state, start, earlier = saved["state"], saved["epochs"], saved["history"]
         trial = Trial(spec, state, start, earlier)
         returned = function(trial)
         elapsed = time.perf_counter() - started
