@@ -313,3 +313,23 @@ def test_the_documented_example_objective_goes_on_from_its_state_when_promoted(i
     for t in trials:
         for metrics in t.results.values():
             assert metrics["val_accuracy"] == pytest.approx(0.5 + 0.04 * metrics["epoch"])
+
+
+def test_the_example_of_a_training_loop_of_ones_own_runs(tmp_path):
+    """examples/own_training.py: real PyTorch training of leanfit's models in 2 workers, the
+    weights and optimiser state handed on at each promotion."""
+    from tests.support import EXAMPLES
+
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "own_training.py"), "--trials", "6", "--workers", "2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    front = [line for line in done.stdout.splitlines() if "parameters  val acc" in line]
+    assert front and "report " in done.stdout
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (experiment_,) = [e for e in client.search_experiments() if e.name == "leanfit-digits"]
+    jobs = client.search_runs([experiment_.experiment_id], f"tags.`{TAG_KIND}` = 'trial'")
+    assert all(r.info.status == "FINISHED" for r in jobs)
+    assert max(r.data.metrics["val_accuracy"] for r in jobs) > 0.3  # it learned something
+    assert any(r.data.tags.get("leanfit.resume_from") for r in jobs)  # promoted, inherited
