@@ -333,3 +333,39 @@ def test_the_example_of_a_training_loop_of_ones_own_runs(tmp_path):
     assert all(r.info.status == "FINISHED" for r in jobs)
     assert max(r.data.metrics["val_accuracy"] for r in jobs) > 0.3  # it learned something
     assert any(r.data.tags.get("leanfit.resume_from") for r in jobs)  # promoted, inherited
+
+
+def test_a_module_run_with_dash_m_is_imported_by_its_name_in_the_workers(tmp_path):
+    """`python -m package.module`: loaded by path, its relative imports would fail."""
+    experiment(tmp_path, trials=4)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "__init__.py").write_text("")
+    (tmp_path / "mine" / "curve.py").write_text("def acc(epoch):\n    return 0.5 + 0.04 * epoch\n")
+    (tmp_path / "mine" / "search.py").write_text(
+        textwrap.dedent(
+            """
+            import leanfit
+            from .curve import acc
+
+            def objective(trial):
+                while trial.running:
+                    trial.report(acc(trial.epoch + 1))
+
+            if __name__ == "__main__":
+                r = leanfit.optimize(objective, "e.yaml", workers=2, progress=False)
+                print(r.trials, r.failed, r.controller.trials[0].failed)
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "mine.search"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["4", "0", "None"]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (search,) = client.search_runs(
+        [client.get_experiment_by_name("leanfit-digits").experiment_id],
+        f"tags.`{TAG_KIND}` = 'search'",
+    )
+    assert search.data.tags[TAG_OBJECTIVE] == "python:mine.search:objective"

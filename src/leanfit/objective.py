@@ -132,7 +132,11 @@ def target_of(function: Callable) -> str:
             "of your script or module, or pass workers=0 to run it in this process"
         )
     if module == "__main__":
-        script = getattr(sys.modules["__main__"], "__file__", None)
+        main = sys.modules["__main__"]
+        spec = getattr(main, "__spec__", None)
+        if spec is not None and spec.name not in ("__main__", ""):
+            return f"{spec.name}:{name}"  # `python -m package.module`: importable by its name
+        script = getattr(main, "__file__", None)
         if script is None:  # an interactive session, a notebook
             raise LeanfitError(
                 f"objective: {name} is defined in an interactive session, which leanfit's worker "
