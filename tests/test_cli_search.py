@@ -672,3 +672,19 @@ def test_a_search_whose_every_trial_times_out_stops_with_the_reason_and_exit_2(i
         [runs[0].info.experiment_id], "tags.`leanfit.kind` = 'search'", max_results=5
     )
     assert search.info.status == "FAILED"
+
+
+def test_more_cpu_workers_than_cores_is_noted(in_tmp):
+    cfg = digits_config(
+        budget={"min_epochs": 1, "max_epochs": 2, "trials": 2},
+        executor={"kind": "local", "workers": 2},
+    )
+    write_yaml(in_tmp / "e.yaml", cfg)
+    crowded = run_cli("search", "e.yaml", cwd=in_tmp, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert crowded.returncode == 0, crowded.stderr
+    said = " ".join(crowded.stdout.split())
+    assert "note: 2 workers on 1 CPU core(s): they share the cores" in said, said
+    assert "--workers 1 trains as much, sooner" in said
+    alone = run_cli("search", "e.yaml", "--workers", "1", cwd=in_tmp,
+                    env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert alone.returncode == 0 and "CPU core(s)" not in alone.stdout

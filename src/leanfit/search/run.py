@@ -187,6 +187,20 @@ def split_notices(dataset, plan) -> list[str]:
     return notes
 
 
+def crowded_notice(executor: Executor | None, workers: int) -> str | None:
+    """More local CPU workers than cores: each trains on one thread and they take turns, so
+    every trial takes as many times longer, and the search chooses from fewer finished results
+    at a time for no more trained in all."""
+    cores = usable_cores()
+    if getattr(executor, "gpus", None) != [] or workers <= cores:  # (GPU workers, Kubernetes)
+        return None
+    return (
+        f"note: {workers} workers on {cores} CPU core(s): they share the cores, so each trial "
+        f"takes about {workers / cores:.0f} times as long and the search learns from fewer "
+        f"finished trials at a time; --workers {cores} trains as much, sooner"
+    )
+
+
 class MlflowEvents:
     """Logs each trial job as a nested run of the search run."""
 
@@ -420,6 +434,9 @@ def _search(
         few = few_steps_notice(space, len(plan.search))
         for notice in ([few] if few else []) + split_notices(dataset, plan):
             on_notice(notice)
+    crowded = crowded_notice(executor, n_workers) if synthetic_sleep is None else None
+    if on_notice is not None and crowded is not None:
+        on_notice(crowded)
     uri = experiment.tracking_uri()
     database = missing_sqlite_database(uri)
     if resume is True and database is not None:
