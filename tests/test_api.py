@@ -152,6 +152,9 @@ def test_in_process_objective_records_crashes_and_nan_as_failed_trials(in_tmp):
     assert shown.returncode == 0, shown.stderr
     assert "3 x ValueError: a bug (trial 1, 6, 11)" in shown.stdout
     assert "it optimised the Python objective tests.test_api:flaky, not real" in shown.stdout
+    as_json = json.loads(run_cli("report", "e.yaml", "--json", cwd=in_tmp).stdout)
+    assert {"error": "ValueError: a bug", "trials": [1, 6, 11]} in as_json["failures"]
+    assert as_json["objective"] == "python:tests.test_api:flaky"
     assert result.failures == failure_lines(result.controller)
 
 

@@ -117,6 +117,9 @@ class SearchReading:
                 "jobs_finished": c.stats.jobs_done,
                 "jobs_unfinished": len(self.unfinished()),  # running, or cut short by a stop
                 "jobs_failed": c.stats.jobs_failed,
+                # the trials that failed for good, by error, the commonest first
+                "failures": [{"error": e, "trials": ids} for e, ids in c.failure_groups()],
+                "objective": self.run.data.tags.get(TAG_OBJECTIVE),  # None: real training
                 "best_val_accuracy": c.best_accuracy(),
                 "hypervolume": c.hypervolume(),
                 "front": [{**row, "config": front[row["trial"]].config} for row in front_table(c)],
