@@ -20,7 +20,7 @@ from unittest import mock
 
 from leanfit.config import Experiment
 from leanfit.errors import LeanfitError
-from leanfit.steps import ERROR_FILE_ENV, FINAL_REPORT, pipeline_arguments, pipeline_key
+from leanfit.steps import ERROR_FILE_ENV, FINAL_REPORT, pipeline_arguments, pipeline_keys
 
 
 @dataclass
@@ -40,7 +40,8 @@ def run_locally(experiment: Experiment, force: bool = False, log=print) -> Pipel
     from leanfit.track.pipeline import close_dead_pipeline_runs, find_pipeline_runs, run_result
 
     dataset = load_dataset(experiment)
-    key = pipeline_key(experiment, dataset.digest)
+    # its key, and the key the version before made for the same settings and data (found only)
+    key, *older = pipeline_keys(experiment, dataset.digest)
     work = experiment.work_path()
 
     def busy(pid: str, since: str) -> str:
@@ -56,7 +57,7 @@ def run_locally(experiment: Experiment, force: bool = False, log=print) -> Pipel
         for run_id in close_dead_pipeline_runs(experiment, key):
             log(f"  pipeline run {run_id} had ended without saying so (killed): marked KILLED")
         if not force:
-            done = find_pipeline_runs(experiment, key=key, status="FINISHED")
+            done = find_pipeline_runs(experiment, key=[key, *older], status="FINISHED")
             if done:
                 run = done[0]
                 return PipelineOutcome(False, run.info.run_id, dataset.digest, run_result(run))

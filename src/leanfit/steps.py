@@ -69,16 +69,27 @@ def read_experiment(experiment: str, base_dir: str) -> Experiment:
     return experiment_from_dict(data, Path(base_dir))
 
 
-def pipeline_key(experiment: Experiment, digest: str) -> str:
-    """Identifies a pipeline run: the same settings on the same data need not run twice."""
+def pipeline_key(experiment: Experiment, digest: str, legacy: bool = False) -> str:
+    """Identifies a pipeline run: the same settings on the same data need not run twice.
+    `legacy`: the key as versions before made it (`key_settings`)."""
     import hashlib
 
-    from leanfit.track.search import NO_RESULT
+    from leanfit.track.search import NO_RESULT, key_settings
 
-    settings = experiment.model_dump(mode="json", exclude=NO_RESULT)
+    settings = key_settings(experiment, NO_RESULT, legacy)
     settings.get("tracking", {}).pop("uri", None)
+    if settings.get("tracking") == {}:  # (the steps' file has its URI made absolute; here none)
+        del settings["tracking"]
     blob = json.dumps({"settings": settings, "digest": digest}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def pipeline_keys(experiment: Experiment, digest: str) -> list[str]:
+    """The keys a pipeline run of these settings and data may be found by: its own, then the
+    one the version before made."""
+    keys = [pipeline_key(experiment, digest)]
+    legacy = pipeline_key(experiment, digest, legacy=True)
+    return keys + ([legacy] if legacy != keys[0] else [])
 
 
 def run_step(step: str, function: Callable[..., Any], experiment: str, base_dir: str, **kwargs):
@@ -442,6 +453,9 @@ def final_train(
         # pipeline run cut short here (a long final training on a GPU: hours) goes on from its
         # last checkpoint when it is run again, and a finished model is not trained twice.
         kept = final_training_folder(exp, finalist["config"], epochs, seed, plan_path)
+        older = final_training_folder(exp, finalist["config"], epochs, seed, plan_path, True)
+        if not (kept / "summary.json").is_file() and (older / "summary.json").is_file():
+            kept = older  # trained by the version before, whose folders were named otherwise
         spec = TrialSpec(
             trial_id=f"final-{finalist['trial']}",
             config=finalist["config"],
@@ -482,18 +496,26 @@ FINAL_PROGRESS_SECONDS = 15.0
 
 
 def final_training_folder(
-    experiment: Experiment, config: Mapping[str, Any], epochs: int, seed: int, plan_path: str
+    experiment: Experiment,
+    config: Mapping[str, Any],
+    epochs: int,
+    seed: int,
+    plan_path: str,
+    legacy: bool = False,
 ) -> Path:
     """Where a final training keeps its checkpoint and summary: one folder per configuration,
-    length, seed, training settings, augment policy and data plan (the splits' digest)."""
+    length, seed, training settings, augment policy and data plan (the splits' digest).
+    `legacy`: the folder versions before used (`key_settings`)."""
     import hashlib
+
+    from leanfit.track.search import key_settings
 
     key = {
         "config": dict(config),
         "hyperparameters": experiment.hyperparameters(config),
         "epochs": epochs,
         "seed": seed,
-        "training": experiment.training.model_dump(mode="json"),
+        "training": key_settings(experiment.training, None, legacy),
         "plan": hashlib.sha256(Path(plan_path).read_bytes()).hexdigest(),
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()

@@ -9,6 +9,7 @@ the ones each job logged.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from leanfit.track.search import (
     JobRecord,
     SearchLog,
     objective_text,
-    search_key,
+    search_keys,
 )
 
 
@@ -139,11 +140,14 @@ def format_seconds(seconds: float) -> str:
     return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
-def as_searched(experiment: Experiment, run, own_key: str | None = None) -> Experiment | None:
+def as_searched(
+    experiment: Experiment, run, own_key: Sequence[str] | None = None
+) -> Experiment | None:
     """The file's experiment as `run` searched it: the file's own settings, or the file's with
     the budget the search logged (`leanfit run --wall-time 5m`, an edited budget), and for a
     pipeline's search the augment policy its step fixed; None where the search ran with another
-    space, objectives or strategy. `own_key`: the file's settings key, where the caller has it."""
+    space, objectives or strategy. `own_key`: the file's settings keys (`search_keys`), where
+    the caller has them."""
     import json
 
     from pydantic import ValidationError
@@ -152,8 +156,8 @@ def as_searched(experiment: Experiment, run, own_key: str | None = None) -> Expe
 
     tags = run.data.tags
     key = tags.get(TAG_SETTINGS_KEY)
-    own_key = own_key or search_key(experiment, None)
-    if key == own_key:
+    own_key = own_key or search_keys(experiment, None)
+    if key in own_key:
         return experiment
     logged = {}
     for name, value in run.data.params.items():
@@ -167,12 +171,12 @@ def as_searched(experiment: Experiment, run, own_key: str | None = None) -> Expe
     except ValidationError:
         return None
     budgeted = experiment.model_copy(update={"budget": budget})
-    budgeted_key = search_key(budgeted, None)
-    if budgeted_key == key:
+    budgeted_key = search_keys(budgeted, None)
+    if key in budgeted_key:
         return budgeted
     # a pipeline's search: it started from this file, and its policy step fixed RandAugment's N, M
     file_key = tags.get(TAG_FILE_KEY)
-    started = experiment if file_key == own_key else budgeted if file_key == budgeted_key else None
+    started = experiment if file_key in own_key else budgeted if file_key in budgeted_key else None
     if started is None:
         return None
     if TAG_POLICY in tags:
@@ -182,7 +186,7 @@ def as_searched(experiment: Experiment, run, own_key: str | None = None) -> Expe
             started = apply_policy(started, json.loads(tags[TAG_POLICY]))
         except (ValueError, KeyError, LeanfitError):
             return None
-    return started if search_key(started, None) == key else None
+    return started if key in search_keys(started, None) else None
 
 
 def find_search(experiment: Experiment, file: str, run_id: str | None = None):
@@ -242,16 +246,17 @@ def find_search(experiment: Experiment, file: str, run_id: str | None = None):
     kind = f"tags.`{TAG_KIND}` = 'search'"
     latest = ["attributes.start_time DESC"]
     others = client.search_runs([found.experiment_id], kind, order_by=latest, max_results=100)
-    own_key = search_key(experiment, None)
+    own_keys = search_keys(experiment, None)
     for run in others:  # the latest search of this file, whatever its budget
-        searched = as_searched(experiment, run, own_key)
+        searched = as_searched(experiment, run, own_keys)
         if searched is not None:
             return client, run, searched
-    settings = f"tags.`{TAG_SETTINGS_KEY}` = '{own_key}'"
-    own = client.search_runs([found.experiment_id], f"{kind} and {settings}", order_by=latest,
-                             max_results=1)  # fmt: skip
-    if own:  # older than the latest 100 searches
-        return client, own[0], experiment
+    for own_key in own_keys:
+        settings = f"tags.`{TAG_SETTINGS_KEY}` = '{own_key}'"
+        own = client.search_runs([found.experiment_id], f"{kind} and {settings}", order_by=latest,
+                                 max_results=1)  # fmt: skip
+        if own:  # older than the latest 100 searches
+            return client, own[0], experiment
     said = (
         f": its {len(others)}{'+' if len(others) == 100 else ''} search(es) ran with other "
         "settings (has the file changed since?); report one with the file it ran with, or"

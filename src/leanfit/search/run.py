@@ -26,7 +26,13 @@ from leanfit.search.asha import ASHA
 from leanfit.search.controller import PriorTrial, SearchController, Trial, within_budget
 from leanfit.search.factory import make_strategy
 from leanfit.search.hyperband import Hyperband
-from leanfit.track.search import SearchLog, search_key, search_settings, why_not_resumable
+from leanfit.track.search import (
+    SearchLog,
+    search_key,
+    search_keys,
+    search_settings,
+    why_not_resumable,
+)
 
 
 def make_scheduler(experiment: Experiment):
@@ -424,7 +430,8 @@ def _search(
         # listed them)
         on_notice(skipped_notice(dataset.skipped))
     space = experiment.search_space()
-    key = search_key(experiment, dataset.digest, identity)
+    # its key, and the key the version before made for the same search (found, not made)
+    key, *older = search_keys(experiment, dataset.digest, identity)
     check_budgets_reachable(experiment, space, dataset)
     if on_notice is not None and objective is None:  # (a Python objective brings its own data)
         from leanfit.data.splits import DataPlan
@@ -447,7 +454,9 @@ def _search(
     held.enter_context(search_lock(experiment, key))
     logger = TrialLogger(uri, experiment.experiment_name())
 
-    latest = SearchLog.find_latest(logger, key) if (reuse_finished or resume == "auto") else None
+    latest = None
+    if reuse_finished or resume == "auto":
+        latest = SearchLog.find_latest(logger, [key, *older])
     extended = None  # a finished search given a larger budget now: it goes on
     if reuse_finished and latest is not None and latest[1] == "FINISHED":
         short = latest[0].budget_short_of(wall, trials)
@@ -462,7 +471,7 @@ def _search(
     if resume == "auto":
         resume = extended is not None or (latest is not None and latest[1] != "FINISHED")
     if resume:
-        log = extended or SearchLog.find_resumable(logger, key)
+        log = extended or SearchLog.find_resumable(logger, [key, *older])
         if log is None:
             why = why_not_resumable(logger, experiment, dataset.digest, identity)
             raise LeanfitError(
@@ -570,7 +579,7 @@ def warm_start(
     counted again for the data as it is now (a new class changes the head). Returns the number
     of results told.
     """
-    source = SearchLog.find_warm_start(logger, search_key(experiment, None), digest, objective)
+    source = SearchLog.find_warm_start(logger, search_keys(experiment, None), digest, objective)
     if source is None:
         return 0
     best: dict[int, Any] = {}

@@ -7,7 +7,7 @@ second run on unchanged data is recognised and skipped, and a watcher knows the 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,21 +90,25 @@ def close_dead_pipeline_runs(experiment: Experiment, key: str) -> list[str]:
 
 
 def find_pipeline_runs(
-    experiment: Experiment, key: str | None = None, status: str | None = None
+    experiment: Experiment, key: str | Sequence[str] | None = None, status: str | None = None
 ) -> list:
-    """Pipeline runs of this experiment, newest first (optionally one key, one status)."""
+    """Pipeline runs of this experiment, newest first (optionally of one key, or of any of a few
+    keys, and of one status)."""
     logger = TrialLogger(experiment.tracking_uri(), experiment.experiment_name())
-    where = [f"tags.`{TAG_KIND}` = 'pipeline'"]
-    if key is not None:
-        where.append(f"tags.`{TAG_PIPELINE_KEY}` = '{key}'")
-    if status is not None:
-        where.append(f"attributes.status = '{status}'")
-    return logger.client.search_runs(
-        [logger.experiment_id],
-        filter_string=" and ".join(where),
-        order_by=["attributes.start_time DESC"],
-        max_results=100,
-    )
+    runs = []
+    for one in [key] if key is None or isinstance(key, str) else key:
+        where = [f"tags.`{TAG_KIND}` = 'pipeline'"]
+        if one is not None:
+            where.append(f"tags.`{TAG_PIPELINE_KEY}` = '{one}'")
+        if status is not None:
+            where.append(f"attributes.status = '{status}'")
+        runs += logger.client.search_runs(
+            [logger.experiment_id],
+            filter_string=" and ".join(where),
+            order_by=["attributes.start_time DESC"],
+            max_results=100,
+        )
+    return sorted(runs, key=lambda r: r.info.start_time, reverse=True)[:100]
 
 
 def run_result(run) -> dict[str, Any]:

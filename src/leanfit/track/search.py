@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,18 +69,42 @@ def search_settings(experiment: Experiment) -> dict[str, Any]:
     return experiment.model_dump(mode="json", exclude=NOT_SEARCHED)
 
 
-def search_key(experiment: Experiment, digest: str | None, objective: str | None = None) -> str:
+def key_settings(model, exclude, legacy: bool = False) -> dict[str, Any]:
+    """The settings a key is made of: those not at their defaults. A version of leanfit that
+    adds a setting (whose default keeps the old behaviour) then keeps every key: before, each
+    such addition made every search, pipeline run and final training another, done again after
+    an upgrade. `legacy`: every setting, as keys were made before (still looked up, so the
+    searches of the version before are found)."""
+    return model.model_dump(mode="json", exclude=exclude, exclude_defaults=not legacy)
+
+
+def search_key(
+    experiment: Experiment, digest: str | None, objective: str | None = None, legacy: bool = False
+) -> str:
     """Identifies a search: the same file on the same data resumes the same search.
 
     Without a digest, it identifies the settings alone: a search on changed data with the same
     settings is warm-started from the last one. `objective` names what the search optimised when
-    it was not real training (`TAG_OBJECTIVE`); real training's keys are those from before it.
+    it was not real training (`TAG_OBJECTIVE`). `legacy`: the key as versions before made it.
     """
-    identity: dict[str, Any] = {"settings": search_settings(experiment), "digest": digest}
+    settings = key_settings(experiment, NOT_SEARCHED, legacy)
+    identity: dict[str, Any] = {"settings": settings, "digest": digest}
     if objective is not None:
         identity["objective"] = objective
     blob = json.dumps(identity, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def search_keys(
+    experiment: Experiment, digest: str | None, objective: str | None = None
+) -> list[str]:
+    """The keys a search of these settings may be found by: its own, then the one versions
+    before made (searches of real training only: the others are new with this key)."""
+    keys = [search_key(experiment, digest, objective)]
+    if objective is None:
+        legacy = search_key(experiment, digest, legacy=True)
+        keys += [legacy] if legacy != keys[0] else []
+    return keys
 
 
 def objective_text(objective: str | None) -> str:
@@ -217,36 +241,46 @@ class SearchLog:
         return cls(logger, run.info.run_id)
 
     @classmethod
-    def find_latest(cls, logger: TrialLogger, search_key: str) -> tuple[SearchLog, str] | None:
-        """The latest search of the same experiment settings and data, with its run status."""
-        runs = logger.client.search_runs(
-            [logger.experiment_id],
-            filter_string=(
-                f"tags.`{TAG_KIND}` = 'search' and tags.`{TAG_SEARCH_KEY}` = '{search_key}'"
-            ),
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
+    def find_latest(
+        cls, logger: TrialLogger, search_key: str | Sequence[str]
+    ) -> tuple[SearchLog, str] | None:
+        """The latest search of the same experiment settings and data, with its run status
+        (`search_key`: its key, or the keys it may have been made with: `search_keys`)."""
+        runs = []
+        for key in [search_key] if isinstance(search_key, str) else search_key:
+            runs += logger.client.search_runs(
+                [logger.experiment_id],
+                filter_string=f"tags.`{TAG_KIND}` = 'search' and tags.`{TAG_SEARCH_KEY}` = '{key}'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
         if not runs:
             return None
-        return cls(logger, runs[0].info.run_id), runs[0].info.status
+        latest = max(runs, key=lambda r: r.info.start_time)
+        return cls(logger, latest.info.run_id), latest.info.status
 
     @classmethod
     def find_warm_start(
-        cls, logger: TrialLogger, settings_key: str, digest: str, objective: str | None = None
+        cls,
+        logger: TrialLogger,
+        settings_key: str | Sequence[str],
+        digest: str,
+        objective: str | None = None,
     ) -> SearchLog | None:
         """The latest finished search with the same settings and objective on other data (the
         data changed)."""
-        runs = logger.client.search_runs(
-            [logger.experiment_id],
-            filter_string=(
-                f"tags.`{TAG_KIND}` = 'search' and tags.`{TAG_SETTINGS_KEY}` = '{settings_key}' "
-                "and attributes.status = 'FINISHED'"
-            ),
-            order_by=["attributes.start_time DESC"],
-            max_results=20,
-        )
-        for run in runs:
+        runs = []
+        for key in [settings_key] if isinstance(settings_key, str) else settings_key:
+            runs += logger.client.search_runs(
+                [logger.experiment_id],
+                filter_string=(
+                    f"tags.`{TAG_KIND}` = 'search' and tags.`{TAG_SETTINGS_KEY}` = '{key}' "
+                    "and attributes.status = 'FINISHED'"
+                ),
+                order_by=["attributes.start_time DESC"],
+                max_results=20,
+            )
+        for run in sorted(runs, key=lambda r: r.info.start_time, reverse=True):
             tags = run.data.tags
             other_data = tags.get("leanfit.dataset_digest") != digest
             if tags.get(TAG_OBJECTIVE) == objective and other_data:
@@ -266,7 +300,9 @@ class SearchLog:
         )
 
     @classmethod
-    def find_resumable(cls, logger: TrialLogger, search_key: str) -> SearchLog | None:
+    def find_resumable(
+        cls, logger: TrialLogger, search_key: str | Sequence[str]
+    ) -> SearchLog | None:
         """The latest unfinished search of the same experiment settings, if any."""
         found = cls.find_latest(logger, search_key)
         if found is None or found[1] == "FINISHED":
