@@ -301,27 +301,45 @@ def runner_for(
     )
 
 
+@dataclass(frozen=True)
+class Optimised:
+    """What a search optimises: real training (the default), the synthetic objective of a dry
+    run (`synthetic_sleep`: seconds an epoch), or a Python function (`leanfit.optimize`)."""
+
+    synthetic_sleep: float | None = None
+    function: Callable | None = None
+
+    def __post_init__(self) -> None:
+        if self.synthetic_sleep is not None and self.function is not None:
+            raise ValueError("give a Python objective or a synthetic sleep, not both")
+
+    @property
+    def identity(self) -> str | None:
+        """What names it in a search's key and its `leanfit.objective` tag; None: training."""
+        if self.function is not None:
+            from leanfit.objective import identity_of
+
+            return identity_of(self.function)
+        return None if self.synthetic_sleep is None else "synthetic"
+
+
 def make_executor(
-    experiment: Experiment,
-    workers: int,
-    synthetic_sleep: float | None = None,
-    plan_file: str | None = None,
-    objective: Callable | None = None,
+    experiment: Experiment, workers: int, what: Optimised, plan_file: str | None = None
 ) -> Executor:
     ex = experiment.executor
-    if objective is not None and workers == 0:
+    if what.function is not None and workers == 0:
         from leanfit.execute.inline import InlineExecutor
         from leanfit.objective import in_process_runner
 
         # in this process: the function needs no import path
-        return InlineExecutor(in_process_runner(objective))
+        return InlineExecutor(in_process_runner(what.function))
     if ex.kind == "kubernetes":
-        if synthetic_sleep is not None:
+        if what.synthetic_sleep is not None:
             raise LeanfitError(
                 "--synthetic: a dry run trains nothing and runs in local workers; "
                 "set executor.kind: local for it"
             )
-        if objective is not None:
+        if what.function is not None:
             raise LeanfitError(
                 "executor.kind: kubernetes runs `leanfit trial` in its Jobs, which cannot call a "
                 "Python objective function; set executor.kind: local for leanfit.optimize"
@@ -334,8 +352,8 @@ def make_executor(
     from leanfit.execute.local import LocalExecutor
 
     start_fork_server()  # it imports torch for the workers while this process looks for GPUs
-    gpus = _visible_gpus() if synthetic_sleep is None else []
-    runner = runner_for(experiment, workers, synthetic_sleep, plan_file, objective)
+    gpus = _visible_gpus() if what.synthetic_sleep is None else []
+    runner = runner_for(experiment, workers, what.synthetic_sleep, plan_file, what.function)
     return LocalExecutor(runner, workers, ex.trial_timeout, gpus=gpus)
 
 
@@ -369,21 +387,14 @@ def run_search(
     dataset's unreadable files). `objective`: a Python function searched instead of training
     (see `leanfit.objective`); `workers=0` runs it in this process.
     """
-    if objective is not None and synthetic_sleep is not None:
-        raise ValueError("give a Python objective or a synthetic sleep, not both")
+    what = Optimised(synthetic_sleep, objective)
     wall = wall_time if wall_time is not None else experiment.budget.wall_time
     trials = max_trials if max_trials is not None else experiment.budget.trials
     if wall is None and trials is None:
         raise LeanfitError("budget: give budget.wall_time or budget.trials (or --wall-time)")
     n_workers = workers if workers is not None else experiment.executor.workers
-    if n_workers == 0 and objective is None:
+    if n_workers == 0 and what.function is None:
         raise LeanfitError("workers: 0 runs a Python objective in this process; give 1 or more")
-    # what the search optimises when it does not train (part of its key, tagged on its run)
-    identity = "synthetic" if synthetic_sleep is not None else None
-    if objective is not None:
-        from leanfit.objective import identity_of
-
-        identity = identity_of(objective)
     # `held` (the search's lock) is let go after `stack` (the workers), which the search closes
     # before it writes its report
     with contextlib.ExitStack() as held, contextlib.ExitStack() as stack:
@@ -391,13 +402,10 @@ def run_search(
         # loads it and opens the search run (a second or two of every search's wall time).
         executor = None
         if not reuse_finished:
-            executor = stack.enter_context(
-                make_executor(experiment, n_workers, synthetic_sleep, plan_file, objective)
-            )
+            executor = stack.enter_context(make_executor(experiment, n_workers, what, plan_file))
         return _search(
             experiment, resume, executor, stack, held, n_workers, wall, trials, on_progress,
-            synthetic_sleep, plan_file, parent_run_id, reuse_finished, tags, on_notice,
-            objective, identity,
+            what, plan_file, parent_run_id, reuse_finished, tags, on_notice,
         )  # fmt: skip
 
 
@@ -411,14 +419,12 @@ def _search(
     wall: float | None,
     trials: int | None,
     on_progress,
-    synthetic_sleep: float | None,
+    what: Optimised,
     plan_file: str | None,
     parent_run_id: str | None,
     reuse_finished: bool,
     tags: Mapping[str, str] | None,
     on_notice: Callable[[str], None] | None,
-    objective: Callable | None,
-    identity: str | None,
 ) -> SearchOutcome:
     from leanfit.data.sources import load_dataset, skipped_notice
     from leanfit.track import TrialLogger
@@ -431,9 +437,10 @@ def _search(
         on_notice(skipped_notice(dataset.skipped))
     space = experiment.search_space()
     # its key, and the key the version before made for the same search (found, not made)
+    identity = what.identity  # (part of its key, tagged on its run)
     key, *older = search_keys(experiment, dataset.digest, identity)
     check_budgets_reachable(experiment, space, dataset)
-    if on_notice is not None and objective is None:  # (a Python objective brings its own data)
+    if on_notice is not None and what.function is None:  # (a function brings its own data)
         from leanfit.data.splits import DataPlan
         from leanfit.train.trial import data_plan
 
@@ -441,7 +448,7 @@ def _search(
         few = few_steps_notice(space, len(plan.search))
         for notice in ([few] if few else []) + split_notices(dataset, plan):
             on_notice(notice)
-    crowded = crowded_notice(executor, n_workers) if synthetic_sleep is None else None
+    crowded = crowded_notice(executor, n_workers) if what.synthetic_sleep is None else None
     if on_notice is not None and crowded is not None:
         on_notice(crowded)
     uri = experiment.tracking_uri()
@@ -513,9 +520,7 @@ def _search(
     if experiment.strategy.warm_start:
         warm_start(experiment, controller, logger, log, dataset.digest, not resume, identity)
     if executor is None:
-        executor = stack.enter_context(
-            make_executor(experiment, n_workers, synthetic_sleep, plan_file, objective)
-        )
+        executor = stack.enter_context(make_executor(experiment, n_workers, what, plan_file))
     started = time.monotonic()
     status = "FAILED"
     prewarmed = False
