@@ -15,6 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 import leanfit
@@ -235,6 +236,12 @@ def test_a_search_whose_every_trial_fails_stops_after_ten_and_resumes_once_fixed
 
 def test_objectives_and_budgets_it_cannot_search_with_are_refused_before_anything_starts(in_tmp):
     experiment(in_tmp)
+    # a dict is read as the file is: a mistake names its field
+    with pytest.raises(LeanfitError, match="budget.min_epochs"):
+        leanfit.optimize(flaky, {**digits_config(), "budget": {"min_epochs": "two"}}, workers=0)
+    # resuming what is not there is said in the API's words
+    with pytest.raises(LeanfitError, match=r"resume=True: no tracking database .* without resume"):
+        leanfit.optimize(flaky, "e.yaml", workers=0, resume=True, progress=False)
     cases = [
         (dict(objective=lambda t: None, workers=2), "not defined at the top level"),
         (dict(objective=flaky, workers=-1), "workers: -1"),
@@ -289,10 +296,11 @@ def test_a_dry_runs_search_is_not_reused_resumed_or_warm_started_by_real_trainin
 
     # a killed dry run is not resumed by real training: the refusal says what it optimised
     client.set_terminated(dry.info.run_id, "KILLED")
-    result = run_cli("search", "e.yaml", "--resume", cwd=in_tmp)
-    assert result.returncode == 2
-    assert "optimised the synthetic objective of a dry run, not real training" in result.stderr
-    assert "add --synthetic to resume it" in result.stderr
+    with pytest.raises(LeanfitError) as refused:
+        run_search(exp, resume=True, workers=1)  # `leanfit search e.yaml --resume`
+    said = str(refused.value)
+    assert "optimised the synthetic objective of a dry run, not real training" in said
+    assert "add --synthetic to resume it" in said
 
 
 def test_the_documented_example_objective_goes_on_from_its_state_when_promoted(in_tmp):
@@ -308,8 +316,8 @@ def test_the_documented_example_objective_goes_on_from_its_state_when_promoted(i
     }
     (code,) = [block for block in module.__doc__.split("\n\n") if block.startswith("    def ")]
     exec(textwrap.dedent(code), namespace)
-    experiment(in_tmp, trials=12)
-    result = leanfit.optimize(namespace["objective"], "e.yaml", workers=0, progress=False)
+    as_dict = yaml.safe_load(experiment(in_tmp, trials=12).read_text())  # (given as a dict)
+    result = leanfit.optimize(namespace["objective"], as_dict, workers=0, progress=False)
     trials = result.controller.trials.values()
     assert any(t.top_rung and t.top_rung > 0 for t in trials)  # promotions happened
     for t in trials:

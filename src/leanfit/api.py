@@ -22,7 +22,7 @@ controller, workers, MLflow runs and report as `leanfit search`'s.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,7 @@ class SearchResult:
 
 def optimize(
     objective: Callable,
-    experiment: str | Path | Any,
+    experiment: str | Path | Mapping[str, Any] | Any,
     *,
     workers: int | None = None,
     trials: int | None = None,
@@ -75,7 +75,8 @@ def optimize(
     Args:
         objective: a function of one `leanfit.objective.Trial`; defined at the top level of a
             module or of the running script, unless `workers` is 0.
-        experiment: an experiment file's path, or an `Experiment` loaded already.
+        experiment: an experiment file's path, its contents as a dict (relative paths from the
+            current folder), or an `Experiment` loaded already.
         workers: worker processes (default: the file's `executor.workers`); 0 runs the
             objective in this process, one trial at a time.
         trials, wall_time: the budget (default: the file's); wall_time in seconds or as "10m".
@@ -87,12 +88,17 @@ def optimize(
     """
     import contextlib
 
-    from leanfit.config import Experiment, load_experiment, parse_duration
+    from leanfit.config import Experiment, experiment_from_dict, load_experiment, parse_duration
     from leanfit.errors import LeanfitError
     from leanfit.objective import target_of
     from leanfit.search.run import failure_lines, front_table, run_search
 
-    exp = experiment if isinstance(experiment, Experiment) else load_experiment(Path(experiment))
+    if isinstance(experiment, Experiment):
+        exp = experiment
+    elif isinstance(experiment, Mapping):
+        exp = experiment_from_dict(dict(experiment), Path.cwd())
+    else:
+        exp = load_experiment(Path(experiment))
     if workers is not None and workers < 0:
         raise LeanfitError(f"workers: {workers} is negative; give 0 (this process) or more")
     if trials is not None and trials < 1:
@@ -112,11 +118,17 @@ def optimize(
         from leanfit.cli import progress_display
 
         show_progress = progress_display()
-    with show_progress as show:
-        outcome = run_search(
-            exp, resume=resume, workers=workers, wall_time=seconds, max_trials=trials,
-            on_progress=show, objective=objective,
-        )  # fmt: skip
+    try:
+        with show_progress as show:
+            outcome = run_search(
+                exp, resume=resume, workers=workers, wall_time=seconds, max_trials=trials,
+                on_progress=show, objective=objective,
+            )  # fmt: skip
+    except LeanfitError as e:
+        if "--resume" in str(e):  # said as the command line's; here it is an argument
+            said = str(e).replace("run without --resume", "call it without resume=True")
+            e.args = (said.replace("--resume", "resume=True"),)
+        raise
     c = outcome.controller
     front = [{**row, "config": dict(c.trials[row["trial"]].config)} for row in front_table(c)]
     return SearchResult(
