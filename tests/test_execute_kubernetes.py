@@ -307,3 +307,27 @@ def test_trial_spec_options(tmp_path):
     spec.write_text(json.dumps({"trial_id": "t", "config": {}}))
     result = run_cli("trial", str(EXAMPLES / "digits.yaml"), "--spec", str(spec), cwd=tmp_path)
     assert result.returncode == 2 and "epochs" in result.stderr
+
+
+def test_the_kubeconfig_is_read_where_kubeconfig_points_now(tmp_path, monkeypatch):
+    """The client takes $KUBECONFIG's value once, when it is first imported: a process whose
+    KUBECONFIG changed since (a second test, a long-lived watcher) read the first one's file."""
+    import yaml
+
+    from leanfit.execute.kubernetes import kubernetes_client
+
+    def kubeconfig(name: str, port: int) -> str:
+        context = {"cluster": name, "user": name}
+        config = {
+            "apiVersion": "v1", "kind": "Config", "current-context": name,
+            "clusters": [{"name": name, "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+            "users": [{"name": name, "user": {"token": "t"}}],
+            "contexts": [{"name": name, "context": context}],
+        }  # fmt: skip
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(config))
+        return str(path)
+
+    for name, port in (("first", 6443), ("second", 16443)):
+        monkeypatch.setenv("KUBECONFIG", kubeconfig(name, port))
+        assert kubernetes_client().configuration.host == f"http://127.0.0.1:{port}"

@@ -617,7 +617,12 @@ def kubernetes_client():
         config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
         try:
-            config.load_kube_config(client_configuration=configuration)
+            # $KUBECONFIG as it is now: the client reads it once, when it is first imported
+            # (a process whose KUBECONFIG changed since would use the first one's file)
+            config.load_kube_config(
+                config_file=os.environ.get("KUBECONFIG") or None,
+                client_configuration=configuration,
+            )
         except (config.ConfigException, OSError) as e:
             raise KubernetesError(
                 f"executor.kind: kubernetes needs a cluster: this is not a pod with a service "
