@@ -152,6 +152,12 @@ class WorkerTime:
     busy: float = 0.0
 
 
+def failure_text(error: str, trial_ids: list[int]) -> str:
+    """`3 x ValueError: ... (trial 1, 6, 11)`: one error and the trials it failed."""
+    which = ", ".join(str(i) for i in trial_ids[:5]) + (", ..." if len(trial_ids) > 5 else "")
+    return f"{len(trial_ids)} x {error} (trial {which})"
+
+
 class SearchFailed(LeanfitError):
     """Every trial job of the search failed: it stopped, and says with which error."""
 
@@ -407,11 +413,10 @@ class SearchController:
         if done or failed < jobs:
             return
         (error, ids), *others = self.failure_groups()
-        which = ", ".join(str(i) for i in ids[:5]) + (", ..." if len(ids) > 5 else "")
         also = f", and {sum(len(i) for _, i in others)} with other errors" if others else ""
         raise SearchFailed(
-            f"every trial job of the search failed ({failed}), so it stopped: {len(ids)} x "
-            f"{error} (trial {which}){also}. Fix that and run it again (`--resume` goes on with "
+            f"every trial job of the search failed ({failed}), so it stopped: "
+            f"{failure_text(error, ids)}{also}. Fix that and run it again (`--resume` goes on with "
             "it); each trial's MLflow run holds its whole error"
         )
 

@@ -23,7 +23,13 @@ from leanfit.errors import LeanfitError
 from leanfit.execute.base import Executor, JobOutcome, RunnerSpec, TrialJob
 from leanfit.report.pareto import ReportPoint, plot_pareto, prewarm, write_html
 from leanfit.search.asha import ASHA
-from leanfit.search.controller import PriorTrial, SearchController, Trial, within_budget
+from leanfit.search.controller import (
+    PriorTrial,
+    SearchController,
+    Trial,
+    failure_text,
+    within_budget,
+)
 from leanfit.search.factory import make_strategy
 from leanfit.search.hyperband import Hyperband
 from leanfit.track.search import (
@@ -752,9 +758,7 @@ def failure_lines(controller: SearchController, shown: int = 3) -> list[str]:
         return []
     count = sum(len(ids) for _, ids in ranked)
     lines = [f"{count} trial(s) failed; each one's MLflow run holds its whole error:"]
-    for error, ids in ranked[:shown]:
-        which = ", ".join(str(i) for i in ids[:5]) + (", ..." if len(ids) > 5 else "")
-        lines.append(f"  {len(ids)} x {error} (trial {which})")
+    lines += [f"  {failure_text(error, ids)}" for error, ids in ranked[:shown]]
     if len(ranked) > shown:
         rest = sum(len(ids) for _, ids in ranked[shown:])
         lines.append(f"  {rest} with {len(ranked) - shown} other error(s)")

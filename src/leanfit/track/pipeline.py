@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from leanfit.config import Experiment
-from leanfit.track.runs import TrialLogger, dataset_input
+from leanfit.track.runs import TrialLogger, dataset_input, runs_of_keys
 
 if TYPE_CHECKING:  # torch, with the data module: not for a command that only reads MLflow
     from leanfit.data.sources import LoadedDataset
@@ -95,20 +95,10 @@ def find_pipeline_runs(
     """Pipeline runs of this experiment, newest first (optionally of one key, or of any of a few
     keys, and of one status)."""
     logger = TrialLogger(experiment.tracking_uri(), experiment.experiment_name())
-    runs = []
-    for one in [key] if key is None or isinstance(key, str) else key:
-        where = [f"tags.`{TAG_KIND}` = 'pipeline'"]
-        if one is not None:
-            where.append(f"tags.`{TAG_PIPELINE_KEY}` = '{one}'")
-        if status is not None:
-            where.append(f"attributes.status = '{status}'")
-        runs += logger.client.search_runs(
-            [logger.experiment_id],
-            filter_string=" and ".join(where),
-            order_by=["attributes.start_time DESC"],
-            max_results=100,
-        )
-    return sorted(runs, key=lambda r: r.info.start_time, reverse=True)[:100]
+    where = f"tags.`{TAG_KIND}` = 'pipeline'"
+    if status is not None:
+        where += f" and attributes.status = '{status}'"
+    return runs_of_keys(logger, where, TAG_PIPELINE_KEY, key, max_results=100)
 
 
 def run_result(run) -> dict[str, Any]:

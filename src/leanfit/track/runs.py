@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -218,6 +218,27 @@ class TrialLogger:
             self.client.log_batch(run_id, metrics=metrics[start : start + 900])
         self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         self.client.set_terminated(run_id, run_status(result.status))
+
+
+def runs_of_keys(
+    logger: TrialLogger,
+    where: str,
+    tag: str,
+    keys: str | Sequence[str] | None,
+    max_results: int,
+) -> list:
+    """The runs matching `where` whose `tag` is one of `keys` (a key, several: the one made now
+    and the one the version before made, or None: any), newest first."""
+    runs = []
+    for key in [keys] if keys is None or isinstance(keys, str) else keys:
+        one = where if key is None else f"{where} and tags.`{tag}` = '{key}'"
+        runs += logger.client.search_runs(
+            [logger.experiment_id],
+            filter_string=one,
+            order_by=["attributes.start_time DESC"],
+            max_results=max_results,
+        )
+    return sorted(runs, key=lambda r: r.info.start_time, reverse=True)[:max_results]
 
 
 def run_status(status: str) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from leanfit.track.runs import TrialLogger, dataset_input, param_value, run_status
+from leanfit.track.runs import TrialLogger, dataset_input, param_value, run_status, runs_of_keys
 
 if TYPE_CHECKING:  # torch, with the data module: not for a command that only reads MLflow
     from leanfit.config import Experiment
@@ -246,18 +246,11 @@ class SearchLog:
     ) -> tuple[SearchLog, str] | None:
         """The latest search of the same experiment settings and data, with its run status
         (`search_key`: its key, or the keys it may have been made with: `search_keys`)."""
-        runs = []
-        for key in [search_key] if isinstance(search_key, str) else search_key:
-            runs += logger.client.search_runs(
-                [logger.experiment_id],
-                filter_string=f"tags.`{TAG_KIND}` = 'search' and tags.`{TAG_SEARCH_KEY}` = '{key}'",
-                order_by=["attributes.start_time DESC"],
-                max_results=1,
-            )
+        where = f"tags.`{TAG_KIND}` = 'search'"
+        runs = runs_of_keys(logger, where, TAG_SEARCH_KEY, search_key, max_results=1)
         if not runs:
             return None
-        latest = max(runs, key=lambda r: r.info.start_time)
-        return cls(logger, latest.info.run_id), latest.info.status
+        return cls(logger, runs[0].info.run_id), runs[0].info.status
 
     @classmethod
     def find_warm_start(
@@ -269,18 +262,8 @@ class SearchLog:
     ) -> SearchLog | None:
         """The latest finished search with the same settings and objective on other data (the
         data changed)."""
-        runs = []
-        for key in [settings_key] if isinstance(settings_key, str) else settings_key:
-            runs += logger.client.search_runs(
-                [logger.experiment_id],
-                filter_string=(
-                    f"tags.`{TAG_KIND}` = 'search' and tags.`{TAG_SETTINGS_KEY}` = '{key}' "
-                    "and attributes.status = 'FINISHED'"
-                ),
-                order_by=["attributes.start_time DESC"],
-                max_results=20,
-            )
-        for run in sorted(runs, key=lambda r: r.info.start_time, reverse=True):
+        where = f"tags.`{TAG_KIND}` = 'search' and attributes.status = 'FINISHED'"
+        for run in runs_of_keys(logger, where, TAG_SETTINGS_KEY, settings_key, max_results=20):
             tags = run.data.tags
             other_data = tags.get("leanfit.dataset_digest") != digest
             if tags.get(TAG_OBJECTIVE) == objective and other_data:
