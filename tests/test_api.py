@@ -379,3 +379,175 @@ def test_a_module_run_with_dash_m_is_imported_by_its_name_in_the_workers(tmp_pat
         f"tags.`{TAG_KIND}` = 'search'",
     )
     assert search.data.tags[TAG_OBJECTIVE] == "python:mine.search:objective"
+
+
+# ------------------------------------------------------------ a space of one's own
+
+OWN_SPACE = {
+    "width": [4, 8, 16, 32],
+    "depth": (1, 4),
+    "lr": {"low": 1e-3, "high": 0.3, "log": True},
+    "optimizer": ["sgd", "adam"],
+    "momentum": {"low": 0.5, "high": 0.99, "when": {"optimizer": ["sgd"]}},
+    "batch": 64,  # fixed
+}
+SEEN: list[dict] = []
+OWN_BROKEN = {"now": False}
+
+
+def own_size(config) -> int:
+    return config["width"] * 10 * config["depth"]
+
+
+def own_objective(trial):
+    """Larger models reach more; the learning rate is best near 0.03."""
+    import math
+
+    if OWN_BROKEN["now"]:
+        raise RuntimeError("out of memory")
+    SEEN.append(dict(trial.config))
+    c = trial.config
+    ceiling = 0.4 + 0.15 * math.log10(own_size(c)) - 0.05 * abs(math.log10(c["lr"]) + 1.5)
+    while trial.running:
+        trial.report(min(0.99, ceiling - 0.3 / (trial.epoch + 1)))
+    return None
+
+
+def own_settings(folder: Path, **more) -> dict:
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    return {"name": "own", "budget": {"min_epochs": 1, "max_epochs": 9}, "tracking": {"uri": uri},
+            "strategy": {"initial_points": 4}, **more}  # fmt: skip
+
+
+def test_a_space_of_ones_own_is_searched_with_its_conditions_sizes_and_budget(in_tmp):
+    """leanfit.optimize(space=..., size=...): no experiment file's space or dataset; the
+    conditional parameter exists exactly for its parent's values, the hard budget holds by the
+    user's own count, and a different space is a different search."""
+    SEEN.clear()
+    OWN_BROKEN["now"] = False
+    settings = own_settings(in_tmp, objectives={"max_params": 600})
+    result = leanfit.optimize(
+        own_objective, settings, space=OWN_SPACE, size=own_size, workers=0, trials=16,
+        progress=False,
+    )  # fmt: skip
+    assert result.trials == 16 and not result.failed and result.front
+    assert any(t.top_rung for t in result.controller.trials.values())  # promoted
+    optimizers = set()
+    for c in SEEN:
+        optimizers.add(c["optimizer"])
+        names = {"width", "depth", "lr", "optimizer", "batch"}
+        assert set(c) == names | ({"momentum"} if c["optimizer"] == "sgd" else set()), c
+        assert c["width"] in (4, 8, 16, 32) and c["depth"] in (1, 2, 3, 4) and c["batch"] == 64
+        assert 1e-3 <= c["lr"] <= 0.3 and 0.5 <= c.get("momentum", 0.5) <= 0.99
+        assert own_size(c) <= 600, c  # the hard budget, by the user's count: never trained over
+    assert optimizers == {"sgd", "adam"}
+    for m in result.front:
+        assert m["params"] == own_size(m["config"])
+    sizes = [m["params"] for m in result.front]
+    assert sizes == sorted(sizes) and max(sizes) > min(sizes)  # a front, not one point
+    client = MlflowClient(settings["tracking"]["uri"])
+    exp = client.get_experiment_by_name("leanfit-own")
+    (search,) = client.search_runs([exp.experiment_id], f"tags.`{TAG_KIND}` = 'search'")
+    assert " (space " in search.data.tags[TAG_OBJECTIVE]
+    jobs = client.search_runs([exp.experiment_id], f"tags.`{TAG_KIND}` = 'trial'")
+    for r in jobs:  # each job's run has its size (before, a function's jobs logged 0)
+        config = {"width": int(r.data.params["width"]), "depth": int(r.data.params["depth"])}
+        assert r.data.metrics["params"] == own_size(config)
+    assert "Pareto" in result.report_html.read_text()
+
+    # a search stopped by its failures is resumed with its own space only
+    OWN_BROKEN["now"] = True
+    from leanfit.search.controller import SearchFailed
+
+    with pytest.raises(SearchFailed):
+        leanfit.optimize(
+            own_objective, own_settings(in_tmp), space=OWN_SPACE, size=own_size, workers=0,
+            trials=12, progress=False,
+        )  # fmt: skip
+    OWN_BROKEN["now"] = False
+    other = {**OWN_SPACE, "width": [4, 8, 16, 32, 64]}
+    with pytest.raises(LeanfitError, match="resume=True: no unfinished search"):
+        leanfit.optimize(
+            own_objective, own_settings(in_tmp), space=other, size=own_size, workers=0,
+            trials=12, resume=True, progress=False,
+        )  # fmt: skip
+    resumed = leanfit.optimize(
+        own_objective, own_settings(in_tmp), space=OWN_SPACE, size=own_size, workers=0,
+        trials=12, resume=True, progress=False,
+    )  # fmt: skip
+    assert resumed.trials == 12 and resumed.front and resumed.run_id != result.run_id
+
+
+def test_a_space_of_ones_own_refuses_what_it_cannot_search_before_anything_starts(in_tmp):
+    settings = own_settings(in_tmp)
+    cases = [
+        (dict(space=OWN_SPACE), "size: the objectives use params, which a space of your own"),
+        (dict(space=OWN_SPACE, size=lambda c: "big"), r"size: <lambda> returned 'big' for"),
+        (dict(space=OWN_SPACE, size=lambda c: -5), "returned -5 for the configuration"),
+        (dict(space=OWN_SPACE, size=lambda c: 2.5), "returned 2.5 for the configuration"),
+        (dict(space=OWN_SPACE, size=lambda c: 1 / 0), "raised ZeroDivisionError: division by"),
+        (dict(space={"lr": {"lo": 0.1}}, size=own_size), r"space.lr.lo: unknown field"),
+        (dict(space={"width": None}, size=own_size), "space.width: None is not a range"),
+        (dict(space={"a": (1, 2, 3)}, size=own_size), r"space.a: a tuple is a range \(low, hi"),
+        (dict(space=[("lr", 0.1)], size=own_size), "space: give a mapping of parameter names"),
+        (dict(space={"m": {"low": 0, "high": 1, "when": {"opt": ["sgd"]}}}), "space.m.when"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(LeanfitError, match=message):
+            leanfit.optimize(own_objective, settings, workers=0, trials=3, **kwargs)
+    with pytest.raises(LeanfitError, match="size: it counts the models of space="):
+        leanfit.optimize(own_objective, size=own_size, workers=0, trials=3)
+    with pytest.raises(LeanfitError, match="experiment: give an experiment file"):
+        leanfit.optimize(own_objective, workers=0, trials=3)
+    with pytest.raises(LeanfitError, match="budget: give trials= or wall_time="):
+        leanfit.optimize(own_objective, space=OWN_SPACE, size=own_size, workers=0)
+    experiment(in_tmp)  # leanfit's own space, in a file
+    with pytest.raises(LeanfitError, match="e.yaml has a space section and space= was given"):
+        leanfit.optimize(own_objective, "e.yaml", space=OWN_SPACE, size=own_size, trials=3)
+    coarse = own_settings(in_tmp, budget={"min_resolution": 8, "trials": 3})
+    with pytest.raises(LeanfitError, match="budget.min_resolution: a resolution fidelity"):
+        leanfit.optimize(own_objective, coarse, space=OWN_SPACE, size=own_size, workers=0)
+    macs = [{"metric": "val_accuracy", "goal": "maximize"}, {"metric": "macs", "goal": "minimize"}]
+    with pytest.raises(LeanfitError, match="returned one count, but the objectives use MACs"):
+        leanfit.optimize(
+            own_objective, own_settings(in_tmp, objectives={"targets": macs}), space=OWN_SPACE,
+            size=own_size, workers=0, trials=3,
+        )  # fmt: skip
+    assert not (in_tmp / "mlflow.db").exists()
+    # accuracy alone needs no count of parameters; its plot is by trial, not by a size of 0
+    import warnings
+
+    alone = own_settings(in_tmp, objectives={"targets": macs[:1]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # matplotlib's "cannot be log-scaled"
+        result = leanfit.optimize(
+            own_objective, alone, space=OWN_SPACE, workers=0, trials=4, progress=False
+        )
+    assert result.trials == 4 and result.front and not result.failed
+
+
+def test_the_example_of_a_space_and_model_family_of_ones_own_runs(tmp_path):
+    """examples/own_space.py: a plain PyTorch MLP on scikit-learn's digits, nothing of
+    leanfit's models or data, searched in 2 workers, promotions going on from their weights."""
+    from tests.support import EXAMPLES
+
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "own_space.py"), "--trials", "8", "--workers", "2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "parameters  val acc" in done.stdout and "report " in done.stdout
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from own_space import size
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("leanfit-own-mlp")
+    jobs = client.search_runs([exp.experiment_id], f"tags.`{TAG_KIND}` = 'trial'")
+    assert jobs and all(r.info.status == "FINISHED" for r in jobs)
+    for r in jobs:
+        config = {k: int(r.data.params[k]) for k in ("hidden", "layers")}
+        assert r.data.metrics["params"] == size(config)
+    assert max(r.data.metrics["val_accuracy"] for r in jobs) > 0.5  # it learned
+    assert any(r.data.tags.get("leanfit.resume_from") for r in jobs)  # promoted, inherited

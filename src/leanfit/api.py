@@ -18,6 +18,23 @@ The experiment file gives the space, the objectives (accuracy against parameters
 the strategy, the scheduler and the budget, as for `leanfit search`; its dataset gives the
 models' input and classes, which their parameter counts depend on. The search is the same
 controller, workers, MLflow runs and report as `leanfit search`'s.
+
+A space of one's own replaces the file's space and dataset (the function brings its data), with
+a function that counts a configuration's parameters:
+
+    result = leanfit.optimize(
+        objective,
+        space={"width": [8, 16, 32, 64], "depth": (1, 4), "lr": {"low": 1e-4, "high": 0.3,
+               "log": True}, "momentum": {"low": 0.5, "high": 0.99, "when": {"opt": ["sgd"]}},
+               "opt": ["sgd", "adam"]},
+        size=lambda config: count_parameters(config),   # (parameters, MACs) for a MACs objective
+        trials=100,
+    )
+
+The experiment is then optional: a file or dict without `dataset` and `space` sections gives the
+budget, scheduler, strategy, objectives and tracking; without one, leanfit's defaults (ASHA from 1
+to 10 epochs, 2 workers, accuracy against parameters) and an MLflow experiment named after the
+function.
 """
 
 from __future__ import annotations
@@ -62,8 +79,10 @@ class SearchResult:
 
 def optimize(
     objective: Callable,
-    experiment: str | Path | Mapping[str, Any] | Any,
+    experiment: str | Path | Mapping[str, Any] | Any = None,
     *,
+    space: Mapping[str, Any] | Any = None,
+    size: Callable | None = None,
     workers: int | None = None,
     trials: int | None = None,
     wall_time: float | str | None = None,
@@ -76,7 +95,13 @@ def optimize(
         objective: a function of one `leanfit.objective.Trial`; defined at the top level of a
             module or of the running script, unless `workers` is 0.
         experiment: an experiment file's path, its contents as a dict (relative paths from the
-            current folder), or an `Experiment` loaded already.
+            current folder), or an `Experiment` loaded already; optional with `space`.
+        space: a space of your own instead of the file's: parameter names to a list of
+            choices, a range `{"low": ..., "high": ...}` or `(low, high)` (integers when both
+            are; `"log": True` for a log scale), or a fixed value; `"when": {parent: [values]}`
+            makes a parameter exist only for those values of another (see `OwnSpace`).
+        size: with `space`, a configuration's parameter count, or `(parameters, MACs)`:
+            needed when the objectives use them (by default: accuracy against parameters).
         workers: worker processes (default: the file's `executor.workers`); 0 runs the
             objective in this process, one trial at a time.
         trials, wall_time: the budget (default: the file's); wall_time in seconds or as "10m".
@@ -93,12 +118,26 @@ def optimize(
     from leanfit.objective import target_of
     from leanfit.search.run import failure_lines, front_table, run_search
 
-    if isinstance(experiment, Experiment):
-        exp = experiment
-    elif isinstance(experiment, Mapping):
-        exp = experiment_from_dict(dict(experiment), Path.cwd())
+    own = None
+    if space is None:
+        if size is not None:
+            raise LeanfitError("size: it counts the models of space=; give space= with it")
+        if experiment is None:
+            raise LeanfitError(
+                "experiment: give an experiment file (leanfit's space, on its dataset), or "
+                "space= and size= (a space of your own)"
+            )
+        if isinstance(experiment, Experiment):
+            exp = experiment
+        elif isinstance(experiment, Mapping):
+            exp = experiment_from_dict(dict(experiment), Path.cwd())
+        else:
+            exp = load_experiment(Path(experiment))
     else:
-        exp = load_experiment(Path(experiment))
+        from leanfit.objective import OwnSpace
+
+        exp = _own_experiment(experiment, objective)
+        own = OwnSpace(space, size, exp.objectives)
     if workers is not None and workers < 0:
         raise LeanfitError(f"workers: {workers} is negative; give 0 (this process) or more")
     if trials is not None and trials < 1:
@@ -113,6 +152,11 @@ def optimize(
             seconds = float("nan")
         if not seconds > 0:
             raise LeanfitError(f"wall_time: {wall_time!r}; give a positive budget, e.g. '10m'")
+    if trials is None and seconds is None and exp.budget.trials is exp.budget.wall_time is None:
+        raise LeanfitError(
+            "budget: give trials= or wall_time= (or budget.trials or budget.wall_time in the "
+            "experiment)"
+        )
     show_progress = contextlib.nullcontext(None)
     if progress:
         from leanfit.cli import progress_display
@@ -122,7 +166,7 @@ def optimize(
         with show_progress as show:
             outcome = run_search(
                 exp, resume=resume, workers=workers, wall_time=seconds, max_trials=trials,
-                on_progress=show, objective=objective,
+                on_progress=show, objective=objective, own_space=own,
             )  # fmt: skip
     except LeanfitError as e:
         if "--resume" in str(e):  # said as the command line's; here it is an argument
@@ -142,3 +186,46 @@ def optimize(
         report_plot=outcome.report_plot,
         controller=c,
     )
+
+
+# What a file or dict without a dataset is given, for a space of one's own: a dataset is a
+# required section, and this one is never read (the objective brings its data)
+UNREAD_DATASET = {"source": "digits"}
+
+
+def _own_experiment(experiment: Any, objective: Callable):
+    """The experiment settings of a search of one's own space: the file's or dict's (with no
+    `space` section; its dataset, if any, unread), or leanfit's defaults named after the
+    function."""
+    import re
+
+    from leanfit.config import Experiment, experiment_from_dict, read_experiment_file
+    from leanfit.errors import ConfigError
+
+    if isinstance(experiment, Experiment):
+        exp = experiment
+    else:
+        if experiment is None:
+            name = re.sub(r"[^A-Za-z0-9_.-]+", "-", getattr(objective, "__name__", "objective"))
+            data, base, where = {"name": name.strip("-.") or "objective"}, Path.cwd(), "space="
+        elif isinstance(experiment, Mapping):
+            data, base, where = dict(experiment), Path.cwd(), "the experiment dict"
+        else:
+            data, base = read_experiment_file(Path(experiment))
+            where = str(experiment)
+        if isinstance(data, dict) and "space" in data:
+            raise ConfigError(
+                "space",
+                f"{where} has a space section and space= was given too; keep one (the "
+                "file's is leanfit's own models, space= your own)",
+            )
+        if isinstance(data, dict):
+            data = {"dataset": UNREAD_DATASET, **data}
+        exp = experiment_from_dict(data, base)
+    if exp.budget.min_resolution:
+        raise ConfigError(
+            "budget.min_resolution",
+            "a resolution fidelity scales the file's dataset.image_size, which a space of your "
+            "own does not use; remove it (trial.epochs and trial.data_fraction remain)",
+        )
+    return exp

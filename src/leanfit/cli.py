@@ -87,13 +87,15 @@ def dataset_summary(experiment, space) -> tuple[list[str], list[str]]:
     from leanfit.search.run import (
         check_budgets_reachable,
         few_steps_notice,
+        model_cost,
         split_notices,
     )
     from leanfit.train.trial import data_plan
 
     with console.status("reading the dataset (decoded once, then cached for the search) ..."):
         dataset = load_dataset(experiment)
-    check_budgets_reachable(experiment, space, dataset)
+    cost = model_cost(dataset.channels, experiment.dataset.image_size, dataset.num_classes)
+    check_budgets_reachable(experiment, space, cost)
     plan = data_plan(experiment, dataset)
     counts = dataset.labels.bincount(minlength=dataset.num_classes).tolist()
     _, channels, height, width = dataset.images.shape

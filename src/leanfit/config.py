@@ -388,35 +388,82 @@ class SpaceConfig(Strict):
 
     def search_space(self) -> SearchSpace:
         params = self.architecture.params()
-        pending = {name: _as_dim(v) for name, v in self.hyperparameters.items()}
-        done: set[str] = set()
-        # Parents before children: repeat passes until nothing moves (the tree is small).
-        while pending:
-            moved = False
-            for name, dim in list(pending.items()):
-                parent = next(iter(dim.when)) if dim.when else None
-                if parent is not None and parent not in self.hyperparameters:
-                    raise ConfigError(
-                        f"space.hyperparameters.{name}.when",
-                        f"parent {parent!r} is not a hyper-parameter of the space; "
-                        f"define `{parent}` under space.hyperparameters or remove `when`",
-                    )
-                if parent is not None and parent not in done:
-                    continue
-                try:
-                    values = tuple(dim.when[parent]) if parent else ()
-                    params.append(dim.to_param(name, parent, values))
-                except ValueError as e:
-                    raise ConfigError(f"space.hyperparameters.{name}", str(e)) from None
-                done.add(name)
-                del pending[name]
-                moved = True
-            if not moved:
-                raise ConfigError(
-                    "space.hyperparameters",
-                    f"the `when` conditions of {sorted(pending)} form a cycle; break it",
-                )
+        params += conditional_params(self.hyperparameters, "space.hyperparameters")
         return SearchSpace(params)
+
+
+def conditional_params(dims: Mapping[str, DimLike], where: str) -> list[Param]:
+    """The parameters of named ranges (`Dim`s, lists, fixed values), parents before children:
+    a `when` names a parent among `dims`. `where` prefixes the field path of a mistake."""
+    pending = {name: _as_dim(v) for name, v in dims.items()}
+    params: list[Param] = []
+    done: set[str] = set()
+    # Parents before children: repeat passes until nothing moves (the tree is small).
+    while pending:
+        moved = False
+        for name, dim in list(pending.items()):
+            parent = next(iter(dim.when)) if dim.when else None
+            if parent is not None and parent not in dims:
+                raise ConfigError(
+                    f"{where}.{name}.when",
+                    f"parent {parent!r} is not a parameter of the space; "
+                    f"define `{parent}` under {where} or remove `when`",
+                )
+            if parent is not None and parent not in done:
+                continue
+            try:
+                values = tuple(dim.when[parent]) if parent else ()
+                params.append(dim.to_param(name, parent, values))
+            except ValueError as e:
+                raise ConfigError(f"{where}.{name}", str(e)) from None
+            done.add(name)
+            del pending[name]
+            moved = True
+        if not moved:
+            raise ConfigError(
+                where, f"the `when` conditions of {sorted(pending)} form a cycle; break it"
+            )
+    return params
+
+
+def space_from_mapping(data: Any, where: str = "space") -> SearchSpace:
+    """A search space of one's own (`leanfit.optimize(..., space=...)`), written as the file's
+    `space.hyperparameters` are: a name to a list of choices, a range `{low, high[, log, type]}`
+    (integers when both bounds are), or one fixed value; `when: {parent: [values]}` makes a
+    parameter exist only for those values of another. A mistake raises ConfigError naming it."""
+    from pydantic import TypeAdapter
+
+    if not isinstance(data, Mapping) or not data:
+        raise ConfigError(
+            where,
+            "give a mapping of parameter names to ranges, e.g. {'lr': {'low': 1e-4, 'high': "
+            "0.1, 'log': True}, 'width': [8, 16, 32]}",
+        )
+    bad = [k for k in data if not isinstance(k, str) or not k]
+    if bad:
+        raise ConfigError(where, f"parameter names must be non-empty strings, got {bad!r}")
+    dims: dict[str, DimLike] = {}
+    for name, value in data.items():
+        if isinstance(value, tuple):  # (low, high), as Python writes a range
+            if len(value) != 2:
+                raise ConfigError(
+                    f"{where}.{name}", f"a tuple is a range (low, high), got {len(value)} values"
+                )
+            value = {"low": value[0], "high": value[1]}
+        if value is None or isinstance(value, Mapping) and not value:
+            raise ConfigError(
+                f"{where}.{name}",
+                f"{value!r} is not a range; give a list of choices, {{'low': ..., 'high': ...}} "
+                "or one fixed value",
+            )
+        try:
+            dims[name] = TypeAdapter(DimLike).validate_python(value)
+        except ValidationError as e:
+            found = _config_error(e)
+            problem = found.problem.split("\n")[0].replace(" (see examples/digits.yaml)", "")
+            path = f"{where}.{name}" + (f".{found.field}" if found.field else "")
+            raise ConfigError(path, problem) from None
+    return SearchSpace(conditional_params(dims, where))
 
 
 class Objective(Strict):
@@ -859,7 +906,12 @@ def _known_fields() -> set[str]:
 
 def load_experiment(path: str | Path) -> Experiment:
     """Read and validate an experiment file."""
-    path = Path(path)
+    data, base_dir = read_experiment_file(Path(path))
+    return experiment_from_dict(data, base_dir)
+
+
+def read_experiment_file(path: Path) -> tuple[Any, Path]:
+    """An experiment file's YAML, parsed but not validated, and the folder it is in."""
     if not path.exists():
         raise ConfigError("", f"experiment file {str(path)!r} does not exist; check the path")
     if path.is_dir():
@@ -875,4 +927,4 @@ def load_experiment(path: str | Path) -> Experiment:
         raise ConfigError("", f"{path} is not valid YAML{where}: {problem}") from None
     except UnicodeDecodeError:
         raise ConfigError("", f"{path} is not a text file; give the experiment YAML") from None
-    return experiment_from_dict(data, path.parent)
+    return data, path.parent

@@ -261,3 +261,104 @@ def make_runner(function: Callable):
         return out
 
     return run
+
+
+class OwnSpace:
+    """A space of one's own for `leanfit.optimize(objective, space=..., size=...)`, in place of
+    the experiment file's architecture and hyperparameters: the function gets these names in
+    `trial.config`, and `size(config)` gives the parameter count (or `(parameters, MACs)`) that
+    the size objective, `objectives.max_params` and the proposals' spread over sizes use. It is
+    called in the search's own process, often (hundreds of candidates a proposal; each answer is
+    kept): count the parameters without training anything.
+
+    Without `size`, the objectives must be validation accuracy alone."""
+
+    def __init__(self, space: Any, size: Callable | None, objectives) -> None:
+        import hashlib
+        import json
+        from dataclasses import asdict
+
+        from leanfit.config import space_from_mapping
+        from leanfit.errors import ConfigError
+        from leanfit.space.spec import SearchSpace
+
+        self.space = space if isinstance(space, SearchSpace) else space_from_mapping(space)
+        self.size = size
+        metrics = {t.metric for t in objectives.targets}
+        if objectives.max_params:
+            metrics.add("params")
+        if objectives.max_macs:
+            metrics.add("macs")
+        sized = sorted(metrics & {"params", "macs"})
+        if size is not None and not callable(size):
+            raise ConfigError("size", f"{size!r} is not a function; give one of a configuration")
+        if size is None and sized:
+            raise ConfigError(
+                "size",
+                f"the objectives use {' and '.join(sized)}, which a space of your own cannot "
+                "count; give size=, a function of a configuration (a dict of the space's names) "
+                "that returns its parameter count, or (parameters, MACs); or make val_accuracy "
+                "the only objective (objectives: {targets: [{metric: val_accuracy, goal: "
+                "maximize}]})",
+            )
+        self.needs_macs = "macs" in sized
+        self._name = getattr(size, "__name__", repr(size)) if size is not None else None
+        named = f"{getattr(size, '__module__', '?')}:{getattr(size, '__qualname__', self._name)}"
+        self._known: dict[tuple, tuple[int, int]] = {}
+        described = {
+            "params": [asdict(p) for p in self.space.params],
+            "fixed": self.space.fixed,
+            "size": None if size is None else named,
+        }
+        blob = json.dumps(described, sort_keys=True, default=repr)
+        self.digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
+        if size is not None:
+            self.cost(self.space.sample(0))  # a size function's mistake, before anything starts
+
+    def cost(self, config) -> tuple[int, int]:
+        """(parameters, MACs) of a configuration, as `size` gives them ((0, 0) without it)."""
+        if self.size is None:
+            return (0, 0)
+        key = self.space.point_key(self.space.point(config))
+        known = self._known.get(key)
+        if known is None:
+            known = self._known[key] = self._ask(dict(config))
+        return known
+
+    def _ask(self, config: dict[str, Any]) -> tuple[int, int]:
+        from leanfit.errors import ConfigError
+
+        try:
+            out = self.size(config)
+        except Exception as e:  # noqa: BLE001 - the user's function, whatever it raises
+            raise ConfigError(
+                "size",
+                f"{self._name} raised {type(e).__name__}: {e} for the configuration {config}; "
+                "it must count every configuration of the space",
+            ) from e
+        values = list(out) if isinstance(out, (tuple, list)) else [out]
+        counts = [_count(v) for v in values]
+        if len(values) not in (1, 2) or None in counts:
+            raise ConfigError(
+                "size",
+                f"{self._name} returned {out!r} for the configuration {config}; return the "
+                "parameter count (an int of 0 or more), or (parameters, MACs)",
+            )
+        if len(counts) == 1 and self.needs_macs:
+            raise ConfigError(
+                "size",
+                f"{self._name} returned one count, but the objectives use MACs; return "
+                "(parameters, MACs)",
+            )
+        return (counts[0], counts[1] if len(counts) == 2 else 0)
+
+
+def _count(value: Any) -> int | None:
+    """A count from what a size function returned: an int (or an integral number) of 0 or
+    more; None for anything else."""
+    if isinstance(value, bool) or not hasattr(value, "__index__") and not isinstance(value, float):
+        return None
+    if isinstance(value, float) and not value.is_integer():
+        return None
+    number = int(value)
+    return number if number >= 0 else None

@@ -49,17 +49,24 @@ def prewarm() -> threading.Thread:
 def plot_pareto(
     points: Sequence[ReportPoint], path: Path, title: str, max_params: int | None = None
 ) -> Path:
-    """Scatter of parameters (log scale) against validation accuracy, coloured by trial order."""
+    """Scatter of parameters (log scale) against validation accuracy, coloured by trial order;
+    of the trial number against it where no size was counted (a space of one's own searched
+    for accuracy alone)."""
     # A Figure of its own, not pyplot: no display backend to choose, no global state, and
     # matplotlib is imported only when a report is drawn (a third of a second).
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8, 5.5), dpi=110)
     ax = fig.subplots()
+    sized = not points or any(p.params > 0 for p in points)
+
+    def x(p: ReportPoint) -> float:
+        return p.params if sized else p.trial_id
+
     if points:
         order = [p.trial_id for p in points]
         sc = ax.scatter(
-            [p.params for p in points],
+            [x(p) for p in points],
             [p.val_accuracy for p in points],
             c=order,
             cmap="viridis",
@@ -69,7 +76,7 @@ def plot_pareto(
         )
         fig.colorbar(sc, ax=ax, label="trial order (later = brighter)")
         front = sorted((p for p in points if p.on_front), key=lambda p: p.params)
-        if front:
+        if front and sized:
             xs, ys = [], []
             for p in front:  # a step line: the best accuracy available at each size
                 if xs:
@@ -78,8 +85,9 @@ def plot_pareto(
                 xs.append(p.params)
                 ys.append(p.val_accuracy)
             ax.plot(xs, ys, color="crimson", lw=1.5, label="Pareto front")
+        if front:
             ax.scatter(
-                [p.params for p in front],
+                [x(p) for p in front],
                 [p.val_accuracy for p in front],
                 facecolors="none",
                 edgecolors="crimson",
@@ -90,8 +98,8 @@ def plot_pareto(
         ax.set_ylim(max(0.0, low - 0.02), 1.0)
     if max_params:
         ax.axvline(max_params, color="grey", ls="--", lw=1, label=f"max_params {max_params:,}")
-    ax.set_xscale("log")
-    ax.set_xlabel("parameters")
+    ax.set_xscale("log" if sized else "linear")
+    ax.set_xlabel("parameters" if sized else "trial")
     ax.set_ylabel("validation accuracy")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.25)

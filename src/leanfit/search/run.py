@@ -108,11 +108,11 @@ def stop_on_interrupt(controller: SearchController):
         signal.signal(signal.SIGINT, previous)
 
 
-def check_budgets_reachable(experiment: Experiment, space, dataset, draws: int = 1000) -> None:
+def check_budgets_reachable(experiment: Experiment, space, cost, draws: int = 1000) -> None:
     """Refuse hard budgets (`objectives.max_params`, `max_macs`) that no model of the space meets,
     before anything is started or written: says the smallest model drawn, so the user knows how
-    far off the budget is. Returns at the first model that fits (a few draws, normally)."""
-    cost = model_cost(dataset.channels, experiment.dataset.image_size, dataset.num_classes)
+    far off the budget is. Returns at the first model that fits (a few draws, normally). `cost`:
+    a configuration's (parameters, MACs)."""
     feasible = within_budget(experiment.objectives, cost)
     if feasible is None:
         return
@@ -245,7 +245,11 @@ class MlflowEvents:
     def job_finished(self, trial: Trial, job: TrialJob, outcome: JobOutcome, ref: str | None):
         if ref is None:
             return
-        self.log.job_finished(ref, outcome.result, infrastructure=outcome.infrastructure_failure)
+        result = outcome.result
+        if result is not None and not result.params and trial.params:
+            # (a Python objective's job: its size is the search's to count, not the function's)
+            result.params, result.macs = trial.params, trial.macs
+        self.log.job_finished(ref, result, infrastructure=outcome.infrastructure_failure)
 
 
 @dataclass
@@ -314,10 +318,15 @@ class Optimised:
 
     synthetic_sleep: float | None = None
     function: Callable | None = None
+    # a function's space of its own, instead of the file's (leanfit.optimize(space=...)), and
+    # its models' (parameters, MACs): `leanfit.objective.OwnSpace`
+    own: Any = None
 
     def __post_init__(self) -> None:
         if self.synthetic_sleep is not None and self.function is not None:
             raise ValueError("give a Python objective or a synthetic sleep, not both")
+        if self.own is not None and self.function is None:
+            raise ValueError("a space of one's own is searched with a Python objective")
 
     @property
     def identity(self) -> str | None:
@@ -325,8 +334,30 @@ class Optimised:
         if self.function is not None:
             from leanfit.objective import identity_of
 
-            return identity_of(self.function)
+            named = identity_of(self.function)
+            return named if self.own is None else f"{named} (space {self.own.digest})"
         return None if self.synthetic_sleep is None else "synthetic"
+
+
+@dataclass
+class Problem:
+    """What a search is over: its space, its models' (parameters, MACs), its data's digest, and
+    the data (None for a space of one's own, whose objective brings its data)."""
+
+    space: Any
+    cost: Callable[[Mapping[str, Any]], tuple[int, int]]
+    digest: str
+    dataset: Any = None
+
+
+def problem_of(experiment: Experiment, what: Optimised) -> Problem:
+    if what.own is not None:
+        return Problem(what.own.space, what.own.cost, what.own.digest)
+    from leanfit.data.sources import load_dataset
+
+    dataset = load_dataset(experiment)
+    cost = model_cost(dataset.channels, experiment.dataset.image_size, dataset.num_classes)
+    return Problem(experiment.search_space(), cost, dataset.digest, dataset)
 
 
 def make_executor(
@@ -383,6 +414,7 @@ def run_search(
     tags: Mapping[str, str] | None = None,
     on_notice: Callable[[str], None] | None = None,
     objective: Callable | None = None,
+    own_space: Any = None,
 ) -> SearchOutcome:
     """Run (or resume) the experiment's search; returns the controller with its results.
 
@@ -391,9 +423,10 @@ def run_search(
     second run on unchanged data). `plan_file` is the pipeline's data plan; `tags` go on a
     new search run. `on_notice` is told what the user should know before the results (the
     dataset's unreadable files). `objective`: a Python function searched instead of training
-    (see `leanfit.objective`); `workers=0` runs it in this process.
+    (see `leanfit.objective`); `workers=0` runs it in this process; `own_space`: its space of
+    its own (`leanfit.objective.OwnSpace`) instead of the file's space and data.
     """
-    what = Optimised(synthetic_sleep, objective)
+    what = Optimised(synthetic_sleep, objective, own_space)
     wall = wall_time if wall_time is not None else experiment.budget.wall_time
     trials = max_trials if max_trials is not None else experiment.budget.trials
     if wall is None and trials is None:
@@ -432,20 +465,20 @@ def _search(
     tags: Mapping[str, str] | None,
     on_notice: Callable[[str], None] | None,
 ) -> SearchOutcome:
-    from leanfit.data.sources import load_dataset, skipped_notice
+    from leanfit.data.sources import skipped_notice
     from leanfit.track import TrialLogger
     from leanfit.track.runs import missing_sqlite_database
 
-    dataset = load_dataset(experiment)
-    if dataset.skipped and on_notice is not None and plan_file is None:
+    problem = problem_of(experiment, what)
+    dataset, space = problem.dataset, problem.space
+    if dataset is not None and dataset.skipped and on_notice is not None and plan_file is None:
         # (a pipeline's search, given the plan of its subset step: its fingerprint step has
         # listed them)
         on_notice(skipped_notice(dataset.skipped))
-    space = experiment.search_space()
     # its key, and the key the version before made for the same search (found, not made)
     identity = what.identity  # (part of its key, tagged on its run)
-    key, *older = search_keys(experiment, dataset.digest, identity)
-    check_budgets_reachable(experiment, space, dataset)
+    key, *older = search_keys(experiment, problem.digest, identity)
+    check_budgets_reachable(experiment, space, problem.cost)
     if on_notice is not None and what.function is None:  # (a function brings its own data)
         from leanfit.data.splits import DataPlan
         from leanfit.train.trial import data_plan
@@ -474,7 +507,7 @@ def _search(
     if reuse_finished and latest is not None and latest[1] == "FINISHED":
         short = latest[0].budget_short_of(wall, trials)
         if short is None:
-            return _read_back(experiment, latest[0], space, dataset, wall, trials)
+            return _read_back(experiment, latest[0], problem, wall, trials)
         extended = latest[0]
         if on_notice is not None:
             on_notice(
@@ -486,7 +519,7 @@ def _search(
     if resume:
         log = extended or SearchLog.find_resumable(logger, [key, *older])
         if log is None:
-            why = why_not_resumable(logger, experiment, dataset.digest, identity)
+            why = why_not_resumable(logger, experiment, problem.digest, identity)
             raise LeanfitError(
                 f"--resume: no unfinished search of this experiment file and data in "
                 f"{experiment.tracking_uri()}"
@@ -504,6 +537,7 @@ def _search(
             settings,
             dataset,
             experiment.dataset.source,
+            digest=problem.digest,
             parent_run_id=parent_run_id,
             settings_key=search_key(experiment, None),
             extra_tags=tags,
@@ -516,7 +550,7 @@ def _search(
         wall = max(0.0, wall - elapsed_before)
 
     work = experiment.work_path() / "searches" / log.run_id
-    controller = _controller(experiment, space, dataset, log, work, wall, trials)
+    controller = _controller(experiment, problem, log, work, wall, trials)
     resumed = 0
     if resume:
         records = log.records()
@@ -524,7 +558,7 @@ def _search(
         log.mark_interrupted([r.run_id for r in records if r.status == "running"])
         log.close_finished(records)
     if experiment.strategy.warm_start:
-        warm_start(experiment, controller, logger, log, dataset.digest, not resume, identity)
+        warm_start(experiment, controller, logger, log, problem.digest, not resume, identity)
     if executor is None:
         executor = stack.enter_context(make_executor(experiment, n_workers, what, plan_file))
     started = time.monotonic()
@@ -609,12 +643,12 @@ def warm_start(
 
 
 def _read_back(
-    experiment: Experiment, log: SearchLog, space, dataset, wall: float | None, trials: int | None
+    experiment: Experiment, log: SearchLog, problem: Problem, wall: float | None, trials: int | None
 ) -> SearchOutcome:
     """A finished search rebuilt from MLflow, with its report written again; nothing trains
     (the budget only satisfies the controller: it runs nothing)."""
     work = experiment.work_path() / "searches" / log.run_id
-    controller = _controller(experiment, space, dataset, log, work, wall, trials)
+    controller = _controller(experiment, problem, log, work, wall, trials)
     controller.restore(log.records())
     plot, page = write_report(experiment, controller, work / "report", log.run_id)
     return SearchOutcome(controller, log.run_id, page, plot, 0, reused=True)
@@ -622,14 +656,13 @@ def _read_back(
 
 def _controller(
     experiment: Experiment,
-    space,
-    dataset,
+    problem: Problem,
     log: SearchLog,
     work: Path,
     wall: float | None,
     trials: int | None,
 ) -> SearchController:
-    cost = model_cost(dataset.channels, experiment.dataset.image_size, dataset.num_classes)
+    space, cost = problem.space, problem.cost
     feasible = within_budget(experiment.objectives, cost)
     return SearchController(
         space=space,
@@ -643,7 +676,7 @@ def _controller(
         max_trials=trials,
         retries=experiment.executor.retries,
         seed=experiment.strategy.seed,
-        events=MlflowEvents(log, dataset.digest),
+        events=MlflowEvents(log, problem.digest),
         initial_design=experiment.strategy.initial_points,
         ehvi_share=experiment.ehvi_share(),
         gap_share=experiment.gap_share(),

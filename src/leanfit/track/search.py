@@ -209,20 +209,23 @@ class SearchLog:
         name: str,
         search_key: str,
         settings: Mapping[str, Any],
-        dataset: LoadedDataset,
+        dataset: LoadedDataset | None,
         dataset_name: str,
         parent_run_id: str | None = None,
         settings_key: str | None = None,
         extra_tags: Mapping[str, str] | None = None,
         settings_json: str | None = None,
         objective: str | None = None,
+        digest: str | None = None,
     ) -> SearchLog:
+        """A new search run; `dataset` None (and its `digest` given): a space of one's own,
+        whose objective brings its data."""
         from mlflow.entities import Param
 
         tags = {
             TAG_KIND: "search",
             TAG_SEARCH_KEY: search_key,
-            "leanfit.dataset_digest": dataset.digest,
+            "leanfit.dataset_digest": dataset.digest if dataset is not None else digest,
         }
         if objective is not None:
             tags[TAG_OBJECTIVE] = objective
@@ -237,7 +240,9 @@ class SearchLog:
         )
         params = [Param(k, param_value(v)[:6000]) for k, v in sorted(settings.items())]
         logger.client.log_batch(run.info.run_id, params=params)
-        logger.client.log_inputs(run.info.run_id, datasets=[dataset_input(dataset, dataset_name)])
+        if dataset is not None:
+            inputs = [dataset_input(dataset, dataset_name)]
+            logger.client.log_inputs(run.info.run_id, datasets=inputs)
         return cls(logger, run.info.run_id)
 
     @classmethod
