@@ -68,7 +68,13 @@ def worker_main(conn: Connection, runner_spec: RunnerSpec, environ: dict[str, st
         except Exception as e:  # noqa: BLE001 - a bug in one trial fails that trial only
             tb = traceback.format_exc(limit=6)
             result = TrainResult(status="failed", reason=f"{type(e).__name__}: {e}\n{tb}")
-        conn.send(("result", result))
+        try:
+            conn.send(("result", result))
+        except (BrokenPipeError, ConnectionResetError):
+            # the controller is gone (killed): no one to tell, and its terminal is no place for
+            # a worker's traceback; the result's checkpoint is written, and a resumed search
+            # runs the job again from the one before
+            return
 
 
 @dataclass
