@@ -455,6 +455,16 @@ def test_a_space_of_ones_own_is_searched_with_its_conditions_sizes_and_budget(in
         assert r.data.metrics["params"] == own_size(config)
     assert "Pareto" in result.report_html.read_text()
 
+    # models of millions of parameters: the hypervolume is measured over the space's own sizes
+    # (over leanfit's 10^2 to 10^4.5 every one of them would add nothing, and it read 0)
+    big = leanfit.optimize(
+        own_objective, own_settings(in_tmp), space=OWN_SPACE, size=lambda c: own_size(c) * 10**4,
+        workers=0, trials=6, progress=False,
+    )  # fmt: skip
+    assert big.controller.hypervolume_range() == (5.5, 7.5)  # 400k to 12.8M parameters
+    assert big.hypervolume > 0.5
+    assert "hypervolume (log10 params 5.5-7.5 x error)" in big.report_html.read_text()
+
     # a search stopped by its failures is resumed with its own space only
     OWN_BROKEN["now"] = True
     from leanfit.search.controller import SearchFailed

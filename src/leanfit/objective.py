@@ -302,6 +302,7 @@ class OwnSpace:
                 "maximize}]})",
             )
         self.needs_macs = "macs" in sized
+        self.max_params = objectives.max_params
         self._name = getattr(size, "__name__", repr(size)) if size is not None else None
         named = f"{getattr(size, '__module__', '?')}:{getattr(size, '__qualname__', self._name)}"
         self._known: dict[tuple, tuple[int, int]] = {}
@@ -314,6 +315,23 @@ class OwnSpace:
         self.digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
         if size is not None:
             self.cost(self.space.sample(0))  # a size function's mistake, before anything starts
+
+    def size_range(self, draws: int = 1000):
+        """The log10 parameter counts of the space's models, from the smallest to the largest
+        of `draws` random configurations (to half a decade, outwards; the largest at most
+        `objectives.max_params`): what the search's hypervolume is measured over and its
+        proposals scale sizes by, in place of leanfit's own 10^2 to 10^4.5. None without
+        `size`."""
+        import random
+
+        if self.size is None:
+            return None
+        rng = random.Random(0)
+        sizes = [max(1, self.cost(self.space.sample(rng))[0]) for _ in range(draws)]
+        top = max(sizes) if not self.max_params else min(max(sizes), self.max_params)
+        low = math.floor(2 * math.log10(min(sizes))) / 2
+        high = math.ceil(2 * math.log10(max(top, 1)) + 1e-9) / 2  # the largest adds something
+        return (low, max(high, low + 0.5))
 
     def cost(self, config) -> tuple[int, int]:
         """(parameters, MACs) of a configuration, as `size` gives them ((0, 0) without it)."""

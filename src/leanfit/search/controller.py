@@ -208,6 +208,10 @@ class SearchController:
         curve_stop: stop a job whose learning curve, extrapolated to the top rung's epochs,
             cannot reach the accuracy that a finished trial no larger reached there (see
             `_curve_stop`); it keeps its result at the epochs it reached and is never promoted.
+        size_range: the log10 parameter counts the hypervolume is measured over, and the
+            scalarisation and EHVI scale sizes by (a space of one's own, whose models may be
+            far larger than leanfit's); None: leanfit's, 2 to 4.5 for the hypervolume and 2 to
+            the budget (or 6.5) for the proposals.
     """
 
     def __init__(
@@ -230,6 +234,7 @@ class SearchController:
         gap_share: float = 0.0,
         rung_rank: Literal["pareto", "scalar"] = "pareto",
         curve_stop: bool = False,
+        size_range: tuple[float, float] | None = None,
     ):
         if wall_time is None and max_trials is None:
             raise ValueError("give `wall_time` or `max_trials`: a search needs a budget")
@@ -239,6 +244,9 @@ class SearchController:
         self.executor = executor
         self.objectives = objectives
         self.cost = cost
+        if size_range is not None and not size_range[0] < size_range[1]:
+            raise ValueError(f"size_range {size_range}: give (low, high) with low < high")
+        self.size_range = size_range
         self.checkpoint_dir = Path(checkpoint_dir)
         self.wall_time = wall_time
         self.max_trials = max_trials
@@ -323,6 +331,8 @@ class SearchController:
                 "params": (RUNG_LOG10_PARAMS_LOW, o.max_params, 6.5),
                 "macs": (RUNG_LOG10_MACS_LOW, o.max_macs, 9.0),
             }[target.metric]
+            if target.metric == "params" and self.size_range is not None:
+                low, default = self.size_range
             high = math.log10(budget) if budget else default
             bounds.append((low, max(high, low + 1)))
         return bounds
@@ -853,15 +863,25 @@ class SearchController:
         goals = [target.goal for target in self.objectives.targets]
         return sorted((done[i] for i in pareto_front(points, goals)), key=lambda t: t.params)
 
+    def hypervolume_range(self) -> tuple[float, float]:
+        """The log10 parameter counts the hypervolume is measured over."""
+        return self.size_range or (2.0, 4.5)
+
+    def hypervolume_label(self) -> str:
+        low, high = self.hypervolume_range()
+        return f"hypervolume (log10 params {low:g}-{high:g} x error)"
+
     def hypervolume(self) -> float:
-        """Hypervolume of the front over (log10 params in [2, 4.5], validation error)."""
+        """Hypervolume of the front over (log10 params in `hypervolume_range`, by default
+        [2, 4.5], validation error)."""
         done = [t for t in self.trials.values() if t.results]
         if not done:
             return 0.0
+        low, high = self.hypervolume_range()
         pts = np.array(
-            [[min(max(math.log10(max(1, t.params)), 2.0), 4.5), 1 - t.val_accuracy] for t in done]
+            [[min(max(math.log10(max(1, t.params)), low), high), 1 - t.val_accuracy] for t in done]
         )
-        return hypervolume(pts, [4.5, 1.0])
+        return hypervolume(pts, [high, 1.0])
 
     def best_accuracy(self) -> float | None:
         accs = [t.val_accuracy for t in self.trials.values() if t.results]

@@ -83,7 +83,7 @@ class SearchReading:
             f"search run {self.run_id} ({self.status}{ran}) in {self.tracking_uri}",
             f"trials {s['trials']}  jobs finished {s['jobs finished']}{unfinished}  failed "
             f"{s['jobs failed']}  best val acc {s['best validation accuracy']}  Pareto "
-            f"{s['Pareto models']}  hypervolume {s['hypervolume (log10 params 2-4.5 x error)']}",
+            f"{s['Pareto models']}  hypervolume {s[self.controller.hypervolume_label()]}",
         ]
         if (objective := self.run.data.tags.get(TAG_OBJECTIVE)) is not None:
             lines.append(f"it optimised {objective_text(objective)}, not real training")

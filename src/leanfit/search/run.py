@@ -348,11 +348,13 @@ class Problem:
     cost: Callable[[Mapping[str, Any]], tuple[int, int]]
     digest: str
     dataset: Any = None
+    size_range: tuple[float, float] | None = None  # a space of one's own: see SearchController
 
 
 def problem_of(experiment: Experiment, what: Optimised) -> Problem:
     if what.own is not None:
-        return Problem(what.own.space, what.own.cost, what.own.digest)
+        own = what.own
+        return Problem(own.space, own.cost, own.digest, size_range=own.size_range())
     from leanfit.data.sources import load_dataset
 
     dataset = load_dataset(experiment)
@@ -682,6 +684,7 @@ def _controller(
         gap_share=experiment.gap_share(),
         rung_rank=experiment.scheduler.rank,
         curve_stop=experiment.scheduler.curve_stop,
+        size_range=problem.size_range,
     )
 
 
@@ -760,7 +763,7 @@ def summary_of(controller: SearchController) -> dict[str, Any]:
         ),
         "best validation accuracy": "-" if best is None else f"{best:.4f}",
         "Pareto models": len(controller.front()),
-        "hypervolume (log10 params 2-4.5 x error)": f"{controller.hypervolume():.4f}",
+        controller.hypervolume_label(): f"{controller.hypervolume():.4f}",
     }
 
 
