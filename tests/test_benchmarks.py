@@ -430,3 +430,25 @@ def test_digits_front_search_then_retrained_picks(tmp_path):
         assert pick["test_accuracy_mean"] == chosen["test_accuracy_mean"]
         assert 0.0 <= pick["test_accuracy_mean"] <= 1.0
         assert set(pick["search_best"]["retrained"]) == {"1", "2"}
+
+
+def test_own_space_search_tiny_run_compares_leanfit_with_full_fidelity_random(tmp_path):
+    """benchmarks/own_space_search.py: leanfit.optimize over examples/own_space.py's space of
+    its own, the default search against random search at full fidelity, both measured alike."""
+    out = tmp_path / "own.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "own_space_search.py"), "--seeds", "0",
+         "--wall", "4", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    [row] = report["table"]
+    runs = {r["method"]: r for r in report["runs"]}
+    for method in ("leanfit", "random"):
+        assert row[f"{method}_jobs"] >= 1 and row[f"{method}_hv_end"] > 0, row
+        assert all(r["t"] > 0 and r["params"] > 0 for r in runs[method]["rows"])
+    assert {r["epochs"] for r in runs["random"]["rows"]} == {27}  # every one trained in full
+    assert 1 in {r["epochs"] for r in runs["leanfit"]["rows"]}  # ASHA's first rung
+    assert runs["leanfit"]["size_range"] == [2.0, 5.0]  # 310 to about 43,000 parameters
+    assert "HV@1 leanfit/random" in done.stdout and report["commit"]
