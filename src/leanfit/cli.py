@@ -86,16 +86,15 @@ def dataset_summary(experiment, space) -> tuple[list[str], list[str]]:
     from leanfit.data.sources import load_dataset, skipped_notice
     from leanfit.search.run import (
         check_budgets_reachable,
+        dataset_cost,
         few_steps_notice,
-        model_cost,
         split_notices,
     )
     from leanfit.train.trial import data_plan
 
     with console.status("reading the dataset (decoded once, then cached for the search) ..."):
         dataset = load_dataset(experiment)
-    cost = model_cost(dataset.channels, experiment.dataset.image_size, dataset.num_classes)
-    check_budgets_reachable(experiment, space, cost)
+    check_budgets_reachable(experiment, space, dataset_cost(experiment, dataset))
     plan = data_plan(experiment, dataset)
     counts = dataset.labels.bincount(minlength=dataset.num_classes).tolist()
     _, channels, height, width = dataset.images.shape

@@ -31,7 +31,7 @@ from leanfit.config import ObjectivesConfig
 from leanfit.errors import LeanfitError
 from leanfit.execute.base import Executor, JobOutcome, TrialJob
 from leanfit.search.asha import Job, Rung
-from leanfit.search.pareto import hypervolume, pareto_front
+from leanfit.search.pareto import LOG10_PARAMS_RANGE, hypervolume, pareto_front
 from leanfit.search.scalarize import ParEGOScalarizer
 from leanfit.search.skopt_strategy import Frontier
 from leanfit.search.strategy import Strategy
@@ -865,7 +865,7 @@ class SearchController:
 
     def hypervolume_range(self) -> tuple[float, float]:
         """The log10 parameter counts the hypervolume is measured over."""
-        return self.size_range or (2.0, 4.5)
+        return self.size_range or LOG10_PARAMS_RANGE
 
     def hypervolume_label(self) -> str:
         low, high = self.hypervolume_range()

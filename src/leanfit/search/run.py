@@ -63,6 +63,11 @@ def model_cost(channels: int, image_size: int, num_classes: int):
     return lambda config: architecture_cost(config, channels, image_size, num_classes)
 
 
+def dataset_cost(experiment: Experiment, dataset):
+    """`model_cost` of the experiment's models on its loaded dataset."""
+    return model_cost(dataset.channels, experiment.dataset.image_size, dataset.num_classes)
+
+
 def search_lock(experiment: Experiment, key: str):
     """One controller at a time for a search (`key`): a second `leanfit search`, `--resume` or
     pipeline search step of the same settings and data in the same work folder is refused while
@@ -358,7 +363,7 @@ def problem_of(experiment: Experiment, what: Optimised) -> Problem:
     from leanfit.data.sources import load_dataset
 
     dataset = load_dataset(experiment)
-    cost = model_cost(dataset.channels, experiment.dataset.image_size, dataset.num_classes)
+    cost = dataset_cost(experiment, dataset)
     return Problem(experiment.search_space(), cost, dataset.digest, dataset)
 
 
