@@ -63,10 +63,17 @@ def test_resuming_follows_the_same_schedule_and_weights(
 
 
 def test_a_long_training_saves_its_progress_and_goes_on_from_it_after_a_crash(
-    digits, reference_genotype, tmp_path
+    digits, reference_genotype, tmp_path, monkeypatch
 ):
     """`save_progress`: the checkpoint is written during training too, so a training killed in
-    epoch 5 resumes after epoch 4 and ends with the weights of one that never stopped."""
+    epoch 5 resumes after epoch 4 and ends with the weights of one that never stopped.
+
+    How often it is written depends on the clock (`SAVE_SPACING` times what a write took); the
+    spacing is set here so the test does not: 0 writes after every epoch (on a loaded CI machine,
+    20 times a write's time once outlasted an epoch of 256 images and epoch 4 was not written)."""
+    import leanfit.train.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "SAVE_SPACING", 0.0)
     config, hp = genotype_and_hp(reference_genotype)
     settings = TrainingConfig(device="cpu", augment="randaugment", crop_padding=1, flip=False)
     small = {**digits.__dict__}
@@ -100,6 +107,14 @@ def test_a_long_training_saves_its_progress_and_goes_on_from_it_after_a_crash(
         train(config, hp, data, Budget(8), settings, seed=3, checkpoint_to=plain,
               on_epoch=crash_in_epoch_5)  # fmt: skip
     assert not plain.exists()
+    # a spacing no epoch reaches: the first epoch is written (nothing has been timed yet), then
+    # nothing until the end
+    monkeypatch.setattr(trainer_module, "SAVE_SPACING", 1e9)
+    sparse = tmp_path / "sparse.pt"
+    with pytest.raises(Killed):
+        train(config, hp, data, Budget(8), settings, seed=3, checkpoint_to=sparse,
+              on_epoch=crash_in_epoch_5, save_progress=True)  # fmt: skip
+    assert load_checkpoint(sparse)["epoch"] == 1
 
 
 # MiB of batches augmented together: the whole epoch at once (made an epoch ahead), three at a time
