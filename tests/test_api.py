@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 import textwrap
@@ -486,6 +487,80 @@ def test_a_space_of_ones_own_is_searched_with_its_conditions_sizes_and_budget(in
         trials=12, resume=True, progress=False,
     )  # fmt: skip
     assert resumed.trials == 12 and resumed.front and resumed.run_id != result.run_id
+
+
+# none of leanfit's hyper-parameter names (lr, optimizer, momentum, ...)
+FOREIGN_SPACE = {
+    "units": [4, 8, 16, 32],
+    "blocks": (1, 4),
+    "step": {"low": 1e-3, "high": 0.3, "log": True},
+    "solver": ["plain", "heavy"],
+    "beta": {"low": 0.5, "high": 0.99, "when": {"solver": ["heavy"]}},
+}
+
+
+def foreign_size(config) -> int:
+    return config["units"] * 10 * config["blocks"]
+
+
+def foreign_objective(trial):
+    import math
+
+    c = trial.config
+    ceiling = 0.4 + 0.15 * math.log10(foreign_size(c)) - 0.05 * abs(math.log10(c["step"]) + 1.5)
+    while trial.running:
+        trial.report(min(0.99, ceiling - 0.3 / (trial.epoch + 1)))
+
+
+def test_a_space_of_ones_own_crosses_one_parents_model_with_the_others_training(in_tmp):
+    """Crossover candidates in a space of one's own: the parameters that never change the size
+    (here step, solver, beta) come from one parent, the model (units, blocks) from the other, as
+    leanfit's space crosses architectures with training hyper-parameters. Before, the group was
+    leanfit's hyper-parameter names: none is in this space, every child was its first parent, a
+    known configuration, and the search had no crossover at all."""
+    from leanfit.config import ObjectivesConfig as Objectives
+    from leanfit.objective import OwnSpace, UniformSplit
+    from leanfit.search.evolution import crossover
+
+    group = OwnSpace(FOREIGN_SPACE, foreign_size, Objectives()).crossover_group(0)
+    assert [name for name in FOREIGN_SPACE if group(name)] == ["step", "solver", "beta"]
+
+    result = leanfit.optimize(
+        foreign_objective, own_settings(in_tmp), space=FOREIGN_SPACE, size=foreign_size,
+        workers=0, trials=20, progress=False,
+    )  # fmt: skip
+    strategy = result.controller.strategy
+    assert [name for name in FOREIGN_SPACE if strategy.crossover_group(name)] == [
+        "step", "solver", "beta"
+    ]  # fmt: skip
+
+    def model(c):
+        return (c["units"], c["blocks"])
+
+    def training(c):
+        return (c["step"], c["solver"], c.get("beta"))
+
+    parents = [o.config for o in strategy._parents(strategy.fitting_set())]
+    strategy.local_samples = 0  # no one-parameter changes among the candidates: they can match
+    _, candidates, _ = strategy._candidates(strategy.fitting_set())
+    children = [
+        c for c in candidates
+        if any(model(c) == model(a) and training(c) == training(b) and a != b
+               for a in parents for b in parents)
+    ]  # fmt: skip
+    assert children  # new configurations, one parent's model trained the other's way
+    assert not any(strategy.known(strategy.space.key(c)) for c in children)
+
+    # accuracy alone (no size to tell model from training): each parameter from either parent
+    accuracy_only = Objectives(targets=[{"metric": "val_accuracy", "goal": "maximize"}])
+    split = OwnSpace(FOREIGN_SPACE, None, accuracy_only).crossover_group(0)
+    assert isinstance(split, UniformSplit)
+    rng = random.Random(0)
+    first = {"units": 4, "blocks": 1, "step": 0.001, "solver": "plain"}
+    second = {"units": 32, "blocks": 4, "step": 0.3, "solver": "plain"}
+    space = OwnSpace(FOREIGN_SPACE, None, accuracy_only).space
+    mixed = {tuple(crossover(space, first, second, split, rng).items()) for _ in range(40)}
+    assert len(mixed) > 4  # not just the two parents
 
 
 def test_a_space_of_ones_own_refuses_what_it_cannot_search_before_anything_starts(in_tmp):

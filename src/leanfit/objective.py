@@ -333,6 +333,32 @@ class OwnSpace:
         high = math.ceil(2 * math.log10(max(top, 1)) + 1e-9) / 2  # the largest adds something
         return (low, max(high, low + 0.5))
 
+    def crossover_group(self, seed: int = 0, pairs: int = 16) -> Callable[[str], bool]:
+        """Which parameters a crossover child takes from its second parent (the rest from its
+        first), as leanfit's own space takes the training hyper-parameters from one parent and
+        the architecture from the other: here the parameters that never changed the size when
+        one was swapped between two random configurations (`pairs` of them), so a child is one
+        parent's model trained the other's way. Without `size`, or when no parameter (or
+        every one) leaves the size alone, a child takes each parameter from either parent at
+        random (uniform crossover)."""
+        import random
+
+        from leanfit.search.evolution import crossover
+
+        names = [p.name for p in self.space.params]
+        neutral = set(names) if self.size is not None else set()
+        rng = random.Random(seed)
+        for _ in range(pairs if self.size is not None else 0):
+            first, second = self.space.sample(rng), self.space.sample(rng)
+            size = self.cost(first)
+            for name in sorted(neutral):
+                child = crossover(self.space, first, second, name.__eq__, rng)
+                if self.cost(child) != size:
+                    neutral.discard(name)
+        if neutral and len(neutral) < len(names):
+            return frozenset(neutral).__contains__
+        return UniformSplit(seed)
+
     def cost(self, config) -> tuple[int, int]:
         """(parameters, MACs) of a configuration, as `size` gives them ((0, 0) without it)."""
         if self.size is None:
@@ -369,6 +395,19 @@ class OwnSpace:
                 "(parameters, MACs)",
             )
         return (counts[0], counts[1] if len(counts) == 2 else 0)
+
+
+class UniformSplit:
+    """A crossover group of no fixed names: each parameter from either parent, at random
+    (seeded, so a search proposes alike when it runs again)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        import random
+
+        self._rng = random.Random(seed)
+
+    def __call__(self, name: str) -> bool:
+        return self._rng.random() < 0.5
 
 
 def _count(value: Any) -> int | None:

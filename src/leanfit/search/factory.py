@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from leanfit.config import HYPERPARAMETER_DEFAULTS, StrategyConfig
 from leanfit.search.evolution import RegularizedEvolution
 from leanfit.search.random_search import RandomSearch
@@ -15,12 +17,15 @@ def make_strategy(
     config: StrategyConfig,
     seed: int | None = None,
     feasible: Feasible | None = None,
+    crossover_group: Callable[[str], bool] = HYPERPARAMETER_DEFAULTS.__contains__,
 ) -> Strategy:
     """The strategy of `config` over `space`, seeded by `seed` (default: `config.seed`), that
-    proposes only configurations satisfying `feasible` when it is given.
+        proposes only configurations satisfying `feasible` when it is given. `crossover_group` names
+    the parameters a crossover child takes from its second parent (default: leanfit's training
+    hyper-parameters; a space of one's own has its own, see `OwnSpace.crossover_group`).
 
-    "skopt" uses `config.surrogate`, `config.acquisition` and `config.initial_points`; "random"
-    and "evolution" use only the seed (evolution keeps its default population and sample sizes).
+        "skopt" uses `config.surrogate`, `config.acquisition` and `config.initial_points`; "random"
+        and "evolution" use only the seed (evolution keeps its default population and sample sizes).
     """
     seed = config.seed if seed is None else seed
     if config.name == "skopt":
@@ -33,7 +38,7 @@ def make_strategy(
             feasible=feasible,
             fidelity_input=config.fit_on == "all_rungs",
             crossover_samples=config.crossover_samples,
-            crossover_group=HYPERPARAMETER_DEFAULTS.__contains__,
+            crossover_group=crossover_group,
         )
     if config.name == "random":
         return RandomSearch(space, seed=seed, feasible=feasible)

@@ -354,12 +354,21 @@ class Problem:
     digest: str
     dataset: Any = None
     size_range: tuple[float, float] | None = None  # a space of one's own: see SearchController
+    # a space of one's own: which parameters a crossover child takes from its second parent
+    # (None: leanfit's training hyper-parameters)
+    crossover_group: Callable[[str], bool] | None = None
 
 
 def problem_of(experiment: Experiment, what: Optimised) -> Problem:
     if what.own is not None:
         own = what.own
-        return Problem(own.space, own.cost, own.digest, size_range=own.size_range())
+        return Problem(
+            own.space,
+            own.cost,
+            own.digest,
+            size_range=own.size_range(),
+            crossover_group=own.crossover_group(experiment.strategy.seed),
+        )
     from leanfit.data.sources import load_dataset
 
     dataset = load_dataset(experiment)
@@ -673,7 +682,16 @@ def _controller(
     feasible = within_budget(experiment.objectives, cost)
     return SearchController(
         space=space,
-        strategy=make_strategy(space, experiment.strategy, feasible=feasible),
+        strategy=make_strategy(
+            space,
+            experiment.strategy,
+            feasible=feasible,
+            **(
+                {"crossover_group": problem.crossover_group}
+                if problem.crossover_group is not None
+                else {}
+            ),
+        ),
         scheduler=make_scheduler(experiment),
         executor=_NoExecutor(),
         objectives=experiment.objectives,
