@@ -598,6 +598,17 @@ def test_a_space_of_ones_own_refuses_what_it_cannot_search_before_anything_start
             own_objective, own_settings(in_tmp, objectives={"targets": macs}), space=OWN_SPACE,
             size=own_size, workers=0, trials=3,
         )  # fmt: skip
+    # a budget under the space's smallest model: said in the space's terms (no MACs, no widths)
+    with pytest.raises(LeanfitError) as refused:
+        leanfit.optimize(
+            own_objective, own_settings(in_tmp, objectives={"max_params": 20}), space=OWN_SPACE,
+            size=own_size, workers=0, trials=3,
+        )  # fmt: skip
+    assert str(refused.value) == (
+        "objectives: no model of the search space fits max_params 20 (none of 1,000 random "
+        "configurations; the smallest drawn has 40 parameters); raise the limit or make the "
+        "space's models smaller (space=)"
+    )
     assert not (in_tmp / "mlflow.db").exists()
     # accuracy alone needs no count of parameters; its plot is by trial, not by a size of 0
     import warnings

@@ -113,7 +113,13 @@ def stop_on_interrupt(controller: SearchController):
         signal.signal(signal.SIGINT, previous)
 
 
-def check_budgets_reachable(experiment: Experiment, space, cost, draws: int = 1000) -> None:
+def check_budgets_reachable(
+    experiment: Experiment,
+    space,
+    cost,
+    draws: int = 1000,
+    smaller: str = "narrower widths, skip blocks",
+) -> None:
     """Refuse hard budgets (`objectives.max_params`, `max_macs`) that no model of the space meets,
     before anything is started or written: says the smallest model drawn, so the user knows how
     far off the budget is. Returns at the first model that fits (a few draws, normally). `cost`:
@@ -136,10 +142,11 @@ def check_budgets_reachable(experiment: Experiment, space, cost, draws: int = 10
         if value
     )
     params, macs = smallest or (0, 0)
+    drawn = f"{params:,} parameters" + (f" and {macs:,} MACs" if o.max_macs else "")
     raise LeanfitError(
         f"objectives: no model of the search space fits {limits} (none of {draws:,} random "
-        f"configurations; the smallest drawn has {params:,} parameters and {macs:,} MACs); "
-        "raise the limit or make the space's models smaller (narrower widths, skip blocks)"
+        f"configurations; the smallest drawn has {drawn}); raise the limit or make the space's "
+        f"models smaller ({smaller})"
     )
 
 
@@ -494,7 +501,12 @@ def _search(
     # its key, and the key the version before made for the same search (found, not made)
     identity = what.identity  # (part of its key, tagged on its run)
     key, *older = search_keys(experiment, problem.digest, identity)
-    check_budgets_reachable(experiment, space, problem.cost)
+    check_budgets_reachable(
+        experiment,
+        space,
+        problem.cost,
+        smaller="narrower widths, skip blocks" if problem.dataset is not None else "space=",
+    )
     if on_notice is not None and what.function is None:  # (a function brings its own data)
         from leanfit.data.splits import DataPlan
         from leanfit.train.trial import data_plan
