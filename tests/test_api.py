@@ -563,6 +563,37 @@ def test_a_space_of_ones_own_crosses_one_parents_model_with_the_others_training(
     assert len(mixed) > 4  # not just the two parents
 
 
+def small_objective(trial):
+    while trial.running:
+        trial.report(0.5 + 0.01 * trial.epoch + 0.1 * trial.config["units"])
+
+
+def test_a_small_space_searched_whole_ends_its_new_trials_not_the_search(in_tmp):
+    """A discrete space of 6 configurations and a budget of 20 trials: the 6 are trained, the
+    scheduler's promotions go on, and the search ends with its front and says the space ran
+    out. Before, it stopped with an error ("the search space is (nearly) exhausted") and no
+    result, after training all 6."""
+    small = {"units": [1, 2, 3], "act": ["relu", "gelu"]}
+    result = leanfit.optimize(
+        small_objective, own_settings(in_tmp), space=small, size=lambda c: 100 * c["units"],
+        workers=0, trials=20, progress=False,
+    )  # fmt: skip
+    configs = [t.config for t in result.controller.trials.values()]
+    assert result.trials == 6 and len({tuple(sorted(c.items())) for c in configs}) == 6
+    assert result.space_exhausted and not result.failed
+    assert result.controller.stats.jobs_done > 6  # promotions after the last new trial
+    assert result.front and result.best()["config"]["units"] == 3
+    page = result.report_html.read_text()
+    assert "new configurations left in the space" in page and "none after 6 (all tried)" in page
+    # a space with room left is not said to be exhausted
+    roomy = {**small, "units": list(range(1, 40))}
+    more = leanfit.optimize(
+        small_objective, own_settings(in_tmp), space=roomy, size=lambda c: 100 * c["units"],
+        workers=0, trials=8, progress=False,
+    )  # fmt: skip
+    assert more.trials == 8 and not more.space_exhausted
+
+
 def test_a_space_of_ones_own_refuses_what_it_cannot_search_before_anything_starts(in_tmp):
     settings = own_settings(in_tmp)
     cases = [

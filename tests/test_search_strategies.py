@@ -121,16 +121,18 @@ def test_with_a_constraint_every_proposal_satisfies_it(name):
 
 def test_a_constraint_nothing_satisfies_says_so():
     strategy = RandomSearch(SMALL, feasible=lambda config: config["width"] > 10)
-    with pytest.raises(SpaceExhausted, match="satisfies the constraints"):
+    with pytest.raises(SpaceExhausted, match="satisfies the constraints") as raised:
         strategy.ask()
+    assert raised.value.infeasible  # an error for the search, not the end of a small space
 
 
 def test_an_exhausted_space_says_so():
     strategy = RandomSearch(TINY, seed=1)
     for _ in range(TINY_SIZE):
         strategy.ask()
-    with pytest.raises(SpaceExhausted, match="exhausted; widen it or lower budget.trials"):
+    with pytest.raises(SpaceExhausted, match="exhausted; widen it or lower budget.trials") as e:
         strategy.ask()
+    assert not e.value.infeasible
 
 
 @pytest.mark.parametrize("name", ["random", "evolution", "skopt-ET"])

@@ -58,6 +58,8 @@ class SearchResult:
             failures: their errors, one line each, the commonest first (`leanfit search`'s).
         run_id: the search's MLflow run; report_html and report_plot: its report's files.
         controller: the search controller, every trial's results in `controller.trials`.
+        space_exhausted: the space had no new configuration left before the budget was spent
+            (a small, discrete space, searched whole).
     """
 
     front: list[dict[str, Any]]
@@ -69,6 +71,7 @@ class SearchResult:
     report_html: Path
     report_plot: Path
     controller: Any
+    space_exhausted: bool = False
 
     def best(self, max_params: int | None = None) -> dict[str, Any] | None:
         """The front's most accurate model with at most `max_params` parameters (the smaller on
@@ -116,7 +119,7 @@ def optimize(
     from leanfit.config import Experiment, experiment_from_dict, load_experiment, parse_duration
     from leanfit.errors import LeanfitError
     from leanfit.objective import target_of
-    from leanfit.search.run import failure_lines, front_table, run_search
+    from leanfit.search.run import exhausted_line, failure_lines, front_table, run_search
 
     own = None
     if space is None:
@@ -174,6 +177,10 @@ def optimize(
             e.args = (said.replace("--resume", "resume=True"),)
         raise
     c = outcome.controller
+    if progress and (line := exhausted_line(c)) is not None:
+        from leanfit.cli import console
+
+        console.print(line, style="yellow", highlight=False, markup=False, soft_wrap=True)
     front = [{**row, "config": dict(c.trials[row["trial"]].config)} for row in front_table(c)]
     return SearchResult(
         front=front,
@@ -185,6 +192,7 @@ def optimize(
         report_html=outcome.report_html,
         report_plot=outcome.report_plot,
         controller=c,
+        space_exhausted=c.stats.exhausted is not None,
     )
 
 

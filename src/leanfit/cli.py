@@ -395,7 +395,7 @@ def search(
         # the workers' fork server imports torch while this process imports the controller
         start_fork_server()
 
-    from leanfit.search.run import failure_lines, front_table, run_search
+    from leanfit.search.run import exhausted_line, failure_lines, front_table, run_search
 
     try:
         with progress_display() as show:
@@ -413,8 +413,9 @@ def search(
     if outcome.resumed_jobs:
         console.print(f"resumed: {outcome.resumed_jobs} interrupted job(s) ran again")
     console.print(front_rich_table(front_table(outcome.controller)))
-    for line in failure_lines(outcome.controller):
-        console.print(line, style="yellow", highlight=False, markup=False, soft_wrap=True)
+    for line in failure_lines(outcome.controller) + [exhausted_line(outcome.controller)]:
+        if line is not None:
+            console.print(line, style="yellow", highlight=False, markup=False, soft_wrap=True)
     deleted, size = outcome.controller.stats.pruned
     if deleted:
         console.print(

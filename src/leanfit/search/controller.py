@@ -34,7 +34,7 @@ from leanfit.search.asha import Job, Rung
 from leanfit.search.pareto import LOG10_PARAMS_RANGE, hypervolume, pareto_front
 from leanfit.search.scalarize import ParEGOScalarizer
 from leanfit.search.skopt_strategy import Frontier
-from leanfit.search.strategy import Strategy
+from leanfit.search.strategy import SpaceExhausted, Strategy
 from leanfit.space.spec import SearchSpace
 from leanfit.train.curve import CurveStop
 from leanfit.train.trial import TrialSpec
@@ -174,6 +174,9 @@ class SearchStats:
     # checkpoints a finished search deleted (files, bytes): its trials' off the Pareto front
     pruned: tuple[int, int] = (0, 0)
     propose_seconds: float = 0.0
+    # the new configurations there were when the strategy found no more (a small, discrete
+    # space searched whole): no new trials after that, promotions go on; None while there are
+    exhausted: int | None = None
     started: float = field(default_factory=time.monotonic)
     workers: dict[str, WorkerTime] = field(default_factory=dict)  # by the executor's names
 
@@ -446,7 +449,10 @@ class SearchController:
                 self._submit(self._pending.pop(0))
                 continue
             allow_new = self.max_trials is None or self.n_new < self.max_trials
-            job = self.scheduler.next_job(allow_new=allow_new)
+            # a promotion if one is due; else a new trial, once there is a configuration for it
+            job = self.scheduler.next_job(allow_new=False)
+            if job is None and allow_new and self._ready_to_propose():
+                job = self.scheduler.next_job(allow_new=True)
             if job is None:
                 return
             if job.is_promotion:
@@ -565,6 +571,22 @@ class SearchController:
         self.by_key[key] = trial
         return trial
 
+    def _ready_to_propose(self) -> bool:
+        """Propose the next new configuration now (unless it was, ahead); False when the space
+        has none left. A small, discrete space searched whole ends the new trials, not the
+        search: the trials still running and their promotions go on."""
+        if self.stats.exhausted is not None:
+            return False
+        if self._ahead is None:
+            try:
+                self._ahead = self._propose(self.n_new + 1)
+            except SpaceExhausted as e:
+                if e.infeasible:
+                    raise
+                self.stats.exhausted = self.n_new
+                return False
+        return True
+
     def _propose_ahead(self) -> None:
         """While every worker is busy, propose the next new configuration, so that a worker that
         finishes gets its next job without waiting for the surrogate (asynchronous BO: the
@@ -573,7 +595,7 @@ class SearchController:
             return
         if self.max_trials is not None and self.n_new >= self.max_trials:
             return
-        self._ahead = self._propose(self.n_new + 1)
+        self._ready_to_propose()
 
     def _propose(self, index: int) -> tuple[dict[str, Any], tuple, int, int]:
         """Ask the strategy for the `index`-th new configuration; ones over a hard budget are

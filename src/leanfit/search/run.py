@@ -768,6 +768,18 @@ def write_report(
     return plot, page
 
 
+def exhausted_line(controller: SearchController) -> str | None:
+    """What to tell a user whose search ran out of new configurations before its budget (a
+    small, discrete space searched whole), or None."""
+    n = controller.stats.exhausted
+    if n is None:
+        return None
+    return (
+        f"the search space has no configuration left to try: all {n:,} were trained (and "
+        "promoted as the scheduler chose); widen the space to search further"
+    )
+
+
 def summary_of(controller: SearchController) -> dict[str, Any]:
     s = controller.stats
     best = controller.best_accuracy()
@@ -794,6 +806,11 @@ def summary_of(controller: SearchController) -> dict[str, Any]:
                 )
             }
             if s.pruned[0]
+            else {}
+        ),
+        **(
+            {"new configurations left in the space": f"none after {s.exhausted:,} (all tried)"}
+            if s.exhausted is not None
             else {}
         ),
         "best validation accuracy": "-" if best is None else f"{best:.4f}",

@@ -32,7 +32,12 @@ Feasible = Callable[[dict[str, Any]], bool]
 
 
 class SpaceExhausted(LeanfitError):
-    """Every configuration of the search space (or nearly) has been proposed already."""
+    """Every configuration of the search space (or nearly) has been proposed already; or, with
+    `infeasible`, none of the draws satisfies the hard constraints."""
+
+    def __init__(self, message: str, infeasible: bool = False) -> None:
+        super().__init__(message)
+        self.infeasible = infeasible
 
 
 @dataclass
@@ -184,7 +189,8 @@ class Strategy(ABC):
         if infeasible == MAX_DRAWS:
             raise SpaceExhausted(
                 f"none of {MAX_DRAWS} random configurations satisfies the constraints "
-                "(e.g. objectives.max_params); loosen them or make the space's models smaller"
+                "(e.g. objectives.max_params); loosen them or make the space's models smaller",
+                infeasible=True,
             )
         known = len(self.observations) + len(self.pending) + len(self.seen)
         raise SpaceExhausted(
