@@ -606,6 +606,8 @@ def test_a_space_of_ones_own_refuses_what_it_cannot_search_before_anything_start
         (dict(space={"width": None}, size=own_size), "space.width: None is not a range"),
         (dict(space={"a": (1, 2, 3)}, size=own_size), r"space.a: a tuple is a range \(low, hi"),
         (dict(space=[("lr", 0.1)], size=own_size), "space: give a mapping of parameter names"),
+        (dict(space={"act": []}, size=own_size), "space.act: choices: must not be empty"),
+        (dict(space={"act": [{"a": 1}]}, size=own_size), r"space.act: choices: \{'a': 1\} is no"),
         (dict(space={"m": {"low": 0, "high": 1, "when": {"opt": ["sgd"]}}}), "space.m.when"),
     ]
     for kwargs, message in cases:

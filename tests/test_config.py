@@ -100,6 +100,14 @@ BAD_FILES = [
         "space.hyperparameters.lr",
     ),
     ("even kernel", digits_config(space=_arch(kernel=[3, 4])), "kernel"),
+    # before, these two were pydantic tracebacks (an empty list was validated late)
+    ("no choices", digits_config(space=_hp(batch_size=[])), "space.hyperparameters.batch_size"),
+    ("no widths", digits_config(space=_arch(width=[])), "space.architecture.width: choices"),
+    (
+        "a structure as a choice",
+        digits_config(space=_hp(batch_size=[[16, 32], 64])),
+        "batch_size: choices: [16, 32] is not a number, string, true/false or null",
+    ),
     (
         "GBRT surrogate",
         digits_config(strategy={"name": "skopt", "surrogate": "GBRT"}),

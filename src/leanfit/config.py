@@ -254,6 +254,12 @@ class Dim(Strict):
             raise ValueError("give `choices: [...]` or `low` and `high`")
         if self.choices is not None and len(self.choices) == 0:
             raise ValueError("choices: must not be empty")
+        odd = [c for c in self.choices or [] if c is not None and not isinstance(c, _SCALARS)]
+        if odd:
+            raise ValueError(
+                f"choices: {odd[0]!r} is not a number, string, true/false or null; to choose among "
+                "structures, choose among names and look the structure up by its name"
+            )
         if has_range:
             if self.low is None or self.high is None:
                 raise ValueError("a range needs both `low` and `high`")
@@ -290,12 +296,19 @@ class Dim(Strict):
 DimLike = Dim | list[Any] | int | float | str | bool
 
 
-def _as_dim(value: DimLike) -> Dim:
+_SCALARS = (str, int, float, bool)
+
+
+def _as_dim(value: DimLike, name: str | None = None) -> Dim:
+    """A range from a `Dim`, a list of choices or a fixed value; a mistake in the list (empty,
+    a choice that is not one value) is a ValueError naming `name`."""
     if isinstance(value, Dim):
         return value
-    if isinstance(value, list):
-        return Dim(choices=value)
-    return Dim(choices=[value])
+    try:
+        return Dim(choices=value if isinstance(value, list) else [value])
+    except ValidationError as e:
+        problem = str(e.errors()[0]["msg"]).removeprefix("Value error, ")
+        raise ValueError(f"{name}: {problem}" if name else problem) from None
 
 
 class ArchitectureSpace(Strict):
@@ -345,7 +358,7 @@ class ArchitectureSpace(Strict):
             "activation": f"names from {list(ACTIVATIONS)}",
         }
         for name, ok in checks.items():
-            dim = _as_dim(getattr(self, name))
+            dim = _as_dim(getattr(self, name), name)
             if dim.when is not None:
                 raise ValueError(f"{name}: `when` is implied for block parameters; remove it")
             values = dim.choices if dim.choices is not None else [dim.low, dim.high]
@@ -380,7 +393,7 @@ class SpaceConfig(Strict):
             )
         optimizer = value.get("optimizer")
         if optimizer is not None:
-            choices = _as_dim(optimizer).choices or []
+            choices = _as_dim(optimizer, "optimizer").choices or []
             bad = [c for c in choices if c not in OPTIMIZERS]
             if bad:
                 raise ValueError(f"optimizer: {bad} unknown; choose from {list(OPTIMIZERS)}")
@@ -395,7 +408,12 @@ class SpaceConfig(Strict):
 def conditional_params(dims: Mapping[str, DimLike], where: str) -> list[Param]:
     """The parameters of named ranges (`Dim`s, lists, fixed values), parents before children:
     a `when` names a parent among `dims`. `where` prefixes the field path of a mistake."""
-    pending = {name: _as_dim(v) for name, v in dims.items()}
+    pending: dict[str, Dim] = {}
+    for name, value in dims.items():
+        try:
+            pending[name] = _as_dim(value)
+        except ValueError as e:
+            raise ConfigError(f"{where}.{name}", str(e)) from None
     params: list[Param] = []
     done: set[str] = set()
     # Parents before children: repeat passes until nothing moves (the tree is small).
