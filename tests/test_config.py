@@ -137,6 +137,21 @@ BAD_FILES = [
         digits_config(strategy={"name": "skopt", "crossover_samples": -5}),
         "strategy.crossover_samples",
     ),
+    (
+        "accuracy minimised (a typo: the least accurate models)",
+        digits_config(objectives={"targets": [{"metric": "val_accuracy", "goal": "minimize"}]}),
+        "objectives.targets.0: val_accuracy: goal minimize would search for the least accurate",
+    ),
+    (
+        "parameters maximised",
+        digits_config(objectives={"targets": [{"metric": "params", "goal": "maximize"}]}),
+        "params: goal maximize would search for the largest models; write goal: minimize",
+    ),
+    (
+        "a metric listed twice",
+        digits_config(objectives={"targets": [{"metric": "val_accuracy", "goal": "maximize"}] * 2}),
+        "objectives.targets: val_accuracy listed more than once",
+    ),
     ("missing name", {k: v for k, v in digits_config().items() if k != "name"}, "name"),
     ("bad wall time", digits_config(budget={"wall_time": "ten minutes"}), "budget.wall_time"),
     (

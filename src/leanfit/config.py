@@ -488,6 +488,18 @@ class Objective(Strict):
     metric: Literal["val_accuracy", "params", "macs"]
     goal: Literal["maximize", "minimize"]
 
+    @model_validator(mode="after")
+    def _direction(self) -> Objective:
+        # the other way is a typo, never a search: the least accurate or the largest models
+        wanted = "maximize" if self.metric == "val_accuracy" else "minimize"
+        if self.goal != wanted:
+            raise ValueError(
+                f"{self.metric}: goal {self.goal} would search for the "
+                f"{'least accurate' if wanted == 'maximize' else 'largest'} models; "
+                f"write goal: {wanted}"
+            )
+        return self
+
 
 class ObjectivesConfig(Strict):
     targets: list[Objective] = Field(
@@ -503,6 +515,15 @@ class ObjectivesConfig(Strict):
     _counts = field_validator("max_params", "max_macs", mode="before")(
         classmethod(lambda cls, v: parse_count(v))
     )
+
+    @field_validator("targets")
+    @classmethod
+    def _once_each(cls, targets: list[Objective]) -> list[Objective]:
+        metrics = [t.metric for t in targets]
+        twice = sorted({m for m in metrics if metrics.count(m) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} listed more than once; list each metric once")
+        return targets
 
     def size_metric(self) -> str | None:
         """The size objective EHVI measures the front by: "params" or "macs" when the targets
