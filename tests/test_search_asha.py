@@ -99,6 +99,30 @@ def test_two_results_promote_nobody():
     assert asha.next_job(allow_new=False) is None
 
 
+def test_a_finishing_search_rounds_the_top_third_up_so_the_best_reaches_the_top():
+    """With no new trial to come (`finishing`), the top 1/eta of n results is ceil(n/eta), as
+    synchronous successive halving keeps it: two results promote their best, and its one result
+    at the middle rung goes on to the top, where with floor(n/eta) nothing would move."""
+    asha = ASHA(min_epochs=1, max_epochs=9, eta=3)
+    for job, value in zip(start(asha, 2), [0.2, 0.1], strict=True):
+        asha.record(job.trial_id, 0, value)
+    assert asha.next_job(allow_new=False) is None  # floor(2/3) = 0
+    job = asha.next_job(allow_new=False, finishing=True)
+    assert (job.trial_id, job.from_epochs, job.to_epochs) == (1, 1, 3)
+    assert asha.next_job(allow_new=False, finishing=True) is None  # ceil(2/3) = 1, done
+    asha.record(1, 1, 0.05)
+    job = asha.next_job(allow_new=False, finishing=True)
+    assert (job.trial_id, job.from_epochs, job.to_epochs) == (1, 3, 9)
+    asha.record(1, 2, 0.01)
+    assert asha.next_job(allow_new=False, finishing=True) is None
+    # a failed best is not promoted, finishing or not
+    asha = ASHA(min_epochs=1, max_epochs=9, eta=3)
+    jobs = start(asha, 2)
+    asha.record(jobs[0].trial_id, 0, None)
+    asha.record(jobs[1].trial_id, 0, 0.3)
+    assert asha.next_job(allow_new=False, finishing=True).trial_id == 1
+
+
 def test_a_late_good_result_is_promoted_when_it_enters_the_top_third():
     asha = ASHA(min_epochs=1, max_epochs=9, eta=3)
     jobs = start(asha, 6)

@@ -209,20 +209,28 @@ class ASHA:
 
     # -- jobs ----------------------------------------------------------------------------------
 
-    def next_job(self, allow_new: bool = True) -> Job | None:
+    def next_job(self, allow_new: bool = True, finishing: bool = False) -> Job | None:
         """The next job for a free worker: a promotion if one is due, else a new trial at the
         bottom rung; None when no promotion is due and `allow_new` is False (the trial budget is
-        spent, or the search is winding down)."""
-        job = self.promotion()
+        spent, or the search is winding down). `finishing`: no new trial will start again, so
+        promotions round the top 1/η of a rung up (see `promotion`)."""
+        job = self.promotion(finishing)
         if job is not None or not allow_new:
             return job
         return self.start_trial()
 
-    def promotion(self) -> Job | None:
-        """Promote the best unpromoted trial in the top 1/η of the highest rung that has one."""
+    def promotion(self, finishing: bool = False) -> Job | None:
+        """Promote the best unpromoted trial in the top 1/η of the highest rung that has one.
+
+        While new trials come, the top 1/η of n results is the best floor(n/η): a rung of fewer
+        than η waits for more. `finishing` (no more will come: the trial budget is spent, or a
+        small space searched whole) rounds it up, as synchronous successive halving does, so
+        the best of every rung goes on to the top: 6 trials in rungs of 1, 3 and 9 epochs give
+        2 at 3 epochs and 1 at 9, not 2 and none."""
         for k in range(len(self.rungs) - 2, -1, -1):
             ranked = self._ranked(k)
-            for trial_id in ranked[: len(ranked) // self.eta]:
+            top = -(-len(ranked) // self.eta) if finishing else len(ranked) // self.eta
+            for trial_id in ranked[:top]:
                 value, failed, _ = self._results[k][trial_id]
                 if failed:
                     break

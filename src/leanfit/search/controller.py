@@ -87,7 +87,7 @@ def within_budget(
 class Scheduler(Protocol):
     rungs: tuple[Rung, ...]
 
-    def next_job(self, allow_new: bool = True) -> Job | None: ...
+    def next_job(self, allow_new: bool = True, finishing: bool = False) -> Job | None: ...
 
     def record(
         self, trial_id: int, rung_index: int, value: float | tuple[float, ...] | None, bracket=None
@@ -449,10 +449,15 @@ class SearchController:
                 self._submit(self._pending.pop(0))
                 continue
             allow_new = self.max_trials is None or self.n_new < self.max_trials
-            # a promotion if one is due; else a new trial, once there is a configuration for it
-            job = self.scheduler.next_job(allow_new=False)
-            if job is None and allow_new and self._ready_to_propose():
-                job = self.scheduler.next_job(allow_new=True)
+            allow_new = allow_new and self.stats.exhausted is None
+            # a promotion if one is due; else a new trial, once there is a configuration for it;
+            # with no new trial to come, the promotions of a search that is finishing
+            job = self.scheduler.next_job(allow_new=False, finishing=not allow_new)
+            if job is None and allow_new:
+                if self._ready_to_propose():
+                    job = self.scheduler.next_job(allow_new=True)
+                else:
+                    job = self.scheduler.next_job(allow_new=False, finishing=True)
             if job is None:
                 return
             if job.is_promotion:

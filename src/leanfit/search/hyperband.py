@@ -94,12 +94,12 @@ class Hyperband:
         """The whole ladder; bracket s uses its rungs from s up."""
         return self.ladder
 
-    def next_job(self, allow_new: bool = True) -> Job | None:
+    def next_job(self, allow_new: bool = True, finishing: bool = False) -> Job | None:
         """A promotion in any bracket if one is due, else a new trial in the bracket whose share
         of new trials lags most behind its weight; None when nothing is due and `allow_new` is
-        False."""
+        False. `finishing`: as `ASHA.promotion`'s."""
         for bracket in self.brackets:
-            job = bracket.promotion()
+            job = bracket.promotion(finishing)
             if job is not None:
                 return job
         if not allow_new:
