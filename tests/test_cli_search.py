@@ -333,6 +333,26 @@ def test_the_report_library_is_imported_while_the_trials_run(in_tmp, monkeypatch
     assert not threads[0].is_alive() and "matplotlib.figure" in sys.modules
 
 
+def test_the_progress_counts_both_workers_running_while_trials_come(in_tmp):
+    """The progress is taken after the free workers got their jobs. Before, it was taken just
+    after a job ended, with that worker counted out: a 2-worker search's log said "running 1"
+    at 50 of its 54 lines, as if a worker sat idle."""
+    from leanfit.config import load_experiment
+    from leanfit.search.run import run_search
+
+    running: list[int] = []  # at each progress call while new trials still come
+
+    def progress(c):
+        if c.n_new < 12:
+            running.append(len(c.executor.running()))
+
+    run_search(
+        load_experiment(experiment(in_tmp, trials=12)), max_trials=12, synthetic_sleep=0.2,
+        on_progress=progress,
+    )  # fmt: skip
+    assert running and set(running) == {2}, running
+
+
 def test_resume_with_nothing_to_resume_is_a_clear_error_that_writes_nothing(in_tmp):
     experiment(in_tmp, trials=4)
     # no tracking database yet: said at once, and none is created

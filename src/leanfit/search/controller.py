@@ -396,6 +396,11 @@ class SearchController:
                     break
                 self._fill()
                 self._log_events()
+                # the progress after the workers got their jobs: just after a job ends (below),
+                # "running" counted its worker out, and a log showed "running 1" of 2 throughout
+                if on_progress is not None and self.clock() - last_report >= 0.5:
+                    on_progress(self)
+                    last_report = self.clock()
                 finished = self.executor.wait(timeout=0)
                 if finished:
                     # Jobs that ended while the events were logged: their workers get new jobs
@@ -411,9 +416,6 @@ class SearchController:
                 for outcome in self.executor.wait(timeout=wait):
                     self._handle(outcome)
                 self._check_failing(before, FAIL_FAST_JOBS)
-                if on_progress is not None and self.clock() - last_report >= 0.5:
-                    on_progress(self)
-                    last_report = self.clock()
         finally:
             self._log_events()  # what finished before an interrupt is kept
         if on_progress is not None:
