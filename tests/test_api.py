@@ -382,6 +382,47 @@ def test_a_module_run_with_dash_m_is_imported_by_its_name_in_the_workers(tmp_pat
     assert search.data.tags[TAG_OBJECTIVE] == "python:mine.search:objective"
 
 
+def test_an_objective_defined_under_the_main_guard_is_refused_before_anything_starts(tmp_path):
+    """The workers load the script as a module, which skips `if __name__ == "__main__":`, so a
+    function defined there cannot be found. Before, the workers died at start and the search
+    stopped with a BrokenPipeError; now it is refused, naming the block and the fix."""
+    from leanfit.objective import _under_main_guard, load_function
+
+    script = tmp_path / "run.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import leanfit
+
+            def top(trial):
+                pass
+
+            if __name__ == "__main__":
+                def objective(trial):
+                    while trial.running:
+                        trial.report(0.5)
+
+                try:
+                    leanfit.optimize(objective, space={"w": [1, 2, 3]}, size=lambda c: c["w"],
+                                     trials=3, workers=2, progress=False)
+                except leanfit.errors.LeanfitError as e:
+                    print(e)
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "run.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert 'objective: objective is defined under `if __name__ == "__main__":`' in done.stdout
+    assert "define it above that block" in done.stdout and "workers=0" in done.stdout
+    assert not (tmp_path / "mlflow.db").exists()
+    assert _under_main_guard(script, "objective") and not _under_main_guard(script, "top")
+    # found missing by a worker (the check could not tell): said the same way
+    with pytest.raises(LeanfitError, match=f"objective: {script} has no gone at its top level"):
+        load_function(f"{script}:gone")
+
+
 # ------------------------------------------------------------ a space of one's own
 
 OWN_SPACE = {

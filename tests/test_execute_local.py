@@ -76,6 +76,18 @@ def test_a_worker_that_cannot_start_stops_the_executor_with_its_reason():
         collect(ex, 1)
 
 
+def test_a_worker_that_could_not_start_and_is_gone_when_its_job_is_sent_says_why():
+    """The job is sent after the worker has already exited with its reason: the pipe is broken,
+    and the reason waiting in it is what stops the search. Before, the send's BrokenPipeError
+    reached the user (found with an objective defined under `if __name__ == "__main__":`)."""
+    ex = LocalExecutor(RunnerSpec("tests.runners:scripted_runner", {"fail_start": True}), 1)
+    (worker,) = ex._workers
+    worker.process.join(timeout=30)
+    assert not worker.process.is_alive()
+    with pytest.raises(WorkerStartError, match="cannot load the dataset"):
+        ex.submit(job("x"))
+
+
 def test_gpus_are_pinned_per_worker(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")
     spec = RunnerSpec("tests.runners:scripted_runner")

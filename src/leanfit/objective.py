@@ -143,8 +143,48 @@ def target_of(function: Callable) -> str:
                 "processes cannot import; pass workers=0 to run it in this process, or move it "
                 "to a .py file"
             )
+        if _under_main_guard(Path(script), name):
+            raise LeanfitError(
+                f'objective: {name} is defined under `if __name__ == "__main__":` in {script}, '
+                "which leanfit's worker processes do not run (they load the script as a module); "
+                "define it above that block, at the top level, or pass workers=0 to run it in "
+                "this process"
+            )
         return f"{Path(script).resolve()}:{name}"
     return f"{module}:{name}"
+
+
+def _under_main_guard(script: Path, name: str) -> bool:
+    """Whether `script` defines `name` only inside an `if __name__ == "__main__":` block (which
+    a worker loading the script as a module skips). False when it cannot tell."""
+    import ast
+
+    try:
+        tree = ast.parse(script.read_text())
+    except (OSError, SyntaxError, ValueError):
+        return False
+
+    def defines(nodes) -> bool:
+        for node in nodes:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
+                return True
+            if isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                    return True
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and any(
+                (a.asname or a.name).split(".")[0] == name for a in node.names
+            ):
+                return True
+        return False
+
+    def is_main_guard(node) -> bool:
+        return isinstance(node, ast.If) and "__name__" in ast.unparse(node.test)
+
+    if defines(tree.body):
+        return False
+    guards = [node for node in tree.body if is_main_guard(node)]
+    return any(defines(ast.walk(guard)) for guard in guards)
 
 
 def identity_of(function: Callable) -> str:
@@ -171,6 +211,12 @@ def load_function(target: str) -> Callable:
         module = importlib.import_module(where)
     found: Any = module
     for part in name.split("."):
+        if not hasattr(found, part):
+            raise LeanfitError(
+                f"objective: {where} has no {name} at its top level when imported (defined "
+                'under `if __name__ == "__main__":`, or in a function?); define it at the top '
+                "level, or pass workers=0 to run it in this process"
+            )
         found = getattr(found, part)
     return found
 

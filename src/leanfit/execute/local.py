@@ -183,7 +183,20 @@ class LocalExecutor(Executor):
         worker = next((w for w in self._workers if w.job is None), None)
         if worker is None:
             raise RuntimeError("no free worker: call submit() only while free_slots() > 0")
-        worker.conn.send(job.spec.model_dump())
+        try:
+            worker.conn.send(job.spec.model_dump())
+        except (BrokenPipeError, ConnectionResetError):
+            # The worker is gone. One that could not start left its reason in the pipe: every
+            # trial would fail alike, so the search stops with it. Otherwise `wait` finds the
+            # process dead and fails this job as an infrastructure failure (retried).
+            if worker.conn.poll():
+                with contextlib.suppress(EOFError, OSError):
+                    kind, payload = worker.conn.recv()
+                    if kind == "fatal":
+                        self.close()
+                        raise WorkerStartError(
+                            f"a trial worker could not start:\n{payload}"
+                        ) from None
         worker.job, worker.started = job, time.monotonic()
 
     def wait(self, timeout: float | None = None) -> list[JobOutcome]:
