@@ -423,6 +423,52 @@ def test_an_objective_defined_under_the_main_guard_is_refused_before_anything_st
         load_function(f"{script}:gone")
 
 
+def test_an_interrupted_search_says_how_to_go_on_and_resume_finishes_it(tmp_path):
+    """Ctrl-C in a script's search: KeyboardInterrupt reaches the script, as Python has it,
+    after a line that says where the finished trials are and that resume=True goes on."""
+    import signal
+    import time
+
+    from tests.support import foreground_job
+
+    (tmp_path / "run.py").write_text(
+        textwrap.dedent(
+            """
+            import os, sys, time
+            import leanfit
+
+            def objective(trial):
+                while trial.running:
+                    time.sleep(0.1)
+                    trial.report(0.5 + 0.001 * trial.config["w"])
+
+            if __name__ == "__main__":
+                r = leanfit.optimize(
+                    objective, space={"w": list(range(1, 90))}, size=lambda c: 100 * c["w"],
+                    trials=16, workers=2, progress=False, resume=len(sys.argv) > 1,
+                )
+                print("trials", r.trials)
+            """
+        )
+    )
+    search = subprocess.Popen(
+        [sys.executable, "run.py"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, preexec_fn=foreground_job,
+    )  # fmt: skip
+    time.sleep(6)
+    search.send_signal(signal.SIGINT)
+    out, err = search.communicate(timeout=120)
+    assert search.returncode != 0 and "trials" not in out, (out, err[-2000:])
+    assert "interrupted: the finished trials are in MLflow (sqlite:///mlflow.db); " in err
+    assert "leanfit.optimize(..., resume=True)" in err and "KeyboardInterrupt" in err
+    resumed = subprocess.run(
+        [sys.executable, "run.py", "resume"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.stdout.split() == ["trials", "16"]
+
+
 # ------------------------------------------------------------ a space of one's own
 
 OWN_SPACE = {

@@ -176,6 +176,17 @@ def optimize(
             said = str(e).replace("run without --resume", "call it without resume=True")
             e.args = (said.replace("--resume", "resume=True"),)
         raise
+    except KeyboardInterrupt:
+        # raised on to the caller, as Python does; said first, as `leanfit search` says it
+        import sys
+
+        print(
+            f"interrupted: the finished trials are in MLflow ({exp.tracking_uri()}); "
+            "leanfit.optimize(..., resume=True) with the same objective and settings continues "
+            "the search",
+            file=sys.stderr,
+        )
+        raise
     c = outcome.controller
     if progress and (line := exhausted_line(c)) is not None:
         from leanfit.cli import console
