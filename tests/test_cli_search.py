@@ -106,6 +106,8 @@ def test_search_shows_the_front_and_writes_a_report(in_tmp):
     progress = [line for line in lines if line.startswith("trials ")]
     assert progress and progress[-1].startswith("trials 12  jobs finished "), result.stdout
     assert all("budget left" in line for line in progress), progress
+    # a trial budget: what is left of it (before, "budget left -" throughout)
+    assert progress[-1].endswith("budget left 0 new trials"), progress
     assert "Pareto front" in lines, "the table's title on a line of its own"
     html = next(in_tmp.glob(".leanfit/searches/*/report/report.html"))
     assert "Pareto front" in html.read_text() and "data:image/png;base64," in html.read_text()

@@ -857,7 +857,6 @@ def progress_line(controller):
 
     s = controller.stats
     best = controller.best_accuracy()
-    left = controller.budget_left()
     stopped = f"curve-stopped {s.curve_stopped}  " if controller.curve_stop else ""
     if s.from_scratch:  # the work folder's checkpoints were gone (cleaned, another machine)
         stopped += f"from scratch {s.from_scratch}  "
@@ -866,7 +865,7 @@ def progress_line(controller):
         f"{len(controller.executor.running())}  failed {s.jobs_failed}  {stopped}"
         f"best val acc {'-' if best is None else f'{best:.4f}'}  "
         f"Pareto {len(controller.front())}  "
-        f"budget left {'-' if left is None else f'{left:.0f} s'}"
+        f"budget left {controller.budget_left_text()}"
     )
 
 

@@ -324,13 +324,13 @@ def search(
         if time.monotonic() - last[0] < 15:
             return
         last[0] = time.monotonic()
-        s, best, left = controller.stats, controller.best_accuracy(), controller.budget_left()
+        s, best = controller.stats, controller.best_accuracy()
         stopped = f", curve-stopped {s.curve_stopped}" if controller.curve_stop else ""
         _log(
             f"search: trials {len(controller.trials)}, jobs finished {s.jobs_done}, failed "
             f"{s.jobs_failed}{stopped}, best val acc {'-' if best is None else f'{best:.4f}'}, "
             f"Pareto {len(controller.front())}, "
-            f"budget left {'-' if left is None else f'{left:.0f} s'}"
+            f"budget left {controller.budget_left_text()}"
         )
 
     outcome = run_search(

@@ -921,6 +921,17 @@ class SearchController:
             return None
         return max(0.0, self.stats.started + self.wall_time - self.clock())
 
+    def budget_left_text(self) -> str:
+        """What is left of the budget, as the progress says it: seconds, new trials, or both
+        ("-" without either)."""
+        parts = []
+        if (left := self.budget_left()) is not None:
+            parts.append(f"{left:.0f} s")
+        if self.max_trials is not None:
+            new = 0 if self.stats.exhausted is not None else self.max_trials - self.n_new
+            parts.append(f"{max(0, new):,} new trials")
+        return ", ".join(parts) or "-"
+
 
 def _nth_of_share(index: int, share: float) -> bool:
     """Whether the `index`-th of a sequence (from 1) is one of an even `share` of it: at 0.5
