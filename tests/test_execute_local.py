@@ -88,6 +88,46 @@ def test_a_worker_that_could_not_start_and_is_gone_when_its_job_is_sent_says_why
         ex.submit(job("x"))
 
 
+WORKER_LEFT_ALONE = """
+import multiprocessing as mp, os, sys, time
+from leanfit.execute.base import RunnerSpec
+from leanfit.execute.local import worker_main
+from leanfit.train.trial import TrialSpec
+
+if __name__ == "__main__":
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    spec = RunnerSpec("tests.runners:scripted_runner")
+    worker = ctx.Process(target=worker_main, args=(child, spec, dict(os.environ)))
+    worker.start()
+    child.close()
+    assert parent.recv()[0] == "ready"
+    parent.send(TrialSpec(trial_id="t", config={}, epochs=1).model_dump())
+    time.sleep(2)  # its result is sent, and never read: the controller is "killed" with it unread
+    parent.close()
+    worker.join(30)
+    print("exit", worker.exitcode)
+"""
+
+
+def test_a_worker_whose_controller_is_gone_with_its_result_unread_exits_quietly(tmp_path):
+    """The controller killed (kill -9) before it read a result: the worker's next read of the
+    pipe fails with ConnectionResetError, not EOF. Before, that printed a traceback on the
+    user's terminal (seen once in the kill -9 test, which checks for it)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "left.py").write_text(WORKER_LEFT_ALONE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), str(tmp_path)])}
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "left.py")], capture_output=True, text=True,
+        timeout=120, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["exit", "0"]
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+
+
 def test_gpus_are_pinned_per_worker(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")
     spec = RunnerSpec("tests.runners:scripted_runner")

@@ -54,7 +54,9 @@ def worker_main(conn: Connection, runner_spec: RunnerSpec, environ: dict[str, st
     while True:
         try:
             message = conn.recv()
-        except (EOFError, KeyboardInterrupt):
+        except (EOFError, ConnectionResetError, KeyboardInterrupt):
+            # the controller is gone: its end of the pipe closed (EOF) or reset under a read
+            # (a kill -9 mid-message), which printed a traceback on the user's terminal
             return
         if message is None:
             # Exit at once: the interpreter's teardown (torch, its thread pools) takes about a
