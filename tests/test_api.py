@@ -233,6 +233,14 @@ def test_a_search_whose_every_trial_fails_stops_after_ten_and_resumes_once_fixed
     BROKEN["now"] = True
     with pytest.raises(SearchFailed, match=r"failed \(3\), so it stopped: 3 x RuntimeError"):
         leanfit.optimize(broken_until_fixed, "e.yaml", workers=0, progress=False)
+    # executor.fail_fast: how many failed jobs stop it (Katib's maxFailedTrialCount); 0: none
+    # do before the budget's end
+    for fail_fast, trials, stopped_at in ((4, 20, 4), (0, 14, 14)):
+        cfg = yaml.safe_load(experiment(in_tmp, trials=trials).read_text())
+        cfg["executor"]["fail_fast"] = fail_fast
+        with pytest.raises(SearchFailed, match=rf"failed \({stopped_at}\), so it stopped"):
+            leanfit.optimize(broken_until_fixed, cfg, workers=0, progress=False)
+    assert "executor.fail_fast" in str(stopped.value)
 
 
 def test_objectives_and_budgets_it_cannot_search_with_are_refused_before_anything_starts(in_tmp):

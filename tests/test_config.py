@@ -152,6 +152,11 @@ BAD_FILES = [
         digits_config(objectives={"targets": [{"metric": "val_accuracy", "goal": "maximize"}] * 2}),
         "objectives.targets: val_accuracy listed more than once",
     ),
+    (
+        "a negative fail-fast count",
+        digits_config(executor={"fail_fast": -1}),
+        "executor.fail_fast",
+    ),
     ("missing name", {k: v for k, v in digits_config().items() if k != "name"}, "name"),
     ("bad wall time", digits_config(budget={"wall_time": "ten minutes"}), "budget.wall_time"),
     (

@@ -703,6 +703,12 @@ class ExecutorConfig(Strict):
     workers: Count = 2
     trial_timeout: float = Field(600.0, gt=0)
     retries: int = Field(2, ge=0)
+    fail_fast: int = Field(
+        10,
+        ge=0,
+        description="stop a search whose first this many trial jobs all failed (one error "
+        "repeated would spend the whole budget); 0: never stop it for its failures",
+    )
     kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
 
     _duration = field_validator("trial_timeout", mode="before")(

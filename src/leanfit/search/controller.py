@@ -50,7 +50,7 @@ EHVI_ERROR_FLOOR = 1e-3
 # A search whose first this many trial jobs (of one run of it) all fail stops there: one error
 # repeated (a bug in an objective function, every model out of GPU memory, a broken dataset)
 # would otherwise spend the whole budget, hours of it, on nothing (Katib's maxFailedTrialCount).
-FAIL_FAST_JOBS = 10
+FAIL_FAST_JOBS = 10  # executor.fail_fast's default
 
 
 def ehvi_error(error: float) -> float:
@@ -194,6 +194,8 @@ class SearchController:
         checkpoint_dir: where trial checkpoints go (one per trial and rung).
         wall_time: seconds the search may run (None: no limit).
         max_trials: new configurations to start at most (None: no limit).
+        fail_fast: stop (`SearchFailed`) once this many jobs have failed and none has
+            finished (0: never before the end).
         retries: times a job is retried after an infrastructure failure.
         seed: seeds the ParEGO weights and the trials' training seeds.
         events: receives every job start and finish (MLflow logging).
@@ -228,6 +230,7 @@ class SearchController:
         checkpoint_dir: str | Path,
         wall_time: float | None = None,
         max_trials: int | None = None,
+        fail_fast: int = FAIL_FAST_JOBS,
         retries: int = 2,
         seed: int = 0,
         events: SearchEvents | None = None,
@@ -253,6 +256,7 @@ class SearchController:
         self.checkpoint_dir = Path(checkpoint_dir)
         self.wall_time = wall_time
         self.max_trials = max_trials
+        self.fail_fast = fail_fast
         # set by an interrupt handler (`leanfit.search.run`): the loop stops at its next turn
         self.stop_requested = False
         self.retries = retries
@@ -407,7 +411,7 @@ class SearchController:
                     # before the next proposal, not after it (jobs of equal length end together).
                     for outcome in finished:
                         self._handle(outcome)
-                    self._check_failing(before, FAIL_FAST_JOBS)
+                    self._check_failing(before, self.fail_fast)
                     continue
                 if not self.executor.running():
                     break  # nothing runs and nothing can start: the trial budget is spent
@@ -415,7 +419,7 @@ class SearchController:
                 wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - now))
                 for outcome in self.executor.wait(timeout=wait):
                     self._handle(outcome)
-                self._check_failing(before, FAIL_FAST_JOBS)
+                self._check_failing(before, self.fail_fast)
         finally:
             self._log_events()  # what finished before an interrupt is kept
         if on_progress is not None:
@@ -425,14 +429,15 @@ class SearchController:
     def _check_failing(self, before: tuple[int, int], jobs: int) -> None:
         """Stop (`SearchFailed`) if this run's first `jobs` finished jobs, or more, all failed."""
         done, failed = self.stats.jobs_done - before[0], self.stats.jobs_failed - before[1]
-        if done or failed < jobs:
+        if done or failed < jobs or jobs == 0:
             return
         (error, ids), *others = self.failure_groups()
         also = f", and {sum(len(i) for _, i in others)} with other errors" if others else ""
         raise SearchFailed(
             f"every trial job of the search failed ({failed}), so it stopped: "
             f"{failure_text(error, ids)}{also}. Fix that and run it again (`--resume` goes on with "
-            "it); each trial's MLflow run holds its whole error"
+            "it); each trial's MLflow run holds its whole error (executor.fail_fast: how many "
+            "failed jobs stop a search, 0 for never)"
         )
 
     def failure_groups(self) -> list[tuple[str, list[int]]]:

@@ -712,6 +712,7 @@ def _controller(
         wall_time=wall,
         max_trials=trials,
         retries=experiment.executor.retries,
+        fail_fast=experiment.executor.fail_fast,
         seed=experiment.strategy.seed,
         events=MlflowEvents(log, problem.digest),
         initial_design=experiment.strategy.initial_points,
