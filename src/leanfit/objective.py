@@ -391,10 +391,12 @@ class OwnSpace:
 
         from leanfit.search.evolution import crossover
 
+        if self.size is None:
+            return UniformSplit(seed)
         names = [p.name for p in self.space.params]
-        neutral = set(names) if self.size is not None else set()
+        neutral = set(names)
         rng = random.Random(seed)
-        for _ in range(pairs if self.size is not None else 0):
+        for _ in range(pairs):
             first, second = self.space.sample(rng), self.space.sample(rng)
             size = self.cost(first)
             for name in sorted(neutral):

@@ -20,12 +20,12 @@ def make_strategy(
     crossover_group: Callable[[str], bool] = HYPERPARAMETER_DEFAULTS.__contains__,
 ) -> Strategy:
     """The strategy of `config` over `space`, seeded by `seed` (default: `config.seed`), that
-        proposes only configurations satisfying `feasible` when it is given. `crossover_group` names
+    proposes only configurations satisfying `feasible` when it is given. `crossover_group` names
     the parameters a crossover child takes from its second parent (default: leanfit's training
     hyper-parameters; a space of one's own has its own, see `OwnSpace.crossover_group`).
 
-        "skopt" uses `config.surrogate`, `config.acquisition` and `config.initial_points`; "random"
-        and "evolution" use only the seed (evolution keeps its default population and sample sizes).
+    "skopt" uses `config.surrogate`, `config.acquisition` and `config.initial_points`; "random"
+    and "evolution" use only the seed (evolution keeps its default population and sample sizes).
     """
     seed = config.seed if seed is None else seed
     if config.name == "skopt":

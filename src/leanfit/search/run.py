@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from leanfit.config import Experiment
+from leanfit.config import HYPERPARAMETER_DEFAULTS, Experiment
 from leanfit.errors import LeanfitError
 from leanfit.execute.base import Executor, JobOutcome, RunnerSpec, TrialJob
 from leanfit.report.pareto import ReportPoint, plot_pareto, prewarm, write_html
@@ -113,12 +113,12 @@ def stop_on_interrupt(controller: SearchController):
         signal.signal(signal.SIGINT, previous)
 
 
+# How to make leanfit's own space's models smaller (a space of one's own: its `space=`)
+SMALLER_MODELS = "narrower widths, skip blocks"
+
+
 def check_budgets_reachable(
-    experiment: Experiment,
-    space,
-    cost,
-    draws: int = 1000,
-    smaller: str = "narrower widths, skip blocks",
+    experiment: Experiment, space, cost, draws: int = 1000, smaller: str = SMALLER_MODELS
 ) -> None:
     """Refuse hard budgets (`objectives.max_params`, `max_macs`) that no model of the space meets,
     before anything is started or written: says the smallest model drawn, so the user knows how
@@ -158,8 +158,6 @@ FEW_STEPS = 8
 def few_steps_notice(space, images: int) -> str | None:
     """What to tell a user whose search data is small for its batch sizes (a folder of a few
     hundred images at the default batch of 128), or None."""
-    from leanfit.config import HYPERPARAMETER_DEFAULTS
-
     param = next((p for p in space.params if p.name == "batch_size"), None)
     if param is not None:
         smallest = min(param.choices) if param.kind == "categorical" else param.low
@@ -361,9 +359,9 @@ class Problem:
     digest: str
     dataset: Any = None
     size_range: tuple[float, float] | None = None  # a space of one's own: see SearchController
-    # a space of one's own: which parameters a crossover child takes from its second parent
-    # (None: leanfit's training hyper-parameters)
-    crossover_group: Callable[[str], bool] | None = None
+    # which parameters a crossover child takes from its second parent: leanfit's training
+    # hyper-parameters, or a space of one's own's (`OwnSpace.crossover_group`)
+    crossover_group: Callable[[str], bool] = HYPERPARAMETER_DEFAULTS.__contains__
 
 
 def problem_of(experiment: Experiment, what: Optimised) -> Problem:
@@ -505,7 +503,7 @@ def _search(
         experiment,
         space,
         problem.cost,
-        smaller="narrower widths, skip blocks" if problem.dataset is not None else "space=",
+        smaller=SMALLER_MODELS if problem.dataset is not None else "space=",
     )
     if on_notice is not None and what.function is None:  # (a function brings its own data)
         from leanfit.data.splits import DataPlan
@@ -698,11 +696,7 @@ def _controller(
             space,
             experiment.strategy,
             feasible=feasible,
-            **(
-                {"crossover_group": problem.crossover_group}
-                if problem.crossover_group is not None
-                else {}
-            ),
+            crossover_group=problem.crossover_group,
         ),
         scheduler=make_scheduler(experiment),
         executor=_NoExecutor(),
