@@ -445,9 +445,13 @@ def test_an_interrupted_search_says_how_to_go_on_and_resume_finishes_it(tmp_path
             import os, sys, time
             import leanfit
 
+            HELD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "held")
+
             def objective(trial):
+                if os.environ.get("HOLD") and trial.number >= 4:  # the search cannot end first
+                    open(HELD, "w").close()
+                    time.sleep(120)
                 while trial.running:
-                    time.sleep(0.1)
                     trial.report(0.5 + 0.001 * trial.config["w"])
 
             if __name__ == "__main__":
@@ -461,9 +465,12 @@ def test_an_interrupted_search_says_how_to_go_on_and_resume_finishes_it(tmp_path
     )
     search = subprocess.Popen(
         [sys.executable, "run.py"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, preexec_fn=foreground_job,
+        text=True, preexec_fn=foreground_job, env={**os.environ, "HOLD": "1"},
     )  # fmt: skip
-    time.sleep(6)
+    # interrupted while a trial runs (one is held there), not after the search has ended
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "held").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
     search.send_signal(signal.SIGINT)
     out, err = search.communicate(timeout=120)
     assert search.returncode != 0 and "trials" not in out, (out, err[-2000:])
