@@ -431,8 +431,12 @@ def test_an_objective_defined_under_the_main_guard_is_refused_before_anything_st
         load_function(f"{script}:gone")
 
 
-def test_an_interrupted_search_says_how_to_go_on_and_resume_finishes_it(tmp_path):
-    """Ctrl-C in a script's search: KeyboardInterrupt reaches the script, as Python has it,
+@pytest.mark.parametrize(
+    ("name", "said"), [("SIGINT", "interrupted"), ("SIGTERM", "terminated (SIGTERM)")]
+)
+def test_an_interrupted_search_says_how_to_go_on_and_resume_finishes_it(tmp_path, name, said):
+    """Ctrl-C (or SIGTERM: `kill PID`, which ended the script at once, its search left
+    RUNNING) in a script's search: KeyboardInterrupt reaches the script, as Python has it,
     after a line that says where the finished trials are and that resume=True goes on."""
     import signal
     import time
@@ -471,10 +475,11 @@ def test_an_interrupted_search_says_how_to_go_on_and_resume_finishes_it(tmp_path
     deadline = time.monotonic() + 120
     while not (tmp_path / "held").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
-    search.send_signal(signal.SIGINT)
+    search.send_signal(getattr(signal, name))
     out, err = search.communicate(timeout=120)
     assert search.returncode != 0 and "trials" not in out, (out, err[-2000:])
-    assert "interrupted: the finished trials are in MLflow (sqlite:///mlflow.db); " in err
+    line = f"\n{said}: the finished trials are in MLflow (sqlite:///mlflow.db); "
+    assert line in "\n" + err, err[-2000:]
     assert "leanfit.optimize(..., resume=True)" in err and "KeyboardInterrupt" in err
     resumed = subprocess.run(
         [sys.executable, "run.py", "resume"], cwd=tmp_path, capture_output=True, text=True,

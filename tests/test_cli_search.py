@@ -435,11 +435,18 @@ def test_a_hard_budget_no_model_meets_is_refused_before_anything_starts(in_tmp):
     assert not (in_tmp / "mlflow.db").exists() and not (in_tmp / ".leanfit").exists()
 
 
-def test_ctrl_c_stops_the_search_cleanly_and_it_resumes(in_tmp):
-    """Ctrl-C, as a terminal sends it, to the command's whole process group (its workers too):
-    the search stops at the controller's next turn with its records whole, says how to go on,
-    exits 130; no worker dies of it mid-trial (that would count as a crash); --resume then
-    finishes the trial budget with no finished job run twice."""
+@pytest.mark.parametrize(
+    ("signum", "code", "said"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_ctrl_c_stops_the_search_cleanly_and_it_resumes(in_tmp, signum, code, said):
+    """Ctrl-C, as a terminal sends it, to the command's whole process group (its workers and
+    their fork server too), or SIGTERM to that group (`kill -- -PGID`, systemd; before, the
+    command died silently with its search RUNNING, or its fork server died and each busy worker
+    was recorded as crashed): the search stops at the controller's next turn with its records
+    whole, says how to go on, exits 130 (143); no worker dies of it mid-trial (that would count
+    as a crash); --resume then finishes the trial budget with no finished job run twice."""
     experiment(in_tmp, trials=24)
     proc = start_search(in_tmp, "0.15")
     deadline = time.monotonic() + 120
@@ -449,10 +456,10 @@ def test_ctrl_c_stops_the_search_cleanly_and_it_resumes(in_tmp):
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the search ended before it could be interrupted"
-    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, signum)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "interrupted" in err and "e.yaml --resume" in err, err
+    assert proc.returncode == code, err
+    assert err.startswith(f"{said}: ") and "e.yaml --resume" in err, err
     assert "Traceback" not in err, err  # neither the command's nor a worker's
     client, runs = trial_runs(in_tmp / "mlflow.db")
     search = client.search_runs([runs[0].info.experiment_id], "tags.`leanfit.kind` = 'search'")

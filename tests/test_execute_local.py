@@ -173,25 +173,57 @@ def test_workers_fork_from_a_server_that_has_imported_torch():
         assert collect(ex, 1)["c"].result.reason == "True"
 
 
-def test_ctrl_c_does_not_kill_a_worker_mid_trial():
-    """A terminal's Ctrl-C reaches every process of the group; the controller stops the search,
-    a worker must not die of it mid-trial (read as a crash) nor between trials."""
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_does_not_kill_a_worker_mid_trial(name):
+    """A terminal's Ctrl-C reaches every process of the group, and so may SIGTERM (`kill --
+    -PGID`, systemd); the controller stops the search, a worker must not die of it mid-trial
+    (read as a crash) nor between trials."""
     import signal
 
+    signum = getattr(signal, name)
     with LocalExecutor(RUNNER, workers=1) as ex:
         ex.submit(job("warm"))
         assert collect(ex, 1)["warm"].result.status == "ok"
         (worker,) = ex._workers
         ex.submit(job("busy", action="sleep", seconds=1.0))
         time.sleep(0.4)
-        os.kill(worker.process.pid, signal.SIGINT)  # mid-trial
+        os.kill(worker.process.pid, signum)  # mid-trial
         busy = collect(ex, 1)["busy"]
         assert not busy.infrastructure_failure and busy.result.status == "ok", busy
-        os.kill(worker.process.pid, signal.SIGINT)  # idle, waiting for a job
+        os.kill(worker.process.pid, signum)  # idle, waiting for a job
         time.sleep(0.2)
         ex.submit(job("after"))
         assert collect(ex, 1)["after"].result.status == "ok"
         assert ex._workers[0] is worker, "the same worker, not a replacement"
+
+
+FORK_SERVER_SIGTERM = """
+import os, signal, time
+from multiprocessing import forkserver
+from leanfit.execute.forkserver import start_fork_server, worker_context
+
+start_fork_server()
+worker = worker_context().Process(target=time.sleep, args=(1.0,))
+worker.start()  # busy for a second
+os.kill(forkserver._forkserver._forkserver_pid, signal.SIGTERM)
+worker.join(30)  # its exit code comes through the server: 255 if the server died
+print(worker.exitcode, signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)
+"""
+
+
+def test_the_fork_server_outlives_a_sigterm_to_the_process_group():
+    """A SIGTERM to the search's whole process group killed the workers' fork server, through
+    which the controller reads its workers' exit codes: each busy worker then read as dead (exit
+    code 255) during the search's orderly stop. The server ignores it; the controller's own
+    handling of SIGTERM is left as it was."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_SERVER_SIGTERM], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "True"], done.stdout + done.stderr
 
 
 def test_workers_do_not_import_the_program_that_started_them(tmp_path):

@@ -482,7 +482,10 @@ def test_ctrl_c_stops_the_pipeline_cleanly_and_says_how_to_go_on(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # read only once the command has made it
 
-    def interrupted_in_search(*command: str, meanwhile=lambda proc: None):
+    def interrupted_in_search(*command: str, meanwhile=lambda proc: None, signum=signal.SIGINT):
+        """Ctrl-C to the command's process group, as a terminal sends it; or SIGTERM to the
+        command alone, as `kill PID` and Kubernetes send it, which it passes on to its steps
+        (before, it waited a minute while its search step went on, then left it running)."""
         proc = subprocess.Popen(
             [sys.executable, "-m", "leanfit.cli", *command],
             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -496,9 +499,14 @@ def test_ctrl_c_stops_the_pipeline_cleanly_and_says_how_to_go_on(tmp_path):
         assert proc.poll() is None, "".join(shown)
         meanwhile(proc)
         time.sleep(2)
-        os.killpg(proc.pid, signal.SIGINT)
+        if signum == signal.SIGINT:
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            os.kill(proc.pid, signum)
+        started = time.monotonic()
         out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 130, "".join(shown) + out + err
+        assert proc.returncode == 128 + signum, "".join(shown) + out + err
+        assert time.monotonic() - started < 30, "it waited for its steps' STOP_SECONDS"
         assert "stopping: the running step is recording where it stopped" in out
         assert "Traceback" not in err
         steps = [c for c in processes_in(tmp_path) if "executor_main" in c]
@@ -520,6 +528,8 @@ def test_ctrl_c_stops_the_pipeline_cleanly_and_says_how_to_go_on(tmp_path):
 
     _, err = interrupted_in_search("run", "digits.yaml", meanwhile=second_run)
     assert "interrupted:" in err and "`leanfit run digits.yaml` goes on with them" in err, err
+    _, err = interrupted_in_search("run", "digits.yaml", signum=signal.SIGTERM)
+    assert err.startswith("terminated (SIGTERM): the steps that finished"), err
     out, err = interrupted_in_search("watch", "digits.yaml", "--interval", "1h")
     assert "stopped watching digits.yaml" in err and "`leanfit run digits.yaml`" in err, err
     # the watcher went on with the search the interrupted run left (the same settings and data,

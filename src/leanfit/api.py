@@ -180,8 +180,11 @@ def optimize(
         # raised on to the caller, as Python does; said first, as `leanfit search` says it
         import sys
 
+        from leanfit import stopping
+
         print(
-            f"interrupted: the finished trials are in MLflow ({exp.tracking_uri()}); "
+            stopping.said("interrupted")
+            + f": the finished trials are in MLflow ({exp.tracking_uri()}); "
             "leanfit.optimize(..., resume=True) with the same objective and settings continues "
             "the search",
             file=sys.stderr,

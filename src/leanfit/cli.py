@@ -898,6 +898,9 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    from leanfit import stopping
+
+    stopping.terminate_as_interrupt()  # `kill PID`, a pod's deletion: stopped as Ctrl-C stops it
     try:
         code = app(standalone_mode=False)
     except LeanfitError as e:
@@ -906,8 +909,8 @@ def main() -> None:
         err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         exit_now(2)
     except (click.exceptions.Abort, typer.Abort, KeyboardInterrupt):
-        err_console.print("interrupted")
-        exit_now(130)
+        err_console.print(stopping.said("interrupted"))
+        exit_now(stopping.exit_code())
     except (click.exceptions.Exit, typer.Exit) as e:
         exit_now(e.exit_code)
     except Exception as e:
@@ -936,9 +939,12 @@ def main() -> None:
 
 
 def interrupted(message: str) -> NoReturn:
-    """End a command stopped by Ctrl-C: `message` (what was kept, how to go on), exit 130."""
-    err_console.print(message, highlight=False, soft_wrap=True)
-    raise typer.Exit(130)
+    """End a command stopped by Ctrl-C or SIGTERM: `message` (what was kept, how to go on),
+    exit 130 or 143."""
+    from leanfit import stopping
+
+    err_console.print(stopping.said(message), highlight=False, soft_wrap=True)
+    raise typer.Exit(stopping.exit_code())
 
 
 def exit_now(code: int) -> None:

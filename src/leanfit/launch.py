@@ -12,7 +12,9 @@ import json
 import logging
 import os
 import re
+import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,11 +94,21 @@ def _run_pipeline(experiment: Experiment, key: str, digest: str, log) -> Pipelin
     except KeyboardInterrupt:
         # Ctrl-C reached the steps too: the search stops with its records whole (KILLED). kfp.local
         # gives a step a quarter of a second; wait for it, or a `leanfit run` typed at once
-        # would meet a search that is still stopping.
+        # would meet a search that is still stopping. A SIGTERM came to this process alone
+        # (`kill PID`): the steps are told as Ctrl-C would have told them, or they went on
+        # running after this command had said it stopped.
+        from leanfit import stopping
+
+        steps = _descendants(os.getpid())
+        if stopping.terminated():
+            for pid in steps:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGINT)
         log("  stopping: the running step is recording where it stopped (Ctrl-C again: leave now)")
-        wait_for_children(STOP_SECONDS)
+        wait_for_children(STOP_SECONDS, steps)
+        how = "SIGTERM" if stopping.terminated() else "Ctrl-C"
         with contextlib.suppress(Exception):
-            end_started(f"interrupted (Ctrl-C); full log: {log_file}", "KILLED")
+            end_started(f"interrupted ({how}); full log: {log_file}", "KILLED")
         raise
     except Exception as e:  # kfp.local reports a failed task as RuntimeError
         message = _step_error(error_file) or f"{type(e).__name__}: {e} (full log: {log_file})"
@@ -116,16 +128,48 @@ def _run_pipeline(experiment: Experiment, key: str, digest: str, log) -> Pipelin
 STOP_SECONDS = 60.0
 
 
-def wait_for_children(timeout: float) -> None:
-    """Wait until this process has no child processes left, or `timeout` seconds."""
+def wait_for_children(timeout: float, descendants: Sequence[int] = ()) -> None:
+    """Wait until this process has no child processes left, nor any of `descendants` (a step
+    outlives its `sh -c` parent), or `timeout` seconds."""
     deadline = time.monotonic() + timeout
+    children = True
     while time.monotonic() < deadline:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return  # none left
-        if pid == 0:
-            time.sleep(0.05)
+        if children:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                children, pid = False, 0  # none left
+            if pid:
+                continue
+        if not children and not [p for p in descendants if _alive(p)]:
+            return
+        time.sleep(0.05)
+
+
+def _descendants(root: int) -> list[int]:
+    """The processes below `root` (its children, theirs, ...), read from /proc; none where
+    there is no /proc (macOS: a SIGTERM's steps are then not told, as before)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # "pid (name) state ppid ...": the name may hold spaces and parentheses
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (not gone, nor a zombie waiting for its parent)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -56,9 +56,23 @@ def worker_context() -> mp.context.BaseContext:
 
 def start_fork_server() -> None:
     """Start the workers' fork server now (it returns at once): the server imports torch while
-    this process goes on with its own start, instead of before the first worker can fork."""
+    this process goes on with its own start, instead of before the first worker can fork.
+
+    The server is started with SIGTERM ignored (as `multiprocessing` has it ignore SIGINT): a
+    SIGTERM to the whole process group (`kill -- -PGID`, systemd) killed it, and the controller,
+    which reads its workers' exit codes through it, then took each busy worker for dead (exit code
+    255) in the middle of its orderly stop. It still ends with the controller (its pipe's EOF)."""
     ctx = worker_context()
     if ctx.get_start_method() == "forkserver":
+        import signal
+        import threading
         from multiprocessing import forkserver
 
-        forkserver.ensure_running()
+        if threading.current_thread() is not threading.main_thread():
+            forkserver.ensure_running()  # a signal's handling can only change in the main thread
+            return
+        before = signal.signal(signal.SIGTERM, signal.SIG_IGN)  # an ignored signal stays so
+        try:  # across the server's exec
+            forkserver.ensure_running()
+        finally:
+            signal.signal(signal.SIGTERM, before)

@@ -41,10 +41,12 @@ def worker_main(conn: Connection, runner_spec: RunnerSpec, environ: dict[str, st
     otherwise see the fork server's, from when that started."""
     os.environ.clear()
     os.environ.update(environ)
-    # Ctrl-C reaches the terminal's whole process group: the controller handles it (it stops
-    # the search where its records are whole, then stops the workers); a worker must not die
-    # of it mid-trial, which would read as a crash, nor print its traceback.
+    # Ctrl-C reaches the terminal's whole process group, and SIGTERM may too (`kill -- -PGID`,
+    # systemd): the controller handles it (it stops the search where its records are whole,
+    # then stops the workers, killing a busy one); a worker must not die of it mid-trial, which
+    # would read as a crash, nor print its traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         runner = runner_spec.build()
     except BaseException:  # noqa: BLE001 - reported to the controller, which stops the search

@@ -88,29 +88,34 @@ def search_lock(experiment: Experiment, key: str):
 
 @contextlib.contextmanager
 def stop_on_interrupt(controller: SearchController):
-    """Ctrl-C stops the search at the controller's next turn (within a second), where its MLflow
-    records are whole: an interrupt raised anywhere could land inside a database transaction and
-    leave it locked, so the search could not even be marked as interrupted. A second Ctrl-C
-    interrupts at once. Only in the main thread, and not where SIGINT is ignored (a background
-    job's): nothing changes there."""
+    """Ctrl-C (or SIGTERM: `kill PID`, a Kubernetes pod's deletion) stops the search at the
+    controller's next turn (within a second), where its MLflow records are whole: an interrupt
+    raised anywhere could land inside a database transaction and leave it locked, so the search
+    could not even be marked as interrupted. A second signal interrupts at once. Only in the main
+    thread, and not for a signal that is ignored (SIGINT in a background job) nor a SIGTERM
+    that the program handles its own way: nothing changes there."""
+    from leanfit import stopping
+
     if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is signal.SIG_IGN:
         yield
         return
 
     def handler(signum, frame) -> None:
+        stopping.note(signum)
         if controller.stop_requested:
             raise KeyboardInterrupt
         controller.stop_requested = True
 
-    signal.signal(signal.SIGINT, handler)
+    previous = {}
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, handler)
+    if stopping.terminate_is_ours():  # not a program's own SIGTERM handling
+        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, before in previous.items():
+            signal.signal(signum, before)
 
 
 # How to make leanfit's own space's models smaller (a space of one's own: its `space=`)

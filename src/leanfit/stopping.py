@@ -1,0 +1,57 @@
+"""Ctrl-C and SIGTERM stop a command the same way: where its records are whole, saying how to go on.
+
+SIGTERM is how a process is asked to stop by `kill PID` (which leanfit's own message about a
+search running elsewhere suggests), by Kubernetes when it deletes a pod, by `docker stop` and by
+systemd. Its default action ends a process at once: a search's MLflow run stayed RUNNING, with no
+word on the terminal. A command now takes it as it takes Ctrl-C (`KeyboardInterrupt`, then a
+search's orderly stop), and exits 143 (128 + 15), as a shell reports a process ended by SIGTERM,
+instead of Ctrl-C's 130. Imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import signal
+
+_received: list[int] = []  # the stop signals this process has had, in order
+
+
+def note(signum: int) -> None:
+    """Remember a stop signal, for the exit code and the message's first word."""
+    _received.append(signum)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    note(signum)
+    raise KeyboardInterrupt
+
+
+def terminate_as_interrupt() -> None:
+    """From now on SIGTERM raises `KeyboardInterrupt` in the main thread, as Ctrl-C does; not
+    where SIGTERM is ignored or handled already (the process's parent chose that)."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def terminate_is_ours() -> bool:
+    """Whether SIGTERM does what it does by default or what `terminate_as_interrupt` made it
+    do: a search may then take it as Ctrl-C (not where a program has its own handling)."""
+    return signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, _raise_interrupt)
+
+
+def terminated() -> bool:
+    """Whether the last stop signal was SIGTERM (not Ctrl-C)."""
+    return bool(_received) and _received[-1] == signal.SIGTERM
+
+
+def exit_code() -> int:
+    """128 + the stopping signal: 143 for SIGTERM, 130 for Ctrl-C (and for an interrupt that
+    came with no signal)."""
+    return 128 + (signal.SIGTERM if terminated() else signal.SIGINT)
+
+
+def said(message: str) -> str:
+    """`message` with its leading "interrupted" made "terminated (SIGTERM)" where that was
+    the signal."""
+    if terminated() and message.startswith("interrupted"):
+        return "terminated (SIGTERM)" + message[len("interrupted") :]
+    return message
