@@ -78,3 +78,45 @@ def test_trial_logs_to_a_real_mlflow_server(in_tmp, mlflow_server):
     client, runs = only_run(mlflow_server.uri)
     assert len(runs) == 1
     check_logged_trial(client, runs[0], epochs=1)
+
+
+OPEN_TOGETHER = """
+import os, sys, time
+from leanfit.track.runs import TrialLogger
+
+open(f"ready-{sys.argv[1]}", "w").close()
+while not os.path.exists("go"):  # every process starts opening the new database at once
+    time.sleep(0.001)
+TrialLogger("sqlite:///mlflow.db", f"leanfit-{sys.argv[1]}")
+"""
+
+
+def test_processes_opening_a_new_tracking_database_together_all_get_it(tmp_path):
+    """Two searches started together in a new folder: MLflow creates the sqlite database's
+    tables on first use with no guard between processes, and one of them ended in a traceback
+    (`table latest_metrics already exists`). leanfit opens a new database under a lock."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "open.py").write_text(OPEN_TOGETHER)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "open.py", str(i)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for i in range(4)
+    ]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("ready-*"))) < len(procs) and time.monotonic() < deadline:
+        time.sleep(0.05)  # each has imported MLflow, and waits
+    (tmp_path / "go").touch()
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-3000:]

@@ -196,7 +196,7 @@ def find_search(experiment: Experiment, file: str, run_id: str | None = None):
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from leanfit.track.runs import check_tracking_reachable, missing_sqlite_database
+    from leanfit.track.runs import check_tracking_reachable, missing_sqlite_database, ready_database
 
     uri = experiment.tracking_uri()
     check_tracking_reachable(uri)
@@ -207,6 +207,7 @@ def find_search(experiment: Experiment, file: str, run_id: str | None = None):
             f"run `leanfit search {file}` first, or give the URI the search logged to "
             "(tracking.uri in the file, or $MLFLOW_TRACKING_URI)"
         )
+    ready_database(uri)  # a search starting now in a new folder may be creating its tables
     client = MlflowClient(uri)
     name = experiment.experiment_name()
     found = client.get_experiment_by_name(name)

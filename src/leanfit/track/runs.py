@@ -48,6 +48,41 @@ def missing_sqlite_database(uri: str) -> str | None:
     return database if database != uri and not Path(database).exists() else None
 
 
+# The sqlite tracking URIs whose database this process has opened once (see `ready_database`)
+_READY: set[str] = set()
+
+
+def ready_database(uri: str) -> None:
+    """Open a `sqlite:///` tracking database for the first time in this process under a lock
+    that other leanfit processes on this machine take too. MLflow creates (or upgrades) the
+    database's tables when it first opens it, with no guard between processes: two searches
+    started together in a new folder both created them, and one ended in a traceback (`table
+    latest_metrics already exists`). Nothing for other URIs (a server, or a database that
+    guards its own migrations), nor where locks cannot work (see `leanfit.lock`)."""
+    import contextlib
+    import hashlib
+    import os
+    import tempfile
+
+    database = uri.removeprefix("sqlite:///")
+    if database == uri or uri in _READY:
+        return
+    try:
+        import fcntl
+    except ImportError:
+        return
+    from mlflow import MlflowClient
+
+    # beside no user file: in the temporary folder, named after the database's absolute path
+    name = hashlib.sha256(os.path.abspath(database).encode()).hexdigest()[:16]
+    lock = Path(tempfile.gettempdir()) / f"leanfit-mlflow-{name}.lock"
+    with open(lock, "a") as handle:
+        with contextlib.suppress(OSError):  # a file system without locks: no guard
+            fcntl.flock(handle, fcntl.LOCK_EX)  # waits while another process opens it
+        MlflowClient(uri).search_experiments(max_results=1)  # opens the store: its tables
+    _READY.add(uri)
+
+
 # Where the tracking URI is set, for messages
 WHERE_URI = "tracking.uri in the file, or $MLFLOW_TRACKING_URI"
 # A database tracking store, by its URI's scheme less the driver
@@ -155,6 +190,7 @@ class TrialLogger:
         from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri
+        ready_database(tracking_uri)
         self.client = MlflowClient(tracking_uri)
         found = self.client.get_experiment_by_name(experiment_name)
         if found is None:
