@@ -659,21 +659,33 @@ def test_a_tracking_uri_mlflow_cannot_use_is_refused_in_one_line(in_tmp, monkeyp
         "postgresql://me:secret@db/mlflow": "postgresql://me:***@db/mlflow needs its database "
         "driver, the Python module",
         "htp://host:5000": "a scheme MLflow does not know (htp://)",
+        # sqlite's slashes mistyped (before: a SQLAlchemy traceback), a folder, a file of
+        # another kind (before: `file is not a database` after the work folder was made)
+        "sqlite:/m.db": "'sqlite:/m.db' is not a sqlite URI MLflow can open; write "
+        "sqlite:///mlflow.db (a path from the current folder, three slashes)",
+        "sqlite://m.db": "'sqlite://m.db' is not a sqlite URI MLflow can open",
+        "sqlite:///": "'sqlite:///' is not a sqlite URI MLflow can open",
+        f"sqlite:///{in_tmp}": f"names a folder, {in_tmp}; name the database file in it",
+        "sqlite:///e.yaml": "e.yaml of 'sqlite:///e.yaml' is not a SQLite database (it would be "
+        "left as it is)",
     }
+    experiment(in_tmp, trials=3)
     for uri, said in refused.items():
         with pytest.raises(LeanfitError, match=re.escape(said)):
             check_tracking_uri(uri)
     for uri in ("sqlite:///mlflow.db", "http://host:5000", "https://h", "databricks"):
         check_tracking_uri(uri)
+    assert not (in_tmp / "mlflow.db").exists()
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # the user's opt-in: let through
     check_tracking_uri("mlruns")
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE")
 
-    experiment(in_tmp, trials=3)
     commands = [  # `run` and `promote` call the same check as `search` and `report`
         ("mlruns", ["search", "e.yaml", "--synthetic", "0"]),
         ("postgresql://me:secret@db/mlflow", ["report", "e.yaml"]),
         ("htp://h", ["trial", "e.yaml", "--sample", "--epochs", "1"]),
+        ("sqlite:/m.db", ["search", "e.yaml", "--synthetic", "0"]),
+        ("sqlite:///e.yaml", ["run", "e.yaml"]),
     ]
     for uri, command in commands:
         result = run_cli(*command, cwd=in_tmp, env={"MLFLOW_TRACKING_URI": uri})
@@ -681,6 +693,31 @@ def test_a_tracking_uri_mlflow_cannot_use_is_refused_in_one_line(in_tmp, monkeyp
         assert refused.get(uri, "MLflow does not know")[:30] in result.stderr, result.stderr
         assert "secret" not in result.stderr and "Traceback" not in result.stderr
     assert sorted(p.name for p in in_tmp.iterdir()) == ["e.yaml"]
+
+
+def test_a_sqlite_database_that_cannot_be_opened_is_refused_in_one_line(in_tmp):
+    """What the URI's form cannot tell (a folder root may write in but SQLite cannot create a
+    file in, a file that turned out not to be SQLite's): SQLite's own words in one line, exit 2,
+    not SQLAlchemy's traceback."""
+    from leanfit.errors import LeanfitError
+    from leanfit.track.runs import ready_database
+
+    experiment(in_tmp, trials=3)
+    result = run_cli(
+        "search", "e.yaml", "--synthetic", "0", cwd=in_tmp,
+        env={"MLFLOW_TRACKING_URI": "sqlite:////proc/leanfit-test/m.db"},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "tracking: the database /proc/leanfit-test/m.db" in result.stderr or (
+        "tracking: the sqlite database /proc/leanfit-test/m.db (sqlite:////proc/leanfit-test/m.db)"
+        " could not be opened: No such file or directory: /proc/leanfit-test;" in result.stderr
+    ), result.stderr  # refused by its folder's permissions, or (as root) by SQLite
+    assert "Traceback" not in result.stderr
+    (in_tmp / "notes.db").write_bytes(b"SQLite format 3\x00" + b"\x00" * 84)  # a broken header
+    with pytest.raises(
+        LeanfitError, match="notes.db .* could not be opened: file is not a database"
+    ):
+        ready_database(f"sqlite:///{in_tmp / 'notes.db'}")
 
 
 def test_a_search_whose_every_trial_times_out_stops_with_the_reason_and_exit_2(in_tmp):

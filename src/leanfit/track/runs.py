@@ -79,8 +79,47 @@ def ready_database(uri: str) -> None:
     with open(lock, "a") as handle:
         with contextlib.suppress(OSError):  # a file system without locks: no guard
             fcntl.flock(handle, fcntl.LOCK_EX)  # waits while another process opens it
-        MlflowClient(uri).search_experiments(max_results=1)  # opens the store: its tables
+        try:
+            MlflowClient(uri).search_experiments(max_results=1)  # opens the store: its tables
+        except Exception as e:
+            said = _sqlite_failure(e)
+            if said is None:
+                raise
+            from leanfit.errors import LeanfitError
+
+            fix = (
+                "name a new file or an MLflow database"
+                if said == "file is not a database"
+                else "check the path, its folder's and file's permissions and the disk"
+            )
+            raise LeanfitError(
+                f"tracking: the sqlite database {database} ({uri}) could not be opened: {said}; "
+                f"{fix} ({WHERE_URI})"
+            ) from None
     _READY.add(uri)
+
+
+# What SQLite says when its file cannot be opened or is not one of its databases
+SQLITE_FILE_ERRORS = (
+    "unable to open database file",
+    "readonly database",
+    "file is not a database",
+    "disk I/O error",
+    "database or disk is full",
+)
+
+
+def _sqlite_failure(e: BaseException | None) -> str | None:
+    """SQLite's own words, where an exception (or its cause) is one of `SQLITE_FILE_ERRORS`, or
+    the system's, where it is an OSError (MLflow making the database's folder)."""
+    while e is not None:
+        if isinstance(e, OSError) and e.strerror:
+            return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+        for words in SQLITE_FILE_ERRORS:
+            if words in str(e):
+                return words
+        e = e.__cause__ or e.__context__
+    return None
 
 
 # Where the tracking URI is set, for messages
@@ -125,6 +164,9 @@ def check_tracking_uri(uri: str) -> None:
                 f"sqlite:///mlflow.db, http(s)://HOST:5000 or a database URI ({WHERE_URI})"
             )
         return
+    if engine == "sqlite":
+        _check_sqlite(uri)
+        return
     if engine in DATABASES:
         from sqlalchemy.engine import make_url
 
@@ -138,6 +180,55 @@ def check_tracking_uri(uri: str) -> None:
                 "which is not installed here; install the driver, or use sqlite:///mlflow.db or "
                 f"an MLflow server ({WHERE_URI})"
             ) from None
+
+
+def _check_sqlite(uri: str) -> None:
+    """A `sqlite:` URI that is not `sqlite:///PATH` (`sqlite:/m.db`, `sqlite://m.db`: a
+    SQLAlchemy parse error or a host), or a database this process could not create or write:
+    both ended in a SQLAlchemy traceback."""
+    import os
+
+    from leanfit.errors import LeanfitError
+
+    database = uri.removeprefix("sqlite:///")
+    if database == uri or not database or database.startswith("file:"):
+        if uri.startswith("sqlite:///file:"):  # SQLite's own URI form, with options: as given
+            return
+        raise LeanfitError(
+            f"tracking: {uri!r} is not a sqlite URI MLflow can open; write "
+            f"sqlite:///mlflow.db (a path from the current folder, three slashes) or "
+            f"sqlite:////abs/path/mlflow.db (four) ({WHERE_URI})"
+        )
+    if database == ":memory:":
+        return
+    path = Path(database)
+    if path.is_dir():
+        raise LeanfitError(
+            f"tracking: {uri!r} names a folder, {database}; name the database file in it, "
+            f"e.g. sqlite:///{(path / 'mlflow.db').as_posix()} ({WHERE_URI})"
+        )
+    if path.exists():
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise LeanfitError(
+                f"tracking: the database {database} of {uri!r} cannot be written by this user; "
+                f"fix its permissions, or use another file ({WHERE_URI})"
+            )
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+        if head and head != b"SQLite format 3\x00":  # an empty file is a new database
+            raise LeanfitError(
+                f"tracking: {database} of {uri!r} is not a SQLite database (it would be "
+                f"left as it is); name a new file or an MLflow database ({WHERE_URI})"
+            )
+        return
+    folder = path.absolute().parent  # MLflow creates the missing folders: the first that exists
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise LeanfitError(
+            f"tracking: the database {database} of {uri!r} cannot be created: {folder} is not a "
+            f"folder this user can write in; use a path under one ({WHERE_URI})"
+        )
 
 
 def check_tracking_reachable(uri: str, timeout: float = 10.0) -> None:
