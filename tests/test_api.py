@@ -805,3 +805,60 @@ def test_the_example_of_a_space_and_model_family_of_ones_own_runs(tmp_path):
         assert r.data.metrics["params"] == size(config)
     assert max(r.data.metrics["val_accuracy"] for r in jobs) > 0.5  # it learned
     assert any(r.data.tags.get("leanfit.resume_from") for r in jobs)  # promoted, inherited
+
+
+def test_a_full_disk_stops_the_search_and_resume_runs_the_job_again(tmp_path):
+    """A job that cannot write for lack of space (here a real ENOSPC, from /dev/full) is not the
+    trial's failure, and every job after it would meet it: the search stops at once with one
+    line saying what could not be written and how to go on, instead of recording trial after
+    trial as failed; resumed once there is space, the job runs again and nothing is failed."""
+    import time
+
+    (tmp_path / "run.py").write_text(
+        textwrap.dedent(
+            """
+            import os, sys
+            import leanfit
+            from leanfit.errors import LeanfitError
+
+            FULL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "full")
+
+            def objective(trial):
+                if os.path.exists(FULL) and trial.number == 5:
+                    with open("/dev/full", "wb") as disk:  # the kernel's always-full device
+                        disk.write(b"weights")
+                        disk.flush()
+                while trial.running:
+                    trial.report(0.5 + 0.001 * trial.config["w"])
+
+            if __name__ == "__main__":
+                try:
+                    r = leanfit.optimize(
+                        objective, space={"w": list(range(1, 90))}, size=lambda c: 100 * c["w"],
+                        trials=12, workers=2, progress=False, resume=len(sys.argv) > 1,
+                    )
+                except LeanfitError as e:
+                    print("error:", e)
+                    sys.exit(2)
+                print("trials", r.trials, "failed", r.failed)
+            """
+        )
+    )
+    (tmp_path / "full").touch()
+    started = time.monotonic()
+    full = subprocess.run(
+        [sys.executable, "run.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert full.returncode == 2, full.stdout + full.stderr[-2000:]
+    assert full.stdout.startswith(
+        "error: the disk is full: a file could not be written (No space left on device). Free "
+        "space (or move work_dir), then resume the search"
+    ), full.stdout
+    assert time.monotonic() - started < 120
+    (tmp_path / "full").unlink()
+    resumed = subprocess.run(
+        [sys.executable, "run.py", "resume"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr[-2000:]
+    assert resumed.stdout.split() == ["trials", "12", "failed", "0"], resumed.stdout

@@ -758,3 +758,52 @@ def test_more_cpu_workers_than_cores_is_noted(in_tmp):
     alone = run_cli("search", "e.yaml", "--workers", "1", cwd=in_tmp,
                     env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     assert alone.returncode == 0 and "CPU core(s)" not in alone.stdout
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs (where this machine lets the tests mount one: root, as CI's containers
+    run; skipped elsewhere), unmounted after the test."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small disk here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_search_that_fills_its_disk_says_so_in_one_line_and_resumes(small_disk):
+    """Real training with the work folder and the tracking database on a 2 MiB disk: before,
+    the search ended in SQLAlchemy's traceback (`database or disk is full`), or, with only the
+    work folder there, recorded trial after trial as failed with torch's `RuntimeError: [enforce
+    fail at inline_container.cc:672] . unexpected pos 128 vs 0` and exited 0. Now: one line, exit
+    2, no partial checkpoint left; with more space, --resume finishes the search."""
+    import torch
+
+    from leanfit.errors import disk_full
+    from leanfit.train.checkpoint import save_checkpoint
+
+    cfg = digits_config(budget={"min_epochs": 1, "max_epochs": 3, "trials": 40})
+    cfg["scheduler"]["keep_checkpoints"] = "all"  # the disk fills before the search ends
+    write_yaml(small_disk / "e.yaml", cfg)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    full = run_cli("search", "e.yaml", cwd=small_disk, env=env, timeout=300)
+    assert full.returncode == 2, full.stderr[-3000:]
+    assert "error: the disk is full: " in full.stderr and "--resume" in full.stderr, full.stderr
+    assert "Traceback" not in full.stderr, full.stderr[-3000:]
+    assert not list(small_disk.rglob(".*.tmp*")), "a partial checkpoint was left"
+    # the checkpoint writer itself: a real ENOSPC naming the file, nothing left behind
+    with pytest.raises(OSError) as raised:
+        save_checkpoint(small_disk / "big.pt", {"weights": torch.zeros(1_000_000)})
+    assert disk_full(raised.value) == str(small_disk / "big.pt")
+    assert not list(small_disk.glob(".big.pt.tmp*")) and not (small_disk / "big.pt").exists()
+
+    subprocess.run(["mount", "-o", "remount,size=64M", str(small_disk)], check=True)
+    resumed = run_cli("search", "e.yaml", "--resume", cwd=small_disk, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Pareto front" in resumed.stdout

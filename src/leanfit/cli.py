@@ -898,6 +898,9 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # its SQLAlchemy errors come with a stack trace, and the exception is raised on to the
+    # command, which says it in a line (a full disk) or shows it whole (anything else)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     from leanfit import stopping
 
     stopping.terminate_as_interrupt()  # `kill PID`, a pod's deletion: stopped as Ctrl-C stops it
@@ -916,6 +919,20 @@ def main() -> None:
     except Exception as e:
         if _is_usage_error(e):  # click's, or the copy of click that typer >= 0.26 carries
             e.show()
+            exit_now(2)
+        from leanfit.errors import disk_full
+
+        if (what := disk_full(e)) is not None:
+            # what finished is in MLflow and the work folder (SQLite rolls back a write it
+            # could not finish): a search or a pipeline goes on from there
+            err_console.print(
+                f"[red]error:[/red] the disk is full: {what} could not be written. Free space "
+                "(or move work_dir / the tracking database), then run the command again: "
+                "`leanfit search FILE --resume` continues a search, `leanfit run FILE` a "
+                "pipeline, from what finished",
+                highlight=False,
+                soft_wrap=True,
+            )
             exit_now(2)
         from leanfit.track.runs import is_tracking_failure
 

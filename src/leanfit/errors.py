@@ -31,3 +31,33 @@ class TrialFailed(Exception):
     def __init__(self, reason: str):
         self.reason = reason
         super().__init__(reason)
+
+
+def disk_full(e: BaseException | None) -> str | None:
+    """What could not be written, where an exception (or its cause) is a full disk or quota:
+    an OSError ENOSPC/EDQUOT (a checkpoint, a report) or SQLite's `database or disk is full`
+    (the tracking database). None otherwise."""
+    import errno
+
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"{e.filename}" if e.filename else "a file"
+        if "database or disk is full" in str(e):
+            return "the tracking database"
+        e = e.__cause__ or e.__context__
+    return None
+
+
+# How a job's failure reason starts when the disk was full: the controller stops the search then
+# (every job would fail the same way) and leaves the job to run again on resume
+DISK_FULL = "disk full: "
+
+
+def failure_reason(e: BaseException, tb: str) -> str:
+    """A failed trial job's reason: the exception and its traceback, or `DISK_FULL` and what
+    could not be written."""
+    what = disk_full(e)
+    if what is not None:
+        said = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
+        return f"{DISK_FULL}{what} could not be written ({said})"
+    return f"{type(e).__name__}: {e}\n{tb}"

@@ -241,10 +241,10 @@ def in_process_runner(function: Callable):
         except Exception as e:  # noqa: BLE001 - a bug in one trial fails that trial only
             import traceback
 
+            from leanfit.errors import failure_reason
             from leanfit.train.trainer import TrainResult
 
-            tb = traceback.format_exc(limit=6)
-            return TrainResult("failed", reason=f"{type(e).__name__}: {e}\n{tb}")
+            return TrainResult("failed", reason=failure_reason(e, traceback.format_exc(limit=6)))
 
     return guarded
 

@@ -12,6 +12,7 @@ the work folder so that `leanfit run` can repeat it.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import html
 import json
@@ -98,6 +99,9 @@ def run_step(step: str, function: Callable[..., Any], experiment: str, base_dir:
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # its SQLAlchemy errors come with a stack trace, and the exception is raised on to the
+    # command, which says it in a line (a full disk) or shows it whole (anything else)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     work = None
     try:
         exp = read_experiment(experiment, base_dir)
@@ -110,21 +114,30 @@ def run_step(step: str, function: Callable[..., Any], experiment: str, base_dir:
     except LeanfitError as e:
         message = str(e)
     except Exception as e:
+        from leanfit.errors import disk_full
         from leanfit.track.runs import is_tracking_failure
 
-        if not is_tracking_failure(e):
+        if (what := disk_full(e)) is not None:
+            message = (
+                f"the disk is full: {what} could not be written. Free space (or move work_dir / "
+                "the tracking database), then run the pipeline again: the search and the final "
+                "training resume where they stopped"
+            )
+        elif not is_tracking_failure(e):
             raise
-        uri = json.loads(experiment).get("tracking", {}).get("uri") or "MLflow"
-        message = (
-            f"tracking: MLflow at {uri} did not answer ({type(e).__name__}: "
-            f"{str(e).splitlines()[0][:300]}), even after retrying; what finished before is kept "
-            "there. Check that the server is up, then run the pipeline again: the search and the "
-            "final training resume where they stopped"
-        )
+        else:
+            uri = json.loads(experiment).get("tracking", {}).get("uri") or "MLflow"
+            message = (
+                f"tracking: MLflow at {uri} did not answer ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:300]}), even after retrying; what finished before is "
+                "kept there. Check that the server is up, then run the pipeline again: the search "
+                "and the final training resume where they stopped"
+            )
     print(f"leanfit: step {step!r} failed: {message}", file=sys.stderr, flush=True)
     where = os.environ.get(ERROR_FILE_ENV) or (work / ERROR_FILE if work is not None else None)
     if where is not None:
-        _write_json(where, {"step": step, "message": message})
+        with contextlib.suppress(OSError):  # a full disk: the message above is in the log
+            _write_json(where, {"step": step, "message": message})
     raise SystemExit(2)
 
 

@@ -26,6 +26,7 @@ import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
+from leanfit.errors import failure_reason
 from leanfit.execute.base import Executor, JobOutcome, RunnerSpec, TrialJob
 from leanfit.execute.forkserver import WORKER_NAME, worker_context
 from leanfit.train.trainer import TrainResult
@@ -70,8 +71,8 @@ def worker_main(conn: Connection, runner_spec: RunnerSpec, environ: dict[str, st
         try:
             result = runner(spec)
         except Exception as e:  # noqa: BLE001 - a bug in one trial fails that trial only
-            tb = traceback.format_exc(limit=6)
-            result = TrainResult(status="failed", reason=f"{type(e).__name__}: {e}\n{tb}")
+            reason = failure_reason(e, traceback.format_exc(limit=6))
+            result = TrainResult(status="failed", reason=reason)
         try:
             conn.send(("result", result))
         except (BrokenPipeError, ConnectionResetError):

@@ -28,7 +28,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from leanfit.config import ObjectivesConfig
-from leanfit.errors import LeanfitError
+from leanfit.errors import DISK_FULL, LeanfitError
 from leanfit.execute.base import Executor, JobOutcome, TrialJob
 from leanfit.search.asha import Job, Rung
 from leanfit.search.pareto import LOG10_PARAMS_RANGE, hypervolume, pareto_front
@@ -160,6 +160,10 @@ def failure_text(error: str, trial_ids: list[int]) -> str:
 
 class SearchFailed(LeanfitError):
     """Every trial job of the search failed: it stopped, and says with which error."""
+
+
+class DiskFull(LeanfitError):
+    """A job could not write for lack of disk space: the search stopped, the job to run again."""
 
 
 @dataclass
@@ -748,6 +752,15 @@ class SearchController:
 
     def _handle(self, outcome: JobOutcome) -> None:
         job, result = outcome.job, outcome.result
+        if result.status == "failed" and (result.reason or "").startswith(DISK_FULL):
+            # not the trial's failure, and every job would meet it: the search stops with the
+            # job's MLflow run left running, so that a resumed search runs it again
+            raise DiskFull(
+                f"the disk is full: {result.reason.removeprefix(DISK_FULL)}. Free space (or "
+                "move work_dir), then resume the search (`leanfit search FILE --resume`, or "
+                "leanfit.optimize(..., resume=True)): the finished trials are kept, and this job "
+                "runs again"
+            )
         trial = self._trial_of(job)
         self._unlogged.append((job, outcome))
         self._time_worker(outcome)

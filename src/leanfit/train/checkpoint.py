@@ -10,11 +10,26 @@ import torch
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write `state` to `path` whole or not at all: into a file beside it, then renamed. It is
+    serialised in memory first, so that a full disk raises OSError ENOSPC (torch.save's own
+    writer said `RuntimeError: [enforce fail at inline_container.cc] unexpected pos 128 vs 0`),
+    and the partial file is removed (it was left, filling the disk further)."""
+    import io
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(buffer.getbuffer())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:  # a write's error names no file
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
 
 
 def load_checkpoint(path: str | Path, map_location=None) -> dict[str, Any]:
