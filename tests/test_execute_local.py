@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -278,6 +279,38 @@ def test_a_worker_trains_with_the_cores_the_search_may_use(monkeypatch):
         assert usable_cores() == 1 and runner_for(experiment, 2).kwargs["threads"] == 1
     finally:
         os.sched_setaffinity(0, allowed)
-    assert usable_cores() == len(allowed)
+    none = Path(os.devnull)  # no cgroup quota here: what the machine's cgroup says aside
+    assert usable_cores(none) == len(allowed)
     monkeypatch.setenv("OMP_NUM_THREADS", "lots")  # not a count: the allowed cores
-    assert usable_cores() == len(allowed)
+    assert usable_cores(none) == len(allowed)
+
+
+def test_a_container_cpu_limit_caps_the_cores(tmp_path, monkeypatch):
+    """A Kubernetes pod's `limits.cpu` is a cgroup quota, which the CPU list does not show: a
+    search step limited to 4 CPUs on a 64-core node gave its workers 32 threads each, throttled.
+    cgroup v2's cpu.max and v1's CFS quota cap the cores; no quota, or one above the CPU list,
+    leaves them; $OMP_NUM_THREADS still wins."""
+    from leanfit.search.run import cgroup_cpu_limit, usable_cores
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    allowed = len(os.sched_getaffinity(0))
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("50000 100000\n")  # half a CPU: one thread
+    assert cgroup_cpu_limit(v2) == 0.5 and usable_cores(v2) == 1
+    (v2 / "cpu.max").write_text(f"{100000 * (allowed + 8)} 100000\n")
+    assert usable_cores(v2) == allowed
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_limit(v2) is None and usable_cores(v2) == allowed
+    v1 = tmp_path / "v1" / "cpu,cpuacct"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("100000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_limit(v1.parent) == 1.0 and usable_cores(v1.parent) == 1
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_cpu_limit(v1.parent) is None
+    (v2 / "cpu.max").write_text("garbage\n")
+    assert cgroup_cpu_limit(v2) is None
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    (v2 / "cpu.max").write_text("100000 100000\n")
+    assert usable_cores(v2) == 3

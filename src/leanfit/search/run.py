@@ -277,16 +277,39 @@ class SearchOutcome:
     reused: bool = False  # a finished search of the same settings and data, read back, not run
 
 
-def usable_cores() -> int:
+def usable_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
     """The cores this process may use: $OMP_NUM_THREADS where it is set (as torch honours it),
-    else the CPUs it is allowed to run on (`taskset`, a cpuset), not all the machine's."""
+    else the CPUs it is allowed to run on (`taskset`, a cpuset), not all the machine's, and no
+    more than its container's CPU limit (a Kubernetes pod's `limits.cpu`: a cgroup quota, which
+    the CPU list does not show; a search step limited to 4 CPUs on a 64-core node gave its
+    workers 32 threads each, throttled)."""
     value = os.environ.get("OMP_NUM_THREADS", "")
     if value.isdigit() and int(value) > 0:
         return int(value)
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+    limit = cgroup_cpu_limit(cgroup)
+    return max(1, min(cores, int(limit))) if limit is not None else cores
+
+
+def cgroup_cpu_limit(root: Path) -> float | None:
+    """The CPUs a cgroup quota allows this process (cgroup v2's `cpu.max`, or v1's CFS quota
+    and period), or None where there is none or it cannot be read."""
+    try:
+        if (root / "cpu.max").is_file():
+            quota, period = (root / "cpu.max").read_text().split()[:2]
+            return None if quota == "max" else float(quota) / float(period)
+        for v1 in ("cpu", "cpu,cpuacct"):
+            folder = root / v1
+            if (folder / "cpu.cfs_quota_us").is_file():
+                quota = float((folder / "cpu.cfs_quota_us").read_text())
+                period = float((folder / "cpu.cfs_period_us").read_text())
+                return None if quota <= 0 else quota / period
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+    return None
 
 
 def runner_for(
