@@ -287,7 +287,7 @@ def test_a_worker_trains_with_the_cores_the_search_may_use(monkeypatch):
 
 def test_a_container_cpu_limit_caps_the_cores(tmp_path, monkeypatch):
     """A Kubernetes pod's `limits.cpu` is a cgroup quota, which the CPU list does not show: a
-    search step limited to 4 CPUs on a 64-core node gave its workers 32 threads each, throttled.
+    search step limited to 4 CPUs on a 64-core node would give its workers 32 threads each.
     cgroup v2's cpu.max and v1's CFS quota cap the cores; no quota, or one above the CPU list,
     leaves them; $OMP_NUM_THREADS still wins."""
     from leanfit.search.run import cgroup_cpu_limit, usable_cores

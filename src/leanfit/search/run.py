@@ -281,7 +281,7 @@ def usable_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
     """The cores this process may use: $OMP_NUM_THREADS where it is set (as torch honours it),
     else the CPUs it is allowed to run on (`taskset`, a cpuset), not all the machine's, and no
     more than its container's CPU limit (a Kubernetes pod's `limits.cpu`: a cgroup quota, which
-    the CPU list does not show; a search step limited to 4 CPUs on a 64-core node gave its
+    the CPU list does not show; a search step limited to 4 CPUs on a 64-core node would give its
     workers 32 threads each, throttled)."""
     value = os.environ.get("OMP_NUM_THREADS", "")
     if value.isdigit() and int(value) > 0:
