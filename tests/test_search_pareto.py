@@ -105,3 +105,31 @@ def test_fronts_match_a_pair_by_pair_check_with_ties_and_failures(dims):
             assert all(any(dominates(points[i], points[j]) for i in a) for j in b)
         for front in fronts:  # and by none of its own front
             assert not any(dominates(points[i], points[j]) for i in front for j in front)
+
+
+def test_the_plot_says_what_a_dots_size_means(tmp_path, monkeypatch):
+    """A dot's size is the epochs its trial was trained to: the legend says so (before, sizes
+    went unexplained), with at most three sizes shown where there are many rungs."""
+    from matplotlib.figure import Figure
+
+    from leanfit.report.pareto import ReportPoint, plot_pareto
+
+    drawn = []
+    save = Figure.savefig
+    monkeypatch.setattr(
+        Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig), save(fig, *a, **k))
+    )
+
+    def labels(epochs):
+        points = [
+            ReportPoint(i, 100 * (i + 1), 0, 0.5 + 0.01 * i, e, {}, on_front=i % 2 == 0)
+            for i, e in enumerate(epochs)
+        ]
+        plot_pareto(points, tmp_path / "p.png", "t", max_params=1000)
+        return [t.get_text() for t in drawn[-1].axes[0].get_legend().get_texts()]
+
+    assert labels([2, 6, 10, 2, 6]) == [
+        "2 epochs", "6 epochs", "10 epochs", "Pareto front", "max_params 1,000",
+    ]  # fmt: skip
+    assert labels([1, 3, 9, 27, 81])[:3] == ["1 epoch", "9 epochs", "81 epochs"]
+    assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")

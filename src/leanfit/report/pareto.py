@@ -75,6 +75,13 @@ def plot_pareto(
             edgecolors="none",
         )
         fig.colorbar(sc, ax=ax, label="trial order (later = brighter)")
+        # what a dot's size says: the epochs its trial was trained to (its highest rung)
+        epochs = sorted({p.rung_epochs for p in points})
+        shown = epochs if len(epochs) <= 4 else [epochs[0], epochs[len(epochs) // 2], epochs[-1]]
+        for e in shown:
+            ax.scatter(
+                [], [], s=10 + 6 * e, color="grey", alpha=0.6, label=f"{e:g} epoch" + "s" * (e != 1)
+            )
         front = sorted((p for p in points if p.on_front), key=lambda p: p.params)
         if front and sized:
             xs, ys = [], []
@@ -104,7 +111,7 @@ def plot_pareto(
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.25)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="lower right")
+        ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
