@@ -473,7 +473,8 @@ def test_ctrl_c_stops_the_search_cleanly_and_it_resumes(in_tmp, signum, code, sa
     assert report.returncode == 0, report.stderr
     assert "(KILLED, ran " in report.stdout, report.stdout
     assert "interrupted: `leanfit search e.yaml --resume` goes on with it" in report.stdout
-
+    if signum == signal.SIGTERM:
+        return  # what --resume does next is the same as after Ctrl-C
     ok, _ = resume_and_count_finished(in_tmp)
     assert max(ok.values()) == 1 and len({t for t, _ in ok}) == 24
 

@@ -482,6 +482,8 @@ def test_ctrl_c_stops_the_pipeline_cleanly_and_says_how_to_go_on(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # read only once the command has made it
 
+    logs: list[Path] = []
+
     def interrupted_in_search(*command: str, meanwhile=lambda proc: None, signum=signal.SIGINT):
         """Ctrl-C to the command's process group, as a terminal sends it; or SIGTERM to the
         command alone, as `kill PID` and Kubernetes send it, which it passes on to its steps
@@ -511,6 +513,9 @@ def test_ctrl_c_stops_the_pipeline_cleanly_and_says_how_to_go_on(tmp_path):
         assert "Traceback" not in err
         steps = [c for c in processes_in(tmp_path) if "executor_main" in c]
         assert not steps, f"a step still runs after the command ended: {steps}"
+        (log,) = [p for p in (tmp_path / ".leanfit").rglob("pipeline-*.log") if p not in logs]
+        logs.append(log)  # the step says it stopped, without Python's traceback
+        assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
         client = MlflowClient(uri)
         exp = client.get_experiment_by_name("leanfit-digits")
         for kind in ("pipeline", "search"):
