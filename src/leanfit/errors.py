@@ -3,6 +3,8 @@
 The CLI prints them without a traceback and exits with code 2. Bugs still raise ordinary exceptions.
 """
 
+from collections.abc import Iterator
+
 
 class LeanfitError(Exception):
     """A mistake in what the user gave leanfit (a file, a flag, a dataset)."""
@@ -33,18 +35,24 @@ class TrialFailed(Exception):
         super().__init__(reason)
 
 
+def causes(e: BaseException | None) -> Iterator[BaseException]:
+    """An exception, then what caused it or was being handled when it was raised, and so on."""
+    while e is not None:
+        yield e
+        e = e.__cause__ or e.__context__
+
+
 def disk_full(e: BaseException | None) -> str | None:
     """What could not be written, where an exception (or its cause) is a full disk or quota:
     an OSError ENOSPC/EDQUOT (a checkpoint, a report) or SQLite's `database or disk is full`
     (the tracking database). None otherwise."""
     import errno
 
-    while e is not None:
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            return f"{e.filename}" if e.filename else "a file"
-        if "database or disk is full" in str(e):
+    for cause in causes(e):
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"{cause.filename}" if cause.filename else "a file"
+        if "database or disk is full" in str(cause):
             return "the tracking database"
-        e = e.__cause__ or e.__context__
     return None
 
 

@@ -17,10 +17,11 @@ from leanfit.errors import LeanfitError
 
 
 @contextlib.contextmanager
-def held_lock(path: Path, busy: Callable[[str, str], str]) -> Iterator[None]:
+def held_lock(path: Path, busy: Callable[[str, str], str] | None = None) -> Iterator[None]:
     """Hold the lock at `path`, or refuse with `busy(holder's pid, since when)` as the message
-    where another process holds it. Where locks cannot work (not POSIX, a file system without
-    them, as some network mounts are) there is no guard."""
+    where another process holds it; without `busy`, wait until it is let go. Where locks cannot
+    work (not POSIX, a file system without them, as some network mounts are) there is no
+    guard."""
     try:
         import fcntl
     except ImportError:
@@ -29,9 +30,9 @@ def held_lock(path: Path, busy: Callable[[str, str], str]) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:  # the lock goes with the file's closing
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy is not None else 0))
             locked = True
-        except BlockingIOError:
+        except BlockingIOError:  # (only without waiting)
             handle.seek(0)
             pid, since = (handle.read().split() + ["?", "?"])[:2]
             raise LeanfitError(busy(pid, since)) from None

@@ -59,7 +59,6 @@ def ready_database(uri: str) -> None:
     started together in a new folder both created them, and one ended in a traceback (`table
     latest_metrics already exists`). Nothing for other URIs (a server, or a database that
     guards its own migrations), nor where locks cannot work (see `leanfit.lock`)."""
-    import contextlib
     import hashlib
     import os
     import tempfile
@@ -67,18 +66,13 @@ def ready_database(uri: str) -> None:
     database = uri.removeprefix("sqlite:///")
     if database == uri or uri in _READY:
         return
-    try:
-        import fcntl
-    except ImportError:
-        return
     from mlflow import MlflowClient
+
+    from leanfit.lock import held_lock
 
     # beside no user file: in the temporary folder, named after the database's absolute path
     name = hashlib.sha256(os.path.abspath(database).encode()).hexdigest()[:16]
-    lock = Path(tempfile.gettempdir()) / f"leanfit-mlflow-{name}.lock"
-    with open(lock, "a") as handle:
-        with contextlib.suppress(OSError):  # a file system without locks: no guard
-            fcntl.flock(handle, fcntl.LOCK_EX)  # waits while another process opens it
+    with held_lock(Path(tempfile.gettempdir()) / f"leanfit-mlflow-{name}.lock"):  # waits
         try:
             MlflowClient(uri).search_experiments(max_results=1)  # opens the store: its tables
         except Exception as e:
@@ -112,13 +106,14 @@ SQLITE_FILE_ERRORS = (
 def _sqlite_failure(e: BaseException | None) -> str | None:
     """SQLite's own words, where an exception (or its cause) is one of `SQLITE_FILE_ERRORS`, or
     the system's, where it is an OSError (MLflow making the database's folder)."""
-    while e is not None:
-        if isinstance(e, OSError) and e.strerror:
-            return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+    from leanfit.errors import causes
+
+    for cause in causes(e):
+        if isinstance(cause, OSError) and cause.strerror:
+            return f"{cause.strerror}: {cause.filename}" if cause.filename else cause.strerror
         for words in SQLITE_FILE_ERRORS:
-            if words in str(e):
+            if words in str(cause):
                 return words
-        e = e.__cause__ or e.__context__
     return None
 
 
@@ -258,14 +253,15 @@ def is_tracking_failure(e: BaseException | None) -> bool:
     import requests
     from mlflow.exceptions import MlflowException
 
-    while e is not None:
-        if isinstance(e, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+    from leanfit.errors import causes
+
+    for cause in causes(e):
+        if isinstance(cause, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
             return True
-        if isinstance(e, MlflowException) and (
-            "API request" in str(e) or "Max retries" in str(e) or "Connection" in str(e)
+        if isinstance(cause, MlflowException) and (
+            "API request" in str(cause) or "Max retries" in str(cause) or "Connection" in str(cause)
         ):
             return True
-        e = e.__cause__ or e.__context__
     return False
 
 
