@@ -21,6 +21,10 @@ wall time, and of all of them (the search's own clock starts once its workers ar
 Which method goes first alternates by seed.
 
     python benchmarks/own_space_search.py --seeds 0,1,2 --wall 60
+    python benchmarks/own_space_search.py --seeds 0 --wall 60 --trials 6   # smoke run
+
+`--trials N` also ends each method's search after N trials (smoke runs): a wall time alone too
+short for a loaded machine ended with no finished job (the workers were still starting).
 """
 
 from __future__ import annotations
@@ -62,10 +66,12 @@ def objective(trial):
     return own_space.objective(trial)
 
 
-def settings(method: str, seed: int, wall: float, folder: Path) -> dict:
+def settings(method: str, seed: int, wall: float, folder: Path, trials: int | None = None) -> dict:
     data = json.loads(json.dumps(METHODS[method]))
     data["name"] = f"own-{method}"
     data["budget"]["wall_time"] = wall
+    if trials:
+        data["budget"]["trials"] = trials
     data.setdefault("strategy", {})["seed"] = seed
     data["tracking"] = {"uri": f"sqlite:///{folder / 'mlflow.db'}"}
     data["work_dir"] = str(folder / ".leanfit")
@@ -115,17 +121,21 @@ def one_run(method: str, seed: int, wall: float, workers: int, args) -> dict:
             sys.executable, __file__, "--_one", method, "--seeds", str(seed), "--wall", str(wall),
             "--workers", str(workers), "--_folder", str(folder),
         ]  # fmt: skip
+        if args.trials:
+            cmd += ["--trials", str(args.trials)]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=wall * 3 + 300)
         if done.returncode != 0:
             raise RuntimeError(f"{method} seed {seed} failed:\n{done.stderr[-3000:]}")
         return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def search_once(method: str, seed: int, wall: float, workers: int, folder: Path) -> dict:
+def search_once(
+    method: str, seed: int, wall: float, workers: int, folder: Path, trials: int | None = None
+) -> dict:
     from leanfit.config import experiment_from_dict
     from leanfit.objective import OwnSpace
 
-    data = settings(method, seed, wall, folder)
+    data = settings(method, seed, wall, folder, trials)
     called = time.time()
     result = leanfit.optimize(
         objective, data, space=own_space.SPACE, size=own_space.size, workers=workers,
@@ -157,6 +167,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--wall", type=float, default=60.0, help="seconds a method")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--trials", type=int, default=None, help="also end each search after this many trials"
+    )
     parser.add_argument("--target-accuracy", type=float, default=0.97)
     parser.add_argument("--target-params", type=int, default=1300)
     parser.add_argument("--out", type=Path, default=RESULTS / "own_space_search.json")
@@ -165,7 +178,8 @@ def main() -> None:
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     if args._one:
-        print(json.dumps(search_once(args._one, seeds[0], args.wall, args.workers, args._folder)))
+        found = search_once(args._one, seeds[0], args.wall, args.workers, args._folder, args.trials)
+        print(json.dumps(found))
         return
 
     runs = []
@@ -228,6 +242,7 @@ def main() -> None:
         "load_average_after": list(os.getloadavg()),
         "wall": args.wall,
         "workers": args.workers,
+        "trials": args.trials,
         "target": {"accuracy": args.target_accuracy, "params": args.target_params},
         "table": table,
         "summary": summary,

@@ -10,6 +10,13 @@ import yaml
 
 from tests.support import EXAMPLES
 
+# OpenMP's threads wait for work by spinning (OMP_WAIT_POLICY's default). Two pytest processes on
+# CI's two cores, each training on two torch threads (a one-worker search, a pipeline step), then
+# stall each other at every parallel operation: a test that takes 19 s alone took 77 s beside two
+# busy processes, and 25 s with waiting threads that sleep. Set before torch is imported here;
+# every process a test starts inherits it. It changes how threads wait, not what they compute.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 @pytest.fixture
 def reference_genotype() -> dict:

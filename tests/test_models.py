@@ -55,3 +55,23 @@ def test_the_space_reaches_down_to_small_models():
     counts = [count_params(build_model(SPACE.sample(s), 1, 16, 10)) for s in range(300)]
     assert min(counts) < 2_000
     assert max(counts) > 20_000
+
+
+def test_onnx_export_takes_any_model_whose_input_has_another_name(tmp_path):
+    """The exporter's free batch size was given by the name of leanfit's models' input (`x`):
+    an `nn.Sequential` (input `input`) was refused by torch.export."""
+    import numpy as np
+    import onnxruntime
+
+    from leanfit.models.deploy import export_onnx
+
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(144, 3)
+    ).eval()
+    path = tmp_path / "m.onnx"
+    export_onnx(model, torch.rand(2, 1, 8, 8), path)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    five = torch.rand(5, 1, 8, 8)
+    got = session.run(None, {"images": five.numpy()})[0]
+    with torch.no_grad():
+        assert np.allclose(got, model(five).numpy(), atol=1e-4)

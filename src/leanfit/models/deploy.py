@@ -75,7 +75,7 @@ def export_onnx(classifier: nn.Module, example: torch.Tensor, path: Path) -> Non
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             classifier, (example,), input_names=["images"], output_names=["logits"],
-            dynamo=True, dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}},
+            dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
             verbose=False,
         )  # fmt: skip
     tmp = path.with_name(path.name + ".tmp")
