@@ -63,6 +63,9 @@ def plot_pareto(
     def x(p: ReportPoint) -> float:
         return p.params if sized else p.trial_id
 
+    def dot_size(epochs: float) -> float:  # a dot's area: the epochs its trial was trained to
+        return 10 + 6 * epochs
+
     if points:
         order = [p.trial_id for p in points]
         sc = ax.scatter(
@@ -70,7 +73,7 @@ def plot_pareto(
             [p.val_accuracy for p in points],
             c=order,
             cmap="viridis",
-            s=[10 + 6 * p.rung_epochs for p in points],
+            s=[dot_size(p.rung_epochs) for p in points],
             alpha=0.75,
             edgecolors="none",
         )
@@ -79,9 +82,8 @@ def plot_pareto(
         epochs = sorted({p.rung_epochs for p in points})
         shown = epochs if len(epochs) <= 4 else [epochs[0], epochs[len(epochs) // 2], epochs[-1]]
         for e in shown:
-            ax.scatter(
-                [], [], s=10 + 6 * e, color="grey", alpha=0.6, label=f"{e:g} epoch" + "s" * (e != 1)
-            )
+            label = f"{e:g} epoch" + "s" * (e != 1)
+            ax.scatter([], [], s=dot_size(e), color="grey", alpha=0.6, label=label)
         front = sorted((p for p in points if p.on_front), key=lambda p: p.params)
         if front and sized:
             xs, ys = [], []
