@@ -430,6 +430,14 @@ def test_digits_front_search_then_retrained_picks(tmp_path):
         assert pick["test_accuracy_mean"] == chosen["test_accuracy_mean"]
         assert 0.0 <= pick["test_accuracy_mean"] <= 1.0
         assert set(pick["search_best"]["retrained"]) == {"1", "2"}
+        # examples/digits.yaml distils: the search's best taught the finalists, and the pick
+        # was also trained without it, for the record
+        if pick["trial"] != report["teacher"]["trial"]:
+            assert "taught by trial" in pick["chosen_by"]
+            assert 0.0 <= pick["without_teacher"]["test_accuracy_mean"] <= 1.0
+    assert report["teacher"]["params"] == max(
+        (t for t in report["front"]), key=lambda t: (t["val_accuracy"], -t["params"])
+    )["params"]
 
 
 def test_own_space_search_tiny_run_compares_leanfit_with_full_fidelity_random(tmp_path):

@@ -157,6 +157,16 @@ BAD_FILES = [
         digits_config(executor={"fail_fast": -1}),
         "executor.fail_fast",
     ),
+    (
+        "a distillation weight over 1",
+        digits_config(pipeline={"distill": {"alpha": 1.5}}),
+        "pipeline.distill.alpha",
+    ),
+    (
+        "a distillation setting misspelt",
+        digits_config(pipeline={"distill": {"temprature": 2}}),
+        "pipeline.distill.temprature",
+    ),
     ("missing name", {k: v for k, v in digits_config().items() if k != "name"}, "name"),
     ("bad wall time", digits_config(budget={"wall_time": "ten minutes"}), "budget.wall_time"),
     (

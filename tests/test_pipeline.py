@@ -336,6 +336,72 @@ def test_a_final_training_killed_goes_on_from_its_checkpoint_and_is_not_trained_
     assert copied.read_bytes() == checkpoint.read_bytes()
 
 
+def test_with_distillation_the_most_accurate_finalist_teaches_the_others(
+    tmp_path, reference_genotype, capsys, request
+):
+    """pipeline.distill: the most accurate finalist trains first, as it would without, and the
+    other learns from it; its summary and its kept folder name the teacher, so a student is not
+    taken for a plain training (nor for another teacher's student) when the pipeline runs again."""
+    import torch
+
+    from leanfit import steps
+    from leanfit.data.sources import load_dataset
+    from leanfit.space.architecture import flatten_genotype
+    from leanfit.train.trial import data_plan
+
+    request.addfinalizer(lambda threads=torch.get_num_threads(): torch.set_num_threads(threads))
+    torch.set_num_threads(1)
+    data = small_pipeline_config(
+        pipeline={"final_top_k": 2, "final_epochs": 2, "distill": True},
+        work_dir=str(tmp_path / "work"),
+    )
+    experiment = experiment_from_dict(data, EXAMPLES)
+    arch = experiment.space.architecture
+    space = experiment.search_space()
+    big = space.validate(flatten_genotype(reference_genotype, arch.blocks, tuple(arch.modules)))
+    narrow = {
+        **reference_genotype,
+        "blocks": [{**b, "width": 8} for b in reference_genotype["blocks"]],
+    }
+    small = space.validate(flatten_genotype(narrow, arch.blocks, tuple(arch.modules)))
+    plan, policy, front = tmp_path / "plan.json", tmp_path / "policy.json", tmp_path / "front.json"
+    data_plan(experiment, load_dataset(experiment)).save(plan)
+    steps.augment_policy(experiment, str(plan), str(policy))
+    front.write_text(json.dumps({"front": [
+        {"trial": 3, "config": small, "params": 1_500, "val_accuracy": 0.95},
+        {"trial": 8, "config": big, "params": 9_000, "val_accuracy": 0.98},
+    ]}))  # fmt: skip
+    paths = {"plan_path": str(plan), "policy_path": str(policy), "front_path": str(front)}
+
+    steps.final_train(experiment, **paths, models_dir=str(tmp_path / "models"))
+    said = capsys.readouterr().out
+    teacher_line = said.index("final training 1/2: trial 8, ")
+    assert "the teacher of the others" in said[teacher_line:].splitlines()[0], said
+    student_line = said.index("final training 2/2: trial 3, ")
+    assert "taught by trial 8" in said[student_line:].splitlines()[0], said
+    models = tmp_path / "models"
+    student = json.loads((models / "model-0" / "summary.json").read_text())
+    teacher = json.loads((models / "model-1" / "summary.json").read_text())
+    assert student["trial"] == 3 and teacher["trial"] == 8
+    assert "distilled_from" not in teacher
+    taught = student["distilled_from"]
+    assert (taught["trial"], taught["alpha"], taught["temperature"]) == (8, 0.5, 4.0)
+    assert taught["params"] == teacher["params"]
+
+    # run again: nothing trained; without distillation the student trains anew (another key)
+    steps.final_train(experiment, **paths, models_dir=str(tmp_path / "again"))
+    said = capsys.readouterr().out
+    assert said.count("trained by an earlier run of this pipeline") == 2, said
+    plain = experiment_from_dict(
+        {**data, "pipeline": {**data["pipeline"], "distill": False}}, EXAMPLES
+    )
+    steps.final_train(plain, **paths, models_dir=str(tmp_path / "plain"))
+    said = capsys.readouterr().out
+    assert said.count("trained by an earlier run of this pipeline") == 1, said
+    again = json.loads((tmp_path / "plain" / "model-0" / "summary.json").read_text())
+    assert "distilled_from" not in again
+
+
 # ---------------------------------------------------------------- the whole pipeline, locally
 
 

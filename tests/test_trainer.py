@@ -200,3 +200,83 @@ def test_few_steps_an_epoch_are_judged_with_batchnorm_statistics_of_the_current_
     assert result.val_accuracy > 0.3 and max(curve) > 0.3, curve
     deployed = load_classifier(path, data.channels, data.num_classes)
     assert accuracy(deployed, data.val_x, data.val_y) == pytest.approx(result.val_accuracy)
+
+
+# ---------------------------------------------------------------- distillation
+
+
+@pytest.fixture(scope="module")
+def teacher_checkpoint(digits, tmp_path_factory):
+    """The reference genotype trained 8 epochs on digits: a teacher of about 90% or more."""
+    import yaml
+
+    config, hp = genotype_and_hp(yaml.safe_load((EXAMPLES / "reference_genotype.yaml").read_text()))
+    path = tmp_path_factory.mktemp("teacher") / "teacher.pt"
+    settings = TrainingConfig(device="cpu", augment="none")
+    result = train(config, hp, digits, Budget(8), settings, seed=3, checkpoint_to=path)
+    assert result.status == "ok" and result.val_accuracy > 0.85, result
+    return path
+
+
+class Shifted(torch.nn.Module):
+    """A teacher whose every answer is the next class of its own: (k + 1) mod classes."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.roll(self.model(x), 1, dims=1)
+
+
+def test_a_student_learns_its_teachers_answers(digits, reference_genotype, teacher_checkpoint):
+    """With all the weight on the teacher (alpha 1), a student of a teacher that answers the next
+    class learns to answer the next class: the labels no longer teach it, the teacher does. With
+    half the weight, it follows the labels, which the teacher mostly contradicts here."""
+    from leanfit.models.deploy import load_classifier
+    from leanfit.train.trainer import Distill, distillation_loss
+
+    teacher = Shifted(load_classifier(teacher_checkpoint, digits.channels, digits.num_classes))
+    config, hp = genotype_and_hp(reference_genotype)
+    settings = TrainingConfig(device="cpu", augment="none")
+    shifted_labels = (digits.val_y + 1) % digits.num_classes
+
+    def taught(alpha: float):
+        from leanfit.models.deploy import predicted_classes
+
+        path = teacher_checkpoint.with_name(f"student-{alpha}.pt")
+        r = train(
+            config, hp, digits, Budget(6), settings, seed=5, checkpoint_to=path,
+            distill=Distill(teacher, alpha=alpha, temperature=1.0),
+        )  # fmt: skip
+        assert r.status == "ok", r.reason
+        student = load_classifier(path, digits.channels, digits.num_classes)
+        said = predicted_classes(student, digits.val_x)
+        return float((said == shifted_labels).float().mean()), r.val_accuracy
+
+    follows_teacher, accuracy = taught(1.0)
+    assert follows_teacher > 0.65 and accuracy < 0.15, (follows_teacher, accuracy)
+    follows_teacher, accuracy = taught(0.1)
+    assert accuracy > 0.65 and follows_teacher < 0.15, (follows_teacher, accuracy)
+
+    logits = torch.randn(8, 10)
+    assert float(distillation_loss(logits, logits, 4.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(distillation_loss(logits, -logits, 4.0)) > 0.01
+
+
+def test_a_teacher_that_does_not_fit_the_student_is_refused(digits, teacher_checkpoint, tmp_path):
+    """The pipeline hands a teacher's checkpoint by path: a missing file, another resolution or
+    another dataset's model is an error that says which, not a shape error mid-training."""
+    from leanfit.errors import LeanfitError
+    from leanfit.train.trainer import TrainData
+    from leanfit.train.trial import TeacherSpec, load_teacher
+
+    spec = TeacherSpec(checkpoint=str(teacher_checkpoint))
+    assert load_teacher(spec, digits, digits.image_size).alpha == 0.5
+    with pytest.raises(LeanfitError, match="no such file; train the teacher first"):
+        load_teacher(TeacherSpec(checkpoint=str(tmp_path / "none.pt")), digits, 16)
+    with pytest.raises(LeanfitError, match="trained at 16x16 pixels, the student at 8x8"):
+        load_teacher(spec, digits, 8)
+    three = TrainData(digits.train_x, digits.train_y % 3, digits.val_x, digits.val_y % 3, 3)
+    with pytest.raises(LeanfitError, match="does not fit this data .1 channels, 3 classes"):
+        load_teacher(spec, three, digits.image_size)

@@ -770,12 +770,35 @@ class AugmentPolicyConfig(Strict):
         return self
 
 
+class DistillConfig(Strict):
+    """Final training with knowledge distillation (Hinton et al. 2015): the most accurate
+    finalist is trained first, and the other finalists learn from its answers as well as from
+    the labels. Small models gain most: a student of a thousand parameters imitates a better
+    model's softened answers more easily than it finds them from labels alone."""
+
+    alpha: float = Field(
+        0.5, gt=0, le=1, description="weight of the teacher's answers in the loss (1: them only)"
+    )
+    temperature: float = Field(4.0, gt=0, description="softens both models' answers")
+
+
 class PipelineConfig(Strict):
     """What the pipeline adds around the search: the augment policy, and the final training."""
 
     augment_policy: AugmentPolicyConfig = Field(default_factory=AugmentPolicyConfig)
     final_top_k: Count = 3
     final_epochs: int | None = Field(None, gt=0, description="default: budget.max_epochs")
+    distill: DistillConfig | None = Field(
+        None,
+        description="distil the most accurate finalist into the others: true, or the settings "
+        "(default: off)",
+    )
+
+    @field_validator("distill", mode="before")
+    @classmethod
+    def _distill_switch(cls, v: Any) -> Any:
+        # `distill: true` turns it on with the defaults, `false` leaves it off
+        return ({} if v else None) if isinstance(v, bool) else v
 
 
 class Experiment(Strict):

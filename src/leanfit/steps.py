@@ -440,7 +440,7 @@ def final_train(
     """The top-k Pareto configurations, trained at the full budget on the whole training split."""
     from leanfit.data.sources import load_dataset
     from leanfit.data.splits import DataPlan
-    from leanfit.train.trial import TrialSpec, train_data
+    from leanfit.train.trial import TeacherSpec, TrialSpec, train_data
 
     exp = _with_policy(experiment, policy_path)
     front = json.loads(Path(front_path).read_text())["front"]
@@ -458,16 +458,33 @@ def final_train(
     epochs = exp.pipeline.final_epochs or exp.budget.max_epochs
     out = Path(models_dir)
     out.mkdir(parents=True, exist_ok=True)
-    trained = []
-    for i, finalist in enumerate(finalists):
+    # With pipeline.distill, the most accurate finalist (on the search's validation) is trained
+    # first, as it would be without, and teaches the others.
+    distill = exp.pipeline.distill if len(finalists) > 1 else None
+    teacher_index = max(
+        range(len(finalists)),
+        key=lambda i: (finalists[i]["val_accuracy"], -finalists[i]["params"]),
+    )
+    order = [teacher_index] + [i for i in range(len(finalists)) if i != teacher_index]
+    teacher: dict[str, Any] | None = None  # its spec and what the students record of it
+    trained: dict[int, dict] = {}
+    for n, i in enumerate(order):
+        finalist = finalists[i]
         folder = out / f"model-{i}"
         seed = exp.strategy.seed + 1000 + i
+        taught = {k: v for k, v in teacher.items() if k != "spec"} if teacher else None
         # Kept in the work folder, under a key of everything the training depends on, so that a
         # pipeline run cut short here (a long final training on a GPU: hours) goes on from its
         # last checkpoint when it is run again, and a finished model is not trained twice.
-        kept = final_training_folder(exp, finalist["config"], epochs, seed, plan_path)
+        kept = final_training_folder(
+            exp, finalist["config"], epochs, seed, plan_path, taught=taught
+        )
         older = final_training_folder(exp, finalist["config"], epochs, seed, plan_path, True)
-        if not (kept / "summary.json").is_file() and (older / "summary.json").is_file():
+        if (
+            taught is None
+            and not (kept / "summary.json").is_file()
+            and (older / "summary.json").is_file()
+        ):
             kept = older  # trained by the version before, whose folders were named otherwise
         spec = TrialSpec(
             trial_id=f"final-{finalist['trial']}",
@@ -475,10 +492,18 @@ def final_train(
             epochs=epochs,
             seed=seed,
             checkpoint_to=str(kept / "checkpoint.pt"),
+            teacher=teacher["spec"] if teacher else None,
         )
         _log(
-            f"final training {i + 1}/{len(finalists)}: trial {finalist['trial']}, "
+            f"final training {n + 1}/{len(finalists)}: trial {finalist['trial']}, "
             f"{finalist['params']:,} parameters, {epochs} epochs on {len(data.train_y)} images"
+            + (
+                f", taught by trial {taught['trial']} ({taught['params']:,} parameters)"
+                if taught
+                else ", the teacher of the others"
+                if distill
+                else ""
+            )
         )
         if (kept / "summary.json").is_file():
             summary = json.loads((kept / "summary.json").read_text())
@@ -489,18 +514,34 @@ def final_train(
                 f"val accuracy {summary['val_accuracy']:.4f}"
             )
         else:
-            summary = _train_finalist(exp, spec, data, finalist, kept)
+            summary = _train_finalist(exp, spec, data, finalist, kept, taught)
             if summary is None:
+                if distill and n == 0:
+                    _log("  the teacher failed: the other finalists train without it")
                 continue
+        if distill and n == 0:
+            teacher = {
+                "trial": finalist["trial"],
+                "params": summary["params"],
+                "val_accuracy": summary["val_accuracy"],
+                "folder": kept.name,  # its training's key: a retrained teacher is another
+                "alpha": distill.alpha,
+                "temperature": distill.temperature,
+            }
+            teacher["spec"] = TeacherSpec(
+                checkpoint=str(kept / "checkpoint.pt"),
+                alpha=distill.alpha,
+                temperature=distill.temperature,
+            )
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(kept / "checkpoint.pt", folder / "checkpoint.pt")
         _write_json(folder / "summary.json", summary)
-        trained.append(summary)
+        trained[i] = summary
     if not trained:
         raise LeanfitError("final training: every finalist failed; see the step's log")
     return {
         "models": float(len(trained)),
-        "best_val_accuracy": max(t["val_accuracy"] for t in trained),
+        "best_val_accuracy": max(t["val_accuracy"] for t in trained.values()),
     }
 
 
@@ -515,9 +556,11 @@ def final_training_folder(
     seed: int,
     plan_path: str,
     legacy: bool = False,
+    taught: Mapping[str, Any] | None = None,
 ) -> Path:
     """Where a final training keeps its checkpoint and summary: one folder per configuration,
-    length, seed, training settings, augment policy and data plan (the splits' digest).
+    length, seed, training settings, augment policy and data plan (the splits' digest), and
+    its teacher when distilled (`taught`: the teacher's own folder, alpha and temperature).
     `legacy`: the folder versions before used (`key_settings`)."""
     import hashlib
 
@@ -531,12 +574,19 @@ def final_training_folder(
         "training": key_settings(experiment.training, None, legacy),
         "plan": hashlib.sha256(Path(plan_path).read_bytes()).hexdigest(),
     }
+    if taught is not None:  # (absent otherwise: the folders of plain trainings keep their names)
+        key["teacher"] = {k: taught[k] for k in ("folder", "alpha", "temperature")}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     return experiment.work_path() / "final" / digest[:16]
 
 
 def _train_finalist(
-    exp: Experiment, spec, data, finalist: Mapping[str, Any], kept: Path
+    exp: Experiment,
+    spec,
+    data,
+    finalist: Mapping[str, Any],
+    kept: Path,
+    taught: Mapping[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """Train one finalist into `kept` (from its last checkpoint there, if an earlier run was cut
     short); its summary, or None when it failed."""
@@ -574,6 +624,8 @@ def _train_finalist(
         "wall_time": result.wall_time,
         "history": result.history,
     }
+    if taught is not None:
+        summary["distilled_from"] = dict(taught)
     _write_json(kept / "summary.json", summary)
     _log(f"  val accuracy {result.val_accuracy:.4f} in {result.wall_time:.1f} s")
     return summary

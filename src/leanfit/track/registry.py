@@ -91,6 +91,13 @@ class Registry:
             Param("final.epochs", str(summary["epochs"])),
             Param("seed", str(summary["seed"])),
         ]
+        if summary.get("distilled_from"):  # pipeline.distill: which final model taught it
+            taught = summary["distilled_from"]
+            params += [
+                Param("final.distilled_from", str(taught["trial"])),
+                Param("final.distill_alpha", str(taught["alpha"])),
+                Param("final.distill_temperature", str(taught["temperature"])),
+            ]
         client.log_batch(run_id, params=params)
         keys = ("val_accuracy", "test_accuracy", "params", "macs", "wall_time")
         client.log_batch(run_id, metrics=[Metric(k, float(summary[k]), 0, 0) for k in keys])

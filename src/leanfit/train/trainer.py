@@ -53,6 +53,32 @@ SAVE_SPACING = 20.0
 
 
 @dataclass(frozen=True)
+class Distill:
+    """Knowledge distillation (Hinton et al. 2015): the student also learns the teacher's
+    softened answers on the same augmented batch. `teacher` takes float images in [0, 1] at the
+    student's resolution (a `leanfit.models.deploy.Classifier`) and answers logits; the loss is
+    (1 - alpha) * cross-entropy + alpha * temperature² * KL(teacher || student), both at
+    `temperature`."""
+
+    teacher: nn.Module
+    alpha: float = 0.5
+    temperature: float = 4.0
+
+
+def distillation_loss(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """temperature² · KL(softmax(teacher / T) || softmax(student / T)), batch mean."""
+    t = temperature
+    return F.kl_div(
+        F.log_softmax(student.float() / t, dim=1),
+        F.log_softmax(teacher.float() / t, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    ) * (t * t)
+
+
+@dataclass(frozen=True)
 class Budget:
     """How much to train: up to `epochs` (absolute), on a fraction of the data, at a resolution."""
 
@@ -164,6 +190,7 @@ def train(
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     curve_stop: CurveStop | None = None,
     save_progress: bool = False,
+    distill: Distill | None = None,
 ) -> TrainResult:
     """Train `genotype` with `hyperparameters` up to `budget`; never raises for a failed trial.
 
@@ -172,6 +199,7 @@ def train(
     epoch that shows it, with status "stopped", its history so far and a checkpoint of it.
     With `save_progress`, `checkpoint_to` is also written during training (see `SAVE_SPACING`),
     so that a long training cut short resumes from it (`resume_from`) instead of from the start.
+    With `distill`, the loss also follows a teacher's answers (see `Distill`).
     """
     start = time.perf_counter()
     device = pick_device(settings.device)
@@ -241,7 +269,13 @@ def train(
         bn_sample = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         bn_sample = bn_sample[:PRECISE_BN_IMAGES].to(device)
 
-    def chunks() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    teacher = None
+    if distill is not None:
+        teacher = distill.teacher.to(device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+
+    def chunks() -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
         """Every epoch's batches, augmented and normalised, `chunk` batches at a time: on small
         images the number of tensor operations costs more than their size. This is the only
         user of the random generator while training, so each epoch's draws follow from its seed
@@ -252,8 +286,12 @@ def train(
             for start in range(0, steps, chunk):
                 idx = perm[start * batch_size : min(steps, start + chunk) * batch_size]
                 # index_select, not train_x[idx]: on uint8 it is ~15x faster on a CPU
-                x = prepare(augment(train_x.index_select(0, idx)))
-                yield x, train_y.index_select(0, idx)
+                raw = augment(train_x.index_select(0, idx))
+                taught = None
+                if teacher is not None:  # the teacher sees the very images the student sees
+                    with torch.no_grad(), autocast():
+                        taught = teacher(raw.float().div_(255.0)).float()
+                yield prepare(raw), train_y.index_select(0, idx), taught
 
     def state(epochs_done: int) -> dict[str, Any]:
         return {
@@ -289,12 +327,15 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 if i % chunk == 0:
-                    chunk_x, chunk_y = next(feed)
+                    chunk_x, chunk_y, chunk_t = next(feed)
                 part = slice((i % chunk) * batch_size, (i % chunk + 1) * batch_size)
                 with autocast():
-                    loss = F.cross_entropy(
-                        step_model(chunk_x[part]), chunk_y[part], label_smoothing=smoothing
-                    )
+                    logits = step_model(chunk_x[part])
+                    loss = F.cross_entropy(logits, chunk_y[part], label_smoothing=smoothing)
+                    if chunk_t is not None:
+                        loss = (1 - distill.alpha) * loss + distill.alpha * distillation_loss(
+                            logits, chunk_t[part], distill.temperature
+                        )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

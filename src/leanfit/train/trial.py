@@ -17,7 +17,18 @@ from leanfit.data.sources import LoadedDataset
 from leanfit.data.splits import DataPlan, stratified_subset
 from leanfit.errors import GenotypeError
 from leanfit.train.curve import CurveStop
-from leanfit.train.trainer import Budget, TrainData, TrainResult, train
+from leanfit.train.trainer import Budget, Distill, TrainData, TrainResult, train
+
+
+class TeacherSpec(BaseModel):
+    """Distillation from a trained model: its checkpoint (written by the trainer, at the same
+    resolution as the student), and the loss's weight and temperature (`Distill`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkpoint: str
+    alpha: float = Field(0.5, gt=0, le=1)
+    temperature: float = Field(4.0, gt=0)
 
 
 class TrialSpec(BaseModel):
@@ -36,6 +47,8 @@ class TrialSpec(BaseModel):
     checkpoint_to: str | None = None
     # A search with scheduler.curve_stop sets it: stop when the learning curve cannot reach it.
     curve_stop: CurveStop | None = None
+    # The pipeline's final training with pipeline.distill: learn from this teacher too.
+    teacher: TeacherSpec | None = None
 
     @property
     def budget(self) -> Budget:
@@ -91,6 +104,9 @@ def run_trial(
         config = space.validate(spec.config)
     except GenotypeError as e:
         return TrainResult(status="failed", reason=f"invalid configuration: {e}")
+    distill = None
+    if spec.teacher is not None:
+        distill = load_teacher(spec.teacher, data, spec.resolution or data.image_size)
     return train(
         config,
         experiment.hyperparameters(config),
@@ -103,7 +119,37 @@ def run_trial(
         on_epoch=on_epoch,
         curve_stop=spec.curve_stop,
         save_progress=save_progress,
+        distill=distill,
     )
+
+
+def load_teacher(teacher: TeacherSpec, data: TrainData, size: int) -> Distill:
+    """The teacher of a distillation, checked against the student's data: the same number of
+    classes, channels and resolution (it answers on the very images the student sees)."""
+    from leanfit.errors import LeanfitError
+    from leanfit.models.deploy import load_classifier
+    from leanfit.train.checkpoint import load_checkpoint
+
+    path = Path(teacher.checkpoint)
+    if not path.is_file():
+        raise LeanfitError(
+            f"teacher checkpoint {path}: no such file; train the teacher first (the pipeline's "
+            "final training trains the most accurate finalist before the others)"
+        )
+    state = load_checkpoint(path, map_location="cpu")
+    if int(state["image_size"]) != size:
+        raise LeanfitError(
+            f"teacher checkpoint {path}: trained at {state['image_size']}x{state['image_size']} "
+            f"pixels, the student at {size}x{size}; distil between models of one resolution"
+        )
+    try:
+        model = load_classifier(path, data.channels, data.num_classes)
+    except RuntimeError as e:  # another dataset's model: its layers do not fit these shapes
+        raise LeanfitError(
+            f"teacher checkpoint {path}: it does not fit this data ({data.channels} channels, "
+            f"{data.num_classes} classes): {str(e).splitlines()[0]}"
+        ) from e
+    return Distill(model, teacher.alpha, teacher.temperature)
 
 
 def default_checkpoint(experiment: Experiment, trial_id: str) -> str:
