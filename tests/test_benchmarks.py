@@ -435,9 +435,8 @@ def test_digits_front_search_then_retrained_picks(tmp_path):
         if pick["trial"] != report["teacher"]["trial"]:
             assert "taught by trial" in pick["chosen_by"]
             assert 0.0 <= pick["without_teacher"]["test_accuracy_mean"] <= 1.0
-    assert report["teacher"]["params"] == max(
-        (t for t in report["front"]), key=lambda t: (t["val_accuracy"], -t["params"])
-    )["params"]
+    most_accurate = max(report["front"], key=lambda t: (t["val_accuracy"], -t["params"]))
+    assert report["teacher"]["params"] == most_accurate["params"]
 
 
 def test_own_space_search_tiny_run_compares_leanfit_with_full_fidelity_random(tmp_path):
