@@ -10,10 +10,10 @@ retrainings (the test images choose nothing). A trial's search validation accura
 on 359 images and the best of hundreds is lucky (the issue's warning); the mean of three
 retrainings of three finalists is far less so. The search's single best is also retrained at
 the trials' own budget (budget.max_epochs, the peer's 10 epochs) and at 30 epochs, for the
-record. With `pipeline.distill` in the file (examples/digits.yaml has it), the final trainings
-are taught as the pipeline's are: the search's most accurate model within max_params is
-retrained once (a seed of its own, the training split only) and teaches every finalist; each
-pick is also retrained without it, for the record.
+record. With `pipeline.distill` in the file (as in run 28; examples/digits.yaml no longer has
+it), the final trainings are taught as the pipeline's are: the search's most accurate model
+within max_params is retrained once (a seed of its own, the training split only) and teaches
+every finalist; each pick is also retrained without it, for the record.
 
 The peer, measured on this kind of machine (the issue's figures): Optuna NSGA-II on a 3-5 stage
 chain space, 10 epochs a trial, 10 minutes, 2 cores; its front's own test accuracies were 95.6% at

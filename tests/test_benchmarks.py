@@ -402,7 +402,7 @@ def test_digits_front_search_then_retrained_picks(tmp_path):
     before = results_listing()
     data = digits_config()
     data["budget"].update(min_epochs=1, max_epochs=3)
-    data["pipeline"]["final_epochs"] = 2
+    data["pipeline"].update(final_epochs=2, distill=True)
     experiment = write_yaml(tmp_path / "digits.yaml", data)
     command = [sys.executable, str(ROOT / "benchmarks" / "digits_front.py"), "--experiment",
                str(experiment), "--wall-time", "12s", "--seeds", "1", "--finalists", "2",
@@ -430,8 +430,8 @@ def test_digits_front_search_then_retrained_picks(tmp_path):
         assert pick["test_accuracy_mean"] == chosen["test_accuracy_mean"]
         assert 0.0 <= pick["test_accuracy_mean"] <= 1.0
         assert set(pick["search_best"]["retrained"]) == {"1", "2"}
-        # examples/digits.yaml distils: the search's best taught the finalists, and the pick
-        # was also trained without it, for the record
+        # with pipeline.distill, the search's best taught the finalists, and the pick was also
+        # trained without it, for the record
         if pick["trial"] != report["teacher"]["trial"]:
             assert "taught by trial" in pick["chosen_by"]
             assert 0.0 <= pick["without_teacher"]["test_accuracy_mean"] <= 1.0

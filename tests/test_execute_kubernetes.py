@@ -331,3 +331,19 @@ def test_the_kubeconfig_is_read_where_kubeconfig_points_now(tmp_path, monkeypatc
     for name, port in (("first", 6443), ("second", 16443)):
         monkeypatch.setenv("KUBECONFIG", kubeconfig(name, port))
         assert kubernetes_client().configuration.host == f"http://127.0.0.1:{port}"
+
+
+def test_a_spec_whose_teacher_is_missing_is_refused_before_anything_is_logged(tmp_path):
+    """A trial spec with a teacher (the pipeline's distillation) whose checkpoint is not there:
+    exit 2 naming the file, and no tracking database or trial run written."""
+    spec = tmp_path / "spec.json"
+    missing = tmp_path / "final" / "teacher.pt"
+    spec.write_text(json.dumps({
+        "trial_id": "t", "config": {"stem_width": 8}, "epochs": 1,
+        "teacher": {"checkpoint": str(missing)},
+    }))  # fmt: skip
+    result = run_cli("trial", str(EXAMPLES / "digits.yaml"), "--spec", str(spec), cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"teacher checkpoint {missing}: no such file" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.json"]

@@ -254,12 +254,14 @@ def trial(
         plan = DataPlan.load(data_plan)
 
     from leanfit.data.sources import load_dataset, skipped_notice
-    from leanfit.train.trial import run_trial, train_data, write_result
+    from leanfit.train.trial import load_teacher, run_trial, train_data, write_result
 
     dataset = load_dataset(experiment)
     if dataset.skipped:
         err_console.print(skipped_notice(dataset.skipped), style="yellow", highlight=False)
     data = train_data(experiment, dataset, for_search=search_subset, plan=plan)
+    if trial_spec.teacher is not None:  # a teacher that does not fit: refused before any logging
+        load_teacher(trial_spec.teacher, data, trial_spec.resolution or data.image_size)
     run_id = None
     if track:
         from leanfit.track import TrialLogger

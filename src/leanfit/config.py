@@ -773,8 +773,8 @@ class AugmentPolicyConfig(Strict):
 class DistillConfig(Strict):
     """Final training with knowledge distillation (Hinton et al. 2015): the most accurate
     finalist is trained first, and the other finalists learn from its answers as well as from
-    the labels. Small models gain most: a student of a thousand parameters imitates a better
-    model's softened answers more easily than it finds them from labels alone."""
+    the labels. Off unless asked: on digits' models of about a thousand parameters it did not
+    help (README, "The pipeline")."""
 
     alpha: float = Field(
         0.5, gt=0, le=1, description="weight of the teacher's answers in the loss (1: them only)"
