@@ -54,16 +54,17 @@ def test_champion_only_when_better_on_the_same_data_and_within_budget(tmp_path):
     registry = Registry(experiment, dataset)
     parent = registry.client.create_run(registry.logger.experiment_id).info.run_id
 
-    def register(sign: float, trial: int, params: int = 100):
+    def register(sign: float, trial: int, params: int = 100, **more):
         model = Brightness(sign)
         acc = accuracy(model, images, labels)
-        s = summary(trial, acc, params)
+        s = {**summary(trial, acc, params), **more}
         logged = registry.log_model(s, model, parent, images[:2])
         return registry.register(logged, s, model, images, labels)
 
     wrong = register(-1.0, 1)
     assert wrong.promoted and wrong.champion_version == wrong.version  # the first is champion
-    right = register(1.0, 2)
+    taught = {"trial": 1, "params": 100, "alpha": 0.5, "temperature": 4.0, "folder": "ab12"}
+    right = register(1.0, 2, distilled_from=taught)
     assert right.promoted and right.champion_test_accuracy == 0.0
     worse = register(-1.0, 3)
     assert not worse.promoted and worse.champion_version == right.version
@@ -79,6 +80,12 @@ def test_champion_only_when_better_on_the_same_data_and_within_budget(tmp_path):
     # the champion was judged again on these test images, and carries that result
     assert champion.tags[f"leanfit.test_accuracy.{'d' * 12}"] == "1.000000"
     assert champion.tags["leanfit.dataset_digest"] == "d" * 64
+    # pipeline.distill: a taught model's run names its teacher; an untaught one's does not
+    said = client.get_run(champion.run_id).data.params
+    assert (said["final.distilled_from"], said["final.distill_alpha"]) == ("1", "0.5")
+    assert said["final.distill_temperature"] == "4.0"
+    untaught = client.get_model_version("leanfit-digits", wrong.version).run_id
+    assert "final.distilled_from" not in client.get_run(untaught).data.params
 
 
 def test_each_final_model_is_logged_as_onnx_that_answers_as_the_model_does(

@@ -671,6 +671,11 @@ def evaluate_register(
         _log(
             f"model {folder.name}: {summary['params']:,} parameters, val "
             f"{summary['val_accuracy']:.4f}, test {summary['test_accuracy']:.4f}"
+            + (
+                f" (taught by trial {summary['distilled_from']['trial']})"
+                if summary.get("distilled_from")
+                else ""
+            )
         )
     if not models:
         raise LeanfitError("evaluate: the final training step left no model")
