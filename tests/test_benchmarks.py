@@ -462,3 +462,32 @@ def test_own_space_search_tiny_run_compares_leanfit_with_full_fidelity_random(tm
     assert runs["leanfit"]["size_range"] == [2.0, 5.0]  # 310 to about 43,000 parameters
     assert "HV@1 leanfit/random" in done.stdout and report["commit"]
     assert report["trials"] == 6 and all(r["trials"] == 6 for r in report["runs"])
+
+
+def test_distill_paired_trains_each_pick_with_and_without_a_teacher(tmp_path):
+    """benchmarks/distill_paired.py, shortened: an earlier run's picks, each trained plainly and
+    taught on the same seed, scored on a split of their own; a run that was never saved is
+    named, exit 2."""
+    before = results_listing()
+    script = str(ROOT / "benchmarks" / "distill_paired.py")
+    done = subprocess.run(
+        [sys.executable, script, "--runs", "27", "--seeds", "1", "--epochs", "2",
+         "--workers", "1", "--out", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert results_listing() == before, "--out must keep the run out of benchmarks/results"
+    report = json.loads((tmp_path / "distill_paired-split1.json").read_text())
+    assert [r["params"] for r in report["rows"]] == [846, 1_138]  # run 27's two picks
+    for row in report["rows"]:
+        assert len(row["plain"]) == len(row["taught"]) == 1
+        assert row["difference"] == pytest.approx(row["taught"][0] - row["plain"][0])
+    assert report["summary"]["pairs"] == 2 and report["teacher"]["params"] > 9_000
+    missing = subprocess.run(
+        [sys.executable, script, "--runs", "999", "--out", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (
+        missing.returncode == 2
+        and "--runs: no benchmarks/results/digits_front-cpu-run999.json" in missing.stderr
+    )
