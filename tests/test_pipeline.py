@@ -401,6 +401,21 @@ def test_with_distillation_the_most_accurate_finalist_teaches_the_others(
     again = json.loads((tmp_path / "plain" / "model-0" / "summary.json").read_text())
     assert "distilled_from" not in again
 
+    # a teacher that fails (here: a configuration outside the space) leaves the other untaught:
+    # the plain training of the student above, kept, is its model
+    broken = {**big, "stem_width": 999}
+    front.write_text(json.dumps({"front": [
+        {"trial": 3, "config": small, "params": 1_500, "val_accuracy": 0.95},
+        {"trial": 9, "config": broken, "params": 9_000, "val_accuracy": 0.98},
+    ]}))  # fmt: skip
+    steps.final_train(experiment, **paths, models_dir=str(tmp_path / "orphan"))
+    said = capsys.readouterr().out
+    assert "the teacher failed: the other finalists train without it" in said, said
+    assert "untaught (its teacher failed)" in said, said
+    assert [p.name for p in (tmp_path / "orphan").iterdir()] == ["model-0"]
+    orphan = json.loads((tmp_path / "orphan" / "model-0" / "summary.json").read_text())
+    assert "distilled_from" not in orphan
+
 
 # ---------------------------------------------------------------- the whole pipeline, locally
 

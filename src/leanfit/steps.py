@@ -501,6 +501,8 @@ def final_train(
                 f", taught by trial {taught['trial']} ({taught['params']:,} parameters)"
                 if taught
                 else ", the teacher of the others"
+                if distill and n == 0
+                else ", untaught (its teacher failed)"
                 if distill
                 else ""
             )
