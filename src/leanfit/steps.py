@@ -466,13 +466,13 @@ def final_train(
         key=lambda i: (finalists[i]["val_accuracy"], -finalists[i]["params"]),
     )
     order = [teacher_index] + [i for i in range(len(finalists)) if i != teacher_index]
-    teacher: dict[str, Any] | None = None  # its spec and what the students record of it
+    taught: dict[str, Any] | None = None  # the teacher, as its students record it
+    teacher: TeacherSpec | None = None
     trained: dict[int, dict] = {}
     for n, i in enumerate(order):
         finalist = finalists[i]
         folder = out / f"model-{i}"
         seed = exp.strategy.seed + 1000 + i
-        taught = {k: v for k, v in teacher.items() if k != "spec"} if teacher else None
         # Kept in the work folder, under a key of everything the training depends on, so that a
         # pipeline run cut short here (a long final training on a GPU: hours) goes on from its
         # last checkpoint when it is run again, and a finished model is not trained twice.
@@ -492,7 +492,7 @@ def final_train(
             epochs=epochs,
             seed=seed,
             checkpoint_to=str(kept / "checkpoint.pt"),
-            teacher=teacher["spec"] if teacher else None,
+            teacher=teacher,
         )
         _log(
             f"final training {n + 1}/{len(finalists)}: trial {finalist['trial']}, "
@@ -522,7 +522,7 @@ def final_train(
                     _log("  the teacher failed: the other finalists train without it")
                 continue
         if distill and n == 0:
-            teacher = {
+            taught = {
                 "trial": finalist["trial"],
                 "params": summary["params"],
                 "val_accuracy": summary["val_accuracy"],
@@ -530,11 +530,7 @@ def final_train(
                 "alpha": distill.alpha,
                 "temperature": distill.temperature,
             }
-            teacher["spec"] = TeacherSpec(
-                checkpoint=str(kept / "checkpoint.pt"),
-                alpha=distill.alpha,
-                temperature=distill.temperature,
-            )
+            teacher = TeacherSpec(checkpoint=str(kept / "checkpoint.pt"), **distill.model_dump())
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(kept / "checkpoint.pt", folder / "checkpoint.pt")
         _write_json(folder / "summary.json", summary)

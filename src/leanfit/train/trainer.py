@@ -271,9 +271,7 @@ def train(
 
     teacher = None
     if distill is not None:
-        teacher = distill.teacher.to(device).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+        teacher = distill.teacher.to(device).eval()  # it answers under no_grad
 
     def chunks() -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
         """Every epoch's batches, augmented and normalised, `chunk` batches at a time: on small

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from leanfit.config import Experiment
+from leanfit.config import DistillConfig, Experiment
 from leanfit.data.sources import LoadedDataset
 from leanfit.data.splits import DataPlan, stratified_subset
 from leanfit.errors import GenotypeError
@@ -20,15 +20,11 @@ from leanfit.train.curve import CurveStop
 from leanfit.train.trainer import Budget, Distill, TrainData, TrainResult, train
 
 
-class TeacherSpec(BaseModel):
+class TeacherSpec(DistillConfig):
     """Distillation from a trained model: its checkpoint (written by the trainer, at the same
-    resolution as the student), and the loss's weight and temperature (`Distill`)."""
-
-    model_config = ConfigDict(extra="forbid")
+    resolution as the student), and pipeline.distill's weight and temperature (`Distill`)."""
 
     checkpoint: str
-    alpha: float = Field(0.5, gt=0, le=1)
-    temperature: float = Field(4.0, gt=0)
 
 
 class TrialSpec(BaseModel):
