@@ -96,22 +96,83 @@ def run_numbers(text: str) -> list[int]:
     return out
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default="17-27", help="digits_front run numbers, e.g. 17-27")
-    parser.add_argument("--split", type=int, default=1, help="added to dataset.seed")
+def picks_of(runs: list[int], parser: argparse.ArgumentParser) -> list[dict]:
+    """The picks found by the digits_front runs saved under benchmarks/results."""
+    jobs = []
+    for run in runs:
+        path = RESULTS / f"digits_front-cpu-run{run}.json"
+        if not path.is_file():
+            parser.error(f"--runs: no {path.relative_to(ROOT)}; the runs saved are under {RESULTS}")
+        for pick in json.loads(path.read_text())["picks"]:
+            if pick.get("found"):
+                jobs.append(
+                    {"run": run, "max_params": pick["max_params"], "params": pick["params"],
+                     "config": pick["config"]}
+                )  # fmt: skip
+    return jobs
+
+
+def paired_arguments(parser: argparse.ArgumentParser, runs: str, split: int) -> None:
+    """The options of a paired comparison on earlier runs' picks (this one's, refit_paired's)."""
+    parser.add_argument("--runs", default=runs, help=f"digits_front run numbers, e.g. {runs}")
+    parser.add_argument("--split", type=int, default=split, help="added to dataset.seed")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=None, help="default: pipeline.final_epochs")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--experiment", type=Path, default=ROOT / "examples" / "digits.yaml")
+    parser.add_argument("--out", type=Path, default=None)
+
+
+def run_pairs(pair, jobs: list[dict], common: dict, workers: int, arms: dict) -> list[dict]:
+    """`pair` of each job in `workers` processes, each row printed as it comes (`arms`: each
+    arm's key in a row, and its words in the line)."""
+    (a, said_a), (b, said_b) = arms.items()
+    rows = []
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        for row in pool.map(pair, [{**common, **job} for job in jobs]):
+            rows.append(row)
+            print(
+                f"run {row['run']} <= {row['max_params']:,}: {row['params']:,} params, test acc "
+                f"{statistics.mean(row[a]):.4f} {said_a}, {statistics.mean(row[b]):.4f} {said_b}"
+                f" ({100 * row['difference']:+.2f} points)",
+                flush=True,
+            )
+    return rows
+
+
+def save_paired(name: str, args, experiment, epochs: int, seeds, summary, rows, **more) -> dict:
+    """A paired comparison's figures, as `<name>-split<N>.json` in `--out` (or the results)."""
+    result = {
+        **provenance(name),
+        "runs": args.runs,
+        "split": args.split,
+        "dataset_seed": experiment.dataset.seed,
+        "epochs": epochs,
+        "seeds": seeds,
+        **more,
+        "workers": args.workers,
+        "cpu_count": os.cpu_count(),
+        "summary": summary,
+        "rows": rows,
+    }
+    out = args.out or RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}-split{args.split}.json"
+    path.write_text(json.dumps(result, indent=1))
+    print(f"saved {path}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    paired_arguments(parser, runs="17-27", split=1)
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--temperature", type=float, default=4.0)
     parser.add_argument(
         "--teacher", type=Path, default=ROOT / "examples" / "reference_genotype.yaml"
     )
     parser.add_argument("--teacher-seed", type=int, default=7)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--experiment", type=Path, default=ROOT / "examples" / "digits.yaml")
-    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
 
     import torch
@@ -122,17 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
     experiment = experiment_for(args.experiment, args.split)
     epochs = args.epochs or experiment.pipeline.final_epochs or experiment.budget.max_epochs
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    jobs = []
-    for run in run_numbers(args.runs):
-        path = RESULTS / f"digits_front-cpu-run{run}.json"
-        if not path.is_file():
-            parser.error(f"--runs: no {path.relative_to(ROOT)}; the runs saved are under {RESULTS}")
-        for pick in json.loads(path.read_text())["picks"]:
-            if pick.get("found"):
-                jobs.append(
-                    {"run": run, "max_params": pick["max_params"], "params": pick["params"],
-                     "config": pick["config"]}
-                )  # fmt: skip
+    jobs = picks_of(run_numbers(args.runs), parser)
 
     torch.set_num_threads(1)
     arch = experiment.space.architecture
@@ -159,16 +210,7 @@ def main(argv: list[str] | None = None) -> dict:
         "experiment": str(args.experiment), "split": args.split, "teacher": str(teacher_path),
         "alpha": args.alpha, "temperature": args.temperature, "epochs": epochs, "seeds": seeds,
     }  # fmt: skip
-    rows = []
-    with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:
-        for row in pool.map(pair, [{**common, **job} for job in jobs]):
-            rows.append(row)
-            print(
-                f"run {row['run']} <= {row['max_params']:,}: {row['params']:,} params, test acc "
-                f"{statistics.mean(row['plain']):.4f} plain, {statistics.mean(row['taught']):.4f}"
-                f" taught ({100 * row['difference']:+.2f} points)",
-                flush=True,
-            )
+    rows = run_pairs(pair, jobs, common, args.workers, {"plain": "plain", "taught": "taught"})
     differences = [r["difference"] for r in rows]
     summary = {
         "pairs": len(rows),
@@ -184,32 +226,12 @@ def main(argv: list[str] | None = None) -> dict:
         f"on average; better {summary['better']}, worse {summary['worse']}, "
         f"same {summary['same']}"
     )
-    result = {
-        **provenance("distill_paired"),
-        "runs": args.runs,
-        "split": args.split,
-        "dataset_seed": experiment.dataset.seed,
-        "epochs": epochs,
-        "seeds": seeds,
-        "alpha": args.alpha,
-        "temperature": args.temperature,
-        "teacher": {
-            "genotype": str(args.teacher),
-            "params": t.params,
-            "test_accuracy": t.val_accuracy,
-            "seed": args.teacher_seed,
-        },  # fmt: skip
-        "workers": args.workers,
-        "cpu_count": os.cpu_count(),
-        "summary": summary,
-        "rows": rows,
-    }
-    out = args.out or RESULTS
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"distill_paired-split{args.split}.json"
-    path.write_text(json.dumps(result, indent=1))
-    print(f"saved {path}")
-    return result
+    return save_paired(
+        "distill_paired", args, experiment, epochs, seeds, summary, rows,
+        alpha=args.alpha, temperature=args.temperature,
+        teacher={"genotype": str(args.teacher), "params": t.params,
+                 "test_accuracy": t.val_accuracy, "seed": args.teacher_seed},
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

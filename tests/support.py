@@ -96,7 +96,12 @@ class MlflowServer:
             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
         ]  # fmt: skip
         log = open(self.folder / "server.log", "w")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+        # without MLflow 3's job runner (huey consumers for its GenAI jobs, which leanfit never
+        # submits): healthy in about 11 s instead of 18-21 here, and a few processes fewer
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        self.proc = subprocess.Popen(
+            cmd, stdout=log, stderr=log, start_new_session=True, env=env
+        )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

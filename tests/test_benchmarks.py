@@ -402,7 +402,7 @@ def test_digits_front_search_then_retrained_picks(tmp_path):
     before = results_listing()
     data = digits_config()
     data["budget"].update(min_epochs=1, max_epochs=3)
-    data["pipeline"].update(final_epochs=2, distill=True)
+    data["pipeline"].update(final_epochs=2, distill=True, refit=True)
     experiment = write_yaml(tmp_path / "digits.yaml", data)
     command = [sys.executable, str(ROOT / "benchmarks" / "digits_front.py"), "--experiment",
                str(experiment), "--wall-time", "12s", "--seeds", "1", "--finalists", "2",
@@ -427,7 +427,10 @@ def test_digits_front_search_then_retrained_picks(tmp_path):
         assert 1 <= len(pick["finalists"]) <= 2
         chosen = max(pick["finalists"], key=lambda f: (f["val_accuracy_mean"], -f["params"]))
         assert chosen["trial"] == pick["trial"]
-        assert pick["test_accuracy_mean"] == chosen["test_accuracy_mean"]
+        # with pipeline.refit, the pick's figure is its refit's; the one before is kept
+        assert pick["without_refit"]["test_accuracy_mean"] == chosen["test_accuracy_mean"]
+        [refit] = pick["refit_test_accuracy"]
+        assert pick["test_accuracy_mean"] == refit and "refit on training" in pick["chosen_by"]
         assert 0.0 <= pick["test_accuracy_mean"] <= 1.0
         assert set(pick["search_best"]["retrained"]) == {"1", "2"}
         # with pipeline.distill, the search's best taught the finalists, and the pick was also
@@ -491,3 +494,24 @@ def test_distill_paired_trains_each_pick_with_and_without_a_teacher(tmp_path):
         missing.returncode == 2
         and "--runs: no benchmarks/results/digits_front-cpu-run999.json" in missing.stderr
     )
+
+
+def test_refit_paired_trains_each_pick_on_train_and_on_train_and_validation(tmp_path):
+    """benchmarks/refit_paired.py, shortened: an earlier run's picks, each trained on the
+    training split and on training + validation with the same seed, scored on the test split."""
+    before = results_listing()
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "refit_paired.py"), "--runs", "27",
+         "--seeds", "1", "--epochs", "1", "--workers", "1", "--out", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert results_listing() == before, "--out must keep the run out of benchmarks/results"
+    report = json.loads((tmp_path / "refit_paired-split0.json").read_text())
+    assert [r["params"] for r in report["rows"]] == [846, 1_138]  # run 27's two picks
+    for row in report["rows"]:
+        assert len(row["plain"]) == len(row["refit"]) == 1
+        assert row["difference"] == pytest.approx(row["refit"][0] - row["plain"][0])
+    by_limit = report["summary"]["by_limit"]
+    assert set(by_limit) == {"1000", "2000"} and by_limit["2000"]["goal"] == 0.985
+    assert "refit - train only" in done.stdout

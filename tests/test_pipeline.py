@@ -417,6 +417,90 @@ def test_with_distillation_the_most_accurate_finalist_teaches_the_others(
     assert "distilled_from" not in orphan
 
 
+def test_with_refit_each_finalist_trains_again_on_training_and_validation(
+    tmp_path, reference_genotype, capsys, request
+):
+    """pipeline.refit: the finalist trains on the training split as it would without (its
+    validation figure is that training's), then again, with the same seed, on the training and
+    validation splits; those weights are the model. Both trainings are kept under keys of their
+    own, so a rerun trains nothing, and turning the setting off gives the first weights back."""
+    import numpy as np
+    import torch
+
+    from leanfit import steps
+    from leanfit.data.sources import load_dataset
+    from leanfit.data.splits import DataPlan
+    from leanfit.space.architecture import flatten_genotype
+    from leanfit.train.trial import data_plan
+
+    request.addfinalizer(lambda threads=torch.get_num_threads(): torch.set_num_threads(threads))
+    torch.set_num_threads(1)
+    data = small_pipeline_config(
+        pipeline={"final_top_k": 1, "final_epochs": 2, "refit": True},
+        work_dir=str(tmp_path / "work"),
+    )
+    experiment = experiment_from_dict(data, EXAMPLES)
+    arch = experiment.space.architecture
+    narrow = {
+        **reference_genotype,
+        "blocks": [{**b, "width": 8} for b in reference_genotype["blocks"]],
+    }
+    config = experiment.search_space().validate(
+        flatten_genotype(narrow, arch.blocks, tuple(arch.modules))
+    )
+    plan, policy, front = tmp_path / "plan.json", tmp_path / "policy.json", tmp_path / "front.json"
+    dataset = load_dataset(experiment)
+    data_plan(experiment, dataset).save(plan)
+    steps.augment_policy(experiment, str(plan), str(policy))
+    front.write_text(json.dumps({"front": [
+        {"trial": 5, "config": config, "params": 1_500, "val_accuracy": 0.95},
+    ]}))  # fmt: skip
+    paths = {"plan_path": str(plan), "policy_path": str(policy), "front_path": str(front)}
+
+    # the refit's images: the training and validation splits, never the test split
+    splits = DataPlan.load(plan).splits
+    both = steps.refit_train_data(dataset, DataPlan.load(plan))
+    assert len(both.train_y) == len(splits.train) + len(splits.val)
+    assert not set(np.concatenate([splits.train, splits.val])) & set(splits.test)
+
+    steps.final_train(experiment, **paths, models_dir=str(tmp_path / "models"))
+    said = capsys.readouterr().out
+    n = len(splits.train) + len(splits.val)
+    assert f"refit on the training and validation splits: {n} images" in said, said
+    assert "fit accuracy" in said and said.count("val accuracy") == 1, said
+    summary = json.loads((tmp_path / "models" / "model-0" / "summary.json").read_text())
+    assert summary["refit"]["images"] == n
+    policy_exp = steps._with_policy(experiment, str(policy))
+    seed = experiment.strategy.seed + 1000
+    first = steps.final_training_folder(policy_exp, config, 2, seed, str(plan))
+    again = steps.final_training_folder(policy_exp, config, 2, seed, str(plan), refit=True)
+    assert again != first and summary["refit"]["folder"] == again.name
+    # the held-out figure is the first training's; the refit's own figure is kept as a fit
+    assert (
+        summary["val_accuracy"] == json.loads((first / "summary.json").read_text())["val_accuracy"]
+    )
+    refit_summary = json.loads((again / "summary.json").read_text())
+    assert "val_accuracy" not in refit_summary and 0 <= refit_summary["fit_accuracy"] <= 1
+    model = (tmp_path / "models" / "model-0" / "checkpoint.pt").read_bytes()
+    assert model == (again / "checkpoint.pt").read_bytes()
+    assert model != (first / "checkpoint.pt").read_bytes()
+
+    # run again: nothing trained; off: the first training's weights, nothing trained either
+    steps.final_train(experiment, **paths, models_dir=str(tmp_path / "again"))
+    said = capsys.readouterr().out
+    assert "trained by an earlier run" in said and "refit by an earlier run" in said, said
+    assert "fit accuracy" not in said
+    plain = experiment_from_dict(
+        {**data, "pipeline": {**data["pipeline"], "refit": False}}, EXAMPLES
+    )
+    steps.final_train(plain, **paths, models_dir=str(tmp_path / "plain"))
+    said = capsys.readouterr().out
+    assert "trained by an earlier run" in said and "refit on" not in said, said
+    off = tmp_path / "plain" / "model-0"
+    assert "refit" not in json.loads((off / "summary.json").read_text())
+    assert (off / "checkpoint.pt").read_bytes() == (first / "checkpoint.pt").read_bytes()
+
+
 # ---------------------------------------------------------------- the whole pipeline, locally
 
 

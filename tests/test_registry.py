@@ -66,7 +66,7 @@ def test_champion_only_when_better_on_the_same_data_and_within_budget(tmp_path):
     taught = {"trial": 1, "params": 100, "alpha": 0.5, "temperature": 4.0, "folder": "ab12"}
     right = register(1.0, 2, distilled_from=taught)
     assert right.promoted and right.champion_test_accuracy == 0.0
-    worse = register(-1.0, 3)
+    worse = register(-1.0, 3, refit={"images": 1438, "wall_time": 1.0, "folder": "cd34"})
     assert not worse.promoted and worse.champion_version == right.version
     assert "stays challenger" in worse.reason and "1.0000" in worse.reason
     too_big = register(1.0, 4, params=5000)
@@ -86,6 +86,11 @@ def test_champion_only_when_better_on_the_same_data_and_within_budget(tmp_path):
     assert said["final.distill_temperature"] == "4.0"
     untaught = client.get_model_version("leanfit-digits", wrong.version).run_id
     assert "final.distilled_from" not in client.get_run(untaught).data.params
+    # pipeline.refit: a refit model's run says so and on how many images; the others do not
+    refit = client.get_run(client.get_model_version("leanfit-digits", worse.version).run_id)
+    assert refit.data.params["final.refit"] == "train+val"
+    assert refit.data.params["final.refit_images"] == "1438"
+    assert "final.refit" not in client.get_run(untaught).data.params
 
 
 def test_each_final_model_is_logged_as_onnx_that_answers_as_the_model_does(

@@ -554,6 +554,7 @@ def run(
             console.print(
                 f"  final model (trial {m['trial']}): {m['params']:,} parameters, "
                 f"val {m['val_accuracy']:.4f}, test {m['test_accuracy']:.4f}"
+                + (" (refit on train + val)" if m.get("refit") else "")
             )
     if outcome.report is not None:
         console.print(f"report       {outcome.report}")

@@ -794,6 +794,13 @@ class PipelineConfig(Strict):
         "(default: off)",
     )
 
+    refit: bool = Field(
+        False,
+        description="once trained on the training split and scored on the validation split, "
+        "each finalist is trained again on both splits together, and those weights are tested "
+        "and registered (default: off)",
+    )
+
     @field_validator("distill", mode="before")
     @classmethod
     def _distill_switch(cls, v: Any) -> Any:

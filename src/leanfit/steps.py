@@ -455,6 +455,9 @@ def final_train(
         )
     dataset = load_dataset(exp)
     data = train_data(exp, dataset, for_search=False, plan=plan)
+    # pipeline.refit: each finalist is trained again on the training and validation splits
+    # together, once scored on the validation split; its held-out figure is that first one
+    refit_data = refit_train_data(dataset, plan) if exp.pipeline.refit else None
     epochs = exp.pipeline.final_epochs or exp.budget.max_epochs
     out = Path(models_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -531,8 +534,14 @@ def final_train(
                 "temperature": distill.temperature,
             }
             teacher = TeacherSpec(checkpoint=str(kept / "checkpoint.pt"), **distill.model_dump())
+        weights = kept / "checkpoint.pt"
+        if exp.pipeline.refit:
+            refit = _refit_finalist(exp, spec, refit_data, finalist, plan_path, taught)
+            if refit is not None:
+                summary = {**summary, "refit": refit}
+                weights = Path(refit["checkpoint"])
         folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(kept / "checkpoint.pt", folder / "checkpoint.pt")
+        shutil.copyfile(weights, folder / "checkpoint.pt")
         _write_json(folder / "summary.json", summary)
         trained[i] = summary
     if not trained:
@@ -547,6 +556,56 @@ def final_train(
 FINAL_PROGRESS_SECONDS = 15.0
 
 
+def refit_train_data(dataset, plan):
+    """The training and validation splits together, for `pipeline.refit`. The trainer's
+    held-out images are the validation split, which it now trains on: its figure there is not a
+    held-out one and chooses nothing (the test split stays out of training altogether)."""
+    import numpy as np
+
+    from leanfit.train.trainer import TrainData
+
+    both = np.concatenate([plan.splits.train, plan.splits.val])
+    return TrainData(
+        dataset.images[both],
+        dataset.labels[both],
+        dataset.images[plan.splits.val],
+        dataset.labels[plan.splits.val],
+        dataset.num_classes,
+    )
+
+
+def _refit_finalist(
+    exp: Experiment,
+    spec,
+    data,
+    finalist: Mapping[str, Any],
+    plan_path: str,
+    taught: Mapping[str, Any] | None,
+) -> dict[str, Any] | None:
+    """`pipeline.refit`: the finalist trained again, with the same seed, length and teacher, on
+    the training and validation splits (`data`), kept in a folder of its own (resumed and not
+    trained twice, as the first training). What its summary records of it, or None if it failed
+    (the first training's weights are then the model)."""
+    config, epochs, seed = finalist["config"], spec.epochs, spec.seed
+    kept = final_training_folder(exp, config, epochs, seed, plan_path, taught=taught, refit=True)
+    _log(f"  refit on the training and validation splits: {len(data.train_y)} images")
+    if (kept / "summary.json").is_file():
+        _log(f"  refit by an earlier run of this pipeline (kept in {kept})")
+        done = json.loads((kept / "summary.json").read_text())
+    else:
+        refit_spec = spec.model_copy(update={"checkpoint_to": str(kept / "checkpoint.pt")})
+        done = _train_finalist(exp, refit_spec, data, finalist, kept, taught, refit=True)
+        if done is None:
+            _log("  the refit failed: the weights trained on the training split are kept")
+            return None
+    return {
+        "images": len(data.train_y),
+        "wall_time": done["wall_time"],
+        "folder": kept.name,
+        "checkpoint": str(kept / "checkpoint.pt"),
+    }
+
+
 def final_training_folder(
     experiment: Experiment,
     config: Mapping[str, Any],
@@ -555,11 +614,13 @@ def final_training_folder(
     plan_path: str,
     legacy: bool = False,
     taught: Mapping[str, Any] | None = None,
+    refit: bool = False,
 ) -> Path:
     """Where a final training keeps its checkpoint and summary: one folder per configuration,
     length, seed, training settings, augment policy and data plan (the splits' digest), and
-    its teacher when distilled (`taught`: the teacher's own folder, alpha and temperature).
-    `legacy`: the folder versions before used (`key_settings`)."""
+    its teacher when distilled (`taught`: the teacher's own folder, alpha and temperature), and
+    whether it trains on the validation split too (`refit`). `legacy`: the folder versions
+    before used (`key_settings`)."""
     import hashlib
 
     from leanfit.track.search import key_settings
@@ -574,6 +635,8 @@ def final_training_folder(
     }
     if taught is not None:  # (absent otherwise: the folders of plain trainings keep their names)
         key["teacher"] = {k: taught[k] for k in ("folder", "alpha", "temperature")}
+    if refit:
+        key["train_on"] = "train+val"
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     return experiment.work_path() / "final" / digest[:16]
 
@@ -585,9 +648,11 @@ def _train_finalist(
     finalist: Mapping[str, Any],
     kept: Path,
     taught: Mapping[str, Any] | None = None,
+    refit: bool = False,
 ) -> dict[str, Any] | None:
     """Train one finalist into `kept` (from its last checkpoint there, if an earlier run was cut
-    short); its summary, or None when it failed."""
+    short); its summary, or None when it failed. `refit`: `data` holds the validation split
+    among its training images, so the progress lines say "fit", not "val"."""
     from leanfit.train.checkpoint import load_checkpoint
     from leanfit.train.trial import run_trial
 
@@ -597,12 +662,13 @@ def _train_finalist(
         spec = spec.model_copy(update={"resume_from": str(checkpoint)})
         _log(f"  resuming at epoch {done + 1} of {spec.epochs}: an earlier run was cut short")
     shown = [time.monotonic()]
+    scored = "fit" if refit else "val"
 
     def progress(record: Mapping[str, float]) -> None:
         if time.monotonic() - shown[0] >= FINAL_PROGRESS_SECONDS:
             shown[0] = time.monotonic()
             _log(
-                f"  epoch {int(record['epoch'])}/{spec.epochs}: val accuracy "
+                f"  epoch {int(record['epoch'])}/{spec.epochs}: {scored} accuracy "
                 f"{record['val_accuracy']:.4f}, train loss {record['train_loss']:.3f}"
             )
 
@@ -624,8 +690,10 @@ def _train_finalist(
     }
     if taught is not None:
         summary["distilled_from"] = dict(taught)
+    if refit:  # its figure on images it trained on is no held-out figure
+        summary["fit_accuracy"] = summary.pop("val_accuracy")
     _write_json(kept / "summary.json", summary)
-    _log(f"  val accuracy {result.val_accuracy:.4f} in {result.wall_time:.1f} s")
+    _log(f"  {scored} accuracy {result.val_accuracy:.4f} in {result.wall_time:.1f} s")
     return summary
 
 
@@ -666,9 +734,13 @@ def evaluate_register(
         summary["test_accuracy"] = matrix_accuracy(matrices[-1])
         summary["folder"] = str(folder)
         models.append((summary, classifier))
+        refit = summary.get("refit")
         _log(
             f"model {folder.name}: {summary['params']:,} parameters, val "
-            f"{summary['val_accuracy']:.4f}, test {summary['test_accuracy']:.4f}"
+            f"{summary['val_accuracy']:.4f}"
+            + (" (before its refit)" if refit else "")
+            + f", test {summary['test_accuracy']:.4f}"
+            + (f" (refit on training + validation, {refit['images']:,} images)" if refit else "")
             + (
                 f" (taught by trial {summary['distilled_from']['trial']})"
                 if summary.get("distilled_from")
@@ -716,7 +788,10 @@ def evaluate_register(
         "params": summary["params"],
         "digest": dataset.digest,
         "models": [
-            {k: s[k] for k in ("trial", "params", "val_accuracy", "test_accuracy")}
+            {
+                **{k: s[k] for k in ("trial", "params", "val_accuracy", "test_accuracy")},
+                "refit": bool(s.get("refit")),
+            }
             for s, _ in models
         ],
     }
@@ -760,6 +835,11 @@ def write_final_report(
         "search run": front.get("search_run_id", "-"),
         "final models (retrained on the whole training split; test accuracy)": len(finals),
     }
+    if any(f.get("refit") for f in finals):  # pipeline.refit
+        facts["refit"] = (
+            "then each trained again on the training and validation splits together: the test "
+            "accuracy is the refit's, the validation accuracy the first training's"
+        )
     more = ""
     if confusion is not None:
         matrix, classes, image = confusion

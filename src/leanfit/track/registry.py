@@ -98,6 +98,11 @@ class Registry:
                 Param("final.distill_alpha", str(taught["alpha"])),
                 Param("final.distill_temperature", str(taught["temperature"])),
             ]
+        if summary.get("refit"):  # pipeline.refit: these weights trained on validation too
+            params += [
+                Param("final.refit", "train+val"),
+                Param("final.refit_images", str(summary["refit"]["images"])),
+            ]
         client.log_batch(run_id, params=params)
         keys = ("val_accuracy", "test_accuracy", "params", "macs", "wall_time")
         client.log_batch(run_id, metrics=[Metric(k, float(summary[k]), 0, 0) for k in keys])
