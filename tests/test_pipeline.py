@@ -533,7 +533,9 @@ def test_run_logs_and_registers_on_a_server_that_goes_down_and_a_second_run_does
     15 s): MLflow's client retries, nothing that finished is lost, a champion is registered. A
     second run on the same data and settings does nothing."""
     server = MlflowServer(tmp_path / "server").start()
-    write_yaml(tmp_path / "digits.yaml", small_pipeline_config())
+    # with pipeline.refit, as examples/digits.yaml has it
+    pipeline = {"final_top_k": 2, "final_epochs": 3, "refit": True}
+    write_yaml(tmp_path / "digits.yaml", small_pipeline_config(pipeline=pipeline))
     outage = {}
 
     def interrupt() -> None:
@@ -579,6 +581,8 @@ def test_run_logs_and_registers_on_a_server_that_goes_down_and_a_second_run_does
         card = info.metadata["leanfit"]
         assert card["classes"] == [str(d) for d in range(10)], card
         assert (card["image_size"], card["channels"], card["background"]) == (16, 1, "white")
+        assert client.get_run(champion.run_id).data.params["final.refit"] == "train+val"
+        assert "(refit on train + val)" in first.stdout
         files = [f.path for f in client.list_artifacts(champion.run_id, "torchscript")]
         assert files == ["torchscript/model.torchscript.pt"]
         onnx = [f.path for f in client.list_artifacts(champion.run_id, "onnx")]
