@@ -401,6 +401,27 @@ def test_with_distillation_the_most_accurate_finalist_teaches_the_others(
     again = json.loads((tmp_path / "plain" / "model-0" / "summary.json").read_text())
     assert "distilled_from" not in again
 
+    # with pipeline.refit too: each refit is taught as its first training was (the student by
+    # the teacher's first training, the teacher by nobody), and keyed so
+    both = experiment_from_dict({**data, "pipeline": {**data["pipeline"], "refit": True}}, EXAMPLES)
+    steps.final_train(both, **paths, models_dir=str(tmp_path / "refit"))
+    said = capsys.readouterr().out
+    assert said.count("trained by an earlier run of this pipeline") == 2, said
+    assert said.count("refit on the training and validation splits") == 2, said
+    refit = {
+        s["trial"]: s
+        for s in (json.loads(p.read_text()) for p in (tmp_path / "refit").glob("*/summary.json"))
+    }
+    key = steps._with_policy(both, str(policy))
+    seeds = {8: both.strategy.seed + 1001, 3: both.strategy.seed + 1000}  # by finalist index
+    alone = steps.final_training_folder(key, big, 2, seeds[8], str(plan), refit=True)
+    assert refit[8]["refit"]["folder"] == alone.name and "distilled_from" not in refit[8]
+    student = steps.final_training_folder(
+        key, small, 2, seeds[3], str(plan), taught=refit[3]["distilled_from"], refit=True
+    )
+    assert refit[3]["refit"]["folder"] == student.name
+    assert json.loads((alone / "summary.json").read_text()).get("distilled_from") is None
+
     # a teacher that fails (here: a configuration outside the space) leaves the other untaught:
     # the plain training of the student above, kept, is its model
     broken = {**big, "stem_width": 999}

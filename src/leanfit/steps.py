@@ -524,6 +524,12 @@ def final_train(
                 if distill and n == 0:
                     _log("  the teacher failed: the other finalists train without it")
                 continue
+        weights = kept / "checkpoint.pt"
+        if exp.pipeline.refit:  # (taught as its first training was: not by itself, if it teaches)
+            refit = _refit_finalist(exp, spec, refit_data, finalist, plan_path, taught)
+            if refit is not None:
+                summary = {**summary, "refit": refit}
+                weights = Path(refit["checkpoint"])
         if distill and n == 0:
             taught = {
                 "trial": finalist["trial"],
@@ -534,12 +540,6 @@ def final_train(
                 "temperature": distill.temperature,
             }
             teacher = TeacherSpec(checkpoint=str(kept / "checkpoint.pt"), **distill.model_dump())
-        weights = kept / "checkpoint.pt"
-        if exp.pipeline.refit:
-            refit = _refit_finalist(exp, spec, refit_data, finalist, plan_path, taught)
-            if refit is not None:
-                summary = {**summary, "refit": refit}
-                weights = Path(refit["checkpoint"])
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(weights, folder / "checkpoint.pt")
         _write_json(folder / "summary.json", summary)
