@@ -34,7 +34,7 @@ demo: $(STAMP)
 test: $(STAMP) $(LINT_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --dist worksteal
+	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --dist worksteal --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
