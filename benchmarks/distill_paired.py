@@ -141,6 +141,18 @@ def run_pairs(pair, jobs: list[dict], common: dict, workers: int, arms: dict) ->
     return rows
 
 
+def paired_summary(rows: list[dict]) -> dict:
+    """How many pairs, their mean difference in points, and how many went each way."""
+    differences = [r["difference"] for r in rows]
+    return {
+        "pairs": len(rows),
+        "mean_difference_points": 100 * statistics.mean(differences) if rows else None,
+        "better": sum(d > 0 for d in differences),
+        "worse": sum(d < 0 for d in differences),
+        "same": sum(d == 0 for d in differences),
+    }
+
+
 def save_paired(name: str, args, experiment, epochs: int, seeds, summary, rows, **more) -> dict:
     """A paired comparison's figures, as `<name>-split<N>.json` in `--out` (or the results)."""
     result = {
@@ -211,13 +223,8 @@ def main(argv: list[str] | None = None) -> dict:
         "alpha": args.alpha, "temperature": args.temperature, "epochs": epochs, "seeds": seeds,
     }  # fmt: skip
     rows = run_pairs(pair, jobs, common, args.workers, {"plain": "plain", "taught": "taught"})
-    differences = [r["difference"] for r in rows]
     summary = {
-        "pairs": len(rows),
-        "mean_difference_points": 100 * statistics.mean(differences) if rows else None,
-        "better": sum(d > 0 for d in differences),
-        "worse": sum(d < 0 for d in differences),
-        "same": sum(d == 0 for d in differences),
+        **paired_summary(rows),
         "plain_mean": statistics.mean(a for r in rows for a in r["plain"]) if rows else None,
         "taught_mean": statistics.mean(a for r in rows for a in r["taught"]) if rows else None,
     }

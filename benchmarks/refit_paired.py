@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from distill_paired import (  # noqa: E402
     experiment_for,
     paired_arguments,
+    paired_summary,
     picks_of,
     run_numbers,
     run_pairs,
@@ -97,17 +98,12 @@ def main(argv: list[str] | None = None) -> dict:
               "seeds": seeds}  # fmt: skip
     arms = {"plain": "on train", "refit": "on train + val"}
     rows = run_pairs(pair, jobs, common, args.workers, arms)
-    differences = [r["difference"] for r in rows]
 
     def goal_met(arm: str, limit: int, goal: float) -> int:
         return sum(statistics.mean(r[arm]) >= goal for r in rows if r["max_params"] == limit)
 
     summary = {
-        "pairs": len(rows),
-        "mean_difference_points": 100 * statistics.mean(differences) if rows else None,
-        "better": sum(d > 0 for d in differences),
-        "worse": sum(d < 0 for d in differences),
-        "same": sum(d == 0 for d in differences),
+        **paired_summary(rows),
         "by_limit": {
             str(limit): {
                 "picks": sum(r["max_params"] == limit for r in rows),
