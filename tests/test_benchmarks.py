@@ -515,3 +515,64 @@ def test_refit_paired_trains_each_pick_on_train_and_on_train_and_validation(tmp_
     by_limit = report["summary"]["by_limit"]
     assert set(by_limit) == {"1000", "2000"} and by_limit["2000"]["goal"] == 0.985
     assert "refit - train only" in done.stdout
+
+
+def test_digits_front_tally_reads_every_format_of_run_file_and_counts_each_goal(tmp_path):
+    tally = ROOT / "benchmarks" / "digits_front_tally.py"
+    results = tmp_path / "results"
+    results.mkdir()
+
+    def pick(max_params, params, **figures):
+        return {"max_params": max_params, "found": True, "params": params, **figures}
+
+    def save(name, picks, **extra):
+        (results / name).write_text(json.dumps({"date": "2026-11-22T00:00", "picks": picks,
+                                                "git_commit": "abcdef012", **extra}))  # fmt: skip
+
+    # run 1: the 60-epoch figures only in a retraining file of their own
+    save("digits_front-cpu-run1.json", [pick(1000, 644, retrained={}), pick(2000, 1554)])
+    (results / "digits_front-retrain-digits_front-cpu-run1-test.json").write_text(json.dumps(
+        {"picks": [{"max_params": 1000, "params": 644, "retrained": {"60": {"mean": 0.975}}},
+                   {"max_params": 2000, "params": 1554, "retrained": {"60": {"mean": 0.984}}}]}
+    ))  # fmt: skip
+
+    # run 2: the unnumbered first file, figures under retrained["60"]
+    def sixty(mean):
+        return {"60": {"test_accuracy_mean": mean}}
+
+    save("digits_front-cpu.json", [pick(1000, 909, retrained=sixty(0.969)),
+                                   pick(2000, 1344, retrained=sixty(0.99))])  # fmt: skip
+    # run 12: the current format, refit (without_refit kept), a goal not found
+    save("digits_front-cpu-run12.json", [
+        pick(1000, 816, test_accuracy_mean=0.981, without_refit={}),
+        {"max_params": 2000, "found": False},
+    ])  # fmt: skip
+    save("digits_front-cpu-run13.json", [pick(1000, 662, test_accuracy_mean=0.95)],
+         teacher={"params": 11906})  # fmt: skip
+    save("digits_front-cpu-ehvi-only.json", [pick(1000, 906, test_accuracy_mean=0.99)])
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(tally), "--results", str(results), *args],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    done = run()
+    assert done.returncode == 0, done.stderr
+    report = json.loads((results / "digits_front-tally.json").read_text())
+    assert [r["run"] for r in report["runs"]] == [1, 2, 12, 13]  # the side experiment left out
+    figures = {(r["run"], k): p["test_accuracy_mean"] for r in report["runs"]
+               for k, p in r["picks"].items()}  # fmt: skip
+    assert figures == {(1, "1000"): 0.975, (1, "2000"): 0.984, (2, "1000"): 0.969,
+                       (2, "2000"): 0.99, (12, "1000"): 0.981, (12, "2000"): None,
+                       (13, "1000"): 0.95}  # fmt: skip
+    assert report["counts"]["all"] == {"1000": {"met": 2, "runs": 4}, "2000": {"met": 1, "runs": 4}}
+    assert report["counts"]["refit on train + val"]["1000"] == {"met": 1, "runs": 1}
+    assert report["counts"]["distilled"]["1000"] == {"met": 0, "runs": 1}
+    assert "all: <= 1,000: 2 of 4, <= 2,000: 1 of 4" in done.stdout
+
+    done = run("--since", "12")
+    assert done.returncode == 0, done.stderr
+    report = json.loads((results / "digits_front-tally-since12.json").read_text())
+    assert [r["run"] for r in report["runs"]] == [12, 13]
+
+    done = run("--since", "99")
+    assert done.returncode == 2 and "no digits_front-cpu*.json run numbered 99" in done.stderr

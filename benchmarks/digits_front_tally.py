@@ -1,0 +1,162 @@
+"""Tally of every saved `digits_front.py` run against issue #3's two goals on digits.
+
+The goals: at <= 1,000 parameters a pick whose test accuracy, averaged over 3 retrainings of 60
+epochs with new seeds, is at least 97%; at <= 2,000 parameters, at least 98.5%. Each run's file
+under `benchmarks/results/` holds its picks; this script reads them all, prints one line a run
+and the counts (all runs, and by how the picks' final training was done), and saves them:
+
+    python benchmarks/digits_front_tally.py   # saves benchmarks/results/digits_front-tally.json
+    python benchmarks/digits_front_tally.py --since 11   # the current search's runs only
+
+Run 2 is `digits_front-cpu.json` (saved before runs were numbered). Runs 1-8 recorded each
+pick's retrainings under `retrained`; run 1's 60-epoch figures are in a retraining file of their
+own (`digits_front-retrain-digits_front-cpu-run1-test.json`). Files that are not a numbered run
+(`-ehvi-only`, `-27epochs`) are experiments beside the series and are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+GOALS = {1000: 0.97, 2000: 0.985}
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def run_files(folder: Path) -> dict[int, Path]:
+    """Run number -> its file."""
+    runs = {}
+    for path in folder.glob("digits_front-cpu*.json"):
+        if path.name == "digits_front-cpu.json":
+            runs[2] = path
+        elif m := re.fullmatch(r"digits_front-cpu-run(\d+)\.json", path.name):
+            runs[int(m.group(1))] = path
+    return dict(sorted(runs.items()))
+
+
+def pick_accuracy(pick: dict, retrain: dict | None) -> float | None:
+    """The pick's mean test accuracy after the final (60-epoch) training."""
+    if pick.get("test_accuracy_mean") is not None:
+        return pick["test_accuracy_mean"]
+    sixty = pick.get("retrained", {}).get("60")
+    if sixty:
+        return sixty["test_accuracy_mean"]
+    for other in (retrain or {}).get("picks", []):
+        if other["max_params"] == pick["max_params"] and other["params"] == pick["params"]:
+            return other["retrained"]["60"]["mean"]
+    return None
+
+
+def final_training(run: dict) -> str:
+    if run.get("teacher"):
+        return "distilled"
+    if any("without_refit" in p for p in run.get("picks", [])):
+        return "refit on train + val"
+    return "train split"
+
+
+def tally(folder: Path, since: int = 1) -> dict:
+    rows = []
+    for number, path in run_files(folder).items():
+        if number < since:
+            continue
+        run = json.loads(path.read_text())
+        retrain_file = folder / f"digits_front-retrain-{path.stem}-test.json"
+        retrain = json.loads(retrain_file.read_text()) if retrain_file.exists() else None
+        row = {
+            "run": number,
+            "file": path.name,
+            "date": run.get("date", "")[:10],
+            "git_commit": run.get("git_commit", "")[:7],
+            "final_training": final_training(run),
+            "hypervolume": run.get("hypervolume"),
+            "picks": {},
+        }
+        for pick in run.get("picks", []):
+            accuracy = pick_accuracy(pick, retrain) if pick.get("found", True) else None
+            row["picks"][str(pick["max_params"])] = {
+                "params": pick.get("params"),
+                "test_accuracy_mean": accuracy,
+                "met": accuracy is not None and accuracy >= GOALS[pick["max_params"]],
+            }
+        rows.append(row)
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    for group in ["all", *sorted({r["final_training"] for r in rows})]:
+        mine = [r for r in rows if group in ("all", r["final_training"])]
+        counts[group] = {
+            str(limit): {
+                "met": sum(r["picks"].get(str(limit), {}).get("met", False) for r in mine),
+                "runs": len(mine),
+            }
+            for limit in GOALS
+        }
+    return {
+        "benchmark": "digits_front-tally",
+        "goals": GOALS,
+        "since_run": since,
+        "runs": rows,
+        "counts": counts,
+    }
+
+
+def show(result: dict) -> str:
+    lines = [
+        f"{'run':>4}  {'date':10}  {'commit':7}  {'final training':20}"
+        f"{'<= 1,000':>20}{'<= 2,000':>20}"
+    ]
+    for r in result["runs"]:
+        cells = []
+        for limit in GOALS:
+            p = r["picks"].get(str(limit))
+            if not p or p["test_accuracy_mean"] is None:
+                cells.append(f"{'-':>20}")
+                continue
+            mark = "met" if p["met"] else "not met"
+            cells.append(f"{p['params']:>6,} {p['test_accuracy_mean']:6.2%} {mark:>7}")
+        lines.append(
+            f"{r['run']:>4}  {r['date']:10}  {r['git_commit']:7}  {r['final_training']:20}"
+            + "".join(cells)
+        )
+    lines.append("")
+    for group, by in result["counts"].items():
+        parts = [f"<= {int(k):,}: {v['met']} of {v['runs']}" for k, v in by.items()]
+        lines.append(f"{group}: " + ", ".join(parts))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the run files")
+    parser.add_argument("--since", type=int, default=1, help="count runs from this number on")
+    parser.add_argument(
+        "--out", type=Path, help="where to save (default: RESULTS/digits_front-tally.json)"
+    )
+    args = parser.parse_args(argv)
+    if not args.results.is_dir():
+        print(f"error: --results {args.results}: no such folder", file=sys.stderr)
+        return 2
+    result = tally(args.results, args.since)
+    if not result["runs"]:
+        print(
+            f"error: --results {args.results}: no digits_front-cpu*.json run numbered "
+            f"{args.since} or later in it; run benchmarks/digits_front.py first",
+            file=sys.stderr,
+        )
+        return 2
+    print(show(result))
+    name = (
+        "digits_front-tally.json"
+        if args.since == 1
+        else f"digits_front-tally-since{args.since}.json"
+    )
+    out = args.out or args.results / name
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"\nsaved {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
