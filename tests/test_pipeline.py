@@ -240,6 +240,23 @@ def test_finalists_are_the_best_within_budget_and_a_spread_of_sizes():
     assert [m["trial"] for m in choose_finalists(perfect, 4, None, 359)] == [1, 3, 4]
 
 
+def test_the_registered_final_model_is_the_most_accurate_on_validation_within_budget():
+    from leanfit.steps import registered_pick
+
+    finals = [
+        {"params": 900, "val_accuracy": 0.97, "test_accuracy": 0.99},
+        {"params": 2_000, "val_accuracy": 0.985, "test_accuracy": 0.95},
+        {"params": 1_500, "val_accuracy": 0.985, "test_accuracy": 0.96},
+        {"params": 30_000, "val_accuracy": 0.99, "test_accuracy": 0.995},
+    ]
+    # the budget rules out the most accurate; of the two tied on validation, the smaller; the
+    # test accuracy chooses nothing
+    assert registered_pick(finals, 20_000) == 2
+    assert registered_pick(finals, None) == 3
+    assert registered_pick(finals, 1_000) == 0
+    assert registered_pick(finals, 500) is None
+
+
 FINAL_TRAIN_ALONE = """
 import json, sys
 import torch
@@ -401,26 +418,28 @@ def test_with_distillation_the_most_accurate_finalist_teaches_the_others(
     again = json.loads((tmp_path / "plain" / "model-0" / "summary.json").read_text())
     assert "distilled_from" not in again
 
-    # with pipeline.refit too: each refit is taught as its first training was (the student by
-    # the teacher's first training, the teacher by nobody), and keyed so
+    # with pipeline.refit too: the model to be registered is refit, taught as its first
+    # training was (a student by the teacher's first training, the teacher by nobody), and
+    # keyed so
     both = experiment_from_dict({**data, "pipeline": {**data["pipeline"], "refit": True}}, EXAMPLES)
     steps.final_train(both, **paths, models_dir=str(tmp_path / "refit"))
     said = capsys.readouterr().out
     assert said.count("trained by an earlier run of this pipeline") == 2, said
-    assert said.count("refit on the training and validation splits") == 2, said
-    refit = {
-        s["trial"]: s
-        for s in (json.loads(p.read_text()) for p in (tmp_path / "refit").glob("*/summary.json"))
-    }
+    assert said.count("refit on the training and validation splits") == 1, said
+    summaries = [
+        json.loads((tmp_path / "refit" / f"model-{i}" / "summary.json").read_text())
+        for i in range(2)
+    ]
+    [refit] = [s for s in summaries if "refit" in s]
+    assert refit is summaries[steps.registered_pick(summaries, None)]
     key = steps._with_policy(both, str(policy))
-    seeds = {8: both.strategy.seed + 1001, 3: both.strategy.seed + 1000}  # by finalist index
-    alone = steps.final_training_folder(key, big, 2, seeds[8], str(plan), refit=True)
-    assert refit[8]["refit"]["folder"] == alone.name and "distilled_from" not in refit[8]
-    student = steps.final_training_folder(
-        key, small, 2, seeds[3], str(plan), taught=refit[3]["distilled_from"], refit=True
-    )
-    assert refit[3]["refit"]["folder"] == student.name
-    assert json.loads((alone / "summary.json").read_text()).get("distilled_from") is None
+    seed = both.strategy.seed + 1000 + summaries.index(refit)
+    config = {3: small, 8: big}[refit["trial"]]
+    taught = refit.get("distilled_from")  # the student's; none for the teacher
+    assert (taught is None) == (refit["trial"] == 8)
+    kept = steps.final_training_folder(key, config, 2, seed, str(plan), taught=taught, refit=True)
+    assert refit["refit"]["folder"] == kept.name
+    assert json.loads((kept / "summary.json").read_text()).get("distilled_from") == taught
 
     # a teacher that fails (here: a configuration outside the space) leaves the other untaught:
     # the plain training of the student above, kept, is its model
@@ -438,13 +457,15 @@ def test_with_distillation_the_most_accurate_finalist_teaches_the_others(
     assert "distilled_from" not in orphan
 
 
-def test_with_refit_each_finalist_trains_again_on_training_and_validation(
+def test_with_refit_the_model_to_register_trains_again_on_training_and_validation(
     tmp_path, reference_genotype, capsys, request
 ):
-    """pipeline.refit: the finalist trains on the training split as it would without (its
-    validation figure is that training's), then again, with the same seed, on the training and
-    validation splits; those weights are the model. Both trainings are kept under keys of their
-    own, so a rerun trains nothing, and turning the setting off gives the first weights back."""
+    """pipeline.refit: the finalists train on the training split as they would without (their
+    validation figures are those trainings'); then the one the next step registers (the most
+    accurate on validation) trains again, with the same seed, on the training and validation
+    splits, and those weights are its model; the other keeps its first weights. Both trainings
+    are kept under keys of their own, so a rerun trains nothing, and turning the setting off
+    gives the first weights back."""
     import numpy as np
     import torch
 
@@ -457,24 +478,29 @@ def test_with_refit_each_finalist_trains_again_on_training_and_validation(
     request.addfinalizer(lambda threads=torch.get_num_threads(): torch.set_num_threads(threads))
     torch.set_num_threads(1)
     data = small_pipeline_config(
-        pipeline={"final_top_k": 1, "final_epochs": 2, "refit": True},
+        pipeline={"final_top_k": 2, "final_epochs": 2, "refit": True},
         work_dir=str(tmp_path / "work"),
     )
     experiment = experiment_from_dict(data, EXAMPLES)
     arch = experiment.space.architecture
-    narrow = {
-        **reference_genotype,
-        "blocks": [{**b, "width": 8} for b in reference_genotype["blocks"]],
-    }
-    config = experiment.search_space().validate(
-        flatten_genotype(narrow, arch.blocks, tuple(arch.modules))
-    )
+    configs = []
+    for width in (8, 12):
+        narrow = {
+            **reference_genotype,
+            "blocks": [{**b, "width": width} for b in reference_genotype["blocks"]],
+        }
+        configs.append(
+            experiment.search_space().validate(
+                flatten_genotype(narrow, arch.blocks, tuple(arch.modules))
+            )
+        )
     plan, policy, front = tmp_path / "plan.json", tmp_path / "policy.json", tmp_path / "front.json"
     dataset = load_dataset(experiment)
     data_plan(experiment, dataset).save(plan)
     steps.augment_policy(experiment, str(plan), str(policy))
     front.write_text(json.dumps({"front": [
-        {"trial": 5, "config": config, "params": 1_500, "val_accuracy": 0.95},
+        {"trial": 5, "config": configs[0], "params": 1_500, "val_accuracy": 0.95},
+        {"trial": 6, "config": configs[1], "params": 2_500, "val_accuracy": 0.96},
     ]}))  # fmt: skip
     paths = {"plan_path": str(plan), "policy_path": str(policy), "front_path": str(front)}
 
@@ -484,40 +510,54 @@ def test_with_refit_each_finalist_trains_again_on_training_and_validation(
     assert len(both.train_y) == len(splits.train) + len(splits.val)
     assert not set(np.concatenate([splits.train, splits.val])) & set(splits.test)
 
-    steps.final_train(experiment, **paths, models_dir=str(tmp_path / "models"))
+    models = tmp_path / "models"
+    steps.final_train(experiment, **paths, models_dir=str(models))
     said = capsys.readouterr().out
     n = len(splits.train) + len(splits.val)
-    assert f"refit on the training and validation splits: {n} images" in said, said
-    assert "fit accuracy" in said and said.count("val accuracy") == 1, said
-    summary = json.loads((tmp_path / "models" / "model-0" / "summary.json").read_text())
-    assert summary["refit"]["images"] == n
+    assert said.count(f"refit on the training and validation splits: {n} images") == 1, said
+    assert "fit accuracy" in said and said.count("val accuracy") == 2, said
+    summaries = [json.loads((models / f"model-{i}" / "summary.json").read_text()) for i in (0, 1)]
+    pick = steps.registered_pick(summaries, experiment.objectives.max_params)
+    other = 1 - pick
+    assert f"refit: trial {summaries[pick]['trial']} " in said
+    assert "the other finalists keep their weights" in said
+    assert summaries[pick]["refit"]["images"] == n and "refit" not in summaries[other]
     policy_exp = steps._with_policy(experiment, str(policy))
-    seed = experiment.strategy.seed + 1000
-    first = steps.final_training_folder(policy_exp, config, 2, seed, str(plan))
-    again = steps.final_training_folder(policy_exp, config, 2, seed, str(plan), refit=True)
-    assert again != first and summary["refit"]["folder"] == again.name
+    seeds = [experiment.strategy.seed + 1000 + i for i in (0, 1)]
+    firsts = [steps.final_training_folder(policy_exp, c, 2, s, str(plan))
+              for c, s in zip(configs, seeds, strict=True)]  # fmt: skip
+    first = firsts[pick]
+    again = steps.final_training_folder(policy_exp, configs[pick], 2, seeds[pick], str(plan),
+                                        refit=True)  # fmt: skip
+    assert again != first and summaries[pick]["refit"]["folder"] == again.name
+    never = steps.final_training_folder(policy_exp, configs[other], 2, seeds[other], str(plan),
+                                        refit=True)  # fmt: skip
+    assert not never.exists()
     # the held-out figure is the first training's; the refit's own figure is kept as a fit
     assert (
-        summary["val_accuracy"] == json.loads((first / "summary.json").read_text())["val_accuracy"]
+        summaries[pick]["val_accuracy"]
+        == json.loads((first / "summary.json").read_text())["val_accuracy"]
     )
     refit_summary = json.loads((again / "summary.json").read_text())
     assert "val_accuracy" not in refit_summary and 0 <= refit_summary["fit_accuracy"] <= 1
-    model = (tmp_path / "models" / "model-0" / "checkpoint.pt").read_bytes()
+    model = (models / f"model-{pick}" / "checkpoint.pt").read_bytes()
     assert model == (again / "checkpoint.pt").read_bytes()
     assert model != (first / "checkpoint.pt").read_bytes()
+    kept_weights = (models / f"model-{other}" / "checkpoint.pt").read_bytes()
+    assert kept_weights == (firsts[other] / "checkpoint.pt").read_bytes()
 
     # run again: nothing trained; off: the first training's weights, nothing trained either
     steps.final_train(experiment, **paths, models_dir=str(tmp_path / "again"))
     said = capsys.readouterr().out
-    assert "trained by an earlier run" in said and "refit by an earlier run" in said, said
+    assert said.count("trained by an earlier run") == 2 and "refit by an earlier run" in said, said
     assert "fit accuracy" not in said
     plain = experiment_from_dict(
         {**data, "pipeline": {**data["pipeline"], "refit": False}}, EXAMPLES
     )
     steps.final_train(plain, **paths, models_dir=str(tmp_path / "plain"))
     said = capsys.readouterr().out
-    assert "trained by an earlier run" in said and "refit on" not in said, said
-    off = tmp_path / "plain" / "model-0"
+    assert said.count("trained by an earlier run") == 2 and "refit on" not in said, said
+    off = tmp_path / "plain" / f"model-{pick}"
     assert "refit" not in json.loads((off / "summary.json").read_text())
     assert (off / "checkpoint.pt").read_bytes() == (first / "checkpoint.pt").read_bytes()
 

@@ -796,9 +796,9 @@ class PipelineConfig(Strict):
 
     refit: bool = Field(
         False,
-        description="once trained on the training split and scored on the validation split, "
-        "each finalist is trained again on both splits together, and those weights are tested "
-        "and registered (default: off)",
+        description="once the finalists are trained on the training split and scored on the "
+        "validation split, the one to be registered (the most accurate there) is trained again "
+        "on both splits together, and those weights are tested and registered (default: off)",
     )
 
     @field_validator("distill", mode="before")

@@ -20,7 +20,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -434,10 +434,23 @@ def choose_finalists(
     return sorted(chosen, key=lambda m: m["params"])
 
 
+def registered_pick(summaries: Sequence[Mapping[str, Any]], max_params: int | None) -> int | None:
+    """Which final model is registered: the most accurate on the validation split within
+    `max_params` (the fewer parameters on a tie), or None where none fits. The test split judges
+    the choice; it never makes it. The final training refits this one (`pipeline.refit`)."""
+    eligible = [
+        i for i, s in enumerate(summaries) if max_params is None or s["params"] <= max_params
+    ]
+    if not eligible:
+        return None
+    return max(eligible, key=lambda i: (summaries[i]["val_accuracy"], -summaries[i]["params"]))
+
+
 def final_train(
     experiment: Experiment, plan_path: str, policy_path: str, front_path: str, models_dir: str
 ) -> dict[str, float]:
-    """The top-k Pareto configurations, trained at the full budget on the whole training split."""
+    """The top-k Pareto configurations, trained at the full budget on the whole training split;
+    with `pipeline.refit`, the one to be registered then again on training + validation."""
     from leanfit.data.sources import load_dataset
     from leanfit.data.splits import DataPlan
     from leanfit.train.trial import TeacherSpec, TrialSpec, train_data
@@ -455,8 +468,9 @@ def final_train(
         )
     dataset = load_dataset(exp)
     data = train_data(exp, dataset, for_search=False, plan=plan)
-    # pipeline.refit: each finalist is trained again on the training and validation splits
-    # together, once scored on the validation split; its held-out figure is that first one
+    # pipeline.refit: the finalist the next step will register is trained again on the training
+    # and validation splits together, once scored on the validation split (that first figure is
+    # its held-out one, the one that chose it)
     refit_data = refit_train_data(dataset, plan) if exp.pipeline.refit else None
     epochs = exp.pipeline.final_epochs or exp.budget.max_epochs
     out = Path(models_dir)
@@ -472,6 +486,7 @@ def final_train(
     taught: dict[str, Any] | None = None  # the teacher, as its students record it
     teacher: TeacherSpec | None = None
     trained: dict[int, dict] = {}
+    first: dict[int, tuple[TrialSpec, dict[str, Any] | None]] = {}  # how each was trained
     for n, i in enumerate(order):
         finalist = finalists[i]
         folder = out / f"model-{i}"
@@ -524,12 +539,7 @@ def final_train(
                 if distill and n == 0:
                     _log("  the teacher failed: the other finalists train without it")
                 continue
-        weights = kept / "checkpoint.pt"
-        if exp.pipeline.refit:  # (taught as its first training was: not by itself, if it teaches)
-            refit = _refit_finalist(exp, spec, refit_data, finalist, plan_path, taught)
-            if refit is not None:
-                summary = {**summary, "refit": refit}
-                weights = Path(refit["checkpoint"])
+        first[i] = (spec, taught)
         if distill and n == 0:
             taught = {
                 "trial": finalist["trial"],
@@ -541,11 +551,28 @@ def final_train(
             }
             teacher = TeacherSpec(checkpoint=str(kept / "checkpoint.pt"), **distill.model_dump())
         folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(weights, folder / "checkpoint.pt")
+        shutil.copyfile(kept / "checkpoint.pt", folder / "checkpoint.pt")
         _write_json(folder / "summary.json", summary)
         trained[i] = summary
     if not trained:
         raise LeanfitError("final training: every finalist failed; see the step's log")
+    indices = sorted(trained)  # as the next step reads them: model-0, model-1, ...
+    chosen = registered_pick([trained[i] for i in indices], exp.objectives.max_params)
+    if exp.pipeline.refit and chosen is not None:
+        i = indices[chosen]
+        finalist, summary, (spec, taught) = finalists[i], trained[i], first[i]
+        _log(
+            f"refit: trial {finalist['trial']} ({summary['params']:,} parameters, validation "
+            f"accuracy {summary['val_accuracy']:.4f}), the model the next step registers (the "
+            "most accurate on validation within max_params)"
+            + ("; the other finalists keep their weights" if len(trained) > 1 else "")
+        )
+        # taught as its first training was (not by itself, if it taught the others)
+        refit = _refit_finalist(exp, spec, refit_data, finalist, plan_path, taught)
+        if refit is not None:
+            trained[i] = {**summary, "refit": refit}
+            shutil.copyfile(refit["checkpoint"], out / f"model-{i}" / "checkpoint.pt")
+            _write_json(out / f"model-{i}" / "summary.json", trained[i])
     return {
         "models": float(len(trained)),
         "best_val_accuracy": max(t["val_accuracy"] for t in trained.values()),
@@ -749,12 +776,15 @@ def evaluate_register(
         )
     if not models:
         raise LeanfitError("evaluate: the final training step left no model")
+    pick = registered_pick([s for s, _ in models], exp.objectives.max_params)
+    if pick is None:  # (before anything is logged)
+        raise LeanfitError(
+            f"evaluate: no final model fits objectives.max_params ({exp.objectives.max_params:,}"
+            " parameters); raise it, or run the pipeline again so that the final training "
+            "chooses within it"
+        )
     registry = Registry(exp, dataset)
     logged = [registry.log_model(s, c, pipeline_run_id, test_x[:2]) for s, c in models]
-    budget = exp.objectives.max_params
-    eligible = [i for i, (s, _) in enumerate(models) if budget is None or s["params"] <= budget]
-    # chosen on validation accuracy: the test set judges, it does not select
-    pick = max(eligible, key=lambda i: (models[i][0]["val_accuracy"], -models[i][0]["params"]))
     summary, classifier = models[pick]
     decision = registry.register(logged[pick], summary, classifier, test_x, test_y)
     front = json.loads(Path(front_path).read_text())
@@ -837,8 +867,9 @@ def write_final_report(
     }
     if any(f.get("refit") for f in finals):  # pipeline.refit
         facts["refit"] = (
-            "then each trained again on the training and validation splits together: the test "
-            "accuracy is the refit's, the validation accuracy the first training's"
+            "then the registered model trained again on the training and validation splits "
+            "together: its test accuracy is the refit's, its validation accuracy the first "
+            "training's; the other final models keep their first training"
         )
     more = ""
     if confusion is not None:
