@@ -544,7 +544,7 @@ def test_digits_front_tally_reads_every_format_of_run_file_and_counts_each_goal(
                                    pick(2000, 1344, retrained=sixty(0.99))])  # fmt: skip
     # run 12: the current format, refit (without_refit kept), a goal not found
     save("digits_front-cpu-run12.json", [
-        pick(1000, 816, test_accuracy_mean=0.981, without_refit={}),
+        pick(1000, 816, test_accuracy_mean=0.981, without_refit={"test_accuracy_mean": 0.965}),
         {"max_params": 2000, "found": False},
     ])  # fmt: skip
     save("digits_front-cpu-run13.json", [pick(1000, 662, test_accuracy_mean=0.95)],
@@ -567,6 +567,9 @@ def test_digits_front_tally_reads_every_format_of_run_file_and_counts_each_goal(
     assert report["counts"]["all"] == {"1000": {"met": 2, "runs": 4}, "2000": {"met": 1, "runs": 4}}
     assert report["counts"]["refit on train + val"]["1000"] == {"met": 1, "runs": 1}
     assert report["counts"]["distilled"]["1000"] == {"met": 0, "runs": 1}
+    # the refit pick as it scored before its refit: 96.5%, under the goal
+    before = report["counts"]["the refit picks before their refit"]
+    assert before["1000"] == {"met": 0, "runs": 1} and before["2000"]["met"] == 0
     assert "all: <= 1,000: 2 of 4, <= 2,000: 1 of 4" in done.stdout
 
     done = run("--since", "12")
