@@ -24,6 +24,7 @@ from pathlib import Path
 
 GOALS = {1000: 0.97, 2000: 0.985}
 RESULTS = Path(__file__).resolve().parent / "results"
+REFIT = "refit on train + val"  # a run whose picks were refit (they keep `without_refit`)
 
 
 def run_files(folder: Path) -> dict[int, Path]:
@@ -54,7 +55,7 @@ def final_training(run: dict) -> str:
     if run.get("teacher"):
         return "distilled"
     if any("without_refit" in p for p in run.get("picks", [])):
-        return "refit on train + val"
+        return REFIT
     return "train split"
 
 
@@ -78,41 +79,34 @@ def tally(folder: Path, since: int = 1) -> dict:
         for pick in run.get("picks", []):
             accuracy = pick_accuracy(pick, retrain) if pick.get("found", True) else None
             goal = GOALS[pick["max_params"]]
-            row["picks"][str(pick["max_params"])] = {
+            mine = row["picks"][str(pick["max_params"])] = {
                 "params": pick.get("params"),
                 "test_accuracy_mean": accuracy,
                 "met": accuracy is not None and accuracy >= goal,
             }
             before = pick.get("without_refit", {}).get("test_accuracy_mean")
             if before is not None:  # the same pick trained on the training split alone
-                row["picks"][str(pick["max_params"])]["without_refit"] = {
-                    "test_accuracy_mean": before,
-                    "met": before >= goal,
-                }
+                mine["without_refit"] = {"test_accuracy_mean": before, "met": before >= goal}
         rows.append(row)
-    counts: dict[str, dict[str, dict[str, int]]] = {}
-    for group in ["all", *sorted({r["final_training"] for r in rows})]:
-        mine = [r for r in rows if group in ("all", r["final_training"])]
-        counts[group] = {
+
+    def counted(runs: list[dict], figure=lambda pick: pick) -> dict[str, dict[str, int]]:
+        """Of `runs`, how many met each goal, by `figure` of the pick."""
+        return {
             str(limit): {
-                "met": sum(r["picks"].get(str(limit), {}).get("met", False) for r in mine),
-                "runs": len(mine),
+                "met": sum(figure(r["picks"].get(str(limit), {})).get("met", False) for r in runs),
+                "runs": len(runs),
             }
             for limit in GOALS
         }
+
+    groups = ["all", *sorted({r["final_training"] for r in rows})]
+    counts = {g: counted([r for r in rows if g in ("all", r["final_training"])]) for g in groups}
     # the refit runs' picks as they scored before their refit (the same seeds)
-    refit = [r for r in rows if any("without_refit" in p for p in r["picks"].values())]
+    refit = [r for r in rows if r["final_training"] == REFIT]
     if refit:
-        counts["the refit picks before their refit"] = {
-            str(limit): {
-                "met": sum(
-                    r["picks"].get(str(limit), {}).get("without_refit", {}).get("met", False)
-                    for r in refit
-                ),
-                "runs": len(refit),
-            }
-            for limit in GOALS
-        }
+        counts["the refit picks before their refit"] = counted(
+            refit, lambda pick: pick.get("without_refit", {})
+        )
     return {
         "benchmark": "digits_front-tally",
         "goals": GOALS,

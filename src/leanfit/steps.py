@@ -557,8 +557,12 @@ def final_train(
     if not trained:
         raise LeanfitError("final training: every finalist failed; see the step's log")
     indices = sorted(trained)  # as the next step reads them: model-0, model-1, ...
-    chosen = registered_pick([trained[i] for i in indices], exp.objectives.max_params)
-    if exp.pipeline.refit and chosen is not None:
+    chosen = (
+        registered_pick([trained[i] for i in indices], exp.objectives.max_params)
+        if exp.pipeline.refit
+        else None
+    )
+    if chosen is not None:
         i = indices[chosen]
         finalist, summary, (spec, taught) = finalists[i], trained[i], first[i]
         _log(
