@@ -579,3 +579,30 @@ def test_digits_front_tally_reads_every_format_of_run_file_and_counts_each_goal(
 
     done = run("--since", "99")
     assert done.returncode == 2 and "no digits_front-cpu*.json run numbered 99" in done.stderr
+
+
+def test_onnx_export_times_each_exporter_on_the_same_models(tmp_path):
+    """benchmarks/onnx_export.py, shortened: one model, each exporter in a fresh process, timed
+    at its first export and its second. A bad count is refused before anything runs."""
+    script = str(ROOT / "benchmarks" / "onnx_export.py")
+    refused = subprocess.run(
+        [sys.executable, script, "--models", "0", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "--models 0: give 1 or more" in refused.stderr
+    assert not list(tmp_path.iterdir())
+    before = results_listing()
+    done = subprocess.run(
+        [sys.executable, script, "--models", "1", "--out", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert results_listing() == before, "--out must keep the run out of benchmarks/results"
+    report = json.loads((tmp_path / "onnx_export.json").read_text())
+    assert report["git_commit"] and report["cpu_count"] and report["torch"]
+    assert [r["exporter"] for r in report["exports"]] == ["traced", "dynamo"]
+    # the first export pays the exporter's imports
+    assert all(r["first"] > r["second"] > 0 for r in report["exports"]), report["exports"]
+    assert report["exports"][0]["params"] == report["exports"][1]["params"] > 0
+    assert report["summary"]["second_ratio_dynamo_over_traced"] > 0
+    assert "median of 1 model(s): traced first" in done.stdout
