@@ -87,9 +87,10 @@ def export_onnx(classifier: nn.Module, example: torch.Tensor, path: Path) -> Non
 
 
 def _export_traced(classifier: nn.Module, example: torch.Tensor, tmp: Path) -> None:
-    """torch's TorchScript-based exporter: 0.02 s a model here, where the torch.export-based
-    one (torch's default) takes 1-5 s, and 6 s more for its first in a process. It is deprecated
-    in torch; `export_onnx` goes on with the other exporter wherever it fails."""
+    """torch's TorchScript-based exporter: 0.14 s a model here (1.4 s for a process's first, its
+    imports included), where the torch.export-based one (torch's default) takes 5.2 s (9.0 s;
+    `benchmarks/onnx_export.py`). It is deprecated in torch; `export_onnx` goes on with the
+    other exporter wherever it fails."""
     import contextlib
     import io
     import warnings
