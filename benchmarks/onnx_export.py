@@ -33,8 +33,7 @@ import json, sys, time
 from pathlib import Path
 import torch
 from leanfit.config import load_experiment
-from leanfit.models import build_model
-from leanfit.models import deploy
+from leanfit.models import build_model, count_params, deploy
 
 exporter, seed, folder = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
 if exporter == "dynamo":  # as export_onnx goes on where the traced exporter fails
@@ -49,8 +48,7 @@ for n in range(2):
     start = time.perf_counter()
     deploy.export_onnx(model, example, folder / f"m{n}.onnx")
     times.append(time.perf_counter() - start)
-print(json.dumps({"first": times[0], "second": times[1], "params": sum(
-    p.numel() for p in net.parameters())}))
+print(json.dumps({"first": times[0], "second": times[1], "params": count_params(net)}))
 """
 
 

@@ -61,6 +61,10 @@ def export_onnx(classifier: nn.Module, example: torch.Tensor, path: Path) -> Non
     that answers otherwise is never written. For runtimes without Python or torch (a phone, a
     browser, a microcontroller's toolchain), where TorchScript (deprecated by torch) cannot go.
     """
+    import contextlib
+    import io
+    import warnings
+
     import numpy as np
     import onnxruntime
 
@@ -70,7 +74,10 @@ def export_onnx(classifier: nn.Module, example: torch.Tensor, path: Path) -> Non
     exporters = (_export_traced, _export_dynamo)  # the first that answers as the model does
     for export in exporters:
         try:
-            export(classifier, example, tmp)
+            # the exporters report their steps on stdout and warn of their own internals
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")
+                export(classifier, example, tmp)
             session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
             # the batch size is free
             answers = [session.run(None, {"images": b.numpy()})[0] for b in (example, example[:1])]
@@ -91,30 +98,17 @@ def _export_traced(classifier: nn.Module, example: torch.Tensor, tmp: Path) -> N
     imports included), where the torch.export-based one (torch's default) takes 5.2 s (9.0 s;
     `benchmarks/onnx_export.py`). It is deprecated in torch; `export_onnx` goes on with the
     other exporter wherever it fails."""
-    import contextlib
-    import io
-    import warnings
-
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            classifier, (example,), str(tmp), input_names=["images"], output_names=["logits"],
-            dynamo=False, dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-        )  # fmt: skip
+    torch.onnx.export(
+        classifier, (example,), str(tmp), input_names=["images"], output_names=["logits"],
+        dynamo=False, dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+    )  # fmt: skip
 
 
 def _export_dynamo(classifier: nn.Module, example: torch.Tensor, tmp: Path) -> None:
     """torch's torch.export-based exporter (its default)."""
-    import contextlib
-    import io
-    import warnings
-
-    # the exporter reports its steps on stdout and warns of its own internals
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            classifier, (example,), input_names=["images"], output_names=["logits"],
-            dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
-            verbose=False,
-        )  # fmt: skip
+    program = torch.onnx.export(
+        classifier, (example,), input_names=["images"], output_names=["logits"],
+        dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+        verbose=False,
+    )  # fmt: skip
     program.save(str(tmp))
