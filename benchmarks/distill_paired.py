@@ -58,31 +58,19 @@ def scored_data(experiment):
 def pair(job: dict) -> dict:
     """One pick, trained plainly and taught, once per seed (a worker process, one thread)."""
     import torch
+    from digits_front import retrain
 
     from leanfit.models.deploy import load_classifier
-    from leanfit.train.trainer import Budget, Distill, train
+    from leanfit.train.trainer import Distill
 
     torch.set_num_threads(1)
     experiment = experiment_for(Path(job["experiment"]), job["split"])
     dataset, data = scored_data(experiment)
     teacher = load_classifier(job["teacher"], dataset.channels, dataset.num_classes)
     taught = Distill(teacher, job["alpha"], job["temperature"])
-    config = job["config"]
     row = {k: job[k] for k in ("run", "max_params", "params")}
     for arm, distill in (("plain", None), ("taught", taught)):
-        accs = []
-        for seed in job["seeds"]:
-            r = train(
-                config,
-                experiment.hyperparameters(config),
-                data,
-                Budget(job["epochs"]),
-                experiment.training,
-                seed=seed,
-                distill=distill,
-            )
-            accs.append(r.val_accuracy if r.status == "ok" else float("nan"))
-        row[arm] = accs
+        row[arm] = retrain(experiment, job["config"], data, job["epochs"], job["seeds"], distill)
     row["difference"] = statistics.mean(row["taught"]) - statistics.mean(row["plain"])
     return row
 

@@ -60,29 +60,34 @@ def both_data(experiment):
 def pair(job: dict) -> dict:
     """One pick, trained on each arm's data once per seed (a worker process, one thread)."""
     import torch
-
-    from leanfit.train.trainer import Budget, train
+    from digits_front import retrain
 
     torch.set_num_threads(1)
     experiment = experiment_for(Path(job["experiment"]), job["split"])
     data = both_data(experiment)
-    config = job["config"]
     row = {k: job[k] for k in ("run", "max_params", "params")}
     for arm in ("plain", "refit"):
-        accs = []
-        for seed in job["seeds"]:
-            r = train(
-                config,
-                experiment.hyperparameters(config),
-                data[arm],
-                Budget(job["epochs"]),
-                experiment.training,
-                seed=seed,
-            )
-            accs.append(r.val_accuracy if r.status == "ok" else float("nan"))
-        row[arm] = accs
+        row[arm] = retrain(experiment, job["config"], data[arm], job["epochs"], job["seeds"])
     row["difference"] = statistics.mean(row["refit"]) - statistics.mean(row["plain"])
     return row
+
+
+def goals_met(rows: list[dict], keys: dict[str, str]) -> dict[str, dict]:
+    """For each parameter limit with picks: how many picks met its goal on average over their
+    seeds in each arm (`keys`: an arm's key in a row, and the key its count is saved under),
+    and the mean difference of the pairs in points."""
+    out = {}
+    for limit, goal in ((1000, 0.97), (2000, 0.985)):
+        mine = [r for r in rows if r["max_params"] == limit]
+        if mine:
+            out[str(limit)] = {
+                "picks": len(mine),
+                "mean_difference_points": 100 * statistics.mean(r["difference"] for r in mine),
+                "goal": goal,
+                **{key: sum(statistics.mean(r[arm]) >= goal for r in mine)
+                   for arm, key in keys.items()},
+            }  # fmt: skip
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -99,23 +104,9 @@ def main(argv: list[str] | None = None) -> dict:
     arms = {"plain": "on train", "refit": "on train + val"}
     rows = run_pairs(pair, jobs, common, args.workers, arms)
 
-    def goal_met(arm: str, limit: int, goal: float) -> int:
-        return sum(statistics.mean(r[arm]) >= goal for r in rows if r["max_params"] == limit)
-
     summary = {
         **paired_summary(rows),
-        "by_limit": {
-            str(limit): {
-                "picks": sum(r["max_params"] == limit for r in rows),
-                "mean_difference_points": 100
-                * statistics.mean(r["difference"] for r in rows if r["max_params"] == limit),
-                "goal": goal,
-                "met_on_train": goal_met("plain", limit, goal),
-                "met_refit": goal_met("refit", limit, goal),
-            }
-            for limit, goal in ((1000, 0.97), (2000, 0.985))
-            if any(r["max_params"] == limit for r in rows)
-        },
+        "by_limit": goals_met(rows, {"plain": "met_on_train", "refit": "met_refit"}),
     }
     print(
         f"{summary['pairs']} picks: refit - train only {summary['mean_difference_points']:+.2f} "

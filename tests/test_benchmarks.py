@@ -517,6 +517,33 @@ def test_refit_paired_trains_each_pick_on_train_and_on_train_and_validation(tmp_
     assert "refit - train only" in done.stdout
 
 
+def test_epochs_paired_refits_each_pick_at_two_lengths_with_the_same_seeds(tmp_path):
+    """benchmarks/epochs_paired.py, shortened: an earlier run's picks, each refit (training +
+    validation) at the final length and at a longer one, the same seed, scored on the test
+    split; a length of 0 is refused."""
+    script = str(ROOT / "benchmarks" / "epochs_paired.py")
+    done = subprocess.run(
+        [sys.executable, script, "--runs", "27", "--seeds", "1", "--epochs", "1", "--longer",
+         "2", "--workers", "1", "--split", "0", "--out", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "epochs_paired-split0.json").read_text())
+    assert (report["epochs"], report["longer"]) == (1, 2)
+    assert [r["params"] for r in report["rows"]] == [846, 1_138]  # run 27's two picks
+    for row in report["rows"]:
+        assert len(row["final"]) == len(row["longer"]) == 1
+        assert row["difference"] == pytest.approx(row["longer"][0] - row["final"][0])
+    by_limit = report["summary"]["by_limit"]
+    assert set(by_limit["1000"]) >= {"met_final", "met_longer"}
+    assert "2 - 1 epochs" in done.stdout
+    refused = subprocess.run(
+        [sys.executable, script, "--runs", "27", "--longer", "0", "--out", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "--longer and --seeds: give 1 or more" in refused.stderr
+
+
 def test_digits_front_tally_reads_every_format_of_run_file_and_counts_each_goal(tmp_path):
     tally = ROOT / "benchmarks" / "digits_front_tally.py"
     results = tmp_path / "results"
@@ -542,9 +569,17 @@ def test_digits_front_tally_reads_every_format_of_run_file_and_counts_each_goal(
 
     save("digits_front-cpu.json", [pick(1000, 909, retrained=sixty(0.969)),
                                    pick(2000, 1344, retrained=sixty(0.99))])  # fmt: skip
-    # run 12: the current format, refit (without_refit kept), a goal not found
+
+    # run 12: the current format, refit (without_refit kept), a goal not found; its finalists'
+    # figures: the second within one validation image (1/359) of the best, the third not
+    def finalist(params, val, test):
+        return {"params": params, "val_accuracy_mean": val, "test_accuracy_mean": test}
+
+    finalists = [finalist(816, 0.99, 0.975), finalist(700, 0.9875, 0.96),
+                 finalist(500, 0.98, 0.99)]  # fmt: skip
     save("digits_front-cpu-run12.json", [
-        pick(1000, 816, test_accuracy_mean=0.981, without_refit={"test_accuracy_mean": 0.965}),
+        pick(1000, 816, test_accuracy_mean=0.981, without_refit={"test_accuracy_mean": 0.965},
+             finalists=finalists),
         {"max_params": 2000, "found": False},
     ])  # fmt: skip
     save("digits_front-cpu-run13.json", [pick(1000, 662, test_accuracy_mean=0.95)],
@@ -571,6 +606,13 @@ def test_digits_front_tally_reads_every_format_of_run_file_and_counts_each_goal(
     before = report["counts"]["the refit picks before their refit"]
     assert before["1000"] == {"met": 0, "runs": 1} and before["2000"]["met"] == 0
     assert "all: <= 1,000: 2 of 4, <= 2,000: 1 of 4" in done.stdout
+    # among the finalists, each rule's choice scored by its own retrainings (training split)
+    (twelve,) = [r for r in report["runs"] if r["run"] == 12]
+    best, smallest = "finalists: the best by validation", "finalists: the smallest within one"
+    assert twelve["picks"]["1000"][best]["params"] == 816
+    assert twelve["picks"]["1000"][smallest + " validation image"]["params"] == 700
+    assert report["counts"][best]["1000"] == {"met": 1, "runs": 1}
+    assert report["counts"][smallest + " validation image"]["1000"] == {"met": 0, "runs": 1}
 
     done = run("--since", "12")
     assert done.returncode == 0, done.stderr
