@@ -54,11 +54,11 @@ def main(argv: list[str] | None = None) -> dict:
     paired_arguments(parser, runs="29-36", split=1)
     parser.add_argument("--longer", type=int, default=120, help="the longer arm's epochs")
     args = parser.parse_args(argv)
+    if args.longer < 1 or args.seeds < 1:
+        parser.error("--longer and --seeds: give 1 or more")
 
     experiment = experiment_for(args.experiment, args.split)
     epochs = args.epochs or experiment.pipeline.final_epochs or experiment.budget.max_epochs
-    if args.longer < 1 or args.seeds < 1:
-        parser.error("--longer and --seeds: give 1 or more")
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     jobs = picks_of(run_numbers(args.runs), parser)
     common = {"experiment": str(args.experiment), "split": args.split, "epochs": epochs,

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from digits_front_tally import GOALS  # noqa: E402
 from distill_paired import (  # noqa: E402
     experiment_for,
     paired_arguments,
@@ -77,7 +78,7 @@ def goals_met(rows: list[dict], keys: dict[str, str]) -> dict[str, dict]:
     seeds in each arm (`keys`: an arm's key in a row, and the key its count is saved under),
     and the mean difference of the pairs in points."""
     out = {}
-    for limit, goal in ((1000, 0.97), (2000, 0.985)):
+    for limit, goal in GOALS.items():
         mine = [r for r in rows if r["max_params"] == limit]
         if mine:
             out[str(limit)] = {
