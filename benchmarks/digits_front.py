@@ -235,7 +235,18 @@ def main(argv: list[str] | None = None) -> dict:
         outcome = run_search(experiment, workers=args.workers, wall_time=wall, on_progress=show)
     search_seconds = time.monotonic() - started
     c = outcome.controller
-    print(f"search: {len(c.trials)} trials, {c.stats.jobs_done} jobs in {search_seconds:.0f} s")
+    # epochs trained in all: a promotion goes on from its lower rung, so a trial's own count is
+    # the last epoch it reached (fewer than its rung's where its learning curve stopped it)
+    epochs_trained = sum(
+        max(int(m.get("epoch", 0)) for m in t.results.values())
+        for t in c.trials.values()
+        if t.results
+    )
+    stopped = f", {c.stats.curve_stopped} stopped by their curve" if c.curve_stop else ""
+    print(
+        f"search: {len(c.trials)} trials, {c.stats.jobs_done} jobs{stopped}, "
+        f"{epochs_trained} epochs in {search_seconds:.0f} s"
+    )
 
     dataset = load_dataset(experiment)
     data = held_out_data(experiment, dataset)
@@ -392,6 +403,9 @@ def main(argv: list[str] | None = None) -> dict:
         "trials": len(c.trials),
         "jobs_done": c.stats.jobs_done,
         "jobs_failed": c.stats.jobs_failed,
+        "epochs_trained": epochs_trained,
+        "curve_stop": c.curve_stop,
+        "curve_stopped": c.stats.curve_stopped,
         "proposal_seconds": c.stats.propose_seconds,
         "hypervolume": c.hypervolume(),
         "front": front_table(c),

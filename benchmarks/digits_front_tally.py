@@ -11,7 +11,7 @@ and the counts (all runs, and by how the picks' final training was done), and sa
 Run 2 is `digits_front-cpu.json` (saved before runs were numbered). Runs 1-8 recorded each
 pick's retrainings under `retrained`; run 1's 60-epoch figures are in a retraining file of their
 own (`digits_front-retrain-digits_front-cpu-run1-test.json`). Files that are not a numbered run
-(`-ehvi-only`, `-27epochs`) are experiments beside the series and are left out.
+(`-ehvi-only`, `-27epochs`, `-curve-stop`) are experiments beside the series and are left out.
 """
 
 from __future__ import annotations

@@ -419,6 +419,9 @@ def test_digits_front_search_then_retrained_picks(tmp_path):
     assert "budget left" in done.stdout, "the search's progress is printed"
     report = json.loads((tmp_path / "out" / "digits_front-cpu.json").read_text())
     assert report["trials"] > 0 and report["front"] and report["final_epochs"] == 2
+    # each job trains at least an epoch, and a trial at most max_epochs (promotions go on)
+    assert report["jobs_done"] <= report["epochs_trained"] <= 3 * report["trials"], report
+    assert report["curve_stop"] is False and report["curve_stopped"] == 0
     assert [p["max_params"] for p in report["picks"]] == [1_000, 2_000]
     for pick in report["picks"]:
         if not pick["found"]:
