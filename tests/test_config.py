@@ -88,7 +88,8 @@ BAD_FILES = [
     (
         "a folder as the source",
         digits_config(dataset={"source": "./photos"}),
-        "dataset.source: './photos' is a folder, and source names the kind of dataset (digits, "
+        "dataset.source: './photos' looks like a folder, and source names the kind of dataset "
+        "(digits, "
         "imagefolder or cifar10): for a folder of class folders write `source: imagefolder` and "
         "`path: ./photos`",
     ),
@@ -203,6 +204,15 @@ def test_bad_file_exits_2_naming_the_field_and_writes_nothing(tmp_path, case):
     write_yaml(tmp_path / "bad.yaml", data)
     result = run_cli("trial", "bad.yaml", "--sample", "--epochs", "1", cwd=tmp_path)
     _assert_clean_refusal(result, tmp_path, field, ["bad.yaml"])
+
+
+def test_an_existing_folder_as_the_source_is_called_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(ConfigError) as info:
+        experiment_from_dict(digits_config(dataset={"source": "photos"}))
+    assert "dataset.source: 'photos' is a folder" in str(info.value)
+    assert "`source: imagefolder` and `path: photos`" in str(info.value)
 
 
 def test_missing_dataset_folder(tmp_path):

@@ -152,7 +152,8 @@ class DatasetConfig(Strict):
         )
         if looks_like_a_folder and value not in DATASET_SOURCES:
             raise ValueError(
-                f"{value!r} is a folder, and source names the kind of dataset (digits, "
+                f"{value!r} {'is' if Path(value).is_dir() else 'looks like'} a folder, and "
+                "source names the kind of dataset (digits, "
                 f"imagefolder or cifar10): for a folder of class folders write "
                 f"`source: imagefolder` and `path: {value}`"
             )
