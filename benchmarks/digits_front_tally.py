@@ -8,6 +8,9 @@ and the counts (all runs, and by how the picks' final training was done), and sa
     python benchmarks/digits_front_tally.py   # saves benchmarks/results/digits_front-tally.json
     python benchmarks/digits_front_tally.py --since 11   # the current search's runs only
 
+Beside the JSON, a plot (`digits_front-tally.png`): each run's two picks against their goals,
+marked by how the final training was done, and a refit pick's figure before its refit.
+
 Run 2 is `digits_front-cpu.json` (saved before runs were numbered). Runs 1-8 recorded each
 pick's retrainings under `retrained`; run 1's 60-epoch figures are in a retraining file of their
 own (`digits_front-retrain-digits_front-cpu-run1-test.json`). Files that are not a numbered run
@@ -169,6 +172,54 @@ def show(result: dict) -> str:
     return "\n".join(lines)
 
 
+# How each kind of final training is drawn: marker and its label
+MARKERS = {"train split": "o", REFIT: "D", "distilled": "s"}
+COLOURS = {1000: "tab:blue", 2000: "tab:orange"}
+
+
+def plot(result: dict, path: Path) -> None:
+    """Each run's picks (retrained test accuracy, mean of 3) against the run number, one panel a
+    goal with its line; hollow grey marks are the refit picks as they scored before their refit
+    (the same seeds, the training split alone)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 6.5), constrained_layout=True)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(GOALS), 1, sharex=True)
+    for ax, (limit, goal) in zip(axes, GOALS.items(), strict=True):
+        runs = [r for r in result["runs"] if r["picks"].get(str(limit), {}).get("params")]
+        runs = [r for r in runs if r["picks"][str(limit)]["test_accuracy_mean"] is not None]
+        for kind, marker in MARKERS.items():
+            mine = [r for r in runs if r["final_training"] == kind]
+            if not mine:
+                continue
+            ax.scatter([r["run"] for r in mine],
+                       [100 * r["picks"][str(limit)]["test_accuracy_mean"] for r in mine],
+                       marker=marker, color=COLOURS[limit], label=kind, zorder=3)  # fmt: skip
+        before = [r for r in runs if "without_refit" in r["picks"][str(limit)]]
+        if before:
+            ax.scatter([r["run"] for r in before],
+                       [100 * r["picks"][str(limit)]["without_refit"]["test_accuracy_mean"]
+                        for r in before],
+                       marker="D", facecolors="none", edgecolors="grey",
+                       label="the refit pick before its refit", zorder=2)  # fmt: skip
+        met = sum(r["picks"][str(limit)]["met"] for r in runs)
+        ax.axhline(100 * goal, color="black", linewidth=1, linestyle="--")
+        ax.set_title(
+            f"<= {limit:,} parameters: goal {goal:.1%} test accuracy; met in {met} of "
+            f"{len(runs)} runs",
+            loc="left",
+            fontsize=10,
+        )
+        ax.set_ylabel("test accuracy, %")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    axes[-1].set_xlabel("run (benchmarks/results/digits_front-cpu-runN.json)")
+    fig.suptitle("digits search: each run's picks after the final training (mean of 3 seeds)")
+    fig.savefig(path, dpi=100)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the run files")
@@ -196,7 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     out = args.out or args.results / name
     out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"\nsaved {out}")
+    picture = out.with_suffix(".png")
+    plot(result, picture)
+    print(f"\nsaved {out} and {picture.name}")
     return 0
 
 

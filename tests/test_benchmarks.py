@@ -609,6 +609,8 @@ def test_digits_front_tally_reads_every_format_of_run_file_and_counts_each_goal(
     before = report["counts"]["the refit picks before their refit"]
     assert before["1000"] == {"met": 0, "runs": 1} and before["2000"]["met"] == 0
     assert "all: <= 1,000: 2 of 4, <= 2,000: 1 of 4" in done.stdout
+    # and the picture of it beside the JSON
+    assert (results / "digits_front-tally.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # among the finalists, each rule's choice scored by its own retrainings (training split)
     (twelve,) = [r for r in report["runs"] if r["run"] == 12]
     best, smallest = "finalists: the best by validation", "finalists: the smallest within one"
@@ -620,6 +622,7 @@ def test_digits_front_tally_reads_every_format_of_run_file_and_counts_each_goal(
     done = run("--since", "12")
     assert done.returncode == 0, done.stderr
     report = json.loads((results / "digits_front-tally-since12.json").read_text())
+    assert (results / "digits_front-tally-since12.png").is_file()
     assert [r["run"] for r in report["runs"]] == [12, 13]
 
     done = run("--since", "99")
