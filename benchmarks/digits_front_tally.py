@@ -28,6 +28,7 @@ from pathlib import Path
 GOALS = {1000: 0.97, 2000: 0.985}
 RESULTS = Path(__file__).resolve().parent / "results"
 REFIT = "refit on train + val"  # a run whose picks were refit (they keep `without_refit`)
+TRAIN_SPLIT, DISTILLED = "train split", "distilled"  # the other final trainings
 VAL_IMAGES = 359  # digits' validation split (examples/digits.yaml)
 BEST = "finalists: the best by validation"
 SMALLEST = "finalists: the smallest within one validation image"
@@ -78,10 +79,10 @@ def finalist_rules(pick: dict) -> dict[str, dict] | None:
 
 def final_training(run: dict) -> str:
     if run.get("teacher"):
-        return "distilled"
+        return DISTILLED
     if any("without_refit" in p for p in run.get("picks", [])):
         return REFIT
-    return "train split"
+    return TRAIN_SPLIT
 
 
 def tally(folder: Path, since: int = 1) -> dict:
@@ -173,7 +174,7 @@ def show(result: dict) -> str:
 
 
 # How each kind of final training is drawn: marker and its label
-MARKERS = {"train split": "o", REFIT: "D", "distilled": "s"}
+MARKERS = {TRAIN_SPLIT: "o", REFIT: "D", DISTILLED: "s"}
 COLOURS = {1000: "tab:blue", 2000: "tab:orange"}
 
 
@@ -188,27 +189,27 @@ def plot(result: dict, path: Path) -> None:
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(GOALS), 1, sharex=True)
     for ax, (limit, goal) in zip(axes, GOALS.items(), strict=True):
-        runs = [r for r in result["runs"] if r["picks"].get(str(limit), {}).get("params")]
-        runs = [r for r in runs if r["picks"][str(limit)]["test_accuracy_mean"] is not None]
+        # each run's pick at this limit, where it was found and scored
+        picks = {
+            r["run"]: (r["final_training"], p)
+            for r in result["runs"]
+            if (p := r["picks"].get(str(limit))) and p["test_accuracy_mean"] is not None
+        }
         for kind, marker in MARKERS.items():
-            mine = [r for r in runs if r["final_training"] == kind]
-            if not mine:
-                continue
-            ax.scatter([r["run"] for r in mine],
-                       [100 * r["picks"][str(limit)]["test_accuracy_mean"] for r in mine],
-                       marker=marker, color=COLOURS[limit], label=kind, zorder=3)  # fmt: skip
-        before = [r for r in runs if "without_refit" in r["picks"][str(limit)]]
+            mine = {run: p for run, (k, p) in picks.items() if k == kind}
+            if mine:
+                ax.scatter(list(mine), [100 * p["test_accuracy_mean"] for p in mine.values()],
+                           marker=marker, color=COLOURS[limit], label=kind, zorder=3)  # fmt: skip
+        before = {run: p["without_refit"] for run, (_, p) in picks.items() if "without_refit" in p}
         if before:
-            ax.scatter([r["run"] for r in before],
-                       [100 * r["picks"][str(limit)]["without_refit"]["test_accuracy_mean"]
-                        for r in before],
+            ax.scatter(list(before), [100 * p["test_accuracy_mean"] for p in before.values()],
                        marker="D", facecolors="none", edgecolors="grey",
                        label="the refit pick before its refit", zorder=2)  # fmt: skip
-        met = sum(r["picks"][str(limit)]["met"] for r in runs)
+        counted = result["counts"]["all"][str(limit)]
         ax.axhline(100 * goal, color="black", linewidth=1, linestyle="--")
         ax.set_title(
-            f"<= {limit:,} parameters: goal {goal:.1%} test accuracy; met in {met} of "
-            f"{len(runs)} runs",
+            f"<= {limit:,} parameters: goal {goal:.1%} test accuracy; met in {counted['met']} of "
+            f"{counted['runs']} runs",
             loc="left",
             fontsize=10,
         )

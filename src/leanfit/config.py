@@ -147,15 +147,15 @@ class DatasetConfig(Strict):
     @classmethod
     def _source_is_a_kind(cls, value: Any) -> Any:
         # A folder given as the source (the most natural first guess) names the fix
-        looks_like_a_folder = isinstance(value, str) and (
-            "/" in value or "\\" in value or value.startswith(".") or Path(value).is_dir()
+        is_a_folder = isinstance(value, str) and Path(value).is_dir()
+        looks_like_a_folder = is_a_folder or (
+            isinstance(value, str) and ("/" in value or "\\" in value or value.startswith("."))
         )
         if looks_like_a_folder and value not in DATASET_SOURCES:
             raise ValueError(
-                f"{value!r} {'is' if Path(value).is_dir() else 'looks like'} a folder, and "
-                "source names the kind of dataset (digits, "
-                f"imagefolder or cifar10): for a folder of class folders write "
-                f"`source: imagefolder` and `path: {value}`"
+                f"{value!r} {'is' if is_a_folder else 'looks like'} a folder, and source names "
+                "the kind of dataset (digits, imagefolder or cifar10): for a folder of class "
+                f"folders write `source: imagefolder` and `path: {value}`"
             )
         return value
 
