@@ -402,6 +402,10 @@ def test_a_budget_of_no_time_is_refused_before_anything_starts(in_tmp):
         result = run_cli(command, "e.yaml", "--wall-time", "0s", cwd=in_tmp)
         assert result.returncode == 2, result.stderr
         assert "--wall-time 0s: give a budget above zero" in result.stderr, result.stderr
+    # a number without its unit: minutes or seconds? (it was taken as 5 seconds)
+    result = run_cli("search", "e.yaml", "--wall-time", "5", cwd=in_tmp)
+    assert result.returncode == 2, result.stderr
+    assert "--wall-time 5: give a unit: 5s, 5m or 5h" in result.stderr, result.stderr
     assert sorted(p.name for p in in_tmp.iterdir()) == ["e.yaml"]
 
 
@@ -596,6 +600,12 @@ def test_report_refuses_what_it_cannot_read_naming_the_fix(in_tmp):
     (in_tmp / "a-file").write_text("")
     result = run_cli("report", "e.yaml", "-o", "a-file", cwd=in_tmp)
     assert result.returncode == 2 and "-o: a-file is a file" in result.stderr, result.stderr
+    # the page's name given for the folder: it became a folder named report.html
+    result = run_cli("report", "e.yaml", "-o", "report.html", cwd=in_tmp)
+    assert result.returncode == 2, result.stderr
+    said = "-o: report.html names a file; -o is the folder report.html and pareto.png go in"
+    assert f"{said}, e.g. -o report" in result.stderr, result.stderr
+    assert not (in_tmp / "report.html").exists()
 
     # the rest in this process (an absolute URI: MLflow keeps one store per URI in a process)
     data = {
@@ -669,6 +679,9 @@ def test_a_tracking_uri_mlflow_cannot_use_is_refused_in_one_line(in_tmp, monkeyp
         f"sqlite:///{in_tmp}": f"names a folder, {in_tmp}; name the database file in it",
         "sqlite:///e.yaml": "e.yaml of 'sqlite:///e.yaml' is not a SQLite database (it would be "
         "left as it is)",
+        # a file named without the scheme (it said "MLflow's file store", a folder)
+        "e.yaml": "'e.yaml' is a file, not a tracking URI (one without a scheme names MLflow's "
+        "file store, a folder); for a sqlite database give sqlite:///e.yaml",
     }
     experiment(in_tmp, trials=3)
     for uri, said in refused.items():
@@ -694,6 +707,26 @@ def test_a_tracking_uri_mlflow_cannot_use_is_refused_in_one_line(in_tmp, monkeyp
         assert refused.get(uri, "MLflow does not know")[:30] in result.stderr, result.stderr
         assert "secret" not in result.stderr and "Traceback" not in result.stderr
     assert sorted(p.name for p in in_tmp.iterdir()) == ["e.yaml"]
+
+
+def test_a_web_server_that_is_not_mlflow_is_said_as_such():
+    """A tracking URI naming some other web server (a port mixed up): it answers, so it was
+    taken as reachable, and MLflow's 404 came later as "did not answer"."""
+    import http.server
+    import threading
+
+    from leanfit.errors import LeanfitError
+    from leanfit.track.runs import check_tracking_reachable
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(LeanfitError, match=f"tracking: {uri} answers, but no MLflow tracking"):
+            check_tracking_reachable(uri)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_a_sqlite_database_that_cannot_be_opened_is_refused_in_one_line(in_tmp):

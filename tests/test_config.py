@@ -244,7 +244,17 @@ def test_absent_cifar10_without_download(tmp_path):
 
 @pytest.mark.parametrize(
     "content, expected",
-    [("name: [unclosed\n", "not valid YAML at line"), ("- a\n- b\n", "YAML mapping")],
+    [
+        ("name: [unclosed\n", "not valid YAML at line"),
+        ("- a\n- b\n", "e.yaml holds a YAML list; the experiment file must be a YAML mapping"),
+        ("", "e.yaml is empty"),
+        ("# name: digits\n", "e.yaml is empty"),
+        # leanfit compile's output given back as the experiment (it said "found another document")
+        (
+            "components: {}\npipelineInfo:\n  name: digits\n---\nplatforms: {}\n",
+            "e.yaml is a compiled pipeline (leanfit compile's output), not an experiment file",
+        ),
+    ],
 )
 def test_unreadable_file(tmp_path, content, expected):
     (tmp_path / "e.yaml").write_text(content)

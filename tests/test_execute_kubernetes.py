@@ -338,12 +338,55 @@ def test_a_spec_whose_teacher_is_missing_is_refused_before_anything_is_logged(tm
     exit 2 naming the file, and no tracking database or trial run written."""
     spec = tmp_path / "spec.json"
     missing = tmp_path / "final" / "teacher.pt"
+    config = experiment_from_dict(digits_config()).search_space().sample(3)
     spec.write_text(json.dumps({
-        "trial_id": "t", "config": {"stem_width": 8}, "epochs": 1,
-        "teacher": {"checkpoint": str(missing)},
+        "trial_id": "t", "config": config, "epochs": 1, "teacher": {"checkpoint": str(missing)},
     }))  # fmt: skip
     result = run_cli("trial", str(EXAMPLES / "digits.yaml"), "--spec", str(spec), cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"teacher checkpoint {missing}: no such file" in result.stderr
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.json"]
+
+
+def test_a_spec_or_file_a_trial_cannot_run_is_refused_before_anything_is_logged(tmp_path):
+    """`leanfit trial`'s files as a user gets them wrong: each refused with exit 2 naming the
+    option, and no tracking database made. Before, a configuration outside the space logged a
+    FAILED run and exited 1; a negative resolution or a missing checkpoint to resume left a
+    RUNNING run behind a traceback; a folder or a PNG given as a file was a traceback; a folder
+    as --result-to was said after the whole training."""
+    from leanfit.train.trial import read_result
+
+    config = experiment_from_dict(digits_config()).search_space().sample(3)
+    (tmp_path / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe binary")
+    (tmp_path / "folder").mkdir()
+    good = {"trial_id": "t-1", "config": config, "epochs": 1}
+    for name, spec, says in (
+        ("outside.json", {**good, "config": {}}, "invalid configuration: "),
+        ("resolution.json", {**good, "resolution": -4}, "resolution"),
+        ("id.json", {**good, "trial_id": "../../x"}, "trial_id"),
+        ("resume.json", {**good, "resume_from": "gone.pt"}, "resume_from: checkpoint 'gone.pt'"),
+    ):
+        (tmp_path / name).write_text(json.dumps(spec))
+        r = run_cli("trial", str(EXAMPLES / "digits.yaml"), "--spec", name, cwd=tmp_path)
+        assert r.returncode == 2 and f"--spec: {name}: " in r.stderr, (name, r.stderr)
+        assert says in r.stderr and "Traceback" not in r.stderr, (name, r.stderr)
+    for args, says in (
+        (("--spec", "folder"), "--spec: folder is a folder"),
+        (("--spec", "picture.png"), "--spec: picture.png is not a text file"),
+        (("--genotype", "picture.png"), "--genotype: picture.png is not a text file"),
+        (("--genotype", "folder"), "--genotype: folder is a folder"),
+        (("--sample", "--resume", "folder"), "--resume: folder is a folder"),
+        (("--sample", "--result-to", "folder"), "--result-to: folder is a folder"),
+    ):
+        r = run_cli("trial", str(EXAMPLES / "digits.yaml"), *args, cwd=tmp_path)
+        assert r.returncode == 2 and says in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr and "epoch" not in r.stdout, (args, r.stdout)
+    assert not (tmp_path / "mlflow.db").exists()
+    # as a Kubernetes Job runs it: the refusal is the trial's result too, so the search records
+    # a failed trial instead of retrying a Job that ended without one
+    r = run_cli("trial", str(EXAMPLES / "digits.yaml"), "--spec", "resume.json", "--result-to",
+                "out/result.json", "--no-track", cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    result = read_result(tmp_path / "out" / "result.json")
+    assert result is not None and result.status == "failed" and "gone.pt" in result.reason

@@ -97,11 +97,35 @@ def test_compile_refuses_a_bad_output_name(tmp_path):
     # a folder that cannot be written (a file where the folder should be; /proc): said, and
     # nothing half-written left beside it
     (tmp_path / "notes.txt").write_text("mine")
-    for out in (tmp_path / "notes.txt" / "p.yaml", Path("/proc/p.yaml")):
+    for out, says in (
+        (tmp_path / "notes.txt" / "p.yaml", f"{tmp_path / 'notes.txt'} is a file; give a folder"),
+        (Path("/proc/p.yaml"), "cannot write /proc/p.yaml"),
+    ):
         r = run_cli("compile", str(EXAMPLES / "digits.yaml"), "-o", str(out), cwd=tmp_path)
-        assert r.returncode == 2 and f"cannot write {out}" in r.stderr, r.stderr
+        assert r.returncode == 2 and says in r.stderr, r.stderr
         assert "Traceback" not in r.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+    # -o naming the experiment file itself, or a file of the user's: refused, both kept whole
+    # (the experiment file was overwritten with the pipeline, exit 0)
+    experiment = tmp_path / "digits.yaml"
+    experiment.write_text((EXAMPLES / "digits.yaml").read_text())
+    for out, says in (
+        ("digits.yaml", "is the experiment file itself"),
+        ("./notes.txt.yaml", None),  # (a name that is free: the control)
+    ):
+        r = run_cli("compile", "digits.yaml", "-o", out, cwd=tmp_path)
+        if says is None:
+            assert r.returncode == 0, r.stderr
+            continue
+        assert r.returncode == 2 and says in r.stderr, r.stderr
+    (tmp_path / "mine.yaml").write_text("notes: mine\n")
+    r = run_cli("compile", "digits.yaml", "-o", "mine.yaml", cwd=tmp_path)
+    assert r.returncode == 2 and "exists and is not a compiled pipeline" in r.stderr, r.stderr
+    assert (tmp_path / "mine.yaml").read_text() == "notes: mine\n"
+    assert experiment.read_text() == (EXAMPLES / "digits.yaml").read_text()
+    # an earlier compile's output is replaced
+    r = run_cli("compile", "digits.yaml", "-o", "notes.txt.yaml", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
 
 
 # ---------------------------------------------------------------- steps on their own
@@ -815,15 +839,29 @@ def test_promote_rolls_back_by_hand_and_names_bad_input(tmp_path):
     assert ok.returncode == 0, ok.stderr
     assert "was 2" in ok.stdout
     assert str(MlflowClient(uri).get_model_version_by_alias("leanfit-x", "champion").version) == "1"
-    for args, named in ((("leanfit-y", "1"), "NAME"), (("leanfit-x", "7"), "VERSION")):
+    # the champion already: said, and the database left as it was (it was written again)
+    before = (tmp_path / "mlflow.db").read_bytes()
+    again = run_cli("promote", "leanfit-x", "1", "--tracking-uri", uri, cwd=tmp_path)
+    assert again.returncode == 0 and "already the champion" in again.stdout, again.stderr
+    assert (tmp_path / "mlflow.db").read_bytes() == before
+    for args, named in (
+        (("leanfit-y", "1"), "NAME"),
+        (("leanfit-x", "7"), "VERSION"),
+        (("leanfit-x", " 2"), "VERSION: ' 2' is not a version number"),  # MLflow took it for 2
+    ):
         bad = run_cli("promote", *args, "--tracking-uri", uri, cwd=tmp_path)
         assert bad.returncode == 2 and named in bad.stderr and "Traceback" not in bad.stderr
+    assert str(MlflowClient(uri).get_model_version_by_alias("leanfit-x", "champion").version) == "1"
     # run where the database is not (the default sqlite:///mlflow.db of another folder): said,
     # and no empty database left behind
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     bad = run_cli("promote", "leanfit-x", "1", cwd=elsewhere)
     assert bad.returncode == 2 and "no tracking database at mlflow.db" in bad.stderr, bad.stderr
+    assert "--tracking-uri:" not in bad.stderr  # (the default was used: no option was given)
+    # a file store: the fix names this command's option, not the experiment file's field
+    bad = run_cli("promote", "leanfit-x", "1", "--tracking-uri", "mlruns", cwd=elsewhere)
+    assert bad.returncode == 2 and "(--tracking-uri, or $MLFLOW_TRACKING_URI)" in bad.stderr
     assert "Traceback" not in bad.stderr and not list(elsewhere.iterdir())
 
 

@@ -235,6 +235,29 @@ def test_predict_classifies_files_as_the_model_saw_its_training_images(tmp_path)
         assert "Traceback" not in bad.stderr
     nowhere = run_cli("predict", "leanfit-pets", str(root), cwd=tmp_path / "work")
     assert nowhere.returncode == 2 and "no tracking database" in nowhere.stderr, nowhere.stderr
+    unread = run_cli("predict", "leanfit-pets", str(root / "dog" / "notes.txt"), "--json",
+                     "--tracking-uri", uri, cwd=tmp_path)  # fmt: skip
+    assert unread.returncode == 2 and unread.stdout == "", unread.stdout  # no `[]` as an answer
+
+    # by its run: MLflow downloads it with a pool of threads, which the command used to wait
+    # for forever after printing its table
+    by_run = run_cli("predict", f"runs:/{logged.run_id}/model", str(root / "cat"),
+                     "--tracking-uri", uri, cwd=tmp_path, timeout=120)  # fmt: skip
+    assert by_run.returncode == 0 and "image(s)" in by_run.stdout, by_run.stderr
+    assert "Downloading artifacts" not in by_run.stderr  # (MLflow's bars, one per artifact)
+    # a downloaded model's folder, on a machine with no tracking database: it needs none, and
+    # none is made
+    import mlflow.artifacts
+
+    folder = tmp_path / "downloaded"
+    mlflow.artifacts.download_artifacts(
+        "models:/leanfit-pets/1", dst_path=str(folder), tracking_uri=uri
+    )
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    alone = run_cli("predict", str(folder), str(root / "cat"), cwd=bare)
+    assert alone.returncode == 0 and "cat" in alone.stdout, alone.stderr
+    assert list(bare.iterdir()) == []
 
 
 class Constant(nn.Module):

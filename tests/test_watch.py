@@ -133,6 +133,24 @@ def test_watch_refuses_bad_options_before_doing_anything(tmp_path):
     assert r.returncode == 2 and "--interval 0s: give a time above zero" in r.stderr, r.stderr
     r = run_cli("watch", "missing.yaml", "--once", cwd=tmp_path)
     assert r.returncode == 2 and "missing.yaml" in r.stderr
+    # options that mean something only with --submit: silently ignored before
+    for option in (["--namespace", "team-a"], ["--resubmit-after", "1h"]):
+        r = run_cli("watch", "shapes.yaml", "--once", *option, cwd=tmp_path)
+        assert r.returncode == 2, r.stderr
+        assert f"{option[0]} applies only with --submit HOST" in r.stderr, r.stderr
+    # a KFP host that does not answer is said before the data is looked at (a CronJob of
+    # `--once` reported success while the data stayed unchanged), in the watcher's own option;
+    # before, the changed data's run compiled its pipeline and made the tracking database first
+    r = run_cli("watch", "shapes.yaml", "--once", "--submit", "http://127.0.0.1:1", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "--submit http://127.0.0.1:1: no Kubeflow Pipelines API answers" in r.stderr, r.stderr
+    r = run_cli("watch", "shapes.yaml", "--once", "--submit", "127.0.0.1:1", cwd=tmp_path)
+    assert r.returncode == 2 and "--submit '127.0.0.1:1': give the URL" in r.stderr, r.stderr
+    # a tracking server that does not answer: said at once (it waited silently for MLflow's
+    # minutes of retries)
+    r = run_cli("watch", "shapes.yaml", "--once", cwd=tmp_path, timeout=60,
+                env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:1"})  # fmt: skip
+    assert r.returncode == 2 and "did not answer" in r.stderr, r.stderr
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / ".leanfit").exists()
 
 

@@ -37,12 +37,14 @@ def read_genotype(path: Path, experiment) -> dict[str, Any]:
     from leanfit.errors import GenotypeError
     from leanfit.space.architecture import flatten_genotype
 
-    if not path.exists():
-        raise LeanfitError(f"--genotype: file {str(path)!r} does not exist; check the path")
+    text = read_text_option("--genotype", path, "the configuration's YAML")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise LeanfitError(f"--genotype: {path} is not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise LeanfitError(f"--genotype: {path} is not valid YAML{where}: {problem}") from None
     if not isinstance(data, dict):
         raise LeanfitError(f"--genotype: {path} must be a YAML mapping of parameter: value")
     arch = experiment.space.architecture
@@ -51,6 +53,19 @@ def read_genotype(path: Path, experiment) -> dict[str, Any]:
         return experiment.search_space().validate(flat)
     except (ValueError, GenotypeError) as e:
         raise LeanfitError(f"--genotype: {path}: {e}") from None
+
+
+def read_text_option(option: str, path: Path, what: str) -> str:
+    """The text of a file given to `option`; a missing file, a folder or a binary file is
+    refused naming `what` belongs there."""
+    if path.is_dir():
+        raise LeanfitError(f"{option}: {path} is a folder; give {what}")
+    if not path.exists():
+        raise LeanfitError(f"{option}: file {str(path)!r} does not exist; check the path")
+    try:
+        return path.read_text()
+    except UnicodeDecodeError:
+        raise LeanfitError(f"{option}: {path} is not a text file; give {what}") from None
 
 
 @app.command()
@@ -201,6 +216,10 @@ def trial(
     experiment = load_experiment(experiment_file)
     check_dataset(experiment)
     check_work_dir(experiment)
+    if result_to is not None:  # said now, not once the training is done
+        if result_to.is_dir():
+            raise LeanfitError(f"--result-to: {result_to} is a folder; give a file name")
+        check_writable_folder("--result-to", result_to.parent, "for the result")
     if track:
         check_tracking_reachable(experiment.tracking_uri())
     # torch comes in with the trainer: a bad file or dataset is refused before that 2 s import
@@ -220,6 +239,14 @@ def trial(
                 f"--spec: the spec gives the configuration and budget; drop {', '.join(given)}"
             )
         trial_spec = read_spec(spec)
+        problem = spec_problem(trial_spec, experiment)
+        if problem is not None:  # refused before anything is logged
+            if result_to is not None:  # a Job's: a failed trial, not an infrastructure failure
+                from leanfit.train.trainer import TrainResult
+                from leanfit.train.trial import write_result
+
+                write_result(TrainResult(status="failed", reason=problem), result_to)
+            raise LeanfitError(f"--spec: {spec}: {problem}")
     else:
         if (genotype is None) == (not sample):
             raise LeanfitError("give exactly one of --genotype FILE or --sample, or --spec FILE")
@@ -290,8 +317,6 @@ def trial(
     try:
         result = run_trial(experiment, trial_spec, data, on_epoch=show)
     except Exception as e:
-        if result_to is None:
-            raise
         # as in a search's worker: a bug that one configuration hits fails that trial only
         import traceback
 
@@ -299,6 +324,10 @@ def trial(
 
         tb = traceback.format_exc(limit=6)
         result = TrainResult(status="failed", reason=f"{type(e).__name__}: {e}\n{tb}")
+        if result_to is None:
+            if run_id is not None:  # not left RUNNING in MLflow
+                logger.finish_trial(run_id, result)
+            raise
     if result_to is not None:
         write_result(result, result_to)
     if run_id is not None:
@@ -318,7 +347,8 @@ def trial(
             f"MLflow run {run_id} in {experiment.tracking_uri()} "
             f"(browse: mlflow ui --backend-store-uri {experiment.tracking_uri()})"
         )
-    console.print(f"checkpoint {result.checkpoint}")
+    if result.checkpoint:
+        console.print(f"checkpoint {result.checkpoint}")
 
 
 def read_spec(path: Path):
@@ -329,10 +359,9 @@ def read_spec(path: Path):
 
     from leanfit.train.trial import TrialSpec
 
-    if not path.is_file():
-        raise LeanfitError(f"--spec: file {str(path)!r} does not exist; check the path")
+    text = read_text_option("--spec", path, "the trial spec's JSON")
     try:
-        return TrialSpec.model_validate(json.loads(path.read_text()))
+        return TrialSpec.model_validate(json.loads(text))
     except json.JSONDecodeError as e:
         raise LeanfitError(f"--spec: {path} is not valid JSON: {e}") from None
     except ValidationError as e:
@@ -341,12 +370,30 @@ def read_spec(path: Path):
         raise LeanfitError(f"--spec: {path}: {where}: {err['msg']}") from None
 
 
+def spec_problem(spec, experiment) -> str | None:
+    """What keeps a trial spec from running, found before anything is logged: a configuration
+    outside the experiment's space, a checkpoint to resume that is not there."""
+    from leanfit.errors import GenotypeError
+
+    try:
+        experiment.search_space().validate(spec.config)
+    except GenotypeError as e:
+        return f"invalid configuration: {e}"
+    if spec.resume_from is not None and not Path(spec.resume_from).is_file():
+        return f"resume_from: checkpoint {spec.resume_from!r} does not exist"
+    return None
+
+
 def check_resumable(resume: Path, experiment, config: dict) -> None:
     """`trial --resume`: a missing file, one that is not a checkpoint, or one of another
     configuration (its weights would not fit the model) is refused before anything is logged."""
     from leanfit.errors import GenotypeError
     from leanfit.train.checkpoint import load_checkpoint
 
+    if resume.is_dir():
+        raise LeanfitError(
+            f"--resume: {resume} is a folder; give the checkpoint (.pt) file a trial printed"
+        )
     if not resume.is_file():
         raise LeanfitError(f"--resume: checkpoint {str(resume)!r} does not exist")
     try:
@@ -452,6 +499,11 @@ def report(
 
     experiment = load_experiment(experiment_file)
     if output is not None:
+        if output.suffix.lower() in (".html", ".htm", ".png") and not output.is_dir():
+            raise LeanfitError(
+                f"-o: {output} names a file; -o is the folder report.html and pareto.png go "
+                f"in, e.g. -o {output.with_suffix('')}"
+            )
         check_writable_folder("-o", output)
     else:
         check_work_dir(experiment)  # the report goes under it
@@ -580,8 +632,15 @@ def wall_time_seconds(wall_time: str) -> float:
 
 def duration_option(option: str, value: str, if_zero: str | None = None) -> float:
     """A duration option's seconds; `if_zero` (what to do instead) refuses a duration of 0."""
+    import re
+
     from leanfit.config import parse_duration
 
+    if re.fullmatch(r"\s*[0-9]*\.?[0-9]+\s*", value) and float(value) > 0:
+        # seconds, for parse_duration (a YAML number), but on a command line `--wall-time 5`
+        # is as likely meant as minutes: the unit is asked for rather than guessed
+        n = value.strip()
+        raise LeanfitError(f"--{option} {n}: give a unit: {n}s, {n}m or {n}h")
     try:
         seconds = float(parse_duration(value))
     except ValueError as e:
@@ -597,12 +656,28 @@ def compile_(
     output: Path = typer.Option(..., "-o", "--output", help="where to write the pipeline YAML"),
 ) -> None:
     """Write the pipeline YAML for a Kubeflow Pipelines cluster."""
-    from leanfit.config import load_experiment
+    from leanfit.config import COMPILED_PIPELINE, load_experiment
     from leanfit.launch import compile_pipeline
 
     experiment = load_experiment(experiment_file)
     if output.is_dir():
         raise LeanfitError(f"-o: {output} is a folder; give a file name such as pipeline.yaml")
+    check_writable_folder("-o", output.parent, "for the pipeline")  # (a file on the way: named)
+    if output.exists() and output.samefile(experiment_file):
+        raise LeanfitError(
+            f"-o: {output} is the experiment file itself; give another name, such as "
+            f"{experiment_file.stem}-pipeline.yaml"
+        )
+    if output.is_file():  # an earlier compile's output is replaced; any other file is kept
+        try:
+            pipeline = COMPILED_PIPELINE.search(output.read_text()) is not None
+        except (OSError, UnicodeDecodeError):
+            pipeline = False
+        if not pipeline:
+            raise LeanfitError(
+                f"-o: {output} exists and is not a compiled pipeline; give another name, or "
+                "delete it first"
+            )
     path = compile_pipeline(experiment, output)
     console.print(f"[green]wrote[/green] {path}")
 
@@ -653,24 +728,41 @@ def watch(
     ),
     namespace: str | None = typer.Option(None, help="Kubeflow profile namespace (with --submit)"),
     token: str | None = typer.Option(None, envvar="KFP_TOKEN", help="KFP bearer token"),
-    resubmit_after: str = typer.Option(
-        "6h", help="with --submit: submit the same data again only after this long"
+    resubmit_after: str | None = typer.Option(
+        None, help="with --submit: submit the same data again only after this long [default: 6h]"
     ),
 ) -> None:
     """Run the pipeline when the dataset changes: exactly one run per dataset digest."""
     from leanfit.config import load_experiment
+    from leanfit.trigger.submit import check_kfp_host
     from leanfit.trigger.watch import check_once
     from leanfit.trigger.watch import watch as watch_loop
 
     # an interval of 0 would check back to back: the dataset hashed in a busy loop
     every = duration_option("interval", interval, "give a time above zero between checks, e.g. 10m")
-    again = duration_option("resubmit-after", resubmit_after)
-    check_work_dir(load_experiment(experiment_file))  # a bad file stops here, before any check
+    again = duration_option("resubmit-after", resubmit_after or "6h")
+    if submit_to is None:  # options that would do nothing without it
+        for option, given in (("--namespace", namespace), ("--resubmit-after", resubmit_after)):
+            if given is not None:
+                raise LeanfitError(
+                    f"{option} applies only with --submit HOST (pipelines run on Kubeflow); "
+                    "add --submit, or drop it to run the pipeline here"
+                )
+    experiment = load_experiment(experiment_file)
+    check_work_dir(experiment)  # a bad file stops here, before any check
+    # a tracking server or KFP host that does not answer is said now, before anything is
+    # written: not after MLflow's minutes of retries, nor only once the data changes (a CronJob
+    # of `--once` would report success until then)
+    check_tracking_reachable(experiment.tracking_uri())
+    if submit_to is not None:
+        with as_option("--submit"):
+            check_kfp_host(submit_to, token)
 
     def submitter(settings):
         from leanfit.launch import submit_experiment
 
-        return submit_experiment(settings, submit_to, namespace=namespace, token=token)
+        with as_option("--submit"):
+            return submit_experiment(settings, submit_to, namespace=namespace, token=token)
 
     def log(text: str, file=None) -> None:  # `file`: the terminal, while a pipeline runs
         out = console if file is None else Console(file=file, soft_wrap=True)
@@ -694,14 +786,28 @@ def watch(
                     f"({r['reason']})"
                 )
             return
-        log(f"watching {experiment_file} every {every:.0f} s (Ctrl-C to stop)")
+        log(f"watching {experiment_file} every {every:g} s (Ctrl-C to stop)")
         watch_loop(every, check, log=log)
     except KeyboardInterrupt:
+        if submit_to is not None:  # the pipelines run on Kubeflow: nothing here to go on
+            interrupted(f"stopped watching {experiment_file}")
         interrupted(
             f"stopped watching {experiment_file}; a pipeline run it interrupted goes on at the "
             f"next `leanfit watch {experiment_file}` or `leanfit run {experiment_file}` (its "
             "search and final training resume)",
         )
+
+
+@contextlib.contextmanager
+def as_option(option: str):
+    """The KFP client's errors name `--host`, `leanfit submit`'s option: say `option` instead."""
+    try:
+        yield
+    except LeanfitError as e:
+        said = str(e)
+        if not said.startswith("--host "):
+            raise
+        raise LeanfitError(option + said.removeprefix("--host")) from None
 
 
 def time_now() -> str:
@@ -725,6 +831,9 @@ def promote(
     uri = tracking_uri_or_default(tracking_uri)
     check_tracking_reachable(uri)
     previous = promote_version(uri, name, version)
+    if previous == version:
+        console.print(f"{name} version {version} is already the champion: nothing changed")
+        return
     console.print(f"[green]champion[/green] {name} version {version} (was {previous})")
 
 
@@ -757,12 +866,13 @@ def predict(
 
     files = p.image_files(images)
     uri = tracking_uri_or_default(tracking_uri)
-    check_tracking_reachable(uri)
     name = p.model_uri(model)
+    if not p.is_model_folder(name):  # (a downloaded model's folder needs no tracking server)
+        check_tracking_reachable(uri)
     database = missing_sqlite_database(uri)
     if database is not None and name.startswith(("models:/", "runs:/")):
         raise LeanfitError(
-            f"--tracking-uri: no tracking database at {database} (tracking URI {uri}), so no "
+            f"tracking: no tracking database at {database} (tracking URI {uri}), so no "
             f"model {name}; run where the pipeline ran, or give its tracking URI"
         )
     mlflow.set_tracking_uri(uri)
@@ -783,6 +893,11 @@ def predict(
         )
     if skipped:
         err_console.print(skipped_notice(skipped), style="yellow", highlight=False)
+    if not predictions:  # (before an empty table, or `[]` for a program to take as an answer)
+        raise LeanfitError(
+            f"images: none of the {len(files)} file(s) could be read as an image; give image "
+            "files (PNG, JPEG, ...)"
+        )
     if as_json:
         print(json.dumps(p.as_records(predictions), indent=1))
     else:
@@ -804,8 +919,11 @@ def predict(
             from rich.console import Console
 
             table.columns[0].no_wrap = True
+            title, table.title = table.title, None  # (rich folds a title to the table's width)
             wide = Console(width=1_000_000).measure(table).maximum
-            Console(width=max(console.width, wide), soft_wrap=False).print(table)
+            out = Console(width=max(console.width, wide), soft_wrap=False)
+            out.print(title, markup=False, highlight=False)
+            out.print(table)
     score = p.folder_score(predictions, card.classes) if card.from_card else None
     if score is not None:  # files in class folders (a test/ folder): how often they agree
         out = err_console if as_json else console
@@ -819,11 +937,6 @@ def predict(
             mixups = ", ".join(f"{a} as {b} {n}" for a, b, n in score.confused[:5])
             out.print(f"  by class: {per_class}", highlight=False, markup=False)
             out.print(f"  most confused: {mixups}", highlight=False, markup=False)
-    if not predictions:
-        raise LeanfitError(
-            f"images: none of the {len(files)} file(s) could be read as an image; give image "
-            "files (PNG, JPEG, ...)"
-        )
 
 
 # Seconds between progress lines when the output is not a terminal (a log, a pod, a pipe)
@@ -899,6 +1012,8 @@ def main() -> None:
     # MLflow sets its own level when it is first imported (later, lazily): tell it through its
     # environment variable, which the pipeline's step processes inherit too.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # nor its bars for every artifact it downloads (predict's model: five bars on stderr)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # its SQLAlchemy errors come with a stack trace, and the exception is raised on to the
@@ -912,7 +1027,12 @@ def main() -> None:
     except LeanfitError as e:
         from rich.markup import escape
 
-        err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+        from leanfit.track.runs import WHERE_URI
+
+        said = str(e)
+        if sys.argv[1:2] in (["predict"], ["promote"]):  # they take no file: an option instead
+            said = said.replace(WHERE_URI, "--tracking-uri, or $MLFLOW_TRACKING_URI")
+        err_console.print(f"[red]error:[/red] {escape(said)}", highlight=False, soft_wrap=True)
         exit_now(2)
     except (click.exceptions.Abort, typer.Abort, KeyboardInterrupt):
         err_console.print(stopping.said("interrupted"))
@@ -972,15 +1092,21 @@ def exit_now(code: int) -> None:
     and collecting every module took 1.7 s after a `leanfit search` here, longer than its whole
     controller start (and 1.3 s after a refused command, longer than its check). Everything is
     written by then; the exit handlers still run (MLflow's included), the logs and the terminal
-    are flushed, other threads are waited for."""
+    are flushed, other threads are waited for as the interpreter would: after the thread pools
+    are told to end (threading's own exit hooks). Joining them first waited forever for MLflow's
+    artifact-download pool (`leanfit predict runs:/ID/model` printed its table and hung)."""
     import atexit
     import logging
     import os
     import threading
 
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    shutdown = getattr(threading, "_shutdown", None)  # what the interpreter runs at its exit
+    if shutdown is not None:
+        shutdown()
+    else:  # pragma: no cover - every CPython 3.10-3.13 has it
+        for thread in threading.enumerate():
+            if thread is not threading.current_thread() and not thread.daemon:
+                thread.join()
     atexit._run_exitfuncs()
     logging.shutdown()
     sys.stdout.flush()

@@ -993,7 +993,17 @@ def read_experiment_file(path: Path) -> tuple[Any, Path]:
     if path.is_dir():
         raise ConfigError("", f"{str(path)!r} is a folder; give the experiment YAML file in it")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError("", f"{path} is not a text file; give the experiment YAML") from None
+    if COMPILED_PIPELINE.search(text):  # (several YAML documents: it would not parse either)
+        raise ConfigError(
+            "",
+            f"{path} is a compiled pipeline (leanfit compile's output), not an experiment file; "
+            "give the experiment YAML it was compiled from",
+        )
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         where = ""
         mark = getattr(e, "problem_mark", None)
@@ -1001,6 +1011,18 @@ def read_experiment_file(path: Path) -> tuple[Any, Path]:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
         problem = getattr(e, "problem", None) or str(e)
         raise ConfigError("", f"{path} is not valid YAML{where}: {problem}") from None
-    except UnicodeDecodeError:
-        raise ConfigError("", f"{path} is not a text file; give the experiment YAML") from None
+    if data is None:
+        raise ConfigError(
+            "", f"{path} is empty; write the experiment in it (examples/digits.yaml is one)"
+        )
+    if not isinstance(data, dict):
+        raise ConfigError(
+            "",
+            f"{path} holds a YAML {type(data).__name__}; the experiment file must be a YAML "
+            "mapping (name: ..., dataset: ...)",
+        )
     return data, path.parent
+
+
+# What a KFP pipeline YAML has at the start of a line and an experiment file never has
+COMPILED_PIPELINE = re.compile(r"^(pipelineInfo|deploymentSpec|schemaVersion):", re.MULTILINE)

@@ -258,7 +258,7 @@ def compile_pipeline(experiment: Experiment, path: Path) -> Path:
     params = {"experiment": json.dumps(data, sort_keys=True), "base_dir": mount}
     path = Path(path)
     if path.suffix not in (".yaml", ".yml"):
-        raise LeanfitError(f"-o: {path} must end in .yaml (KFP reads pipelines as YAML)")
+        raise LeanfitError(f"-o: {path} must end in .yaml or .yml (KFP reads pipelines as YAML)")
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     quiet = logging.getLogger("kfp")
     level = quiet.level

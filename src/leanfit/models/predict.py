@@ -69,13 +69,22 @@ def model_uri(model: str) -> str:
     return f"models:/{model}@champion"
 
 
+def is_model_folder(uri: str) -> bool:
+    """Whether `uri` (as `model_uri` gives it) is a model's folder on this machine rather than
+    a model in MLflow's tracking store or registry."""
+    return "://" not in uri and not uri.startswith(("models:/", "runs:/")) and Path(uri).exists()
+
+
 def read_card(uri: str) -> ModelCard:
     """The model's card, or one guessed from its signature (an older model: classes by index)."""
     from mlflow.exceptions import MlflowException
-    from mlflow.models import get_model_info
+    from mlflow.models import Model, get_model_info
 
     try:
-        info = get_model_info(uri)
+        # a downloaded model's folder: its own MLmodel file. get_model_info would look its
+        # model id up in the tracking store, which the folder does not need and another
+        # machine has not got (and MLflow would create an empty database to look in)
+        info = Model.load(uri) if is_model_folder(uri) else get_model_info(uri)
     except (MlflowException, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise LeanfitError(

@@ -234,9 +234,12 @@ def promote(tracking_uri: str, name: str, version: str) -> str:
     database = missing_sqlite_database(tracking_uri)
     if database is not None:
         raise LeanfitError(
-            f"--tracking-uri: no tracking database at {database} (tracking URI {tracking_uri}), "
-            "so no registered model to promote; give the URI the pipeline logged to"
+            f"tracking: no tracking database at {database} (tracking URI {tracking_uri}), "
+            "so no registered model to promote; run where the pipeline ran, or give the URI it "
+            "logged to"
         )
+    if not version.isdigit():  # (" 1" reached MLflow, which took it for version 1)
+        raise LeanfitError(f"VERSION: {version!r} is not a version number; give one, e.g. 3")
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     try:
         client.get_registered_model(name)
@@ -253,9 +256,11 @@ def promote(tracking_uri: str, name: str, version: str) -> str:
             f"VERSION: {name} has no version {version!r}; its versions are {versions}"
         ) from None
     try:
-        previous = client.get_model_version_by_alias(name, CHAMPION).version
+        previous = str(client.get_model_version_by_alias(name, CHAMPION).version)
     except MlflowException:
         previous = "-"
+    if previous == version:  # nothing to change: the database is left as it is
+        return previous
     client.set_registered_model_alias(name, CHAMPION, version)
     client.set_model_version_tag(name, version, "leanfit.promoted_by_hand", "true")
     return previous

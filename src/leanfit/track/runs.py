@@ -140,6 +140,12 @@ def check_tracking_uri(uri: str) -> None:
     if scheme in ("", "file"):
         if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("true", "1"):
             return
+        if not scheme and os.path.isfile(uri):  # (a file store is a folder)
+            raise LeanfitError(
+                f"tracking: {uri!r} is a file, not a tracking URI (one without a scheme names "
+                f"MLflow's file store, a folder); for a sqlite database give sqlite:///{uri} "
+                f"({WHERE_URI})"
+            )
         typo = " (a mistyped scheme? it reads as a folder)" if not scheme and ":" in uri else ""
         raise LeanfitError(
             f"tracking: {uri!r} is MLflow's file store{typo}, which MLflow 3 refuses; use "
@@ -239,13 +245,22 @@ def check_tracking_reachable(uri: str, timeout: float = 10.0) -> None:
 
     from leanfit.errors import LeanfitError
 
+    api = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1"
     try:
         requests.get(uri, timeout=timeout, allow_redirects=False)
+        # some other web server on that port (a 404 for MLflow's API), said as such rather
+        # than, later, as MLflow not answering; a login or a proxy's refusal still passes
+        found = requests.get(api, timeout=timeout, allow_redirects=False).status_code != 404
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
         raise LeanfitError(
             f"tracking: MLflow at {uri} did not answer ({type(e).__name__}); check that the "
             f"server is up and the URI ({WHERE_URI}) is right"
         ) from None
+    if not found:
+        raise LeanfitError(
+            f"tracking: {uri} answers, but no MLflow tracking server is there (GET "
+            f"/api/2.0/mlflow/experiments/search: 404); check the host, port and path ({WHERE_URI})"
+        )
 
 
 def is_tracking_failure(e: BaseException | None) -> bool:

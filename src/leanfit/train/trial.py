@@ -32,12 +32,13 @@ class TrialSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    trial_id: str
+    # (names its run and, by default, its checkpoint file)
+    trial_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
     config: dict[str, Any]
     epochs: int = Field(gt=0)
     schedule_epochs: int | None = None
     data_fraction: float = Field(1.0, gt=0, le=1)
-    resolution: int | None = None
+    resolution: int | None = Field(None, gt=0)
     seed: int = 0
     resume_from: str | None = None
     checkpoint_to: str | None = None

@@ -268,6 +268,12 @@ def cron_field_problem(value: str, lowest: int, highest: int, names: tuple[str, 
 # --- talking to the host ------------------------------------------------------------------------
 
 
+def check_kfp_host(host: str, token: str | None = None, timeout: float = 30.0) -> None:
+    """Say now (a LeanfitError) that `host` is no Kubeflow Pipelines API we may use: a
+    malformed URL, nothing answering, another web server, a login page, refused credentials."""
+    KfpHost(checked_host(host), token, timeout).health()
+
+
 class KfpHost:
     """One Kubeflow Pipelines API, reached with `kfp.Client`; its failures become LeanfitErrors."""
 
@@ -402,7 +408,10 @@ class KfpHost:
                 "that the cluster is reachable from here"
             )
         if isinstance(reason, urllib3.exceptions.SSLError):
-            return LeanfitError(f"--host {self.url}: the TLS connection failed ({reason})")
+            return LeanfitError(
+                f"--host {self.url}: the TLS connection failed ({reason}); check the scheme "
+                "(http:// for a port-forward) and the host's certificate"
+            )
         if isinstance(reason, urllib3.exceptions.LocationValueError):
             return LeanfitError(f"--host {self.url!r}: not a valid URL ({reason})")
         return LeanfitError(f"--host {self.url}: the connection failed ({reason})")
