@@ -194,6 +194,28 @@ def test_a_stateless_objective_trains_promotions_from_the_start_and_overcounting
     assert "RuntimeError: trial.report: epoch " in said and "loop `while trial.running:`" in said
 
 
+def test_trial_report_takes_numbers_only_and_says_the_loop_in_the_first_rungs_words():
+    """`report("0.9")` and `report(True)` were taken as 0.9 and 1.0 (float() takes both); a
+    first-rung trial reporting too often was told "starts at trial.epoch 0, not 0"."""
+    from leanfit.objective import Trial
+    from leanfit.train.trial import TrialSpec
+
+    trial = Trial(TrialSpec(trial_id="trial-00001-rung-0", config={}, epochs=1), None, 0, [])
+    for value in ("0.9", True, b"1"):
+        with pytest.raises(TypeError, match="val_accuracy must be a number, got"):
+            trial.report(value)
+    with pytest.raises(TypeError, match="train_loss must be a number, got str"):
+        trial.report(0.5, train_loss="low")
+    trial.report(0.5)
+    with pytest.raises(RuntimeError, match=r"\(1\); loop `while trial.running:`$"):
+        trial.report(0.6)
+    promoted = Trial(TrialSpec(trial_id="trial-00001-rung-1", config={}, epochs=3), None, 1, [])
+    for _ in range(2):
+        promoted.report(0.7)
+    with pytest.raises(RuntimeError, match="a promoted trial starts at trial.epoch 1, not 0"):
+        promoted.report(0.8)
+
+
 BROKEN = {"now": True}
 
 
@@ -231,15 +253,18 @@ def test_a_search_whose_every_trial_fails_stops_after_ten_and_resumes_once_fixed
     # a budget too small to reach ten jobs, all of them failed, ends the same way
     experiment(in_tmp, trials=3)
     BROKEN["now"] = True
-    with pytest.raises(SearchFailed, match=r"failed \(3\), so it stopped: 3 x RuntimeError"):
+    # (not "stopped": it ran its whole budget)
+    with pytest.raises(SearchFailed, match=r"failed \(3\): 3 x RuntimeError"):
         leanfit.optimize(broken_until_fixed, "e.yaml", workers=0, progress=False)
     # executor.fail_fast: how many failed jobs stop it (Katib's maxFailedTrialCount); 0: none
     # do before the budget's end
-    for fail_fast, trials, stopped_at in ((4, 20, 4), (0, 14, 14)):
+    for fail_fast, trials, said in ((4, 20, r"\(4\), so it stopped"), (0, 14, r"\(14\): ")):
         cfg = yaml.safe_load(experiment(in_tmp, trials=trials).read_text())
         cfg["executor"]["fail_fast"] = fail_fast
-        with pytest.raises(SearchFailed, match=rf"failed \({stopped_at}\), so it stopped"):
+        with pytest.raises(SearchFailed, match=f"failed {said}") as ended:
             leanfit.optimize(broken_until_fixed, cfg, workers=0, progress=False)
+        # fail_fast: 0 ran the whole budget: the setting the user chose is not offered again
+        assert ("fail_fast" in str(ended.value)) == (fail_fast != 0), str(ended.value)
     assert "executor.fail_fast" in str(stopped.value)
 
 
@@ -257,10 +282,20 @@ def test_objectives_and_budgets_it_cannot_search_with_are_refused_before_anythin
         (dict(objective=flaky, workers=0, wall_time="ten minutes"), "wall_time"),
         (dict(objective=flaky, workers=0, trials=0), "trials: 0"),
         (dict(objective="flaky", workers=2), "not a function"),
+        # before: a TypeError from inside the search (or, for 2.5, 3 trials ran)
+        (dict(objective=flaky, workers="2"), "workers: '2' is not a whole number"),
+        (dict(objective=flaky, workers=1.5), "workers: 1.5 is not a whole number"),
+        (dict(objective=flaky, workers=0, trials=2.5), "trials: 2.5 is not a whole number"),
+        (dict(objective=flaky, workers=0, trials="3"), "trials: '3' is not a whole number"),
+        # a number as a string: seconds or minutes? (it ran 5 seconds); a format it cannot read
+        (dict(objective=flaky, workers=0, wall_time="5"), "give a unit: '5s', '5m' or '5h'"),
+        (dict(objective=flaky, workers=0, wall_time="5 minutes"), "is not a duration; write e"),
     ]
     for kwargs, message in cases:
         with pytest.raises(LeanfitError, match=message):
             leanfit.optimize(experiment="e.yaml", progress=False, **kwargs)
+    with pytest.raises(LeanfitError, match=r"experiment: \[1, 2\] is a list; give an experiment"):
+        leanfit.optimize(flaky, [1, 2], workers=0, trials=3, progress=False)
     cfg = digits_config(executor={"kind": "kubernetes"})
     write_yaml(in_tmp / "k.yaml", cfg)
     with pytest.raises(LeanfitError, match="executor.kind: kubernetes"):
@@ -429,6 +464,54 @@ def test_an_objective_defined_under_the_main_guard_is_refused_before_anything_st
     # found missing by a worker (the check could not tell): said the same way
     with pytest.raises(LeanfitError, match=f"objective: {script} has no gone at its top level"):
         load_function(f"{script}:gone")
+
+
+def test_a_script_that_starts_its_search_on_import_or_comes_from_stdin_is_refused(tmp_path):
+    """A script calling optimize at its top level, with no `__main__` guard: each worker that
+    loaded it to find the objective started the search again (a 56-line traceback telling the
+    user to kill their own search, trial runs left RUNNING). One read from standard input: the
+    workers looked for a module named '<stdin>'. Both are refused before anything starts."""
+    from leanfit.objective import _calls_optimize_unguarded
+
+    body = textwrap.dedent(
+        """
+        import leanfit
+
+        def objective(trial):
+            while trial.running:
+                trial.report(0.5)
+
+        try:
+            leanfit.optimize(objective, space={"w": [1, 2, 3]}, size=lambda c: c["w"],
+                             trials=3, workers=2, progress=False)
+        except leanfit.errors.LeanfitError as e:
+            print(e)
+        """
+    )
+    script = tmp_path / "run.py"
+    script.write_text(body)
+    done = subprocess.run(
+        [sys.executable, "run.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "run.py calls optimize at its top level, outside `if __name__" in done.stdout
+    assert "put the call under that guard, or pass workers=0" in done.stdout
+    piped = subprocess.run(
+        [sys.executable, "-"], input=body, cwd=tmp_path, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert piped.returncode == 0, piped.stderr[-3000:]
+    assert "defined in a script read from standard input" in piped.stdout, piped.stdout
+    assert not (tmp_path / "mlflow.db").exists()
+    # what is not a top-level call: under the guard, in a function, an attribute's own name
+    guarded = tmp_path / "guarded.py"
+    guarded.write_text(
+        "import leanfit\n"
+        "def main():\n    leanfit.optimize(f)\n"
+        "if __name__ == '__main__':\n    main()\n    leanfit.optimize(f)\n"
+        "x = leanfit.optimize\n"
+    )
+    assert _calls_optimize_unguarded(script) and not _calls_optimize_unguarded(guarded)
 
 
 @pytest.mark.parametrize(
@@ -736,6 +819,31 @@ def test_a_space_of_ones_own_refuses_what_it_cannot_search_before_anything_start
         (dict(space={"act": []}, size=own_size), "space.act: choices: must not be empty"),
         (dict(space={"act": [{"a": 1}]}, size=own_size), r"space.act: choices: \{'a': 1\} is no"),
         (dict(space={"m": {"low": 0, "high": 1, "when": {"opt": ["sgd"]}}}), "space.m.when"),
+        # a `when` that never holds: the parameter was silently never searched
+        (
+            dict(
+                space={"h": [4, 8], "m": {"low": 0.5, "high": 0.9, "when": {"h": [5]}}},
+                size=own_size,
+            ),
+            "space.m.when: 5 is not one of 'h''s choices",
+        ),
+        (
+            dict(
+                space={"n": (1, 3), "m": {"low": 0.5, "high": 0.9, "when": {"n": [1.5]}}},
+                size=own_size,
+            ),
+            r"space.m.when: 1.5 is not a whole number from 1 to 3",
+        ),
+        (
+            dict(
+                space={"m": {"low": 0.5, "high": 0.9, "when": {"act": []}}, "act": ["a", "b"]},
+                size=own_size,
+            ),
+            "space.m.when: no value of 'act' is given",
+        ),
+        # a set's order changes with the process's string hashing, and with it the search's key
+        (dict(space={"act": {"relu", "gelu"}}, size=own_size), "space.act: a set has no order"),
+        (dict(space={"a": [1], "b": 2}, size=own_size), "space: nothing to search"),
     ]
     for kwargs, message in cases:
         with pytest.raises(LeanfitError, match=message):

@@ -367,7 +367,9 @@ def test_resume_with_nothing_to_resume_is_a_clear_error_that_writes_nothing(in_t
     assert run_cli("search", "e.yaml", "--synthetic", "0", cwd=in_tmp).returncode == 0
     result = run_cli("search", "e.yaml", "--resume", "--synthetic", "0", cwd=in_tmp)
     assert result.returncode == 2, result.stderr
-    assert "no unfinished search of this experiment file and data" in result.stderr
+    said = " ".join(result.stderr.split())
+    assert "the search of this experiment file and data finished (run " in said, said
+    assert "`leanfit report FILE` shows its front; run without --resume to start another" in said
 
     # an interrupted search, and the file edited since: the resume says what changed
     client, _ = trial_runs(in_tmp / "mlflow.db")

@@ -78,6 +78,20 @@ BAD_FILES = [
         ),
         "space.hyperparameters.beta1.when",
     ),
+    # a `when` that never holds: the parameter was silently never searched
+    (
+        "a misspelt value in when",
+        digits_config(
+            space=_hp(momentum={"low": 0.8, "high": 0.9, "when": {"optimizer": ["sgdd"]}})
+        ),
+        "space.hyperparameters.momentum.when: 'sgdd' is not one of 'optimizer''s choices "
+        "['sgd', 'adamw']",
+    ),
+    (
+        "a when on a real range",
+        digits_config(space=_hp(beta1={"low": 0.8, "high": 0.9, "when": {"lr": [0.1]}})),
+        "space.hyperparameters.beta1.when: 'lr' is a real range, which takes no exact value",
+    ),
     ("wrong type", digits_config(budget={"max_epochs": "ten"}), "budget.max_epochs"),
     (
         "wrong type of image size",

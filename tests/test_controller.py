@@ -373,6 +373,35 @@ def test_a_promotion_whose_checkpoint_is_gone_trains_from_the_start(tmp_path):
     assert any(j.spec.resume_from for j in rec.jobs if j.rung > 0)
 
 
+def test_a_lower_rungs_checkpoint_outlives_the_promotion_until_its_finish_is_logged(tmp_path):
+    """A promotion's resume point (the lower rung's checkpoint) is deleted only once the
+    promotion's finish is logged: between the two, a `kill -9` leaves its MLflow run RUNNING,
+    and the resumed search runs it again from that checkpoint. Deleted as soon as the job
+    ended, the resumed job trained from scratch, its inherited weights lost."""
+
+    class Events:
+        def __init__(self):
+            self.checked = 0
+
+        def job_started(self, trial, job):
+            return None
+
+        def job_finished(self, trial, job, outcome, ref):
+            if job.spec.resume_from and outcome.result.status == "ok":
+                assert Path(job.spec.resume_from).exists(), job.spec.trial_id
+                self.checked += 1
+
+    events = Events()
+    c = controller(InlineExecutor(synthetic()), tmp_path, max_trials=12, events=events)
+    c.run()
+    assert events.checked > 0, "nothing was promoted"
+    # and deleted once logged: one checkpoint a trial, its highest rung's
+    kept = sorted(p.name for p in (tmp_path / "ck").iterdir())
+    assert kept == sorted(
+        f"trial-{t.trial_id:05d}-rung-{max(t.results)}.pt" for t in c.trials.values()
+    )
+
+
 def test_a_finished_search_keeps_the_pareto_models_checkpoints_and_deletes_the_rest(tmp_path):
     c = controller(InlineExecutor(synthetic()), tmp_path, max_trials=20)
     c.run()

@@ -115,12 +115,21 @@ def optimize(
     file, budget or objective it cannot search with.
     """
     import contextlib
+    import os
+    import re
 
     from leanfit.config import Experiment, experiment_from_dict, load_experiment, parse_duration
     from leanfit.errors import LeanfitError
     from leanfit.objective import target_of
     from leanfit.search.run import exhausted_line, failure_lines, front_table, run_search
 
+    if experiment is not None and not isinstance(
+        experiment, str | os.PathLike | Mapping | Experiment
+    ):  # (a list, a number: a TypeError from pathlib)
+        raise LeanfitError(
+            f"experiment: {experiment!r} is a {type(experiment).__name__}; give an experiment "
+            "file's path, its content as a dict, or an Experiment"
+        )
     own = None
     if space is None:
         if size is not None:
@@ -141,6 +150,10 @@ def optimize(
 
         exp = _own_experiment(experiment, objective)
         own = OwnSpace(space, size, exp.objectives)
+    for name, value in (("workers", workers), ("trials", trials)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            # ('2' and 1.5 failed deep in the search; 2.5 trials ran 3)
+            raise LeanfitError(f"{name}: {value!r} is not a whole number; give one, e.g. {name}=2")
     if workers is not None and workers < 0:
         raise LeanfitError(f"workers: {workers} is negative; give 0 (this process) or more")
     if trials is not None and trials < 1:
@@ -149,9 +162,15 @@ def optimize(
         target_of(objective)  # a function no worker can import is refused before anything starts
     seconds = None
     if wall_time is not None:
+        if isinstance(wall_time, str) and re.fullmatch(r"\s*[0-9]*\.?[0-9]+\s*", wall_time):
+            # as `--wall-time 5`: seconds or minutes? (a number, not a string, is seconds)
+            n = wall_time.strip()
+            raise LeanfitError(f"wall_time: {wall_time!r}; give a unit: '{n}s', '{n}m' or '{n}h'")
         try:
             seconds = float(parse_duration(wall_time))
-        except (TypeError, ValueError):
+        except ValueError as e:  # its own words: not a duration, and how to write one
+            raise LeanfitError(f"wall_time: {e}") from None
+        except TypeError:
             seconds = float("nan")
         if not seconds > 0:
             raise LeanfitError(f"wall_time: {wall_time!r}; give a positive budget, e.g. '10m'")

@@ -435,6 +435,11 @@ def conditional_params(dims: Mapping[str, DimLike], where: str) -> list[Param]:
                 params.append(dim.to_param(name, parent, values))
             except ValueError as e:
                 raise ConfigError(f"{where}.{name}", str(e)) from None
+            if parent is not None:
+                of = next(p for p in params if p.name == parent)
+                never = _never_taken(of, values)
+                if never is not None:  # (the parameter would silently never be searched)
+                    raise ConfigError(f"{where}.{name}.when", never)
             done.add(name)
             del pending[name]
             moved = True
@@ -443,6 +448,40 @@ def conditional_params(dims: Mapping[str, DimLike], where: str) -> list[Param]:
                 where, f"the `when` conditions of {sorted(pending)} form a cycle; break it"
             )
     return params
+
+
+def _never_taken(parent: Param, values: tuple[Any, ...]) -> str | None:
+    """Why a `when: {parent: values}` condition names values the parent never takes (a
+    misspelt choice, a number outside its range, a real range's exact point), else None."""
+    if not values:
+        return f"no value of {parent.name!r} is given; list the ones it exists for"
+    if parent.kind == "categorical":
+        missing = [v for v in values if v not in parent.choices]
+        if missing:
+            return (
+                f"{missing[0]!r} is not one of {parent.name!r}'s choices "
+                f"{list(parent.choices)}; name values it takes"
+            )
+        return None
+    if parent.kind == "real":
+        return (
+            f"{parent.name!r} is a real range, which takes no exact value; make it a list of "
+            "choices to condition on it"
+        )
+    outside = [
+        v
+        for v in values
+        if isinstance(v, bool)
+        or not isinstance(v, int | float)
+        or not float(v).is_integer()
+        or not parent.low <= v <= parent.high
+    ]
+    if outside:
+        return (
+            f"{outside[0]!r} is not a whole number from {parent.low} to {parent.high}, the "
+            f"values {parent.name!r} takes"
+        )
+    return None
 
 
 def space_from_mapping(data: Any, where: str = "space") -> SearchSpace:
@@ -469,6 +508,15 @@ def space_from_mapping(data: Any, where: str = "space") -> SearchSpace:
                     f"{where}.{name}", f"a tuple is a range (low, high), got {len(value)} values"
                 )
             value = {"low": value[0], "high": value[1]}
+        choices = value.get("choices") if isinstance(value, Mapping) else value
+        if isinstance(choices, set | frozenset):
+            # its order changes from one process to the next (string hashing), and with it
+            # the encoding, the search's key (`resume=True` never found it again) and the seeds
+            raise ConfigError(
+                f"{where}.{name}",
+                f"a set has no order, which changes from one run to the next; give a list, e.g. "
+                f"{sorted(choices, key=repr)!r}",
+            )
         if value is None or isinstance(value, Mapping) and not value:
             raise ConfigError(
                 f"{where}.{name}",

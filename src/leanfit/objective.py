@@ -89,10 +89,11 @@ class Trial:
         from leanfit.train.curve import CURVE_TOLERANCE
 
         if self.epoch >= self.epochs:
+            start = self.epoch - len(self.history)
+            where = f" (a promoted trial starts at trial.epoch {start}, not 0)" if start else ""
             raise RuntimeError(
                 f"trial.report: epoch {self.epoch + 1} is past this rung's trial.epochs "
-                f"({self.epochs}); loop `while trial.running:` (a promoted trial starts at "
-                f"trial.epoch {self.epoch - len(self.history)}, not 0)"
+                f"({self.epochs}); loop `while trial.running:`{where}"
             )
         entry = {"epoch": float(self.epoch + 1)}
         entry["val_accuracy"] = _number("val_accuracy", val_accuracy)
@@ -108,6 +109,10 @@ class Trial:
 
 
 def _number(name: str, value: Any) -> float:
+    if isinstance(value, str | bytes | bool):  # float() takes "0.9" and True: not an accuracy
+        raise TypeError(
+            f"trial.report: {name} must be a number, got {type(value).__name__} {value!r}"
+        )
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -137,6 +142,12 @@ def target_of(function: Callable) -> str:
         if spec is not None and spec.name not in ("__main__", ""):
             return f"{spec.name}:{name}"  # `python -m package.module`: importable by its name
         script = getattr(main, "__file__", None)
+        if script is not None and not Path(script).is_file():  # `python - < script.py`
+            raise LeanfitError(
+                f"objective: {name} is defined in a script read from standard input ({script}), "
+                "which leanfit's worker processes cannot import; save it as a .py file and run "
+                "that, or pass workers=0 to run it in this process"
+            )
         if script is None:  # an interactive session, a notebook
             raise LeanfitError(
                 f"objective: {name} is defined in an interactive session, which leanfit's worker "
@@ -150,8 +161,45 @@ def target_of(function: Callable) -> str:
                 "define it above that block, at the top level, or pass workers=0 to run it in "
                 "this process"
             )
+        if _calls_optimize_unguarded(Path(script)):
+            raise LeanfitError(
+                f"objective: {script} calls optimize at its top level, outside "
+                '`if __name__ == "__main__":`; leanfit\'s worker processes load the script as a '
+                f"module to find {name}, and each would start the search again: put the call "
+                "under that guard, or pass workers=0 to run the trials in this process"
+            )
         return f"{Path(script).resolve()}:{name}"
     return f"{module}:{name}"
+
+
+def _calls_optimize_unguarded(script: Path) -> bool:
+    """Whether `script` calls `optimize` (`leanfit.optimize`, or imported by that name) in a
+    statement a module import runs: at its top level, outside functions, classes and the
+    `if __name__ == "__main__":` block. False when it cannot tell."""
+    import ast
+
+    try:
+        tree = ast.parse(script.read_text())
+    except (OSError, SyntaxError, ValueError):
+        return False
+    skipped = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+
+    def calls(node) -> bool:
+        if isinstance(node, skipped):
+            return False
+        if isinstance(node, ast.Call):
+            f = node.func
+            if (isinstance(f, ast.Name) and f.id == "optimize") or (
+                isinstance(f, ast.Attribute) and f.attr == "optimize"
+            ):
+                return True
+        return any(calls(child) for child in ast.iter_child_nodes(node))
+
+    return any(
+        calls(node)
+        for node in tree.body
+        if not (isinstance(node, ast.If) and "__name__" in ast.unparse(node.test))
+    )
 
 
 def _under_main_guard(script: Path, name: str) -> bool:
@@ -329,6 +377,12 @@ class OwnSpace:
         from leanfit.space.spec import SearchSpace
 
         self.space = space if isinstance(space, SearchSpace) else space_from_mapping(space)
+        if not self.space.dimensions:  # (skopt refused it once the search had started)
+            raise ConfigError(
+                "space",
+                "nothing to search: every parameter has one value; give one a list of "
+                "choices or a range",
+            )
         self.size = size
         metrics = {t.metric for t in objectives.targets}
         if objectives.max_params:

@@ -51,6 +51,7 @@ EHVI_ERROR_FLOOR = 1e-3
 # repeated (a bug in an objective function, every model out of GPU memory, a broken dataset)
 # would otherwise spend the whole budget, hours of it, on nothing (Katib's maxFailedTrialCount).
 FAIL_FAST_JOBS = 10  # executor.fail_fast's default
+FAIL_FAST_HINT = " (executor.fail_fast: how many failed jobs stop a search, 0 for never)"
 
 
 def ehvi_error(error: float) -> float:
@@ -428,20 +429,23 @@ class SearchController:
             self._log_events()  # what finished before an interrupt is kept
         if on_progress is not None:
             on_progress(self)
-        self._check_failing(before, 1)  # a small budget that ended with failures alone
+        # a budget that ended with failures alone (a small one, or executor.fail_fast: 0)
+        self._check_failing(before, 1, ended=True)
 
-    def _check_failing(self, before: tuple[int, int], jobs: int) -> None:
-        """Stop (`SearchFailed`) if this run's first `jobs` finished jobs, or more, all failed."""
+    def _check_failing(self, before: tuple[int, int], jobs: int, ended: bool = False) -> None:
+        """Stop (`SearchFailed`) if this run's first `jobs` finished jobs, or more, all failed;
+        `ended`: the budget is spent, so the search is not stopped early but ends a failure."""
         done, failed = self.stats.jobs_done - before[0], self.stats.jobs_failed - before[1]
         if done or failed < jobs or jobs == 0:
             return
         (error, ids), *others = self.failure_groups()
         also = f", and {sum(len(i) for _, i in others)} with other errors" if others else ""
+        # (at its budget's end fail_fast did not stop it: naming it would only confuse)
+        how, hint = ("", "") if ended else (", so it stopped", FAIL_FAST_HINT)
         raise SearchFailed(
-            f"every trial job of the search failed ({failed}), so it stopped: "
+            f"every trial job of the search failed ({failed}){how}: "
             f"{failure_text(error, ids)}{also}. Fix that and run it again (`--resume` goes on with "
-            "it); each trial's MLflow run holds its whole error (executor.fail_fast: how many "
-            "failed jobs stop a search, 0 for never)"
+            f"it); each trial's MLflow run holds its whole error{hint}"
         )
 
     def failure_groups(self) -> list[tuple[str, list[int]]]:
@@ -555,14 +559,19 @@ class SearchController:
         calls it after refilling the workers, so that no worker waits for the tracking store
         (tens of milliseconds a job with sqlite)."""
         unlogged, self._unlogged = self._unlogged, []
-        if self.events is None:
-            return
         for job, outcome in unlogged:
             trial = self._trial_of(job)
-            if outcome is None:
-                self._refs[id(job)] = self.events.job_started(trial, job)
-            else:
-                self.events.job_finished(trial, job, outcome, self._refs.pop(id(job), None))
+            if self.events is not None:
+                if outcome is None:
+                    self._refs[id(job)] = self.events.job_started(trial, job)
+                else:
+                    self.events.job_finished(trial, job, outcome, self._refs.pop(id(job), None))
+            done = outcome is not None and outcome.result.checkpoint
+            if done and trial.checkpoints.get(job.rung) == outcome.result.checkpoint:
+                # only now that its finish is on record: a `kill -9` before this resumes the
+                # job from them (its run is still RUNNING); deleted at `_handle`, the job ran
+                # again from scratch, its inherited weights lost
+                self._drop_superseded(trial, job.rung)
 
     def _time_worker(self, outcome: JobOutcome) -> None:
         submitted = self._submitted.pop(id(outcome.job), None)
@@ -780,9 +789,8 @@ class SearchController:
         if result.status in ("ok", "stopped") and result.history:
             metrics = dict(result.history[-1])
             trial.results[job.rung] = metrics
-            if result.checkpoint:
+            if result.checkpoint:  # (the lower rungs' are deleted once this is logged)
                 trial.checkpoints[job.rung] = result.checkpoint
-                self._drop_superseded(trial, job.rung)
             value = self.rung_value(trial, metrics)
             self.stats.jobs_done += 1
             self.stats.curve_stopped += stopped

@@ -574,6 +574,14 @@ def _search(
         log = extended or SearchLog.find_resumable(logger, [key, *older])
         if log is None:
             why = why_not_resumable(logger, experiment, problem.digest, identity)
+            if why is None:  # the search of this file and data may have finished: say so
+                finished = latest or SearchLog.find_latest(logger, [key, *older])
+                if finished is not None and finished[1] == "FINISHED":
+                    raise LeanfitError(
+                        f"--resume: the search of this experiment file and data finished (run "
+                        f"{finished[0].run_id} in {experiment.tracking_uri()}); `leanfit report "
+                        "FILE` shows its front; run without --resume to start another"
+                    )
             raise LeanfitError(
                 f"--resume: no unfinished search of this experiment file and data in "
                 f"{experiment.tracking_uri()}"
