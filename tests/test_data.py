@@ -48,15 +48,21 @@ def test_image_folder_skips_and_lists_unreadable_files(tmp_path):
     (root / "__MACOSX" / "cat" / "._img000.png").write_bytes(b"\x00\x05\x16\x07")
     (root / "cat" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
     (root / "dog" / "desktop.ini").write_text("[.ShellClassInfo]")
+    # a link to a file that is gone (moved, an unmounted disk): a traceback before
+    (root / "cat" / "moved.png").symlink_to(tmp_path / "elsewhere.png")
     ds = load_dataset(folder_experiment(root, tmp_path))
     assert ds.images.shape == (11, 3, 8, 8)
     assert ds.classes == ["cat", "dog"]
     assert sorted(name for name, _ in ds.skipped) == [
         "cat/broken.png",
+        "cat/moved.png",
         "dog/notes.txt",
         "dog/truncated.png",
     ]
     assert all(why for _, why in ds.skipped)
+    assert dict(ds.skipped)["cat/moved.png"] == (
+        f"a link to {tmp_path / 'elsewhere.png'}, which does not exist"
+    )
 
 
 def test_decoded_images_are_cached_by_digest(tmp_path, monkeypatch):

@@ -295,3 +295,80 @@ def test_the_confusion_matrix_shows_what_accuracy_hides_on_a_lopsided_test_split
 
     png = plot_confusion(constant, ["dark", "bright"], tmp_path / "c.png", "always dark")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class Memoriser(nn.Module):
+    """Right on the images it was shown (by their mean), class 0 on any other: a model scored
+    on images it trained on."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        super().__init__()
+        self.register_buffer("means", (images.float() / 255).mean(dim=(1, 2, 3)))
+        self.register_buffer("labels", labels.float())
+
+    def forward(self, x):
+        hit = ((x.mean(dim=(1, 2, 3))[:, None] - self.means[None, :]).abs() < 1e-4).float()
+        label = (hit * self.labels[None, :]).sum(1)
+        return torch.stack([1 - label, label], dim=1)
+
+
+class AlwaysOne(nn.Module):
+    def forward(self, x):
+        m = x.mean(dim=(1, 2, 3)) * 0  # (of the batch's size, which ONNX keeps free)
+        return torch.stack([m, m + 1], dim=1)
+
+
+def test_the_champion_is_not_judged_on_test_images_it_trained_on(tmp_path):
+    """The data changed, so its splits were drawn again, and 8 of this run's 12 test images are
+    ones the champion trained on. Scored on all 12, it kept its place (8 of 12 against the
+    challenger's 6); on the 4 it never saw, it gets none right and the challenger all four. The
+    run of each registered version keeps the keys of the images it saw; without them (a version
+    registered before they were kept) the comparison is the whole test split, as before."""
+    values = torch.arange(12, dtype=torch.uint8) * 20 + 5  # 12 images, each its own brightness
+    images = values.view(-1, 1, 1, 1).expand(12, 1, 4, 4).contiguous()
+    labels = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+    seen = images[:8]  # the champion's training images, in this run's test split
+
+    def decide(name: str, keep_seen: bool):
+        uri = f"sqlite:///{tmp_path / name}.db"
+        experiment = experiment_from_dict(digits_config(name=name, tracking={"uri": uri}), tmp_path)
+        dataset = LoadedDataset(images, labels, ["a", "b"], "e" * 64, "test-images")
+        registry = Registry(experiment, dataset)
+        parent = registry.client.create_run(registry.logger.experiment_id).info.run_id
+        decisions = []
+        for trial, (model, saw) in enumerate(
+            ((Memoriser(seen, labels[:8]), seen), (AlwaysOne(), images[8:]))
+        ):
+            s = summary(trial, accuracy(model, images, labels), 100)
+            logged = registry.log_model(s, model, parent, images[:2])
+            decisions.append(
+                registry.register(logged, s, model, images, labels, saw if keep_seen else None)
+            )
+        return decisions
+
+    first, second = decide("fair", keep_seen=True)
+    assert first.promoted  # the first model
+    assert second.promoted, second.reason
+    assert "test accuracy 1.0000 against 0.0000" in second.reason
+    assert "on the same 4 test images (8 of the test split left out" in second.reason
+    _, unkept = decide("before", keep_seen=False)
+    assert not unkept.promoted and "0.5000, the champion (version 1) has 0.6667" in unkept.reason
+
+
+def test_predicts_score_finds_the_class_folder_above_sub_folders_and_in_either_unicode_form():
+    """Training counts `cat/more/x.png` as a cat; the score left it out. A folder named on a Mac
+    (or unzipped from a Mac's zip) spells "café" as "cafe" + a combining accent, which did not
+    match the model's class."""
+    from leanfit.models.predict import Prediction, folder_score
+
+    classes = ["café", "chat noir"]
+    predictions = [
+        Prediction("data/chat noir/a.png", [("chat noir", 0.9)]),
+        Prediction("data/chat noir/more/b.png", [("café", 0.6)]),  # wrong
+        Prediction("data/cafe\u0301/c.png", [("café", 0.8)]),
+        Prediction("unsorted/d.png", [("café", 0.7)]),  # in no class folder: not scored
+    ]
+    score = folder_score(predictions, classes)
+    assert (score.files, score.correct) == (3, 2)
+    assert score.by_class == {"café": (1, 1), "chat noir": (1, 2)}
+    assert score.confused == [("chat noir", "café", 1)]

@@ -365,7 +365,8 @@ def search(
     shutil.copyfile(outcome.report_html, report_path)
     if outcome.reused:
         _log(f"search: reused the finished search {outcome.search_run_id} (same settings, data)")
-    _log(f"search: {len(controller.trials)} trials, {len(front)} models on the Pareto front")
+    models = f"{len(front)} model{'' if len(front) == 1 else 's'}"
+    _log(f"search: {len(controller.trials)} trials, {models} on the Pareto front")
     for line in failure_lines(controller):
         _log(f"search: {line}")
     deleted, size = controller.stats.pruned
@@ -742,6 +743,8 @@ def evaluate_register(
 ) -> dict[str, Any]:
     """Test metrics of each final model; the best within budget becomes `challenger`, and
     `champion` only if it beats the current champion on the same test data."""
+    import torch
+
     from leanfit.data.sources import load_dataset
     from leanfit.data.splits import DataPlan
     from leanfit.models.deploy import load_classifier
@@ -790,7 +793,8 @@ def evaluate_register(
     registry = Registry(exp, dataset)
     logged = [registry.log_model(s, c, pipeline_run_id, test_x[:2]) for s, c in models]
     summary, classifier = models[pick]
-    decision = registry.register(logged[pick], summary, classifier, test_x, test_y)
+    seen = torch.cat([dataset.images[plan.splits.train], dataset.images[plan.splits.val]])
+    decision = registry.register(logged[pick], summary, classifier, test_x, test_y, seen)
     front = json.loads(Path(front_path).read_text())
     matrix = matrices[pick]
     confusion = plot_confusion(
@@ -845,21 +849,24 @@ def write_final_report(
 
     tested = {str(f["trial"]): f for f in finals}
     points = []
-    for row in front["front"]:
+    for row in front["front"]:  # the search's figures, as its front was drawn by them
         final = tested.get(str(row["trial"]))
+        # (the final training's validation accuracy and epochs in a row of the search's, and
+        # its point on the search's front line, read as a worse search result)
         points.append(
             ReportPoint(
                 row["trial"],
-                final["params"] if final else row["params"],
+                row["params"],
                 row["macs"],
-                final["val_accuracy"] if final else row["val_accuracy"],
-                final["epochs"] if final else row["epochs"],
+                row["val_accuracy"],
+                row["epochs"],
                 row["config"],
                 on_front=True,
                 test_accuracy=final["test_accuracy"] if final else None,
             )
         )
     title = f"leanfit pipeline: {experiment.name}"
+    epochs = " or ".join(sorted({str(f["epochs"]) for f in finals}, key=int))
     folder = Path(path).parent
     plot = plot_pareto(points, folder / "final.png", title, experiment.objectives.max_params)
     facts = {
@@ -867,7 +874,10 @@ def write_final_report(
         "champion": f"version {decision.champion_version}",
         "decision": decision.reason,
         "search run": front.get("search_run_id", "-"),
-        "final models (retrained on the whole training split; test accuracy)": len(finals),
+        "final models": (
+            f"{len(finals)}, trained again for {epochs} epochs on the whole training split; the "
+            "table's test accuracy is theirs, its validation accuracy and epochs the search's"
+        ),
     }
     if any(f.get("refit") for f in finals):  # pipeline.refit
         facts["refit"] = (

@@ -35,6 +35,9 @@ class StoredFile:
 
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
+    if path.is_symlink() and not path.exists():  # a link to nothing: its target's name
+        h.update(b"link:" + os.readlink(path).encode())
+        return h.hexdigest()
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
@@ -66,7 +69,9 @@ def list_stored_files(root: Path) -> list[StoredFile]:
     """The files below a folder as the manifest sees them, before any is read."""
     out = []
     for path in list_files(root):
-        st = path.stat()
+        # a link to a file that is not there (moved, or on an unmounted disk): the link itself,
+        # which the decoder then skips and lists, as it does an unreadable file
+        st = path.stat() if path.exists() else path.lstat()
         out.append(StoredFile(path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
     return out
 

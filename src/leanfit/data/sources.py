@@ -299,6 +299,10 @@ def _decode_one(
         # Pillow's message names the file again, as its full path or as "<_io.BytesIO object at
         # 0x7f...>" for an object read from S3; the file is listed beside the reason anyway
         return "not an image file Pillow can read"
+    except FileNotFoundError:
+        if isinstance(source, Path) and source.is_symlink():
+            return f"a link to {os.readlink(source)}, which does not exist"
+        return "gone: deleted while it was read"
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         return f"{type(e).__name__}: {e}"
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)

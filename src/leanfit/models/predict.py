@@ -243,14 +243,22 @@ class FolderScore:
 def folder_score(predictions: Sequence[Prediction], classes: Sequence[str]) -> FolderScore | None:
     """The score of the predictions whose file's folder is named after one of `classes`, or None
     when no file lies in such a folder (files to classify, not to check)."""
+    import unicodedata
     from collections import Counter
 
-    known = set(classes)
+    def nfc(name: str) -> str:  # (a folder made on a Mac, or unzipped from its zip: "cafe\u0301")
+        return unicodedata.normalize("NFC", name)
+
+    known = {nfc(c): c for c in classes}
     by_class: dict[str, list[int]] = {}
     confused: Counter = Counter()
     for pred in predictions:
-        label = Path(pred.file).parent.name
-        if label not in known:
+        # the nearest folder named after a class: training counts a class folder's sub-folders
+        # as the class's images (`cat/more/x.png`)
+        label = next(
+            (known[nfc(p.name)] for p in Path(pred.file).parents if nfc(p.name) in known), None
+        )
+        if label is None:
             continue
         hit = pred.top[0][0] == label
         counts = by_class.setdefault(label, [0, 0])

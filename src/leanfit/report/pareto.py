@@ -165,7 +165,7 @@ pre {{ text-align: left; font-size: 12px; }}
 <h1>{html.escape(title)}</h1>
 <table>{facts}</table>
 {embedded_image(plot, "parameters against validation accuracy")}
-<h2>Pareto front ({len(front)} models)</h2>
+<h2>Pareto front ({len(front)} model{"" if len(front) == 1 else "s"})</h2>
 <table><tr><th>trial</th><th>params</th><th>MACs</th><th>val acc</th>{test_head}
 <th>epochs</th><th></th></tr>
 {"".join(rows)}

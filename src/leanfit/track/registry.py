@@ -26,6 +26,26 @@ from leanfit.track.runs import TrialLogger, dataset_input, missing_sqlite_databa
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# Beside each registered version, in its run: a key of every image it trained or was chosen on
+# (`image_keys`), so that a later comparison leaves those out of the champion's test images.
+SEEN_ARTIFACT = "leanfit/seen_images.npy"
+
+
+def image_keys(images: torch.Tensor):
+    """A 64-bit key of each image's pixels (uint64 array): the same image, copied or moved to
+    another file or class folder, has the same key."""
+    import hashlib
+
+    import numpy as np
+
+    rows = images.reshape(len(images), -1).contiguous().numpy()
+    return np.array(
+        [
+            int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little")
+            for row in rows
+        ],
+        dtype=np.uint64,
+    )
 
 
 @dataclass
@@ -150,11 +170,24 @@ class Registry:
         classifier: torch.nn.Module,
         test_images: torch.Tensor,
         test_labels: torch.Tensor,
+        seen_images: torch.Tensor | None = None,
     ) -> Decision:
-        """Register as challenger; promote to champion if it beats the champion on this data."""
+        """Register as challenger; promote to champion if it beats the champion on this data.
+
+        `seen_images`: the images this model trained or was chosen on (its training and
+        validation splits), kept as keys beside it. The data's splits are drawn again when it
+        changes, so some of this run's test images may be ones the champion trained on: those
+        are left out of the comparison (both models are scored on the rest)."""
         import mlflow
 
         version = mlflow.register_model(logged.model_uri, self.name).version
+        if seen_images is not None:
+            import numpy as np
+
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / Path(SEEN_ARTIFACT).name
+                np.save(path, image_keys(seen_images))
+                self.client.log_artifact(logged.run_id, str(path), str(Path(SEEN_ARTIFACT).parent))
         digest = self.dataset.digest
         for key, value in {
             "leanfit.dataset_digest": digest,
@@ -173,6 +206,23 @@ class Registry:
                 f"{self.name} version {version} is the first model: champion "
                 f"(test accuracy {new_acc:.4f}, {summary['params']:,} parameters)",
             )
+        same = "on the same test data"
+        seen = self._seen_by(champion)
+        if seen is not None:
+            import numpy as np
+
+            fresh = ~np.isin(image_keys(test_images), seen)
+            left_out = int((~fresh).sum())
+            if left_out and fresh.any():
+                keep = torch.from_numpy(fresh)
+                test_images, test_labels = test_images[keep], test_labels[keep]
+                new_acc = accuracy(classifier, test_images, test_labels)
+                same = (
+                    f"on the same {len(test_labels):,} test images ({left_out:,} of the test "
+                    f"split left out: version {champion.version} trained or was chosen on them)"
+                )
+            elif left_out:  # (every test image: nothing left to compare on fairly)
+                same += f" (version {champion.version} trained or was chosen on all of it)"
         old_acc, problem = self.evaluate_version(champion.version, test_images, test_labels)
         self.client.set_model_version_tag(
             self.name, champion.version, f"leanfit.test_accuracy.{digest[:12]}", f"{old_acc:.6f}"
@@ -190,15 +240,34 @@ class Registry:
             return self._crown(
                 version,
                 f"{self.name} version {version} is the new champion: test accuracy {new_acc:.4f} "
-                f"against {old_acc:.4f} for version {champion.version} on the same test data",
+                f"against {old_acc:.4f} for version {champion.version} {same}",
                 old_acc,
             )
         return Decision(
             self.name, version, champion.version, False,
             f"{self.name} version {version} stays challenger: test accuracy {new_acc:.4f}, the "
-            f"champion (version {champion.version}) has {old_acc:.4f} on the same test data",
+            f"champion (version {champion.version}) has {old_acc:.4f} {same}",
             old_acc,
         )  # fmt: skip
+
+    def _seen_by(self, version):
+        """The image keys a registered version's run kept (`SEEN_ARTIFACT`), or None for a
+        version registered before they were kept."""
+        import mlflow.artifacts
+        import numpy as np
+        from mlflow.exceptions import MlflowException
+
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = mlflow.artifacts.download_artifacts(
+                    run_id=version.run_id,
+                    artifact_path=SEEN_ARTIFACT,
+                    dst_path=tmp,
+                    tracking_uri=self.experiment.tracking_uri(),
+                )
+                return np.load(path)
+        except (MlflowException, OSError, ValueError):
+            return None
 
     def _crown(self, version: str, reason: str, old_accuracy: float | None = None) -> Decision:
         self.client.set_registered_model_alias(self.name, CHAMPION, version)
