@@ -378,6 +378,12 @@ def test_resume_with_nothing_to_resume_is_a_clear_error_that_writes_nothing(in_t
         "tags.`leanfit.kind` = 'search'",
     )
     client.set_terminated(search.info.run_id, "KILLED")
+    # a trial budget below what it has started: it would end FINISHED with no way to go on
+    result = run_cli("search", "e.yaml", "--resume", "--trials", "2", "--synthetic", "0",
+                     cwd=in_tmp)  # fmt: skip
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 2 and "a trial budget of 2 is below the 4 trials" in said, said
+    assert client.get_run(search.info.run_id).info.status == "KILLED"  # not reopened
     cfg = yaml.safe_load((in_tmp / "e.yaml").read_text())
     cfg["budget"]["trials"] = 8
     cfg["space"]["hyperparameters"]["lr"]["high"] = 0.3

@@ -231,6 +231,12 @@ def test_a_pipeline_run_left_running_by_a_kill_is_closed_by_the_next_run_here_on
     assert status == {dead: "KILLED", elsewhere: "RUNNING", other_key: "RUNNING"}
     assert "ended without saying so" in client.get_run(dead).data.tags["leanfit.failure"]
     assert close_dead_pipeline_runs(experiment, "key1") == []
+    # a pipeline run carries its settings, to compare and filter runs by (it had no params)
+    params = client.get_run(dead).data.params
+    assert params["budget.max_epochs"] == str(experiment.budget.max_epochs)
+    assert params["pipeline.refit"] == json.dumps(experiment.pipeline.refit)
+    assert params["dataset.source"] == "digits"
+    assert not any(k.startswith(("space.", "tracking.", "work_dir")) for k in params)
 
 
 def test_finalists_are_the_best_within_budget_and_a_spread_of_sizes():
@@ -787,8 +793,18 @@ def test_ctrl_c_stops_the_pipeline_cleanly_and_says_how_to_go_on(tmp_path):
 
     _, err = interrupted_in_search("run", "digits.yaml", meanwhile=second_run)
     assert "interrupted:" in err and "`leanfit run digits.yaml` goes on with them" in err, err
-    _, err = interrupted_in_search("run", "digits.yaml", signum=signal.SIGTERM)
+    out, err = interrupted_in_search("run", "digits.yaml", signum=signal.SIGTERM)
     assert err.startswith("terminated (SIGTERM): the steps that finished"), err
+    # the second run went on with the first's search, said so, and took it under its own run
+    # (it stayed under the interrupted pipeline run, so the one that went on showed no search)
+    assert "resuming the unfinished search " in out, out
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("leanfit-digits")
+    (search,) = client.search_runs([exp.experiment_id], "tags.`leanfit.kind` = 'search'")
+    latest = client.search_runs(
+        [exp.experiment_id], "tags.`leanfit.kind` = 'pipeline'", order_by=["start_time DESC"]
+    )[0]
+    assert search.data.tags["mlflow.parentRunId"] == latest.info.run_id
     out, err = interrupted_in_search("watch", "digits.yaml", "--interval", "1h")
     assert "stopped watching digits.yaml" in err and "`leanfit run digits.yaml`" in err, err
     # the watcher went on with the search the interrupted run left (the same settings and data,

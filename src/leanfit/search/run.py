@@ -588,6 +588,14 @@ def _search(
                 + (f"; {why}" if why else "")
                 + "; run without --resume to start a new one"
             )
+        if trials is not None and extended is None:
+            started = len({r.trial_id for r in log.records()})
+            if started > trials:  # (it would end, FINISHED, with no way to go on to its own)
+                raise LeanfitError(
+                    f"budget: a trial budget of {trials} is below the {started} trials the "
+                    "search being resumed has started; give a larger one (--trials or "
+                    "budget.trials) to go on with it"
+                )
         log.reopen()
     else:
         settings = {"experiment": experiment.name, "search_key": key, "workers": n_workers}
@@ -619,6 +627,13 @@ def _search(
         resumed = controller.restore(records)
         log.mark_interrupted([r.run_id for r in records if r.status == "running"])
         log.close_finished(records)
+        if parent_run_id is not None:  # a pipeline run that goes on with it: nested under it
+            log.client.set_tag(log.run_id, "mlflow.parentRunId", parent_run_id)
+        if on_notice is not None and extended is None:
+            on_notice(
+                f"resuming the unfinished search {log.run_id}: {len(controller.trials)} trials "
+                f"started before, {controller.stats.jobs_done} jobs finished"
+            )
     if experiment.strategy.warm_start:
         warm_start(experiment, controller, logger, log, problem.digest, not resume, identity)
     if executor is None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from leanfit.config import Experiment
-from leanfit.track.runs import TrialLogger, dataset_input, runs_of_keys
+from leanfit.track.runs import TrialLogger, dataset_input, param_value, runs_of_keys
 
 if TYPE_CHECKING:  # torch, with the data module: not for a command that only reads MLflow
     from leanfit.data.sources import LoadedDataset
@@ -44,7 +44,33 @@ def start_pipeline_run(experiment: Experiment, dataset: LoadedDataset, key: str)
     logger.client.log_inputs(
         run.info.run_id, datasets=[dataset_input(dataset, experiment.dataset.source)]
     )
+    from mlflow.entities import Param
+
+    # its settings, so that pipeline runs can be compared and filtered in MLflow's UI (it had
+    # none: only its nested search run carried some)
+    params = [Param(k, param_value(v)[:6000]) for k, v in sorted(pipeline_params(experiment))]
+    for start in range(0, len(params), 100):  # (MLflow takes 100 a batch)
+        logger.client.log_batch(run.info.run_id, params=params[start : start + 100])
     return run.info.run_id
+
+
+def pipeline_params(experiment: Experiment) -> list[tuple[str, Any]]:
+    """The experiment file's settings as (dotted name, value): every section but the space
+    (which the nested search run keeps), where the files go, and the tracking URI (a database
+    URI may hold its password)."""
+    out: list[tuple[str, Any]] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping) and value:
+            for k, v in value.items():
+                walk(f"{prefix}.{k}", v)
+        else:
+            out.append((prefix, value))
+
+    data = experiment.model_dump(mode="json", exclude={"space", "base_dir", "work_dir", "tracking"})
+    for section, value in data.items():
+        walk(section, value)
+    return out
 
 
 def finish_pipeline_run(
