@@ -425,6 +425,20 @@ def test_a_module_run_with_dash_m_is_imported_by_its_name_in_the_workers(tmp_pat
     assert search.data.tags[TAG_OBJECTIVE] == "python:mine.search:objective"
 
 
+# A script's objective and its search with 2 workers, printing what leanfit refuses
+SCRIPT_SEARCH = """\
+def objective(trial):
+    while trial.running:
+        trial.report(0.5)
+
+try:
+    leanfit.optimize(objective, space={"w": [1, 2, 3]}, size=lambda c: c["w"],
+                     trials=3, workers=2, progress=False)
+except leanfit.errors.LeanfitError as e:
+    print(e)
+"""
+
+
 def test_an_objective_defined_under_the_main_guard_is_refused_before_anything_starts(tmp_path):
     """The workers load the script as a module, which skips `if __name__ == "__main__":`, so a
     function defined there cannot be found. Before, the workers died at start and the search
@@ -433,25 +447,8 @@ def test_an_objective_defined_under_the_main_guard_is_refused_before_anything_st
 
     script = tmp_path / "run.py"
     script.write_text(
-        textwrap.dedent(
-            """
-            import leanfit
-
-            def top(trial):
-                pass
-
-            if __name__ == "__main__":
-                def objective(trial):
-                    while trial.running:
-                        trial.report(0.5)
-
-                try:
-                    leanfit.optimize(objective, space={"w": [1, 2, 3]}, size=lambda c: c["w"],
-                                     trials=3, workers=2, progress=False)
-                except leanfit.errors.LeanfitError as e:
-                    print(e)
-            """
-        )
+        "import leanfit\n\ndef top(trial):\n    pass\n\nif __name__ == '__main__':\n"
+        + textwrap.indent(SCRIPT_SEARCH, "    ")
     )
     done = subprocess.run(
         [sys.executable, "run.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300
@@ -473,21 +470,7 @@ def test_a_script_that_starts_its_search_on_import_or_comes_from_stdin_is_refuse
     workers looked for a module named '<stdin>'. Both are refused before anything starts."""
     from leanfit.objective import _calls_optimize_unguarded
 
-    body = textwrap.dedent(
-        """
-        import leanfit
-
-        def objective(trial):
-            while trial.running:
-                trial.report(0.5)
-
-        try:
-            leanfit.optimize(objective, space={"w": [1, 2, 3]}, size=lambda c: c["w"],
-                             trials=3, workers=2, progress=False)
-        except leanfit.errors.LeanfitError as e:
-            print(e)
-        """
-    )
+    body = "import leanfit\n\n" + SCRIPT_SEARCH
     script = tmp_path / "run.py"
     script.write_text(body)
     done = subprocess.run(
