@@ -116,9 +116,14 @@ def optimize(
     """
     import contextlib
     import os
-    import re
 
-    from leanfit.config import Experiment, experiment_from_dict, load_experiment, parse_duration
+    from leanfit.config import (
+        Experiment,
+        experiment_from_dict,
+        load_experiment,
+        parse_duration,
+        unitless_duration,
+    )
     from leanfit.errors import LeanfitError
     from leanfit.objective import target_of
     from leanfit.search.run import exhausted_line, failure_lines, front_table, run_search
@@ -162,9 +167,7 @@ def optimize(
         target_of(objective)  # a function no worker can import is refused before anything starts
     seconds = None
     if wall_time is not None:
-        if isinstance(wall_time, str) and re.fullmatch(r"\s*[0-9]*\.?[0-9]+\s*", wall_time):
-            # as `--wall-time 5`: seconds or minutes? (a number, not a string, is seconds)
-            n = wall_time.strip()
+        if (n := unitless_duration(wall_time)) is not None:  # (a number, not a string: seconds)
             raise LeanfitError(f"wall_time: {wall_time!r}; give a unit: '{n}s', '{n}m' or '{n}h'")
         try:
             seconds = float(parse_duration(wall_time))

@@ -20,7 +20,7 @@ import yaml
 from rich.console import Console
 
 from leanfit.errors import LeanfitError
-from leanfit.track.runs import check_tracking_reachable
+from leanfit.track.runs import WHERE_OPTION, check_tracking_reachable
 
 app = typer.Typer(
     add_completion=False,
@@ -34,6 +34,7 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 def read_genotype(path: Path, experiment) -> dict[str, Any]:
     """A configuration from a YAML file, checked against the experiment's space."""
+    from leanfit.config import yaml_problem
     from leanfit.errors import GenotypeError
     from leanfit.space.architecture import flatten_genotype
 
@@ -41,10 +42,7 @@ def read_genotype(path: Path, experiment) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise LeanfitError(f"--genotype: {path} is not valid YAML{where}: {problem}") from None
+        raise LeanfitError(f"--genotype: {path} is not valid YAML{yaml_problem(e)}") from None
     if not isinstance(data, dict):
         raise LeanfitError(f"--genotype: {path} must be a YAML mapping of parameter: value")
     arch = experiment.space.architecture
@@ -632,14 +630,9 @@ def wall_time_seconds(wall_time: str) -> float:
 
 def duration_option(option: str, value: str, if_zero: str | None = None) -> float:
     """A duration option's seconds; `if_zero` (what to do instead) refuses a duration of 0."""
-    import re
+    from leanfit.config import parse_duration, unitless_duration
 
-    from leanfit.config import parse_duration
-
-    if re.fullmatch(r"\s*[0-9]*\.?[0-9]+\s*", value) and float(value) > 0:
-        # seconds, for parse_duration (a YAML number), but on a command line `--wall-time 5`
-        # is as likely meant as minutes: the unit is asked for rather than guessed
-        n = value.strip()
+    if (n := unitless_duration(value)) is not None:
         raise LeanfitError(f"--{option} {n}: give a unit: {n}s, {n}m or {n}h")
     try:
         seconds = float(parse_duration(value))
@@ -755,14 +748,14 @@ def watch(
     # of `--once` would report success until then)
     check_tracking_reachable(experiment.tracking_uri())
     if submit_to is not None:
-        with as_option("--submit"):
-            check_kfp_host(submit_to, token)
+        check_kfp_host(submit_to, token, option="--submit")
 
     def submitter(settings):
         from leanfit.launch import submit_experiment
 
-        with as_option("--submit"):
-            return submit_experiment(settings, submit_to, namespace=namespace, token=token)
+        return submit_experiment(
+            settings, submit_to, namespace=namespace, token=token, option="--submit"
+        )
 
     def log(text: str, file=None) -> None:  # `file`: the terminal, while a pipeline runs
         out = console if file is None else Console(file=file, soft_wrap=True)
@@ -798,18 +791,6 @@ def watch(
         )
 
 
-@contextlib.contextmanager
-def as_option(option: str):
-    """The KFP client's errors name `--host`, `leanfit submit`'s option: say `option` instead."""
-    try:
-        yield
-    except LeanfitError as e:
-        said = str(e)
-        if not said.startswith("--host "):
-            raise
-        raise LeanfitError(option + said.removeprefix("--host")) from None
-
-
 def time_now() -> str:
     import time
 
@@ -829,7 +810,7 @@ def promote(
     from leanfit.track.registry import promote as promote_version
 
     uri = tracking_uri_or_default(tracking_uri)
-    check_tracking_reachable(uri)
+    check_tracking_reachable(uri, where=WHERE_OPTION)
     previous = promote_version(uri, name, version)
     if previous == version:
         console.print(f"{name} version {version} is already the champion: nothing changed")
@@ -868,7 +849,7 @@ def predict(
     uri = tracking_uri_or_default(tracking_uri)
     name = p.model_uri(model)
     if not p.is_model_folder(name):  # (a downloaded model's folder needs no tracking server)
-        check_tracking_reachable(uri)
+        check_tracking_reachable(uri, where=WHERE_OPTION)
     database = missing_sqlite_database(uri)
     if database is not None and name.startswith(("models:/", "runs:/")):
         raise LeanfitError(
@@ -1027,12 +1008,7 @@ def main() -> None:
     except LeanfitError as e:
         from rich.markup import escape
 
-        from leanfit.track.runs import WHERE_URI
-
-        said = str(e)
-        if sys.argv[1:2] in (["predict"], ["promote"]):  # they take no file: an option instead
-            said = said.replace(WHERE_URI, "--tracking-uri, or $MLFLOW_TRACKING_URI")
-        err_console.print(f"[red]error:[/red] {escape(said)}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         exit_now(2)
     except (click.exceptions.Abort, typer.Abort, KeyboardInterrupt):
         err_console.print(stopping.said("interrupted"))
@@ -1100,13 +1076,7 @@ def exit_now(code: int) -> None:
     import os
     import threading
 
-    shutdown = getattr(threading, "_shutdown", None)  # what the interpreter runs at its exit
-    if shutdown is not None:
-        shutdown()
-    else:  # pragma: no cover - every CPython 3.10-3.13 has it
-        for thread in threading.enumerate():
-            if thread is not threading.current_thread() and not thread.daemon:
-                thread.join()
+    threading._shutdown()  # what the interpreter runs at its exit, before the exit handlers
     atexit._run_exitfuncs()
     logging.shutdown()
     sys.stdout.flush()

@@ -61,6 +61,15 @@ def parse_duration(value: Any) -> Any:
     return value
 
 
+def unitless_duration(value: Any) -> str | None:
+    """The number, where a duration is a positive number written as a string without its unit
+    ("5"): `parse_duration` takes it as seconds (as a YAML number), but given on a command line
+    or to `leanfit.optimize` it is as likely meant as minutes, so the unit is asked for."""
+    if isinstance(value, str) and re.fullmatch(r"\s*[0-9]*\.?[0-9]+\s*", value):
+        return value.strip() if float(value) > 0 else None
+    return None
+
+
 Count = Annotated[int, Field(gt=0)]
 
 
@@ -1053,12 +1062,7 @@ def read_experiment_file(path: Path) -> tuple[Any, Path]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        where = ""
-        mark = getattr(e, "problem_mark", None)
-        if mark is not None:
-            where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError("", f"{path} is not valid YAML{where}: {problem}") from None
+        raise ConfigError("", f"{path} is not valid YAML{yaml_problem(e)}") from None
     if data is None:
         raise ConfigError(
             "", f"{path} is empty; write the experiment in it (examples/digits.yaml is one)"
@@ -1070,6 +1074,13 @@ def read_experiment_file(path: Path) -> tuple[Any, Path]:
             "mapping (name: ..., dataset: ...)",
         )
     return data, path.parent
+
+
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """Where and what PyYAML found wrong, in one line: " at line L, column C: problem"."""
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{where}: {getattr(e, 'problem', None) or e}"
 
 
 # What a KFP pipeline YAML has at the start of a line and an experiment file never has

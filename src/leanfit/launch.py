@@ -289,8 +289,10 @@ def submit_experiment(
     namespace: str | None = None,
     token: str | None = None,
     timeout: float = 30.0,
+    option: str = "--host",
 ):
-    """Compile the experiment's pipeline and run it on a KFP host (once, or on a schedule)."""
+    """Compile the experiment's pipeline and run it on a KFP host (once, or on a schedule);
+    `option`: how the user gave the host, for the messages."""
     from leanfit.pipelines.automl import PIPELINE_NAME
     from leanfit.trigger.submit import submit_pipeline
 
@@ -308,4 +310,5 @@ def submit_experiment(
         namespace=namespace,
         existing_token=token,
         timeout=timeout,
+        option=option,
     )

@@ -154,14 +154,15 @@ def target_of(function: Callable) -> str:
                 "processes cannot import; pass workers=0 to run it in this process, or move it "
                 "to a .py file"
             )
-        if _under_main_guard(Path(script), name):
+        tree = _script_tree(Path(script))  # (read and parsed once, for both checks)
+        if _under_main_guard(tree, name):
             raise LeanfitError(
                 f'objective: {name} is defined under `if __name__ == "__main__":` in {script}, '
                 "which leanfit's worker processes do not run (they load the script as a module); "
                 "define it above that block, at the top level, or pass workers=0 to run it in "
                 "this process"
             )
-        if _calls_optimize_unguarded(Path(script)):
+        if _calls_optimize_unguarded(tree):
             raise LeanfitError(
                 f"objective: {script} calls optimize at its top level, outside "
                 '`if __name__ == "__main__":`; leanfit\'s worker processes load the script as a '
@@ -172,15 +173,34 @@ def target_of(function: Callable) -> str:
     return f"{module}:{name}"
 
 
-def _calls_optimize_unguarded(script: Path) -> bool:
-    """Whether `script` calls `optimize` (`leanfit.optimize`, or imported by that name) in a
-    statement a module import runs: at its top level, outside functions, classes and the
-    `if __name__ == "__main__":` block. False when it cannot tell."""
+def _script_tree(script):
+    """The script's syntax tree (as given, if it already is one), or None where it cannot be
+    read or parsed."""
     import ast
 
+    if isinstance(script, ast.Module):
+        return script
     try:
-        tree = ast.parse(script.read_text())
+        return ast.parse(script.read_text())
     except (OSError, SyntaxError, ValueError):
+        return None
+
+
+def _is_main_guard(node) -> bool:
+    """An `if __name__ == "__main__":` block (any test naming `__name__`)."""
+    import ast
+
+    return isinstance(node, ast.If) and "__name__" in ast.unparse(node.test)
+
+
+def _calls_optimize_unguarded(script) -> bool:
+    """Whether a script (its path or its tree) calls `optimize` (`leanfit.optimize`, or
+    imported by that name) in a statement a module import runs: at its top level, outside
+    functions, classes and the `if __name__ == "__main__":` block. False when it cannot tell."""
+    import ast
+
+    tree = _script_tree(script)
+    if tree is None:
         return False
     skipped = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
 
@@ -195,21 +215,17 @@ def _calls_optimize_unguarded(script: Path) -> bool:
                 return True
         return any(calls(child) for child in ast.iter_child_nodes(node))
 
-    return any(
-        calls(node)
-        for node in tree.body
-        if not (isinstance(node, ast.If) and "__name__" in ast.unparse(node.test))
-    )
+    return any(calls(node) for node in tree.body if not _is_main_guard(node))
 
 
-def _under_main_guard(script: Path, name: str) -> bool:
-    """Whether `script` defines `name` only inside an `if __name__ == "__main__":` block (which
-    a worker loading the script as a module skips). False when it cannot tell."""
+def _under_main_guard(script, name: str) -> bool:
+    """Whether a script (its path or its tree) defines `name` only inside an `if __name__ ==
+    "__main__":` block (which a worker loading the script as a module skips). False when it
+    cannot tell."""
     import ast
 
-    try:
-        tree = ast.parse(script.read_text())
-    except (OSError, SyntaxError, ValueError):
+    tree = _script_tree(script)
+    if tree is None:
         return False
 
     def defines(nodes) -> bool:
@@ -226,12 +242,9 @@ def _under_main_guard(script: Path, name: str) -> bool:
                 return True
         return False
 
-    def is_main_guard(node) -> bool:
-        return isinstance(node, ast.If) and "__name__" in ast.unparse(node.test)
-
     if defines(tree.body):
         return False
-    guards = [node for node in tree.body if is_main_guard(node)]
+    guards = [node for node in tree.body if _is_main_guard(node)]
     return any(defines(ast.walk(guard)) for guard in guards)
 
 

@@ -117,13 +117,15 @@ def _sqlite_failure(e: BaseException | None) -> str | None:
     return None
 
 
-# Where the tracking URI is set, for messages
+# Where the tracking URI is set, for messages: by the experiment file, or (`predict`, `promote`)
+# by an option
 WHERE_URI = "tracking.uri in the file, or $MLFLOW_TRACKING_URI"
+WHERE_OPTION = "--tracking-uri, or $MLFLOW_TRACKING_URI"
 # A database tracking store, by its URI's scheme less the driver
 DATABASES = ("postgresql", "mysql", "mssql")
 
 
-def check_tracking_uri(uri: str) -> None:
+def check_tracking_uri(uri: str, where: str = WHERE_URI) -> None:
     """Refuse, in one line, a tracking URI MLflow would end on with a stack trace: a file store
     (`mlruns`, `file:///...`, or a mistyped scheme such as `http//host:5000`, which reads as a
     folder), which MLflow 3 refuses unless $MLFLOW_ALLOW_FILE_STORE is true, or a database whose
@@ -144,12 +146,12 @@ def check_tracking_uri(uri: str) -> None:
             raise LeanfitError(
                 f"tracking: {uri!r} is a file, not a tracking URI (one without a scheme names "
                 f"MLflow's file store, a folder); for a sqlite database give sqlite:///{uri} "
-                f"({WHERE_URI})"
+                f"({where})"
             )
         typo = " (a mistyped scheme? it reads as a folder)" if not scheme and ":" in uri else ""
         raise LeanfitError(
             f"tracking: {uri!r} is MLflow's file store{typo}, which MLflow 3 refuses; use "
-            f"sqlite:///mlflow.db (the default) or a server's http://HOST:5000 ({WHERE_URI}), "
+            f"sqlite:///mlflow.db (the default) or a server's http://HOST:5000 ({where}), "
             "or set MLFLOW_ALLOW_FILE_STORE=true to keep the file store"
         )
     if engine not in ("http", "https", "sqlite", *DATABASES):
@@ -162,11 +164,11 @@ def check_tracking_uri(uri: str) -> None:
         if scheme not in known:
             raise LeanfitError(
                 f"tracking: {uri!r} has a scheme MLflow does not know ({scheme}://); use "
-                f"sqlite:///mlflow.db, http(s)://HOST:5000 or a database URI ({WHERE_URI})"
+                f"sqlite:///mlflow.db, http(s)://HOST:5000 or a database URI ({where})"
             )
         return
     if engine == "sqlite":
-        _check_sqlite(uri)
+        _check_sqlite(uri, where)
         return
     if engine in DATABASES:
         from sqlalchemy.engine import make_url
@@ -179,11 +181,11 @@ def check_tracking_uri(uri: str) -> None:
             raise LeanfitError(
                 f"tracking: {shown} needs its database driver, the Python module {e.name!r}, "
                 "which is not installed here; install the driver, or use sqlite:///mlflow.db or "
-                f"an MLflow server ({WHERE_URI})"
+                f"an MLflow server ({where})"
             ) from None
 
 
-def _check_sqlite(uri: str) -> None:
+def _check_sqlite(uri: str, where: str = WHERE_URI) -> None:
     """A `sqlite:` URI that is not `sqlite:///PATH` (`sqlite:/m.db`, `sqlite://m.db`: a
     SQLAlchemy parse error or a host), or a database this process could not create or write:
     both ended in a SQLAlchemy traceback."""
@@ -198,7 +200,7 @@ def _check_sqlite(uri: str) -> None:
         raise LeanfitError(
             f"tracking: {uri!r} is not a sqlite URI MLflow can open; write "
             f"sqlite:///mlflow.db (a path from the current folder, three slashes) or "
-            f"sqlite:////abs/path/mlflow.db (four) ({WHERE_URI})"
+            f"sqlite:////abs/path/mlflow.db (four) ({where})"
         )
     if database == ":memory:":
         return
@@ -206,20 +208,20 @@ def _check_sqlite(uri: str) -> None:
     if path.is_dir():
         raise LeanfitError(
             f"tracking: {uri!r} names a folder, {database}; name the database file in it, "
-            f"e.g. sqlite:///{(path / 'mlflow.db').as_posix()} ({WHERE_URI})"
+            f"e.g. sqlite:///{(path / 'mlflow.db').as_posix()} ({where})"
         )
     if path.exists():
         if not os.access(path, os.R_OK | os.W_OK):
             raise LeanfitError(
                 f"tracking: the database {database} of {uri!r} cannot be written by this user; "
-                f"fix its permissions, or use another file ({WHERE_URI})"
+                f"fix its permissions, or use another file ({where})"
             )
         with open(path, "rb") as handle:
             head = handle.read(16)
         if head and head != b"SQLite format 3\x00":  # an empty file is a new database
             raise LeanfitError(
                 f"tracking: {database} of {uri!r} is not a SQLite database (it would be "
-                f"left as it is); name a new file or an MLflow database ({WHERE_URI})"
+                f"left as it is); name a new file or an MLflow database ({where})"
             )
         return
     folder = path.absolute().parent  # MLflow creates the missing folders: the first that exists
@@ -228,17 +230,18 @@ def _check_sqlite(uri: str) -> None:
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise LeanfitError(
             f"tracking: the database {database} of {uri!r} cannot be created: {folder} is not a "
-            f"folder this user can write in; use a path under one ({WHERE_URI})"
+            f"folder this user can write in; use a path under one ({where})"
         )
 
 
-def check_tracking_reachable(uri: str, timeout: float = 10.0) -> None:
+def check_tracking_reachable(uri: str, timeout: float = 10.0, where: str = WHERE_URI) -> None:
     """Say at once that the tracking URI cannot work (`check_tracking_uri`) or that an http(s)
     tracking server does not answer, before a command does any work: MLflow's client retries a
     refused connection for about four minutes before it gives up, which lets a running search
-    ride over a server's restart, but leaves a user who mistyped the URI waiting. Any answer at
-    all (an error page, a login) counts as reachable."""
-    check_tracking_uri(uri)
+    ride over a server's restart, but leaves a user who mistyped the URI waiting. Any answer to
+    MLflow's API but a 404 (an error page, a login) counts as reachable. `where`: where the URI
+    was set, for the messages."""
+    check_tracking_uri(uri, where)
     if not uri.startswith(("http://", "https://")):
         return
     import requests
@@ -247,19 +250,18 @@ def check_tracking_reachable(uri: str, timeout: float = 10.0) -> None:
 
     api = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1"
     try:
-        requests.get(uri, timeout=timeout, allow_redirects=False)
-        # some other web server on that port (a 404 for MLflow's API), said as such rather
+        # some other web server on that port (a 404 for MLflow's API) is said as such rather
         # than, later, as MLflow not answering; a login or a proxy's refusal still passes
         found = requests.get(api, timeout=timeout, allow_redirects=False).status_code != 404
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
         raise LeanfitError(
             f"tracking: MLflow at {uri} did not answer ({type(e).__name__}); check that the "
-            f"server is up and the URI ({WHERE_URI}) is right"
+            f"server is up and the URI ({where}) is right"
         ) from None
     if not found:
         raise LeanfitError(
             f"tracking: {uri} answers, but no MLflow tracking server is there (GET "
-            f"/api/2.0/mlflow/experiments/search: 404); check the host, port and path ({WHERE_URI})"
+            f"/api/2.0/mlflow/experiments/search: 404); check the host, port and path ({where})"
         )
 
 

@@ -66,15 +66,17 @@ def submit_pipeline(
     namespace: str | None = None,
     existing_token: str | None = None,
     timeout: float = 30,
+    option: str = "--host",
 ) -> Submission:
     """Upload `package` (a compiled pipeline YAML) to the KFP at `host` and run it.
 
     A one-off run starts now; with `recurring_cron` (6 fields with seconds, or 5 standard ones) a
     recurring run is created instead (one run at a time, no catch-up of missed times).
     `namespace` is the Kubeflow profile on a multi-user host; `existing_token` a bearer token.
-    Each request waits at most `timeout` seconds for the host.
+    Each request waits at most `timeout` seconds for the host. `option`: how the user gave the
+    host (`leanfit submit --host`, `leanfit watch --submit`), for the messages.
     """
-    host = checked_host(host)
+    host = checked_host(host, option)
     if not pipeline_name.strip():
         raise LeanfitError("pipeline name: must not be empty; give the name to upload it under")
     package = Path(package)
@@ -83,7 +85,7 @@ def submit_pipeline(
     check_arguments(spec, arguments)
     cron = kfp_cron(recurring_cron) if recurring_cron is not None else None
 
-    api = KfpHost(host, existing_token, timeout)
+    api = KfpHost(host, existing_token, timeout, option)
     health = api.health()
     sha = hashlib.sha256(content).hexdigest()
     with quiet_kfp():
@@ -91,7 +93,7 @@ def submit_pipeline(
         namespace = namespace or client.get_user_namespace() or None
         if health.get("multi_user") and not namespace:
             raise LeanfitError(
-                f"--host {host}: this Kubeflow Pipelines is multi-user; give the namespace "
+                f"{option} {host}: this Kubeflow Pipelines is multi-user; give the namespace "
                 "(your Kubeflow profile) to submit into"
             )
         experiment_id = api.call(
@@ -129,10 +131,10 @@ def submit_pipeline(
 # --- the inputs, checked before anything is sent ---------------------------------------------
 
 
-def checked_host(host: str) -> str:
+def checked_host(host: str, option: str = "--host") -> str:
     if not re.match(r"https?://[^/\s]+", host):
         raise LeanfitError(
-            f"--host {host!r}: give the URL of the Kubeflow Pipelines API with its scheme, "
+            f"{option} {host!r}: give the URL of the Kubeflow Pipelines API with its scheme, "
             f"{PORT_FORWARD_HINT}"
         )
     return host.rstrip("/")
@@ -268,19 +270,23 @@ def cron_field_problem(value: str, lowest: int, highest: int, names: tuple[str, 
 # --- talking to the host ------------------------------------------------------------------------
 
 
-def check_kfp_host(host: str, token: str | None = None, timeout: float = 30.0) -> None:
+def check_kfp_host(
+    host: str, token: str | None = None, timeout: float = 30.0, option: str = "--host"
+) -> None:
     """Say now (a LeanfitError) that `host` is no Kubeflow Pipelines API we may use: a
     malformed URL, nothing answering, another web server, a login page, refused credentials."""
-    KfpHost(checked_host(host), token, timeout).health()
+    KfpHost(checked_host(host, option), token, timeout, option).health()
 
 
 class KfpHost:
     """One Kubeflow Pipelines API, reached with `kfp.Client`; its failures become LeanfitErrors."""
 
-    def __init__(self, url: str, token: str | None, timeout: float):
+    def __init__(self, url: str, token: str | None, timeout: float, option: str = "--host"):
         self.url = url
         self.token = token
         self.timeout = timeout
+        self.option = option  # how the user gave the host (--host, --submit), for the messages
+        self.named = f"{option} {url}"
 
     def health(self) -> dict:
         """The host's health answer; a LeanfitError when it is not a KFP API we may use.
@@ -305,19 +311,19 @@ class KfpHost:
             raise self.unreachable(e) from None
         if 300 <= r.status < 400:
             raise LeanfitError(
-                f"--host {self.url}: answers with a redirect to {r.headers.get('Location')} "
+                f"{self.named}: answers with a redirect to {r.headers.get('Location')} "
                 f"(a login page?) instead of the Kubeflow Pipelines API; {TOKEN_HINT}"
             )
         if r.status in (401, 403):
             raise self.refused_credentials(r.status, error_message(r.data), "read its health")
         if r.status == 404:
             raise LeanfitError(
-                f"--host {self.url}: answers, but no Kubeflow Pipelines 2.x API is there "
+                f"{self.named}: answers, but no Kubeflow Pipelines 2.x API is there "
                 f"(GET {API}/healthz: 404); check the address and its path ({PORT_FORWARD_HINT})"
             )
         if r.status != 200:
             raise LeanfitError(
-                f"--host {self.url}: Kubeflow Pipelines' health check answered HTTP {r.status}: "
+                f"{self.named}: Kubeflow Pipelines' health check answered HTTP {r.status}: "
                 f"{error_message(r.data)}"
             )
         try:
@@ -326,7 +332,7 @@ class KfpHost:
             health = None
         if not isinstance(health, dict):
             raise LeanfitError(
-                f"--host {self.url}: answers GET {API}/healthz, but not with Kubeflow Pipelines' "
+                f"{self.named}: answers GET {API}/healthz, but not with Kubeflow Pipelines' "
                 f"JSON (a login page?); check the address, or {TOKEN_HINT}"
             )
         return health
@@ -379,15 +385,15 @@ class KfpHost:
         if e.status in (401, 403):
             return self.refused_credentials(e.status, message, what)
         if e.status == 0:  # no HTTP answer: TLS failed
-            return LeanfitError(f"--host {self.url}: could not {what}: {message}")
+            return LeanfitError(f"{self.named}: could not {what}: {message}")
         return LeanfitError(
-            f"--host {self.url}: Kubeflow Pipelines refused to {what} (HTTP {e.status}): {message}"
+            f"{self.named}: Kubeflow Pipelines refused to {what} (HTTP {e.status}): {message}"
         )
 
     def refused_credentials(self, status: int, message: str, what: str) -> LeanfitError:
         why = "needs credentials" if status == 401 else "refused the credentials"
         return LeanfitError(
-            f"--host {self.url}: Kubeflow Pipelines {why} to {what} (HTTP {status}: {message}); "
+            f"{self.named}: Kubeflow Pipelines {why} to {what} (HTTP {status}: {message}); "
             + TOKEN_HINT
             + (" with the right to do that" if status == 403 else "")
         )
@@ -399,22 +405,22 @@ class KfpHost:
         if isinstance(reason, urllib3.exceptions.NewConnectionError):
             why = re.sub(r"\[Errno -?\d+\] ", "", str(reason).rsplit(": ", 1)[-1]).strip("() ")
             return LeanfitError(
-                f"--host {self.url}: no Kubeflow Pipelines API answers at {self.url} "
+                f"{self.named}: no Kubeflow Pipelines API answers at {self.url} "
                 f"({why.lower()}); check the address ({PORT_FORWARD_HINT})"
             )
         if isinstance(reason, urllib3.exceptions.TimeoutError):
             return LeanfitError(
-                f"--host {self.url}: no answer within {self.timeout:g} s; check the address and "
+                f"{self.named}: no answer within {self.timeout:g} s; check the address and "
                 "that the cluster is reachable from here"
             )
         if isinstance(reason, urllib3.exceptions.SSLError):
             return LeanfitError(
-                f"--host {self.url}: the TLS connection failed ({reason}); check the scheme "
+                f"{self.named}: the TLS connection failed ({reason}); check the scheme "
                 "(http:// for a port-forward) and the host's certificate"
             )
         if isinstance(reason, urllib3.exceptions.LocationValueError):
-            return LeanfitError(f"--host {self.url!r}: not a valid URL ({reason})")
-        return LeanfitError(f"--host {self.url}: the connection failed ({reason})")
+            return LeanfitError(f"{self.option} {self.url!r}: not a valid URL ({reason})")
+        return LeanfitError(f"{self.named}: the connection failed ({reason})")
 
 
 @contextlib.contextmanager
