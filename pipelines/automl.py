@@ -70,7 +70,12 @@ def build_pipeline(settings: Experiment):
         for name, task in tasks.items():
             task.set_display_name(name)
             task.set_caching_options(False)
-            apply_cluster_settings(task, settings, gpu=name in ("search", "final-train"))
+            # the search trains in its own pod only with the local executor: with Kubernetes
+            # its trials are Jobs that ask for their own GPUs, and it only follows them
+            trains = name == "final-train" or (
+                name == "search" and settings.executor.kind == "local"
+            )
+            apply_cluster_settings(task, settings, gpu=trains)
         for env, path in POD_FIELDS.items():  # trial Jobs are owned by the search pod
             kubernetes.use_field_path_as_env(search, env_name=env, field_path=path)
         return register.outputs["Output"]

@@ -142,21 +142,48 @@ def test_a_search_of_an_image_folder_names_the_files_it_could_not_read(in_tmp):
     root = write_image_folder(in_tmp / "imgs", {"cat": 10, "dog": 10}, size=8)
     (root / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
     (root / "dog" / "notes.txt").write_text("taken on a phone")
+    # a class whose every file is an error page saved as .jpg: no class at all, not a silent
+    # 2-class problem (it vanished without a word, even with empty_classes: error)
+    (root / "bird").mkdir()
+    for i in range(3):
+        (root / "bird" / f"b{i}.jpg").write_text("<html>403 Forbidden</html>")
     cfg = digits_config(
         dataset={"source": "imagefolder", "path": "imgs", "image_size": 8, "channels": 3},
         budget={"min_epochs": 1, "max_epochs": 3, "trials": 3},
         executor={"kind": "local", "workers": 1, "trial_timeout": "1m"},
     )
     write_yaml(in_tmp / "e.yaml", cfg)
+    refused = run_cli("search", "e.yaml", "--synthetic", "0", cwd=in_tmp)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert "class(es) ['bird'] in" in refused.stderr and "no readable image" in refused.stderr
+    assert "bird/b0.jpg: " in refused.stderr and "dataset.empty_classes: skip" in refused.stderr
+
+    cfg["dataset"]["empty_classes"] = "skip"
+    write_yaml(in_tmp / "e.yaml", cfg)
     result = run_cli("search", "e.yaml", "--synthetic", "0", cwd=in_tmp)
     assert result.returncode == 0, result.stderr
-    assert "skipped 2 unreadable file(s)" in result.stdout, result.stdout
+    assert "skipped 5 unreadable file(s)" in result.stdout, result.stdout
     assert "cat/broken.jpg: " in result.stdout and "dog/notes.txt: " in result.stdout
+    assert "left out class(es) 'bird' (no readable image)" in result.stdout, result.stdout
     # 12 training images at batch 16 and up: one step an epoch, which the user is told
     assert "1 step(s) an epoch at batch_size 16" in result.stdout, result.stdout
     assert "Pareto front" in result.stdout
     # MLflow's warning about its own twice-registered file source is not the user's business
     assert "Warning" not in result.stderr, result.stderr
+
+    # new images: the search starts from the last one, says so, and takes at most half of its
+    # 3 trials to re-check the earlier best (it took all of them, and said nothing)
+    write_image_folder(in_tmp / "more", {"cat": 4}, size=8, seed=1)
+    for f in (in_tmp / "more" / "cat").iterdir():
+        f.rename(root / "cat" / f"new-{f.name}")
+    warm = run_cli("search", "e.yaml", "--synthetic", "0", cwd=in_tmp)
+    assert warm.returncode == 0, warm.stderr
+    said = re.search(r"warm start from the finished search (\w+) on earlier data: its (\d+) "
+                     r"results are told to the strategy, and its 1 best", warm.stdout)  # fmt: skip
+    assert said, warm.stdout
+    page = next(in_tmp.glob(".leanfit/searches/*/report/report.html"), None)
+    pages = [p.read_text() for p in in_tmp.glob(".leanfit/searches/*/report/report.html")]
+    assert page is not None and sum("<th>warm start</th>" in p for p in pages) == 1
 
 
 def test_validate_shows_what_a_search_would_train_on_and_what_is_wrong_with_it(in_tmp):
@@ -369,30 +396,62 @@ def test_resume_with_nothing_to_resume_is_a_clear_error_that_writes_nothing(in_t
     assert result.returncode == 2, result.stderr
     said = " ".join(result.stderr.split())
     assert "the search of this experiment file and data finished (run " in said, said
-    assert "`leanfit report FILE` shows its front; run without --resume to start another" in said
-
-    # an interrupted search, and the file edited since: the resume says what changed
+    assert "`leanfit report FILE` shows its front; give it a larger budget" in said, said
+    # ... given a larger budget, it goes on (in the file: the budget is not part of its key)
     client, _ = trial_runs(in_tmp / "mlflow.db")
     [search] = client.search_runs(
         [client.get_experiment_by_name("leanfit-digits").experiment_id],
         "tags.`leanfit.kind` = 'search'",
     )
+    cfg = yaml.safe_load((in_tmp / "e.yaml").read_text())
+    cfg["budget"]["trials"] = 6
+    write_yaml(in_tmp / "e.yaml", cfg)
+    result = run_cli("search", "e.yaml", "--resume", "--synthetic", "0", cwd=in_tmp)
+    assert result.returncode == 0, result.stderr
+    said = " ".join(result.stdout.split())
+    assert (
+        f"the finished search {search.info.run_id} of these settings and data ran with a "
+        "smaller budget (4 trials against 6 trials); it goes on to this one" in said
+    ), said
+    params = client.get_run(search.info.run_id).data.params
+    assert (params["search.trials"], params["budget.trials"]) == ("4", "4")  # as it started
+
+    # an interrupted search (the state a kill -9 leaves)
     client.set_terminated(search.info.run_id, "KILLED")
     # a trial budget below what it has started: it would end FINISHED with no way to go on
     result = run_cli("search", "e.yaml", "--resume", "--trials", "2", "--synthetic", "0",
                      cwd=in_tmp)  # fmt: skip
     said = " ".join(result.stderr.split())
-    assert result.returncode == 2 and "a trial budget of 2 is below the 4 trials" in said, said
+    assert result.returncode == 2 and "a trial budget of 2 is below the 6 trials" in said, said
     assert client.get_run(search.info.run_id).info.status == "KILLED"  # not reopened
-    cfg = yaml.safe_load((in_tmp / "e.yaml").read_text())
-    cfg["budget"]["trials"] = 8
+    # --resume forgotten: a new search, which says the other is there; it stays resumable
+    fresh = run_cli("search", "e.yaml", "--trials", "2", "--synthetic", "0", cwd=in_tmp)
+    said = " ".join(fresh.stdout.split())
+    assert (
+        fresh.returncode == 0
+        and f"the search {search.info.run_id} of this experiment file "
+        "and data was left unfinished ("
+        in said
+        and "run again with --resume" in said
+    ), said
+    again = run_cli("search", "e.yaml", "--resume", "--synthetic", "0", cwd=in_tmp)
+    said = " ".join(again.stdout.split())
+    assert again.returncode == 0 and f"resuming the unfinished search {search.info.run_id}" in said
+    assert client.get_run(search.info.run_id).info.status == "FINISHED"
+    # a new search of a file and data whose last search finished: the same first trials again
+    repeat = run_cli("search", "e.yaml", "--trials", "1", "--synthetic", "0", cwd=in_tmp)
+    said = " ".join(repeat.stdout.split())
+    assert repeat.returncode == 0 and "finished before; this starts another from nothing" in said
+
+    # the file edited since: the resume says what changed
+    client.set_terminated(search.info.run_id, "KILLED")
+    cfg["budget"]["trials"] = 8  # (a budget changes no search: not said)
     cfg["space"]["hyperparameters"]["lr"]["high"] = 0.3
     write_yaml(in_tmp / "e.yaml", cfg)
     result = run_cli("search", "e.yaml", "--resume", "--synthetic", "0", cwd=in_tmp)
     said = " ".join(result.stderr.split())
     assert result.returncode == 2 and f"the unfinished search {search.info.run_id}" in said, said
-    assert "budget.trials: 4, now 8; space.hyperparameters.lr.high: 0.5, now 0.3" in said, said
-    assert "put them back to resume it (--wall-time and --trials give it another budget" in said
+    assert "other settings (space.hyperparameters.lr.high: 0.5, now 0.3); put them back" in said
     # ... or the data changed under it
     from leanfit.config import load_experiment
     from leanfit.track.runs import TrialLogger
@@ -535,12 +594,19 @@ def test_a_second_controller_of_a_running_search_is_refused_naming_the_first(in_
     # the lock goes with its process: the Ctrl-C and kill -9 tests resume right after
 
 
-def test_the_pipelines_search_resumes_a_run_cut_short_and_reuses_a_finished_one(in_tmp):
+def test_the_pipelines_search_resumes_a_run_cut_short_and_reuses_a_finished_one(
+    in_tmp, monkeypatch
+):
     """The pipeline's search step (`resume="auto"`, `reuse_finished`): run again after a crash,
     it goes on with the same search; run again on the same data once it finished, it trains
-    nothing and hands back the same front."""
+    nothing and hands back the same front. While it runs, the search run's metrics follow it
+    (they were logged only at its end: a kill -9 lost its elapsed time, and the resumed search
+    had its whole wall time again)."""
     from leanfit.config import load_experiment
+    from leanfit.search import run as run_module
     from leanfit.search.run import front_table, run_search
+
+    monkeypatch.setattr(run_module, "LIVE_METRICS_SECONDS", 0.0)  # (15 s: every call here)
 
     path = experiment(in_tmp, trials=6)
     # an absolute URI: MLflow keeps one store per URI in a process, and another test of this
@@ -554,6 +620,11 @@ def test_the_pipelines_search_resumes_a_run_cut_short_and_reuses_a_finished_one(
     first = run_search(exp, max_trials=3, **step)  # nothing earlier: a new search
     assert not first.reused and len(first.controller.trials) == 3
     client, runs = trial_runs(in_tmp / "mlflow.db")
+    live = client.get_metric_history(first.search_run_id, "hypervolume")
+    assert len(live) > 1 and max(m.step for m in live) > 0
+    assert max(live, key=lambda m: m.step).value == first.controller.hypervolume()
+    elapsed = client.get_metric_history(first.search_run_id, "search_elapsed_seconds")
+    assert len(elapsed) > 2, "logged as it ran, not only at its end"
     jobs_before = {r.info.run_id for r in runs}
 
     # the state a kill of the step leaves: the search run RUNNING
@@ -582,6 +653,14 @@ def test_the_pipelines_search_resumes_a_run_cut_short_and_reuses_a_finished_one(
     assert len(more.controller.trials) == 9
     assert any("ran with a smaller budget (6 trials against 9 trials)" in n for n in notes), notes
     assert run_search(exp, **step).reused  # 9 trials cover the file's 6
+    # the file's budget raised (its key had the budget: a new search started from nothing)
+    data["budget"] = {**data["budget"], "trials": 11}
+    larger = load_experiment(write_yaml(path, data))
+    notes.clear()
+    grown = run_search(larger, on_notice=notes.append, **step)
+    assert not grown.reused and grown.search_run_id == first.search_run_id
+    assert len(grown.controller.trials) == 11
+    assert any("(9 trials against 11 trials); it goes on" in n for n in notes), notes
 
 
 def test_report_refuses_what_it_cannot_read_naming_the_fix(in_tmp):

@@ -455,6 +455,9 @@ def test_a_warm_start_tells_the_earlier_results_and_rechecks_the_best_first(tmp_
     assert rec.jobs[0].rung == 0 and not rec.jobs[0].spec.resume_from  # fresh, lowest rung
     keys = Counter(t.key for t in warm.trials.values())
     assert max(keys.values()) == 1
+    # a small trial budget is not spent on re-checks alone: at most half of it
+    small = controller(InlineExecutor(synthetic(seed=5)), tmp_path / "c", max_trials=5)
+    assert small.warm_start(prior, recheck=8) == 2
 
 
 def test_rungs_ranked_by_pareto_promote_along_the_front_not_one_size(tmp_path):
@@ -471,3 +474,37 @@ def test_rungs_ranked_by_pareto_promote_along_the_front_not_one_size(tmp_path):
         sizes[rank] = [math.log10(t.params) for t in c.trials.values() if top in t.results]
     spread = {rank: max(s) - min(s) for rank, s in sizes.items()}
     assert spread["pareto"] > 2 * spread["scalar"], spread
+
+
+def test_the_hypervolume_counts_large_models_under_a_large_budget_and_is_the_best_accuracy_alone(
+    tmp_path,
+):
+    """Over log10 params 2 to 4.5 (the benchmarks' range), a model of 180k parameters added
+    nothing, however accurate (a CIFAR-10 search's whole front scored 0): a hard budget above
+    that range widens it. With accuracy the only objective, the hypervolume is the best accuracy,
+    not 2.5 times it."""
+    from leanfit.search.controller import Trial
+
+    def with_trials(c: SearchController, points) -> SearchController:
+        for i, (params, acc) in enumerate(points):
+            c.trials[i] = Trial(i, {}, (i,), params, 0, results={0: {"val_accuracy": acc}})
+        return c
+
+    points = [(182_163, 0.65), (386_867, 0.70)]
+    big = EXPERIMENT.objectives.model_copy(update={"max_params": 1_000_000})
+    c = with_trials(controller(InlineExecutor(synthetic()), tmp_path, objectives=big), points)
+    assert c.hypervolume_range() == (2.0, 6.0)
+    by_hand = (6 - math.log10(182_163)) * 0.65 + (6 - math.log10(386_867)) * (0.70 - 0.65)
+    assert c.hypervolume() == pytest.approx(by_hand)
+    assert "log10 params 2-6" in c.hypervolume_label()
+    # the digits budget (20k) keeps the benchmarks' range
+    small = with_trials(controller(InlineExecutor(synthetic()), tmp_path), [(900, 0.9)])
+    assert small.hypervolume_range() == (2.0, 4.5)
+    assert small.hypervolume() == pytest.approx((4.5 - math.log10(900)) * 0.9)
+
+    alone = EXPERIMENT.objectives.model_copy(
+        update={"targets": [t for t in big.targets if t.metric == "val_accuracy"]}
+    )
+    one = with_trials(controller(InlineExecutor(synthetic()), tmp_path, objectives=alone), points)
+    assert one.hypervolume() == pytest.approx(0.70)
+    assert "best validation accuracy" in one.hypervolume_label()

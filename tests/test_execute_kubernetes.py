@@ -214,10 +214,33 @@ def test_a_trial_failing_on_its_own_is_not_retried_and_a_timeout_is_a_failure(tm
 
     sample = experiment_from_dict(digits_config()).search_space().sample(3)
     slow = TrialSpec(trial_id="slow", config=sample, epochs=50)
-    with KubernetesExecutor(experiment(tmp_path, trial_timeout="1s"), standin.api_client()) as ex:
+    exp = experiment(tmp_path, trial_timeout="1s")
+    with KubernetesExecutor(exp, standin.api_client(), pod_check_interval=0.3) as ex:
         got = submit_and_collect(ex, [slow])
     assert not got["slow"].infrastructure_failure
     assert "timed out after 1 s" in got["slow"].result.reason
+    [job] = [j for j in standin.created if j["metadata"]["name"] == got["slow"].worker]
+    # the Job's own deadline is a backstop: the timeout runs from the container's start, so a
+    # pod that waits for a free GPU is not a trial that timed out
+    assert job["spec"]["activeDeadlineSeconds"] == 1 + 3600
+
+
+def test_a_jobs_deadline_met_before_its_trial_ran_its_timeout_is_retried(
+    tmp_path, standin, monkeypatch
+):
+    """The Job's deadline counts from its creation, the time it waited for a node included: a
+    Job that meets it before its container ran for the trial's timeout waited, it did not time
+    out, and is retried (it was recorded as the trial's own failure, never run again)."""
+    from leanfit.execute import kubernetes
+
+    monkeypatch.setattr(kubernetes, "QUEUE_SECONDS", 0.0)  # the deadline: the timeout alone
+    sample = experiment_from_dict(digits_config()).search_space().sample(3)
+    exp = experiment(tmp_path, trial_timeout="2s")
+    # (pods looked at too seldom to see it run: as a pod Pending for a GPU is seen)
+    with KubernetesExecutor(exp, standin.api_client(), pod_check_interval=1000) as ex:
+        got = submit_and_collect(ex, [TrialSpec(trial_id="queued", config=sample, epochs=50)])
+    assert got["queued"].infrastructure_failure, got["queued"].result.reason
+    assert "waited for a node" in got["queued"].result.reason
 
 
 def test_a_trial_job_reads_an_image_folder_and_its_labels_csv_by_the_files_paths(tmp_path, standin):
@@ -253,6 +276,19 @@ def test_a_container_that_cannot_start_is_an_infrastructure_failure(tmp_path, st
     assert "ErrImagePull" in got["never"].result.reason
     assert standin.deletions == [(got["never"].worker, "Background")]
     assert standin.in_flight() == []
+
+
+def test_a_missing_secret_fails_the_trial_in_a_minute_and_is_not_retried(tmp_path, standin):
+    """A Secret missing in the namespace is the same mistake for every trial and every retry:
+    said as the trial's failure once its grace is over, not waited on for start_timeout three
+    times as an infrastructure failure (30 minutes by default)."""
+    exp = experiment(tmp_path, start_timeout="1s", secret="leanfit-credentials")  # not there
+    with KubernetesExecutor(exp, standin.api_client(), pod_check_interval=0.2) as ex:
+        got = submit_and_collect(ex, [TrialSpec(trial_id="t", config={}, epochs=1)], timeout=20)
+    assert not got["t"].infrastructure_failure
+    reason = got["t"].result.reason
+    assert 'CreateContainerConfigError: secret "leanfit-credentials" not found' in reason, reason
+    assert f"missing in namespace {NAMESPACE}) needs fixing" in reason, reason
 
 
 def test_a_job_deleted_from_outside_is_noticed_and_close_deletes_the_rest(tmp_path, standin):
@@ -331,6 +367,16 @@ def test_the_kubeconfig_is_read_where_kubeconfig_points_now(tmp_path, monkeypatc
     for name, port in (("first", 6443), ("second", 16443)):
         monkeypatch.setenv("KUBECONFIG", kubeconfig(name, port))
         assert kubernetes_client().configuration.host == f"http://127.0.0.1:{port}"
+
+    # a kubeconfig that is not YAML, or a list: one line naming it, not the YAML's traceback
+    from leanfit.errors import LeanfitError
+
+    for text in ("garbage: [\n", "- a\n"):
+        (tmp_path / "bad").write_text(text)
+        monkeypatch.setenv("KUBECONFIG", str(tmp_path / "bad"))
+        with pytest.raises(LeanfitError, match="no usable kubeconfig") as said:
+            kubernetes_client()
+        assert "\n" not in str(said.value)
 
 
 def test_a_spec_whose_teacher_is_missing_is_refused_before_anything_is_logged(tmp_path):

@@ -534,6 +534,8 @@ def test_the_gpu_overlay_puts_the_work_on_gpu_nodes(rendered):
         "tolerations"
     ]
     assert pod["nodeSelector"]
+    # it trains the final models itself: a GPU of its own, not whatever the node leaves visible
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     experiment = experiment_from_dict(target.experiment())
     k = experiment.executor.kubernetes
     assert k.gpus >= 1

@@ -88,6 +88,22 @@ def test_the_compiled_pipeline_loads_back_and_carries_the_cluster_settings():
     experiment_from_dict(default, "/work")  # the embedded experiment is a valid file
 
 
+def test_with_trials_as_jobs_the_search_pod_asks_for_no_gpu(tmp_path):
+    """With `executor.kind: kubernetes` the search pod only creates and follows its trial Jobs,
+    which ask for their own GPUs: the GPU, CPU and memory, node selector and tolerations go on
+    the final training alone (the search pod held an idle GPU for the whole search)."""
+    overlay = EXAMPLES.parent / "manifests" / "overlays" / "gpu" / "experiment.yaml"
+    done = run_cli("compile", str(overlay), "-o", "p.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    spec, platform = list(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))[:2]
+    executors = spec["deploymentSpec"]["executors"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert "accelerator" in executors["exec-final-train"]["container"]["resources"]
+    assert "resources" not in executors["exec-search"]["container"]
+    assert "nodeSelector" not in k8s["exec-search"] and "tolerations" not in k8s["exec-search"]
+    assert k8s["exec-search"]["pvcMount"], "it still shares the work folder with its Jobs"
+
+
 def test_compile_refuses_a_bad_output_name(tmp_path):
     r = run_cli("compile", str(EXAMPLES / "digits.yaml"), "-o", "pipeline.json", cwd=tmp_path)
     assert r.returncode == 2

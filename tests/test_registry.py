@@ -71,6 +71,13 @@ def test_champion_only_when_better_on_the_same_data_and_within_budget(tmp_path):
     assert "stays challenger" in worse.reason and "1.0000" in worse.reason
     too_big = register(1.0, 4, params=5000)
     assert not too_big.promoted  # as good, and over objectives.max_params
+    # the champion's own weights again (a pipeline run whose final training was kept from an
+    # earlier one): not a new version, nor the challenger of itself
+    versions = len(registry.client.search_model_versions("name='leanfit-digits'"))
+    again = register(1.0, 2)
+    assert not again.promoted and again.version == right.version, again
+    assert "nothing new to register" in again.reason
+    assert len(registry.client.search_model_versions("name='leanfit-digits'")) == versions
 
     client = registry.client
     champion = client.get_model_version_by_alias("leanfit-digits", "champion")

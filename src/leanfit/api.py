@@ -39,6 +39,7 @@ function.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,32 @@ class SearchResult:
         return max(fits, key=lambda m: (m["val_accuracy"], -m["params"]), default=None)
 
 
+def as_argument(text: str) -> str:
+    """A message said as the command line's, said of `optimize`'s argument instead."""
+    said = text.replace("run without --resume", "call it without resume=True")
+    said = said.replace("run again with --resume", "call it again with resume=True")
+    return said.replace("--resume", "resume=True")
+
+
+@contextlib.contextmanager
+def quiet_mlflow_setup():
+    """Without MLflow's INFO lines as it makes a new tracking database ("Creating initial
+    MLflow database tables...", alembic's migrations), which `leanfit search` does not show
+    either; the loggers' levels are put back after."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("mlflow.store.db.utils", "alembic")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        if lg.getEffectiveLevel() < logging.WARNING:
+            lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def optimize(
     objective: Callable,
     experiment: str | Path | Mapping[str, Any] | Any = None,
@@ -114,7 +141,6 @@ def optimize(
     Raises `leanfit.errors.LeanfitError`, whose message names the setting and the fix, for a
     file, budget or objective it cannot search with.
     """
-    import contextlib
     import os
 
     from leanfit.config import (
@@ -183,20 +209,26 @@ def optimize(
             "experiment)"
         )
     show_progress = contextlib.nullcontext(None)
+    notice = None
     if progress:
+        import sys
+
         from leanfit.cli import progress_display
 
         show_progress = progress_display()
+
+        def notice(text: str) -> None:  # what `leanfit search` says before its progress
+            print(as_argument(text), file=sys.stderr)
+
     try:
-        with show_progress as show:
+        with show_progress as show, quiet_mlflow_setup():
             outcome = run_search(
                 exp, resume=resume, workers=workers, wall_time=seconds, max_trials=trials,
-                on_progress=show, objective=objective, own_space=own,
+                on_progress=show, objective=objective, own_space=own, on_notice=notice,
             )  # fmt: skip
     except LeanfitError as e:
-        if "--resume" in str(e):  # said as the command line's; here it is an argument
-            said = str(e).replace("run without --resume", "call it without resume=True")
-            e.args = (said.replace("--resume", "resume=True"),)
+        if "--resume" in str(e):
+            e.args = (as_argument(str(e)),)
         raise
     except KeyboardInterrupt:
         # raised on to the caller, as Python does; said first, as `leanfit search` says it

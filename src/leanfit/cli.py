@@ -96,7 +96,7 @@ def dataset_summary(experiment, space) -> tuple[list[str], list[str]]:
     for it): the classes and their sizes and the splits; then notes: files skipped, and what would
     make the search learn little (a lopsided class balance, few steps an epoch); the budgets
     are checked against the space as `leanfit search` checks them."""
-    from leanfit.data.sources import load_dataset, skipped_notice
+    from leanfit.data.sources import dropped_notice, load_dataset, skipped_notice
     from leanfit.search.run import (
         check_budgets_reachable,
         dataset_cost,
@@ -124,6 +124,7 @@ def dataset_summary(experiment, space) -> tuple[list[str], list[str]]:
         folders = ", ".join(f"{top}/" for top in sorted(dataset.split_folders))
         lines.insert(1, f"classes  the folders inside {folders}")
     notes = [skipped_notice(dataset.skipped)] if dataset.skipped else []
+    notes += [dropped] if (dropped := dropped_notice(dataset)) else []
     if min(counts) * LOPSIDED_CLASSES < max(counts):
         notes.append(
             f"note: the largest class has {max(counts) / max(1, min(counts)):.1f}x the images of "
@@ -278,12 +279,14 @@ def trial(
             raise LeanfitError(f"--data-plan: file {str(data_plan)!r} does not exist")
         plan = DataPlan.load(data_plan)
 
-    from leanfit.data.sources import load_dataset, skipped_notice
+    from leanfit.data.sources import dropped_notice, load_dataset, skipped_notice
     from leanfit.train.trial import load_teacher, run_trial, train_data, write_result
 
     dataset = load_dataset(experiment)
-    if dataset.skipped:
-        err_console.print(skipped_notice(dataset.skipped), style="yellow", highlight=False)
+    for notice in (skipped_notice(dataset.skipped) if dataset.skipped else None,
+                   dropped_notice(dataset)):  # fmt: skip
+        if notice:
+            err_console.print(notice, style="yellow", highlight=False)
     data = train_data(experiment, dataset, for_search=search_subset, plan=plan)
     if trial_spec.teacher is not None:  # a teacher that does not fit: refused before any logging
         load_teacher(trial_spec.teacher, data, trial_spec.resolution or data.image_size)
@@ -933,7 +936,7 @@ def progress_display():
         from rich.live import Live
 
         with Live(console=console, refresh_per_second=2, transient=False) as live:
-            yield lambda controller: live.update(progress_line(controller))
+            yield lambda controller: live.update(progress_line(controller, console.width))
         return
     latest, printed_at = None, -math.inf
 
@@ -949,21 +952,33 @@ def progress_display():
         console.print(progress_line(latest), crop=False, soft_wrap=True)
 
 
-def progress_line(controller):
+def progress_line(controller, width: int | None = None):
+    """The search's progress in a line; shorter where it would not fit in `width` columns (a
+    live line is cut at the terminal's edge, and the budget left comes last)."""
     from rich.text import Text
 
     s = controller.stats
     best = controller.best_accuracy()
+    best_text = "-" if best is None else f"{best:.4f}"
     stopped = f"curve-stopped {s.curve_stopped}  " if controller.curve_stop else ""
     if s.from_scratch:  # the work folder's checkpoints were gone (cleaned, another machine)
         stopped += f"from scratch {s.from_scratch}  "
-    return Text(
-        f"trials {len(controller.trials)}  jobs finished {s.jobs_done}  running "
-        f"{len(controller.executor.running())}  failed {s.jobs_failed}  {stopped}"
-        f"best val acc {'-' if best is None else f'{best:.4f}'}  "
-        f"Pareto {len(controller.front())}  "
-        f"budget left {controller.budget_left_text()}"
+    running, front, left = (
+        len(controller.executor.running()), len(controller.front()), controller.budget_left_text()
+    )  # fmt: skip
+    line = (
+        f"trials {len(controller.trials)}  jobs finished {s.jobs_done}  running {running}  "
+        f"failed {s.jobs_failed}  {stopped}best val acc {best_text}  Pareto {front}  "
+        f"budget left {left}"
     )
+    if width is not None and len(line) >= width:
+        stopped = stopped.replace("curve-stopped", "curve").replace("from scratch", "scratch")
+        line = (
+            f"trials {len(controller.trials)} jobs {s.jobs_done} run {running} "
+            f"failed {s.jobs_failed} {stopped.replace('  ', ' ')}best {best_text} "
+            f"front {front} left {left}"
+        )
+    return Text(line)
 
 
 def front_rich_table(rows):

@@ -158,7 +158,7 @@ def _log(message: str) -> None:
 
 def fingerprint(experiment: Experiment, manifest_path: str) -> dict[str, str]:
     """The dataset's digest and manifest; opens the pipeline's MLflow run (one per pipeline)."""
-    from leanfit.data.sources import load_dataset, skipped_files, skipped_notice
+    from leanfit.data.sources import dropped_notice, load_dataset, skipped_files, skipped_notice
     from leanfit.track.pipeline import start_pipeline_run
 
     dataset = load_dataset(experiment)
@@ -180,6 +180,8 @@ def fingerprint(experiment: Experiment, manifest_path: str) -> dict[str, str]:
     if dataset.skipped:  # the first 20 (the count is said above), and how many more
         for line in skipped_notice(dataset.skipped, shown=20).splitlines()[1:]:
             _log(line)
+    if dropped := dropped_notice(dataset):
+        _log(dropped)
     return {"digest": dataset.digest, "pipeline_run_id": run_id}
 
 

@@ -136,6 +136,8 @@ class ClassFiles:
     # rows that name no file
     unused: list[tuple[str, str]] = field(default_factory=list)
     labels: str | None = None  # the labels CSV the classes came from, if any
+    # classes left out (dataset.empty_classes: skip), and why
+    dropped: list[tuple[str, str]] = field(default_factory=list)
 
     def split_of(self, rel: str) -> str | None:
         return self.split_folders.get(rel.partition("/")[0])
@@ -358,7 +360,32 @@ def check_class_files(
                 f"on; add images to {train}/{untrained[0]}/, or leave the class out "
                 "(dataset.classes)"
             )
-    return replace(arranged, classes=usable)
+    return replace(arranged, classes=usable, dropped=[(name, NO_FILES) for name in empty])
+
+
+NO_FILES = "no files"
+NO_READABLE_IMAGE = "no readable image"
+
+
+def check_readable_classes(
+    ds: DatasetConfig, where: str, files: ClassFiles, dataset
+) -> list[tuple[str, str]]:
+    """The classes left out of a decoded `dataset` (`files` as `check_class_files` gave them),
+    and why: those with no files, and those none of whose files could be read, which are
+    refused unless `dataset.empty_classes` is `skip`, as an empty class folder is."""
+    decoded = set(dataset.classes)
+    unread = [c for c in files.classes if c not in decoded]
+    if unread and ds.empty_classes == "error":
+        theirs = set(files.classes[unread[0]])
+        first = next((f"{f}: {why}" for f, why in dataset.skipped if f in theirs), "")
+        raise DatasetError(
+            f"dataset.path: class(es) {unread} in {where!r} hold no readable image (none of "
+            f"their {sum(len(files.classes[c]) for c in unread):,} files could be read"
+            + (f"; the first: {first}" if first else "")
+            + "); add images that can be read, remove the folder, or set "
+            "dataset.empty_classes: skip"
+        )
+    return files.dropped + [(c, NO_READABLE_IMAGE) for c in unread]
 
 
 def cifar_root(experiment: Experiment) -> Path:

@@ -23,6 +23,7 @@ from leanfit.data.check import (
     UNUSED,
     ClassFiles,
     check_dataset,
+    check_readable_classes,
     check_s3_listing,
     cifar_root,
 )
@@ -45,6 +46,8 @@ class LoadedDataset:
     predefined_val: np.ndarray | None = None  # indices of a validation split given, if any
     # a folder split in advance: its split folders by the split each stands for
     split_folders: dict[str, str] = field(default_factory=dict)
+    # classes left out (dataset.empty_classes: skip), and why: no files, no readable image
+    dropped_classes: tuple[tuple[str, str], ...] = ()
 
     def split_folder(self, role: str) -> str | None:
         """The folder a split ("train", "val" or "test") was given as, in a folder split in
@@ -111,7 +114,8 @@ def load_dataset(experiment: Experiment) -> LoadedDataset:
             ),
         )
         # The cache is keyed by content: a copy of the folder elsewhere shares it.
-        return replace(dataset, source=root.as_uri())
+        dropped = check_readable_classes(ds, str(root), files, dataset)
+        return replace(dataset, source=root.as_uri(), dropped_classes=tuple(dropped))
     return _load_cifar10(experiment, cache_dir)
 
 
@@ -145,7 +149,8 @@ def _load_s3_folder(ds: DatasetConfig, cache_dir: Path) -> LoadedDataset:
         cache_dir / f"images-{_images_key(ds, digest, files)}.pt",
         lambda: _decode_images(files, decode, uri, digest, workers=s3.READ_WORKERS),
     )
-    return replace(dataset, source=uri)
+    dropped = check_readable_classes(ds, uri, files, dataset)
+    return replace(dataset, source=uri, dropped_classes=tuple(dropped))
 
 
 # Part of the decoded images' cache key: a change to how files are decoded must not reuse the
@@ -193,6 +198,14 @@ def skipped_files(skipped: list[tuple[str, str]]) -> str:
     """ "3 unreadable file(s)", or "3 file(s)" where some were skipped for having no class."""
     unreadable = "" if any(why in UNUSED for _, why in skipped) else "unreadable "
     return f"{len(skipped)} {unreadable}file(s)"
+
+
+def dropped_notice(dataset: LoadedDataset) -> str | None:
+    """What a command says of the classes it left out (dataset.empty_classes: skip), or None."""
+    if not dataset.dropped_classes:
+        return None
+    named = ", ".join(f"{name!r} ({why})" for name, why in dataset.dropped_classes)
+    return f"left out class(es) {named}: dataset.empty_classes is skip"
 
 
 def skipped_notice(skipped: list[tuple[str, str]], shown: int = 10) -> str:

@@ -14,8 +14,11 @@ executor reads the result. The result file, not the Job's fate, says what the tr
 
 - a result file: the trial's own outcome, trained or failed on its own (NaN loss, invalid
   configuration); a failed trial is not retried;
-- no result and the Job ran past `activeDeadlineSeconds` (`executor.trial_timeout`): timed out, a
-  failure of the trial, as in the local executor;
+- no result and its container ran past `executor.trial_timeout` (timed from the container's
+  start, as seen every `pod_check_interval`: a pod waiting for a free GPU is not timing out): timed
+  out, a failure of the trial, as in the local executor; the Job's `activeDeadlineSeconds` is only
+  a backstop (the timeout and an hour more), and a Job that meets it before its container ran
+  for the timeout waited for a node: an infrastructure failure;
 - no result otherwise (pod evicted or preempted, OOM-killed, node lost, Job deleted from outside,
   a container that cannot start: image pull, missing Secret): an infrastructure failure, which the
   controller retries from the job's last checkpoint.
@@ -79,6 +82,15 @@ START_FAILURES = frozenset(
         "CreateContainerError",
     }
 )
+# ... of which these are a setting's mistake (a Secret or ConfigMap missing, an image name no
+# registry can have): the Job is given `CONFIG_GRACE_SECONDS` (at most start_timeout), then
+# recorded as the trial's failure, not retried: every retry met the same mistake, and a search
+# waited start_timeout three times (30 min) to say so
+CONFIG_FAILURES = frozenset({"CreateContainerConfigError", "InvalidImageName", "ErrImageNeverPull"})
+CONFIG_GRACE_SECONDS = 60.0
+# The Job's activeDeadlineSeconds beyond the trial's timeout, which the executor keeps itself:
+# an hour to wait for a free GPU and to start, and a bound on a Job the search no longer follows
+QUEUE_SECONDS = 3600.0
 # Settings (never credentials) the trial needs to reach MLflow and object storage like the search.
 FORWARDED_ENV = (
     "MLFLOW_TRACKING_URI",
@@ -101,6 +113,7 @@ class _InFlight:
     result_path: Path
     submitted: float  # time.monotonic() when the Job was created
     cannot_start_since: float | None = None
+    running_since: float | None = None  # time.monotonic() when its container was first seen running
 
 
 class KubernetesExecutor(Executor):
@@ -108,7 +121,7 @@ class KubernetesExecutor(Executor):
 
     Args:
         experiment: the validated experiment; `executor.kubernetes` says how Jobs look,
-            `executor.trial_timeout` becomes their `activeDeadlineSeconds`, `work_dir` is where
+            `executor.trial_timeout` is kept from each container's start, `work_dir` is where
             specs, results and checkpoints go (shared with the Jobs).
         api_client: a configured `kubernetes.client.ApiClient`; by default the pod's service
             account when running in a cluster, else the kubeconfig (KUBECONFIG or ~/.kube/config).
@@ -277,7 +290,9 @@ class KubernetesExecutor(Executor):
             metadata["ownerReferences"] = [self.owner]
         spec: dict[str, Any] = {
             "backoffLimit": 0,  # leanfit retries itself, from the last checkpoint
-            "activeDeadlineSeconds": math.ceil(self.trial_timeout),
+            # a backstop: the timeout is the executor's, from the container's start (a pod
+            # waiting for a free GPU was killed as a trial that timed out)
+            "activeDeadlineSeconds": math.ceil(self.trial_timeout + QUEUE_SECONDS),
             "template": {"metadata": {"labels": labels}, "spec": pod},
         }
         if k.ttl_seconds_after_finished is not None:
@@ -415,13 +430,21 @@ class KubernetesExecutor(Executor):
             return JobOutcome(job, result, infrastructure_failure=False, worker=name)
         failed = ended.get("Failed") or {}
         if failed.get("reason") == "DeadlineExceeded":
-            reason = f"timed out after {self.trial_timeout:.0f} s (the Job's activeDeadlineSeconds)"
-            return JobOutcome(job, TrainResult("failed", reason=reason), False, name)
+            ran = time.monotonic() - flight.running_since if flight.running_since else 0.0
+            if ran < self.trial_timeout:  # it waited for a node, or to start, most of the time
+                return _infrastructure(
+                    job, name, f"the Job's deadline passed after its trial ran {ran:.0f} s of "
+                    f"its {self.trial_timeout:.0f} s (it waited for a node, or to start)"
+                )  # fmt: skip
+            return JobOutcome(job, TrainResult("failed", reason=self._timed_out()), False, name)
         if deleted:
             return _infrastructure(job, name, "the Job was deleted while the trial ran")
         why = f"{failed.get('reason', 'Failed')}: {failed.get('message', '')}".strip(": ")
         pod = self._pod_failure(name)
         return _infrastructure(job, name, f"the Job failed without a result ({why}){pod}")
+
+    def _timed_out(self) -> str:
+        return f"timed out after {self.trial_timeout:.0f} s (executor.trial_timeout)"
 
     def _pod_failure(self, name: str) -> str:
         """What happened to a failed Job's pod, as far as the API still knows: reason, exit code,
@@ -474,24 +497,53 @@ class KubernetesExecutor(Executor):
             pods = self._list_pods(self.selector)
         except (ApiException, HTTPError, OSError):
             return []
-        stuck: dict[str, str] = {}
+        stuck: dict[str, tuple[str, str]] = {}
+        running: set[str] = set()
         for pod in pods:
             job_name = (pod["metadata"].get("labels") or {}).get(LABEL_JOB)
             for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-                waiting = (cs.get("state") or {}).get("waiting") or {}
+                state = cs.get("state") or {}
+                waiting = state.get("waiting") or {}
                 if waiting.get("reason") in START_FAILURES:
-                    stuck[job_name] = f"{waiting['reason']}: {waiting.get('message', '')}"
+                    stuck[job_name] = (waiting["reason"], waiting.get("message", ""))
+                if state.get("running"):
+                    running.add(job_name)
         outcomes = []
         for name, flight in list(self._flights.items()):
+            if name in running:
+                flight.running_since = flight.running_since or now
+            if flight.running_since and now - flight.running_since > self.trial_timeout:
+                # the trial's own timeout, from its container's start
+                self._delete(name)
+                del self._flights[name]
+                failed = TrainResult("failed", reason=self._timed_out())
+                outcomes.append(JobOutcome(flight.job, failed, False, name))
+                continue
             if name not in stuck:
                 flight.cannot_start_since = None
                 continue
             flight.cannot_start_since = flight.cannot_start_since or now
-            if now - flight.cannot_start_since >= self.settings.start_timeout:
+            reason, message = stuck[name]
+            setting = reason in CONFIG_FAILURES
+            limit = self.settings.start_timeout
+            if setting:
+                limit = min(limit, CONFIG_GRACE_SECONDS)
+            if now - flight.cannot_start_since >= limit:
                 self._delete(name)
                 del self._flights[name]
-                why = f"the trial's container could not start ({stuck[name]})"
-                outcomes.append(_infrastructure(flight.job, name, why))
+                why = f"the trial's container could not start ({reason}: {message})".replace(
+                    ": )", ")"
+                )
+                if setting:  # the same for every trial, and every retry: said, not retried
+                    why += (
+                        f" after {limit:.0f} s; a setting of executor.kubernetes (its "
+                        "secret, image) or the cluster's (a Secret or ConfigMap missing in "
+                        f"namespace {self.namespace}) needs fixing"
+                    )
+                    failed = TrainResult("failed", reason=why)
+                    outcomes.append(JobOutcome(flight.job, failed, False, name))
+                else:
+                    outcomes.append(_infrastructure(flight.job, name, why))
         return outcomes
 
     # -- API calls --------------------------------------------------------------------------------
@@ -610,6 +662,7 @@ class KubernetesExecutor(Executor):
 
 def kubernetes_client():
     """An API client for the pod's service account when in a cluster, else for the kubeconfig."""
+    import yaml
     from kubernetes import client, config
 
     configuration = client.Configuration()
@@ -623,11 +676,13 @@ def kubernetes_client():
                 config_file=os.environ.get("KUBECONFIG") or None,
                 client_configuration=configuration,
             )
-        except (config.ConfigException, OSError) as e:
+        except (config.ConfigException, OSError, yaml.YAMLError, TypeError, AttributeError) as e:
+            # (a kubeconfig that is not YAML, or YAML of another shape: a list where a mapping
+            # belongs is a TypeError or an AttributeError)
             raise KubernetesError(
                 f"executor.kind: kubernetes needs a cluster: this is not a pod with a service "
-                f"account and there is no usable kubeconfig ({e}); run the search in the cluster "
-                "or point KUBECONFIG at one"
+                f"account and there is no usable kubeconfig ({' '.join(str(e).split())}); run "
+                "the search in the cluster or point KUBECONFIG at one"
             ) from None
     return client.ApiClient(configuration)
 

@@ -55,6 +55,7 @@ def plot_pareto(
     # A Figure of its own, not pyplot: no display backend to choose, no global state, and
     # matplotlib is imported only when a report is drawn (a third of a second).
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(8, 5.5), dpi=110)
     ax = fig.subplots()
@@ -77,7 +78,9 @@ def plot_pareto(
             alpha=0.75,
             edgecolors="none",
         )
-        fig.colorbar(sc, ax=ax, label="trial order (later = brighter)")
+        bar = fig.colorbar(sc, ax=ax, label="trial order (later = brighter)")
+        bar.locator = MaxNLocator(integer=True)  # trials, not half trials
+        bar.update_ticks()
         # what a dot's size says: the epochs its trial was trained to (its highest rung)
         epochs = sorted({p.rung_epochs for p in points})
         shown = epochs if len(epochs) <= 4 else [epochs[0], epochs[len(epochs) // 2], epochs[-1]]
@@ -104,16 +107,18 @@ def plot_pareto(
                 lw=1.2,
             )
         low = min(p.val_accuracy for p in points)
-        ax.set_ylim(max(0.0, low - 0.02), 1.0)
+        ax.set_ylim(max(0.0, low - 0.02), 1.01)  # (a dot at 100% is drawn whole)
     if max_params:
         ax.axvline(max_params, color="grey", ls="--", lw=1, label=f"max_params {max_params:,}")
     ax.set_xscale("log" if sized else "linear")
     ax.set_xlabel("parameters" if sized else "trial")
+    if not sized:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("validation accuracy")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.25)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="lower right", fontsize="small")
+        ax.legend(loc="best", fontsize="small")  # where it hides the fewest dots
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -138,6 +143,7 @@ def write_html(
     `more` (HTML), if given."""
     front = sorted((p for p in points if p.on_front), key=lambda p: p.params)
     has_test = any(p.test_accuracy is not None for p in front)
+    sized = any(p.params > 0 for p in points)  # (a space of one's own counts no size)
     rows = []
     for p in front:
         test = f"<td>{p.test_accuracy:.4f}</td>" if has_test and p.test_accuracy is not None else ""
@@ -145,11 +151,13 @@ def write_html(
             test = "<td></td>"
         genotype = html.escape(json.dumps(p.config, indent=1, sort_keys=True))
         rows.append(
-            f"<tr><td>{p.trial_id}</td><td>{p.params:,}</td><td>{p.macs:,}</td>"
-            f"<td>{p.val_accuracy:.4f}</td>{test}<td>{p.rung_epochs}</td>"
+            f"<tr><td>{p.trial_id}</td>"
+            + (f"<td>{p.params:,}</td><td>{p.macs:,}</td>" if sized else "")
+            + f"<td>{p.val_accuracy:.4f}</td>{test}<td>{p.rung_epochs}</td>"
             f"<td><details><summary>genotype</summary><pre>{genotype}</pre></details></td></tr>"
         )
     test_head = "<th>test acc</th>" if has_test else ""
+    size_head = "<th>params</th><th>MACs</th>" if sized else ""
     facts = "".join(
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
         for k, v in summary.items()
@@ -166,7 +174,7 @@ pre {{ text-align: left; font-size: 12px; }}
 <table>{facts}</table>
 {embedded_image(plot, "parameters against validation accuracy")}
 <h2>Pareto front ({len(front)} model{"" if len(front) == 1 else "s"})</h2>
-<table><tr><th>trial</th><th>params</th><th>MACs</th><th>val acc</th>{test_head}
+<table><tr><th>trial</th>{size_head}<th>val acc</th>{test_head}
 <th>epochs</th><th></th></tr>
 {"".join(rows)}
 </table>{more}</body></html>

@@ -182,6 +182,8 @@ class SearchStats:
     # the new configurations there were when the strategy found no more (a small, discrete
     # space searched whole): no new trials after that, promotions go on; None while there are
     exhausted: int | None = None
+    # what its warm start took from an earlier search, as the report says it (None: none)
+    warm_start: str | None = None
     started: float = field(default_factory=time.monotonic)
     workers: dict[str, WorkerTime] = field(default_factory=dict)  # by the executor's names
 
@@ -299,6 +301,7 @@ class SearchController:
         self.initial_design = initial_design
         self._design_rng = np.random.default_rng(seed)
         self._size_range: tuple[float, float] | None = None
+        self._hypervolume_range: tuple[float, float] | None = None
         self.prior: dict[tuple, PriorTrial] = {}  # key -> an earlier search's result
         self._recheck: list[dict[str, Any]] = []  # prior configurations to run first
         # the next new configuration, proposed while every worker was busy
@@ -309,7 +312,10 @@ class SearchController:
         with the others before every proposal, until a configuration has a result of its own
         here), and its best `recheck` configurations — the Pareto front first, then the most
         accurate — are the first new trials, so they are checked on the new data at low fidelity.
-        They replace the initial design. Returns the number of rechecks queued."""
+        They replace the initial design, and take at most half of a budget in trials. Returns
+        the number of rechecks queued."""
+        if self.max_trials is not None:
+            recheck = min(recheck, max(1, self.max_trials // 2))
         for p in prior:
             if self.violation(p.params, p.macs) > 0:
                 continue
@@ -439,7 +445,10 @@ class SearchController:
         if done or failed < jobs or jobs == 0:
             return
         (error, ids), *others = self.failure_groups()
-        also = f", and {sum(len(i) for _, i in others)} with other errors" if others else ""
+        # the next errors too: they are often the same mistake with another value in it
+        also = "".join(f"; {failure_text(e, i)}" for e, i in others[:2])
+        if rest := sum(len(i) for _, i in others[2:]):
+            also += f"; and {rest} with other errors"
         # (at its budget's end fail_fast did not stop it: naming it would only confuse)
         how, hint = ("", "") if ended else (", so it stopped", FAIL_FAST_HINT)
         raise SearchFailed(
@@ -919,19 +928,44 @@ class SearchController:
         return sorted((done[i] for i in pareto_front(points, goals)), key=lambda t: t.params)
 
     def hypervolume_range(self) -> tuple[float, float]:
-        """The log10 parameter counts the hypervolume is measured over."""
-        return self.size_range or LOG10_PARAMS_RANGE
+        """The log10 parameter counts the hypervolume is measured over: a space of one's own's
+        `size_range`; leanfit's, 2 to 4.5 (the benchmarks' range, where a small model lives),
+        or up to the hard budget where that is larger (to half a decade, outwards), or without
+        one to the largest of 500 random models of the space: a model larger than the top of
+        the range would add nothing, however accurate."""
+        if self.size_range is not None:
+            return self.size_range
+        if self._hypervolume_range is None:
+            low, high = LOG10_PARAMS_RANGE
+            top = self.objectives.max_params
+            if not top:
+                rng = np.random.default_rng(0)
+                top = max(
+                    self.cost(self.space.sample(int(s)))[0] for s in rng.integers(0, 2**31, 500)
+                )
+            if math.log10(max(1, top)) > high:
+                high = math.ceil(2 * math.log10(top) - 1e-9) / 2
+            self._hypervolume_range = (low, high)
+        return self._hypervolume_range
 
     def hypervolume_label(self) -> str:
+        if not self._sized_targets():
+            return "hypervolume (best validation accuracy: one objective)"
         low, high = self.hypervolume_range()
         return f"hypervolume (log10 params {low:g}-{high:g} x error)"
 
+    def _sized_targets(self) -> bool:
+        return any(t.metric in ("params", "macs") for t in self.objectives.targets)
+
     def hypervolume(self) -> float:
         """Hypervolume of the front over (log10 params in `hypervolume_range`, by default
-        [2, 4.5], validation error)."""
+        [2, 4.5], validation error); with accuracy the only objective, the best accuracy (the
+        volume one objective dominates)."""
         done = [t for t in self.trials.values() if t.results]
         if not done:
             return 0.0
+        if not self._sized_targets():
+            return max(t.val_accuracy for t in done)
         low, high = self.hypervolume_range()
         pts = np.array(
             [[min(max(math.log10(max(1, t.params)), low), high), 1 - t.val_accuracy] for t in done]

@@ -22,10 +22,12 @@ from leanfit.track.search import (
     TAG_OBJECTIVE,
     TAG_POLICY,
     TAG_SETTINGS_KEY,
+    TAG_WARM_FROM,
     JobRecord,
     SearchLog,
     objective_text,
     search_keys,
+    settings_changed_since,
 )
 
 
@@ -58,8 +60,8 @@ class SearchReading:
         return [r for r in self.records if r.status == "running"]
 
     def elapsed(self) -> float | None:
-        """Seconds the search ran, over its resumed runs, as it logged them when each ended
-        (a search still running logs its time at its end: None until then)."""
+        """Seconds the search ran, over its resumed runs, as it logged them: every 15 s while
+        it runs, and at its end (None before its first 15 s)."""
         return self.run.data.metrics.get("search_elapsed_seconds")
 
     def idle_seconds(self, now: float | None = None) -> float | None:
@@ -157,8 +159,6 @@ def as_searched(
     tags = run.data.tags
     key = tags.get(TAG_SETTINGS_KEY)
     own_key = own_key or search_keys(experiment, None)
-    if key in own_key:
-        return experiment
     logged = {}
     for name, value in run.data.params.items():
         if name.startswith("budget."):
@@ -169,8 +169,10 @@ def as_searched(
     try:
         budget = BudgetConfig.model_validate({**experiment.budget.model_dump(), **logged})
     except ValidationError:
-        return None
+        return experiment if key in own_key else None
     budgeted = experiment.model_copy(update={"budget": budget})
+    if key in own_key:  # (no key holds the budget now: the search's own is read back)
+        return budgeted
     budgeted_key = search_keys(budgeted, None)
     if key in budgeted_key:
         return budgeted
@@ -239,9 +241,11 @@ def find_search(experiment: Experiment, file: str, run_id: str | None = None):
             )
         searched = as_searched(experiment, run)
         if searched is None:
+            changed = settings_changed_since(run, experiment)
+            which = changed or "its space, objectives or strategy differ"
             raise LeanfitError(
-                f"--run-id {run_id} was searched with other settings than {file} has now (its "
-                "space, objectives or strategy differ); give the experiment file it ran with"
+                f"--run-id {run_id} was searched with other settings than {file} has now "
+                f"({which}); give the experiment file it ran with"
             )
         return client, run, searched
     kind = f"tags.`{TAG_KIND}` = 'search'"
@@ -287,7 +291,7 @@ def read_search(experiment: Experiment, file: str, run_id: str | None = None) ->
     # `leanfit report` ends in about 3 s
     from leanfit.search.controller import SearchController
     from leanfit.search.random_search import RandomSearch
-    from leanfit.search.run import _NoExecutor, make_scheduler
+    from leanfit.search.run import _NoExecutor, make_scheduler, warm_start_text
 
     uri = experiment.tracking_uri()
     log = SearchLog(_Reader(client, run.info.experiment_id, uri), run.info.run_id)
@@ -318,6 +322,12 @@ def read_search(experiment: Experiment, file: str, run_id: str | None = None) ->
         curve_stop=experiment.scheduler.curve_stop,
     )
     controller.restore(records)
+    if source := run.data.tags.get(TAG_WARM_FROM):
+        controller.stats.warm_start = warm_start_text(
+            source,
+            int(run.data.metrics.get("warm_start_told", 0)),
+            int(run.data.metrics.get("warm_start_rechecked", 0)),
+        )
     return SearchReading(controller, run, records, uri)
 
 
@@ -325,4 +335,10 @@ def report_of(experiment: Experiment, reading: SearchReading, folder: Path) -> t
     """The Pareto plot and page of a search read back, written into `folder`."""
     from leanfit.search.run import write_report
 
-    return write_report(experiment, reading.controller, folder, reading.run_id)
+    state = {
+        "FINISHED": "finished",
+        "RUNNING": "still running, or killed (the results MLflow had when this was written)",
+        "KILLED": "interrupted before its end",
+        "FAILED": "failed",
+    }.get(reading.status, reading.status.lower())
+    return write_report(experiment, reading.controller, folder, reading.run_id, state)

@@ -172,10 +172,17 @@ def few_steps_notice(space, images: int) -> str | None:
     steps = images // max(1, min(smallest, images))
     if steps >= FEW_STEPS:
         return None
+    # smaller batches to search, where they give more steps (none below 4: no more to gain)
+    smaller = [b for b in (4, 8, 16, 32) if b < smallest]
+    fix = (
+        f"search smaller batches (space.hyperparameters.batch_size: {smaller[-3:]}) or give it "
+        "more images"
+        if smaller and images // smaller[0] > steps
+        else "give it more images"
+    )
     return (
         f"note: the search trains on {images:,} images, {steps} step(s) an epoch at batch_size "
-        f"{smallest} (the smallest it draws): too few to learn much; search smaller batches "
-        "(space.hyperparameters.batch_size: [8, 16, 32]) or give it more images"
+        f"{smallest} (the smallest it draws): too few to learn much; {fix}"
     )
 
 
@@ -514,7 +521,7 @@ def _search(
     tags: Mapping[str, str] | None,
     on_notice: Callable[[str], None] | None,
 ) -> SearchOutcome:
-    from leanfit.data.sources import skipped_notice
+    from leanfit.data.sources import dropped_notice, skipped_notice
     from leanfit.track import TrialLogger
     from leanfit.track.runs import missing_sqlite_database
 
@@ -524,6 +531,9 @@ def _search(
         # (a pipeline's search, given the plan of its subset step: its fingerprint step has
         # listed them)
         on_notice(skipped_notice(dataset.skipped))
+    dropped = dropped_notice(dataset) if dataset is not None else None
+    if dropped and on_notice is not None and plan_file is None:
+        on_notice(dropped)
     # its key, and the key the version before made for the same search (found, not made)
     identity = what.identity  # (part of its key, tagged on its run)
     key, *older = search_keys(experiment, problem.digest, identity)
@@ -576,12 +586,25 @@ def _search(
             why = why_not_resumable(logger, experiment, problem.digest, identity)
             if why is None:  # the search of this file and data may have finished: say so
                 finished = latest or SearchLog.find_latest(logger, [key, *older])
+                short = None
                 if finished is not None and finished[1] == "FINISHED":
-                    raise LeanfitError(
-                        f"--resume: the search of this experiment file and data finished (run "
-                        f"{finished[0].run_id} in {experiment.tracking_uri()}); `leanfit report "
-                        "FILE` shows its front; run without --resume to start another"
-                    )
+                    short = finished[0].budget_short_of(wall, trials)
+                    if short is None:
+                        raise LeanfitError(
+                            f"--resume: the search of this experiment file and data finished "
+                            f"(run {finished[0].run_id} in {experiment.tracking_uri()}); "
+                            "`leanfit report FILE` shows its front; give it a larger budget "
+                            "(--wall-time, --trials) to go on with it, or run without --resume "
+                            "to start another"
+                        )
+                    # a finished search given more: it goes on
+                    log = extended = finished[0]
+                    if on_notice is not None:
+                        on_notice(
+                            f"the finished search {extended.run_id} of these settings and data "
+                            f"ran with a smaller budget ({short}); it goes on to this one"
+                        )
+        if log is None:
             raise LeanfitError(
                 f"--resume: no unfinished search of this experiment file and data in "
                 f"{experiment.tracking_uri()}"
@@ -598,8 +621,28 @@ def _search(
                 )
         log.reopen()
     else:
+        left = SearchLog.find_resumable(logger, [key, *older]) if not reuse_finished else None
+        if left is not None and on_notice is not None:
+            done = sum(r.status in ("ok", "stopped") for r in left.records())
+            on_notice(
+                f"the search {left.run_id} of this experiment file and data was left unfinished "
+                f"({done} jobs finished); this starts a new one. To go on with that one instead, "
+                "stop this and run again with --resume"
+            )
+        elif on_notice is not None and not reuse_finished:
+            ended = SearchLog.find_latest(logger, [key, *older])
+            if ended is not None and ended[1] == "FINISHED":
+                on_notice(
+                    f"the search {ended[0].run_id} of this experiment file and data finished "
+                    "before; this starts another from nothing, whose first trials are the same "
+                    "(the same strategy.seed). To search further instead, stop this and run "
+                    "again with --resume and a larger budget (--trials, --wall-time)"
+                )
         settings = {"experiment": experiment.name, "search_key": key, "workers": n_workers}
         settings.update(_flat_settings(experiment))
+        # the budget it was given (--wall-time, --trials); budget.* stay the file's, which
+        # `leanfit report` finds its search by when the file's budget has changed since
+        settings.update({"search.wall_time": wall, "search.trials": trials})
         log = SearchLog.start(
             logger,
             f"search-{experiment.name}",
@@ -636,19 +679,28 @@ def _search(
             )
     if experiment.strategy.warm_start:
         warm_start(experiment, controller, logger, log, problem.digest, not resume, identity)
+        if controller.stats.warm_start and not resume and on_notice is not None:
+            on_notice(f"warm start {controller.stats.warm_start}")
     if executor is None:
         executor = stack.enter_context(make_executor(experiment, n_workers, what, plan_file))
     started = time.monotonic()
     status = "FAILED"
     prewarmed = False
+    logged_at = started
 
     def progress(c: SearchController) -> None:
         # The report's plotting library is imported while the trials run, once the first job
         # has finished (the workers' and scikit-optimize's imports are done by then).
-        nonlocal prewarmed
+        nonlocal prewarmed, logged_at
         if not prewarmed and c.stats.jobs_done:
             prewarm()
             prewarmed = True
+        now = time.monotonic()
+        if now - logged_at >= LIVE_METRICS_SECONDS:
+            # the MLflow UI follows the search, and a search killed with -9 is resumed with
+            # the rest of its wall time, not all of it again
+            logged_at = now
+            log.log_live(elapsed_before + now - started, search_metrics(c), c.stats.jobs_done)
         if on_progress is not None:
             on_progress(c)
 
@@ -672,18 +724,24 @@ def _search(
             {t.trial_id for t in controller.front()}
         )
     plot, page = write_report(experiment, controller, work / "report", log.run_id)
-    best = controller.best_accuracy()
-    log.log_report(
-        [plot, page],
-        {
-            "hypervolume": controller.hypervolume(),
-            "trials": len(controller.trials),
-            "pareto_models": len(controller.front()),
-            "best_val_accuracy": best if best is not None else float("nan"),
-        },
-    )
+    log.log_report([plot, page], search_metrics(controller), controller.stats.jobs_done)
     log.set_status("FINISHED")
     return SearchOutcome(controller, log.run_id, page, plot, resumed)
+
+
+# how often a running search logs its elapsed time and front's figures to its MLflow run
+LIVE_METRICS_SECONDS = 15.0
+
+
+def search_metrics(controller: SearchController) -> dict[str, float]:
+    """The search run's metrics: logged as it goes, and at its end."""
+    best = controller.best_accuracy()
+    return {
+        "hypervolume": controller.hypervolume(),
+        "trials": len(controller.trials),
+        "pareto_models": len(controller.front()),
+        "best_val_accuracy": best if best is not None else float("nan"),
+    }
 
 
 def warm_start(
@@ -714,9 +772,18 @@ def warm_start(
         params, macs = controller.cost(rec.config)
         prior.append(PriorTrial(rec.config, params, macs, float(rec.metrics["val_accuracy"])))
     rechecked = controller.warm_start(prior, experiment.strategy.warm_recheck)
+    controller.stats.warm_start = warm_start_text(source.run_id, len(prior), rechecked)
     if announce:
         log.log_warm_start(source.run_id, len(prior), rechecked)
     return len(prior)
+
+
+def warm_start_text(source_run_id: str, told: int, rechecked: int) -> str:
+    return (
+        f"from the finished search {source_run_id} on earlier data: its {told} results are told "
+        f"to the strategy, and its {rechecked} best configurations are the first trials, "
+        "trained again on this data"
+    )
 
 
 def _read_back(
@@ -797,12 +864,21 @@ def report_points(controller: SearchController) -> list[ReportPoint]:
 
 
 def write_report(
-    experiment: Experiment, controller: SearchController, folder: Path, run_id: str
+    experiment: Experiment,
+    controller: SearchController,
+    folder: Path,
+    run_id: str,
+    state: str = "finished",
 ) -> tuple[Path, Path]:
+    """The Pareto plot and page; `state`: the search's, as the page says it (a page written
+    of a search still running, or killed, says so, and when it was written)."""
+    from datetime import datetime
+
     points = report_points(controller)
     title = f"leanfit search: {experiment.name}"
     plot = plot_pareto(points, folder / "pareto.png", title, experiment.objectives.max_params)
-    summary = summary_of(controller)
+    written = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    summary = {"search": state, "written": written, **summary_of(controller)}
     summary["MLflow search run"] = run_id
     more = ""
     if failures := failure_lines(controller):
@@ -854,6 +930,7 @@ def summary_of(controller: SearchController) -> dict[str, Any]:
             if s.pruned[0]
             else {}
         ),
+        **({"warm start": s.warm_start} if s.warm_start else {}),
         **(
             {"new configurations left in the space": f"none after {s.exhausted:,} (all tried)"}
             if s.exhausted is not None

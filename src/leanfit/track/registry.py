@@ -54,6 +54,21 @@ class LoggedModel:
     model_uri: str
 
 
+# a registered version's weights, hashed: the same model is not registered twice
+TAG_WEIGHTS = "leanfit.weights_sha256"
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """A hash of a model's parameters and buffers, by name."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 @dataclass
 class Decision:
     name: str
@@ -180,6 +195,18 @@ class Registry:
         are left out of the comparison (both models are scored on the rest)."""
         import mlflow
 
+        weights = weights_digest(classifier)
+        champion = self.champion()
+        same = {TAG_WEIGHTS: weights, "leanfit.params": str(summary["params"])}
+        if champion is not None and all(champion.tags.get(k) == v for k, v in same.items()):
+            # the same model again (a run whose final training was kept from an earlier one:
+            # a budget changed, the search read back): it was registered as another version
+            # of the same weights, and made the challenger of itself
+            return Decision(
+                self.name, champion.version, champion.version, False,
+                f"{self.name}: the model chosen is version {champion.version}, the champion "
+                "(the same weights, trained by an earlier run): nothing new to register",
+            )  # fmt: skip
         version = mlflow.register_model(logged.model_uri, self.name).version
         if seen_images is not None:
             import numpy as np
@@ -195,11 +222,11 @@ class Registry:
             "leanfit.params": str(summary["params"]),
             "leanfit.trial_id": str(summary["trial"]),
             "leanfit.config": json.dumps(summary["config"], sort_keys=True)[:5000],
+            TAG_WEIGHTS: weights,
         }.items():
             self.client.set_model_version_tag(self.name, version, key, value)
         self.client.set_registered_model_alias(self.name, CHALLENGER, version)
         new_acc = float(summary["test_accuracy"])
-        champion = self.champion()
         if champion is None:
             return self._crown(
                 version,

@@ -60,8 +60,15 @@ TAG_OBJECTIVE = "leanfit.objective"
 # folder is an error or left out (`leanfit watch` leaves it out; the data loaded, which the digest
 # covers, is the same)
 NO_RESULT = {"base_dir": True, "executor": True, "work_dir": True, "dataset": {"empty_classes"}}
-# ... and for a search, where it logs and what the pipeline adds around it
-NOT_SEARCHED = {**NO_RESULT, "tracking": True, "pipeline": True}
+# ... and for a search, where it logs and what the pipeline adds around it; and its budget
+# (wall time, trials): a search given more goes on, it is not another search (a budget edited
+# in the file, or `leanfit run --wall-time`, started again from nothing)
+NOT_SEARCHED_BEFORE = {**NO_RESULT, "tracking": True, "pipeline": True}
+NOT_SEARCHED = {**NOT_SEARCHED_BEFORE, "budget": {"wall_time", "trials"}}
+
+
+# the settings of the budget, which no search's key holds
+BUDGET_SETTINGS = {"budget.wall_time", "budget.trials"}
 
 
 def search_settings(experiment: Experiment) -> dict[str, Any]:
@@ -79,15 +86,22 @@ def key_settings(model, exclude, legacy: bool = False) -> dict[str, Any]:
 
 
 def search_key(
-    experiment: Experiment, digest: str | None, objective: str | None = None, legacy: bool = False
+    experiment: Experiment,
+    digest: str | None,
+    objective: str | None = None,
+    legacy: bool = False,
+    with_budget: bool = False,
 ) -> str:
-    """Identifies a search: the same file on the same data resumes the same search.
+    """Identifies a search: the same file on the same data resumes the same search, whatever
+    its budget.
 
     Without a digest, it identifies the settings alone: a search on changed data with the same
     settings is warm-started from the last one. `objective` names what the search optimised when
-    it was not real training (`TAG_OBJECTIVE`). `legacy`: the key as versions before made it.
+    it was not real training (`TAG_OBJECTIVE`). `legacy`: the key as versions before made it,
+    with every setting; `with_budget`: as the version before this one made it, with the budget.
     """
-    settings = key_settings(experiment, NOT_SEARCHED, legacy)
+    exclude = NOT_SEARCHED_BEFORE if legacy or with_budget else NOT_SEARCHED
+    settings = key_settings(experiment, exclude, legacy)
     identity: dict[str, Any] = {"settings": settings, "digest": digest}
     if objective is not None:
         identity["objective"] = objective
@@ -98,13 +112,14 @@ def search_key(
 def search_keys(
     experiment: Experiment, digest: str | None, objective: str | None = None
 ) -> list[str]:
-    """The keys a search of these settings may be found by: its own, then the one versions
-    before made (searches of real training only: the others are new with this key)."""
-    keys = [search_key(experiment, digest, objective)]
+    """The keys a search of these settings may be found by: its own, then the ones versions
+    before made: with the budget, and (searches of real training only: the others are new with
+    this key) with every setting."""
+    keys = [search_key(experiment, digest, objective),
+            search_key(experiment, digest, objective, with_budget=True)]  # fmt: skip
     if objective is None:
-        legacy = search_key(experiment, digest, legacy=True)
-        keys += [legacy] if legacy != keys[0] else []
-    return keys
+        keys.append(search_key(experiment, digest, legacy=True))
+    return list(dict.fromkeys(keys))
 
 
 def objective_text(objective: str | None) -> str:
@@ -159,16 +174,31 @@ def why_not_resumable(
     if TAG_SETTINGS not in tags:
         return f"{where} was started with other settings"
     changed = changed_settings(json.loads(tags[TAG_SETTINGS]), search_settings(experiment))
+    changed = [c for c in changed if c[0] not in BUDGET_SETTINGS]  # (a search's, logged before)
     if not changed:
         return None
-    shown = "; ".join(f"{name}: {a!r}, now {b!r}" for name, a, b in changed[:4])
-    more = f"; and {len(changed) - 4} more" if len(changed) > 4 else ""
-    hint = ""
-    if {name for name, _, _ in changed} & {"budget.wall_time", "budget.trials"}:
-        hint = " (--wall-time and --trials give it another budget without making it another search)"
     return (
-        f"{where} was started with other settings ({shown}{more}); put them back to resume it{hint}"
+        f"{where} was started with other settings ({changed_text(changed)}); put them back to "
+        "resume it"
     )
+
+
+def changed_text(changed: list, shown: int = 4) -> str:
+    """The first settings `changed_settings` found, as "name: before, now after"."""
+    text = "; ".join(f"{name}: {a!r}, now {b!r}" for name, a, b in changed[:shown])
+    return text + (f"; and {len(changed) - shown} more" if len(changed) > shown else "")
+
+
+def settings_changed_since(run, experiment: Experiment) -> str | None:
+    """Which of `experiment`'s settings differ from those search `run` started with, in words,
+    but its budget (a search is read back whatever its budget); None: not known (a run from
+    before the tag), or none differ."""
+    logged = run.data.tags.get(TAG_SETTINGS)
+    if logged is None:
+        return None
+    changed = changed_settings(json.loads(logged), search_settings(experiment))
+    changed = [c for c in changed if c[0] not in BUDGET_SETTINGS]
+    return changed_text(changed) if changed else None
 
 
 @dataclass
@@ -291,11 +321,11 @@ class SearchLog:
     def find_resumable(
         cls, logger: TrialLogger, search_key: str | Sequence[str]
     ) -> SearchLog | None:
-        """The latest unfinished search of the same experiment settings, if any."""
-        found = cls.find_latest(logger, search_key)
-        if found is None or found[1] == "FINISHED":
-            return None
-        return found[0]
+        """The latest unfinished search of the same experiment settings and data, if any (killed,
+        stopped or failed; one started after it and finished does not hide it)."""
+        where = f"tags.`{TAG_KIND}` = 'search' and attributes.status != 'FINISHED'"
+        runs = runs_of_keys(logger, where, TAG_SEARCH_KEY, search_key, max_results=1)
+        return cls(logger, runs[0].info.run_id) if runs else None
 
     def set_status(self, status: str) -> None:
         self.client.set_terminated(self.run_id, status)
@@ -395,13 +425,21 @@ class SearchLog:
     def log_elapsed(self, seconds: float) -> None:
         self.client.log_metric(self.run_id, "search_elapsed_seconds", seconds)
 
-    def log_report(self, files: list[Path], metrics: Mapping[str, float]) -> None:
+    def log_report(self, files: list[Path], metrics: Mapping[str, float], step: int = 0) -> None:
         for path in files:
             self.client.log_artifact(self.run_id, str(path), artifact_path="report")
-        now = int(time.time() * 1000)
+        self._log_metrics(metrics, step)
+
+    def log_live(self, elapsed: float, metrics: Mapping[str, float], step: int) -> None:
+        """A running search's figures so far (`step`: its jobs finished), and its elapsed time,
+        which a search killed before its end resumes from."""
+        self._log_metrics({**metrics, "search_elapsed_seconds": elapsed}, step)
+
+    def _log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
-        batch = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         self.client.log_batch(self.run_id, metrics=batch)
 
     def records(self) -> list[JobRecord]:

@@ -103,6 +103,7 @@ def check_once(
     run. `submit` sends the pipeline to KFP and returns its submission (see `leanfit submit`);
     `log(text, file=None)` says what happens, as `print` does (the pipeline's lines come with
     `file`: the terminal, which its log file hides while it runs)."""
+    from leanfit.data.check import NO_READABLE_IMAGE
     from leanfit.data.sources import load_dataset, skipped_files, skipped_notice
     from leanfit.launch import run_locally
 
@@ -112,6 +113,9 @@ def check_once(
         for name in empty:
             log(f"class folder {name!r} has no images yet: left out until it has some")
         dataset = load_dataset(experiment)
+        for name, why in dataset.dropped_classes:
+            if why == NO_READABLE_IMAGE:  # (the empty ones are said above)
+                log(f"class folder {name!r} has {why}: left out until it has one")
         previous = last_completed_digest(experiment)
         found = CheckResult(
             "unchanged", dataset.digest, previous, skipped=dataset.skipped, empty_classes=empty
