@@ -89,6 +89,8 @@ def test_watch_runs_once_per_digest_warm_started_and_skips_bad_files(tmp_path):
     assert "broken.png" not in ran[0].split("search ...")[1], ran[0]  # listed before it
     assert ran[0].count("broken.png") == 1, ran[0]  # by the fingerprint step, not twice
     assert "'triangle' has no images yet" in ran[0]
+    # the search step says where it started from (only MLflow's tags said it)
+    assert "warm start from the finished search" in " ".join(ran[0].split()), ran[0]
 
     pipelines = mlflow_runs(tmp_path, "pipeline", "FINISHED")
     assert len(pipelines) == 2, ran[0]
