@@ -625,6 +625,9 @@ def test_the_pipelines_search_resumes_a_run_cut_short_and_reuses_a_finished_one(
     assert max(live, key=lambda m: m.step).value == first.controller.hypervolume()
     elapsed = client.get_metric_history(first.search_run_id, "search_elapsed_seconds")
     assert len(elapsed) > 2, "logged as it ran, not only at its end"
+    # what MLflow shows (the value at the highest step) is the whole time, not a live figure
+    shown = client.get_run(first.search_run_id).data.metrics["search_elapsed_seconds"]
+    assert shown == max(m.value for m in elapsed)
     jobs_before = {r.info.run_id for r in runs}
 
     # the state a kill of the step leaves: the search run RUNNING
@@ -657,8 +660,12 @@ def test_the_pipelines_search_resumes_a_run_cut_short_and_reuses_a_finished_one(
     data["budget"] = {**data["budget"], "trials": 11}
     larger = load_experiment(write_yaml(path, data))
     notes.clear()
-    grown = run_search(larger, on_notice=notes.append, **step)
+    later = client.create_run(client.get_run(first.search_run_id).info.experiment_id).info.run_id
+    grown = run_search(larger, on_notice=notes.append, parent_run_id=later, **step)
     assert not grown.reused and grown.search_run_id == first.search_run_id
+    # it stays where it was (under the pipeline run whose models came from it), not moved
+    # under the later pipeline run, which names it instead (steps.search)
+    assert client.get_run(first.search_run_id).data.tags.get("mlflow.parentRunId") != later
     assert len(grown.controller.trials) == 11
     assert any("(9 trials against 11 trials); it goes on" in n for n in notes), notes
 

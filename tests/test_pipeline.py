@@ -224,6 +224,52 @@ def test_report_takes_a_pipeline_search_for_the_file_it_started_from():
     assert by_itself == "leanfit search d.yaml --resume"
 
 
+def test_a_step_stops_as_at_ctrl_c_when_leanfit_run_is_killed(tmp_path):
+    """`kill -9` of `leanfit run` left its running step training on as an orphan, writing
+    checkpoints and MLflow runs beside the next run's: a step is told Ctrl-C when the process
+    that started it dies (and at once, if it died before the step could ask)."""
+    import signal
+    import subprocess
+    import sys
+
+    step = (
+        "import sys, time\n"
+        "from leanfit.steps import stop_with\n"
+        "stop_with(int(sys.argv[1]))\n"
+        "print('step running', flush=True)\n"
+        "try:\n"
+        "    time.sleep(60)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('stopped as at Ctrl-C', flush=True)\n"
+    )
+    (tmp_path / "step.py").write_text(step)
+    run = (  # the stand-in of `leanfit run`: starts the step under `sh -c`, as kfp.local does
+        "import os, subprocess, sys, time\n"
+        "subprocess.Popen(['sh', '-ec', f'{sys.executable} {sys.argv[1]} {os.getpid()}; true'],"
+        " stdout=open(sys.argv[2], 'w'))\n"
+        "time.sleep(60)\n"
+    )
+    (tmp_path / "run.py").write_text(run)
+    out = tmp_path / "step.out"
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "run.py"), "step.py", str(out)],
+                              cwd=tmp_path)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while "step running" not in (out.read_text() if out.exists() else ""):
+        assert time.monotonic() < deadline, "the step never started"
+        time.sleep(0.2)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    while "stopped as at Ctrl-C" not in out.read_text():
+        assert time.monotonic() < deadline, out.read_text()
+        time.sleep(0.2)
+    # a parent that is gone already: the step does not start at all
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    late = subprocess.run([sys.executable, str(tmp_path / "step.py"), str(gone.pid)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert late.returncode == 130 and "step running" not in late.stdout
+
+
 def test_a_pipeline_run_left_running_by_a_kill_is_closed_by_the_next_run_here_only(tmp_path):
     """A `leanfit run` killed with -9 leaves its pipeline run RUNNING in MLflow; the next run of
     the same key in the same work folder (holding the key's lock) marks it KILLED. Runs of
@@ -709,6 +755,8 @@ def test_run_logs_and_registers_on_a_server_that_goes_down_and_a_second_run_does
         assert not client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
 
         searches_before = _runs(client, "search")
+        # the pipeline run names the search its models came from
+        assert client.get_run(pipeline).data.tags["leanfit.search_run_id"] in searches_before
         second = run_cli("run", "digits.yaml", cwd=tmp_path, timeout=300, env=env)
         assert second.returncode == 0, second.stderr
         assert "up to date" in second.stdout

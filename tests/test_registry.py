@@ -66,7 +66,8 @@ def test_champion_only_when_better_on_the_same_data_and_within_budget(tmp_path):
     taught = {"trial": 1, "params": 100, "alpha": 0.5, "temperature": 4.0, "folder": "ab12"}
     right = register(1.0, 2, distilled_from=taught)
     assert right.promoted and right.champion_test_accuracy == 0.0
-    worse = register(-1.0, 3, refit={"images": 1438, "wall_time": 1.0, "folder": "cd34"})
+    # (as wrong as the first, with other weights: another model)
+    worse = register(-2.0, 3, refit={"images": 1438, "wall_time": 1.0, "folder": "cd34"})
     assert not worse.promoted and worse.champion_version == right.version
     assert "stays challenger" in worse.reason and "1.0000" in worse.reason
     too_big = register(1.0, 4, params=5000)
@@ -75,9 +76,16 @@ def test_champion_only_when_better_on_the_same_data_and_within_budget(tmp_path):
     # earlier one): not a new version, nor the challenger of itself
     versions = len(registry.client.search_model_versions("name='leanfit-digits'"))
     again = register(1.0, 2)
-    assert not again.promoted and again.version == right.version, again
+    assert not again.promoted and str(again.version) == str(right.version), again
     assert "nothing new to register" in again.reason
+    # ... or a challenger's (version 4 and 5 of one model, after `leanfit run --force`)
+    worse_again = register(-2.0, 3)
+    assert not worse_again.promoted and str(worse_again.version) == str(worse.version)
+    assert str(worse_again.champion_version) == str(right.version)
     assert len(registry.client.search_model_versions("name='leanfit-digits'")) == versions
+    challenger = registry.client.get_model_version_by_alias("leanfit-digits", "challenger")
+    assert str(challenger.version) == str(worse.version)
+    registry.client.set_registered_model_alias("leanfit-digits", "challenger", too_big.version)
 
     client = registry.client
     champion = client.get_model_version_by_alias("leanfit-digits", "champion")

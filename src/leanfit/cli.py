@@ -306,7 +306,7 @@ def trial(
     console.print(
         f"training {trial_spec.trial_id}: {len(data.train_y)} train / {len(data.val_y)} "
         f"validation images, {experiment.dataset.image_size}x{experiment.dataset.image_size}, "
-        f"{trial_spec.epochs} epochs"
+        f"{trial_spec.epochs} epoch{'s' * (trial_spec.epochs != 1)}"
     )
 
     def show(record: dict) -> None:
@@ -470,7 +470,7 @@ def search(
     if deleted:
         console.print(
             f"checkpoints: the Pareto models' kept in {outcome.controller.checkpoint_dir}; "
-            f"{deleted:,} others deleted ({size / 2**20:.1f} MiB; "
+            f"{deleted:,} other{'s' * (deleted != 1)} deleted ({size / 2**20:.1f} MiB; "
             "scheduler.keep_checkpoints: all keeps them)",
             highlight=False,
             soft_wrap=True,

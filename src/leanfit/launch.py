@@ -22,7 +22,13 @@ from unittest import mock
 
 from leanfit.config import Experiment
 from leanfit.errors import LeanfitError
-from leanfit.steps import ERROR_FILE_ENV, FINAL_REPORT, pipeline_arguments, pipeline_keys
+from leanfit.steps import (
+    ERROR_FILE_ENV,
+    FINAL_REPORT,
+    PARENT_ENV,
+    pipeline_arguments,
+    pipeline_keys,
+)
 
 
 @dataclass
@@ -88,7 +94,10 @@ def _run_pipeline(experiment: Experiment, key: str, digest: str, log) -> Pipelin
 
     try:
         # the steps (kfp.local's subprocesses) inherit where to write a failure's message
-        steps_env = mock.patch.dict(os.environ, {ERROR_FILE_ENV: str(error_file)})
+        # ... and this process's ID: each stops with it (a `kill -9` of it left one running)
+        steps_env = mock.patch.dict(
+            os.environ, {ERROR_FILE_ENV: str(error_file), PARENT_ENV: str(os.getpid())}
+        )
         with shown_and_logged(log_file, log), steps_env:
             pipeline(**arguments)
     except KeyboardInterrupt:

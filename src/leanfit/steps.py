@@ -34,6 +34,10 @@ FINAL_REPORT = "report.html"
 # file a pipeline key, so two pipelines of one work folder do not read each other's); without
 # it (a step run alone), `ERROR_FILE` in the work folder.
 ERROR_FILE_ENV = "LEANFIT_STEP_ERROR_FILE"
+# on a pipeline run: the search run its models came from
+TAG_SEARCH_RUN = "leanfit.search_run_id"
+# `leanfit run`'s process ID, given to its steps: each stops when that process dies
+PARENT_ENV = "LEANFIT_PIPELINE_PID"
 
 
 # ---------------------------------------------------------------- the experiment as a parameter
@@ -102,6 +106,8 @@ def run_step(step: str, function: Callable[..., Any], experiment: str, base_dir:
     # its SQLAlchemy errors come with a stack trace, and the exception is raised on to the
     # command, which says it in a line (a full disk) or shows it whole (anything else)
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    if parent := os.environ.get(PARENT_ENV):
+        stop_with(int(parent))
     work = None
     try:
         exp = read_experiment(experiment, base_dir)
@@ -139,6 +145,46 @@ def run_step(step: str, function: Callable[..., Any], experiment: str, base_dir:
         with contextlib.suppress(OSError):  # a full disk: the message above is in the log
             _write_json(where, {"step": step, "message": message})
     raise SystemExit(2)
+
+
+def stop_with(parent: int) -> None:
+    """Be told Ctrl-C (SIGINT: the search records where it stopped) when process `parent` ends:
+    a thread looks every second. A `kill -9` of `leanfit run` left its running step going on as
+    an orphan for up to the step's next line of output: training and writing checkpoints and
+    MLflow runs under a pipeline run already marked KILLED, beside the next `leanfit run`'s.
+    (Not the kernel's parent-death signal: kfp.local starts each step under `sh -c`, which
+    outlives the command.)"""
+    import signal
+    import threading
+
+    if not _alive(parent):  # it ended before this step started
+        raise SystemExit(130)
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL):
+        # (started where SIGINT is ignored: a background job of a script, a test runner)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    main = threading.main_thread().ident
+
+    def watch() -> None:
+        while _alive(parent):
+            time.sleep(1.0)
+        signal.pthread_kill(main, signal.SIGINT)  # to the main thread: it wakes from a wait
+
+    threading.Thread(target=watch, name="leanfit-pipeline-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, killed and not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: it exists
+        return True
+    with contextlib.suppress(OSError, IndexError):
+        # /proc/PID/stat: "PID (name) STATE ...", the name in parentheses may hold spaces
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        return state not in ("Z", "X")
+    return True
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -359,6 +405,11 @@ def search(
         on_notice=_log,  # few steps an epoch, a small validation split, a search going on
     )
     controller = outcome.controller
+    # which search this pipeline run's models came from: a finished search, read back or given
+    # more, stays nested under the pipeline run that started it
+    from mlflow import MlflowClient
+
+    MlflowClient(exp.tracking_uri()).set_tag(pipeline_run_id, TAG_SEARCH_RUN, outcome.search_run_id)
     front = [
         {**row, "config": controller.trials[row["trial"]].config} for row in front_table(controller)
     ]
@@ -374,7 +425,8 @@ def search(
     deleted, size = controller.stats.pruned
     if deleted:
         _log(
-            f"search: the Pareto models' checkpoints kept, {deleted:,} others deleted "
+            f"search: the Pareto models' checkpoints kept, {deleted:,} "
+            f"other{'s' * (deleted != 1)} deleted "
             f"({size / 2**20:.1f} MiB)"
         )
     best = controller.best_accuracy()

@@ -315,7 +315,7 @@ class SearchController:
         They replace the initial design, and take at most half of a budget in trials. Returns
         the number of rechecks queued."""
         if self.max_trials is not None:
-            recheck = min(recheck, max(1, self.max_trials // 2))
+            recheck = min(recheck, self.max_trials // 2)
         for p in prior:
             if self.violation(p.params, p.macs) > 0:
                 continue

@@ -670,7 +670,10 @@ def _search(
         resumed = controller.restore(records)
         log.mark_interrupted([r.run_id for r in records if r.status == "running"])
         log.close_finished(records)
-        if parent_run_id is not None:  # a pipeline run that goes on with it: nested under it
+        if parent_run_id is not None and extended is None:
+            # a pipeline run that goes on with it (the one it was started by was killed):
+            # nested under it. A finished search given more stays under the pipeline run whose
+            # result came from it; the new one names it (`TAG_SEARCH_RUN`, steps.search)
             log.client.set_tag(log.run_id, "mlflow.parentRunId", parent_run_id)
         if on_notice is not None and extended is None:
             on_notice(
@@ -715,7 +718,9 @@ def _search(
         status = "KILLED"
         raise
     finally:
-        log.log_elapsed(elapsed_before + time.monotonic() - started)
+        # at the latest step the live figures used (jobs finished): MLflow shows a metric's
+        # value at its highest step, which at step 0 was the last 15-s figure, not this one
+        log.log_elapsed(elapsed_before + time.monotonic() - started, controller.stats.jobs_done)
         if status != "FINISHED":
             log.set_status(status)
     log.abandon(abandoned)
@@ -781,7 +786,8 @@ def warm_start(
 def warm_start_text(source_run_id: str, told: int, rechecked: int) -> str:
     return (
         f"from the finished search {source_run_id} on earlier data: its {told} results are told "
-        f"to the strategy, and its {rechecked} best configurations are the first trials, "
+        f"to the strategy, and its {rechecked} best configuration"
+        f"{'s are' if rechecked != 1 else ' is'} the first trial{'s' * (rechecked != 1)}, "
         "trained again on this data"
     )
 

@@ -197,15 +197,22 @@ class Registry:
 
         weights = weights_digest(classifier)
         champion = self.champion()
-        same = {TAG_WEIGHTS: weights, "leanfit.params": str(summary["params"])}
-        if champion is not None and all(champion.tags.get(k) == v for k, v in same.items()):
+        if (earlier := self._same_model(weights, summary)) is not None:
             # the same model again (a run whose final training was kept from an earlier one:
-            # a budget changed, the search read back): it was registered as another version
-            # of the same weights, and made the challenger of itself
+            # a budget changed, --force): it was registered as another version of the same
+            # weights, made the challenger (of itself, where it was the champion)
+            if champion is None or str(champion.version) != str(earlier.version):
+                self.client.set_registered_model_alias(self.name, CHALLENGER, earlier.version)
+            held = (
+                "the champion"
+                if champion is not None and str(champion.version) == str(earlier.version)
+                else "challenger"
+            )
             return Decision(
-                self.name, champion.version, champion.version, False,
-                f"{self.name}: the model chosen is version {champion.version}, the champion "
-                "(the same weights, trained by an earlier run): nothing new to register",
+                self.name, str(earlier.version),
+                str(champion.version) if champion is not None else str(earlier.version), False,
+                f"{self.name}: the model chosen is version {earlier.version} ({held}; the same "
+                "weights, trained by an earlier run on this data): nothing new to register",
             )  # fmt: skip
         version = mlflow.register_model(logged.model_uri, self.name).version
         if seen_images is not None:
@@ -299,6 +306,21 @@ class Registry:
     def _crown(self, version: str, reason: str, old_accuracy: float | None = None) -> Decision:
         self.client.set_registered_model_alias(self.name, CHAMPION, version)
         return Decision(self.name, version, version, True, reason, old_accuracy)
+
+    def _same_model(self, weights: str, summary: Mapping[str, Any]):
+        """The registered version of these weights on this data, if there is one."""
+        from mlflow.exceptions import MlflowException
+
+        same = {
+            TAG_WEIGHTS: weights,
+            "leanfit.params": str(summary["params"]),
+            "leanfit.dataset_digest": self.dataset.digest,
+        }
+        try:
+            versions = self.client.search_model_versions(f"name='{self.name}'")
+        except MlflowException:  # (no model of that name yet)
+            return None
+        return next((v for v in versions if all(v.tags.get(k) == x for k, x in same.items())), None)
 
     def champion(self):
         from mlflow.exceptions import MlflowException

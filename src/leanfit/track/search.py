@@ -422,8 +422,8 @@ class SearchLog:
         history = self.client.get_metric_history(self.run_id, "search_elapsed_seconds")
         return max((m.value for m in history), default=0.0)
 
-    def log_elapsed(self, seconds: float) -> None:
-        self.client.log_metric(self.run_id, "search_elapsed_seconds", seconds)
+    def log_elapsed(self, seconds: float, step: int = 0) -> None:
+        self.client.log_metric(self.run_id, "search_elapsed_seconds", seconds, step=step)
 
     def log_report(self, files: list[Path], metrics: Mapping[str, float], step: int = 0) -> None:
         for path in files:
