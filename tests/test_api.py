@@ -296,7 +296,7 @@ def test_objectives_and_budgets_it_cannot_search_with_are_refused_before_anythin
             leanfit.optimize(experiment="e.yaml", progress=False, **kwargs)
     with pytest.raises(LeanfitError, match=r"experiment: \[1, 2\] is a list; give an experiment"):
         leanfit.optimize(flaky, [1, 2], workers=0, trials=3, progress=False)
-    cfg = digits_config(executor={"kind": "kubernetes"})
+    cfg = digits_config(executor={"kind": "kubernetes", "kubernetes": {"pvc": "work"}})
     write_yaml(in_tmp / "k.yaml", cfg)
     with pytest.raises(LeanfitError, match="executor.kind: kubernetes"):
         leanfit.optimize(flaky, "k.yaml", workers=2, progress=False)

@@ -190,6 +190,11 @@ BAD_FILES = [
         "objectives.max_params: '20 thousand' is not a count",
     ),
     (
+        "trials as Kubernetes Jobs with no claim to share the work folder with them",
+        digits_config(executor={"kind": "kubernetes"}),
+        "executor.kind: kubernetes needs executor.kubernetes.pvc",
+    ),
+    (
         "splits leave no training data",
         digits_config(dataset={"source": "digits", "val_fraction": 0.5, "test_fraction": 0.45}),
         "dataset",

@@ -666,7 +666,7 @@ def _runs(client, kind: str) -> list[str]:
 @pytest.mark.slow
 def test_a_failing_step_fails_the_pipeline_with_its_own_message(tmp_path):
     data = small_pipeline_config()
-    data["executor"] = {"kind": "kubernetes", "workers": 1}
+    data["executor"] = {"kind": "kubernetes", "workers": 1, "kubernetes": {"pvc": "work"}}
     write_yaml(tmp_path / "digits.yaml", data)
     r = run_cli(
         "run", "digits.yaml", cwd=tmp_path, timeout=300, env={"KUBECONFIG": str(tmp_path / "no")}

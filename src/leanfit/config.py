@@ -882,6 +882,14 @@ class Experiment(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Experiment:
+        if self.executor.kind == "kubernetes" and not self.executor.kubernetes.pvc:
+            # (the stand-in API server of the tests runs Jobs on its own disk, and hid this)
+            raise ValueError(
+                "executor.kind: kubernetes needs executor.kubernetes.pvc: the search and its "
+                "trial Jobs share the work folder (specs, checkpoints, results) on a "
+                "PersistentVolumeClaim mounted at executor.kubernetes.mount_path; name one "
+                "(ReadWriteMany where trials run on several nodes), e.g. pvc: leanfit-work"
+            )
         if self.strategy.ehvi_share and self.objectives.size_metric() is None:
             metrics = [t.metric for t in self.objectives.targets]
             raise ValueError(
