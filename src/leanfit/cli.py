@@ -96,7 +96,7 @@ def dataset_summary(experiment, space) -> tuple[list[str], list[str]]:
     for it): the classes and their sizes and the splits; then notes: files skipped, and what would
     make the search learn little (a lopsided class balance, few steps an epoch); the budgets
     are checked against the space as `leanfit search` checks them."""
-    from leanfit.data.sources import dropped_notice, load_dataset, skipped_notice
+    from leanfit.data.sources import dataset_notices, load_dataset
     from leanfit.search.run import (
         check_budgets_reachable,
         dataset_cost,
@@ -123,8 +123,7 @@ def dataset_summary(experiment, space) -> tuple[list[str], list[str]]:
     elif dataset.split_folders:
         folders = ", ".join(f"{top}/" for top in sorted(dataset.split_folders))
         lines.insert(1, f"classes  the folders inside {folders}")
-    notes = [skipped_notice(dataset.skipped)] if dataset.skipped else []
-    notes += [dropped] if (dropped := dropped_notice(dataset)) else []
+    notes = dataset_notices(dataset)
     if min(counts) * LOPSIDED_CLASSES < max(counts):
         notes.append(
             f"note: the largest class has {max(counts) / max(1, min(counts)):.1f}x the images of "
@@ -279,14 +278,12 @@ def trial(
             raise LeanfitError(f"--data-plan: file {str(data_plan)!r} does not exist")
         plan = DataPlan.load(data_plan)
 
-    from leanfit.data.sources import dropped_notice, load_dataset, skipped_notice
+    from leanfit.data.sources import dataset_notices, load_dataset
     from leanfit.train.trial import load_teacher, run_trial, train_data, write_result
 
     dataset = load_dataset(experiment)
-    for notice in (skipped_notice(dataset.skipped) if dataset.skipped else None,
-                   dropped_notice(dataset)):  # fmt: skip
-        if notice:
-            err_console.print(notice, style="yellow", highlight=False)
+    for notice in dataset_notices(dataset):
+        err_console.print(notice, style="yellow", highlight=False)
     data = train_data(experiment, dataset, for_search=search_subset, plan=plan)
     if trial_spec.teacher is not None:  # a teacher that does not fit: refused before any logging
         load_teacher(trial_spec.teacher, data, trial_spec.resolution or data.image_size)

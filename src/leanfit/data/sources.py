@@ -208,6 +208,14 @@ def dropped_notice(dataset: LoadedDataset) -> str | None:
     return f"left out class(es) {named}: dataset.empty_classes is skip"
 
 
+def dataset_notices(dataset: LoadedDataset) -> list[str]:
+    """What a command says of a dataset it loaded: the files it skipped, the classes it left out."""
+    notices = [skipped_notice(dataset.skipped)] if dataset.skipped else []
+    if dropped := dropped_notice(dataset):
+        notices.append(dropped)
+    return notices
+
+
 def skipped_notice(skipped: list[tuple[str, str]], shown: int = 10) -> str:
     """What a command says of the files it could not read: how many, and the first few."""
     lines = [f"skipped {skipped_files(skipped)}"]

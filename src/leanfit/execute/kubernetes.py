@@ -436,7 +436,7 @@ class KubernetesExecutor(Executor):
                     job, name, f"the Job's deadline passed after its trial ran {ran:.0f} s of "
                     f"its {self.trial_timeout:.0f} s (it waited for a node, or to start)"
                 )  # fmt: skip
-            return JobOutcome(job, TrainResult("failed", reason=self._timed_out()), False, name)
+            return _failed(job, name, self._timed_out())
         if deleted:
             return _infrastructure(job, name, "the Job was deleted while the trial ran")
         why = f"{failed.get('reason', 'Failed')}: {failed.get('message', '')}".strip(": ")
@@ -484,8 +484,8 @@ class KubernetesExecutor(Executor):
             return ""
 
     def _check_pods(self) -> list[JobOutcome]:
-        """Jobs whose container has been unable to start for `start_timeout`: deleted, reported as
-        infrastructure failures (the Job itself would wait until its deadline)."""
+        """Jobs the executor gives up on, as their pods show them (`_given_up`): deleted, with
+        their outcomes."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
@@ -512,39 +512,43 @@ class KubernetesExecutor(Executor):
         for name, flight in list(self._flights.items()):
             if name in running:
                 flight.running_since = flight.running_since or now
-            if flight.running_since and now - flight.running_since > self.trial_timeout:
-                # the trial's own timeout, from its container's start
+            outcome = self._given_up(flight, stuck.get(name), now)
+            if outcome is not None:
                 self._delete(name)
                 del self._flights[name]
-                failed = TrainResult("failed", reason=self._timed_out())
-                outcomes.append(JobOutcome(flight.job, failed, False, name))
-                continue
-            if name not in stuck:
-                flight.cannot_start_since = None
-                continue
-            flight.cannot_start_since = flight.cannot_start_since or now
-            reason, message = stuck[name]
-            setting = reason in CONFIG_FAILURES
-            limit = self.settings.start_timeout
-            if setting:
-                limit = min(limit, CONFIG_GRACE_SECONDS)
-            if now - flight.cannot_start_since >= limit:
-                self._delete(name)
-                del self._flights[name]
-                why = f"the trial's container could not start ({reason}: {message})".replace(
-                    ": )", ")"
-                )
-                if setting:  # the same for every trial, and every retry: said, not retried
-                    why += (
-                        f" after {limit:.0f} s; a setting of executor.kubernetes (its "
-                        "secret, image) or the cluster's (a Secret or ConfigMap missing in "
-                        f"namespace {self.namespace}) needs fixing"
-                    )
-                    failed = TrainResult("failed", reason=why)
-                    outcomes.append(JobOutcome(flight.job, failed, False, name))
-                else:
-                    outcomes.append(_infrastructure(flight.job, name, why))
+                outcomes.append(outcome)
         return outcomes
+
+    def _given_up(
+        self, flight: _InFlight, waiting: tuple[str, str] | None, now: float
+    ) -> JobOutcome | None:
+        """The outcome of a Job given up on, or None: its container ran past the trial's
+        timeout (the trial's failure), or has been unable to start (`waiting`: the reason and
+        message) for `start_timeout` (an infrastructure failure, retried; the Job itself would
+        wait until its deadline), or for a minute where a setting is wrong (not retried)."""
+        job, name = flight.job, flight.name
+        if flight.running_since and now - flight.running_since > self.trial_timeout:
+            return _failed(job, name, self._timed_out())  # from its container's start
+        if waiting is None:
+            flight.cannot_start_since = None
+            return None
+        flight.cannot_start_since = flight.cannot_start_since or now
+        reason, message = waiting
+        setting = reason in CONFIG_FAILURES
+        limit = self.settings.start_timeout
+        if setting:
+            limit = min(limit, CONFIG_GRACE_SECONDS)
+        if now - flight.cannot_start_since < limit:
+            return None
+        why = f"the trial's container could not start ({reason}{': ' * bool(message)}{message})"
+        if not setting:
+            return _infrastructure(job, name, why)
+        # the same for every trial, and every retry: said, not retried
+        return _failed(
+            job, name, f"{why} after {limit:.0f} s; a setting of executor.kubernetes (its secret, "
+            f"image) or the cluster's (a Secret or ConfigMap missing in namespace "
+            f"{self.namespace}) needs fixing",
+        )  # fmt: skip
 
     # -- API calls --------------------------------------------------------------------------------
 
@@ -723,6 +727,11 @@ def label_value(text: str) -> str:
 
 def _infrastructure(job: TrialJob, name: str, reason: str) -> JobOutcome:
     return JobOutcome(job, TrainResult("failed", reason=reason), True, name)
+
+
+def _failed(job: TrialJob, name: str, reason: str) -> JobOutcome:
+    """The trial's own failure: recorded, not retried."""
+    return JobOutcome(job, TrainResult("failed", reason=reason), False, name)
 
 
 def _read_result_patiently(path: Path) -> TrainResult | None:

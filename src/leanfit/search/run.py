@@ -521,19 +521,17 @@ def _search(
     tags: Mapping[str, str] | None,
     on_notice: Callable[[str], None] | None,
 ) -> SearchOutcome:
-    from leanfit.data.sources import dropped_notice, skipped_notice
+    from leanfit.data.sources import dataset_notices
     from leanfit.track import TrialLogger
     from leanfit.track.runs import missing_sqlite_database
 
     problem = problem_of(experiment, what)
     dataset, space = problem.dataset, problem.space
-    if dataset is not None and dataset.skipped and on_notice is not None and plan_file is None:
+    if dataset is not None and on_notice is not None and plan_file is None:
         # (a pipeline's search, given the plan of its subset step: its fingerprint step has
         # listed them)
-        on_notice(skipped_notice(dataset.skipped))
-    dropped = dropped_notice(dataset) if dataset is not None else None
-    if dropped and on_notice is not None and plan_file is None:
-        on_notice(dropped)
+        for notice in dataset_notices(dataset):
+            on_notice(notice)
     # its key, and the key the version before made for the same search (found, not made)
     identity = what.identity  # (part of its key, tagged on its run)
     key, *older = search_keys(experiment, problem.digest, identity)
@@ -574,10 +572,7 @@ def _search(
             return _read_back(experiment, latest[0], problem, wall, trials)
         extended = latest[0]
         if on_notice is not None:
-            on_notice(
-                f"the finished search {extended.run_id} of these settings and data ran with a "
-                f"smaller budget ({short}); it goes on to this one"
-            )
+            on_notice(smaller_budget_notice(extended, short))
     if resume == "auto":
         resume = extended is not None or (latest is not None and latest[1] != "FINISHED")
     if resume:
@@ -600,10 +595,7 @@ def _search(
                     # a finished search given more: it goes on
                     log = extended = finished[0]
                     if on_notice is not None:
-                        on_notice(
-                            f"the finished search {extended.run_id} of these settings and data "
-                            f"ran with a smaller budget ({short}); it goes on to this one"
-                        )
+                        on_notice(smaller_budget_notice(extended, short))
         if log is None:
             raise LeanfitError(
                 f"--resume: no unfinished search of this experiment file and data in "
@@ -621,23 +613,11 @@ def _search(
                 )
         log.reopen()
     else:
-        left = SearchLog.find_resumable(logger, [key, *older]) if not reuse_finished else None
-        if left is not None and on_notice is not None:
-            done = sum(r.status in ("ok", "stopped") for r in left.records())
-            on_notice(
-                f"the search {left.run_id} of this experiment file and data was left unfinished "
-                f"({done} jobs finished); this starts a new one. To go on with that one instead, "
-                "stop this and run again with --resume"
-            )
-        elif on_notice is not None and not reuse_finished:
-            ended = SearchLog.find_latest(logger, [key, *older])
-            if ended is not None and ended[1] == "FINISHED":
-                on_notice(
-                    f"the search {ended[0].run_id} of this experiment file and data finished "
-                    "before; this starts another from nothing, whose first trials are the same "
-                    "(the same strategy.seed). To search further instead, stop this and run "
-                    "again with --resume and a larger budget (--trials, --wall-time)"
-                )
+        earlier = None
+        if on_notice is not None and not reuse_finished:
+            earlier = earlier_search_notice(logger, [key, *older])
+        if earlier is not None:
+            on_notice(earlier)
         settings = {"experiment": experiment.name, "search_key": key, "workers": n_workers}
         settings.update(_flat_settings(experiment))
         # the budget it was given (--wall-time, --trials); budget.* stay the file's, which
@@ -732,6 +712,36 @@ def _search(
     log.log_report([plot, page], search_metrics(controller), controller.stats.jobs_done)
     log.set_status("FINISHED")
     return SearchOutcome(controller, log.run_id, page, plot, resumed)
+
+
+def earlier_search_notice(logger, keys: list[str]) -> str | None:
+    """What a new search (not `--resume`) says of an earlier one of the same file and data: one
+    left unfinished, which `--resume` would go on with; or one finished, whose first trials this
+    one repeats."""
+    if (left := SearchLog.find_resumable(logger, keys)) is not None:
+        done = sum(r.status in ("ok", "stopped") for r in left.records())
+        return (
+            f"the search {left.run_id} of this experiment file and data was left unfinished "
+            f"({done} jobs finished); this starts a new one. To go on with that one instead, "
+            "stop this and run again with --resume"
+        )
+    ended = SearchLog.find_latest(logger, keys)
+    if ended is None or ended[1] != "FINISHED":
+        return None
+    return (
+        f"the search {ended[0].run_id} of this experiment file and data finished before; this "
+        "starts another from nothing, whose first trials are the same (the same strategy.seed). "
+        "To search further instead, stop this and run again with --resume and a larger budget "
+        "(--trials, --wall-time)"
+    )
+
+
+def smaller_budget_notice(log: SearchLog, short: str) -> str:
+    """What a finished search given a larger budget says as it goes on."""
+    return (
+        f"the finished search {log.run_id} of these settings and data ran with a smaller budget "
+        f"({short}); it goes on to this one"
+    )
 
 
 # how often a running search logs its elapsed time and front's figures to its MLflow run

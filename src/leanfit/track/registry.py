@@ -201,16 +201,12 @@ class Registry:
             # the same model again (a run whose final training was kept from an earlier one:
             # a budget changed, --force): it was registered as another version of the same
             # weights, made the challenger (of itself, where it was the champion)
-            if champion is None or str(champion.version) != str(earlier.version):
+            crowned = str(champion.version) if champion is not None else None
+            if crowned != str(earlier.version):
                 self.client.set_registered_model_alias(self.name, CHALLENGER, earlier.version)
-            held = (
-                "the champion"
-                if champion is not None and str(champion.version) == str(earlier.version)
-                else "challenger"
-            )
+            held = "the champion" if crowned == str(earlier.version) else "challenger"
             return Decision(
-                self.name, str(earlier.version),
-                str(champion.version) if champion is not None else str(earlier.version), False,
+                self.name, str(earlier.version), crowned or str(earlier.version), False,
                 f"{self.name}: the model chosen is version {earlier.version} ({held}; the same "
                 "weights, trained by an earlier run on this data): nothing new to register",
             )  # fmt: skip

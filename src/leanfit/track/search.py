@@ -173,14 +173,10 @@ def why_not_resumable(
         )
     if TAG_SETTINGS not in tags:
         return f"{where} was started with other settings"
-    changed = changed_settings(json.loads(tags[TAG_SETTINGS]), search_settings(experiment))
-    changed = [c for c in changed if c[0] not in BUDGET_SETTINGS]  # (a search's, logged before)
-    if not changed:
+    changed = settings_changed_since(run, experiment)
+    if changed is None:
         return None
-    return (
-        f"{where} was started with other settings ({changed_text(changed)}); put them back to "
-        "resume it"
-    )
+    return f"{where} was started with other settings ({changed}); put them back to resume it"
 
 
 def changed_text(changed: list, shown: int = 4) -> str:
@@ -423,7 +419,7 @@ class SearchLog:
         return max((m.value for m in history), default=0.0)
 
     def log_elapsed(self, seconds: float, step: int = 0) -> None:
-        self.client.log_metric(self.run_id, "search_elapsed_seconds", seconds, step=step)
+        self._log_metrics({"search_elapsed_seconds": seconds}, step)
 
     def log_report(self, files: list[Path], metrics: Mapping[str, float], step: int = 0) -> None:
         for path in files:
