@@ -5,9 +5,10 @@ http://127.0.0.1:PORT, with a bearer token it checks). It serves what the execut
 the API server does:
 
 - batch/v1 Jobs in a namespace: create (the body is decoded strictly with the client's own V1Job
-  model: a misspelt or misplaced field is a 422, as with `kubectl --validate=strict`), get, list
-  with a labelSelector, delete (propagationPolicy: Background and Foreground delete the pods,
-  anything else orphans them, which then keep running);
+  model: a misspelt or misplaced field is a 422, as with `kubectl --validate=strict`), also as a
+  dry run (`dryRun=All`: checked the same way, not stored), get, list with a labelSelector,
+  delete (propagationPolicy: Background and Foreground delete the pods, anything else orphans
+  them, which then keep running);
 - `watch=true`: newline-delimited JSON events (ADDED, MODIFIED, DELETED) streamed in chunks, each
   object carrying its resourceVersion, resumable from any resourceVersion still in the history,
   a 410 Gone ERROR event for one that is not;
@@ -19,7 +20,8 @@ env, envFrom and secretKeyRef from `secrets`; it moves pod and Job through their
 then Complete or Failed with the conditions Kubernetes sets) and enforces activeDeadlineSeconds.
 
 Test hooks: evict a Job's pod (infrastructure), delete a Job from outside, drop a watch connection
-just before a chosen event, answer 410 to the watch after a drop, refuse to pull an image. It
+just before a chosen event, answer 410 to the watch after a drop, refuse to pull an image, an
+image whose user is root (refused where runAsNonRoot is set, as the kubelet does). It
 records every request, every watch (from which resourceVersion, which events it delivered, how it
 ended), every deletion, and the most Jobs that were in flight at once.
 """
@@ -156,6 +158,7 @@ class KubeStandIn:
         self.namespaces = set(namespaces)
         self.secrets: dict[tuple[str, str], dict[str, str]] = {}
         self.unpullable_images: set[str] = set()
+        self.root_images: set[str] = set()  # images whose user is root (runAsNonRoot refuses)
         self._cond = threading.Condition()
         self._rv = 100
         self._history: list[tuple[int, str, str, str, dict]] = []  # rv, resource, ns, type, obj
@@ -165,6 +168,7 @@ class KubeStandIn:
         self._processes: dict[tuple[str, str], _Process] = {}  # by pod
         # what happened
         self.created: list[dict] = []  # every Job as it was posted
+        self.dry_runs: list[dict] = []  # every Job posted with dryRun=All (never created)
         self.requests: list[tuple[str, str, dict]] = []  # method, path, query
         self.watches: list[WatchRecord] = []
         self.list_versions: list[str] = []  # the resourceVersion of every Job list served
@@ -278,7 +282,8 @@ class KubeStandIn:
         active = sum(1 for job in self.jobs.values() if not _ended(job))
         self.max_in_flight = max(self.max_in_flight, active)
 
-    def create_job(self, namespace: str, body: dict) -> tuple[int, dict]:
+    def create_job(self, namespace: str, body: dict, dry_run: bool = False) -> tuple[int, dict]:
+        """POST a Job; `dry_run` (`?dryRun=All`) checks it as a create would, stores nothing."""
         if namespace not in self.namespaces:
             return 404, status_body(404, "NotFound", f'namespaces "{namespace}" not found')
         problems = strict_job_problems(body)
@@ -293,6 +298,9 @@ class KubeStandIn:
         with self._cond:
             if (namespace, name) in self.jobs:
                 return 409, status_body(409, "AlreadyExists", f'jobs.batch "{name}" already exists')
+            if dry_run:
+                self.dry_runs.append(copy.deepcopy(body))
+                return 201, copy.deepcopy(body)
             self.created.append(copy.deepcopy(body))
             job = copy.deepcopy(body)
             job["metadata"].update(
@@ -457,6 +465,12 @@ class KubeStandIn:
             }
         elif missing:
             waiting = {"reason": "CreateContainerConfigError", "message": missing}
+        elif container["image"] in self.root_images and _non_root(template["spec"], container):
+            waiting = {
+                "reason": "CreateContainerConfigError",
+                "message": "container has runAsNonRoot and image will run as root "
+                f'(pod: "{pod_name}_{namespace}", container: {container["name"]})',
+            }
         if waiting is not None:
             pod["status"]["containerStatuses"] = [
                 {"name": container["name"], "ready": False, "state": {"waiting": waiting}}
@@ -596,6 +610,14 @@ class KubeStandIn:
         self._event("jobs", namespace, "MODIFIED", job)
 
 
+def _non_root(pod_spec: dict, container: dict) -> bool:
+    """runAsNonRoot as the kubelet reads it: the container's, else the pod's."""
+    own = (container.get("securityContext") or {}).get("runAsNonRoot")
+    return bool(
+        own if own is not None else (pod_spec.get("securityContext") or {}).get("runAsNonRoot")
+    )
+
+
 def _ended(job: dict) -> bool:
     return any(
         c["type"] in ("Complete", "Failed") and c["status"] == "True"
@@ -677,7 +699,8 @@ class _Handler(BaseHTTPRequestHandler):
         pods = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods(?:/([^/]+)/log)?", url.path)
         watch = query.get("watch", "").lower() in ("true", "1")  # ParseBool, as the server
         if jobs and method == "POST" and not jobs.group(2):
-            self.send_json(*kube.create_job(jobs.group(1), body))
+            dry_run = query.get("dryRun") == "All"
+            self.send_json(*kube.create_job(jobs.group(1), body, dry_run=dry_run))
         elif jobs and method == "GET" and not jobs.group(2):
             if watch:
                 kube.serve_watch(self, "jobs", jobs.group(1), query)

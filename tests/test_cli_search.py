@@ -229,6 +229,12 @@ def test_validate_shows_what_a_search_would_train_on_and_what_is_wrong_with_it(i
     given = " ".join(run_cli("validate", "split.yaml", cwd=in_tmp).stdout.split())
     assert "validation 2 (val/)" in given and "split (val/) has 2 images" in given, given
     assert "put more images in val/" in given and "val/ has no images of dog" in given, given
+    # a class too small for the drawn splits to get a validation or test image of it
+    write_image_folder(in_tmp / "tiny", {"cat": 20, "owl": 1, "emu": 2}, size=8)
+    write_yaml(in_tmp / "tiny.yaml", {**cfg, "dataset": {**cfg["dataset"], "path": "tiny"}})
+    tiny = " ".join(run_cli("validate", "tiny.yaml", cwd=in_tmp).stdout.split())
+    said = "classes 'emu' (2 images), 'owl' (1 image) got no validation or test image"
+    assert f"{said}: too few to draw one, so no validation or test accuracy measures them" in tiny
     # images in one folder, their classes in a CSV
     flat = in_tmp / "flat"
     flat.mkdir()
@@ -380,6 +386,27 @@ def test_the_progress_counts_both_workers_running_while_trials_come(in_tmp):
         on_progress=progress,
     )  # fmt: skip
     assert running and set(running) == {2}, running
+
+
+def test_the_progress_line_says_jobs_that_have_not_started(in_tmp):
+    """A cluster's pods waiting for a node or their image are running jobs that have not
+    started: said, on the long line and the short one."""
+    from leanfit.cli import progress_line
+    from leanfit.config import load_experiment
+    from leanfit.search.run import run_search
+
+    lines: list[str] = []
+
+    def progress(c):
+        if not lines:
+            assert "not started" not in str(progress_line(c))  # local workers start at once
+            c.executor.not_started = lambda: 1  # as the Kubernetes executor counts them
+            lines.extend(str(progress_line(c, width=w)) for w in (None, 60))
+
+    run_search(load_experiment(experiment(in_tmp, trials=2)), max_trials=2, synthetic_sleep=0,
+               on_progress=progress)  # fmt: skip
+    assert re.search(r"  running \d \(1 not started\)  failed ", lines[0]), lines
+    assert re.search(r" run \d \(1 wait\) failed ", lines[1]), lines
 
 
 def test_resume_with_nothing_to_resume_is_a_clear_error_that_writes_nothing(in_tmp):
@@ -700,6 +727,15 @@ def test_report_refuses_what_it_cannot_read_naming_the_fix(in_tmp):
     said = "-o: report.html names a file; -o is the folder report.html and pareto.png go in"
     assert f"{said}, e.g. -o report" in result.stderr, result.stderr
     assert not (in_tmp / "report.html").exists()
+    # an empty value (a variable that was not set): it was the current folder
+    result = run_cli("report", "e.yaml", "-o", "", cwd=in_tmp)
+    assert result.returncode == 2 and "-o: the value is empty" in result.stderr, result.stderr
+    assert not (in_tmp / "report.html").exists()
+    # a quoted ~ is the home folder, as the shell would have it, not a folder named ~
+    result = run_cli("report", "e.yaml", "--output=~/reports", cwd=in_tmp,
+                     env={"HOME": str(in_tmp / "home")})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (in_tmp / "home" / "reports" / "report.html").exists() and not (in_tmp / "~").exists()
 
     # the rest in this process (an absolute URI: MLflow keeps one store per URI in a process)
     data = {

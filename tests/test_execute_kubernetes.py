@@ -184,6 +184,13 @@ def test_a_search_runs_every_trial_as_a_job_and_survives_cluster_trouble(
         }
         assert pod["tolerations"] == TOLERATIONS
         assert pod["restartPolicy"] == "Never"
+        # Pod Security 'restricted'
+        assert pod["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
+        assert container["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+        }
         assert container["envFrom"] == [{"secretRef": {"name": "leanfit-storage"}}]
         assert pod["volumes"] == [
             {"name": "work", "persistentVolumeClaim": {"claimName": "leanfit-work"}}
@@ -270,8 +277,10 @@ def test_a_container_that_cannot_start_is_an_infrastructure_failure(tmp_path, st
     exp = experiment(tmp_path, image="registry.invalid/leanfit:nope", start_timeout="1s")
     spec = TrialSpec(trial_id="never", config={}, epochs=1)
     with KubernetesExecutor(exp, standin.api_client(), pod_check_interval=0.2) as ex:
-        got = submit_and_collect(ex, [spec], timeout=20)
-        assert ex.running() == []
+        ex.submit(TrialJob(spec))
+        assert ex.not_started() == 1  # the progress line's "(1 not started)"
+        got = {o.job.spec.trial_id: o for o in ex.wait(timeout=20)}
+        assert ex.running() == [] and ex.not_started() == 0
     assert got["never"].infrastructure_failure
     assert "ErrImagePull" in got["never"].result.reason
     assert standin.deletions == [(got["never"].worker, "Background")]
@@ -291,6 +300,25 @@ def test_a_missing_secret_fails_the_trial_in_a_minute_and_is_not_retried(tmp_pat
     assert f"missing in namespace {NAMESPACE}) needs fixing" in reason, reason
 
 
+def test_an_image_that_runs_as_root_is_said_with_the_setting_that_allows_it(tmp_path, standin):
+    standin.root_images.add("pytorch/pytorch:root")
+    exp = experiment(tmp_path, image="pytorch/pytorch:root", start_timeout="1s")
+    with KubernetesExecutor(exp, standin.api_client(), pod_check_interval=0.2) as ex:
+        got = submit_and_collect(ex, [TrialSpec(trial_id="t", config={}, epochs=1)], timeout=20)
+    reason = got["t"].result.reason
+    assert not got["t"].infrastructure_failure
+    assert "image will run as root" in reason and "run_as_non_root: false" in reason, reason
+    exp = experiment(tmp_path, image="pytorch/pytorch:root", run_as_non_root=False)
+    sample = exp.search_space().sample(0)
+    with KubernetesExecutor(exp, standin.api_client()) as ex:
+        got = submit_and_collect(ex, [TrialSpec(trial_id="t", config=sample, epochs=1)])
+    assert got["t"].result.status == "ok", got["t"].result.reason
+    assert (
+        "runAsNonRoot"
+        not in standin.created[-1]["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    )
+
+
 def test_a_job_deleted_from_outside_is_noticed_and_close_deletes_the_rest(tmp_path, standin):
     sample = experiment_from_dict(digits_config()).search_space().sample(3)
     ex = KubernetesExecutor(experiment(tmp_path), standin.api_client())
@@ -302,6 +330,7 @@ def test_a_job_deleted_from_outside_is_noticed_and_close_deletes_the_rest(tmp_pa
     while standin.running_processes() < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert standin.running_processes() == 2
+    assert ex.not_started() == 2  # not seen running yet: the pods are looked at every 10 s
     first, second = (job["metadata"]["name"] for job in standin.created)
 
     standin.delete_job(NAMESPACE, first, "Background")  # as `kubectl delete job` does
@@ -321,10 +350,19 @@ def test_cluster_mistakes_stop_with_the_fix(tmp_path, standin):
         KubernetesExecutor(experiment(tmp_path), standin.api_client(token="wrong"))
     work = experiment(tmp_path).work_path()
     assert not (work / "kubernetes").exists(), "a search that cannot start writes nothing"
-    ex = KubernetesExecutor(experiment(tmp_path, namespace="nowhere"), standin.api_client())
-    with pytest.raises(KubernetesError, match="namespace 'nowhere' not found"):
-        ex.submit(TrialJob(TrialSpec(trial_id="x", config={}, epochs=1)))
-    ex.close()
+    # found by a dry-run Job before anything is written (listing Jobs there answers [])
+    with pytest.raises(KubernetesError, match="namespace 'nowhere' not found .*dry run"):
+        KubernetesExecutor(experiment(tmp_path, namespace="nowhere"), standin.api_client())
+    # a manifest the cluster refuses: at the start too
+    with pytest.raises(KubernetesError, match="rejected creating a trial Job as a dry run .422"):
+        KubernetesExecutor(
+            experiment(tmp_path, tolerations=[{"key": "gpu", "operator": "Exists",
+                                               "tolerationSeconds": "soon"}]),
+            standin.api_client(),
+        )  # fmt: skip
+    assert not (work / "kubernetes").exists(), "a search that cannot start writes nothing"
+    KubernetesExecutor(experiment(tmp_path), standin.api_client()).close()
+    assert standin.created == [] and len(standin.dry_runs) == 1, "a dry run creates nothing"
     elsewhere = experiment(tmp_path, mount_path="/mnt/elsewhere")
     with pytest.raises(LeanfitError, match="work_dir: .* is not under"):
         KubernetesExecutor(elsewhere, standin.api_client())

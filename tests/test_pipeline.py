@@ -760,6 +760,7 @@ def test_run_logs_and_registers_on_a_server_that_goes_down_and_a_second_run_does
         second = run_cli("run", "digits.yaml", cwd=tmp_path, timeout=300, env=env)
         assert second.returncode == 0, second.stderr
         assert "up to date" in second.stdout
+        assert f"report       {report[0].split()[-1]}" in second.stdout  # the run it found
         _, versions_after, champion_after = registry(server.uri)
         assert versions_after == ["1"] and str(champion_after.version) == "1"
         assert _runs(client, "search") == searches_before

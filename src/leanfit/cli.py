@@ -608,6 +608,8 @@ def run(
             )
     if outcome.report is not None:
         console.print(f"report       {outcome.report}")
+    elif not outcome.ran and r:  # its page was written in a work folder since cleaned
+        console.print(f"report       in MLflow: run {outcome.run_id}, report/report.html")
     if outcome.log is not None:
         console.print(f"full log     {outcome.log}")
     console.print(f"browse       mlflow ui --backend-store-uri {uri}")
@@ -963,6 +965,9 @@ def progress_line(controller, width: int | None = None):
     running, front, left = (
         len(controller.executor.running()), len(controller.front()), controller.budget_left_text()
     )  # fmt: skip
+    waiting = controller.executor.not_started()  # (a cluster's pods waiting for a node)
+    if waiting:
+        running = f"{running} ({waiting} not started)"
     line = (
         f"trials {len(controller.trials)}  jobs finished {s.jobs_done}  running {running}  "
         f"failed {s.jobs_failed}  {stopped}best val acc {best_text}  Pareto {front}  "
@@ -971,7 +976,8 @@ def progress_line(controller, width: int | None = None):
     if width is not None and len(line) >= width:
         stopped = stopped.replace("curve-stopped", "curve").replace("from scratch", "scratch")
         line = (
-            f"trials {len(controller.trials)} jobs {s.jobs_done} run {running} "
+            f"trials {len(controller.trials)} jobs {s.jobs_done} "
+            f"run {str(running).replace(' not started', ' wait')} "
             f"failed {s.jobs_failed} {stopped.replace('  ', ' ')}best {best_text} "
             f"front {front} left {left}"
         )
@@ -1016,7 +1022,7 @@ def main() -> None:
 
     stopping.terminate_as_interrupt()  # `kill PID`, a pod's deletion: stopped as Ctrl-C stops it
     try:
-        code = app(standalone_mode=False)
+        code = app(args=read_arguments(sys.argv[1:]), standalone_mode=False)
     except LeanfitError as e:
         from rich.markup import escape
 
@@ -1064,6 +1070,30 @@ def main() -> None:
         exit_now(2)
     # click returns the exit code of `typer.Exit` instead of raising it when not standalone.
     exit_now(code if isinstance(code, int) else 0)
+
+
+def read_arguments(argv: list[str]) -> list[str]:
+    """The command line as leanfit reads it: an empty value refused (`-o ''` was the current
+    folder, as a Path), and a `~` that reached it quoted (`-o "~/reports"`) expanded as the shell
+    expands it, not made a folder named `~`."""
+    import os
+
+    read = []
+    for i, arg in enumerate(argv):
+        if arg == "":
+            option = argv[i - 1] if i and argv[i - 1].startswith("-") else None
+            raise LeanfitError(
+                f"{option}: the value is empty; give one, or leave the option out"
+                if option
+                else "an empty argument (''); give a value, or leave it out"
+            )
+        if arg.startswith("~"):
+            arg = os.path.expanduser(arg)
+        elif arg.startswith("--") and "=~" in arg:
+            option, _, value = arg.partition("=")
+            arg = f"{option}={os.path.expanduser(value)}"
+        read.append(arg)
+    return read
 
 
 def interrupted(message: str) -> NoReturn:

@@ -728,6 +728,10 @@ class KubernetesConfig(Strict):
     owner_reference: bool = Field(
         True, description="make the search pod (POD_NAME, POD_UID) the owner of its Jobs"
     )
+    run_as_non_root: bool = Field(
+        True, description="trial containers must not run as root, as Pod Security 'restricted' "
+        "asks (leanfit's images run as user 10001); false for an image whose user is root"
+    )  # fmt: skip
     start_timeout: float = Field(
         600.0, gt=0, description="seconds a container may fail to start (image pull, missing "
         "Secret) before its Job counts as an infrastructure failure; accepts 90s, 10m"

@@ -68,7 +68,12 @@ def run_locally(experiment: Experiment, force: bool = False, log=print) -> Pipel
             done = find_pipeline_runs(experiment, key=[key, *older], status="FINISHED")
             if done:
                 run = done[0]
-                return PipelineOutcome(False, run.info.run_id, dataset.digest, run_result(run))
+                result = run_result(run)
+                report = Path(result["report"]) if "report" in result else None
+                return PipelineOutcome(
+                    False, run.info.run_id, dataset.digest, result,
+                    report if report is not None and report.exists() else None,
+                )  # fmt: skip
         return _run_pipeline(experiment, key, dataset.digest, log)
 
 

@@ -69,6 +69,11 @@ class Executor(ABC):
     def running(self) -> list[TrialJob]:
         """Jobs started and not yet reported."""
 
+    def not_started(self) -> int:
+        """How many of the running jobs have not started yet (a pod waiting for a node or its
+        image); 0 where a job starts as it is submitted."""
+        return 0
+
     @abstractmethod
     def close(self) -> None:
         """Stop every worker; running jobs are abandoned (their checkpoints stay)."""

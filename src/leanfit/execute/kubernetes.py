@@ -54,7 +54,7 @@ from leanfit.config import Experiment
 from leanfit.errors import LeanfitError
 from leanfit.execute.base import Executor, JobOutcome, TrialJob
 from leanfit.train.trainer import TrainResult
-from leanfit.train.trial import read_result
+from leanfit.train.trial import TrialSpec, read_result
 
 log = logging.getLogger(__name__)
 
@@ -184,12 +184,13 @@ class KubernetesExecutor(Executor):
                 f"{self.api.configuration.host} ({e}); check the kubeconfig, or run the search "
                 "in the cluster"
             ) from None
-        # the files the Jobs read, written once the cluster is known to answer (a search that
-        # cannot start leaves nothing behind)
-        self.experiment_file = self._write_experiment()
-        self.plan_file = None
+        # the files the Jobs read, written once the cluster is known to take its Jobs (a search
+        # that cannot start leaves nothing behind)
+        self.experiment_file = self.folder / "experiment.yaml"
+        self.plan_file = None if plan_file is None else self.folder / "data-plan.json"
+        self._dry_run()
+        self._write_experiment()
         if plan_file is not None:
-            self.plan_file = self.folder / "data-plan.json"
             shutil.copyfile(plan_file, self.plan_file)
         self._watcher = threading.Thread(
             target=self._watch, args=(version,), name="leanfit-job-watch", daemon=True
@@ -207,7 +208,28 @@ class KubernetesExecutor(Executor):
                 f"specs or write results; set work_dir to a folder under {mount}"
             )
 
-    def _write_experiment(self) -> Path:
+    def _dry_run(self) -> None:
+        """Create a trial Job as a dry run (`dryRun=All`: admitted as a create is, not stored).
+
+        A namespace that does not exist (listing Jobs there answers an empty list), a service
+        account that may not create Jobs, a manifest the cluster refuses (a resource quantity, a
+        quota, a Pod Security policy) stop the search here, before its data loads and its run
+        opens; they stopped it at its first trial."""
+        from kubernetes.client.exceptions import ApiException
+
+        name = f"lf-{self.search_id}-dry-run"
+        probe = TrialJob(TrialSpec(trial_id="dry-run", config={}, epochs=1))
+        files = [self.folder / f"{name}.{what}.json" for what in ("spec", "result")]
+        manifest = self.job_manifest(probe, name, *files)
+        try:
+            self.batch.create_namespaced_job(self.namespace, manifest, dry_run="All")
+        except ApiException as e:
+            if e.status is not None and 400 <= e.status < 500 and e.status not in (409, 429):
+                problem = _api_problem(e, self.namespace, "creating a trial Job as a dry run")
+                raise KubernetesError(problem) from None
+            # (a server's passing trouble: the first trial meets it again, and is retried)
+
+    def _write_experiment(self) -> None:
         """The experiment as the Jobs read it: absolute paths, so it means the same in any pod."""
         import yaml
 
@@ -219,9 +241,7 @@ class KubernetesExecutor(Executor):
         if labels is not None:
             data["dataset"]["labels"] = str(labels)
         data["work_dir"] = str(self.experiment.work_path())
-        path = self.folder / "experiment.yaml"
-        _write_atomically(path, yaml.safe_dump(data, sort_keys=False))
-        return path
+        _write_atomically(self.experiment_file, yaml.safe_dump(data, sort_keys=False))
 
     # -- the Job --------------------------------------------------------------------------------
 
@@ -245,7 +265,17 @@ class KubernetesExecutor(Executor):
         ]  # fmt: skip
         if self.plan_file is not None:
             command += ["--data-plan", str(self.plan_file)]
-        container: dict[str, Any] = {"name": "trial", "image": k.image, "command": command}
+        container: dict[str, Any] = {
+            "name": "trial",
+            "image": k.image,
+            "command": command,
+            # what Pod Security 'restricted' asks of a container (the pod's seccomp below)
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+                **({"runAsNonRoot": True} if k.run_as_non_root else {}),
+            },
+        }
         if k.image_pull_policy:
             container["imagePullPolicy"] = k.image_pull_policy
         if self.env:
@@ -266,6 +296,7 @@ class KubernetesExecutor(Executor):
         pod: dict[str, Any] = {
             "restartPolicy": "Never",
             "automountServiceAccountToken": False,  # a trial never talks to the API server
+            "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
             "containers": [container],
         }
         node_selector = dict(k.node_selector)
@@ -311,6 +342,10 @@ class KubernetesExecutor(Executor):
 
     def running(self) -> list[TrialJob]:
         return [f.job for f in self._flights.values()] + [o.job for o in self._ready]
+
+    def not_started(self) -> int:
+        """Jobs whose container has not been seen running (as of the last look at the pods)."""
+        return sum(f.running_since is None for f in self._flights.values())
 
     def submit(self, job: TrialJob) -> None:
         from kubernetes.client.exceptions import ApiException
@@ -543,6 +578,12 @@ class KubernetesExecutor(Executor):
         why = f"the trial's container could not start ({reason}{': ' * bool(message)}{message})"
         if not setting:
             return _infrastructure(job, name, why)
+        if "runAsNonRoot" in message:
+            return _failed(
+                job, name, f"{why} after {limit:.0f} s; the image {self.settings.image} runs as "
+                "root: set executor.kubernetes.run_as_non_root: false, or give the image a "
+                "non-root USER (leanfit's images run as 10001)",
+            )  # fmt: skip
         # the same for every trial, and every retry: said, not retried
         return _failed(
             job, name, f"{why} after {limit:.0f} s; a setting of executor.kubernetes (its secret, "

@@ -208,6 +208,7 @@ def split_notices(dataset, plan) -> list[str]:
             f"{100 / val:.1f} points of validation accuracy, by which the search ranks models "
             f"and the final models are chosen; {fix}"
         )
+    notes += unmeasured_notices(dataset, plan)
     for role, idx in (("val", plan.splits.val), ("test", plan.splits.test)):
         if (folder := dataset.split_folder(role)) is None:
             continue
@@ -218,6 +219,35 @@ def split_notices(dataset, plan) -> list[str]:
                 f"note: {folder}/ has no images of {', '.join(absent)}; its accuracy says "
                 f"nothing of them (add a folder of each to {folder}/)"
             )
+    return notes
+
+
+def unmeasured_notices(dataset, plan) -> list[str]:
+    """Classes too small for the drawn validation or test split to get an image of them (a
+    class of one or two images is all in training): no figure of that split measures them."""
+    drawn = [
+        (name, set(dataset.labels[idx].tolist()))
+        for role, name, idx in (
+            ("val", "validation", plan.splits.val),
+            ("test", "test", plan.splits.test),
+        )  # fmt: skip
+        if len(idx) and dataset.split_folder(role) is None
+    ]
+    missing: dict[str, list[str]] = {}
+    for i, c in enumerate(dataset.classes):
+        if not_in := [name for name, present in drawn if i not in present]:
+            missing.setdefault(" or ".join(not_in), []).append(c)
+    notes = []
+    for splits, classes in missing.items():
+        counts = [int((dataset.labels == dataset.classes.index(c)).sum()) for c in classes]
+        shown = [f"{c!r} ({n} image{'s' * (n != 1)})" for c, n in zip(classes, counts, strict=True)]
+        more = f" and {len(classes) - 5} more" if len(classes) > 5 else ""
+        them = "them" if len(classes) > 1 else "it"
+        notes.append(
+            f"note: class{'es' * (len(classes) > 1)} {', '.join(shown[:5])}{more} got no "
+            f"{splits} image: too few to draw one, so no {splits} accuracy measures {them}; "
+            "add images"
+        )
     return notes
 
 
