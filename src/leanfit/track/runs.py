@@ -70,9 +70,13 @@ def ready_database(uri: str) -> None:
 
     from leanfit.lock import held_lock
 
-    # beside no user file: in the temporary folder, named after the database's absolute path
-    name = hashlib.sha256(os.path.abspath(database).encode()).hexdigest()[:16]
-    with held_lock(Path(tempfile.gettempdir()) / f"leanfit-mlflow-{name}.lock"):  # waits
+    # beside no user file: in the temporary folder, one of 16 by the database's absolute path
+    # (a file per database left thousands behind; two databases sharing one only take turns
+    # being created), and the user's own (another user's file cannot be opened to lock)
+    bucket = hashlib.sha256(os.path.abspath(database).encode()).hexdigest()[0]
+    user = os.getuid() if hasattr(os, "getuid") else "user"
+    lock = Path(tempfile.gettempdir()) / f"leanfit-{user}-mlflow-{bucket}.lock"
+    with held_lock(lock):  # waits
         try:
             MlflowClient(uri).search_experiments(max_results=1)  # opens the store: its tables
         except Exception as e:
