@@ -563,6 +563,10 @@ def test_ctrl_c_stops_the_search_cleanly_and_it_resumes(in_tmp, signum, code, sa
     search = client.search_runs([runs[0].info.experiment_id], "tags.`leanfit.kind` = 'search'")
     assert [s.info.status for s in search] == ["KILLED"]
     assert not [r for r in runs if r.data.tags.get(TAG_STATUS) == "failed"], "no crash recorded"
+    # the jobs it stopped are closed (they stayed RUNNING in MLflow until a --resume)
+    assert not [r for r in runs if r.info.status == "RUNNING"], "a job's run left RUNNING"
+    stopped = [r for r in runs if r.data.tags.get(TAG_STATUS) == "interrupted"]
+    assert all(r.info.status == "KILLED" for r in stopped)
     # interrupted: every trial's checkpoint is kept for the promotions after --resume
     with_results = {r.data.tags[TAG_TRIAL] for r in runs if r.data.tags.get(TAG_STATUS) == "ok"}
     kept = list(in_tmp.glob(f".leanfit/searches/{search[0].info.run_id}/checkpoints/*.pt"))
@@ -575,6 +579,9 @@ def test_ctrl_c_stops_the_search_cleanly_and_it_resumes(in_tmp, signum, code, sa
         return  # what --resume does next is the same as after Ctrl-C
     ok, _ = resume_and_count_finished(in_tmp)
     assert max(ok.values()) == 1 and len({t for t, _ in ok}) == 24
+    # ... and --resume ran each stopped job again (they were "running" before)
+    again = {(r.data.tags[TAG_TRIAL], r.data.tags[TAG_RUNG]) for r in stopped}
+    assert again <= set(ok), (again, ok)
 
 
 def test_a_second_controller_of_a_running_search_is_refused_naming_the_first(in_tmp):

@@ -895,11 +895,16 @@ class SearchController:
                 trial.failed = rec.reason or "failed"
                 self.stats.jobs_failed += 1
                 self.scheduler.record(trial.trial_id, rec.rung, None, trial.bracket)
-        queued = 0
+        queued: set[tuple[int, int]] = set()
         for rec in records:
-            if rec.status in ("running", "infrastructure") and not _retried(rec, records):
+            # a job the search was running when it was stopped (its run still RUNNING after a
+            # kill, closed as interrupted after Ctrl-C or by the resume before), or whose
+            # infrastructure failed: run again, once, unless a later attempt of it exists
+            again = ("running", "infrastructure", "interrupted")
+            if rec.status in again and not _retried(rec, records):
                 trial = self.trials[rec.trial_id]
-                if rec.rung in trial.results or trial.failed:
+                done = rec.rung in trial.results or trial.failed
+                if done or (trial.trial_id, rec.rung) in queued:
                     continue
                 attempt = rec.attempt + (rec.status == "infrastructure")
                 if attempt > self.retries:
@@ -909,8 +914,8 @@ class SearchController:
                 job = self._job(trial, self._rung(rec.rung), rec.resume_from, attempt)
                 self.scheduler.mark_started(trial.trial_id, rec.rung, trial.bracket)
                 self._pending.append(job)
-                queued += 1
-        return queued
+                queued.add((trial.trial_id, rec.rung))
+        return len(queued)
 
     def refs_of(self, jobs: list[TrialJob]) -> list[str]:
         """The events' handles (MLflow run ids) of running jobs."""

@@ -726,6 +726,10 @@ def _search(
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
+        # the jobs it stopped: closed as interrupted (they stayed RUNNING in MLflow until a
+        # --resume, which runs them again from their checkpoints, as it runs these)
+        with contextlib.suppress(Exception):
+            log.mark_interrupted(controller.refs_of(executor.running()))
         raise
     finally:
         # at the latest step the live figures used (jobs finished): MLflow shows a metric's
