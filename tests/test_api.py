@@ -163,6 +163,28 @@ def test_in_process_objective_records_crashes_and_nan_as_failed_trials(in_tmp):
 STARTS: list[tuple[int, int, int]] = []
 
 
+def chatty(trial):
+    """Prints as a user's objective does, and warns as a library does."""
+    import warnings
+
+    while trial.running:
+        print(f"chatty trial {trial.number} epoch {trial.epoch}")
+        trial.report(0.5 + 0.04 * trial.epoch)
+    warnings.warn(f"chatty trial {trial.number} ended", stacklevel=1)
+    return None
+
+
+def test_what_an_objective_prints_in_a_worker_is_written_by_the_search(in_tmp, capsys):
+    """A worker's prints go to the search's own stdout and stderr, where its live progress line
+    writes them above itself; written by the worker to the terminal, they were written over
+    it. (capsys sees only what this process writes, not the workers' file descriptors.)"""
+    experiment(in_tmp, trials=3)
+    leanfit.optimize(chatty, "e.yaml", workers=2, trials=3, progress=False)
+    out, err = capsys.readouterr()
+    assert {f"chatty trial {n} epoch 0" for n in range(3)} <= set(out.splitlines()), out
+    assert "UserWarning: chatty trial 0 ended" in err, err
+
+
 def stateless(trial):
     """Keeps nothing: a promotion can only train again from the start."""
     STARTS.append((trial.number, trial.rung, trial.epoch))
@@ -417,6 +439,9 @@ def test_a_module_run_with_dash_m_is_imported_by_its_name_in_the_workers(tmp_pat
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["4", "0", "None"]
+    # a new tracking database, made without MLflow's INFO lines (it configures its loggers
+    # when first imported, which undid leanfit's quieting of them)
+    assert "INFO mlflow" not in done.stderr and "Creating initial" not in done.stderr, done.stderr
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (search,) = client.search_runs(
         [client.get_experiment_by_name("leanfit-digits").experiment_id],

@@ -95,6 +95,8 @@ def quiet_mlflow_setup():
     either; the loggers' levels are put back after."""
     import logging
 
+    import mlflow  # noqa: F401 - first: its import configures its loggers, levels included
+
     loggers = [logging.getLogger(name) for name in ("mlflow.store.db.utils", "alembic")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:

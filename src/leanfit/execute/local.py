@@ -16,6 +16,7 @@ as a spawned process would. Where there is no fork server (not POSIX), workers a
 from __future__ import annotations
 
 import contextlib
+import io
 import multiprocessing as mp
 import os
 import signal
@@ -23,8 +24,10 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
+from typing import Any
 
 from leanfit.errors import failure_reason
 from leanfit.execute.base import Executor, JobOutcome, RunnerSpec, TrialJob
@@ -48,12 +51,22 @@ def worker_main(conn: Connection, runner_spec: RunnerSpec, environ: dict[str, st
     # would read as a crash, nor print its traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    lock = threading.Lock()  # the runner's threads may print while this one sends a result
+
+    def send(message) -> None:
+        with lock:
+            conn.send(message)
+
+    sys.stdout = _Relayed(send, "stdout", sys.stdout)
+    sys.stderr = _Relayed(send, "stderr", sys.stderr)
     try:
         runner = runner_spec.build()
     except BaseException:  # noqa: BLE001 - reported to the controller, which stops the search
-        conn.send(("fatal", traceback.format_exc()))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        send(("fatal", traceback.format_exc()))
         return
-    conn.send(("ready", time.monotonic()))  # the system's monotonic clock, as the controller's
+    send(("ready", time.monotonic()))  # the system's monotonic clock, as the controller's
     while True:
         try:
             message = conn.recv()
@@ -64,8 +77,8 @@ def worker_main(conn: Connection, runner_spec: RunnerSpec, environ: dict[str, st
         if message is None:
             # Exit at once: the interpreter's teardown (torch, its thread pools) takes about a
             # second, which the search would wait for. Results and checkpoints are already out.
-            sys.stdout.flush()
-            sys.stderr.flush()
+            sys.__stdout__.flush()
+            sys.__stderr__.flush()
             os._exit(0)
         spec = TrialSpec.model_validate(message)
         try:
@@ -73,13 +86,67 @@ def worker_main(conn: Connection, runner_spec: RunnerSpec, environ: dict[str, st
         except Exception as e:  # noqa: BLE001 - a bug in one trial fails that trial only
             reason = failure_reason(e, traceback.format_exc(limit=6))
             result = TrainResult(status="failed", reason=reason)
+        sys.stdout.flush()  # what it printed comes before its result
+        sys.stderr.flush()
         try:
-            conn.send(("result", result))
+            send(("result", result))
         except (BrokenPipeError, ConnectionResetError):
             # the controller is gone (killed): no one to tell, and its terminal is no place for
             # a worker's traceback; the result's checkpoint is written, and a resumed search
             # runs the job again from the one before
             return
+
+
+class _Relayed(io.TextIOBase):
+    """A worker's `sys.stdout` or `sys.stderr`: what a trial prints (a user's objective, a
+    library's warning) goes to the controller, which writes it to its own, above its live
+    progress line; written to the terminal from the worker, it was written over that line.
+    Output below Python (a C library writing to its file descriptor) still goes straight out."""
+
+    def __init__(self, send: Callable[[Any], None], name: str, original) -> None:
+        self._send, self._name, self._original = send, name, original
+        self._pending = ""  # sent by whole lines, so two workers' lines do not mix
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        if "\n" in self._pending:
+            whole, _, self._pending = self._pending.rpartition("\n")
+            self._out(whole + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            text, self._pending = self._pending, ""
+            self._out(text)
+
+    def _out(self, text: str) -> None:
+        try:
+            self._send(("output", (self._name, text)))
+        except (OSError, ValueError):  # the controller is gone: as before
+            self._original.write(text)
+
+    def fileno(self) -> int:
+        return self._original.fileno()
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self._original, "encoding", None) or "utf-8"
+
+
+def _write_output(payload: tuple[str, str]) -> None:
+    """A worker's output, written by the controller (see `_Relayed`)."""
+    name, text = payload
+    stream = sys.stderr if name == "stderr" else sys.stdout
+    with contextlib.suppress(OSError, ValueError):
+        stream.write(text)
+        if text.endswith("\n"):
+            stream.flush()
 
 
 @dataclass
@@ -194,10 +261,15 @@ class LocalExecutor(Executor):
             # The worker is gone. One that could not start left its reason in the pipe: every
             # trial would fail alike, so the search stops with it. Otherwise `wait` finds the
             # process dead and fails this job as an infrastructure failure (retried).
-            if worker.conn.poll():
-                with contextlib.suppress(EOFError, OSError):
-                    kind, payload = worker.conn.recv()
-                    if kind == "fatal":
+            with contextlib.suppress(OSError):
+                while worker.conn.poll():
+                    try:
+                        kind, payload = worker.conn.recv()
+                    except EOFError:
+                        break
+                    if kind == "output":  # what it printed before it failed
+                        _write_output(payload)
+                    elif kind == "fatal":
                         self.close()
                         raise WorkerStartError(
                             f"a trial worker could not start:\n{payload}"
@@ -229,6 +301,9 @@ class LocalExecutor(Executor):
                 kind, payload = worker.conn.recv()
             except (EOFError, OSError):
                 kind, payload = "died", None
+            if kind == "output":
+                _write_output(payload)
+                return []
             if kind == "ready":
                 worker.ready = True
                 self.ready_at.setdefault(name, float(payload))
