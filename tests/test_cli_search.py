@@ -61,6 +61,18 @@ def start_search(folder, seconds_per_epoch: str) -> subprocess.Popen:
     )  # fmt: skip
 
 
+def tables_made(db) -> int:
+    """How many tables a database has so far (0 where it has none, or is not there yet)."""
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            query = "select count(*) from sqlite_master where type = 'table'"
+            return con.execute(query).fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
 def job_counts(db) -> tuple[int, int]:
     """Finished jobs and running ones, read with plain SQL: an MLflow client here would race
     the search's own first-time database migration."""
@@ -582,6 +594,40 @@ def test_ctrl_c_stops_the_search_cleanly_and_it_resumes(in_tmp, signum, code, sa
     # ... and --resume ran each stopped job again (they were "running" before)
     again = {(r.data.tags[TAG_TRIAL], r.data.tags[TAG_RUNG]) for r in stopped}
     assert again <= set(ok), (again, ok)
+
+
+def test_ctrl_c_while_the_tracking_database_is_made_waits_for_its_tables(in_tmp):
+    """Ctrl-C while MLflow makes a new database's tables (3-8 s) left it half-made: every later
+    command on it ended in a traceback (`table entity_associations already exists`). The
+    interrupt now waits for the tables; a database left half-made (by an older version, a
+    crash) is said, with the fix."""
+    experiment(in_tmp, trials=20)
+    proc = start_search(in_tmp, "0.1")
+    deadline = time.monotonic() + 120
+    while not tables_made(in_tmp / "mlflow.db") and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGINT)  # as its tables are being made
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    again = run_cli("search", "e.yaml", "--synthetic", "0", "--trials", "3", cwd=in_tmp)
+    assert again.returncode == 0, again.stderr
+    # a database whose making stopped halfway, as the old version left it: MLflow would go on
+    # from an earlier revision and meet the tables it had already made
+    shutil.copy(in_tmp / "mlflow.db", in_tmp / "half.db")
+    with sqlite3.connect(in_tmp / "half.db") as con:
+        con.execute("update alembic_version set version_num = '867495a8f9d4'")
+        con.execute("drop table entity_associations")  # (made by a later revision)
+        con.execute("delete from tags")
+        con.execute("delete from metrics")
+        con.execute("delete from latest_metrics")
+        con.execute("delete from params")
+        con.execute("delete from runs")
+    half = run_cli("search", "e.yaml", "--synthetic", "0", cwd=in_tmp,
+                   env={"MLFLOW_TRACKING_URI": "sqlite:///half.db"})  # fmt: skip
+    assert half.returncode == 2 and "Traceback" not in half.stderr, half.stderr
+    said = " ".join(half.stderr.split())
+    assert "the sqlite database half.db (sqlite:///half.db) was left half-made" in said, said
+    assert "it holds no run: delete it (rm half.db) and run again" in said, said
 
 
 def test_a_second_controller_of_a_running_search_is_refused_naming_the_first(in_tmp):

@@ -120,3 +120,39 @@ def test_processes_opening_a_new_tracking_database_together_all_get_it(tmp_path)
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err[-3000:]
+
+
+def test_an_interrupt_while_a_new_tracking_database_is_made_waits_for_its_tables(
+    tmp_path, monkeypatch
+):
+    """MLflow makes a new database's tables migration by migration (3-8 s); an interrupt in the
+    middle of one left a database no later command could open. It now acts once they are
+    made: the interrupt lands mid-way here, and still the tables are all made first."""
+    import os
+    import signal
+    import time
+
+    import pytest
+
+    from leanfit.track import runs
+
+    made = []
+    real = MlflowClient.search_experiments
+
+    def interrupted_midway(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)  # where the interrupt would have landed
+        made.append(real(self, *args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(MlflowClient, "search_experiments", interrupted_midway)
+    # as in a terminal (pytest-xdist's workers ignore SIGINT)
+    monkeypatch.setattr(runs, "_READY", set())
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            runs.ready_database(f"sqlite:///{tmp_path / 'new.db'}")
+        assert made, "the interrupt acted before the tables were made"
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "put back"
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -6,6 +6,7 @@ trials can be logged from one process and nothing depends on hidden state.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import warnings
@@ -68,6 +69,7 @@ def ready_database(uri: str) -> None:
         return
     from mlflow import MlflowClient
 
+    from leanfit import stopping
     from leanfit.lock import held_lock
 
     # beside no user file: in the temporary folder, one of 16 by the database's absolute path
@@ -76,11 +78,15 @@ def ready_database(uri: str) -> None:
     bucket = hashlib.sha256(os.path.abspath(database).encode()).hexdigest()[0]
     user = os.getuid() if hasattr(os, "getuid") else "user"
     lock = Path(tempfile.gettempdir()) / f"leanfit-{user}-mlflow-{bucket}.lock"
-    with held_lock(lock):  # waits
+    with held_lock(lock), stopping.held_off():  # waits; a Ctrl-C waits for the tables
         try:
             MlflowClient(uri).search_experiments(max_results=1)  # opens the store: its tables
         except Exception as e:
             said = _sqlite_failure(e)
+            if said is None and "already exists" in str(e):
+                from leanfit.errors import LeanfitError
+
+                raise LeanfitError(half_made(database, uri)) from None
             if said is None:
                 raise
             from leanfit.errors import LeanfitError
@@ -95,6 +101,30 @@ def ready_database(uri: str) -> None:
                 f"{fix} ({WHERE_URI})"
             ) from None
     _READY.add(uri)
+
+
+def half_made(database: str, uri: str) -> str:
+    """What to say of a database whose tables MLflow stopped making (a version of leanfit that
+    let Ctrl-C in then, or a crash): MLflow cannot finish them. One that holds no run yet is
+    safe to delete."""
+    import sqlite3
+
+    runs = None
+    read_only = f"file:{database}?mode=ro"
+    with (
+        contextlib.suppress(sqlite3.Error),
+        contextlib.closing(sqlite3.connect(read_only, uri=True)) as con,
+    ):
+        (runs,) = con.execute("select count(*) from runs").fetchone()
+    if runs == 0:
+        fix = f"it holds no run: delete it (rm {database}) and run again"
+    else:
+        fix = "move it aside and run again with a new one, or name another (" + WHERE_URI + ")"
+    return (
+        f"tracking: the sqlite database {database} ({uri}) was left half-made (its tables' "
+        f"creation was cut short, as by a Ctrl-C or a crash while it was new), and MLflow cannot "
+        f"finish it; {fix}"
+    )
 
 
 # What SQLite says when its file cannot be opened or is not one of its databases
