@@ -366,6 +366,9 @@ def test_the_champion_is_not_judged_on_test_images_it_trained_on(tmp_path):
     assert second.promoted, second.reason
     assert "test accuracy 1.0000 against 0.0000" in second.reason
     assert "on the same 4 test images (8 of the test split left out" in second.reason
+    assert "on 4 images one is 25 points of accuracy, a weak ground for this decision" in (
+        second.reason
+    )
     _, unkept = decide("before", keep_seen=False)
     assert not unkept.promoted and "0.5000, the champion (version 1) has 0.6667" in unkept.reason
 
@@ -387,3 +390,89 @@ def test_predicts_score_finds_the_class_folder_above_sub_folders_and_in_either_u
     assert (score.files, score.correct) == (3, 2)
     assert score.by_class == {"café": (1, 1), "chat noir": (1, 2)}
     assert score.confused == [("chat noir", "café", 1)]
+
+
+def test_the_champion_is_read_by_class_name_when_the_classes_changed(tmp_path):
+    """A class added, removed or renamed since the champion trained moves the other classes'
+    positions. Read by position, a champion that was always right scored 0 and any challenger
+    won (seen in QA: 1.0000 against 0.0000 after a class folder was removed, and again after
+    one was renamed). It is read by its card's class names; a class it does not know counts as
+    its errors, and the decision says the classes differ."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = experiment_from_dict(digits_config(tracking={"uri": uri}), tmp_path)
+    images, labels = data()
+
+    def register(dataset, model, trial, test_images, test_labels):
+        registry = Registry(experiment, dataset)
+        parent = registry.client.create_run(registry.logger.experiment_id).info.run_id
+        s = summary(trial, accuracy(model, test_images, test_labels), 100)
+        logged = registry.log_model(s, model, parent, test_images[:2])
+        return registry.register(logged, s, model, test_images, test_labels)
+
+    first = register(LoadedDataset(images, labels, ["dark", "bright"], "a" * 64, "t"),
+                     Brightness(1.0), 1, images, labels)  # fmt: skip
+    assert first.promoted
+    # the same images, the classes now in the other order (a class renamed, or one added
+    # before them): the champion is still right on every image, as is this challenger
+    swapped = LoadedDataset(images, 1 - labels, ["bright", "dark"], "b" * 64, "t")
+    again = register(swapped, Brightness(-1.0), 2, images, 1 - labels)
+    assert not again.promoted, again.reason
+    assert "test accuracy 1.0000, the champion (version 1) has 1.0000" in again.reason
+    assert "version 1 was trained on other classes (the same classes in another order" in (
+        again.reason
+    )
+    # a class it never saw: its images are the champion's errors, and the challenger's right
+    grey = torch.full((10, 1, 4, 4), 128, dtype=torch.uint8)
+    more_images = torch.cat([images, grey])
+    more_labels = torch.cat([labels, torch.full((10,), 2)])
+    three = LoadedDataset(more_images, more_labels, ["dark", "bright", "grey"], "c" * 64, "t")
+    knows_grey = ThreeShades()
+    added = register(three, knows_grey, 3, more_images, more_labels)
+    assert added.promoted, added.reason
+    assert "test accuracy 1.0000 against 0.8000 for version 1" in added.reason, added.reason
+    assert "('grey' new to it, counted as its errors)" in added.reason, added.reason
+
+
+class ThreeShades(nn.Module):
+    """dark, bright or grey, by the mean brightness."""
+
+    def __init__(self):
+        super().__init__()
+        self.centres = nn.Parameter(torch.tensor([30.0, 220.0, 128.0]) / 255.0)
+
+    def forward(self, x):
+        return -(x.mean(dim=(1, 2, 3)).unsqueeze(1) - self.centres).abs()
+
+
+def test_a_version_a_killed_run_registered_is_compared_by_the_next_run(tmp_path):
+    """A `kill -9` after the new version was registered (challenger) and before it was compared
+    with the champion: the next run on the same data finds the same weights registered, and
+    used to say "nothing new to register", so the champion stayed, one that cannot see a class
+    the data has now. It is compared instead."""
+    from leanfit.track.registry import weights_digest
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = experiment_from_dict(digits_config(tracking={"uri": uri}), tmp_path)
+    images, labels = data()
+    registry = Registry(
+        experiment, LoadedDataset(images, labels, ["dark", "bright"], "a" * 64, "t")
+    )
+    parent = registry.client.create_run(registry.logger.experiment_id).info.run_id
+
+    def logged_model(model, trial):
+        s = summary(trial, accuracy(model, images, labels), 100)
+        return registry.log_model(s, model, parent, images[:2]), s
+
+    wrong, right = Brightness(-1.0), Brightness(1.0)
+    assert registry.register(*logged_model(wrong, 1)[:1], logged_model(wrong, 1)[1], wrong,
+                             images, labels).promoted  # fmt: skip
+    logged, s = logged_model(right, 2)
+    killed = registry._register_new(logged, s, weights_digest(right), None)  # then killed
+    decision = registry.register(logged, s, right, images, labels)
+    assert decision.promoted and str(decision.version) == killed, decision
+    assert (
+        "(the same weights as registered by an earlier run on this data) is the new champion"
+        in (decision.reason)
+    )
+    versions = registry.client.search_model_versions("name='leanfit-digits'")
+    assert sorted(int(v.version) for v in versions) == [1, 2], "registered once"

@@ -24,6 +24,8 @@ from leanfit.errors import LeanfitError
 from leanfit.models.deploy import accuracy
 from leanfit.track.runs import TrialLogger, dataset_input, missing_sqlite_database, param_value
 
+# Fewer test images than this to compare the champion and the challenger on: said, with the fix
+FEW_TEST_IMAGES = 30
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 # Beside each registered version, in its run: a key of every image it trained or was chosen on
@@ -193,47 +195,34 @@ class Registry:
         validation splits), kept as keys beside it. The data's splits are drawn again when it
         changes, so some of this run's test images may be ones the champion trained on: those
         are left out of the comparison (both models are scored on the rest)."""
-        import mlflow
-
         weights = weights_digest(classifier)
         champion = self.champion()
+        crowned = str(champion.version) if champion is not None else None
+        again = ""  # said where the chosen model is a version already registered on this data
         if (earlier := self._same_model(weights, summary)) is not None:
             # the same model again (a run whose final training was kept from an earlier one:
-            # a budget changed, --force): it was registered as another version of the same
-            # weights, made the challenger (of itself, where it was the champion)
-            crowned = str(champion.version) if champion is not None else None
-            if crowned != str(earlier.version):
-                self.client.set_registered_model_alias(self.name, CHALLENGER, earlier.version)
-            held = "the champion" if crowned == str(earlier.version) else "challenger"
-            return Decision(
-                self.name, str(earlier.version), crowned or str(earlier.version), False,
-                f"{self.name}: the model chosen is version {earlier.version} ({held}; the same "
-                "weights, trained by an earlier run on this data): nothing new to register",
-            )  # fmt: skip
-        version = mlflow.register_model(logged.model_uri, self.name).version
-        if seen_images is not None:
-            import numpy as np
-
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / Path(SEEN_ARTIFACT).name
-                np.save(path, image_keys(seen_images))
-                self.client.log_artifact(logged.run_id, str(path), str(Path(SEEN_ARTIFACT).parent))
+            # a budget changed, --force, a run killed after it registered): it was registered
+            # as another version of the same weights, made the challenger of itself
+            version = str(earlier.version)
+            if crowned == version:
+                return Decision(
+                    self.name, version, version, False,
+                    f"{self.name}: the model chosen is version {version} (the champion; the "
+                    "same weights, trained by an earlier run on this data): nothing new to "
+                    "register",
+                )  # fmt: skip
+            self.client.set_registered_model_alias(self.name, CHALLENGER, version)
+            # ... compared with the champion all the same: the run that registered it may
+            # have been killed before it did, which left a champion that cannot see this data
+            again = " (the same weights as registered by an earlier run on this data)"
+        else:
+            version = self._register_new(logged, summary, weights, seen_images)
         digest = self.dataset.digest
-        for key, value in {
-            "leanfit.dataset_digest": digest,
-            "leanfit.test_accuracy": f"{summary['test_accuracy']:.6f}",
-            "leanfit.params": str(summary["params"]),
-            "leanfit.trial_id": str(summary["trial"]),
-            "leanfit.config": json.dumps(summary["config"], sort_keys=True)[:5000],
-            TAG_WEIGHTS: weights,
-        }.items():
-            self.client.set_model_version_tag(self.name, version, key, value)
-        self.client.set_registered_model_alias(self.name, CHALLENGER, version)
         new_acc = float(summary["test_accuracy"])
         if champion is None:
             return self._crown(
                 version,
-                f"{self.name} version {version} is the first model: champion "
+                f"{self.name} version {version}{again} is the first model: champion "
                 f"(test accuracy {new_acc:.4f}, {summary['params']:,} parameters)",
             )
         same = "on the same test data"
@@ -253,7 +242,18 @@ class Registry:
                 )
             elif left_out:  # (every test image: nothing left to compare on fairly)
                 same += f" (version {champion.version} trained or was chosen on all of it)"
-        old_acc, problem = self.evaluate_version(champion.version, test_images, test_labels)
+        old_acc, problem, classes = self.evaluate_version(
+            champion.version, test_images, test_labels
+        )
+        if classes is not None:
+            same += f"; {classes}"
+        if len(test_labels) < FEW_TEST_IMAGES:
+            same += (
+                f"; on {len(test_labels)} image{'s' * (len(test_labels) != 1)} one is "
+                f"{100 / max(1, len(test_labels)):.0f} points of accuracy, a weak ground for "
+                "this decision: more test images (dataset.test_fraction, a test/ folder) make "
+                "it firmer"
+            )
         self.client.set_model_version_tag(
             self.name, champion.version, f"leanfit.test_accuracy.{digest[:12]}", f"{old_acc:.6f}"
         )
@@ -262,23 +262,55 @@ class Registry:
         if within and problem is not None:
             return self._crown(
                 version,
-                f"{self.name} version {version} is the new champion: the champion (version "
+                f"{self.name} version {version}{again} is the new champion: the champion (version "
                 f"{champion.version}) cannot classify this data ({problem})",
                 old_acc,
             )
         if within and new_acc > old_acc:
             return self._crown(
                 version,
-                f"{self.name} version {version} is the new champion: test accuracy {new_acc:.4f} "
+                f"{self.name} version {version}{again} is the new champion: test accuracy "
+                f"{new_acc:.4f} "
                 f"against {old_acc:.4f} for version {champion.version} {same}",
                 old_acc,
             )
         return Decision(
-            self.name, version, champion.version, False,
-            f"{self.name} version {version} stays challenger: test accuracy {new_acc:.4f}, the "
-            f"champion (version {champion.version}) has {old_acc:.4f} {same}",
+            self.name, version, str(champion.version), False,
+            f"{self.name} version {version}{again} stays challenger: test accuracy "
+            f"{new_acc:.4f}, the champion (version {champion.version}) has {old_acc:.4f} {same}",
             old_acc,
         )  # fmt: skip
+
+    def _register_new(
+        self,
+        logged: LoggedModel,
+        summary: Mapping[str, Any],
+        weights: str,
+        seen_images: torch.Tensor | None,
+    ) -> str:
+        """A new version of the logged model, with its tags and the keys of the images it saw;
+        made the challenger."""
+        import mlflow
+
+        version = str(mlflow.register_model(logged.model_uri, self.name).version)
+        if seen_images is not None:
+            import numpy as np
+
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / Path(SEEN_ARTIFACT).name
+                np.save(path, image_keys(seen_images))
+                self.client.log_artifact(logged.run_id, str(path), str(Path(SEEN_ARTIFACT).parent))
+        for key, value in {
+            "leanfit.dataset_digest": self.dataset.digest,
+            "leanfit.test_accuracy": f"{summary['test_accuracy']:.6f}",
+            "leanfit.params": str(summary["params"]),
+            "leanfit.trial_id": str(summary["trial"]),
+            "leanfit.config": json.dumps(summary["config"], sort_keys=True)[:5000],
+            TAG_WEIGHTS: weights,
+        }.items():
+            self.client.set_model_version_tag(self.name, version, key, value)
+        self.client.set_registered_model_alias(self.name, CHALLENGER, version)
+        return version
 
     def _seen_by(self, version):
         """The image keys a registered version's run kept (`SEEN_ARTIFACT`), or None for a
@@ -328,16 +360,75 @@ class Registry:
 
     def evaluate_version(
         self, version: str, test_images: torch.Tensor, test_labels: torch.Tensor
-    ) -> tuple[float, str | None]:
+    ) -> tuple[float, str | None, str | None]:
         """A registered version's accuracy on these test images, or 0 and why it cannot take
-        them (trained on another image size or channel count)."""
+        them (trained on another image size or channel count); and a note where it was trained
+        on other classes.
+
+        Its answers are read by class name (its card's classes), not by position: a class
+        added, removed or renamed since it was trained moves the others' positions, and read
+        by position a champion that was right nearly always scored 0, so any challenger won.
+        A class of this data it does not know counts as its errors; one it knows that the data
+        no longer has is an error whenever it answers it."""
         import mlflow
 
-        model = mlflow.pytorch.load_model(f"models:/{self.name}/{version}", map_location="cpu")
+        from leanfit.models.deploy import predicted_classes
+
+        uri = f"models:/{self.name}/{version}"
+        model = mlflow.pytorch.load_model(uri, map_location="cpu")
         try:
-            return accuracy(model, test_images, test_labels), None
+            predicted = predicted_classes(model, test_images)
         except RuntimeError as e:
-            return 0.0, str(e).splitlines()[0][:200]
+            return 0.0, str(e).splitlines()[0][:200], None
+        ours, theirs = list(self.dataset.classes), _card_classes(uri)
+        note = None
+        answers = int(predicted.max()) + 1 if len(predicted) else 0
+        if theirs is not None and theirs != ours and answers <= len(theirs):
+            position = {_nfc(c): j for j, c in enumerate(ours)}
+            as_ours = torch.tensor([position.get(_nfc(c), -1) for c in theirs])
+            predicted = as_ours[predicted]
+            note = classes_note(version, theirs, ours)
+        correct = int((predicted == test_labels).sum())
+        return correct / max(1, len(test_labels)), None, note
+
+
+def _nfc(name: str) -> str:  # (a folder made on a Mac, or unzipped from its zip: "cafe\u0301")
+    import unicodedata
+
+    return unicodedata.normalize("NFC", name)
+
+
+def _card_classes(uri: str) -> list[str] | None:
+    """A registered model's classes in its output order, from its card; None for a model
+    logged without one (read by position, as before)."""
+    from leanfit.models.predict import read_card
+
+    try:
+        card = read_card(uri)
+    except LeanfitError:
+        return None
+    return list(card.classes) if card.from_card else None
+
+
+def classes_note(version: str, theirs: list[str], ours: list[str]) -> str:
+    """What a comparison says of a version trained on other classes than the data's."""
+    known = {_nfc(c) for c in theirs}
+    have = {_nfc(c) for c in ours}
+    new = [c for c in ours if _nfc(c) not in known]
+    gone = [c for c in theirs if _nfc(c) not in have]
+    parts = []
+    if new:
+        parts.append(f"{_listed(new)} new to it, counted as its errors")
+    if gone:
+        parts.append(f"{_listed(gone)} no longer in the data, wrong whenever it answers so")
+    if not parts:
+        parts.append("the same classes in another order, read by name")
+    return f"version {version} was trained on other classes ({'; '.join(parts)})"
+
+
+def _listed(names: list[str], shown: int = 5) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(repr(n) for n in names[:shown]) + more
 
 
 def promote(tracking_uri: str, name: str, version: str) -> str:
