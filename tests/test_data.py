@@ -13,7 +13,7 @@ import torch
 from leanfit.config import experiment_from_dict
 from leanfit.data import fingerprint
 from leanfit.data.augment import BatchAugment, random_crop, random_flip
-from leanfit.data.sources import load_dataset
+from leanfit.data.sources import load_dataset, skipped_files
 from leanfit.data.splits import make_splits, stratified_subset
 from leanfit.errors import DatasetError
 from tests.support import write_image_folder
@@ -94,6 +94,25 @@ def test_digest_is_stable_and_follows_content(tmp_path):
     assert fingerprint.fingerprint_folder(root, cache) != d1
     (root / "a" / "img000.png").unlink()
     assert fingerprint.fingerprint_folder(root, cache) != d1
+
+
+def test_files_beside_the_class_folders_are_listed_and_are_not_the_data(tmp_path):
+    """A README beside the class folders is no image of any class: said as a file not used, and
+    left out of the digest, as a file the labels CSV does not name is (each edit of it ran the
+    whole pipeline again, with nothing said)."""
+    root = write_image_folder(tmp_path / "imgs", {"a": 3, "b": 3})
+    exp = folder_experiment(root, tmp_path)
+    plain = load_dataset(exp).digest
+    (root / "README.txt").write_text("collected in May")
+    (root / ".DS_Store").write_bytes(b"\x00")  # (left out, and not said, as everywhere)
+    with_readme = load_dataset(exp)
+    assert with_readme.digest == plain
+    assert with_readme.skipped == [("README.txt", "at the top of the folder, in no class folder")]
+    assert skipped_files(with_readme.skipped) == "1 file(s)"
+    (root / "README.txt").write_text("collected in May and June")
+    assert load_dataset(exp).digest == plain
+    (root / "b" / "img000.png").unlink()  # the data itself: a new digest
+    assert load_dataset(exp).digest != plain
 
 
 def test_manifest_is_sorted_relative_paths(tmp_path):

@@ -125,6 +125,22 @@ def test_watch_runs_once_per_digest_warm_started_and_skips_bad_files(tmp_path):
     assert len(mlflow_runs(tmp_path, "pipeline")) == 2
     assert pipeline_1.info.run_id in {p.info.run_id for p in pipelines}
 
+    # the change rolled back: the data is what the first run saw. The champion was chosen on
+    # other data since, so it is judged again on this data, reusing that run's search and final
+    # training; then the watcher rests (it said "dataset changed" at every check for good)
+    for added in [*(tmp_path / "images").rglob("new-*"), *(tmp_path / "images").rglob("*.txt")]:
+        added.unlink()
+    (tmp_path / "images" / "square" / "broken.png").unlink()
+    (tmp_path / "images" / "triangle").rmdir()
+    back = run_cli("watch", "shapes.yaml", "--once", cwd=tmp_path, timeout=600)
+    assert back.returncode == 0, back.stdout + back.stderr
+    said = " ".join(back.stdout.split())
+    assert f"the data is back to what pipeline run {pipeline_1.info.run_id} ran on" in said, said
+    assert len(mlflow_runs(tmp_path, "search")) == 2, "its search was reused, not run again"
+    assert "champion" in said
+    rest = run_cli("watch", "shapes.yaml", "--once", cwd=tmp_path, timeout=300)
+    assert rest.returncode == 0 and "nothing to do" in rest.stdout, rest.stdout + rest.stderr
+
 
 def test_watch_refuses_bad_options_before_doing_anything(tmp_path):
     write_image_folder(tmp_path / "images", CLASSES, seed=0)

@@ -66,7 +66,8 @@ def run_locally(experiment: Experiment, force: bool = False, log=print) -> Pipel
             log(f"  pipeline run {run_id} had ended without saying so (killed): marked KILLED")
         if not force:
             done = find_pipeline_runs(experiment, key=[key, *older], status="FINISHED")
-            if done:
+            since = later_run_on_other_data(experiment, dataset.digest) if done else None
+            if done and since is None:
                 run = done[0]
                 result = run_result(run)
                 report = Path(result["report"]) if "report" in result else None
@@ -74,7 +75,30 @@ def run_locally(experiment: Experiment, force: bool = False, log=print) -> Pipel
                     False, run.info.run_id, dataset.digest, result,
                     report if report is not None and report.exists() else None,
                 )  # fmt: skip
+            if done:
+                # the data went back to what an earlier run saw (a bad change rolled back), and
+                # the champion may have been chosen on other data since: judged again on this
+                # data (the search and the final training are that run's, reused). Said up to
+                # date, a watcher saw "dataset changed" at every check for good, and the
+                # champion it showed was the old run's.
+                log(
+                    f"  the data is back to what pipeline run {done[0].info.run_id} ran on "
+                    f"(digest {dataset.digest[:12]}), but pipeline run {since} ran on other data "
+                    "since: running again to judge the champion on this data (that run's search "
+                    "and final training are reused)"
+                )
         return _run_pipeline(experiment, key, dataset.digest, log)
+
+
+def later_run_on_other_data(experiment: Experiment, digest: str) -> str | None:
+    """The latest finished pipeline run of this experiment, where it ran on other data than
+    `digest` (None where the latest ran on this data)."""
+    from leanfit.track.pipeline import TAG_DIGEST, find_pipeline_runs
+
+    latest = find_pipeline_runs(experiment, status="FINISHED")
+    if latest and latest[0].data.tags.get(TAG_DIGEST) != digest:
+        return latest[0].info.run_id
+    return None
 
 
 def _run_pipeline(experiment: Experiment, key: str, digest: str, log) -> PipelineOutcome:

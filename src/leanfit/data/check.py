@@ -89,7 +89,14 @@ def check_dataset(experiment: Experiment) -> ClassFiles | None:
             raise DatasetError(
                 f"dataset.path: {str(root)!r} is a file; give a folder of class folders"
             )
-        return check_class_files(ds, str(root), folder_files(experiment, root))
+        checked = check_class_files(ds, str(root), folder_files(experiment, root))
+        if experiment.labels_path() is None:
+            # a README or a stray copy beside the class folders: no image of any class. Listed
+            # as the files not used are, and left out of the digest with them: it changed the
+            # digest, and each edit of it ran the whole pipeline again, with nothing said
+            top = sorted(p.name for p in root.iterdir() if p.is_file() and not ignored(p.name))
+            checked.unused += [(name, OUTSIDE) for name in top]
+        return checked
     elif ds.source == "cifar10":
         root = cifar_root(experiment)
         if not (root / "cifar-10-batches-py").is_dir() and not ds.download:
@@ -204,7 +211,8 @@ NO_CLASS = "in no class folder of its split folder (unlabelled)"
 NOT_LABELLED = "not in the labels file"
 NO_FILE = "named in the labels file, but not in the folder"
 AMBIGUOUS = "named in the labels file without its extension, which fits more than one file"
-UNUSED = (NO_CLASS, NOT_LABELLED, NO_FILE, AMBIGUOUS)
+OUTSIDE = "at the top of the folder, in no class folder"
+UNUSED = (NO_CLASS, NOT_LABELLED, NO_FILE, AMBIGUOUS, OUTSIDE)
 
 # Column names taken for the file and the label of a labels CSV (case-insensitive), in order
 FILE_COLUMNS = ("file", "filename", "file_name", "path", "image", "image_id", "img", "id", "name")

@@ -27,7 +27,12 @@ from leanfit.data.check import (
     check_s3_listing,
     cifar_root,
 )
-from leanfit.data.fingerprint import fingerprint_bytes, fingerprint_folder, manifest_digest
+from leanfit.data.fingerprint import (
+    build_manifest,
+    fingerprint_bytes,
+    fingerprint_folder,
+    manifest_digest,
+)
 from leanfit.data.splits import Splits, make_splits
 from leanfit.errors import DatasetError
 
@@ -97,7 +102,8 @@ def load_dataset(experiment: Experiment) -> LoadedDataset:
         return _load_digits(ds.image_size, ds.num_channels)
     if ds.source == "imagefolder":
         root = experiment.dataset_path()
-        digest = fingerprint_folder(root, cache_dir / f"manifest-{_path_key(root)}.json")
+        entries = build_manifest(root, cache_dir / f"manifest-{_path_key(root)}.json")
+        digest = manifest_digest(used_entries(entries, files))
         labels = experiment.labels_path()
         if labels is not None:  # the labels are part of the data: a changed row is new data
             digest = fingerprint_bytes(digest.encode(), labels.read_bytes())
@@ -115,8 +121,26 @@ def load_dataset(experiment: Experiment) -> LoadedDataset:
         )
         # The cache is keyed by content: a copy of the folder elsewhere shares it.
         dropped = check_readable_classes(ds, str(root), files, dataset)
-        return replace(dataset, source=root.as_uri(), dropped_classes=tuple(dropped))
+        return replace(
+            dataset, source=root.as_uri(), dropped_classes=tuple(dropped),
+            skipped=skipped_now(dataset, files),
+        )  # fmt: skip
     return _load_cifar10(experiment, cache_dir)
+
+
+def skipped_now(dataset: LoadedDataset, files: ClassFiles) -> list[tuple[str, str]]:
+    """The files skipped: those not used as the folder has them now, then those that could not
+    be read. (The images of a digest are decoded once and kept; the files not used are outside
+    the digest, so the kept list of them may be out of date.)"""
+    return list(files.unused) + [(rel, why) for rel, why in dataset.skipped if why not in UNUSED]
+
+
+def used_entries(entries: list, files: ClassFiles) -> list:
+    """The manifest's entries less the files the dataset does not use (beside the class
+    folders, loose in a split folder, not in the labels CSV): the digest is of the data, so an
+    edit of a README beside it does not make it new data."""
+    unused = {rel for rel, _ in files.unused}
+    return [e for e in entries if e.path not in unused]
 
 
 def _load_s3_folder(ds: DatasetConfig, cache_dir: Path) -> LoadedDataset:
@@ -138,7 +162,7 @@ def _load_s3_folder(ds: DatasetConfig, cache_dir: Path) -> LoadedDataset:
 
     cache_file = cache_dir / f"manifest-{_path_key(f'{s3.endpoint_of(fs)} {uri}')}.json"
     entries = s3.s3_manifest(fs, listing, cache_file, on_read=decode_while_hashing)
-    digest = manifest_digest(entries)
+    digest = manifest_digest(used_entries(entries, files))
 
     def decode(rel: str) -> np.ndarray | str:
         if rel in decoded:
@@ -150,7 +174,9 @@ def _load_s3_folder(ds: DatasetConfig, cache_dir: Path) -> LoadedDataset:
         lambda: _decode_images(files, decode, uri, digest, workers=s3.READ_WORKERS),
     )
     dropped = check_readable_classes(ds, uri, files, dataset)
-    return replace(dataset, source=uri, dropped_classes=tuple(dropped))
+    return replace(
+        dataset, source=uri, dropped_classes=tuple(dropped), skipped=skipped_now(dataset, files)
+    )
 
 
 # Part of the decoded images' cache key: a change to how files are decoded must not reuse the
