@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import textwrap
@@ -157,7 +158,8 @@ def test_in_process_objective_records_crashes_and_nan_as_failed_trials(in_tmp):
     as_json = json.loads(run_cli("report", "e.yaml", "--json", cwd=in_tmp).stdout)
     assert {"error": "ValueError: a bug", "trials": [1, 6, 11]} in as_json["failures"]
     assert as_json["objective"] == "python:tests.test_api:flaky"
-    assert result.failures == failure_lines(result.controller)
+    # every error a line, the commonest first, nothing else (a heading was its first line)
+    assert result.failures == [line.strip() for line in failure_lines(result.controller)[1:]]
 
 
 STARTS: list[tuple[int, int, int]] = []
@@ -228,6 +230,10 @@ def test_trial_report_takes_numbers_only_and_says_the_loop_in_the_first_rungs_wo
             trial.report(value)
     with pytest.raises(TypeError, match="train_loss must be a number, got str"):
         trial.report(0.5, train_loss="low")
+    # leanfit's own metrics: MLflow kept both values, and the user's was read as the model's size
+    for own in ("params", "epoch", "macs", "wall_time", "train_time"):
+        with pytest.raises(TypeError, match=f"{own}= is a metric leanfit logs itself .*my_{own}="):
+            trial.report(0.5, **{own: 7})
     trial.report(0.5)
     with pytest.raises(RuntimeError, match=r"\(1\); loop `while trial.running:`$"):
         trial.report(0.6)
@@ -271,7 +277,7 @@ def test_a_search_whose_every_trial_fails_stops_after_ten_and_resumes_once_fixed
     BROKEN["now"] = False
     result = leanfit.optimize(broken_until_fixed, "e.yaml", workers=0, resume=True, progress=False)
     assert result.run_id == search.info.run_id and result.trials == 40 and result.front
-    assert result.failures[1].startswith("  10 x RuntimeError: CUDA error")
+    assert result.failures[0].startswith("10 x RuntimeError: CUDA error")
     # a budget too small to reach ten jobs, all of them failed, ends the same way
     experiment(in_tmp, trials=3)
     BROKEN["now"] = True
@@ -980,3 +986,78 @@ def test_a_full_disk_stops_the_search_and_resume_runs_the_job_again(tmp_path):
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr[-2000:]
     assert resumed.stdout.split() == ["trials", "12", "failed", "0"], resumed.stdout
+
+
+def test_the_commands_options_in_a_message_are_said_as_optimizes_arguments():
+    """`optimize` shows the notices `leanfit search` shows: their options are its arguments
+    (it said "--workers 2 trains as much, sooner" to a caller of optimize(workers=8))."""
+    from types import SimpleNamespace
+
+    from leanfit.api import as_argument
+    from leanfit.search.run import crowded_notice
+
+    crowded = crowded_notice(SimpleNamespace(gpus=[]), 64)  # (it asks a local executor's GPUs)
+    assert crowded is not None and "--workers" in crowded
+    assert re.search(r"; workers=\d+ trains as much, sooner$", as_argument(crowded)), crowded
+    said = as_argument("give it a larger budget (--wall-time, --trials) to go on, or --resume")
+    assert said == "give it a larger budget (wall_time=, trials=) to go on, or resume=True"
+    assert as_argument("run with --wall-time 10m; --trials 40") == (
+        "run with wall_time='10m'; trials=40"
+    )
+
+
+def in_percent(trial):
+    while trial.running:
+        trial.report(50.0 + trial.number + trial.epoch)  # 53.0: a percentage
+    return None
+
+
+def test_accuracies_reported_in_percent_are_one_error_that_says_so(in_tmp):
+    """Each value was an error of its own (`val_accuracy 53.0, not in [0, 1]`, `54.0`, ...), so
+    the summary listed three and "3 with other errors", and nothing said percentages."""
+    from leanfit.search.controller import SearchFailed
+
+    experiment(in_tmp, trials=5)
+    with pytest.raises(SearchFailed) as failed:
+        leanfit.optimize(in_percent, "e.yaml", workers=0, progress=False)
+    said = str(failed.value)
+    assert "5 x val_accuracy above 1: a percentage? report a fraction in [0, 1]" in said, said
+    assert "other error" not in said, said
+
+
+def test_a_space_of_ones_owns_messages_name_the_space_not_a_file(in_tmp):
+    """A search of a space given to optimize has no experiment file, nor data."""
+    from leanfit.errors import LeanfitError
+
+    def search(**more):
+        return leanfit.optimize(flaky, space={"w": [1, 2, 3]}, size=lambda c: c["w"], trials=3,
+                                workers=0, progress=False, **more)  # fmt: skip
+
+    search()
+    with pytest.raises(LeanfitError) as finished:
+        search(resume=True)
+    said = str(finished.value)
+    assert "the search of this space and objective finished" in said, said
+    assert "experiment file" not in said and "--resume" not in said, said
+
+
+def exits(trial):
+    """A trial that calls sys.exit (a script's habit), one that raises KeyboardInterrupt."""
+    if trial.number == 1:
+        sys.exit(3)
+    if trial.number == 2:
+        raise KeyboardInterrupt
+    while trial.running:
+        trial.report(0.5 + 0.04 * trial.epoch)
+
+
+def test_sys_exit_in_a_trial_fails_that_trial_and_keeps_its_worker(in_tmp, capfd):
+    """It ended the worker: "worker process died (exit code 3)", and a KeyboardInterrupt's
+    traceback on the terminal."""
+    experiment(in_tmp, trials=4)
+    result = leanfit.optimize(exits, "e.yaml", workers=2, trials=4, progress=False)
+    said = "\n".join(result.failures)
+    assert "1 x SystemExit(3) raised in the trial: the worker goes on (trial 1)" in said, said
+    assert "1 x KeyboardInterrupt raised in the trial" in said, said
+    assert result.controller.executor.replaced == 0, "a worker was ended by its trial"
+    assert "Traceback" not in capfd.readouterr().err

@@ -124,6 +124,11 @@ BAD_FILES = [
         "batch_size: choices: [16, 32] is not a number, string, true/false or null",
     ),
     (
+        "a choice given twice",  # (tried twice as often; 1 and True stay two choices)
+        digits_config(space=_hp(batch_size=[16, 32, 16])),
+        "batch_size: choices: 16 is given twice; give each choice once",
+    ),
+    (
         "GBRT surrogate",
         digits_config(strategy={"name": "skopt", "surrogate": "GBRT"}),
         "strategy.surrogate",

@@ -855,6 +855,12 @@ def test_ctrl_c_stops_the_pipeline_cleanly_and_says_how_to_go_on(tmp_path):
         assert "a pipeline run of these settings and data ('digits') is running now in" in said
         assert f"(process {first.pid}, since " in said and f"`kill {first.pid}`" in said, said
         assert "fingerprint ..." not in second.stdout, second.stdout  # no step started
+        # a watcher's check (a CronJob's) leaves the data to that run, and does not fail
+        check = run_cli("watch", "digits.yaml", "--once", cwd=tmp_path, timeout=120)
+        assert check.returncode == 0, check.stdout + check.stderr
+        said = " ".join(check.stdout.split())
+        assert f"is running now (process {first.pid}, since " in said, said
+        assert "left to it; the next check finds its result" in said, said
 
     _, err = interrupted_in_search("run", "digits.yaml", meanwhile=second_run)
     assert "interrupted:" in err and "`leanfit run digits.yaml` goes on with them" in err, err

@@ -40,6 +40,7 @@ function.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,8 @@ class SearchResult:
         hypervolume: of the front, as the search's progress and report give it.
         trials: configurations tried.
         failed: trial jobs that failed (an exception, NaN, no report), with the search going on;
-            failures: their errors, one line each, the commonest first (`leanfit search`'s).
+            failures: their errors, one line each, the commonest first: `3 x ValueError: a bug
+            (trial 1, 6, 11)`.
         run_id: the search's MLflow run; report_html and report_plot: its report's files.
         controller: the search controller, every trial's results in `controller.trials`.
         space_exhausted: the space had no new configuration left before the budget was spent
@@ -81,11 +83,22 @@ class SearchResult:
         return max(fits, key=lambda m: (m["val_accuracy"], -m["params"]), default=None)
 
 
-def as_argument(text: str) -> str:
-    """A message said as the command line's, said of `optimize`'s argument instead."""
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+def as_argument(text: str, own_space: bool = False) -> str:
+    """A message said as the command line's, said of `optimize`'s argument instead; with
+    `own_space`, of the space and objective given (there is no experiment file, nor data)."""
+    if own_space:
+        text = text.replace("this experiment file and data", "this space and objective")
     said = text.replace("run without --resume", "call it without resume=True")
     said = said.replace("run again with --resume", "call it again with resume=True")
-    return said.replace("--resume", "resume=True")
+    said = said.replace("--resume", "resume=True")
+    # the options optimize takes as arguments: `--workers 2` is workers=2
+    said = re.sub(r"--(workers|trials) (\d+)", r"\1=\2", said)
+    said = re.sub(r"--wall-time (\S+?)([,;)]|$)", r"wall_time='\1'\2", said)
+    return said.replace("--wall-time", "wall_time=").replace("--trials", "trials=")
 
 
 @contextlib.contextmanager
@@ -154,14 +167,15 @@ def optimize(
     )
     from leanfit.errors import LeanfitError
     from leanfit.objective import target_of
-    from leanfit.search.run import exhausted_line, failure_lines, front_table, run_search
+    from leanfit.search.controller import failure_text
+    from leanfit.search.run import exhausted_line, front_table, run_search
 
     if experiment is not None and not isinstance(
         experiment, str | os.PathLike | Mapping | Experiment
     ):  # (a list, a number: a TypeError from pathlib)
         raise LeanfitError(
-            f"experiment: {experiment!r} is a {type(experiment).__name__}; give an experiment "
-            "file's path, its content as a dict, or an Experiment"
+            f"experiment: {experiment!r} is {_a(type(experiment).__name__)}; give an "
+            "experiment file's path, its content as a dict, or an Experiment"
         )
     own = None
     if space is None:
@@ -220,7 +234,7 @@ def optimize(
         show_progress = progress_display()
 
         def notice(text: str) -> None:  # what `leanfit search` says before its progress
-            print(as_argument(text), file=sys.stderr)
+            print(as_argument(text, own is not None), file=sys.stderr)
 
     try:
         with show_progress as show, quiet_mlflow_setup():
@@ -229,8 +243,7 @@ def optimize(
                 on_progress=show, objective=objective, own_space=own, on_notice=notice,
             )  # fmt: skip
     except LeanfitError as e:
-        if "--resume" in str(e):
-            e.args = (as_argument(str(e)),)
+        e.args = (as_argument(str(e), own is not None),)
         raise
     except KeyboardInterrupt:
         # raised on to the caller, as Python does; said first, as `leanfit search` says it
@@ -257,7 +270,8 @@ def optimize(
         hypervolume=float(c.hypervolume()),
         trials=len(c.trials),
         failed=c.stats.jobs_failed,
-        failures=failure_lines(c),
+        # every error, one line each (not `leanfit search`'s lines: a heading, the first three)
+        failures=[failure_text(error, ids) for error, ids in c.failure_groups()],
         run_id=outcome.search_run_id,
         report_html=outcome.report_html,
         report_plot=outcome.report_plot,

@@ -763,13 +763,23 @@ def watch(
         out = console if file is None else Console(file=file, soft_wrap=True)
         out.print(f"[dim]{time_now()}[/dim] {text}", highlight=False)
 
+    checking = False  # whether a Ctrl-C came during a check (a pipeline run it stopped)
+
     def check():
-        return check_once(
-            load_experiment(experiment_file),
-            submit=submitter if submit_to else None,
-            resubmit_after=again,
-            log=log,
-        )
+        nonlocal checking
+        checking = True
+        try:
+            result = check_once(
+                load_experiment(experiment_file),
+                submit=submitter if submit_to else None,
+                resubmit_after=again,
+                log=log,
+            )
+        except Exception:  # (a failed check; a Ctrl-C in it is said as one)
+            checking = False
+            raise
+        checking = False
+        return result
 
     try:
         if once:
@@ -784,7 +794,7 @@ def watch(
         log(f"watching {experiment_file} every {every:g} s (Ctrl-C to stop)")
         watch_loop(every, check, log=log)
     except KeyboardInterrupt:
-        if submit_to is not None:  # the pipelines run on Kubeflow: nothing here to go on
+        if submit_to is not None or not checking:  # (on Kubeflow, or between checks)
             interrupted(f"stopped watching {experiment_file}")
         interrupted(
             f"stopped watching {experiment_file}; a pipeline run it interrupted goes on at the "

@@ -270,6 +270,13 @@ class Dim(Strict):
                 f"choices: {odd[0]!r} is not a number, string, true/false or null; to choose among "
                 "structures, choose among names and look the structure up by its name"
             )
+        given = [(type(c), c) for c in self.choices or []]  # (1 and True are two choices)
+        twice = next((c for i, (t, c) in enumerate(given) if (t, c) in given[:i]), None)
+        if len(set(given)) < len(given):
+            raise ValueError(
+                f"choices: {twice!r} is given twice; give each choice once (the search would "
+                "try it twice as often)"
+            )
         if has_range:
             if self.low is None or self.high is None:
                 raise ValueError("a range needs both `low` and `high`")

@@ -31,6 +31,14 @@ from leanfit.steps import (
 )
 
 
+class PipelineBusy(LeanfitError):
+    """A pipeline run of the same settings and data is running now in another process."""
+
+    def __init__(self, message: str, pid: str, since: str):
+        super().__init__(message)
+        self.pid, self.since = pid, since
+
+
 @dataclass
 class PipelineOutcome:
     ran: bool  # False: a finished run had the same settings and data, nothing ran
@@ -61,7 +69,7 @@ def run_locally(experiment: Experiment, force: bool = False, log=print) -> Pipel
 
     # one pipeline run of a key at a time in this work folder (a second is refused); whether it
     # is done is asked once the lock is held, so another run cannot finish in between
-    with held_lock(work / "kfp" / f"{key}.lock", busy):
+    with held_lock(work / "kfp" / f"{key}.lock", busy, PipelineBusy):
         for run_id in close_dead_pipeline_runs(experiment, key):
             log(f"  pipeline run {run_id} had ended without saying so (killed): marked KILLED")
         if not force:

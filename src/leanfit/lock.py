@@ -17,11 +17,15 @@ from leanfit.errors import LeanfitError
 
 
 @contextlib.contextmanager
-def held_lock(path: Path, busy: Callable[[str, str], str] | None = None) -> Iterator[None]:
+def held_lock(
+    path: Path,
+    busy: Callable[[str, str], str] | None = None,
+    error: Callable[[str, str, str], LeanfitError] | None = None,
+) -> Iterator[None]:
     """Hold the lock at `path`, or refuse with `busy(holder's pid, since when)` as the message
-    where another process holds it; without `busy`, wait until it is let go. Where locks cannot
-    work (not POSIX, a file system without them, as some network mounts are) there is no
-    guard."""
+    where another process holds it (raised as `error(message, pid, since)`, a LeanfitError by
+    default); without `busy`, wait until it is let go. Where locks cannot work (not POSIX, a
+    file system without them, as some network mounts are) there is no guard."""
     try:
         import fcntl
     except ImportError:
@@ -35,7 +39,8 @@ def held_lock(path: Path, busy: Callable[[str, str], str] | None = None) -> Iter
         except BlockingIOError:  # (only without waiting)
             handle.seek(0)
             pid, since = (handle.read().split() + ["?", "?"])[:2]
-            raise LeanfitError(busy(pid, since)) from None
+            message = busy(pid, since)
+            raise (error(message, pid, since) if error else LeanfitError(message)) from None
         except OSError:
             locked = False
         if locked:

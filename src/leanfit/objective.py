@@ -98,6 +98,11 @@ class Trial:
         entry = {"epoch": float(self.epoch + 1)}
         entry["val_accuracy"] = _number("val_accuracy", val_accuracy)
         for name, value in metrics.items():
+            if name in OWN_METRICS:  # (MLflow kept both, and read back the user's as leanfit's)
+                raise TypeError(
+                    f"trial.report: {name}= is a metric leanfit logs itself for each trial "
+                    f"({OWN_METRICS[name]}); give yours another name, e.g. my_{name}="
+                )
             entry[name] = _number(name, value)
         self.epoch += 1
         self.history.append(entry)
@@ -106,6 +111,17 @@ class Trial:
                 self._earlier + self.history, CURVE_TOLERANCE
             )
         return self.running
+
+
+# What leanfit logs in a trial's run itself: a metric of the objective's of the same name
+# was logged beside it and read back in its place (a trial's size, the step of every figure)
+OWN_METRICS = {
+    "epoch": "the step of every figure",
+    "params": "the model's size, from size=",
+    "macs": "the model's MACs",
+    "wall_time": "the trial's time",
+    "train_time": "the trial's training time",
+}
 
 
 def _number(name: str, value: Any) -> float:
@@ -336,7 +352,15 @@ def make_runner(function: Callable):
             )
         bad = [h["val_accuracy"] for h in trial.history if not 0.0 <= h["val_accuracy"] <= 1.0]
         if bad:  # NaN among them: a diverged training
-            what = "NaN" if any(math.isnan(v) for v in bad) else f"{bad[0]!r}, not in [0, 1]"
+            if any(math.isnan(v) for v in bad):
+                what = "NaN"
+            elif all(1.0 < v <= 100.0 for v in bad):  # the first line, shared: one group of them
+                what = (
+                    "above 1: a percentage? report a fraction in [0, 1] "
+                    f"(report(acc / 100))\nreported {bad[0]!r}"
+                )
+            else:
+                what = f"outside [0, 1]\nreported {bad[0]!r}"
             return TrainResult(
                 "failed", trial.history, reason=f"val_accuracy {what}", wall_time=elapsed
             )

@@ -86,6 +86,15 @@ def worker_main(conn: Connection, runner_spec: RunnerSpec, environ: dict[str, st
         except Exception as e:  # noqa: BLE001 - a bug in one trial fails that trial only
             reason = failure_reason(e, traceback.format_exc(limit=6))
             result = TrainResult(status="failed", reason=reason)
+        except (SystemExit, KeyboardInterrupt) as e:
+            # raised by the trial's own code (sys.exit(3), a KeyboardInterrupt of its own: the
+            # worker ignores Ctrl-C): its failure, said as such; it ended the worker, which was
+            # then "worker process died (exit code 3)", with a traceback on the terminal
+            code = f"({e.code})" if isinstance(e, SystemExit) and e.code is not None else ""
+            result = TrainResult(
+                status="failed",
+                reason=f"{type(e).__name__}{code} raised in the trial: the worker goes on",
+            )
         sys.stdout.flush()  # what it printed comes before its result
         sys.stderr.flush()
         try:

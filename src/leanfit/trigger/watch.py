@@ -31,7 +31,7 @@ TAG_SUBMITTED_DIGEST = "leanfit.submitted_digest"
 
 @dataclass
 class CheckResult:
-    action: str  # "unchanged", "ran", "submitted" or "already-submitted"
+    action: str  # "unchanged", "ran", "busy" (running elsewhere), "submitted", "already-submitted"
     digest: str
     previous_digest: str | None = None
     run_id: str | None = None
@@ -105,7 +105,7 @@ def check_once(
     `file`: the terminal, which its log file hides while it runs)."""
     from leanfit.data.check import NO_READABLE_IMAGE
     from leanfit.data.sources import load_dataset, skipped_files, skipped_notice
-    from leanfit.launch import run_locally
+    from leanfit.launch import PipelineBusy, run_locally
 
     experiment = tolerant(experiment)
     with watch_lock(experiment):
@@ -136,7 +136,17 @@ def check_once(
             for line in skipped_notice(dataset.skipped).splitlines():
                 log(line)
         if submit is None:
-            outcome = run_locally(experiment, log=log)
+            try:
+                outcome = run_locally(experiment, log=log)
+            except PipelineBusy as busy:
+                # (`leanfit run` of the same file and data: it finishes this data; a CronJob's
+                # check that met it failed, exit 2)
+                log(
+                    f"a pipeline run of this file and data is running now (process {busy.pid}, "
+                    f"since {busy.since}): left to it; the next check finds its result"
+                )
+                found.action = "busy"
+                return found
             found.action, found.run_id, found.result = "ran", outcome.run_id, outcome.result
             return found
         earlier = recent_submission(experiment, dataset.digest, resubmit_after)
