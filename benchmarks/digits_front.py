@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -43,7 +44,7 @@ from pathlib import Path
 import torch
 
 from leanfit.cli import progress_display
-from leanfit.config import load_experiment, parse_duration
+from leanfit.config import load_experiment, parse_duration, unitless_duration
 from leanfit.data.sources import load_dataset
 from leanfit.search.run import front_table, run_search
 from leanfit.train.trainer import Budget, TrainData, train
@@ -206,26 +207,43 @@ def main(argv: list[str] | None = None) -> dict:
         "--experiment", type=Path, default=ROOT / "examples" / "digits.yaml", help="the file"
     )
     args = parser.parse_args(argv)
-
+    try:  # (tracebacks, or a search of no time, before)
+        wall = float(parse_duration(args.wall_time))
+    except ValueError as e:
+        parser.error(f"--wall-time {args.wall_time}: {e}")
+    if not wall > 0 or unitless_duration(args.wall_time) is not None:
+        parser.error(f"--wall-time {args.wall_time}: give a budget above 0 with a unit, e.g. 10m")
+    try:
+        chosen = [int(e) for e in args.retrain_epochs.split(",")] if args.retrain_epochs else None
+    except ValueError:
+        parser.error(f"--retrain-epochs {args.retrain_epochs}: give epochs, e.g. 10,30,60")
+    if chosen is not None and min(chosen) < 1 or min(args.seeds, args.finalists, args.workers) < 1:
+        parser.error("--retrain-epochs, --seeds, --finalists and --workers: give 1 or more")
+    out = args.out or RESULTS
+    if out.suffix == ".json" or out.is_file():  # found at the end, after the whole run, before
+        parser.error(f"--out {out}: give the folder the result file goes in")
+    out.mkdir(parents=True, exist_ok=True)
     experiment = load_experiment(args.experiment)
     work = Path(tempfile.mkdtemp(prefix="leanfit-digits-front-"))
+    try:
+        return run(args, experiment, work, wall, chosen, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # (its MLflow database and checkpoints)
+
+
+def run(args, experiment, work: Path, wall: float, chosen, out: Path) -> dict:
     experiment = experiment.model_copy(
         update={
             "work_dir": str(work / ".leanfit"),
             "tracking": experiment.tracking.model_copy(update={"uri": f"sqlite:///{work}/m.db"}),
         }
     )
-    wall = float(parse_duration(args.wall_time))
-    retrain_epochs = (
-        [int(e) for e in args.retrain_epochs.split(",")]
-        if args.retrain_epochs
-        else sorted({experiment.budget.max_epochs, 30, experiment.pipeline.final_epochs or 30})
+    retrain_epochs = chosen or sorted(
+        {experiment.budget.max_epochs, 30, experiment.pipeline.final_epochs or 30}
     )
     seeds = range(args.first_seed, args.first_seed + args.seeds)
-    out = args.out or RESULTS
     if args.retrain_picks_of is not None:
         result = retrain_earlier(args, experiment, retrain_epochs, seeds)
-        out.mkdir(parents=True, exist_ok=True)
         path = out / f"digits_front-retrain-{args.retrain_picks_of.stem}-{args.score_on}.json"
         path.write_text(json.dumps(result, indent=1))
         print(f"saved {path}")
@@ -412,7 +430,6 @@ def main(argv: list[str] | None = None) -> dict:
         "picks": picks,
         "peer": "Optuna NSGA-II (issue #3): 95.6% test at 1,148 params, 97.2% at 2,066",
     }
-    out.mkdir(parents=True, exist_ok=True)
     path = out / "digits_front-cpu.json"
     path.write_text(json.dumps(result, indent=1))
     print(f"saved {path}")
@@ -420,4 +437,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from leanfit.stopping import run_script
+
+    run_script(main, "nothing is saved (a run saves at its end)")

@@ -229,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, help="where to save (default: RESULTS/digits_front-tally.json)"
     )
     args = parser.parse_args(argv)
+    if args.out is not None and (args.out.is_dir() or args.out.suffix != ".json"):
+        print(f"error: --out {args.out}: give the .json file to save to", file=sys.stderr)
+        return 2
     if not args.results.is_dir():
         print(f"error: --results {args.results}: no such folder", file=sys.stderr)
         return 2
@@ -247,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         else f"digits_front-tally-since{args.since}.json"
     )
     out = args.out or args.results / name
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     picture = out.with_suffix(".png")
     plot(result, picture)

@@ -176,7 +176,14 @@ def main() -> None:
     parser.add_argument("--_one", help=argparse.SUPPRESS)
     parser.add_argument("--_folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds {args.seeds!r}: give seeds, e.g. 0,1,2")
+    if not args.wall > 0 or args.workers < 1 or (args.trials is not None and args.trials < 1):
+        parser.error("--wall, --workers and --trials: give numbers above 0")
+    if args.out.is_dir() or args.out.suffix != ".json":  # (found after every search, before)
+        parser.error(f"--out {args.out}: give the .json file to save to")
     if args._one:
         found = search_once(args._one, seeds[0], args.wall, args.workers, args._folder, args.trials)
         print(json.dumps(found))
@@ -253,4 +260,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from leanfit.stopping import run_script
+
+    run_script(main, "nothing is saved (a run saves at its end)")

@@ -1168,12 +1168,16 @@ def shown(path: Path) -> str:
         return str(path)
 
 
+def space_text(args: argparse.Namespace) -> str:
+    return f"{shown(args.experiment)} (5 blocks in examples/digits.yaml, max_params 20k)"
+
+
 def common(args: argparse.Namespace, part: str, experiment: Experiment) -> dict[str, Any]:
     return {
         **provenance("search_efficiency"),
         "part": part,
         "machine": machine(),
-        "space": f"{shown(args.experiment)} (5 blocks in examples/digits.yaml, max_params 20k)",
+        "space": space_text(args),
         "leanfit_strategy": experiment.strategy.model_dump(mode="json"),
         "peers": PEERS,
     }
@@ -1195,10 +1199,14 @@ PEERS = {
 
 def run_synthetic(args, experiment: Experiment, methods: list[str], partial) -> dict:
     budget = args.minutes * 60
-    seeds = args.seeds or 20
+    seeds = 20 if args.seeds is None else args.seeds
     data = experiment.model_dump(mode="json", exclude={"base_dir"})
     path = result_path(args.out or RESULTS, "synthetic")
-    rows = earlier_rows(path, budget, methods, seeds) if args.resume else []
+    rows = (
+        earlier_rows(path, budget, methods, seeds, "synthetic", space_text(args))
+        if args.resume
+        else []
+    )
     horizon = args.random_horizon * 60
     if horizon:  # a random row run without this horizon is run again with it
         rows = [r for r in rows if r["method"] != "random" or has_horizon(r, horizon)]
@@ -1340,7 +1348,9 @@ def _progress(row: dict) -> str:
     )
 
 
-def earlier_rows(path: Path, budget: float, methods: list[str], seeds: int) -> list[dict]:
+def earlier_rows(
+    path: Path, budget: float, methods: list[str], seeds: int, part: str, experiment: str
+) -> list[dict]:
     """The rows of an earlier, unfinished run of the part at the same budget (`--resume`):
     each (method, seed) it finished is kept, with the commit and load it ran at, and not run
     again; rows of other methods or seeds stay in the file too, out of this run's summary. A
@@ -1352,6 +1362,24 @@ def earlier_rows(path: Path, budget: float, methods: list[str], seeds: int) -> l
     except json.JSONDecodeError as e:
         print(f"--resume: {path} is not a result file ({e}); move it away", file=sys.stderr)
         raise SystemExit(2) from e
+    if not isinstance(earlier, dict) or not all(
+        isinstance(r, dict) and {"method", "seed"} <= set(r) for r in earlier.get("rows", [])
+    ):
+        print(
+            f"--resume: {path} is not a result file of this script; move it away", file=sys.stderr
+        )
+        raise SystemExit(2)
+    for what, theirs, ours in (
+        ("part", earlier.get("part"), part),
+        ("experiment", earlier.get("space"), experiment),
+    ):
+        if theirs not in (None, ours):  # (its rows would be mixed into this part's figures)
+            print(
+                f"--resume: {path} holds the {what} {theirs!r}, not {ours!r}: give its own "
+                "--out, or move the file away",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
     if earlier.get("budget_seconds") not in (None, budget):
         print(
             f"--resume: {path} was run at {earlier['budget_seconds']:g} s a method, not "
@@ -1370,9 +1398,11 @@ def earlier_rows(path: Path, budget: float, methods: list[str], seeds: int) -> l
 
 def run_real(args, experiment: Experiment, methods: list[str], partial) -> dict:
     budget = args.minutes * 60
-    seeds = args.seeds or 3
+    seeds = 3 if args.seeds is None else args.seeds
     path = result_path(args.out or RESULTS, "real")
-    rows = earlier_rows(path, budget, methods, seeds) if args.resume else []
+    rows = (
+        earlier_rows(path, budget, methods, seeds, "real", space_text(args)) if args.resume else []
+    )
     spec = horizon_spec(args)
     if spec:  # a random row run without this horizon is run again with it
         rows = [r for r in rows if r["method"] != "random" or has_spec(r, spec)]
@@ -1547,6 +1577,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             f"--random-horizon {args.random_horizon:g}: give more minutes than --minutes "
             f"({args.minutes:g}), or 0 for none"
         )
+    if args.seeds is not None and args.seeds < 1:
+        parser.error(
+            f"--seeds {args.seeds}: give 1 or more (or leave it out: 20 synthetic, 3 real)"
+        )
+    if not args.minutes > 0:
+        parser.error(f"--minutes {args.minutes:g}: give a budget above 0, e.g. 10")
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs}: give 1 or more processes")
+    if not args.sleep >= 0:
+        parser.error(f"--sleep {args.sleep:g}: give 0 or more seconds an epoch")
+    for option, text in (("--trials", args.trials), ("--command-trials", args.command_trials)):
+        counts = [t.strip() for t in text.split(",") if t.strip()]
+        if any(not t.isdigit() or int(t) < 1 for t in counts) or (
+            option == "--trials" and not counts
+        ):
+            parser.error(f"{option} {text!r}: give trial counts of 1 or more, e.g. 100,1000")
     args.only_seeds = only_seeds(parser, args)
     unknown = set(args.methods.split(",")) - set(METHODS)
     if unknown:
@@ -1567,7 +1613,7 @@ def only_seeds(parser: argparse.ArgumentParser, args: argparse.Namespace) -> lis
         seeds = [int(s) for s in args.only_seeds.split(",")]
     except ValueError:
         seeds = []
-    count = args.seeds or 3
+    count = 3 if args.seeds is None else args.seeds
     if not seeds or len(set(seeds)) < len(seeds) or not all(0 <= s < count for s in seeds):
         parser.error(
             f"--only-seeds {args.only_seeds}: give distinct seed numbers from 0 to {count - 1}, "
@@ -1602,4 +1648,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    from leanfit.stopping import run_script
+
+    run_script(
+        main,
+        "the rows finished are saved, marked unfinished; the same command with --resume runs "
+        "the rest",
+    )

@@ -282,11 +282,53 @@ def test_search_efficiency_options_refuse_mistakes_and_only_seeds_orders_seeds(c
         ([*real, "--only-seeds", "4,4"], "distinct seed numbers"),
         ([*real, "--only-seeds", "-1"], "distinct seed numbers"),
         (["--part", "synthetic", "--only-seeds", "1"], "for --part real"),
+        # these ran nothing and saved a "finished" file, or ran the default (--seeds 0: 20)
+        ([*synthetic, "--seeds", "0"], "--seeds 0: give 1 or more"),
+        (["--minutes", "0"], "--minutes 0: give a budget above 0"),
+        (["--jobs", "0"], "--jobs 0: give 1 or more"),
+        (["--part", "overhead", "--trials", "x"], "--trials 'x': give trial counts"),
+        (["--part", "overhead", "--sleep", "-1"], "--sleep -1: give 0 or more"),
     ]:
         with pytest.raises(SystemExit) as refused:
             se.parse_args(bad)
         assert refused.value.code == 2, bad
         assert says in capsys.readouterr().err, bad
+
+
+def test_search_efficiency_resume_refuses_another_parts_file(tmp_path):
+    """Its rows were mixed into this part's figures and the file saved as this part's."""
+    other = tmp_path / "search_efficiency-synthetic.json"
+    other.write_text(json.dumps({"part": "real", "budget_seconds": 30.0, "rows": []}))
+    done = search_efficiency(
+        tmp_path, "--part", "synthetic", "--seeds", "1", "--minutes", "0.5", "--resume"
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "holds the part 'real', not 'synthetic'" in done.stderr, done.stderr
+    assert json.loads(other.read_text())["part"] == "real", "left as it was"
+    other.write_text("[]")
+    done = search_efficiency(
+        tmp_path, "--part", "synthetic", "--seeds", "1", "--minutes", "0.5", "--resume"
+    )
+    assert done.returncode == 2 and "is not a result file of this script" in done.stderr
+
+
+def test_the_long_benchmarks_refuse_bad_options_before_they_run(tmp_path):
+    """Each found these after its whole run (the result could not be saved), or not at all."""
+    for script, args, says in [
+        ("digits_front.py", ["--wall-time", "0s"], "--wall-time 0s: give a budget above 0"),
+        ("digits_front.py", ["--wall-time", "ten"], "--wall-time ten: 'ten' is not a duration"),
+        ("digits_front.py", ["--out", str(tmp_path / "r.json")], "give the folder"),
+        ("own_space_search.py", ["--out", str(tmp_path)], "give the .json file"),
+        ("own_space_search.py", ["--seeds", "a"], "--seeds 'a': give seeds"),
+        ("digits_front_tally.py", ["--out", str(tmp_path)], "give the .json file"),
+    ]:
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / script), *args],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 2, (script, args, done.stderr)
+        assert says in done.stderr and "Traceback" not in done.stderr, (script, done.stderr)
+    assert not list(tmp_path.iterdir()), "nothing written"
 
 
 def test_search_efficiency_tiny_overhead_run_saves_its_share(tmp_path):

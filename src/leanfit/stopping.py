@@ -82,3 +82,17 @@ def held_off() -> Iterator[None]:
             signal.signal(s, before[s])
         for s in dict.fromkeys(got):  # each once, now that it can act
             os.kill(os.getpid(), s)
+
+
+def run_script(main, kept: str) -> None:
+    """A script's `main()`, where Ctrl-C (SIGTERM too) ends it with `kept` (what is kept, how
+    to go on) and exit 130 (143), not a traceback and exit 1. For the benchmark scripts."""
+    import sys
+
+    terminate_as_interrupt()
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        print(said(f"interrupted: {kept}"), file=sys.stderr)
+        raise SystemExit(exit_code()) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
