@@ -912,12 +912,15 @@ def test_promote_rolls_back_by_hand_and_names_bad_input(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)  # both are process-wide: another test may have set them
-    for _ in range(2):
+    from leanfit.models.predict import ModelCard
+
+    for classes in (["cat", "dog"], ["cat", "dogs"]):  # (a class folder renamed between them)
         with mlflow.start_run():
             example = torch.zeros(1, 2).numpy()
             info = mlflow.pytorch.log_model(  # requirements named: inferring them takes 10 s
-                torch.nn.Linear(2, 2), name="model", input_example=example, pip_requirements=[]
-            )
+                torch.nn.Linear(2, 2), name="model", input_example=example, pip_requirements=[],
+                metadata=ModelCard(classes, 8, 1).to_metadata(),
+            )  # fmt: skip
         mlflow.register_model(info.model_uri, "leanfit-x")
     from mlflow import MlflowClient
 
@@ -925,6 +928,11 @@ def test_promote_rolls_back_by_hand_and_names_bad_input(tmp_path):
     ok = run_cli("promote", "leanfit-x", "1", "--tracking-uri", uri, cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert "was 2" in ok.stdout
+    said = " ".join(ok.stdout.split())
+    assert (
+        "note: version 1 was trained on the classes 'cat', 'dog', version 2 on 'cat', 'dogs'"
+        in (said)
+    ), said
     assert str(MlflowClient(uri).get_model_version_by_alias("leanfit-x", "champion").version) == "1"
     # the champion already: said, and the database left as it was (it was written again)
     before = (tmp_path / "mlflow.db").read_bytes()

@@ -820,6 +820,7 @@ def promote(
     """Make a registered model version the champion by hand (a rollback)."""
     from leanfit.config import tracking_uri_or_default
     from leanfit.track.registry import promote as promote_version
+    from leanfit.track.registry import promotion_note
 
     uri = tracking_uri_or_default(tracking_uri)
     check_tracking_reachable(uri, where=WHERE_OPTION)
@@ -828,6 +829,8 @@ def promote(
         console.print(f"{name} version {version} is already the champion: nothing changed")
         return
     console.print(f"[green]champion[/green] {name} version {version} (was {previous})")
+    if (note := promotion_note(uri, name, version, previous)) is not None:
+        console.print(note, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -426,6 +426,24 @@ def classes_note(version: str, theirs: list[str], ours: list[str]) -> str:
     return f"version {version} was trained on other classes ({'; '.join(parts)})"
 
 
+def promotion_note(tracking_uri: str, name: str, version: str, previous: str) -> str | None:
+    """What a promotion by hand should say where the two versions were trained on other
+    classes (a class added, removed or renamed between them), else None."""
+    import mlflow
+
+    mlflow.set_registry_uri(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    ours = _card_classes(f"models:/{name}/{version}")
+    theirs = _card_classes(f"models:/{name}/{previous}") if previous != "-" else None
+    if ours is None or theirs is None or ours == theirs:
+        return None
+    return (
+        f"note: version {version} was trained on the classes {_listed(ours, 10)}, version "
+        f"{previous} on {_listed(theirs, 10)}: `leanfit predict` now answers version "
+        f"{version}'s, and the next pipeline run judges it on the data's classes"
+    )
+
+
 def _listed(names: list[str], shown: int = 5) -> str:
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return ", ".join(repr(n) for n in names[:shown]) + more
