@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -170,8 +171,12 @@ def chatty(trial):
     import warnings
 
     while trial.running:
-        print(f"chatty trial {trial.number} epoch {trial.epoch}")
+        # half a line flushed, then the rest: two workers' halves were put on one line
+        print(f"chatty trial {trial.number} epoch {trial.epoch}:", end="", flush=True)
+        time.sleep(0.02)
+        print(" done", flush=True)
         trial.report(0.5 + 0.04 * trial.epoch)
+    sys.stdout.buffer.write(f"bytes of trial {trial.number}\n".encode())  # (failed the trial)
     warnings.warn(f"chatty trial {trial.number} ended", stacklevel=1)
     return None
 
@@ -183,7 +188,9 @@ def test_what_an_objective_prints_in_a_worker_is_written_by_the_search(in_tmp, c
     experiment(in_tmp, trials=3)
     leanfit.optimize(chatty, "e.yaml", workers=2, trials=3, progress=False)
     out, err = capsys.readouterr()
-    assert {f"chatty trial {n} epoch 0" for n in range(3)} <= set(out.splitlines()), out
+    lines = set(out.splitlines())
+    assert {f"chatty trial {n} epoch 0: done" for n in range(3)} <= lines, out
+    assert {f"bytes of trial {n}" for n in range(3)} <= lines, out
     assert "UserWarning: chatty trial 0 ended" in err, err
 
 

@@ -609,6 +609,9 @@ def test_ctrl_c_while_the_tracking_database_is_made_waits_for_its_tables(in_tmp)
     os.killpg(proc.pid, signal.SIGINT)  # as its tables are being made
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
+    # (its search run was not open yet: it said the finished trials were in MLflow, and that
+    # --resume would go on, which then found nothing to go on with)
+    assert err.strip() == "interrupted before the search started: no trial ran", err
     again = run_cli("search", "e.yaml", "--synthetic", "0", "--trials", "3", cwd=in_tmp)
     assert again.returncode == 0, again.stderr
     # a database whose making stopped halfway, as the old version left it: MLflow would go on
@@ -781,8 +784,10 @@ def test_report_refuses_what_it_cannot_read_naming_the_fix(in_tmp):
     assert f"{said}, e.g. -o report" in result.stderr, result.stderr
     assert not (in_tmp / "report.html").exists()
     # an empty value (a variable that was not set): it was the current folder
-    result = run_cli("report", "e.yaml", "-o", "", cwd=in_tmp)
-    assert result.returncode == 2 and "-o: the value is empty" in result.stderr, result.stderr
+    for empty in (["-o", ""], ["-o", " "], ["--output="]):
+        result = run_cli("report", "e.yaml", *empty, cwd=in_tmp)
+        assert result.returncode == 2, (empty, result.stderr)
+        assert f"{empty[0].rstrip('=')}: the value is empty" in result.stderr, result.stderr
     assert not (in_tmp / "report.html").exists()
     # a quoted ~ is the home folder, as the shell would have it, not a folder named ~
     result = run_cli("report", "e.yaml", "--output=~/reports", cwd=in_tmp,

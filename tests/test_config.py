@@ -124,6 +124,12 @@ BAD_FILES = [
         "batch_size: choices: [16, 32] is not a number, string, true/false or null",
     ),
     (
+        "a kernel written as a decimal",  # (passed, then every trial failed inside torch)
+        digits_config(space=_arch(kernel=[3.0, 5])),
+        "kernel: [3.0] written as decimals; write 3",
+    ),
+    ("one number twice", digits_config(space=_arch(kernel=[3, 3.0])), "3 is given twice"),
+    (
         "a choice given twice",  # (tried twice as often; 1 and True stay two choices)
         digits_config(space=_hp(batch_size=[16, 32, 16])),
         "batch_size: choices: 16 is given twice; give each choice once",

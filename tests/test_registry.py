@@ -418,7 +418,7 @@ def test_the_champion_is_read_by_class_name_when_the_classes_changed(tmp_path):
     again = register(swapped, Brightness(-1.0), 2, images, 1 - labels)
     assert not again.promoted, again.reason
     assert "test accuracy 1.0000, the champion (version 1) has 1.0000" in again.reason
-    assert "version 1 was trained on other classes (the same classes in another order" in (
+    assert "version 1 was trained on the same classes in another order (read by name)" in (
         again.reason
     )
     # a class it never saw: its images are the champion's errors, and the challenger's right

@@ -5,6 +5,7 @@ running the pipeline once."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -140,6 +141,20 @@ def test_watch_runs_once_per_digest_warm_started_and_skips_bad_files(tmp_path):
     assert "champion" in said
     rest = run_cli("watch", "shapes.yaml", "--once", cwd=tmp_path, timeout=300)
     assert rest.returncode == 0 and "nothing to do" in rest.stdout, rest.stdout + rest.stderr
+
+    # Ctrl-C of a watcher that ran no pipeline says only that it stopped (it spoke of a
+    # pipeline run it had interrupted, which would go on)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    idle = subprocess.Popen(
+        [sys.executable, "-m", "leanfit.cli", "watch", "shapes.yaml", "--interval", "1h"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    for line in idle.stdout:
+        if "nothing to do" in line:
+            break
+    idle.send_signal(signal.SIGINT)
+    _, err = idle.communicate(timeout=60)
+    assert idle.returncode == 130 and err.strip() == "stopped watching shapes.yaml", err
 
 
 def test_watch_refuses_bad_options_before_doing_anything(tmp_path):

@@ -245,19 +245,20 @@ def optimize(
     except LeanfitError as e:
         e.args = (as_argument(str(e), own is not None),)
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         # raised on to the caller, as Python does; said first, as `leanfit search` says it
         import sys
 
         from leanfit import stopping
 
-        print(
-            stopping.said("interrupted")
-            + f": the finished trials are in MLflow ({exp.tracking_uri()}); "
+        said = (
+            f": the finished trials are in MLflow ({exp.tracking_uri()}); "
             "leanfit.optimize(..., resume=True) with the same objective and settings continues "
-            "the search",
-            file=sys.stderr,
+            "the search"
         )
+        if getattr(e, "search_run_id", "") is None:  # (its run was not open yet)
+            said = " before the search started: no trial ran"
+        print(stopping.said("interrupted") + said, file=sys.stderr)
         raise
     c = outcome.controller
     if progress and (line := exhausted_line(c)) is not None:

@@ -451,7 +451,9 @@ def search(
                 on_progress=show, synthetic_sleep=synthetic,
                 on_notice=lambda text: console.print(text, style="yellow", highlight=False),
             )  # fmt: skip
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        if getattr(e, "search_run_id", "") is None:  # (its run was not open yet)
+            interrupted("interrupted before the search started: no trial ran")
         interrupted(
             "interrupted: the finished trials are in MLflow "
             f"({experiment.tracking_uri()}); `leanfit search {experiment_file} --resume` "
@@ -763,22 +765,23 @@ def watch(
         out = console if file is None else Console(file=file, soft_wrap=True)
         out.print(f"[dim]{time_now()}[/dim] {text}", highlight=False)
 
-    checking = False  # whether a Ctrl-C came during a check (a pipeline run it stopped)
+    running = False  # whether a Ctrl-C stopped a pipeline run (not a check of unchanged data)
+
+    def started() -> None:
+        nonlocal running
+        running = True
 
     def check():
-        nonlocal checking
-        checking = True
-        try:
-            result = check_once(
-                load_experiment(experiment_file),
-                submit=submitter if submit_to else None,
-                resubmit_after=again,
-                log=log,
-            )
-        except Exception:  # (a failed check; a Ctrl-C in it is said as one)
-            checking = False
-            raise
-        checking = False
+        nonlocal running
+        running = False
+        result = check_once(
+            load_experiment(experiment_file),
+            submit=submitter if submit_to else None,
+            resubmit_after=again,
+            log=log,
+            on_run=started,
+        )
+        running = False
         return result
 
     try:
@@ -794,7 +797,7 @@ def watch(
         log(f"watching {experiment_file} every {every:g} s (Ctrl-C to stop)")
         watch_loop(every, check, log=log)
     except KeyboardInterrupt:
-        if submit_to is not None or not checking:  # (on Kubeflow, or between checks)
+        if submit_to is not None or not running:  # (on Kubeflow, or no run here to go on)
             interrupted(f"stopped watching {experiment_file}")
         interrupted(
             f"stopped watching {experiment_file}; a pipeline run it interrupted goes on at the "
@@ -1093,8 +1096,10 @@ def read_arguments(argv: list[str]) -> list[str]:
 
     read = []
     for i, arg in enumerate(argv):
-        if arg == "":
-            option = argv[i - 1] if i and argv[i - 1].startswith("-") else None
+        given = arg.startswith("--") and "=" in arg  # (--output=DIR)
+        option, _, value = arg.partition("=") if given else ("", "", arg)
+        if not value.strip() and (given or not arg.startswith("-")):  # ('', ' ', --output=)
+            option = option or (argv[i - 1] if i and argv[i - 1].startswith("-") else None)
             raise LeanfitError(
                 f"{option}: the value is empty; give one, or leave the option out"
                 if option

@@ -270,8 +270,14 @@ class Dim(Strict):
                 f"choices: {odd[0]!r} is not a number, string, true/false or null; to choose among "
                 "structures, choose among names and look the structure up by its name"
             )
-        given = [(type(c), c) for c in self.choices or []]  # (1 and True are two choices)
-        twice = next((c for i, (t, c) in enumerate(given) if (t, c) in given[:i]), None)
+        # (3 and 3.0 are one choice; 1 and True are two)
+        given = [
+            ("number", float(c)) if isinstance(c, int | float) and not isinstance(c, bool)
+            else (type(c), c)
+            for c in self.choices or []
+        ]  # fmt: skip
+        twice = next((c for c, g in zip(self.choices or [], given, strict=True)
+                      if given.count(g) > 1), None)  # fmt: skip
         if len(set(given)) < len(given):
             raise ValueError(
                 f"choices: {twice!r} is given twice; give each choice once (the search would "
@@ -382,6 +388,11 @@ class ArchitectureSpace(Strict):
             bad = [v for v in values if not ok(v)]
             if bad:
                 raise ValueError(f"{name}: {bad} not allowed; use {wants[name]}")
+            # a choice is used as written: 3.0 reached torch as a float, and every trial failed
+            floats = [v for v in dim.choices or [] if isinstance(v, float)]
+            if floats and name not in ("se", "activation"):  # (the rest are whole numbers)
+                whole = ", ".join(str(int(v)) for v in floats)
+                raise ValueError(f"{name}: {floats} written as decimals; write {whole}")
         return self
 
     def params(self) -> list[Param]:

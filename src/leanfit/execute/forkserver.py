@@ -58,10 +58,11 @@ def start_fork_server() -> None:
     """Start the workers' fork server now (it returns at once): the server imports torch while
     this process goes on with its own start, instead of before the first worker can fork.
 
-    The server is started with SIGTERM ignored (as `multiprocessing` has it ignore SIGINT): a
-    SIGTERM to the whole process group (`kill -- -PGID`, systemd) killed it, and the controller,
-    which reads its workers' exit codes through it, then took each busy worker for dead (exit code
-    255) in the middle of its orderly stop. It still ends with the controller (its pipe's EOF)."""
+    The server is started with SIGTERM and SIGINT ignored (`multiprocessing` has it ignore
+    SIGINT only after its imports): a SIGTERM to the whole process group (`kill -- -PGID`,
+    systemd) killed it, and the controller, which reads its workers' exit codes through it,
+    then took each busy worker for dead (exit code 255) in the middle of its orderly stop. It
+    still ends with the controller (its pipe's EOF)."""
     ctx = worker_context()
     if ctx.get_start_method() == "forkserver":
         import signal
@@ -71,8 +72,13 @@ def start_fork_server() -> None:
         if threading.current_thread() is not threading.main_thread():
             forkserver.ensure_running()  # a signal's handling can only change in the main thread
             return
-        before = signal.signal(signal.SIGTERM, signal.SIG_IGN)  # an ignored signal stays so
-        try:  # across the server's exec
+        # an ignored signal stays so across the server's exec, and Python then installs no
+        # handler of its own: a Ctrl-C while the server imported torch (its first 2 s) printed
+        # its traceback (multiprocessing has it ignore SIGINT only once its imports are done)
+        stops = (signal.SIGTERM, signal.SIGINT)
+        before = {s: signal.signal(s, signal.SIG_IGN) for s in stops}
+        try:
             forkserver.ensure_running()
         finally:
-            signal.signal(signal.SIGTERM, before)
+            for s, handler in before.items():
+                signal.signal(s, handler)

@@ -62,8 +62,7 @@ def worker_main(conn: Connection, runner_spec: RunnerSpec, environ: dict[str, st
     try:
         runner = runner_spec.build()
     except BaseException:  # noqa: BLE001 - reported to the controller, which stops the search
-        sys.stdout.flush()
-        sys.stderr.flush()
+        _drain()
         send(("fatal", traceback.format_exc()))
         return
     send(("ready", time.monotonic()))  # the system's monotonic clock, as the controller's
@@ -95,8 +94,7 @@ def worker_main(conn: Connection, runner_spec: RunnerSpec, environ: dict[str, st
                 status="failed",
                 reason=f"{type(e).__name__}{code} raised in the trial: the worker goes on",
             )
-        sys.stdout.flush()  # what it printed comes before its result
-        sys.stderr.flush()
+        _drain()  # what it printed comes before its result
         try:
             send(("result", result))
         except (BrokenPipeError, ConnectionResetError):
@@ -127,9 +125,18 @@ class _Relayed(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
+        """Nothing: a line goes when it is whole (`print(..., end="", flush=True)` then the
+        rest of the line, a common pattern, put two workers' halves on one line)."""
+
+    def drain(self) -> None:
+        """What is left of a line: sent at the end of a trial."""
         if self._pending:
             text, self._pending = self._pending, ""
             self._out(text)
+
+    @property
+    def buffer(self) -> _RelayedBytes:
+        return _RelayedBytes(self)
 
     def _out(self, text: str) -> None:
         try:
@@ -146,6 +153,26 @@ class _Relayed(io.TextIOBase):
     @property
     def encoding(self) -> str:
         return getattr(self._original, "encoding", None) or "utf-8"
+
+
+class _RelayedBytes(io.RawIOBase):
+    """`sys.stdout.buffer` of a `_Relayed`: bytes written there are relayed as text."""
+
+    def __init__(self, text: _Relayed) -> None:
+        self._text = text
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self._text.write(bytes(data).decode(self._text.encoding, errors="replace"))
+        return len(data)
+
+
+def _drain() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, _Relayed):
+            stream.drain()
 
 
 def _write_output(payload: tuple[str, str]) -> None:

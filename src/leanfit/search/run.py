@@ -526,12 +526,21 @@ def run_search(
         # The workers start first: they import torch and load the data while this process
         # loads it and opens the search run (a second or two of every search's wall time).
         executor = None
-        if not reuse_finished:
-            executor = stack.enter_context(make_executor(experiment, n_workers, what, plan_file))
-        return _search(
-            experiment, resume, executor, stack, held, n_workers, wall, trials, on_progress,
-            what, plan_file, parent_run_id, reuse_finished, tags, on_notice,
-        )  # fmt: skip
+        opened: list[str] = []  # the search run, once it is open
+        try:
+            if not reuse_finished:
+                executor = stack.enter_context(
+                    make_executor(experiment, n_workers, what, plan_file)
+                )
+            return _search(
+                experiment, resume, executor, stack, held, n_workers, wall, trials, on_progress,
+                what, plan_file, parent_run_id, reuse_finished, tags, on_notice, opened,
+            )  # fmt: skip
+        except KeyboardInterrupt as e:
+            # what the interrupt's message may say: a search stopped before its run opened
+            # has no trial in MLflow, and nothing that --resume could go on with
+            e.search_run_id = opened[0] if opened else None
+            raise
 
 
 def _search(
@@ -550,6 +559,7 @@ def _search(
     reuse_finished: bool,
     tags: Mapping[str, str] | None,
     on_notice: Callable[[str], None] | None,
+    opened: list[str],
 ) -> SearchOutcome:
     from leanfit.data.sources import dataset_notices
     from leanfit.track import TrialLogger
@@ -667,6 +677,7 @@ def _search(
             settings_json=json.dumps(search_settings(experiment), sort_keys=True),
             objective=identity,
         )
+    opened.append(log.run_id)
     log.record_budget(wall, trials)
     elapsed_before = log.elapsed() if resume else 0.0
     if wall is not None:

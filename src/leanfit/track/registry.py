@@ -250,7 +250,7 @@ class Registry:
         if len(test_labels) < FEW_TEST_IMAGES:
             same += (
                 f"; on {len(test_labels)} image{'s' * (len(test_labels) != 1)} one is "
-                f"{100 / max(1, len(test_labels)):.0f} points of accuracy, a weak ground for "
+                f"{100 / max(1, len(test_labels)):.3g} points of accuracy, a weak ground for "
                 "this decision: more test images (dataset.test_fraction, a test/ folder) make "
                 "it firmer"
             )
@@ -422,7 +422,7 @@ def classes_note(version: str, theirs: list[str], ours: list[str]) -> str:
     if gone:
         parts.append(f"{_listed(gone)} no longer in the data, wrong whenever it answers so")
     if not parts:
-        parts.append("the same classes in another order, read by name")
+        return f"version {version} was trained on the same classes in another order (read by name)"
     return f"version {version} was trained on other classes ({'; '.join(parts)})"
 
 

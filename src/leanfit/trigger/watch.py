@@ -98,11 +98,13 @@ def check_once(
     submit: Callable[[Experiment], Any] | None = None,
     resubmit_after: float = 6 * 3600,
     log: Callable[..., None] = print,
+    on_run: Callable[[], None] | None = None,
 ) -> CheckResult:
     """One check: run (or `submit`) the pipeline if the data changed since the last completed
     run. `submit` sends the pipeline to KFP and returns its submission (see `leanfit submit`);
     `log(text, file=None)` says what happens, as `print` does (the pipeline's lines come with
-    `file`: the terminal, which its log file hides while it runs)."""
+    `file`: the terminal, which its log file hides while it runs); `on_run()` is called as a
+    pipeline run starts here."""
     from leanfit.data.check import NO_READABLE_IMAGE
     from leanfit.data.sources import load_dataset, skipped_files, skipped_notice
     from leanfit.launch import PipelineBusy, run_locally
@@ -136,6 +138,8 @@ def check_once(
             for line in skipped_notice(dataset.skipped).splitlines():
                 log(line)
         if submit is None:
+            if on_run is not None:  # (an interrupt from now on stops a pipeline run)
+                on_run()
             try:
                 outcome = run_locally(experiment, log=log)
             except PipelineBusy as busy:
