@@ -476,3 +476,34 @@ def test_a_version_a_killed_run_registered_is_compared_by_the_next_run(tmp_path)
     )
     versions = registry.client.search_model_versions("name='leanfit-digits'")
     assert sorted(int(v.version) for v in versions) == [1, 2], "registered once"
+
+
+def test_a_version_a_killed_run_registered_but_never_tagged_is_taken_up(tmp_path):
+    """A `kill -9` in the one call between registering a version and tagging it left a version
+    with no tags, which the next run did not know as the same weights: it registered them again
+    beside it. It is found by its weights and finished (tags, challenger), then compared."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = experiment_from_dict(digits_config(tracking={"uri": uri}), tmp_path)
+    images, labels = data()
+    registry = Registry(
+        experiment, LoadedDataset(images, labels, ["dark", "bright"], "a" * 64, "t")
+    )
+    parent = registry.client.create_run(registry.logger.experiment_id).info.run_id
+
+    def logged_model(model, trial):
+        s = summary(trial, accuracy(model, images, labels), 100)
+        return registry.log_model(s, model, parent, images[:2]), s
+
+    wrong, right = Brightness(-1.0), Brightness(1.0)
+    assert registry.register(*logged_model(wrong, 1), wrong, images, labels).promoted
+    killed, _ = logged_model(right, 2)
+    orphan = str(mlflow.register_model(killed.model_uri, "leanfit-digits").version)  # then -9
+    logged, s = logged_model(right, 2)  # the next run's final model: the same weights
+    decision = registry.register(logged, s, right, images, labels, seen_images=images[:4])
+    assert decision.promoted and str(decision.version) == orphan, decision
+    versions = registry.client.search_model_versions("name='leanfit-digits'")
+    assert sorted(int(v.version) for v in versions) == [1, 2], "registered once"
+    taken = registry.client.get_model_version("leanfit-digits", orphan)
+    assert taken.tags["leanfit.dataset_digest"] == "a" * 64 and taken.tags["leanfit.params"]

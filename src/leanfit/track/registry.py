@@ -292,14 +292,19 @@ class Registry:
         made the challenger."""
         import mlflow
 
-        version = str(mlflow.register_model(logged.model_uri, self.name).version)
+        orphan = self._orphan_of(weights)
+        if orphan is not None:  # registered by a run killed before it tagged it: finished now
+            version, run_id = str(orphan.version), orphan.run_id
+        else:
+            version = str(mlflow.register_model(logged.model_uri, self.name).version)
+            run_id = logged.run_id
         if seen_images is not None:
             import numpy as np
 
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / Path(SEEN_ARTIFACT).name
                 np.save(path, image_keys(seen_images))
-                self.client.log_artifact(logged.run_id, str(path), str(Path(SEEN_ARTIFACT).parent))
+                self.client.log_artifact(run_id, str(path), str(Path(SEEN_ARTIFACT).parent))
         for key, value in {
             "leanfit.dataset_digest": self.dataset.digest,
             "leanfit.test_accuracy": f"{summary['test_accuracy']:.6f}",
@@ -334,6 +339,31 @@ class Registry:
     def _crown(self, version: str, reason: str, old_accuracy: float | None = None) -> Decision:
         self.client.set_registered_model_alias(self.name, CHAMPION, version)
         return Decision(self.name, version, version, True, reason, old_accuracy)
+
+    def _orphan_of(self, weights: str):
+        """A version of these weights left without leanfit's tags (a run killed between
+        registering it and tagging it), or None. The next run registered the same weights
+        again beside it. Only untagged versions are loaded to compare (rare: one call's
+        window)."""
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        try:
+            versions = self.client.search_model_versions(f"name='{self.name}'")
+        except MlflowException:  # (no model of that name yet)
+            return None
+        for v in versions:
+            if v.tags.get("leanfit.dataset_digest"):
+                continue
+            try:
+                model = mlflow.pytorch.load_model(
+                    f"models:/{self.name}/{v.version}", map_location="cpu"
+                )
+            except (MlflowException, OSError, RuntimeError, AttributeError):
+                continue
+            if weights_digest(model) == weights:
+                return v
+        return None
 
     def _same_model(self, weights: str, summary: Mapping[str, Any]):
         """The registered version of these weights on this data, if there is one."""
