@@ -1068,3 +1068,19 @@ def test_sys_exit_in_a_trial_fails_that_trial_and_keeps_its_worker(in_tmp, capfd
     assert "1 x KeyboardInterrupt raised in the trial" in said, said
     assert result.controller.executor.replaced == 0, "a worker was ended by its trial"
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_tracking_server_that_does_not_answer_is_said_at_once(in_tmp):
+    """`leanfit search` says it in a second; optimize waited four minutes for MLflow's retries
+    and raised MLflow's own error (and its InvalidUrlException for a URI with no host)."""
+    from leanfit.errors import LeanfitError
+
+    for uri, said in (
+        ("http://127.0.0.1:9", "tracking: MLflow at http://127.0.0.1:9 did not answer"),
+        ("http:/127.0.0.1:9", "names no server (host and port)"),
+    ):
+        cfg = {**digits_config(), "tracking": {"uri": uri}}
+        started = time.monotonic()
+        with pytest.raises(LeanfitError, match=re.escape(said)):
+            leanfit.optimize(flaky, cfg, workers=0, trials=2, progress=False)
+        assert time.monotonic() - started < 30

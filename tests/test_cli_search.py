@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -633,6 +634,34 @@ def test_ctrl_c_while_the_tracking_database_is_made_waits_for_its_tables(in_tmp)
     assert "it holds no run: delete it (rm half.db) and run again" in said, said
 
 
+def test_resume_from_another_work_folder_of_a_search_running_there_is_refused(in_tmp):
+    """Two work folders (or machines) on one tracking store: their locks cannot see each other,
+    and a `--resume` from the second joined the running search, so two controllers wrote one
+    search run (trials twice, a checkpoint of the other folder's missing), which no report could
+    read after. A search heard from in the last minute at another place is running there."""
+    experiment(in_tmp, trials=400)
+    proc = start_search(in_tmp, "0.3")
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and job_counts(in_tmp / "mlflow.db")[0] < 1:
+            time.sleep(0.1)
+        assert proc.poll() is None, "the search ended before the second one started"
+        other = in_tmp / "elsewhere"
+        other.mkdir()
+        shutil.copy(in_tmp / "e.yaml", other / "e.yaml")
+        env = {"MLFLOW_TRACKING_URI": f"sqlite:///{in_tmp / 'mlflow.db'}"}
+        second = run_cli("search", "e.yaml", "--synthetic", "0.3", "--resume", cwd=other, env=env)
+        assert second.returncode == 2, second.stdout + second.stderr
+        said = " ".join(second.stderr.split())
+        assert f"is running now at {socket.gethostname()}:{in_tmp / '.leanfit'} (heard" in said
+        assert "another work folder or machine: wait for it to end" in said, said
+        assert proc.poll() is None, "the refusal stopped the running search"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=60)
+
+
 def test_a_second_controller_of_a_running_search_is_refused_naming_the_first(in_tmp):
     """`--resume`, a new search or the pipeline's search step of a search that is running now in
     another process: refused with that process's id and how to go on, exit 2, no search run
@@ -858,6 +887,11 @@ def test_a_tracking_uri_mlflow_cannot_use_is_refused_in_one_line(in_tmp, monkeyp
         "postgresql://me:secret@db/mlflow": "postgresql://me:***@db/mlflow needs its database "
         "driver, the Python module",
         "htp://host:5000": "a scheme MLflow does not know (htp://)",
+        # a server's URI with no host (before: a traceback, and the search's lock left behind)
+        "http:/127.0.0.1:5123": "'http:/127.0.0.1:5123' names no server (host and port); "
+        "write it http://HOST:PORT",
+        "http:///127.0.0.1:5123": "names no server",
+        "http://127.0.0.1:5123:5123": "names no server",
         # sqlite's slashes mistyped (before: a SQLAlchemy traceback), a folder, a file of
         # another kind (before: `file is not a database` after the work folder was made)
         "sqlite:/m.db": "'sqlite:/m.db' is not a sqlite URI MLflow can open; write "
@@ -886,6 +920,7 @@ def test_a_tracking_uri_mlflow_cannot_use_is_refused_in_one_line(in_tmp, monkeyp
         ("mlruns", ["search", "e.yaml", "--synthetic", "0"]),
         ("postgresql://me:secret@db/mlflow", ["report", "e.yaml"]),
         ("htp://h", ["trial", "e.yaml", "--sample", "--epochs", "1"]),
+        ("http:/127.0.0.1:5123", ["search", "e.yaml", "--synthetic", "0"]),
         ("sqlite:/m.db", ["search", "e.yaml", "--synthetic", "0"]),
         ("sqlite:///e.yaml", ["run", "e.yaml"]),
     ]

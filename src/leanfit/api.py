@@ -224,6 +224,11 @@ def optimize(
             "budget: give trials= or wall_time= (or budget.trials or budget.wall_time in the "
             "experiment)"
         )
+    from leanfit.track.runs import check_tracking_reachable
+
+    # a server that does not answer is said at once, as `leanfit search` says it (MLflow's
+    # client retried for four minutes, then raised its own error; a URI with no host: its own)
+    check_tracking_reachable(exp.tracking_uri())
     show_progress = contextlib.nullcontext(None)
     notice = None
     if progress:

@@ -614,7 +614,10 @@ def run(
         console.print(f"report       in MLflow: run {outcome.run_id}, report/report.html")
     if outcome.log is not None:
         console.print(f"full log     {outcome.log}")
-    console.print(f"browse       mlflow ui --backend-store-uri {uri}")
+    if uri.startswith(("http://", "https://")):  # (a server: `mlflow ui` cannot open it)
+        console.print(f"browse       {uri}")
+    else:
+        console.print(f"browse       mlflow ui --backend-store-uri {uri}")
 
 
 def _with_wall_time(experiment, wall_time: str | None):
@@ -1029,6 +1032,9 @@ def main() -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     # nor its bars for every artifact it downloads (predict's model: five bars on stderr)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # nor, against a server, two "View run ... at" lines for every trial job (94 pairs in a
+    # 30-s search, which buried the progress lines)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # its SQLAlchemy errors come with a stack trace, and the exception is raised on to the
@@ -1078,7 +1084,7 @@ def main() -> None:
         uri = os.environ.get("MLFLOW_TRACKING_URI", "the tracking server")
         err_console.print(
             f"[red]error:[/red] tracking: MLflow at {uri} did not answer "
-            f"({type(e).__name__}: {escape(str(e).splitlines()[0][:300])}); check that the "
+            f"({type(e).__name__}: {escape(_shortened(str(e)))}); check that the "
             "server is up and the URI (tracking.uri in the file, or $MLFLOW_TRACKING_URI) is right",
             highlight=False,
             soft_wrap=True,
@@ -1086,6 +1092,13 @@ def main() -> None:
         exit_now(2)
     # click returns the exit code of `typer.Exit` instead of raising it when not standalone.
     exit_now(code if isinstance(code, int) else 0)
+
+
+def _shortened(text: str, limit: int = 300) -> str:
+    """An error's first line, cut at a word with "..." where it is long (it was cut
+    mid-word, leaving a parenthesis open)."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return first if len(first) <= limit else first[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def read_arguments(argv: list[str]) -> list[str]:

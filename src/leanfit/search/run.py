@@ -563,6 +563,7 @@ def _search(
 ) -> SearchOutcome:
     from leanfit.data.sources import dataset_notices
     from leanfit.track import TrialLogger
+    from leanfit.track.pipeline import work_place
     from leanfit.track.runs import missing_sqlite_database
 
     problem = problem_of(experiment, what)
@@ -651,6 +652,15 @@ def _search(
                     "search being resumed has started; give a larger one (--trials or "
                     "budget.trials) to go on with it"
                 )
+        elsewhere = log.running_elsewhere(work_place(experiment), HEARD_WITHIN_SECONDS)
+        if elsewhere is not None:  # (two controllers wrote one search: its trials twice)
+            where, ago = elsewhere
+            raise LeanfitError(
+                f"--resume: the search {log.run_id} is running now at {where} (heard from "
+                f"{ago:.0f} s ago), another work folder or machine: wait for it to end, or "
+                f"stop it there; one killed there can be resumed {HEARD_WITHIN_SECONDS:.0f} s "
+                "after it stopped"
+            )
         log.reopen()
     else:
         earlier = None
@@ -680,6 +690,7 @@ def _search(
     opened.append(log.run_id)
     log.record_budget(wall, trials)
     elapsed_before = log.elapsed() if resume else 0.0
+    log.mark_place(work_place(experiment), elapsed_before, 0)
     if wall is not None:
         wall = max(0.0, wall - elapsed_before)
 
@@ -791,6 +802,9 @@ def smaller_budget_notice(log: SearchLog, short: str) -> str:
 
 # how often a running search logs its elapsed time and front's figures to its MLflow run
 LIVE_METRICS_SECONDS = 15.0
+# A RUNNING search in another place heard from within this long is running there (it logs
+# every LIVE_METRICS_SECONDS): not resumed from here
+HEARD_WITHIN_SECONDS = 4 * LIVE_METRICS_SECONDS
 
 
 def search_metrics(controller: SearchController) -> dict[str, float]:

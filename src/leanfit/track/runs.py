@@ -201,6 +201,18 @@ def check_tracking_uri(uri: str, where: str = WHERE_URI) -> None:
                 f"sqlite:///mlflow.db, http(s)://HOST:5000 or a database URI ({where})"
             )
         return
+    if engine in ("http", "https"):
+        parsed = urlparse(uri)
+        try:
+            port_ok = parsed.port is None or 0 < parsed.port < 65536
+        except ValueError:  # (a port that is not a number: host:5123:5123)
+            port_ok = False
+        if not parsed.hostname or not port_ok:  # (http:/host:5000, http:///host: a traceback)
+            raise LeanfitError(
+                f"tracking: {uri!r} names no server (host and port); write it "
+                f"{scheme}://HOST:PORT, e.g. {scheme}://127.0.0.1:5000 ({where})"
+            )
+        return
     if engine == "sqlite":
         _check_sqlite(uri, where)
         return

@@ -329,6 +329,29 @@ class SearchLog:
     def reopen(self) -> None:
         self.client.update_run(self.run_id, status="RUNNING")
 
+    def mark_place(self, place: str, elapsed: float, step: int) -> None:
+        """Where this search runs now (host:work folder), and that it was heard from now."""
+        from leanfit.track.pipeline import TAG_PLACE
+
+        self.client.set_tag(self.run_id, TAG_PLACE, place)
+        self.log_elapsed(elapsed, step)
+
+    def running_elsewhere(self, place: str, within: float) -> tuple[str, float] | None:
+        """(where, seconds since it was heard from) where this search is RUNNING in another
+        place (another work folder or machine, which its lock cannot see) and was heard from in
+        the last `within` seconds; else None. A search killed with -9 stays RUNNING: heard from
+        no more, it counts as stopped after `within` seconds."""
+        from leanfit.track.pipeline import TAG_PLACE
+
+        run = self.client.get_run(self.run_id)
+        theirs = run.data.tags.get(TAG_PLACE)
+        if run.info.status != "RUNNING" or theirs is None or theirs == place:
+            return None
+        history = self.client.get_metric_history(self.run_id, "search_elapsed_seconds")
+        last = max([m.timestamp for m in history] + [run.info.start_time or 0]) / 1000
+        ago = max(0.0, time.time() - last)
+        return (theirs, ago) if ago < within else None
+
     def record_budget(self, wall_time: float | None, trials: int | None) -> None:
         self.client.set_tag(
             self.run_id, TAG_BUDGET, json.dumps({"wall_time": wall_time, "trials": trials})
