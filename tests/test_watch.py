@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.support import run_cli, write_image_folder, write_yaml
+from tests.support import foreground_job, run_cli, write_image_folder, write_yaml
 from tests.test_pipeline import small_pipeline_config
 
 CLASSES = {"circle": 24, "square": 24, "stripe": 24}
@@ -148,6 +148,7 @@ def test_watch_runs_once_per_digest_warm_started_and_skips_bad_files(tmp_path):
     idle = subprocess.Popen(
         [sys.executable, "-m", "leanfit.cli", "watch", "shapes.yaml", "--interval", "1h"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=foreground_job,  # (pytest-xdist's workers ignore SIGINT, and so would it)
     )  # fmt: skip
     for line in idle.stdout:
         if "nothing to do" in line:
