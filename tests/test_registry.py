@@ -444,13 +444,9 @@ class ThreeShades(nn.Module):
         return -(x.mean(dim=(1, 2, 3)).unsqueeze(1) - self.centres).abs()
 
 
-def test_a_version_a_killed_run_registered_is_compared_by_the_next_run(tmp_path):
-    """A `kill -9` after the new version was registered (challenger) and before it was compared
-    with the champion: the next run on the same data finds the same weights registered, and
-    used to say "nothing new to register", so the champion stayed, one that cannot see a class
-    the data has now. It is compared instead."""
-    from leanfit.track.registry import weights_digest
-
+def brightness_registry(tmp_path):
+    """A registry of two-class images, and `logged_model(model, trial)`: the model logged as a
+    final model of a pipeline run, and its summary."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     experiment = experiment_from_dict(digits_config(tracking={"uri": uri}), tmp_path)
     images, labels = data()
@@ -463,9 +459,19 @@ def test_a_version_a_killed_run_registered_is_compared_by_the_next_run(tmp_path)
         s = summary(trial, accuracy(model, images, labels), 100)
         return registry.log_model(s, model, parent, images[:2]), s
 
+    return registry, images, labels, logged_model
+
+
+def test_a_version_a_killed_run_registered_is_compared_by_the_next_run(tmp_path):
+    """A `kill -9` after the new version was registered (challenger) and before it was compared
+    with the champion: the next run on the same data finds the same weights registered, and
+    used to say "nothing new to register", so the champion stayed, one that cannot see a class
+    the data has now. It is compared instead."""
+    from leanfit.track.registry import weights_digest
+
+    registry, images, labels, logged_model = brightness_registry(tmp_path)
     wrong, right = Brightness(-1.0), Brightness(1.0)
-    assert registry.register(*logged_model(wrong, 1)[:1], logged_model(wrong, 1)[1], wrong,
-                             images, labels).promoted  # fmt: skip
+    assert registry.register(*logged_model(wrong, 1), wrong, images, labels).promoted
     logged, s = logged_model(right, 2)
     killed = registry._register_new(logged, s, weights_digest(right), None)  # then killed
     decision = registry.register(logged, s, right, images, labels)
@@ -484,18 +490,7 @@ def test_a_version_a_killed_run_registered_but_never_tagged_is_taken_up(tmp_path
     beside it. It is found by its weights and finished (tags, challenger), then compared."""
     import mlflow
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    experiment = experiment_from_dict(digits_config(tracking={"uri": uri}), tmp_path)
-    images, labels = data()
-    registry = Registry(
-        experiment, LoadedDataset(images, labels, ["dark", "bright"], "a" * 64, "t")
-    )
-    parent = registry.client.create_run(registry.logger.experiment_id).info.run_id
-
-    def logged_model(model, trial):
-        s = summary(trial, accuracy(model, images, labels), 100)
-        return registry.log_model(s, model, parent, images[:2]), s
-
+    registry, images, labels, logged_model = brightness_registry(tmp_path)
     wrong, right = Brightness(-1.0), Brightness(1.0)
     assert registry.register(*logged_model(wrong, 1), wrong, images, labels).promoted
     killed, _ = logged_model(right, 2)

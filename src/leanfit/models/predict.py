@@ -240,14 +240,18 @@ class FolderScore:
         return self.correct / self.files
 
 
+def nfc(name: str) -> str:
+    """A class or folder name in one Unicode form (a folder made on a Mac, or unzipped from its
+    zip, spells "cafe\u0301" where others spell "caf\u00e9")."""
+    import unicodedata
+
+    return unicodedata.normalize("NFC", name)
+
+
 def folder_score(predictions: Sequence[Prediction], classes: Sequence[str]) -> FolderScore | None:
     """The score of the predictions whose file's folder is named after one of `classes`, or None
     when no file lies in such a folder (files to classify, not to check)."""
-    import unicodedata
     from collections import Counter
-
-    def nfc(name: str) -> str:  # (a folder made on a Mac, or unzipped from its zip: "cafe\u0301")
-        return unicodedata.normalize("NFC", name)
 
     known = {nfc(c): c for c in classes}
     by_class: dict[str, list[int]] = {}

@@ -22,6 +22,7 @@ from leanfit.config import Experiment
 from leanfit.data.sources import LoadedDataset
 from leanfit.errors import LeanfitError
 from leanfit.models.deploy import accuracy
+from leanfit.models.predict import nfc
 from leanfit.track.runs import TrialLogger, dataset_input, missing_sqlite_database, param_value
 
 # Fewer test images than this to compare the champion and the challenger on: said, with the fix
@@ -199,7 +200,8 @@ class Registry:
         champion = self.champion()
         crowned = str(champion.version) if champion is not None else None
         again = ""  # said where the chosen model is a version already registered on this data
-        if (earlier := self._same_model(weights, summary)) is not None:
+        versions = self._versions()
+        if (earlier := self._same_model(versions, weights, summary)) is not None:
             # the same model again (a run whose final training was kept from an earlier one:
             # a budget changed, --force, a run killed after it registered): it was registered
             # as another version of the same weights, made the challenger of itself
@@ -216,7 +218,7 @@ class Registry:
             # have been killed before it did, which left a champion that cannot see this data
             again = " (the same weights as registered by an earlier run on this data)"
         else:
-            version = self._register_new(logged, summary, weights, seen_images)
+            version = self._register_new(logged, summary, weights, seen_images, versions)
         digest = self.dataset.digest
         new_acc = float(summary["test_accuracy"])
         if champion is None:
@@ -287,12 +289,14 @@ class Registry:
         summary: Mapping[str, Any],
         weights: str,
         seen_images: torch.Tensor | None,
+        versions: list | None = None,
     ) -> str:
         """A new version of the logged model, with its tags and the keys of the images it saw;
-        made the challenger."""
+        made the challenger. `versions`: the registered ones, where the caller has them."""
         import mlflow
 
-        orphan = self._orphan_of(weights)
+        versions = self._versions() if versions is None else versions
+        orphan = self._orphan_of(versions, weights)
         if orphan is not None:  # registered by a run killed before it tagged it: finished now
             version, run_id = str(orphan.version), orphan.run_id
         else:
@@ -340,18 +344,23 @@ class Registry:
         self.client.set_registered_model_alias(self.name, CHAMPION, version)
         return Decision(self.name, version, version, True, reason, old_accuracy)
 
-    def _orphan_of(self, weights: str):
-        """A version of these weights left without leanfit's tags (a run killed between
+    def _versions(self) -> list:
+        """The registered model's versions ([] before its first)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.search_model_versions(f"name='{self.name}'")
+        except MlflowException:  # (no model of that name yet)
+            return []
+
+    def _orphan_of(self, versions: list, weights: str):
+        """Of `versions`, one of these weights left without leanfit's tags (a run killed between
         registering it and tagging it), or None. The next run registered the same weights
         again beside it. Only untagged versions are loaded to compare (rare: one call's
         window)."""
         import mlflow
         from mlflow.exceptions import MlflowException
 
-        try:
-            versions = self.client.search_model_versions(f"name='{self.name}'")
-        except MlflowException:  # (no model of that name yet)
-            return None
         for v in versions:
             if v.tags.get("leanfit.dataset_digest"):
                 continue
@@ -365,19 +374,13 @@ class Registry:
                 return v
         return None
 
-    def _same_model(self, weights: str, summary: Mapping[str, Any]):
-        """The registered version of these weights on this data, if there is one."""
-        from mlflow.exceptions import MlflowException
-
+    def _same_model(self, versions: list, weights: str, summary: Mapping[str, Any]):
+        """Of `versions`, the one of these weights on this data, if there is one."""
         same = {
             TAG_WEIGHTS: weights,
             "leanfit.params": str(summary["params"]),
             "leanfit.dataset_digest": self.dataset.digest,
         }
-        try:
-            versions = self.client.search_model_versions(f"name='{self.name}'")
-        except MlflowException:  # (no model of that name yet)
-            return None
         return next((v for v in versions if all(v.tags.get(k) == x for k, x in same.items())), None)
 
     def champion(self):
@@ -414,18 +417,12 @@ class Registry:
         note = None
         answers = int(predicted.max()) + 1 if len(predicted) else 0
         if theirs is not None and theirs != ours and answers <= len(theirs):
-            position = {_nfc(c): j for j, c in enumerate(ours)}
-            as_ours = torch.tensor([position.get(_nfc(c), -1) for c in theirs])
+            position = {nfc(c): j for j, c in enumerate(ours)}
+            as_ours = torch.tensor([position.get(nfc(c), -1) for c in theirs])
             predicted = as_ours[predicted]
             note = classes_note(version, theirs, ours)
         correct = int((predicted == test_labels).sum())
         return correct / max(1, len(test_labels)), None, note
-
-
-def _nfc(name: str) -> str:  # (a folder made on a Mac, or unzipped from its zip: "cafe\u0301")
-    import unicodedata
-
-    return unicodedata.normalize("NFC", name)
 
 
 def _card_classes(uri: str) -> list[str] | None:
@@ -442,10 +439,10 @@ def _card_classes(uri: str) -> list[str] | None:
 
 def classes_note(version: str, theirs: list[str], ours: list[str]) -> str:
     """What a comparison says of a version trained on other classes than the data's."""
-    known = {_nfc(c) for c in theirs}
-    have = {_nfc(c) for c in ours}
-    new = [c for c in ours if _nfc(c) not in known]
-    gone = [c for c in theirs if _nfc(c) not in have]
+    known = {nfc(c) for c in theirs}
+    have = {nfc(c) for c in ours}
+    new = [c for c in ours if nfc(c) not in known]
+    gone = [c for c in theirs if nfc(c) not in have]
     parts = []
     if new:
         parts.append(f"{_listed(new)} new to it, counted as its errors")
