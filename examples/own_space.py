@@ -15,6 +15,7 @@ import argparse
 import functools
 
 import leanfit
+from leanfit.errors import LeanfitError
 
 SPACE = {
     "hidden": [4, 8, 16, 32, 64, 128],  # a list: one of these
@@ -91,14 +92,17 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=60)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    result = leanfit.optimize(
-        objective,
-        {"name": "own-mlp", "budget": {"min_epochs": 1, "max_epochs": 27}},
-        space=SPACE,
-        size=size,
-        trials=args.trials,
-        workers=args.workers,
-    )
+    try:
+        result = leanfit.optimize(
+            objective,
+            {"name": "own-mlp", "budget": {"min_epochs": 1, "max_epochs": 27}},
+            space=SPACE,
+            size=size,
+            trials=args.trials,
+            workers=args.workers,
+        )
+    except LeanfitError as e:  # a setting refused: the message names it and the fix
+        parser.exit(2, f"error: {e}\n")
     print(f"{'parameters':>10}  val acc  epochs  configuration")
     for m in result.front:
         print(f"{m['params']:>10,}  {m['val_accuracy']:.4f}  {m['epochs']:>6}  {m['config']}")

@@ -16,6 +16,7 @@ import functools
 from pathlib import Path
 
 import leanfit
+from leanfit.errors import LeanfitError
 
 EXPERIMENT = Path(__file__).resolve().parent / "digits.yaml"
 
@@ -79,9 +80,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--wall-time", default=None, help="a budget in time, e.g. 5m")
     args = parser.parse_args()
-    result = leanfit.optimize(
-        objective, EXPERIMENT, workers=args.workers, trials=args.trials, wall_time=args.wall_time
-    )
+    try:
+        result = leanfit.optimize(
+            objective,
+            EXPERIMENT,
+            workers=args.workers,
+            trials=args.trials,
+            wall_time=args.wall_time,
+        )
+    except LeanfitError as e:  # a setting refused: the message names it and the fix
+        parser.exit(2, f"error: {e}\n")
     for model in result.front:
         print(f"{model['params']:>7,} parameters  val acc {model['val_accuracy']:.4f}")
     best = result.best(max_params=2_000)

@@ -37,6 +37,23 @@ def foreground_job() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def ctrl_c_when(seen: str, *args: str, cwd: Path, timeout: int = 120) -> tuple[int, str]:
+    """`leanfit ARGS` as a terminal's foreground job, sent Ctrl-C once a line of its output
+    holds `seen`: its exit code and what it wrote to stderr."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "leanfit.cli", *args],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=foreground_job,  # (pytest-xdist's workers ignore SIGINT, and so would it)
+    )  # fmt: skip
+    for line in proc.stdout:
+        if seen in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
+
+
 def digits_config(**overrides) -> dict:
     """examples/digits.yaml as a dict, with top-level sections overridden."""
     data = yaml.safe_load((EXAMPLES / "digits.yaml").read_text())

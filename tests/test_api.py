@@ -936,6 +936,13 @@ def test_the_example_of_a_space_and_model_family_of_ones_own_runs(tmp_path):
         assert r.data.metrics["params"] == size(config)
     assert max(r.data.metrics["val_accuracy"] for r in jobs) > 0.5  # it learned
     assert any(r.data.tags.get("leanfit.resume_from") for r in jobs)  # promoted, inherited
+    # a setting the search refuses: its message and exit 2, as the command's (a traceback)
+    for script in ("own_space.py", "own_training.py"):
+        bad = subprocess.run(
+            [sys.executable, str(EXAMPLES / script), "--trials", "0"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert bad.returncode == 2 and bad.stderr == "error: trials: 0; give 1 or more\n", bad
 
 
 def test_a_full_disk_stops_the_search_and_resume_runs_the_job_again(tmp_path):

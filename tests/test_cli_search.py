@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import yaml
@@ -124,12 +125,20 @@ def test_search_shows_the_front_and_writes_a_report(in_tmp):
     assert "Pareto front" in lines, "the table's title on a line of its own"
     html = next(in_tmp.glob(".leanfit/searches/*/report/report.html"))
     assert "Pareto front" in html.read_text() and "data:image/png;base64," in html.read_text()
+    # a dry run says so, in the terminal and on the page (its made-up accuracies looked like
+    # trained models' there, and the page is logged to MLflow beside real searches')
+    assert "dry run (--synthetic): the synthetic objective replaced training" in result.stdout
+    assert "the synthetic objective of a dry run, not real training" in html.read_text()
     client, runs = trial_runs(in_tmp / "mlflow.db")
     assert len({r.data.tags[TAG_TRIAL] for r in runs}) == 12
     search = client.search_runs([runs[0].info.experiment_id], "tags.`leanfit.kind` = 'search'")[0]
     assert search.info.status == "FINISHED"
     artifacts = {a.path for a in client.list_artifacts(search.info.run_id, "report")}
     assert artifacts == {"report/pareto.png", "report/report.html"}
+    # the settings it ran with, stored first (an artifact store that takes no file is found then)
+    stored = client.download_artifacts(search.info.run_id, "experiment.yaml")
+    stored = yaml.safe_load(Path(stored).read_text())
+    assert stored["budget"]["trials"] == 12 and stored["name"] == "digits"
     # finished: only the Pareto models' checkpoints are kept, the rest are deleted and counted
     front = {int(row.split("│")[1]) for row in table_rows(result.stdout)}
     kept = sorted(in_tmp.glob(f".leanfit/searches/{search.info.run_id}/checkpoints/*"))
@@ -145,6 +154,7 @@ def test_search_shows_the_front_and_writes_a_report(in_tmp):
     assert "trials 12  jobs finished " in report.stdout
     assert table_rows(report.stdout) == table_rows(result.stdout) != []
     assert "Pareto front" in (in_tmp / "again" / "report.html").read_text()
+    assert "a dry run, not real training" in (in_tmp / "again" / "report.html").read_text()
     assert (in_tmp / "again" / "pareto.png").read_bytes().startswith(b"\x89PNG")
     assert (in_tmp / "mlflow.db").read_bytes() == database, "the report wrote to MLflow"
 
@@ -1053,3 +1063,27 @@ def test_a_search_that_fills_its_disk_says_so_in_one_line_and_resumes(small_disk
     resumed = run_cli("search", "e.yaml", "--resume", cwd=small_disk, env=env, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Pareto front" in resumed.stdout
+
+
+def test_a_killed_search_ran_until_its_latest_job_not_its_last_figure():
+    """A search logs its elapsed time every 15 s; one killed with -9 ran on after its last
+    figure, at least until its latest job started or ended. That time was lost (a search
+    killed 28 s in was said to have run 15 s, and its resume had 13 s too many)."""
+    from mlflow.entities import Metric
+
+    from leanfit.track.search import JobRecord, elapsed_from
+
+    def job(started: int, ended: int = 0) -> JobRecord:
+        return JobRecord("r", 0, 0, 0, None, {}, {}, "ok", {}, None, None, None, 0,
+                         started=started, ended=ended)  # fmt: skip
+
+    t0 = 1_000_000_000_000  # ms
+    figures = [Metric("search_elapsed_seconds", v, t0 + int(v * 1000), 0) for v in (0, 15)]
+    assert elapsed_from([], []) == 0.0
+    assert elapsed_from(figures, []) == 15  # no job after its last figure
+    assert elapsed_from(figures, [job(t0 + 2_000, t0 + 27_500)]) == pytest.approx(27.5)
+    assert elapsed_from(figures, [job(t0 + 26_000)]) == pytest.approx(26)  # killed running
+    # a resumed search's first figure (at its start) comes after the earlier sitting's jobs
+    resumed = [*figures, Metric("search_elapsed_seconds", 27.5, t0 + 100_000, 0)]
+    assert elapsed_from(resumed, [job(t0 + 2_000, t0 + 27_500)]) == pytest.approx(27.5)
+    assert elapsed_from(resumed, [job(t0 + 104_000)]) == pytest.approx(31.5)

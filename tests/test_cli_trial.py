@@ -44,12 +44,27 @@ def test_trial_logs_to_the_default_sqlite_store_and_resumes(in_tmp):
     check_logged_trial(client, runs[0], epochs=2)
 
     checkpoint = re.search(r"checkpoint (\S+\.pt)", result.stdout).group(1)
+    # what else tells two runs of one configuration apart, as a search's jobs have it (two
+    # runs with other seeds had the same params and nothing to say why their figures differed)
+    first = runs[0].data
+    assert first.tags["leanfit.seed"] == "7" and first.tags["leanfit.checkpoint"] == checkpoint
+    assert first.params["budget.schedule_epochs"] == "10"  # budget.max_epochs: resumable to it
+    # a resume to no more epochs than the checkpoint holds trained nothing and logged its
+    # figures as this run's: refused
+    short = run_cli("trial", str(EXAMPLES / "digits.yaml"), "--sample", "--seed", "7",
+                    "--epochs", "2", "--resume", checkpoint, cwd=in_tmp)  # fmt: skip
+    said = " ".join(short.stderr.split())
+    assert (
+        short.returncode == 2
+        and "holds 2 epochs of training already; give --epochs above 2" in said
+    )
     again = run_cli("trial", str(EXAMPLES / "digits.yaml"), "--sample", "--seed", "7",
                     "--epochs", "4", "--resume", checkpoint, cwd=in_tmp)  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert "epoch   1" not in again.stdout and "epoch   3" in again.stdout
     client, runs = only_run(f"sqlite:///{in_tmp / 'mlflow.db'}")
     resumed = next(r for r in runs if r.data.params["budget.epochs"] == "4")
+    assert resumed.data.tags["leanfit.resume_from"] == checkpoint
     steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "val_accuracy")]
     assert sorted(steps) == [1, 2, 3, 4]  # the history carries over from the checkpoint
 
@@ -78,6 +93,37 @@ def test_trial_logs_to_a_real_mlflow_server(in_tmp, mlflow_server):
     client, runs = only_run(mlflow_server.uri)
     assert len(runs) == 1
     check_logged_trial(client, runs[0], epochs=1)
+    # a server's address to browse: `mlflow ui --backend-store-uri http://...` fails
+    assert f"(browse: {mlflow_server.uri})" in result.stdout, result.stdout
+
+
+def test_ctrl_c_closes_the_trials_run_and_keeps_its_epochs_to_go_on_from(in_tmp):
+    """Ctrl-C during `leanfit trial` left its MLflow run RUNNING for good and kept nothing:
+    a trial stopped after 262 epochs had no checkpoint to resume. The run is now closed as
+    interrupted with the epochs it finished, and a checkpoint kept as it trained goes on."""
+    from tests.support import ctrl_c_when
+
+    trial = ["trial", str(EXAMPLES / "digits.yaml"), "--sample", "--seed", "7"]
+    code, err = ctrl_c_when("epoch   3", *trial, "--epochs", "500", cwd=in_tmp)
+    said = " ".join(err.split())
+    assert code == 130 and said.startswith("interrupted after "), said
+    assert "Traceback" not in said and "closed as KILLED" in said
+    client, [run] = only_run(f"sqlite:///{in_tmp / 'mlflow.db'}")
+    assert run.info.status == "KILLED" and run.data.tags["leanfit.status"] == "interrupted"
+    epochs = len(client.get_metric_history(run.info.run_id, "val_accuracy"))
+    assert epochs >= 3 and f"interrupted after {epochs} epochs of 500" in said, said
+    found = re.search(
+        r"the checkpoint (\S+\.pt) holds (\d+) epochs?: `leanfit trial (.*)` goes", said
+    )
+    assert found, said
+    checkpoint, held, command = found.group(1), int(found.group(2)), found.group(3)
+    assert (
+        1 <= held <= epochs and f"--sample --seed 7 --resume {checkpoint} --epochs 500" in command
+    )
+    # it goes on from there (to fewer epochs than the 500 it was started with, to be quick)
+    again = run_cli(*trial, "--resume", checkpoint, "--epochs", str(held + 1), cwd=in_tmp)
+    assert again.returncode == 0, again.stderr
+    assert f"epoch {held + 1:>3}" in again.stdout and f"epoch {held:>3}" not in again.stdout
 
 
 OPEN_TOGETHER = """

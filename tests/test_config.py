@@ -6,6 +6,9 @@ that names the field, no traceback, and nothing written.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from leanfit.config import experiment_from_dict, load_experiment, parse_count, parse_duration
@@ -301,3 +304,105 @@ def test_missing_file_and_bad_genotype(tmp_path):
     _assert_clean_refusal(result, tmp_path, "b0.", ["e.yaml", "g.yaml"])
     result = run_cli("trial", "e.yaml", cwd=tmp_path)
     _assert_clean_refusal(result, tmp_path, "--genotype", ["e.yaml", "g.yaml"])
+
+
+def test_a_genotype_is_read_as_json_and_yaml_12_write_numbers_and_blocks_given_once(tmp_path):
+    """Numbers with an exponent and no dot (`1e-05`, as Python's json writes them, and as a
+    genotype copied from `leanfit report --json` has them) are numbers, in a genotype and in the
+    experiment file: YAML 1.1 read them as strings, and the genotype was refused (`'1e-05' is
+    not a number`). A block given both in `blocks:` and as bN.* keys is refused: the list's
+    replaced the keys, and another model than the one written was trained."""
+    import json
+
+    from leanfit.cli import read_genotype
+    from leanfit.config import load_yaml
+    from leanfit.errors import LeanfitError
+
+    read = load_yaml("a: 1e-05\nb: 3E4\nc: 10\nd: 1.5\ne: 1e\nf: 0x1F")
+    assert read == {"a": 1e-05, "b": 30000.0, "c": 10, "d": 1.5, "e": "1e", "f": 31}
+    cfg = digits_config()
+    cfg["space"]["hyperparameters"]["weight_decay"] = {"choices": [1e-05, 1e-4]}
+    (tmp_path / "e.yaml").write_text(json.dumps(cfg))  # a JSON file is YAML too
+    exp = load_experiment(tmp_path / "e.yaml")
+    assert exp.space.hyperparameters["weight_decay"].choices == [1e-05, 1e-4]  # not strings
+
+    reference = load_yaml((EXAMPLES / "reference_genotype.yaml").read_text())
+    reference.update(lr=0.1, weight_decay=1e-05)
+    (tmp_path / "g.json").write_text(json.dumps(reference))
+    assert '"weight_decay": 1e-05' in (tmp_path / "g.json").read_text()
+    config = read_genotype(tmp_path / "g.json", exp)
+    assert config["weight_decay"] == 1e-05
+
+    both = {**reference, "b4.type": "conv", "b4.width": 48}
+    write_yaml(tmp_path / "both.yaml", both)
+    with pytest.raises(LeanfitError) as e:
+        read_genotype(tmp_path / "both.yaml", exp)
+    said = str(e.value)
+    assert "both.yaml: b4.type, b4.width: blocks are given both in `blocks:` and as bN.*" in said
+    # and what else a hand-edited genotype gets wrong, said as such
+    write_yaml(tmp_path / "quoted.yaml", {**reference, "stem_width": "16"})
+    (tmp_path / "empty.yaml").write_text("")
+    for path, says in [
+        (tmp_path / "quoted.yaml", "'16' is not one of [4, 6, 8, 12, 16]; it is written in quotes"),
+        (tmp_path / "empty.yaml", "empty.yaml is empty; write the configuration in it"),
+        (Path("/dev/zero"), "/dev/zero is a device, not a file"),  # (read until memory ran out)
+    ]:
+        with pytest.raises(LeanfitError, match=re.escape(says)):
+            read_genotype(path, exp)
+    with pytest.raises(ConfigError, match="use letters, digits, '_', '.' and '-', beginning"):
+        experiment_from_dict({**digits_config(), "name": "my digits"})
+
+
+def test_trial_refuses_a_bad_seed_data_plan_or_spec_before_training(tmp_path, monkeypatch):
+    """What `leanfit trial` ended in a traceback on (a seed torch cannot take, after its run
+    was opened; a data plan that is not one), or took and trained wrongly (a spec whose schedule
+    is shorter than its epochs, a resolution of 1 pixel) or found after the training (a
+    checkpoint_to it cannot write): refused first, in one line, naming the fix."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from leanfit.cli import app
+    from leanfit.errors import LeanfitError
+
+    monkeypatch.chdir(tmp_path)
+    write_yaml(tmp_path / "e.yaml", digits_config())
+    (tmp_path / "p.txt").write_text("garbage")
+    (tmp_path / "p.json").write_text('{"a": 1}')
+    (tmp_path / "plans").mkdir()
+    reference = (EXAMPLES / "reference_genotype.yaml").read_text()
+    (tmp_path / "g.yaml").write_text(reference)
+
+    def refused(*args: str) -> str:
+        result = CliRunner().invoke(app, ["trial", "e.yaml", *args])
+        assert isinstance(result.exception, LeanfitError), (result.output, result.exception)
+        return str(result.exception)
+
+    sample = ["--sample", "--epochs", "1", "--no-track"]
+    assert "--seed 99999999999999999999: give a whole number from 0 to" in refused(
+        *sample, "--seed", "99999999999999999999"
+    )
+    assert "--seed -1" in refused(*sample, "--seed", "-1")
+    said = refused(*sample, "--data-plan", "p.txt")
+    assert "--data-plan: p.txt is not a data plan leanfit wrote (JSONDecodeError" in said, said
+    assert "(KeyError: 'train')" in refused(*sample, "--data-plan", "p.json")
+    assert "--data-plan: plans is a folder" in refused(*sample, "--data-plan", "plans")
+
+    from leanfit.config import load_yaml
+    from leanfit.space.architecture import flatten_genotype
+
+    config = load_yaml(reference)
+    exp = load_experiment(tmp_path / "e.yaml")
+    arch = exp.space.architecture
+    flat = flatten_genotype(config, arch.blocks, tuple(arch.modules))
+    (tmp_path / "not-a-folder").write_text("")
+    for extra, says in [
+        ({"epochs": 3, "schedule_epochs": 1}, "schedule_epochs (1) must be at least epochs (3)"),
+        ({"epochs": 1, "resolution": 1}, "resolution 1: give at least 4 pixels"),
+        ({"epochs": 1, "checkpoint_to": str(tmp_path / "plans")}, "is a folder; give a file"),
+        ({"epochs": 1, "checkpoint_to": str(tmp_path / "not-a-folder" / "c.pt")}, "checkpoint_to"),
+    ]:
+        (tmp_path / "s.json").write_text(json.dumps({"trial_id": "t-1", "config": flat, **extra}))
+        said = refused("--spec", "s.json", "--no-track")
+        assert says in said, (extra, said)
+    assert not (tmp_path / "mlflow.db").exists()

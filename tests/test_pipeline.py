@@ -775,6 +775,20 @@ def test_run_logs_and_registers_on_a_server_that_goes_down_and_a_second_run_does
         assert summary["search_run_id"] in searches_before and summary["status"] == "FINISHED"
         assert summary["jobs_finished"] > 0 and summary["front"]
         assert (tmp_path / "read" / "pareto.png").exists()
+
+        # an artifact store the server cannot write: said before any training, in seconds, and
+        # no search run is left (it was found at the report, after the whole search and four
+        # minutes of MLflow's retries, and the search run stayed RUNNING)
+        (server.folder / "artifacts").rename(server.folder / "artifacts-moved")
+        (server.folder / "artifacts").write_text("not a folder")
+        broken = run_cli("search", "digits.yaml", "--synthetic", "0", cwd=tmp_path, env=env,
+                         timeout=120)  # fmt: skip
+        said = " ".join(broken.stderr.split())
+        assert broken.returncode == 2 and "Traceback" not in said, said
+        assert f"MLflow at {server.uri} keeps runs but could not store a file in" in said, said
+        assert "--artifacts-destination" in said and "nothing was started" in said, said
+        assert _runs(client, "search") == searches_before
+        assert "search:" not in broken.stdout, broken.stdout  # no trial ran
     finally:
         server.stop()
 

@@ -153,6 +153,40 @@ def test_a_host_without_the_scheme_is_refused(package):
         submit(package, "localhost:8080")
 
 
+def test_the_ui_address_bar_works_and_credentials_in_the_url_are_refused_unsaid(package):
+    """The KFP UI's address (`http://localhost:8080/#/pipelines`, copied from the browser):
+    the fragment swallowed every API path, so each request went to `/`, and the message spoke of
+    a login page. A user name and password in the URL are not sent: refused, not repeated."""
+    with KfpStandin() as kfp:
+        submit(package, f"{kfp.url}/#/pipelines")
+        assert kfp.calls()[0] == f"GET {API}/healthz"
+        assert len(kfp.received("POST", f"{API}/runs")) == 1
+    port = kfp.url.rsplit(":", 1)[1]
+    with pytest.raises(LeanfitError) as e:
+        submit(package, f"http://admin:hunter2@127.0.0.1:{port}")
+    said = str(e.value)
+    assert "hunter2" not in said and "admin" not in said, said
+    assert f"http://127.0.0.1:{port} is given with a user name or password" in said, said
+
+
+def test_answers_that_are_not_the_apis_are_said_not_raised():
+    """A host whose health answer is KFP's but whose other answers are a web page (with 200):
+    the client then asked with what it could not read, and `ApiValueError: Missing the required
+    parameter pipeline_id` ended the command with a traceback."""
+    from kfp_server_api.exceptions import ApiValueError
+
+    from leanfit.trigger.submit import KfpHost
+
+    def unreadable():
+        raise ApiValueError("Missing the required parameter `pipeline_id`")
+
+    with pytest.raises(LeanfitError) as e:
+        KfpHost("http://kfp.example", None, 5.0).call("upload the pipeline", unreadable)
+    said = str(e.value)
+    assert said.startswith("--host http://kfp.example: the answers to upload the pipeline are not")
+    assert "pipeline_id" in said and "a proxy or login page may answer for it" in said
+
+
 def test_credentials_are_asked_for_and_sent(package):
     with KfpStandin(token="s3cret") as kfp:
         with pytest.raises(LeanfitError, match="needs credentials.*access token") as e:

@@ -5,13 +5,12 @@ running the pipeline once."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 
 import pytest
 
-from tests.support import foreground_job, run_cli, write_image_folder, write_yaml
+from tests.support import ctrl_c_when, run_cli, write_image_folder, write_yaml
 from tests.test_pipeline import small_pipeline_config
 
 CLASSES = {"circle": 24, "square": 24, "stripe": 24}
@@ -144,18 +143,10 @@ def test_watch_runs_once_per_digest_warm_started_and_skips_bad_files(tmp_path):
 
     # Ctrl-C of a watcher that ran no pipeline says only that it stopped (it spoke of a
     # pipeline run it had interrupted, which would go on)
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    idle = subprocess.Popen(
-        [sys.executable, "-m", "leanfit.cli", "watch", "shapes.yaml", "--interval", "1h"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=foreground_job,  # (pytest-xdist's workers ignore SIGINT, and so would it)
-    )  # fmt: skip
-    for line in idle.stdout:
-        if "nothing to do" in line:
-            break
-    idle.send_signal(signal.SIGINT)
-    _, err = idle.communicate(timeout=60)
-    assert idle.returncode == 130 and err.strip() == "stopped watching shapes.yaml", err
+    code, err = ctrl_c_when(
+        "nothing to do", "watch", "shapes.yaml", "--interval", "1h", cwd=tmp_path, timeout=60
+    )
+    assert code == 130 and err.strip() == "stopped watching shapes.yaml", err
 
 
 def test_watch_refuses_bad_options_before_doing_anything(tmp_path):

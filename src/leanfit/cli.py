@@ -34,15 +34,20 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 def read_genotype(path: Path, experiment) -> dict[str, Any]:
     """A configuration from a YAML file, checked against the experiment's space."""
-    from leanfit.config import yaml_problem
+    from leanfit.config import load_yaml, yaml_problem
     from leanfit.errors import GenotypeError
     from leanfit.space.architecture import flatten_genotype
 
     text = read_text_option("--genotype", path, "the configuration's YAML")
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as e:
         raise LeanfitError(f"--genotype: {path} is not valid YAML{yaml_problem(e)}") from None
+    if data is None:
+        raise LeanfitError(
+            f"--genotype: {path} is empty; write the configuration in it "
+            "(examples/reference_genotype.yaml is one)"
+        )
     if not isinstance(data, dict):
         raise LeanfitError(f"--genotype: {path} must be a YAML mapping of parameter: value")
     arch = experiment.space.architecture
@@ -60,6 +65,8 @@ def read_text_option(option: str, path: Path, what: str) -> str:
         raise LeanfitError(f"{option}: {path} is a folder; give {what}")
     if not path.exists():
         raise LeanfitError(f"{option}: file {str(path)!r} does not exist; check the path")
+    if path.is_char_device() or path.is_block_device():  # /dev/zero: read until memory ran out
+        raise LeanfitError(f"{option}: {path} is a device, not a file; give {what}")
     try:
         return path.read_text()
     except UnicodeDecodeError:
@@ -208,9 +215,11 @@ def trial(
     ),
 ) -> None:
     """Train one configuration and log it to MLflow."""
-    from leanfit.config import load_experiment
+    from leanfit.config import MAX_SEED, load_experiment
     from leanfit.data.check import check_dataset
 
+    if seed is not None and not 0 <= seed <= MAX_SEED:  # (a traceback after the run was opened)
+        raise LeanfitError(f"--seed {seed}: give a whole number from 0 to {MAX_SEED}")
     experiment = load_experiment(experiment_file)
     check_dataset(experiment)
     check_work_dir(experiment)
@@ -253,9 +262,15 @@ def trial(
             config = read_genotype(genotype, experiment)
         else:
             config = experiment.search_space().sample(seed)
-        if resume is not None:
-            check_resumable(resume, experiment, config)
         n_epochs = epochs or experiment.budget.max_epochs
+        if resume is not None:
+            held = check_resumable(resume, experiment, config)
+            if n_epochs <= held:  # (it trained nothing, and logged the checkpoint's figures)
+                raise LeanfitError(
+                    f"--resume: {resume} holds {held} epoch{'s' * (held != 1)} of training "
+                    f"already; give --epochs above {held} (the epochs in all, those included)"
+                    + ("" if epochs else f"; budget.max_epochs is {n_epochs}")
+                )
         if schedule_epochs is not None and schedule_epochs < n_epochs:
             raise LeanfitError(
                 f"--schedule-epochs ({schedule_epochs}) must be at least --epochs ({n_epochs})"
@@ -274,9 +289,14 @@ def trial(
     if data_plan is not None:
         from leanfit.data.splits import DataPlan
 
-        if not data_plan.is_file():
-            raise LeanfitError(f"--data-plan: file {str(data_plan)!r} does not exist")
-        plan = DataPlan.load(data_plan)
+        read_text_option("--data-plan", data_plan, "the data plan's JSON file")
+        try:
+            plan = DataPlan.load(data_plan)
+        except (ValueError, KeyError, TypeError) as e:  # (JSONDecodeError is a ValueError)
+            raise LeanfitError(
+                f"--data-plan: {data_plan} is not a data plan leanfit wrote ({type(e).__name__}: "
+                f"{e}); give the file the pipeline's subset step wrote"
+            ) from None
 
     from leanfit.data.sources import dataset_notices, load_dataset
     from leanfit.train.trial import load_teacher, run_trial, train_data, write_result
@@ -284,36 +304,62 @@ def trial(
     dataset = load_dataset(experiment)
     for notice in dataset_notices(dataset):
         err_console.print(notice, style="yellow", highlight=False)
+    if plan is not None and (bad := plan.outside(len(dataset.labels))):
+        raise LeanfitError(
+            f"--data-plan: {data_plan}: {bad}; the file was edited or is not this dataset's: give "
+            "the file the pipeline's subset step wrote"
+        )
     data = train_data(experiment, dataset, for_search=search_subset, plan=plan)
     if trial_spec.teacher is not None:  # a teacher that does not fit: refused before any logging
         load_teacher(trial_spec.teacher, data, trial_spec.resolution or data.image_size)
     run_id = None
     if track:
         from leanfit.track import TrialLogger
+        from leanfit.track.search import TAG_CHECKPOINT, TAG_RESUME_FROM
 
         logger = TrialLogger(experiment.tracking_uri(), experiment.experiment_name())
         budget = {
             "epochs": trial_spec.epochs,
+            "schedule_epochs": trial_spec.budget.schedule_epochs or trial_spec.epochs,
             "data_fraction": trial_spec.data_fraction,
             "resolution": trial_spec.resolution or experiment.dataset.image_size,
         }
+        # what else makes two runs of one configuration differ, as a search's jobs have it
+        tags = {
+            "leanfit.seed": str(trial_spec.seed),
+            TAG_CHECKPOINT: trial_spec.checkpoint_to or "",
+            TAG_RESUME_FROM: trial_spec.resume_from or "",
+        }
         run_id = logger.start_trial(
-            trial_spec.trial_id, trial_spec.config, budget, dataset, experiment.dataset.source
-        )
+            trial_spec.trial_id, trial_spec.config, budget, dataset, experiment.dataset.source,
+            tags=tags,
+        )  # fmt: skip
+    size = trial_spec.resolution or experiment.dataset.image_size
     console.print(
         f"training {trial_spec.trial_id}: {len(data.train_y)} train / {len(data.val_y)} "
-        f"validation images, {experiment.dataset.image_size}x{experiment.dataset.image_size}, "
+        f"validation images, {size}x{size}, "
         f"{trial_spec.epochs} epoch{'s' * (trial_spec.epochs != 1)}"
     )
+    seen: list[dict] = []
 
     def show(record: dict) -> None:
+        seen.append(record)
         console.print(
             f"  epoch {record['epoch']:>3}  loss {record['train_loss']:.4f}  "
             f"val acc {record['val_accuracy']:.4f}  ({record['images_per_second']:.0f} img/s)"
         )
 
     try:
-        result = run_trial(experiment, trial_spec, data, on_epoch=show)
+        # a checkpoint kept as it trains (about every epoch for small models), so that Ctrl-C
+        # loses at most the epoch it stopped in; a spec's (a search's Job) is its own business
+        result = run_trial(experiment, trial_spec, data, on_epoch=show, save_progress=spec is None)
+    except KeyboardInterrupt:
+        again = f"--genotype {genotype}" if genotype else f"--sample --seed {trial_spec.seed}"
+        if spec is not None:
+            again = None  # (a spec's resume_from goes on)
+        trial_interrupted(
+            experiment_file, trial_spec, again, seen, logger if run_id else None, run_id
+        )
     except Exception as e:
         # as in a search's worker: a bug that one configuration hits fails that trial only
         import traceback
@@ -341,12 +387,39 @@ def trial(
         f"{result.macs:,} MACs, {result.wall_time:.1f} s"
     )
     if run_id is not None:
-        console.print(
-            f"MLflow run {run_id} in {experiment.tracking_uri()} "
-            f"(browse: mlflow ui --backend-store-uri {experiment.tracking_uri()})"
-        )
+        uri = experiment.tracking_uri()
+        console.print(f"MLflow run {run_id} in {uri} (browse: {browse_command(uri)})")
     if result.checkpoint:
         console.print(f"checkpoint {result.checkpoint}")
+
+
+def trial_interrupted(
+    experiment_file: Path, spec, again: str, seen: list[dict], logger, run_id
+) -> NoReturn:
+    """`trial` stopped by Ctrl-C or SIGTERM: its MLflow run closed as interrupted with the
+    epochs it finished (it stayed RUNNING, for good), and how to go on from the checkpoint
+    kept (`again`: the options that name its configuration)."""
+    from leanfit.train.checkpoint import load_checkpoint
+
+    if logger is not None:
+        logger.close_interrupted(run_id, seen)
+    done = f"interrupted after {len(seen)} epoch{'s' * (len(seen) != 1)} of {spec.epochs}"
+    if run_id is not None:
+        done += f" (MLflow run {run_id} closed as KILLED)"
+    held, kept = 0, None
+    for path in (spec.checkpoint_to, spec.resume_from):  # kept as it trained, or resumed from
+        if path and Path(path).is_file():
+            with contextlib.suppress(Exception):
+                held, kept = int(load_checkpoint(path, map_location="cpu")["epoch"]), path
+                break
+    if kept is None:
+        interrupted(f"{done}; no checkpoint was kept yet")
+    if again is None:
+        interrupted(f"{done}; the checkpoint {kept} holds {held} epoch{'s' * (held != 1)}")
+    interrupted(
+        f"{done}; the checkpoint {kept} holds {held} epoch{'s' * (held != 1)}: `leanfit trial "
+        f"{experiment_file} {again} --resume {kept} --epochs {spec.epochs}` goes on from it"
+    )
 
 
 def read_spec(path: Path):
@@ -371,6 +444,7 @@ def read_spec(path: Path):
 def spec_problem(spec, experiment) -> str | None:
     """What keeps a trial spec from running, found before anything is logged: a configuration
     outside the experiment's space, a checkpoint to resume that is not there."""
+    from leanfit.config import MIN_RESOLUTION
     from leanfit.errors import GenotypeError
 
     try:
@@ -379,12 +453,33 @@ def spec_problem(spec, experiment) -> str | None:
         return f"invalid configuration: {e}"
     if spec.resume_from is not None and not Path(spec.resume_from).is_file():
         return f"resume_from: checkpoint {spec.resume_from!r} does not exist"
+    # what `trial`'s own options refuse (a schedule below the epochs trained it broke; a folder
+    # or unwritable checkpoint_to was found after the whole training, with a traceback)
+    if spec.schedule_epochs is not None and spec.schedule_epochs < spec.epochs:
+        return (
+            f"schedule_epochs ({spec.schedule_epochs}) must be at least epochs ({spec.epochs}), "
+            "or left out"
+        )
+    if spec.resolution is not None and spec.resolution < MIN_RESOLUTION:
+        return (
+            f"resolution {spec.resolution}: give at least {MIN_RESOLUTION} pixels (the "
+            "resolution fidelity's own lower limit), or leave it out for the dataset's"
+        )
+    if spec.checkpoint_to is not None:
+        target = Path(spec.checkpoint_to)
+        if target.is_dir():
+            return f"checkpoint_to: {target} is a folder; give a file name"
+        try:
+            check_writable_folder("checkpoint_to", target.parent, "for the checkpoint")
+        except LeanfitError as e:
+            return str(e)
     return None
 
 
-def check_resumable(resume: Path, experiment, config: dict) -> None:
+def check_resumable(resume: Path, experiment, config: dict) -> int:
     """`trial --resume`: a missing file, one that is not a checkpoint, or one of another
-    configuration (its weights would not fit the model) is refused before anything is logged."""
+    configuration (its weights would not fit the model) is refused before anything is logged.
+    The epochs the checkpoint holds."""
     from leanfit.errors import GenotypeError
     from leanfit.train.checkpoint import load_checkpoint
 
@@ -396,7 +491,7 @@ def check_resumable(resume: Path, experiment, config: dict) -> None:
         raise LeanfitError(f"--resume: checkpoint {str(resume)!r} does not exist")
     try:
         state = load_checkpoint(resume, map_location="cpu")
-        saved, _, _ = dict(state["genotype"]), state["model"], int(state["epoch"])
+        saved, _, held = dict(state["genotype"]), state["model"], int(state["epoch"])
     except Exception as e:  # torch.load's errors on a foreign file vary: any of them says it
         raise LeanfitError(
             f"--resume: {str(resume)!r} is not a checkpoint leanfit wrote ({type(e).__name__}); "
@@ -405,12 +500,13 @@ def check_resumable(resume: Path, experiment, config: dict) -> None:
     try:
         wanted = experiment.search_space().validate(config)
     except GenotypeError:
-        return  # the configuration itself is refused later, with its own message
+        return held  # the configuration itself is refused later, with its own message
     if saved != dict(wanted):
         raise LeanfitError(
             f"--resume: {str(resume)!r} holds another configuration's weights; resume it with "
             "the --genotype (or --sample --seed) that wrote it"
         )
+    return held
 
 
 @app.command()
@@ -440,7 +536,7 @@ def search(
         from leanfit.execute.forkserver import start_fork_server
 
         # the workers' fork server imports torch while this process imports the controller
-        start_fork_server()
+        start_fork_server(training=synthetic is None)
 
     from leanfit.search.run import exhausted_line, failure_lines, front_table, run_search
 
@@ -461,6 +557,12 @@ def search(
         )
     if outcome.resumed_jobs:
         console.print(f"resumed: {outcome.resumed_jobs} interrupted job(s) ran again")
+    if synthetic is not None:  # (the table's accuracies looked like trained models')
+        console.print(
+            "dry run (--synthetic): the synthetic objective replaced training; no model was "
+            "trained, and these accuracies are made up",
+            style="yellow",
+        )
     console.print(front_rich_table(front_table(outcome.controller)))
     for line in failure_lines(outcome.controller) + [exhausted_line(outcome.controller)]:
         if line is not None:
@@ -614,10 +716,15 @@ def run(
         console.print(f"report       in MLflow: run {outcome.run_id}, report/report.html")
     if outcome.log is not None:
         console.print(f"full log     {outcome.log}")
-    if uri.startswith(("http://", "https://")):  # (a server: `mlflow ui` cannot open it)
-        console.print(f"browse       {uri}")
-    else:
-        console.print(f"browse       mlflow ui --backend-store-uri {uri}")
+    console.print(f"browse       {browse_command(uri)}")
+
+
+def browse_command(uri: str) -> str:
+    """How to look at a tracking URI's runs: a server's address (`mlflow ui` cannot open it),
+    or `mlflow ui` on a database."""
+    if uri.startswith(("http://", "https://")):
+        return uri
+    return f"mlflow ui --backend-store-uri {uri}"
 
 
 def _with_wall_time(experiment, wall_time: str | None):
@@ -1073,7 +1180,7 @@ def main() -> None:
                 soft_wrap=True,
             )
             exit_now(2)
-        from leanfit.track.runs import is_tracking_failure
+        from leanfit.track.runs import is_tracking_failure, server_errors
 
         if not is_tracking_failure(e):
             raise
@@ -1082,10 +1189,17 @@ def main() -> None:
         from rich.markup import escape
 
         uri = os.environ.get("MLFLOW_TRACKING_URI", "the tracking server")
+        # a server that answered with errors (its log says why) is not one that is down
+        check = (
+            "its log says why"
+            if server_errors(e)
+            else "check that the server is up and the URI (tracking.uri in the file, or "
+            "$MLFLOW_TRACKING_URI) is right"
+        )
         err_console.print(
-            f"[red]error:[/red] tracking: MLflow at {uri} did not answer "
-            f"({type(e).__name__}: {escape(_shortened(str(e)))}); check that the "
-            "server is up and the URI (tracking.uri in the file, or $MLFLOW_TRACKING_URI) is right",
+            f"[red]error:[/red] tracking: MLflow at {uri} "
+            + ("answered with errors" if server_errors(e) else "did not answer")
+            + f" ({type(e).__name__}: {escape(_shortened(str(e)))}); {check}",
             highlight=False,
             soft_wrap=True,
         )

@@ -37,6 +37,38 @@ HYPERPARAMETER_DEFAULTS: dict[str, Any] = {
 }
 OPTIMIZERS = ("sgd", "adamw")
 
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading numbers as YAML 1.2 (and JSON, and Python's `json`) write
+    them: `1e-05` and `3E4` are numbers, not the strings YAML 1.1 makes of an exponent without
+    a dot. A genotype copied from `leanfit report --json` was refused (`'1e-05' is not a
+    number`), and a choice written `1e-3` was a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.VERBOSE,
+    ),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text read safely, numbers as YAML 1.2 reads them (see `_Loader`)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+# The fewest pixels a side an image is trained at (the resolution fidelity, a spec's resolution)
+MIN_RESOLUTION = 4
+# The largest seed (torch.manual_seed takes a signed 64-bit number)
+MAX_SEED = 2**63 - 1
+
 _SUFFIX = {"k": 1_000, "K": 1_000, "m": 1_000_000, "M": 1_000_000}
 _DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -616,7 +648,7 @@ class BudgetConfig(Strict):
     min_epochs: Count = 1
     max_epochs: Count = 10
     min_data_fraction: float = Field(1.0, gt=0, le=1)
-    min_resolution: int | None = Field(None, ge=4)
+    min_resolution: int | None = Field(None, ge=MIN_RESOLUTION)
     wall_time: float | None = Field(None, gt=0, description="seconds; accepts 90s, 10m, 2h")
     trials: int | None = Field(None, gt=0)
     gpu_hours: float | None = Field(None, gt=0)
@@ -889,7 +921,7 @@ class PipelineConfig(Strict):
 
 
 class Experiment(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=63)
+    name: str = Field(max_length=63)
     dataset: DatasetConfig
     space: SpaceConfig = Field(default_factory=SpaceConfig)
     objectives: ObjectivesConfig = Field(default_factory=ObjectivesConfig)
@@ -901,6 +933,16 @@ class Experiment(Strict):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     work_dir: str = ".leanfit"
+
+    @field_validator("name", mode="after")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):  # (it said the pattern alone)
+            raise ValueError(
+                f"{v!r}: use letters, digits, '_', '.' and '-', beginning with a letter or digit "
+                "(it names the MLflow experiment, leanfit-NAME, and the pipeline)"
+            )
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> Experiment:
@@ -1090,7 +1132,7 @@ def read_experiment_file(path: Path) -> tuple[Any, Path]:
             "give the experiment YAML it was compiled from",
         )
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as e:
         raise ConfigError("", f"{path} is not valid YAML{yaml_problem(e)}") from None
     if data is None:

@@ -121,7 +121,7 @@ def run_step(step: str, function: Callable[..., Any], experiment: str, base_dir:
         message = str(e)
     except Exception as e:
         from leanfit.errors import disk_full
-        from leanfit.track.runs import is_tracking_failure
+        from leanfit.track.runs import is_tracking_failure, server_errors
 
         if (what := disk_full(e)) is not None:
             message = (
@@ -134,10 +134,12 @@ def run_step(step: str, function: Callable[..., Any], experiment: str, base_dir:
         else:
             uri = json.loads(experiment).get("tracking", {}).get("uri") or "MLflow"
             message = (
-                f"tracking: MLflow at {uri} did not answer ({type(e).__name__}: "
-                f"{str(e).splitlines()[0][:300]}), even after retrying; what finished before is "
-                "kept there. Check that the server is up, then run the pipeline again: the search "
-                "and the final training resume where they stopped"
+                f"tracking: MLflow at {uri} "
+                + ("answered with errors" if server_errors(e) else "did not answer")
+                + f" ({type(e).__name__}: {str(e).splitlines()[0][:300]}), even after retrying; "
+                "what finished before is kept there. Check that the server is up (its log says "
+                "what failed), then run the pipeline again: the search and the final training "
+                "resume where they stopped"
             )
     print(f"leanfit: step {step!r} failed: {message}", file=sys.stderr, flush=True)
     where = os.environ.get(ERROR_FILE_ENV) or (work / ERROR_FILE if work is not None else None)

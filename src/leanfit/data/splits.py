@@ -70,6 +70,16 @@ class DataPlan:
                 "run it again"
             )
 
+    def outside(self, images: int) -> str | None:
+        """What in this plan names no image of a dataset of `images` images, if anything."""
+        parts = {"train": self.splits.train, "val": self.splits.val, "test": self.splits.test}
+        for name, part in {**parts, "search": self.search}.items():
+            wrong = part[(part < 0) | (part >= images)]
+            if len(wrong):
+                first = int(wrong[0])
+                return f"{name} names image {first}, the dataset has {images} (0 to {images - 1})"
+        return None
+
     def save(self, path) -> None:
         import json
         import os

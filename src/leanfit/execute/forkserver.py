@@ -18,6 +18,11 @@ PRELOAD = [
     "leanfit.execute.runners",
     "leanfit.data.sources",
 ]
+# ... and where the workers train (not a dry run's synthetic objective): torch's compiler
+# front end, which torch imports on the first optimiser made (`Optimizer.__init__` is wrapped to
+# keep the compiler out), 1-1.3 s here. Each worker's first trial paid it, counted against its
+# trial_timeout and in its wall time; the server pays it once for them all.
+TRAINING_PRELOAD = [*PRELOAD, "torch._dynamo"]
 WORKER_NAME = "leanfit-worker-"
 
 
@@ -45,16 +50,18 @@ if not getattr(mp_spawn.get_preparation_data, "leanfit", False):
     mp_spawn.get_preparation_data = _without_main(mp_spawn.get_preparation_data)
 
 
-def worker_context() -> mp.context.BaseContext:
-    """The fork server preloaded with `PRELOAD` where there is one, else spawn."""
+def worker_context(training: bool = True) -> mp.context.BaseContext:
+    """The fork server preloaded with `TRAINING_PRELOAD` (`PRELOAD` where the workers will
+    not train) where there is one, else spawn."""
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(PRELOAD)  # no effect once this process's server is running
+    # no effect once this process's server is running: the first call's choice stays
+    ctx.set_forkserver_preload(TRAINING_PRELOAD if training else PRELOAD)
     return ctx
 
 
-def start_fork_server() -> None:
+def start_fork_server(training: bool = True) -> None:
     """Start the workers' fork server now (it returns at once): the server imports torch while
     this process goes on with its own start, instead of before the first worker can fork.
 
@@ -62,8 +69,9 @@ def start_fork_server() -> None:
     SIGINT only after its imports): a SIGTERM to the whole process group (`kill -- -PGID`,
     systemd) killed it, and the controller, which reads its workers' exit codes through it,
     then took each busy worker for dead (exit code 255) in the middle of its orderly stop. It
-    still ends with the controller (its pipe's EOF)."""
-    ctx = worker_context()
+    still ends with the controller (its pipe's EOF). `training`: the workers will train (see
+    `TRAINING_PRELOAD`)."""
+    ctx = worker_context(training)
     if ctx.get_start_method() == "forkserver":
         import signal
         import threading

@@ -108,6 +108,9 @@ def plot_pareto(
             )
         low = min(p.val_accuracy for p in points)
         ax.set_ylim(max(0.0, low - 0.02), 1.01)  # (a dot at 100% is drawn whole)
+    else:  # (an empty frame said nothing of why)
+        ax.text(0.5, 0.5, "no trial has finished yet", ha="center", va="center",
+                transform=ax.transAxes, color="grey")  # fmt: skip
     if max_params:
         ax.axvline(max_params, color="grey", ls="--", lw=1, label=f"max_params {max_params:,}")
     ax.set_xscale("log" if sized else "linear")
@@ -143,7 +146,8 @@ def write_html(
     `more` (HTML), if given."""
     front = sorted((p for p in points if p.on_front), key=lambda p: p.params)
     has_test = any(p.test_accuracy is not None for p in front)
-    sized = any(p.params > 0 for p in points)  # (a space of one's own counts no size)
+    # a space of one's own counts no size; with no result yet, the columns a front would have
+    sized = not points or any(p.params > 0 for p in points)
     rows = []
     for p in front:
         test = f"<td>{p.test_accuracy:.4f}</td>" if has_test and p.test_accuracy is not None else ""

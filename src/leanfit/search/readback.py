@@ -25,6 +25,7 @@ from leanfit.track.search import (
     TAG_WARM_FROM,
     JobRecord,
     SearchLog,
+    elapsed_from,
     objective_text,
     search_keys,
     settings_changed_since,
@@ -60,9 +61,16 @@ class SearchReading:
         return [r for r in self.records if r.status == "running"]
 
     def elapsed(self) -> float | None:
-        """Seconds the search ran, over its resumed runs, as it logged them: every 15 s while
-        it runs, and at its end (None before its first 15 s)."""
-        return self.run.data.metrics.get("search_elapsed_seconds")
+        """Seconds the search ran, over its resumed runs, as it logged them (every 15 s while
+        it runs, and at its end) and as its jobs show (`elapsed_from`); None before its first
+        figure."""
+        from mlflow import MlflowClient
+
+        if "search_elapsed_seconds" not in self.run.data.metrics:
+            return None
+        client = MlflowClient(self.tracking_uri)
+        history = client.get_metric_history(self.run_id, "search_elapsed_seconds")
+        return elapsed_from(history, self.records)
 
     def idle_seconds(self, now: float | None = None) -> float | None:
         """Seconds since the latest job started (None: no job yet)."""
@@ -341,4 +349,5 @@ def report_of(experiment: Experiment, reading: SearchReading, folder: Path) -> t
         "KILLED": "interrupted before its end",
         "FAILED": "failed",
     }.get(reading.status, reading.status.lower())
-    return write_report(experiment, reading.controller, folder, reading.run_id, state)
+    objective = reading.run.data.tags.get(TAG_OBJECTIVE)
+    return write_report(experiment, reading.controller, folder, reading.run_id, state, objective)

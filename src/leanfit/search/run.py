@@ -474,7 +474,8 @@ def make_executor(
     from leanfit.execute.forkserver import start_fork_server
     from leanfit.execute.local import LocalExecutor
 
-    start_fork_server()  # it imports torch for the workers while this process looks for GPUs
+    # it imports torch for the workers while this process looks for GPUs
+    start_fork_server(training=what.synthetic_sleep is None)
     gpus = _visible_gpus() if what.synthetic_sleep is None else []
     runner = runner_for(experiment, workers, what.synthetic_sleep, plan_file, what.function)
     return LocalExecutor(runner, workers, ex.trial_timeout, gpus=gpus)
@@ -610,7 +611,7 @@ def _search(
     if reuse_finished and latest is not None and latest[1] == "FINISHED":
         short = latest[0].budget_short_of(wall, trials)
         if short is None:
-            return _read_back(experiment, latest[0], problem, wall, trials)
+            return _read_back(experiment, latest[0], problem, wall, trials, identity)
         extended = latest[0]
         if on_notice is not None:
             on_notice(smaller_budget_notice(extended, short))
@@ -661,6 +662,7 @@ def _search(
                 f"stop it there; one killed there can be resumed {HEARD_WITHIN_SECONDS:.0f} s "
                 "after it stopped"
             )
+        log.check_artifacts(experiment.model_dump(mode="json"), new=False)
         log.reopen()
     else:
         earlier = None
@@ -687,9 +689,11 @@ def _search(
             settings_json=json.dumps(search_settings(experiment), sort_keys=True),
             objective=identity,
         )
+        log.check_artifacts(experiment.model_dump(mode="json"), new=True)
     opened.append(log.run_id)
     log.record_budget(wall, trials)
-    elapsed_before = log.elapsed() if resume else 0.0
+    records = log.records() if resume else []
+    elapsed_before = log.elapsed(records) if resume else 0.0
     log.mark_place(work_place(experiment), elapsed_before, 0)
     if wall is not None:
         wall = max(0.0, wall - elapsed_before)
@@ -698,7 +702,6 @@ def _search(
     controller = _controller(experiment, problem, log, work, wall, trials)
     resumed = 0
     if resume:
-        records = log.records()
         resumed = controller.restore(records)
         log.mark_interrupted([r.run_id for r in records if r.status == "running"])
         log.close_finished(records)
@@ -764,7 +767,9 @@ def _search(
         controller.stats.pruned = controller.prune_checkpoints(
             {t.trial_id for t in controller.front()}
         )
-    plot, page = write_report(experiment, controller, work / "report", log.run_id)
+    plot, page = write_report(
+        experiment, controller, work / "report", log.run_id, objective=identity
+    )
     log.log_report([plot, page], search_metrics(controller), controller.stats.jobs_done)
     log.set_status("FINISHED")
     return SearchOutcome(controller, log.run_id, page, plot, resumed)
@@ -862,14 +867,21 @@ def warm_start_text(source_run_id: str, told: int, rechecked: int) -> str:
 
 
 def _read_back(
-    experiment: Experiment, log: SearchLog, problem: Problem, wall: float | None, trials: int | None
+    experiment: Experiment,
+    log: SearchLog,
+    problem: Problem,
+    wall: float | None,
+    trials: int | None,
+    objective: str | None,
 ) -> SearchOutcome:
     """A finished search rebuilt from MLflow, with its report written again; nothing trains
     (the budget only satisfies the controller: it runs nothing)."""
     work = experiment.work_path() / "searches" / log.run_id
     controller = _controller(experiment, problem, log, work, wall, trials)
     controller.restore(log.records())
-    plot, page = write_report(experiment, controller, work / "report", log.run_id)
+    plot, page = write_report(
+        experiment, controller, work / "report", log.run_id, "finished", objective
+    )
     return SearchOutcome(controller, log.run_id, page, plot, 0, reused=True)
 
 
@@ -944,16 +956,25 @@ def write_report(
     folder: Path,
     run_id: str,
     state: str = "finished",
+    objective: str | None = None,
 ) -> tuple[Path, Path]:
     """The Pareto plot and page; `state`: the search's, as the page says it (a page written
-    of a search still running, or killed, says so, and when it was written)."""
+    of a search still running, or killed, says so, and when it was written). `objective`: what
+    it optimised where not real training (`TAG_OBJECTIVE`), which the page and plot say: a dry
+    run's made-up accuracies looked like trained models' there."""
     from datetime import datetime
+
+    from leanfit.track.search import objective_text
 
     points = report_points(controller)
     title = f"leanfit search: {experiment.name}"
+    if objective == "synthetic":
+        title += " (dry run: no model trained)"
     plot = plot_pareto(points, folder / "pareto.png", title, experiment.objectives.max_params)
     written = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
     summary = {"search": state, "written": written, **summary_of(controller)}
+    if objective is not None:
+        summary = {"optimised": f"{objective_text(objective)}, not real training", **summary}
     summary["MLflow search run"] = run_id
     more = ""
     if failures := failure_lines(controller):

@@ -7,6 +7,7 @@ torch: the builder in `leanfit.models` gives these names their meaning.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -117,6 +118,13 @@ def flatten_genotype(data: Mapping[str, Any], blocks: int, modules: tuple[str, .
             f"blocks: {len(listed)} listed, the space has {blocks} and no skip module to pad with"
         )
     flat = {k: v for k, v in data.items() if k != "blocks"}
+    both = sorted(k for k in flat if re.fullmatch(r"b[0-9]+\..+", str(k)))
+    if both:  # (the list's blocks replaced them: another model was trained, with no word)
+        raise ValueError(
+            f"{', '.join(both[:3])}{' ...' if len(both) > 3 else ''}: blocks are given both in "
+            "`blocks:` and as bN.* keys; give each block in one of them (all in `blocks:`, or "
+            "all as bN.*)"
+        )
     for i in range(blocks):
         block = listed[i] if i < len(listed) else {"type": "skip"}
         if not isinstance(block, Mapping) or "type" not in block:

@@ -82,6 +82,16 @@ class Param:
         )
 
 
+def _number(text: str) -> Any:
+    """The number `text` spells, else `text`."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
 def _same(a: Any, b: Any) -> bool:
     # True == 1 in Python; a categorical of booleans must not accept 1, nor one of ints accept True.
     return (
@@ -176,7 +186,12 @@ class SearchSpace:
                 raise GenotypeError(f"{p.name}: missing; it must be {p.describe()}")
             value = config[p.name]
             if not p.contains(value):
-                raise GenotypeError(f"{p.name}: {value!r} is not {p.describe()}")
+                quoted = (  # '16' for 16: written in quotes, it is text, which no number is
+                    "; it is written in quotes: write it without them"
+                    if isinstance(value, str) and p.contains(_number(value))
+                    else ""
+                )
+                raise GenotypeError(f"{p.name}: {value!r} is not {p.describe()}{quoted}")
             clean[p.name] = int(value) if p.kind == "integer" else value
         for name, value in self.fixed.items():
             if name in config and config[name] != value:

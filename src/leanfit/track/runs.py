@@ -311,6 +311,37 @@ def check_tracking_reachable(uri: str, timeout: float = 10.0, where: str = WHERE
         )
 
 
+@contextlib.contextmanager
+def few_retries(retries: int = 1):
+    """MLflow's HTTP retries cut to `retries`, with a short backoff, within: for a check whose
+    failure is said at once. MLflow's own (about four minutes) let a long search ride over a
+    tracking server's restart, and stay everywhere else."""
+    import os
+
+    settings = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    }
+    before = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def server_errors(e: BaseException | None) -> bool:
+    """Whether MLflow's client gave up on a server that answered, with errors (HTTP 5xx), rather
+    than on one that did not answer."""
+    from leanfit.errors import causes
+
+    return any("error responses" in str(cause) for cause in causes(e))
+
+
 def is_tracking_failure(e: BaseException | None) -> bool:
     """Whether an exception (or its cause) is the MLflow tracking server not answering."""
     import requests
@@ -383,12 +414,7 @@ class TrialLogger:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [
-            Metric(key, float(value), now, int(record["epoch"]))
-            for record in result.history
-            for key, value in record.items()
-            if key != "epoch"
-        ]
+        metrics = epoch_metrics(result.history, now)
         metrics += [
             Metric("params", float(result.params), now, 0),
             Metric("macs", float(result.macs), now, 0),
@@ -404,6 +430,26 @@ class TrialLogger:
             self.client.log_batch(run_id, metrics=metrics[start : start + 900])
         self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         self.client.set_terminated(run_id, run_status(result.status))
+
+    def close_interrupted(self, run_id: str, history: list[dict[str, float]]) -> None:
+        """A trial stopped by Ctrl-C or SIGTERM: the epochs it finished, closed as KILLED."""
+        metrics = epoch_metrics(history, int(time.time() * 1000))
+        for start in range(0, len(metrics), 900):
+            self.client.log_batch(run_id, metrics=metrics[start : start + 900])
+        self.client.set_tag(run_id, "leanfit.status", "interrupted")
+        self.client.set_terminated(run_id, "KILLED")
+
+
+def epoch_metrics(history: list[dict[str, float]], now: int) -> list:
+    """A trial's per-epoch records as MLflow metrics, each at its epoch's step."""
+    from mlflow.entities import Metric
+
+    return [
+        Metric(key, float(value), now, int(record["epoch"]))
+        for record in history
+        for key, value in record.items()
+        if key != "epoch"
+    ]
 
 
 def runs_of_keys(

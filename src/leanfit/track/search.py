@@ -218,6 +218,7 @@ class JobRecord:
     # between writing a finished job's status and closing its run (`close_finished`)
     unclosed: bool = False
     started: int = 0  # when the job's run was created, ms since the epoch
+    ended: int = 0  # when it was closed (0: not yet)
 
 
 class SearchLog:
@@ -322,6 +323,38 @@ class SearchLog:
         where = f"tags.`{TAG_KIND}` = 'search' and attributes.status != 'FINISHED'"
         runs = runs_of_keys(logger, where, TAG_SEARCH_KEY, search_key, max_results=1)
         return cls(logger, runs[0].info.run_id) if runs else None
+
+    def check_artifacts(self, settings: Mapping[str, Any], new: bool) -> None:
+        """Store the search's settings as its first file (`experiment.yaml`), with few retries:
+        an artifact store that takes no file (a tracking server's --artifacts-destination it
+        cannot write) is found now, before any training, not at the report after the whole
+        search and four minutes of MLflow's retries, which left the run RUNNING. A `new` run
+        that cannot is deleted, so nothing half-made is left; a resumed one stays as it was."""
+        from leanfit.errors import LeanfitError, disk_full
+        from leanfit.track.runs import few_retries, server_errors
+
+        try:
+            with few_retries():
+                self.client.log_dict(self.run_id, dict(settings), "experiment.yaml")
+        except Exception as e:
+            if disk_full(e) is not None:
+                raise
+            where = self.client.get_run(self.run_id).info.artifact_uri
+            if new:
+                self.client.set_terminated(self.run_id, "FAILED")
+                self.client.delete_run(self.run_id)
+            cause = " ".join(str(e).split()) or type(e).__name__
+            if "Caused by " in cause:  # urllib3's reason, after the URL said already
+                cause = cause.split("Caused by ", 1)[1].removesuffix(")")
+            if server_errors(e):
+                cause = "the server answered with errors (HTTP 5xx)"
+            raise LeanfitError(
+                f"tracking: MLflow at {self.logger.tracking_uri} keeps runs but could not store "
+                f"a file in {where} ({type(e).__name__}: {cause[:200]}). A tracking server's log "
+                "says why: often its --artifacts-destination (or --default-artifact-root) names "
+                "a folder it cannot write. Fix that, then run the command again"
+                + ("; nothing was started" if new else f"; the search {self.run_id} is as it was")
+            ) from None
 
     def set_status(self, status: str) -> None:
         self.client.set_terminated(self.run_id, status)
@@ -436,10 +469,11 @@ class SearchLog:
             self.client.set_tag(run_id, TAG_STATUS, "abandoned")
             self.client.set_terminated(run_id, "KILLED")
 
-    def elapsed(self) -> float:
-        """Seconds this search has already run, over all its (resumed) runs."""
+    def elapsed(self, records: list[JobRecord] | None = None) -> float:
+        """Seconds this search has already run, over all its (resumed) runs; with its job
+        `records`, the time after its last figure that its jobs show too (see `elapsed_from`)."""
         history = self.client.get_metric_history(self.run_id, "search_elapsed_seconds")
-        return max((m.value for m in history), default=0.0)
+        return elapsed_from(history, records or [])
 
     def log_elapsed(self, seconds: float, step: int = 0) -> None:
         self._log_metrics({"search_elapsed_seconds": seconds}, step)
@@ -482,6 +516,19 @@ class SearchLog:
                 return out
 
 
+def elapsed_from(history: Sequence, records: Sequence[JobRecord]) -> float:
+    """Seconds a search ran, from its `search_elapsed_seconds` figures (`history`, logged
+    every `LIVE_METRICS_SECONDS` and at its end) and its jobs: one killed with -9 ran on after
+    its last figure at least until its latest job started or ended, which was lost (a search
+    killed 28 s in said it ran 15 s, and its resume overran the wall time by that much)."""
+    if not history:
+        return 0.0
+    last = max(history, key=lambda m: (m.timestamp, m.value))
+    latest = max((max(r.started, r.ended) for r in records), default=0)
+    after = max(0.0, (latest - last.timestamp) / 1000)
+    return max(max(m.value for m in history), last.value + after)
+
+
 def _record(run) -> JobRecord:
     tags = run.data.tags
     running = run.info.status == "RUNNING"
@@ -503,4 +550,5 @@ def _record(run) -> JobRecord:
         attempt=int(tags.get(TAG_ATTEMPT, "0")),
         unclosed=running and status != "running",
         started=run.info.start_time or 0,
+        ended=run.info.end_time or 0,
     )

@@ -27,7 +27,8 @@ from leanfit.data.augment import BatchAugment
 from leanfit.data.sources import resize_uint8
 from leanfit.data.splits import stratified_subset
 from leanfit.errors import TrialFailed
-from leanfit.models import build_model, count_macs, count_params
+from leanfit.models import build_model, count_params
+from leanfit.models.cost import architecture_cost
 from leanfit.train.checkpoint import load_checkpoint, save_checkpoint
 from leanfit.train.curve import CURVE_TOLERANCE, CurveStop, accuracy_noise
 from leanfit.train.prefetch import Prefetched
@@ -210,7 +211,9 @@ def train(
     model = build_model(genotype, data.channels, size, data.num_classes)
     result = TrainResult(status="ok")
     result.params = count_params(model)
-    result.macs = count_macs(model, data.channels, size)
+    # counted, not traced: FlopCounterMode's dispatch mode imports torch._dynamo on its first
+    # use (1-1.3 s), which each worker's first trial paid (against its trial_timeout too)
+    result.macs = architecture_cost(genotype, data.channels, size, data.num_classes)[1]
     memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
     optimizer = make_optimizer(model, hp)

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from leanfit.config import DistillConfig, Experiment
+from leanfit.config import MAX_SEED, DistillConfig, Experiment
 from leanfit.data.sources import LoadedDataset
 from leanfit.data.splits import DataPlan, stratified_subset
 from leanfit.errors import GenotypeError
@@ -39,7 +39,7 @@ class TrialSpec(BaseModel):
     schedule_epochs: int | None = None
     data_fraction: float = Field(1.0, gt=0, le=1)
     resolution: int | None = Field(None, gt=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     resume_from: str | None = None
     checkpoint_to: str | None = None
     # A search with scheduler.curve_stop sets it: stop when the learning curve cannot reach it.

@@ -132,12 +132,24 @@ def submit_pipeline(
 
 
 def checked_host(host: str, option: str = "--host") -> str:
+    """The API's URL from `host`: the page of the KFP UI's address bar (`.../#/pipelines`)
+    is left out, as the API's requests would have been sent to the page (they all went to `/`).
+    Credentials in the URL are refused without being repeated: none would be sent."""
+    from urllib.parse import urlsplit
+
     if not re.match(r"https?://[^/\s]+", host):
         raise LeanfitError(
             f"{option} {host!r}: give the URL of the Kubeflow Pipelines API with its scheme, "
             f"{PORT_FORWARD_HINT}"
         )
-    return host.rstrip("/")
+    parts = urlsplit(host)
+    if parts.username is not None or parts.password is not None:
+        shown = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
+        raise LeanfitError(
+            f"{option}: {shown} is given with a user name or password in it, which is not sent; "
+            f"give the address alone and {TOKEN_HINT}"
+        )
+    return parts._replace(query="", fragment="").geturl().rstrip("/")
 
 
 def read_pipeline_spec(package: Path, content: bytes | None) -> dict:
@@ -377,6 +389,14 @@ class KfpHost:
             if e.status == 409 and on_conflict is not None:
                 return on_conflict()
             raise self.refused(what, e) from None
+        except kfp_server_api.exceptions.OpenApiException as e:
+            # answers that are not the API's (a web page with 200): the client then asked with
+            # what it could not read (`Missing the required parameter pipeline_id`)
+            raise LeanfitError(
+                f"{self.named}: the answers to {what} are not Kubeflow Pipelines' "
+                f"({type(e).__name__}: {e}); a proxy or login page may answer for it: check the "
+                f"address, or {TOKEN_HINT}"
+            ) from None
         except urllib3.exceptions.HTTPError as e:
             raise self.unreachable(e) from None
 
