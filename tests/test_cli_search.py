@@ -692,6 +692,13 @@ def test_a_second_controller_of_a_running_search_is_refused_naming_the_first(in_
         said = " ".join(second.stderr.split())
         assert f"is running now at {socket.gethostname()}:{in_tmp / '.leanfit'} (heard" in said
         assert "another work folder or machine: wait for it to end" in said, said
+        # a new search there starts beside it, saying so (it was said to be left unfinished)
+        beside = run_cli(
+            "search", "e.yaml", "--synthetic", "0", "--trials", "1", cwd=other, env=env
+        )
+        said = " ".join(beside.stdout.split())
+        assert beside.returncode == 0 and "is running now at " in said, beside.stderr + said
+        assert "this starts another beside it" in said and "left unfinished" not in said, said
         assert proc.poll() is None, "the refusals stopped the running search"
     finally:
         if proc.poll() is None:
@@ -1087,3 +1094,22 @@ def test_a_killed_search_ran_until_its_latest_job_not_its_last_figure():
     resumed = [*figures, Metric("search_elapsed_seconds", 27.5, t0 + 100_000, 0)]
     assert elapsed_from(resumed, [job(t0 + 2_000, t0 + 27_500)]) == pytest.approx(27.5)
     assert elapsed_from(resumed, [job(t0 + 104_000)]) == pytest.approx(31.5)
+
+
+def test_a_tracking_uris_password_is_neither_stored_nor_printed():
+    """The search's `experiment.yaml` stored `tracking.uri` whole, password included, and
+    messages printed it; the pipeline's parameters already left it out."""
+    from leanfit.config import experiment_from_dict
+    from leanfit.errors import hide_password
+    from leanfit.search.run import stored_settings
+
+    uri = "http://alice:Sup3r/S3cret@mlflow.example:5000"
+    assert hide_password(f"MLflow at {uri} did not") == (
+        "MLflow at http://alice:***@mlflow.example:5000 did not"
+    )
+    assert hide_password("postgresql://u:p#w@db/x and http://host:5000/x") == (
+        "postgresql://u:***@db/x and http://host:5000/x"
+    )
+    exp = experiment_from_dict({**digits_config(), "tracking": {"uri": uri}})
+    assert stored_settings(exp)["tracking"]["uri"] == "http://alice:***@mlflow.example:5000"
+    assert exp.tracking.uri == uri  # (the search itself still connects with it)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 
 from mlflow import MlflowClient
 
@@ -83,18 +84,21 @@ def test_trial_logs_to_the_default_sqlite_store_and_resumes(in_tmp):
 
 
 def test_trial_logs_to_a_real_mlflow_server(in_tmp, mlflow_server):
+    # a URI with a password in it (this server asks for none): it is not printed
+    with_password = mlflow_server.uri.replace("http://", "http://alice:s3cret@")
     result = run_cli(
         "trial", str(EXAMPLES / "digits.yaml"), "--genotype",
         str(EXAMPLES / "reference_genotype.yaml"), "--epochs", "1",
-        cwd=in_tmp, env={"MLFLOW_TRACKING_URI": mlflow_server.uri},
+        cwd=in_tmp, env={"MLFLOW_TRACKING_URI": with_password},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert "s3cret" not in result.stdout + result.stderr and "alice:***@" in result.stdout
     assert not (in_tmp / "mlflow.db").exists()
     client, runs = only_run(mlflow_server.uri)
     assert len(runs) == 1
     check_logged_trial(client, runs[0], epochs=1)
     # a server's address to browse: `mlflow ui --backend-store-uri http://...` fails
-    assert f"(browse: {mlflow_server.uri})" in result.stdout, result.stdout
+    assert f"(browse: {with_password.replace('s3cret', '***')})" in result.stdout, result.stdout
 
 
 def test_ctrl_c_closes_the_trials_run_and_keeps_its_epochs_to_go_on_from(in_tmp):
@@ -103,7 +107,7 @@ def test_ctrl_c_closes_the_trials_run_and_keeps_its_epochs_to_go_on_from(in_tmp)
     interrupted with the epochs it finished, and a checkpoint kept as it trained goes on."""
     from tests.support import ctrl_c_when
 
-    trial = ["trial", str(EXAMPLES / "digits.yaml"), "--sample", "--seed", "7"]
+    trial = ["trial", str(EXAMPLES / "digits.yaml"), "--sample", "--seed", "7", "--search-subset"]
     code, err = ctrl_c_when("epoch   3", *trial, "--epochs", "500", cwd=in_tmp)
     said = " ".join(err.split())
     assert code == 130 and said.startswith("interrupted after "), said
@@ -117,11 +121,25 @@ def test_ctrl_c_closes_the_trials_run_and_keeps_its_epochs_to_go_on_from(in_tmp)
     )
     assert found, said
     checkpoint, held, command = found.group(1), int(found.group(2)), found.group(3)
-    assert (
-        1 <= held <= epochs and f"--sample --seed 7 --resume {checkpoint} --epochs 500" in command
-    )
-    # it goes on from there (to fewer epochs than the 500 it was started with, to be quick)
-    again = run_cli(*trial, "--resume", checkpoint, "--epochs", str(held + 1), cwd=in_tmp)
+    assert 1 <= held <= epochs, said
+    # with every option the training was shaped by (the seed of a --genotype and the schedule
+    # were left out, and the run resumed from the printed command trained otherwise)
+    args = shlex.split(command)
+    assert args == [
+        str(EXAMPLES / "digits.yaml"),
+        "--sample",
+        "--seed",
+        "7",
+        "--schedule-epochs",
+        "500",
+        "--search-subset",
+        "--resume",
+        checkpoint,
+        "--epochs",
+        "500",
+    ], args
+    # it goes on from there, as printed (to fewer epochs than the 500 it was started with)
+    again = run_cli("trial", *args[:-1], str(held + 1), cwd=in_tmp)
     assert again.returncode == 0, again.stderr
     assert f"epoch {held + 1:>3}" in again.stdout and f"epoch {held:>3}" not in again.stdout
 

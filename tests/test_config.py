@@ -6,6 +6,7 @@ that names the field, no traceback, and nothing written.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -363,6 +364,7 @@ def test_trial_refuses_a_bad_seed_data_plan_or_spec_before_training(tmp_path, mo
     from typer.testing import CliRunner
 
     from leanfit.cli import app
+    from leanfit.config import load_yaml
     from leanfit.errors import LeanfitError
 
     monkeypatch.chdir(tmp_path)
@@ -385,10 +387,40 @@ def test_trial_refuses_a_bad_seed_data_plan_or_spec_before_training(tmp_path, mo
     assert "--seed -1" in refused(*sample, "--seed", "-1")
     said = refused(*sample, "--data-plan", "p.txt")
     assert "--data-plan: p.txt is not a data plan leanfit wrote (JSONDecodeError" in said, said
-    assert "(KeyError: 'train')" in refused(*sample, "--data-plan", "p.json")
+    assert "(KeyError: 'digest')" in refused(*sample, "--data-plan", "p.json")
     assert "--data-plan: plans is a folder" in refused(*sample, "--data-plan", "plans")
+    # a plan edited by hand (tracebacks, a run left FAILED, or a split leaking into another)
+    plan = {"digest": "0" * 64, "train": [0, 1, 2], "val": [3, 4], "test": [5], "search": [0]}
+    for edit, says in [
+        ({"digest": 123}, "no dataset digest in it"),
+        ({"train": []}, "train: no image"),
+        ({"train": [[1, 2]]}, "train: not a list of image numbers"),
+        ({"val": [1.5]}, "val: not a list of image numbers"),
+    ]:
+        (tmp_path / "edited.json").write_text(json.dumps({**plan, **edit}))
+        said = refused(*sample, "--data-plan", "edited.json")
+        assert f"is not a data plan leanfit wrote (ValueError: {says})" in said, said
+    from leanfit.data.splits import DataPlan
 
-    from leanfit.config import load_yaml
+    (tmp_path / "leak.json").write_text(json.dumps({**plan, "val": [2, 3]}))
+    assert DataPlan.load(tmp_path / "leak.json").outside(10) == "train and val share 1 image"
+    # a result written beside a device and renamed over it (as root, /dev/null became a file)
+    os.mkfifo(tmp_path / "fifo")
+    said = refused("--genotype", "g.yaml", "--epochs", "1", "--no-track", "--result-to", "fifo")
+    assert "--result-to: fifo is not a plain file (a device?)" in said, said
+    # a genotype copied from a trial's MLflow params: its budget is named, not the space's names
+    write_yaml(tmp_path / "params.yaml", {**load_yaml(reference), "budget.epochs": "2"})
+    said = refused("--genotype", "params.yaml", "--epochs", "1", "--no-track")
+    assert "budget.epochs: a run's budget, not its configuration; remove" in said, said
+    # and what the file's own seeds take (a traceback at the search's start, a run left RUNNING)
+    for section, says in [("strategy", "strategy.seed"), ("dataset", "dataset.seed")]:
+        bad = digits_config()
+        bad[section]["seed"] = -5
+        with pytest.raises(ConfigError, match=f"{says}: Input should be greater than or equal"):
+            experiment_from_dict(bad)
+    with pytest.raises(ConfigError, match="name: 100000.0 is a number here, not text; write it"):
+        experiment_from_dict({**digits_config(), "name": 1e5})  # `name: 1e5`, read as YAML 1.2
+
     from leanfit.space.architecture import flatten_genotype
 
     config = load_yaml(reference)
@@ -405,4 +437,13 @@ def test_trial_refuses_a_bad_seed_data_plan_or_spec_before_training(tmp_path, mo
         (tmp_path / "s.json").write_text(json.dumps({"trial_id": "t-1", "config": flat, **extra}))
         said = refused("--spec", "s.json", "--no-track")
         assert says in said, (extra, said)
+    # a spec resuming a checkpoint that holds its epochs already trained nothing, said `done`
+    trained = CliRunner().invoke(app, ["trial", "e.yaml", "--genotype", "g.yaml", "--epochs", "2",
+                                       "--no-track"])  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    checkpoint = re.search(r"checkpoint (\S+\.pt)", trained.output).group(1)
+    spec = {"trial_id": "t-1", "config": flat, "epochs": 2, "resume_from": checkpoint}
+    (tmp_path / "s.json").write_text(json.dumps(spec))
+    said = refused("--spec", "s.json", "--no-track")
+    assert "epochs 2: the checkpoint resume_from holds 2 epochs already; give more" in said
     assert not (tmp_path / "mlflow.db").exists()

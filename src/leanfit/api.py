@@ -255,9 +255,11 @@ def optimize(
         import sys
 
         from leanfit import stopping
+        from leanfit.errors import hide_password
 
+        uri = hide_password(exp.tracking_uri())
         said = (
-            f": the finished trials are in MLflow ({exp.tracking_uri()}); "
+            f": the finished trials are in MLflow ({uri}); "
             "leanfit.optimize(..., resume=True) with the same objective and settings continues "
             "the search"
         )

@@ -19,7 +19,7 @@ import typer
 import yaml
 from rich.console import Console
 
-from leanfit.errors import LeanfitError
+from leanfit.errors import LeanfitError, hide_password
 from leanfit.track.runs import WHERE_OPTION, check_tracking_reachable
 
 app = typer.Typer(
@@ -50,6 +50,12 @@ def read_genotype(path: Path, experiment) -> dict[str, Any]:
         )
     if not isinstance(data, dict):
         raise LeanfitError(f"--genotype: {path} must be a YAML mapping of parameter: value")
+    if budget := sorted(k for k in data if str(k).startswith("budget.")):
+        # (a trial's MLflow params copied whole: the space's 51 names were listed)
+        raise LeanfitError(
+            f"--genotype: {path}: {', '.join(budget)}: a run's budget, not its configuration; "
+            "remove the budget.* lines (--epochs and --schedule-epochs give the budget)"
+        )
     arch = experiment.space.architecture
     try:
         flat = flatten_genotype(data, arch.blocks, tuple(arch.modules))
@@ -224,8 +230,8 @@ def trial(
     check_dataset(experiment)
     check_work_dir(experiment)
     if result_to is not None:  # said now, not once the training is done
-        if result_to.is_dir():
-            raise LeanfitError(f"--result-to: {result_to} is a folder; give a file name")
+        if problem := file_target_problem(result_to):
+            raise LeanfitError(f"--result-to: {problem}")
         check_writable_folder("--result-to", result_to.parent, "for the result")
     if track:
         check_tracking_reachable(experiment.tracking_uri())
@@ -354,12 +360,17 @@ def trial(
         # loses at most the epoch it stopped in; a spec's (a search's Job) is its own business
         result = run_trial(experiment, trial_spec, data, on_epoch=show, save_progress=spec is None)
     except KeyboardInterrupt:
-        again = f"--genotype {genotype}" if genotype else f"--sample --seed {trial_spec.seed}"
-        if spec is not None:
-            again = None  # (a spec's resume_from goes on)
-        trial_interrupted(
-            experiment_file, trial_spec, again, seen, logger if run_id else None, run_id
-        )
+        again = None  # (a spec's resume_from goes on)
+        if spec is None:  # every option that shapes the training, so that it goes on alike
+            options = [
+                *(["--genotype", str(genotype)] if genotype else ["--sample"]),
+                *("--seed", str(trial_spec.seed), "--schedule-epochs"),
+                str(trial_spec.schedule_epochs),
+                *(["--search-subset"] if search_subset else []),
+                *(["--data-plan", str(data_plan)] if data_plan else []),
+            ]
+            again = [str(experiment_file), *options]
+        trial_interrupted(trial_spec, again, seen, logger if run_id else None, run_id)
     except Exception as e:
         # as in a search's worker: a bug that one configuration hits fails that trial only
         import traceback
@@ -387,39 +398,44 @@ def trial(
         f"{result.macs:,} MACs, {result.wall_time:.1f} s"
     )
     if run_id is not None:
-        uri = experiment.tracking_uri()
+        uri = hide_password(experiment.tracking_uri())
         console.print(f"MLflow run {run_id} in {uri} (browse: {browse_command(uri)})")
     if result.checkpoint:
         console.print(f"checkpoint {result.checkpoint}")
 
 
 def trial_interrupted(
-    experiment_file: Path, spec, again: str, seen: list[dict], logger, run_id
+    spec, again: list[str] | None, seen: list[dict], logger, run_id: str | None
 ) -> NoReturn:
     """`trial` stopped by Ctrl-C or SIGTERM: its MLflow run closed as interrupted with the
     epochs it finished (it stayed RUNNING, for good), and how to go on from the checkpoint
-    kept (`again`: the options that name its configuration)."""
+    kept (`again`: the experiment file and the options the training was shaped by; None for a
+    spec, whose resume_from goes on)."""
+    import shlex
+
     from leanfit.train.checkpoint import load_checkpoint
 
     if logger is not None:
         logger.close_interrupted(run_id, seen)
-    done = f"interrupted after {len(seen)} epoch{'s' * (len(seen) != 1)} of {spec.epochs}"
-    if run_id is not None:
-        done += f" (MLflow run {run_id} closed as KILLED)"
     held, kept = 0, None
     for path in (spec.checkpoint_to, spec.resume_from):  # kept as it trained, or resumed from
         if path and Path(path).is_file():
             with contextlib.suppress(Exception):
                 held, kept = int(load_checkpoint(path, map_location="cpu")["epoch"]), path
                 break
+    # the epochs trained in all, those of the checkpoint it was resumed from included
+    reached = int(seen[-1]["epoch"]) if seen else (held if kept == spec.resume_from else 0)
+    done = f"interrupted after {reached} epoch{'s' * (reached != 1)} of {spec.epochs}"
+    if run_id is not None:
+        done += f" (MLflow run {run_id} closed as KILLED)"
     if kept is None:
         interrupted(f"{done}; no checkpoint was kept yet")
+    holds = f"the checkpoint {kept} holds {held} epoch{'s' * (held != 1)}"
     if again is None:
-        interrupted(f"{done}; the checkpoint {kept} holds {held} epoch{'s' * (held != 1)}")
-    interrupted(
-        f"{done}; the checkpoint {kept} holds {held} epoch{'s' * (held != 1)}: `leanfit trial "
-        f"{experiment_file} {again} --resume {kept} --epochs {spec.epochs}` goes on from it"
-    )
+        interrupted(f"{done}; {holds}")
+    go_on = ["--resume", kept, "--epochs", str(spec.epochs)]
+    command = shlex.join(["leanfit", "trial", *again, *go_on])
+    interrupted(f"{done}; {holds}: `{command}` goes on from it")
 
 
 def read_spec(path: Path):
@@ -453,6 +469,17 @@ def spec_problem(spec, experiment) -> str | None:
         return f"invalid configuration: {e}"
     if spec.resume_from is not None and not Path(spec.resume_from).is_file():
         return f"resume_from: checkpoint {spec.resume_from!r} does not exist"
+    if spec.resume_from is not None:  # (it trained nothing and said `done` with its figures)
+        from leanfit.train.checkpoint import load_checkpoint
+
+        held = None
+        with contextlib.suppress(Exception):  # another file: the trial fails on it, said so
+            held = int(load_checkpoint(spec.resume_from, map_location="cpu")["epoch"])
+        if held is not None and spec.epochs <= held:
+            return (
+                f"epochs {spec.epochs}: the checkpoint resume_from holds {held} epochs already; "
+                f"give more than {held} (the epochs in all)"
+            )
     # what `trial`'s own options refuse (a schedule below the epochs trained it broke; a folder
     # or unwritable checkpoint_to was found after the whole training, with a traceback)
     if spec.schedule_epochs is not None and spec.schedule_epochs < spec.epochs:
@@ -467,12 +494,23 @@ def spec_problem(spec, experiment) -> str | None:
         )
     if spec.checkpoint_to is not None:
         target = Path(spec.checkpoint_to)
-        if target.is_dir():
-            return f"checkpoint_to: {target} is a folder; give a file name"
+        if problem := file_target_problem(target):
+            return f"checkpoint_to: {problem}"
         try:
             check_writable_folder("checkpoint_to", target.parent, "for the checkpoint")
         except LeanfitError as e:
             return str(e)
+    return None
+
+
+def file_target_problem(path: Path) -> str | None:
+    """Why a file cannot be written at `path` by writing beside it and renaming (as results and
+    checkpoints are): a folder there, or a device (`--result-to /dev/null`, run as root, put a
+    plain file in the device's place)."""
+    if path.is_dir():
+        return f"{path} is a folder; give a file name"
+    if path.exists() and not path.is_file():
+        return f"{path} is not a plain file (a device?); give a file name, or leave it out"
     return None
 
 
@@ -550,7 +588,7 @@ def search(
     except KeyboardInterrupt as e:
         if getattr(e, "search_run_id", "") is None:  # (its run was not open yet)
             interrupted("interrupted before the search started: no trial ran")
-        interrupted(
+        interrupted(  # (its message's tracking URI without its password: `interrupted`)
             "interrupted: the finished trials are in MLflow "
             f"({experiment.tracking_uri()}); `leanfit search {experiment_file} --resume` "
             "continues the search",
@@ -578,7 +616,7 @@ def search(
         )
     console.print(
         f"report {outcome.report_html}\nplot   {outcome.report_plot}\n"
-        f"MLflow search run {outcome.search_run_id} in {experiment.tracking_uri()}"
+        f"MLflow search run {outcome.search_run_id} in {hide_password(experiment.tracking_uri())}"
     )
 
 
@@ -716,7 +754,7 @@ def run(
         console.print(f"report       in MLflow: run {outcome.run_id}, report/report.html")
     if outcome.log is not None:
         console.print(f"full log     {outcome.log}")
-    console.print(f"browse       {browse_command(uri)}")
+    console.print(f"browse       {browse_command(hide_password(uri))}")
 
 
 def browse_command(uri: str) -> str:
@@ -1155,7 +1193,9 @@ def main() -> None:
     except LeanfitError as e:
         from rich.markup import escape
 
-        err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[red]error:[/red] {escape(hide_password(str(e)))}", highlight=False, soft_wrap=True
+        )
         exit_now(2)
     except (click.exceptions.Abort, typer.Abort, KeyboardInterrupt):
         err_console.print(stopping.said("interrupted"))
@@ -1188,7 +1228,7 @@ def main() -> None:
 
         from rich.markup import escape
 
-        uri = os.environ.get("MLFLOW_TRACKING_URI", "the tracking server")
+        uri = hide_password(os.environ.get("MLFLOW_TRACKING_URI", "the tracking server"))
         # a server that answered with errors (its log says why) is not one that is down
         check = (
             "its log says why"
@@ -1199,7 +1239,7 @@ def main() -> None:
         err_console.print(
             f"[red]error:[/red] tracking: MLflow at {uri} "
             + ("answered with errors" if server_errors(e) else "did not answer")
-            + f" ({type(e).__name__}: {escape(_shortened(str(e)))}); {check}",
+            + f" ({type(e).__name__}: {escape(_shortened(hide_password(str(e))))}); {check}",
             highlight=False,
             soft_wrap=True,
         )
@@ -1246,7 +1286,7 @@ def interrupted(message: str) -> NoReturn:
     exit 130 or 143."""
     from leanfit import stopping
 
-    err_console.print(stopping.said(message), highlight=False, soft_wrap=True)
+    err_console.print(stopping.said(hide_password(message)), highlight=False, soft_wrap=True)
     raise typer.Exit(stopping.exit_code())
 
 

@@ -68,6 +68,8 @@ def load_yaml(text: str) -> Any:
 MIN_RESOLUTION = 4
 # The largest seed (torch.manual_seed takes a signed 64-bit number)
 MAX_SEED = 2**63 - 1
+# ... and in the experiment file (scikit-optimize's and NumPy's legacy generators take 32 bits)
+MAX_FILE_SEED = 2**32 - 1
 
 _SUFFIX = {"k": 1_000, "K": 1_000, "m": 1_000_000, "M": 1_000_000}
 _DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -182,7 +184,7 @@ class DatasetConfig(Strict):
         description="labels: the names of the file and label columns, where the CSV has more "
         "than those two and they are not named file/label (or id/class, image/category, ...)",
     )
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_FILE_SEED)
 
     @field_validator("source", mode="before")
     @classmethod
@@ -703,7 +705,7 @@ class StrategyConfig(Strict):
         "in 14 of 20 seeds, the small-model target at a median 61 s instead of 100 s, 12% more "
         "CPU for proposals)",
     )
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_FILE_SEED)
     warm_start: bool = Field(
         True,
         description="start from the last finished search with the same settings on other data "
@@ -1093,6 +1095,9 @@ def _kind_of_value_message(err: Mapping[str, Any]) -> str | None:
         return f"{value!r} is not a number; write e.g. 0.5"
     if kind in ("bool_parsing", "bool_type"):
         return f"{value!r} is not true or false"
+    if kind == "string_type" and isinstance(value, int | float) and not isinstance(value, bool):
+        # (`1e5` is a number in YAML 1.2, as leanfit reads it: a name or quantity spelt so)
+        return f"{value!r} is a number here, not text; write it in quotes, e.g. '1e5'"
     return None
 
 

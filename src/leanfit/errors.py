@@ -3,7 +3,18 @@
 The CLI prints them without a traceback and exits with code 2. Bugs still raise ordinary exceptions.
 """
 
+import re
 from collections.abc import Iterator
+
+# `scheme://user:password@host`: the password, up to the last @ before the path
+_PASSWORD_IN_URL = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s:/@]*):[^\s@]*@", re.IGNORECASE)
+
+
+def hide_password(text: str) -> str:
+    """`text` with the password of every URL in it replaced by ***: a tracking URI
+    (`http://user:password@host`, `postgresql://user:password@host/db`) is printed in messages
+    and was stored whole in a search's `experiment.yaml`."""
+    return _PASSWORD_IN_URL.sub(r"\1:***@", text)
 
 
 class LeanfitError(Exception):

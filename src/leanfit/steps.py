@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from leanfit.config import Experiment, experiment_from_dict
-from leanfit.errors import LeanfitError
+from leanfit.errors import LeanfitError, hide_password
 
 ERROR_FILE = "pipeline-error.json"
 # The final report's readable copy, beside KFP's HTML artifact (a file named `report`)
@@ -141,6 +141,7 @@ def run_step(step: str, function: Callable[..., Any], experiment: str, base_dir:
                 "what failed), then run the pipeline again: the search and the final training "
                 "resume where they stopped"
             )
+    message = hide_password(message)  # (a tracking URI may hold its password)
     print(f"leanfit: step {step!r} failed: {message}", file=sys.stderr, flush=True)
     where = os.environ.get(ERROR_FILE_ENV) or (work / ERROR_FILE if work is not None else None)
     if where is not None:

@@ -78,6 +78,9 @@ class DataPlan:
             if len(wrong):
                 first = int(wrong[0])
                 return f"{name} names image {first}, the dataset has {images} (0 to {images - 1})"
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+            if both := np.intersect1d(parts[a], parts[b]).size:
+                return f"{a} and {b} share {both} image{'s' * (both != 1)}"
         return None
 
     def save(self, path) -> None:
@@ -105,6 +108,16 @@ class DataPlan:
 
         blob = json.loads(Path(path).read_text())
         parts = ("train", "val", "test", "search")
+        if not isinstance(blob, dict) or not isinstance(blob["digest"], str):
+            raise ValueError("no dataset digest in it")
+        for k in parts:  # (an edited file ended in a traceback, or trained on nothing)
+            numbers = blob[k]
+            if not isinstance(numbers, list) or not all(
+                isinstance(i, int) and not isinstance(i, bool) for i in numbers
+            ):
+                raise ValueError(f"{k}: not a list of image numbers")
+        if not blob["train"]:
+            raise ValueError("train: no image")
         arrays = {k: np.asarray(blob[k], dtype=np.int64) for k in parts}
         splits = Splits(arrays["train"], arrays["val"], arrays["test"])
         return cls(blob["digest"], splits, arrays["search"])

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from leanfit.config import Experiment
-from leanfit.errors import LeanfitError
+from leanfit.errors import LeanfitError, hide_password
 from leanfit.track.search import (
     TAG_FILE_KEY,
     TAG_KIND,
@@ -90,7 +90,7 @@ class SearchReading:
         n = len(self.unfinished())
         unfinished = f"  running {n}" if self.status == "RUNNING" else f"  cut short {n}" * (n > 0)
         lines = [
-            f"search run {self.run_id} ({self.status}{ran}) in {self.tracking_uri}",
+            f"search run {self.run_id} ({self.status}{ran}) in {hide_password(self.tracking_uri)}",
             f"trials {s['trials']}  jobs finished {s['jobs finished']}{unfinished}  failed "
             f"{s['jobs failed']}  best val acc {s['best validation accuracy']}  Pareto "
             f"{s['Pareto models']}  hypervolume {s[self.controller.hypervolume_label()]}",
@@ -122,7 +122,7 @@ class SearchReading:
             {
                 "search_run_id": self.run_id,
                 "status": self.status,
-                "tracking_uri": self.tracking_uri,
+                "tracking_uri": hide_password(self.tracking_uri),
                 "elapsed_seconds": self.elapsed(),
                 "trials": len(c.trials),
                 "jobs_finished": c.stats.jobs_done,

@@ -662,12 +662,12 @@ def _search(
                 f"stop it there; one killed there can be resumed {HEARD_WITHIN_SECONDS:.0f} s "
                 "after it stopped"
             )
-        log.check_artifacts(experiment.model_dump(mode="json"), new=False)
+        log.check_artifacts(stored_settings(experiment), new=False)
         log.reopen()
     else:
         earlier = None
         if on_notice is not None and not reuse_finished:
-            earlier = earlier_search_notice(logger, [key, *older])
+            earlier = earlier_search_notice(logger, [key, *older], work_place(experiment))
         if earlier is not None:
             on_notice(earlier)
         settings = {"experiment": experiment.name, "search_key": key, "workers": n_workers}
@@ -689,7 +689,7 @@ def _search(
             settings_json=json.dumps(search_settings(experiment), sort_keys=True),
             objective=identity,
         )
-        log.check_artifacts(experiment.model_dump(mode="json"), new=True)
+        log.check_artifacts(stored_settings(experiment), new=True)
     opened.append(log.run_id)
     log.record_budget(wall, trials)
     records = log.records() if resume else []
@@ -775,11 +775,31 @@ def _search(
     return SearchOutcome(controller, log.run_id, page, plot, resumed)
 
 
-def earlier_search_notice(logger, keys: list[str]) -> str | None:
+def stored_settings(experiment: Experiment) -> dict:
+    """The experiment's settings as a search stores them (`experiment.yaml`): the tracking
+    URI's password left out (it was stored whole), as the pipeline's parameters leave it."""
+    from leanfit.errors import hide_password
+
+    settings = experiment.model_dump(mode="json")
+    uri = settings.get("tracking", {}).get("uri")
+    if isinstance(uri, str):
+        settings["tracking"]["uri"] = hide_password(uri)
+    return settings
+
+
+def earlier_search_notice(logger, keys: list[str], place: str) -> str | None:
     """What a new search (not `--resume`) says of an earlier one of the same file and data: one
-    left unfinished, which `--resume` would go on with; or one finished, whose first trials this
-    one repeats."""
+    running now in another work folder or machine (`place`: this one's); one left unfinished,
+    which `--resume` would go on with; or one finished, whose first trials this one repeats."""
     if (left := SearchLog.find_resumable(logger, keys)) is not None:
+        if (elsewhere := left.running_elsewhere(place, HEARD_WITHIN_SECONDS)) is not None:
+            # (it was said to be left unfinished, and `--resume` of it is refused meanwhile)
+            where, ago = elsewhere
+            return (
+                f"the search {left.run_id} of this experiment file and data is running now at "
+                f"{where} (heard from {ago:.0f} s ago); this starts another beside it, whose "
+                "first trials are the same (the same strategy.seed)"
+            )
         done = sum(r.status in ("ok", "stopped") for r in left.records())
         return (
             f"the search {left.run_id} of this experiment file and data was left unfinished "

@@ -32,8 +32,8 @@ PORT_FORWARD_HINT = (
     "e.g. http://localhost:8080 after `kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80`"
 )
 TOKEN_HINT = (
-    "pass an access token (in multi-user Kubeflow, e.g. from `kubectl create token default-editor "
-    "-n NAMESPACE --audience pipelines.kubeflow.org`)"
+    "pass an access token with --token or $KFP_TOKEN (in multi-user Kubeflow, e.g. from "
+    "`kubectl create token default-editor -n NAMESPACE --audience pipelines.kubeflow.org`)"
 )
 CRON_HINT = (
     "give a cron schedule with seconds, e.g. '0 0 3 * * *' (every day at 03:00:00), "
