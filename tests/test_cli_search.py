@@ -980,13 +980,13 @@ def test_a_sqlite_database_that_cannot_be_opened_is_refused_in_one_line(in_tmp):
 
 
 def test_a_search_whose_every_trial_times_out_stops_with_the_reason_and_exit_2(in_tmp):
-    """A per-trial timeout no training fits in (executor.trial_timeout: 0.2s): before, the
+    """A per-trial timeout no training fits in (executor.trial_timeout: 0.01s): before, the
     search spent its whole budget timing trials out and ended with an empty front."""
     from leanfit.search.controller import FAIL_FAST_JOBS
 
     cfg = digits_config(
         budget={"min_epochs": 1, "max_epochs": 9, "wall_time": "10m"},
-        executor={"kind": "local", "workers": 2, "trial_timeout": "0.2s"},
+        executor={"kind": "local", "workers": 2, "trial_timeout": "0.01s"},
     )
     write_yaml(in_tmp / "e.yaml", cfg)
     started = time.monotonic()
@@ -994,7 +994,7 @@ def test_a_search_whose_every_trial_times_out_stops_with_the_reason_and_exit_2(i
     assert result.returncode == 2, result.stderr
     said = " ".join(result.stderr.split())
     assert f"every trial job of the search failed ({FAIL_FAST_JOBS}), so it stopped" in said, said
-    assert "x timed out after 0.2 s (executor.trial_timeout) (trial 0, 1, 2" in said, said
+    assert "x timed out after 0.01 s (executor.trial_timeout) (trial 0, 1, 2" in said, said
     assert time.monotonic() - started < 120  # not the 10 minutes
     client, runs = trial_runs(in_tmp / "mlflow.db")
     (search,) = client.search_runs(

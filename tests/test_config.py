@@ -319,8 +319,13 @@ def test_a_genotype_is_read_as_json_and_yaml_12_write_numbers_and_blocks_given_o
     from leanfit.config import load_yaml
     from leanfit.errors import LeanfitError
 
-    read = load_yaml("a: 1e-05\nb: 3E4\nc: 10\nd: 1.5\ne: 1e\nf: 0x1F")
-    assert read == {"a": 1e-05, "b": 30000.0, "c": 10, "d": 1.5, "e": "1e", "f": 31}
+    read = load_yaml("a: 1e-05\nb: 3E4\nc: 10\nd: 1.5\ne: 1e\nf: 0x1F\ng: .\nh: .5\ni: 1_000")
+    assert read == {"a": 1e-05, "b": 30000.0, "c": 10, "d": 1.5, "e": "1e", "f": 31, "g": ".",
+                    "h": 0.5, "i": 1000}  # fmt: skip
+    # YAML 1.1's base 60 made `wall_time: 1:30` 90 (seconds, said nowhere) and 010 octal 8
+    assert load_yaml("t: 1:30\nn: 010\no: 0o10") == {"t": "1:30", "n": 10, "o": 8}
+    with pytest.raises(ConfigError, match="budget.wall_time: '1:30' is not a duration"):
+        experiment_from_dict(load_yaml(yaml_text_with("wall_time: 5m", "wall_time: 1:30")))
     cfg = digits_config()
     cfg["space"]["hyperparameters"]["weight_decay"] = {"choices": [1e-05, 1e-4]}
     (tmp_path / "e.yaml").write_text(json.dumps(cfg))  # a JSON file is YAML too
@@ -350,6 +355,8 @@ def test_a_genotype_is_read_as_json_and_yaml_12_write_numbers_and_blocks_given_o
     ]:
         with pytest.raises(LeanfitError, match=re.escape(says)):
             read_genotype(path, exp)
+    with pytest.raises(ConfigError, match="is a configuration .a genotype, for `leanfit trial"):
+        load_experiment(EXAMPLES / "reference_genotype.yaml")  # given to `validate`
     with pytest.raises(ConfigError, match="use letters, digits, '_', '.' and '-', beginning"):
         experiment_from_dict({**digits_config(), "name": "my digits"})
 
@@ -447,3 +454,10 @@ def test_trial_refuses_a_bad_seed_data_plan_or_spec_before_training(tmp_path, mo
     said = refused("--spec", "s.json", "--no-track")
     assert "epochs 2: the checkpoint resume_from holds 2 epochs already; give more" in said
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def yaml_text_with(old: str, new: str) -> str:
+    """examples/digits.yaml's text with `old` written `new`."""
+    text = (EXAMPLES / "digits.yaml").read_text()
+    assert old in text
+    return text.replace(old, new)

@@ -345,6 +345,28 @@ def test_restore_rebuilds_the_state_and_reruns_only_what_was_running(tmp_path):
     assert not math.isnan(second.hypervolume())
 
 
+def test_a_job_abandoned_at_the_budgets_end_goes_on_when_the_search_is_given_more(tmp_path):
+    """A job still running when the budget ran out is abandoned. Given a larger budget, the
+    search goes on with it; it was left out, and its trial number went to a new configuration,
+    so MLflow held two configurations under one number and the report showed one trial with
+    the size of the first (0 parameters: it never finished) and the accuracy of the other."""
+    from leanfit.track.search import JobRecord
+
+    first = controller(InlineExecutor(synthetic()), tmp_path, max_trials=6)
+    first.run()
+    records = finished_records(first)
+    cut = SPACE.sample(321)
+    records.append(JobRecord("r", 6, 0, 0, None, cut, {}, "abandoned", {}, None, None, None, 0))
+    rec = Recorder(InlineExecutor(synthetic()))
+    second = controller(rec, tmp_path, max_trials=9)
+    assert second.restore(records) == 1
+    second.run()
+    trained = [(j.spec.trial_id, j.spec.config) for j in rec.jobs if j.rung == 0]
+    assert ("trial-00006-rung-0", second.trials[6].config) in trained
+    assert second.trials[6].key == SPACE.key(cut) and second.trials[6].results
+    assert sorted(second.trials) == list(range(9)), "each number one configuration"
+
+
 def test_a_promotion_whose_checkpoint_is_gone_trains_from_the_start(tmp_path):
     """The work folder was cleaned to free disk, or the search resumed on another machine: the
     trials of earlier rungs are promoted all the same, trained from the start, none failed."""

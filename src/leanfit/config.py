@@ -40,23 +40,46 @@ OPTIMIZERS = ("sgd", "adamw")
 
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader, reading numbers as YAML 1.2 (and JSON, and Python's `json`) write
-    them: `1e-05` and `3E4` are numbers, not the strings YAML 1.1 makes of an exponent without
-    a dot. A genotype copied from `leanfit report --json` was refused (`'1e-05' is not a
-    number`), and a choice written `1e-3` was a string."""
+    them. YAML 1.1's own rules made `1e-05` a string (a genotype copied from `leanfit report
+    --json` was refused: `'1e-05' is not a number`; a choice written `1e-3` was a string),
+    `wall_time: 1:30` the number 90 (base 60: a budget of 90 seconds, said nowhere), and `010`
+    the number 8. Now `1e-05` and `3E4` are numbers, `1:30` is text (a duration is refused
+    without its unit), `010` is 10 and `0o10` is 8; `1_000` stays 1000. True and false are
+    YAML 1.1's still (`yes`, `no`, `on`, `off` too)."""
 
 
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 _Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
+    _INT,
+    re.compile(r"^(?:[-+]?[0-9][0-9_]*|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+    list("-+0123456789"),
+)
+_Loader.add_implicit_resolver(
+    _FLOAT,
     re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
         |[-+]?\.(?:inf|Inf|INF)
         |\.(?:nan|NaN|NAN))$""",
         re.VERBOSE,
     ),
     list("-+0123456789."),
 )
+
+
+def _yaml_12_int(loader: _Loader, node: yaml.ScalarNode) -> int:
+    text = loader.construct_scalar(node).replace("_", "")
+    if text.startswith(("0o", "0x")):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    return int(text, 10)  # (a leading 0 is not octal, as it was)
+
+
+_Loader.add_constructor(_INT, _yaml_12_int)
 
 
 def load_yaml(text: str) -> Any:
@@ -1149,6 +1172,14 @@ def read_experiment_file(path: Path) -> tuple[Any, Path]:
             "",
             f"{path} holds a YAML {type(data).__name__}; the experiment file must be a YAML "
             "mapping (name: ..., dataset: ...)",
+        )
+    if "dataset" not in data and ("stem_width" in data or "b0.type" in data):
+        # (thirteen lines of unknown and missing fields said it)
+        raise ConfigError(
+            "",
+            f"{path} is a configuration (a genotype, for `leanfit trial EXPERIMENT "
+            "--genotype FILE`), not an experiment file; give the experiment YAML "
+            "(examples/digits.yaml is one)",
         )
     return data, path.parent
 

@@ -898,9 +898,12 @@ class SearchController:
         queued: set[tuple[int, int]] = set()
         for rec in records:
             # a job the search was running when it was stopped (its run still RUNNING after a
-            # kill, closed as interrupted after Ctrl-C or by the resume before), or whose
-            # infrastructure failed: run again, once, unless a later attempt of it exists
-            again = ("running", "infrastructure", "interrupted")
+            # kill, closed as interrupted after Ctrl-C or by the resume before, or abandoned at
+            # the end of its budget, which a larger one now goes on from), or whose
+            # infrastructure failed: run again, once, unless a later attempt of it exists. (An
+            # abandoned trial was left out: its number went to a new configuration, and the
+            # report then gave one trial the size of one and the accuracy of the other.)
+            again = ("running", "infrastructure", "interrupted", "abandoned")
             if rec.status in again and not _retried(rec, records):
                 trial = self.trials[rec.trial_id]
                 done = rec.rung in trial.results or trial.failed
