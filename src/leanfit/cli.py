@@ -594,7 +594,10 @@ def search(
             "continues the search",
         )
     if outcome.resumed_jobs:
-        console.print(f"resumed: {outcome.resumed_jobs} interrupted job(s) ran again")
+        console.print(
+            f"resumed: {outcome.resumed_jobs} job(s) cut short (interrupted, or at the end of "
+            "the budget before) ran again"
+        )
     if synthetic is not None:  # (the table's accuracies looked like trained models')
         console.print(
             "dry run (--synthetic): the synthetic objective replaced training; no model was "
