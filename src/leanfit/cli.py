@@ -413,16 +413,15 @@ def trial_interrupted(
     spec, whose resume_from goes on)."""
     import shlex
 
-    from leanfit.train.checkpoint import load_checkpoint
+    from leanfit.train.checkpoint import checkpoint_epochs
 
     if logger is not None:
         logger.close_interrupted(run_id, seen)
     held, kept = 0, None
     for path in (spec.checkpoint_to, spec.resume_from):  # kept as it trained, or resumed from
-        if path and Path(path).is_file():
-            with contextlib.suppress(Exception):
-                held, kept = int(load_checkpoint(path, map_location="cpu")["epoch"]), path
-                break
+        if path and (epochs := checkpoint_epochs(path)) is not None:
+            held, kept = epochs, path
+            break
     # the epochs trained in all, those of the checkpoint it was resumed from included
     reached = int(seen[-1]["epoch"]) if seen else (held if kept == spec.resume_from else 0)
     done = f"interrupted after {reached} epoch{'s' * (reached != 1)} of {spec.epochs}"
@@ -467,14 +466,14 @@ def spec_problem(spec, experiment) -> str | None:
         experiment.search_space().validate(spec.config)
     except GenotypeError as e:
         return f"invalid configuration: {e}"
-    if spec.resume_from is not None and not Path(spec.resume_from).is_file():
-        return f"resume_from: checkpoint {spec.resume_from!r} does not exist"
-    if spec.resume_from is not None:  # (it trained nothing and said `done` with its figures)
-        from leanfit.train.checkpoint import load_checkpoint
+    if spec.resume_from is not None:
+        from leanfit.train.checkpoint import checkpoint_epochs
 
-        held = None
-        with contextlib.suppress(Exception):  # another file: the trial fails on it, said so
-            held = int(load_checkpoint(spec.resume_from, map_location="cpu")["epoch"])
+        if not Path(spec.resume_from).is_file():
+            return f"resume_from: checkpoint {spec.resume_from!r} does not exist"
+        # (it trained nothing and said `done` with its figures; another file than a checkpoint
+        # fails the trial, said so)
+        held = checkpoint_epochs(spec.resume_from)
         if held is not None and spec.epochs <= held:
             return (
                 f"epochs {spec.epochs}: the checkpoint resume_from holds {held} epochs already; "

@@ -34,3 +34,12 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: str | Path, map_location=None) -> dict[str, Any]:
     return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def checkpoint_epochs(path: str | Path) -> int | None:
+    """The epochs a checkpoint file holds; None where there is no file or it is not one of
+    leanfit's checkpoints."""
+    try:
+        return int(load_checkpoint(path, map_location="cpu")["epoch"])
+    except Exception:  # noqa: BLE001 - torch.load's errors on a foreign file vary
+        return None
