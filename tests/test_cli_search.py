@@ -993,7 +993,9 @@ def test_a_search_whose_every_trial_times_out_stops_with_the_reason_and_exit_2(i
     result = run_cli("search", "e.yaml", cwd=in_tmp)
     assert result.returncode == 2, result.stderr
     said = " ".join(result.stderr.split())
-    assert f"every trial job of the search failed ({FAIL_FAST_JOBS}), so it stopped" in said, said
+    # (two workers: the second's job may end in the same wait as the tenth)
+    stopped = re.search(r"every trial job of the search failed \((\d+)\), so it stopped", said)
+    assert stopped and int(stopped[1]) in (FAIL_FAST_JOBS, FAIL_FAST_JOBS + 1), said
     assert "x timed out after 0.01 s (executor.trial_timeout) (trial 0, 1, 2" in said, said
     assert time.monotonic() - started < 120  # not the 10 minutes
     client, runs = trial_runs(in_tmp / "mlflow.db")

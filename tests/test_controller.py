@@ -182,10 +182,7 @@ def flaky_runner():
     """A fifth of the trials return NaN; a few others crash their worker once."""
     import os
 
-    inner = RunnerSpec(
-        "leanfit.execute.runners:synthetic_runner",
-        {"experiment": EXPERIMENT.model_dump(mode="json", exclude={"base_dir"})},
-    ).build()
+    inner = synthetic().build()
 
     def run(spec):
         n = int(spec.trial_id.split("-")[1])
@@ -208,14 +205,44 @@ def test_a_search_where_trials_crash_or_return_nan_finishes_and_records_them(tmp
     with LocalExecutor(rec_spec, workers=2, trial_timeout=60) as ex:
         rec = Recorder(ex)
         c = controller(rec, tmp_path, max_trials=25)
+        notices: list[str] = []  # what the user would have been told
+        c.on_notice = notices.append
         c.run()
     failed = [t for t in c.trials.values() if t.failed]
     assert len(failed) == 5 and all("nan" in t.failed for t in failed)
+    assert notices == []  # a fifth failing is no news beyond the failed count
     assert c.stats.retries >= 3  # trials 3, 10, 17, 24 crashed once each, then ran again
     crashed = [o for o in rec.outcomes if o.infrastructure_failure]
     for o in crashed:
         tid = int(o.job.spec.trial_id.split("-")[1])
         assert c.trials[tid].results, f"trial {tid} was not retried after its worker died"
+
+
+def mostly_failing_runner():
+    """Nine trials in ten time out; the tenth is trained."""
+    inner = synthetic().build()
+
+    def run(spec):
+        if int(spec.trial_id.split("-")[1]) % 10:
+            return TrainResult("failed", reason="timed out after 3 s (executor.trial_timeout)")
+        return inner(spec)
+
+    return run
+
+
+def test_a_search_whose_jobs_mostly_fail_says_so_once_and_goes_on(tmp_path):
+    """Not every job failed, so fail_fast did not stop it: the search ran its whole budget with
+    only the progress line's failed count to show (a trial_timeout only quick trials fit in)."""
+    with LocalExecutor(RunnerSpec("tests.test_controller:mostly_failing_runner"), 2) as ex:
+        c = controller(ex, tmp_path, max_trials=40)
+        notices = []
+        c.on_notice = notices.append
+        c.run()
+    assert len(c.trials) == 40 and 0 < c.stats.jobs_done < c.stats.jobs_failed
+    assert len(notices) == 1, notices
+    assert "jobs so far failed, the most with " in notices[0], notices
+    assert "x timed out after 3 s (executor.trial_timeout) (trial 1, 2, 3, 4, 5, ...)" in notices[0]
+    assert "It goes on" in notices[0] and "--resume" in notices[0]
 
 
 class EventLog:

@@ -48,6 +48,25 @@ def test_crash_hang_and_bug_affect_only_their_own_trial():
         assert ex.replaced == 2  # a Python error does not cost a worker
 
 
+def test_a_result_read_after_its_timeout_is_timed_out_as_if_it_had_been_watched():
+    """The controller reads results between its own work (logging, proposals): a trial that
+    ran past trial_timeout and whose result was read late was kept (CI: 123 of 249 jobs of a
+    0.01-s timeout), by chance of how busy the controller was."""
+    with LocalExecutor(RUNNER, workers=2, trial_timeout=0.4) as ex:
+        ex.submit(job("warm1"))
+        ex.submit(job("warm2"))
+        collect(ex, 2)  # both workers are up
+        ex.submit(job("slow", action="sleep", seconds=0.8))
+        ex.submit(job("quick", action="sleep", seconds=0.05))
+        time.sleep(1.5)  # busy elsewhere: both results are in the pipes when read
+        got = collect(ex, 2)
+        assert got["slow"].result.status == "failed", got["slow"].result
+        assert got["slow"].result.reason == "timed out after 0.4 s (executor.trial_timeout)"
+        assert not got["slow"].infrastructure_failure
+        assert got["quick"].result.status == "ok"
+        assert ex.replaced == 0  # the worker finished: it is not replaced
+
+
 def test_workers_are_reused_across_trials():
     with LocalExecutor(RUNNER, workers=2) as ex:
         pids = {w.process.pid for w in ex._workers}

@@ -52,6 +52,12 @@ EHVI_ERROR_FLOOR = 1e-3
 # would otherwise spend the whole budget, hours of it, on nothing (Katib's maxFailedTrialCount).
 FAIL_FAST_JOBS = 10  # executor.fail_fast's default
 FAIL_FAST_HINT = " (executor.fail_fast: how many failed jobs stop a search, 0 for never)"
+# A search whose jobs mostly fail (not all: fail_fast does not stop it) says so once, when at
+# least this many of its jobs have ended and this share of them failed: it ran its whole
+# budget with only the progress line's failed count to show for it (a trial_timeout that only
+# the quickest trials fit in)
+MOSTLY_FAILING_JOBS = 20
+MOSTLY_FAILING = 0.5
 
 
 def ehvi_error(error: float) -> float:
@@ -266,6 +272,9 @@ class SearchController:
         self.fail_fast = fail_fast
         # set by an interrupt handler (`leanfit.search.run`): the loop stops at its next turn
         self.stop_requested = False
+        # told, once, that most jobs fail (set by `leanfit.search.run`: the user's console)
+        self.on_notice: Callable[[str], None] | None = None
+        self._said_failing = False
         self.retries = retries
         self.seed = seed
         self.events = events
@@ -442,6 +451,8 @@ class SearchController:
         """Stop (`SearchFailed`) if this run's first `jobs` finished jobs, or more, all failed;
         `ended`: the budget is spent, so the search is not stopped early but ends a failure."""
         done, failed = self.stats.jobs_done - before[0], self.stats.jobs_failed - before[1]
+        if not ended:
+            self._notice_failing(done, failed)
         if done or failed < jobs or jobs == 0:
             return
         (error, ids), *others = self.failure_groups()
@@ -455,6 +466,19 @@ class SearchController:
             f"every trial job of the search failed ({failed}){how}: "
             f"{failure_text(error, ids)}{also}. Fix that and run it again (`--resume` goes on with "
             f"it); each trial's MLflow run holds its whole error{hint}"
+        )
+
+    def _notice_failing(self, done: int, failed: int) -> None:
+        if self._said_failing or self.on_notice is None or not done:
+            return
+        if done + failed < MOSTLY_FAILING_JOBS or failed < MOSTLY_FAILING * (done + failed):
+            return
+        self._said_failing = True
+        (error, ids), *_ = self.failure_groups() or [("failed", [])]
+        self.on_notice(
+            f"{failed} of this search's {done + failed} jobs so far failed, the most with "
+            f"{failure_text(error, ids)}. It goes on (only a search whose every job fails "
+            "stops); Ctrl-C stops it where it is, and --resume goes on with it after a fix"
         )
 
     def failure_groups(self) -> list[tuple[str, list[int]]]:

@@ -744,6 +744,7 @@ def _search(
 
     try:
         controller.executor = executor
+        controller.on_notice = on_notice
         with stop_on_interrupt(controller):
             controller.run(progress)
         abandoned = controller.refs_of(executor.running())
