@@ -132,6 +132,23 @@ def test_a_malformed_cron_schedule_is_refused_before_anything_is_sent(package, c
     assert kfp.requests == []
 
 
+@pytest.mark.parametrize("cron", ["0 3 31 2 *", "0 0 3 30,31 FEB *", "0 3 31 4-6/2,9 ?"])
+def test_a_cron_schedule_whose_date_never_comes_is_refused(package, cron):
+    with KfpStandin() as kfp, pytest.raises(LeanfitError) as e:
+        submit(package, kfp.url, recurring_cron=cron)
+    assert f"--recurring {cron!r}: no month has that day of the month (" in str(e.value)
+    assert "so it would never run" in str(e.value) and kfp.requests == []
+
+
+@pytest.mark.parametrize(
+    "cron", ["0 3 29 2 *", "0 3 31 4-7 *", "0 3 31 2 MON", "0 3 */10 2 *", "0 3 31 1/3 *"]
+)
+def test_a_rare_cron_date_that_does_come_is_taken(cron):
+    from leanfit.trigger.submit import kfp_cron
+
+    assert kfp_cron(cron).endswith(cron)  # Feb 29th, July 31st, Mondays in February, ...
+
+
 def test_an_unreachable_host_is_named_with_the_fix(package):
     host = f"http://127.0.0.1:{free_port()}"  # nothing listens there any more
     with pytest.raises(LeanfitError, match="no Kubeflow Pipelines API answers") as e:

@@ -249,7 +249,36 @@ def kfp_cron(expression: str) -> str:
             raise LeanfitError(
                 f"--recurring {expression!r}: {name} field {value!r}: {problem}; {CRON_HINT}"
             )
+    if fields[5] in ("*", "?") and not any(
+        day <= DAYS_IN_MONTH[month - 1]
+        for day in cron_field_values(fields[3], 1, 31, ())
+        for month in cron_field_values(fields[4], 1, 12, MONTHS)
+    ):  # (a day of the week given as well is either's day: cron ORs the two)
+        raise LeanfitError(
+            f"--recurring {expression!r}: no month has that day of the month ({fields[3]} in "
+            f"{fields[4]}), so it would never run; {CRON_HINT}"
+        )
     return " ".join(fields)
+
+
+DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # February 29th: leap years
+
+
+def cron_field_values(value: str, lowest: int, highest: int, names: tuple[str, ...]) -> set[int]:
+    """The numbers a well-formed cron field stands for (`cron_field_problem` found none)."""
+    values: set[int] = set()
+    for item in value.split(","):
+        span, _, step = item.partition("/")
+        if span in ("*", "?"):
+            first, last = lowest, highest
+        else:
+            bounds = [
+                names.index(b.upper()) + lowest if b.upper() in names else int(b)
+                for b in span.split("-")
+            ]
+            first, last = bounds[0], bounds[-1] if len(bounds) == 2 or not step else highest
+        values.update(range(first, last + 1, int(step or 1)))
+    return values
 
 
 def cron_field_problem(value: str, lowest: int, highest: int, names: tuple[str, ...]) -> str:
