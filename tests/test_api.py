@@ -667,7 +667,10 @@ def test_a_space_of_ones_own_is_searched_with_its_conditions_sizes_and_budget(in
     for r in jobs:  # each job's run has its size (before, a function's jobs logged 0)
         config = {"width": int(r.data.params["width"]), "depth": int(r.data.params["depth"])}
         assert r.data.metrics["params"] == own_size(config)
-    assert "Pareto" in result.report_html.read_text()
+    page = result.report_html.read_text()
+    assert "Pareto" in page
+    # its size counted, its MACs not: a dash, not 0 MACs
+    assert f"<td>{sizes[0]:,}</td><td>-</td>" in page, page
 
     # models of millions of parameters: the hypervolume is measured over the space's own sizes
     # (over leanfit's 10^2 to 10^4.5 every one of them would add nothing, and it read 0)

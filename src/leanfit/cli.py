@@ -1153,12 +1153,14 @@ def progress_line(controller, width: int | None = None):
 def front_rich_table(rows):
     from rich.table import Table
 
+    from leanfit.report.pareto import macs_text
+
     table = Table(title="Pareto front")
     for name in ("trial", "params", "MACs", "val acc", "epochs"):
         table.add_column(name, justify="right")
     for r in rows:
         table.add_row(
-            str(r["trial"]), f"{r['params']:,}", f"{r['macs']:,}", f"{r['val_accuracy']:.4f}",
+            str(r["trial"]), f"{r['params']:,}", macs_text(r["macs"]), f"{r['val_accuracy']:.4f}",
             str(r["epochs"]),
         )  # fmt: skip
     return table

@@ -134,6 +134,12 @@ def embedded_image(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+def macs_text(macs: int) -> str:
+    """A model's MACs for a table; '-' where none were counted (an objective of one's own that
+    reports its size but not its MACs showed 0)."""
+    return f"{macs:,}" if macs else "-"
+
+
 def write_html(
     points: Sequence[ReportPoint],
     plot: Path,
@@ -156,7 +162,7 @@ def write_html(
         genotype = html.escape(json.dumps(p.config, indent=1, sort_keys=True))
         rows.append(
             f"<tr><td>{p.trial_id}</td>"
-            + (f"<td>{p.params:,}</td><td>{p.macs:,}</td>" if sized else "")
+            + (f"<td>{p.params:,}</td><td>{macs_text(p.macs)}</td>" if sized else "")
             + f"<td>{p.val_accuracy:.4f}</td>{test}<td>{p.rung_epochs}</td>"
             f"<td><details><summary>genotype</summary><pre>{genotype}</pre></details></td></tr>"
         )
