@@ -39,6 +39,8 @@ def test_a_value_of_the_wrong_kind_is_named_in_words_with_an_example():
          "executor.workers: 'two' is not a whole number; write e.g. 2"),
         (digits_config(budget={"min_epochs": 1, "max_epochs": 2.5}),
          "budget.max_epochs: 2.5 is not a whole number; write e.g. 2"),
+        (digits_config(objectives={"max_params": 1e-3}),  # (not "write e.g. 0": refused too)
+         "objectives.max_params: 0.001 is not a whole number; write e.g. 1"),
         (digits_config(dataset={"source": "digits", "val_fraction": "a fifth"}),
          "dataset.val_fraction: 'a fifth' is not a number; write e.g. 0.5"),
         (digits_config(scheduler={"name": "asha", "eta": 3, "curve_stop": "sometimes"}),

@@ -1113,7 +1113,9 @@ def _kind_of_value_message(err: Mapping[str, Any]) -> str | None:
     if kind in ("int_parsing", "int_type"):
         return f"{value!r} is not a whole number; write e.g. 2"
     if kind == "int_from_float":
-        return f"{value!r} is not a whole number; write e.g. {math.floor(value)}"
+        # (the whole number below it, unless that is 0: max_params 1e-3 was told "write e.g. 0")
+        whole = math.floor(value) if value >= 1 or value < 0 else math.ceil(value)
+        return f"{value!r} is not a whole number; write e.g. {whole}"
     if kind in ("float_parsing", "float_type"):
         return f"{value!r} is not a number; write e.g. 0.5"
     if kind in ("bool_parsing", "bool_type"):
