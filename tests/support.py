@@ -37,15 +37,22 @@ def foreground_job() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def ctrl_c_when(seen: str, *args: str, cwd: Path, timeout: int = 120) -> tuple[int, str]:
+def ctrl_c_when(
+    seen: str, *args: str, cwd: Path, timeout: int = 120, stdin: str | None = None
+) -> tuple[int, str]:
     """`leanfit ARGS` as a terminal's foreground job, sent Ctrl-C once a line of its output
-    holds `seen`: its exit code and what it wrote to stderr."""
+    holds `seen`: its exit code and what it wrote to stderr. `stdin`: piped to it."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "leanfit.cli", *args],
         cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdin=None if stdin is None else subprocess.PIPE,
         preexec_fn=foreground_job,  # (pytest-xdist's workers ignore SIGINT, and so would it)
     )  # fmt: skip
+    if stdin is not None:
+        proc.stdin.write(stdin)
+        proc.stdin.close()
+        proc.stdin = None  # (communicate() would flush it)
     for line in proc.stdout:
         if seen in line:
             break

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from pathlib import Path
 
 from mlflow import MlflowClient
 
@@ -140,6 +141,25 @@ def test_ctrl_c_closes_the_trials_run_and_keeps_its_epochs_to_go_on_from(in_tmp)
     ], args
     # it goes on from there, as printed (to fewer epochs than the 500 it was started with)
     again = run_cli("trial", *args[:-1], str(held + 1), cwd=in_tmp)
+    assert again.returncode == 0, again.stderr
+    assert f"epoch {held + 1:>3}" in again.stdout and f"epoch {held:>3}" not in again.stdout
+
+
+def test_a_piped_genotype_is_kept_beside_the_checkpoint_for_the_command_to_go_on_with(in_tmp):
+    """`--genotype <(...)` or /dev/stdin: the command printed after Ctrl-C named /dev/fd/63,
+    gone once the trial ended."""
+    from tests.support import ctrl_c_when
+
+    genotype = (EXAMPLES / "reference_genotype.yaml").read_text()
+    trial = ["trial", str(EXAMPLES / "digits.yaml"), "--genotype", "/dev/stdin", "--no-track"]
+    code, err = ctrl_c_when("epoch   2", *trial, "--epochs", "500", cwd=in_tmp, stdin=genotype)
+    said = " ".join(err.split())
+    found = re.search(r"holds (\d+) epochs?: `leanfit trial (.*)` goes", said)
+    assert code == 130 and found, said
+    held, args = int(found.group(1)), shlex.split(found.group(2))
+    kept = Path(args[args.index("--genotype") + 1])
+    assert kept.name.endswith(".pt.genotype.yaml") and kept.is_file(), args
+    again = run_cli("trial", *args[:-1], str(held + 1), cwd=in_tmp)  # as printed
     assert again.returncode == 0, again.stderr
     assert f"epoch {held + 1:>3}" in again.stdout and f"epoch {held:>3}" not in again.stdout
 

@@ -362,6 +362,13 @@ def trial(
     except KeyboardInterrupt:
         again = None  # (a spec's resume_from goes on)
         if spec is None:  # every option that shapes the training, so that it goes on alike
+            if genotype is not None and not genotype.is_file() and trial_spec.checkpoint_to:
+                # a pipe (`--genotype <(...)`, /dev/fd/63) is gone once this command ends: the
+                # configuration is written beside the checkpoint for the command to name
+                kept = Path(f"{trial_spec.checkpoint_to}.genotype.yaml")
+                with contextlib.suppress(OSError):  # (the command names the pipe, then)
+                    kept.write_text(yaml.safe_dump(dict(config), sort_keys=False))
+                    genotype = kept
             options = [
                 *(["--genotype", str(genotype)] if genotype else ["--sample"]),
                 *("--seed", str(trial_spec.seed), "--schedule-epochs"),
