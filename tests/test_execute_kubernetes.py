@@ -17,6 +17,7 @@ from leanfit.execute.kubernetes import (
     LABEL_EXPERIMENT,
     LABEL_RUNG,
     LABEL_SEARCH,
+    LABEL_SEARCH_RUN,
     LABEL_TRIAL,
     KubernetesError,
     KubernetesExecutor,
@@ -230,6 +231,64 @@ def test_a_trial_failing_on_its_own_is_not_retried_and_a_timeout_is_a_failure(tm
     # the Job's own deadline is a backstop: the timeout runs from the container's start, so a
     # pod that waits for a free GPU is not a trial that timed out
     assert job["spec"]["activeDeadlineSeconds"] == 1 + 3600
+
+
+def test_a_result_that_came_after_the_timeout_between_two_looks_is_timed_out(tmp_path, standin):
+    """The timeout was kept only when the pods were looked at (every 10 s): a Job that ended
+    between two looks was kept however long it ran (9-15 s under a 5-s timeout)."""
+    sample = experiment_from_dict(digits_config()).search_space().sample(3)
+    exp = experiment(tmp_path, trial_timeout="0.5s")
+    with KubernetesExecutor(exp, standin.api_client(), pod_check_interval=1000) as ex:
+        got = submit_and_collect(ex, [TrialSpec(trial_id="long", config=sample, epochs=20)])
+    assert got["long"].result.status == "failed" and not got["long"].infrastructure_failure
+    # (the local executor's words for it: one failure, one text, 0.5 s not rounded to 0 s)
+    assert got["long"].result.reason == "timed out after 0.5 s (executor.trial_timeout)"
+    [job] = standin.created
+    assert json.loads(Path(job_result_file(job)).read_text())["wall_time"] > 0.5  # it did run
+
+
+def job_result_file(job: dict) -> str:
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    return command[command.index("--result-to") + 1]
+
+
+def test_a_resumed_search_deletes_the_jobs_its_killed_controller_left_running(tmp_path, standin):
+    """After a kill -9 the first controller's Jobs ran on beside the resumed search's copies
+    of their jobs (3 at once under max_in_flight 2), into the same checkpoint files."""
+    sample = experiment_from_dict(digits_config()).search_space().sample(3)
+    killed = KubernetesExecutor(experiment(tmp_path), standin.api_client())
+    assert killed.attach("0123abcd") == 0  # (the search run, once open)
+    for i in range(2):
+        killed.submit(TrialJob(TrialSpec(trial_id=f"long-{i}", config=sample, epochs=50)))
+    left = [job["metadata"]["name"] for job in standin.created]
+    assert all(labels_of(job)[LABEL_SEARCH_RUN] == "0123abcd" for job in standin.created)
+    # (killed: it deletes nothing; its Jobs run on)
+    other = KubernetesExecutor(experiment(tmp_path), standin.api_client())
+    assert other.attach("another-search") == 0  # another search's Jobs are not its business
+    resumed = KubernetesExecutor(experiment(tmp_path), standin.api_client())
+    assert resumed.attach("0123abcd") == 2
+    assert sorted(standin.deletions) == [(name, "Background") for name in sorted(left)]
+    for executor in (resumed, other, killed):
+        executor.close()
+
+
+def test_no_password_of_the_tracking_uri_goes_to_the_jobs(tmp_path, standin):
+    """The trials run --no-track: a tracking URI's password was written to the experiment file
+    on the claim, and MLFLOW_TRACKING_URI (from the search pod's Secret) copied into every
+    Job's spec, where anyone who may read Jobs read it."""
+    from leanfit.execute.kubernetes import job_env
+
+    exp = experiment(tmp_path).model_copy(
+        update={"tracking": experiment(tmp_path).tracking.model_copy(
+            update={"uri": "http://alice:secret@mlflow:5000"})}
+    )  # fmt: skip
+    with KubernetesExecutor(exp, standin.api_client()) as ex:
+        written = ex.experiment_file.read_text()
+    assert "alice:secret" not in written and "http://alice:***@mlflow:5000" in written
+    with_password = {"MLFLOW_TRACKING_URI": "http://alice:secret@mlflow:5000"}
+    assert job_env(with_password, {}, None) == {}
+    plain = {"MLFLOW_TRACKING_URI": "http://mlflow:5000", "AWS_REGION": "eu-west-1"}
+    assert job_env(plain, {}, None) == plain
 
 
 def test_a_jobs_deadline_met_before_its_trial_ran_its_timeout_is_retried(

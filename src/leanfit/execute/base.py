@@ -74,6 +74,13 @@ class Executor(ABC):
         image); 0 where a job starts as it is submitted."""
         return 0
 
+    def attach(self, search_run_id: str) -> int:
+        """The search run the jobs are for, once it is open (the executor starts before it).
+        Where jobs outlive their controller (Kubernetes Jobs after a `kill -9`), those an earlier
+        controller of this search left running are stopped: a resumed search runs them again
+        from their checkpoints, and two copies wrote the same one. How many were stopped."""
+        return 0
+
     @abstractmethod
     def close(self) -> None:
         """Stop every worker; running jobs are abandoned (their checkpoints stay)."""

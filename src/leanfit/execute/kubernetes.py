@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from leanfit.config import Experiment
-from leanfit.errors import LeanfitError
+from leanfit.errors import LeanfitError, hide_password
 from leanfit.execute.base import Executor, JobOutcome, TrialJob
 from leanfit.train.trainer import TrainResult
 from leanfit.train.trial import TrialSpec, read_result
@@ -59,7 +59,8 @@ from leanfit.train.trial import TrialSpec, read_result
 log = logging.getLogger(__name__)
 
 LABEL_EXPERIMENT = "leanfit.io/experiment"
-LABEL_SEARCH = "leanfit.io/search"
+LABEL_SEARCH = "leanfit.io/search"  # this executor's: a resumed search has a new one
+LABEL_SEARCH_RUN = "leanfit.io/search-run"  # the MLflow search run's id, the same when resumed
 LABEL_TRIAL = "leanfit.io/trial"
 LABEL_RUNG = "leanfit.io/rung"
 LABEL_ATTEMPT = "leanfit.io/attempt"
@@ -155,6 +156,7 @@ class KubernetesExecutor(Executor):
         self.pod_check_interval = pod_check_interval
         environ = os.environ if environ is None else environ
         self.search_id = uuid.uuid4().hex[:10]
+        self.search_run: str | None = None  # `attach`
         self.selector = f"{LABEL_SEARCH}={self.search_id}"
         self.folder = experiment.work_path() / "kubernetes" / self.search_id
         self._check_storage()
@@ -241,6 +243,9 @@ class KubernetesExecutor(Executor):
         if labels is not None:
             data["dataset"]["labels"] = str(labels)
         data["work_dir"] = str(self.experiment.work_path())
+        uri = data.get("tracking", {}).get("uri")
+        if isinstance(uri, str):  # (its trials run --no-track: the file on the claim, readable
+            data["tracking"]["uri"] = hide_password(uri)  # by every pod, held it whole)
         _write_atomically(self.experiment_file, yaml.safe_dump(data, sort_keys=False))
 
     # -- the Job --------------------------------------------------------------------------------
@@ -253,6 +258,7 @@ class KubernetesExecutor(Executor):
             "app.kubernetes.io/component": "trial",
             LABEL_EXPERIMENT: label_value(self.experiment.name),
             LABEL_SEARCH: self.search_id,
+            **({LABEL_SEARCH_RUN: label_value(self.search_run)} if self.search_run else {}),
             LABEL_TRIAL: label_value(job.spec.trial_id),
             LABEL_RUNG: str(job.rung),
             LABEL_ATTEMPT: str(job.attempt),
@@ -371,6 +377,23 @@ class KubernetesExecutor(Executor):
             del self._flights[name]
             self._ready.append(_infrastructure(job, name, f"could not create the Job: {e}"))
 
+    def attach(self, search_run_id: str) -> int:
+        """Label this search's Jobs with its MLflow run, and delete the ones an earlier
+        controller of it left running (killed with -9, its owner reference gone with it only
+        where it ran in a pod): they ran on beside the resumed search's copies of their jobs,
+        past max_in_flight, and wrote the same checkpoints."""
+        self.search_run = search_run_id
+        selector = f"{LABEL_SEARCH_RUN}={label_value(search_run_id)}"
+        left = [
+            obj["metadata"]["name"]
+            for obj in self._list_jobs(selector)[0]
+            if (obj["metadata"].get("labels") or {}).get(LABEL_SEARCH) != self.search_id
+            and not _job_ended(obj)
+        ]
+        for name in left:
+            self._delete(name)
+        return len(left)
+
     def wait(self, timeout: float | None = None) -> list[JobOutcome]:
         deadline = None if timeout is None else time.monotonic() + timeout
         outcomes, self._ready = self._ready, []
@@ -442,11 +465,7 @@ class KubernetesExecutor(Executor):
     def _outcome(self, flight: _InFlight, obj: dict | None, deleted: bool) -> JobOutcome | None:
         """The job's outcome if its Job has ended (or is gone), else None."""
         status = (obj or {}).get("status") or {}
-        ended = {
-            c["type"]: c
-            for c in status.get("conditions") or []
-            if c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
-        }
+        ended = _end_conditions(obj)
         succeeded = "Complete" in ended or bool(status.get("succeeded"))
         if not (succeeded or ended or deleted):
             return None
@@ -462,6 +481,11 @@ class KubernetesExecutor(Executor):
                     f"work_dir at mount_path ({self.settings.mount_path}) in the search pod too"
                 )
         if result is not None:
+            if result.status != "failed" and result.wall_time > self.trial_timeout:
+                # it ran past its timeout between two looks at the pods (every
+                # pod_check_interval): timed out, as if it had been seen, and as the local
+                # executor does; it was kept (Jobs of 9-15 s under a 5-s timeout)
+                return _failed(job, name, self._timed_out())
             return JobOutcome(job, result, infrastructure_failure=False, worker=name)
         failed = ended.get("Failed") or {}
         if failed.get("reason") == "DeadlineExceeded":
@@ -478,8 +502,8 @@ class KubernetesExecutor(Executor):
         pod = self._pod_failure(name)
         return _infrastructure(job, name, f"the Job failed without a result ({why}){pod}")
 
-    def _timed_out(self) -> str:
-        return f"timed out after {self.trial_timeout:.0f} s (executor.trial_timeout)"
+    def _timed_out(self) -> str:  # (the local executor's words: one failure, one text)
+        return f"timed out after {self.trial_timeout:g} s (executor.trial_timeout)"
 
     def _pod_failure(self, name: str) -> str:
         """What happened to a failed Job's pod, as far as the API still knows: reason, exit code,
@@ -593,15 +617,16 @@ class KubernetesExecutor(Executor):
 
     # -- API calls --------------------------------------------------------------------------------
 
-    def _list_jobs(self) -> tuple[list[dict], str]:
-        """This search's Jobs and the resourceVersion of the list (all pages)."""
+    def _list_jobs(self, selector: str | None = None) -> tuple[list[dict], str]:
+        """This search's Jobs (or those `selector` picks) and the resourceVersion of the list
+        (all pages)."""
         from kubernetes.client.exceptions import ApiException
 
         items, token, version = [], None, ""
         try:
             while True:
                 resp = self.batch.list_namespaced_job(
-                    self.namespace, label_selector=self.selector, limit=500,
+                    self.namespace, label_selector=selector or self.selector, limit=500,
                     _continue=token, _preload_content=False,
                 )  # fmt: skip
                 page = json.loads(resp.data)
@@ -753,7 +778,14 @@ def job_env(environ: Mapping[str, str], extra: Mapping[str, str], cpu: str | Non
     """A trial's environment: MLflow and storage settings forwarded from the search, threads
     matched to the CPU limit (torch would otherwise start one per core of the node), the file's
     `env` last."""
-    env = {name: environ[name] for name in FORWARDED_ENV if environ.get(name)}
+    # (not a value with a password in it, such as MLFLOW_TRACKING_URI=http://user:pw@host from
+    # the search pod's Secret: in the Job's spec, anyone who may read Jobs read it; the Secret
+    # itself goes to the trial by executor.kubernetes.secret, if it needs one)
+    env = {
+        name: environ[name]
+        for name in FORWARDED_ENV
+        if environ.get(name) and hide_password(environ[name]) == environ[name]
+    }
     if cpu:
         cores = float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
         env["OMP_NUM_THREADS"] = str(max(1, math.floor(cores)))
@@ -764,6 +796,19 @@ def job_env(environ: Mapping[str, str], extra: Mapping[str, str], cpu: str | Non
 def label_value(text: str) -> str:
     """`text` as a valid label value: at most 63 of [A-Za-z0-9_.-], alphanumeric at both ends."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text)[:63].strip("-_.")
+
+
+def _end_conditions(obj: dict | None) -> dict[str, dict]:
+    """A Job's Complete or Failed conditions that hold, by type."""
+    return {
+        c["type"]: c
+        for c in ((obj or {}).get("status") or {}).get("conditions") or []
+        if c.get("status") == "True" and c.get("type") in ("Complete", "Failed")
+    }
+
+
+def _job_ended(obj: dict) -> bool:
+    return bool(_end_conditions(obj)) or bool((obj.get("status") or {}).get("succeeded"))
 
 
 def _infrastructure(job: TrialJob, name: str, reason: str) -> JobOutcome:

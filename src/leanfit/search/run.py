@@ -721,6 +721,12 @@ def _search(
             on_notice(f"warm start {controller.stats.warm_start}")
     if executor is None:
         executor = stack.enter_context(make_executor(experiment, n_workers, what, plan_file))
+    left = executor.attach(log.run_id)  # (Jobs a killed controller of this search left running)
+    if left and on_notice is not None:
+        on_notice(
+            f"deleted {left} trial Job(s) an earlier controller of this search left running "
+            "(it was killed); their jobs run again from their checkpoints"
+        )
     started = time.monotonic()
     status = "FAILED"
     prewarmed = False
