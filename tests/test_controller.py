@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from leanfit.config import experiment_from_dict
-from leanfit.execute.base import Executor, JobOutcome, RunnerSpec
+from leanfit.execute.base import Executor, JobOutcome, RunnerSpec, TrialJob
 from leanfit.execute.inline import InlineExecutor
 from leanfit.execute.local import LocalExecutor
 from leanfit.search.asha import ASHA
@@ -394,6 +394,30 @@ def test_a_job_abandoned_at_the_budgets_end_goes_on_when_the_search_is_given_mor
     assert sorted(second.trials) == list(range(9)), "each number one configuration"
 
 
+def test_a_finished_search_keeps_the_checkpoints_of_the_jobs_its_budget_cut_short(tmp_path):
+    """keep_checkpoints: front deleted every checkpoint off the front at the budget's end, the
+    one an abandoned promotion resumes from too: given more, it trained from scratch."""
+    from leanfit.search.run import checkpoints_kept
+    from leanfit.train.trial import TrialSpec
+
+    c = controller(InlineExecutor(synthetic()), tmp_path, max_trials=12)
+    c.run()
+    front = {t.trial_id for t in c.front()}
+    off = [t for t in c.trials.values() if t.trial_id not in front and t.checkpoints]
+    cut, other = off[0], off[1]  # a promotion of `cut` was running when the budget ended
+    rung = max(cut.checkpoints)
+    job = TrialJob(
+        TrialSpec(trial_id=f"trial-{cut.trial_id:05d}-rung-{rung + 1}", config=cut.config,
+                  epochs=9, resume_from=cut.checkpoints[rung]),
+        rung=rung + 1,
+    )  # fmt: skip
+    keep = checkpoints_kept(c, [job])
+    assert keep == front | {cut.trial_id}
+    kept, gone = Path(cut.checkpoints[rung]), Path(other.checkpoints[max(other.checkpoints)])
+    c.prune_checkpoints(keep)
+    assert kept.is_file() and not gone.exists()
+
+
 def test_a_promotion_whose_checkpoint_is_gone_trains_from_the_start(tmp_path):
     """The work folder was cleaned to free disk, or the search resumed on another machine: the
     trials of earlier rungs are promoted all the same, trained from the start, none failed."""
@@ -498,7 +522,7 @@ def test_a_warm_start_tells_the_earlier_results_and_rechecks_the_best_first(tmp_
     warm._retell()
     assert len(warm.strategy.observations) - told_before == len(prior)  # every result told
     warm.run()
-    first_four = [warm._trial_of(j).key for j in rec.jobs if j.rung == 0][:4]
+    first_four = [warm.trial_of(j).key for j in rec.jobs if j.rung == 0][:4]
     assert set(first_four) <= {SPACE.key(p.config) for p in prior}
     assert front_keys & set(first_four), "the earlier front is re-checked first"
     assert rec.jobs[0].rung == 0 and not rec.jobs[0].spec.resume_from  # fresh, lowest rung

@@ -593,7 +593,7 @@ class SearchController:
         (tens of milliseconds a job with sqlite)."""
         unlogged, self._unlogged = self._unlogged, []
         for job, outcome in unlogged:
-            trial = self._trial_of(job)
+            trial = self.trial_of(job)
             if self.events is not None:
                 if outcome is None:
                     self._refs[id(job)] = self.events.job_started(trial, job)
@@ -616,7 +616,7 @@ class SearchController:
         times.last_finished = max(times.last_finished, now)
         times.busy += now - submitted
 
-    def _trial_of(self, job: TrialJob) -> Trial:
+    def trial_of(self, job: TrialJob) -> Trial:
         return self.trials[int(job.spec.trial_id.split("-")[1])]
 
     def _new_trial(self, job: Job) -> Trial:
@@ -803,7 +803,7 @@ class SearchController:
                 "leanfit.optimize(..., resume=True)): the finished trials are kept, and this job "
                 "runs again"
             )
-        trial = self._trial_of(job)
+        trial = self.trial_of(job)
         self._unlogged.append((job, outcome))
         self._time_worker(outcome)
         if outcome.infrastructure_failure and job.attempt < self.retries:

@@ -754,6 +754,7 @@ def _search(
         with stop_on_interrupt(controller):
             controller.run(progress)
         abandoned = controller.refs_of(executor.running())
+        keep = checkpoints_kept(controller, executor.running())
         stack.close()  # the workers stop before the report is written
         status = "FINISHED"
     except KeyboardInterrupt:
@@ -771,15 +772,22 @@ def _search(
             log.set_status(status)
     log.abandon(abandoned)
     if experiment.scheduler.keep_checkpoints == "front":
-        controller.stats.pruned = controller.prune_checkpoints(
-            {t.trial_id for t in controller.front()}
-        )
+        controller.stats.pruned = controller.prune_checkpoints(keep)
     plot, page = write_report(
         experiment, controller, work / "report", log.run_id, objective=identity
     )
     log.log_report([plot, page], search_metrics(controller), controller.stats.jobs_done)
     log.set_status("FINISHED")
     return SearchOutcome(controller, log.run_id, page, plot, resumed)
+
+
+def checkpoints_kept(controller: SearchController, cut_short: list[TrialJob]) -> set[int]:
+    """The trials whose checkpoints a finished search keeps (`keep_checkpoints: front`): the
+    Pareto models', and those of the jobs its budget's end cut short, which run again from them
+    if it is given more (a promotion cut short trained from scratch then)."""
+    return {t.trial_id for t in controller.front()} | {
+        controller.trial_of(job).trial_id for job in cut_short
+    }
 
 
 def stored_settings(experiment: Experiment) -> dict:
