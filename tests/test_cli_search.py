@@ -805,6 +805,13 @@ def test_report_refuses_what_it_cannot_read_naming_the_fix(in_tmp):
     result = run_cli("report", "e.yaml", "--run-id", runs[0].info.run_id, cwd=in_tmp)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert f"is a trial run, not a search; its search run is {search_id}" in result.stderr
+    # a file for leanfit.optimize(space=...), which needs no dataset: it said "dataset:
+    # required field is missing", as if one would read such a search
+    (in_tmp / "own.yaml").write_text("name: own\nbudget: {trials: 4}\n")
+    result = run_cli("report", "own.yaml", cwd=in_tmp)
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 2 and "own.yaml has no dataset section: `leanfit report` " in said
+    assert "its report.html and pareto.png are logged to its MLflow search run" in said, said
     (in_tmp / "a-file").write_text("")
     result = run_cli("report", "e.yaml", "-o", "a-file", cwd=in_tmp)
     assert result.returncode == 2 and "-o: a-file is a file" in result.stderr, result.stderr

@@ -19,7 +19,7 @@ import typer
 import yaml
 from rich.console import Console
 
-from leanfit.errors import LeanfitError, hide_password
+from leanfit.errors import ConfigError, LeanfitError, hide_password
 from leanfit.track.runs import WHERE_OPTION, check_tracking_reachable
 
 app = typer.Typer(
@@ -646,7 +646,19 @@ def report(
     """A search's Pareto table and report, read from MLflow: running, killed or finished."""
     from leanfit.config import load_experiment
 
-    experiment = load_experiment(experiment_file)
+    try:
+        experiment = load_experiment(experiment_file)
+    except ConfigError as e:
+        if e.field != "dataset" or "missing" not in str(e):
+            raise
+        # (as a file for leanfit.optimize(space=...) is: it said "dataset: required field is
+        # missing", as if adding one would read such a search)
+        raise LeanfitError(
+            f"{experiment_file} has no dataset section: `leanfit report` reads searches of "
+            "leanfit's space, whose file names their dataset. A search of a space of your own "
+            "(leanfit.optimize(space=...)) has its space in your script: its report.html and "
+            "pareto.png are logged to its MLflow search run (and result.report_html)"
+        ) from None
     if output is not None:
         if output.suffix.lower() in (".html", ".htm", ".png") and not output.is_dir():
             raise LeanfitError(
