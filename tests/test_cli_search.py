@@ -910,6 +910,13 @@ def test_a_tracking_uri_mlflow_cannot_use_is_refused_in_one_line(in_tmp, monkeyp
         f"sqlite:///{in_tmp}": f"names a folder, {in_tmp}; name the database file in it",
         "sqlite:///e.yaml": "e.yaml of 'sqlite:///e.yaml' is not a SQLite database (it would be "
         "left as it is)",
+        # read as a URL's escapes and query by SQLAlchemy, not by MLflow's folder-making: the
+        # search wrote elsewhere than the next command looked; a ~ made a folder named ~
+        "sqlite:///my%20dir/mlflow.db": "'sqlite:///my%20dir/mlflow.db': a % or ? in a sqlite "
+        "URI's path is read as a URL escape or a query",
+        f"sqlite:///{in_tmp}/q?dir/mlflow.db": "a % or ? in a sqlite URI's path",
+        "sqlite:///~/mlflow.db": "a ~ in a sqlite URI is not your home folder (it made a folder "
+        f"named ~ here); write it out, e.g. sqlite:///{Path.home().as_posix()}/mlflow.db",
         # a file named without the scheme (it said "MLflow's file store", a folder)
         "e.yaml": "'e.yaml' is a file, not a tracking URI (one without a scheme names MLflow's "
         "file store, a folder); for a sqlite database give sqlite:///e.yaml",
@@ -920,7 +927,8 @@ def test_a_tracking_uri_mlflow_cannot_use_is_refused_in_one_line(in_tmp, monkeyp
             check_tracking_uri(uri)
     for uri in ("sqlite:///mlflow.db", "http://host:5000", "https://h", "databricks"):
         check_tracking_uri(uri)
-    assert not (in_tmp / "mlflow.db").exists()
+    assert not (in_tmp / "mlflow.db").exists() and not (in_tmp / "~").exists()
+    assert not (in_tmp / "my%20dir").exists() and not (in_tmp / "my dir").exists()
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # the user's opt-in: let through
     check_tracking_uri("mlruns")
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE")

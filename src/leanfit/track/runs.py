@@ -250,6 +250,22 @@ def _check_sqlite(uri: str, where: str = WHERE_URI) -> None:
         )
     if database == ":memory:":
         return
+    if "%" in database or "?" in database:
+        # SQLAlchemy reads them as a URL's escapes and query, MLflow's own folder-making does
+        # not: `my%20dir/mlflow.db` was opened in "my dir" beside an empty "my%20dir", `q?dir/
+        # mlflow.db` was a file named "q"; and the next command found no database
+        raise LeanfitError(
+            f"tracking: {uri!r}: a % or ? in a sqlite URI's path is read as a URL escape or a "
+            "query (SQLAlchemy opens another file than MLflow makes folders for); write the path "
+            "as it is, spaces included (sqlite:///my dir/mlflow.db), in a folder whose name "
+            f"has neither ({where})"
+        )
+    if database == "~" or database.startswith("~/"):
+        raise LeanfitError(
+            f"tracking: {uri!r}: a ~ in a sqlite URI is not your home folder (it made a folder "
+            f"named ~ here); write it out, e.g. sqlite:///{Path.home().as_posix()}/"
+            f"{database[2:] or 'mlflow.db'} ({where})"
+        )
     path = Path(database)
     if path.is_dir():
         raise LeanfitError(
