@@ -797,6 +797,15 @@ def test_report_refuses_what_it_cannot_read_naming_the_fix(in_tmp):
     assert "no tracking database at mlflow.db" in result.stderr
     assert "run `leanfit search e.yaml` first" in result.stderr
     assert sorted(p.name for p in in_tmp.iterdir()) == ["e.yaml"]
+    # a command to paste, shell-quoted (with a # the rest of the line was a comment)
+    shutil.copy(path, in_tmp / "my exp #1.yaml")
+    result = run_cli("report", "my exp #1.yaml", cwd=in_tmp)
+    assert "run `leanfit search 'my exp #1.yaml'` first" in result.stderr, result.stderr
+    (in_tmp / "my exp #1.yaml").unlink()
+    from leanfit.cli import browse_command
+
+    uri = "sqlite:///my dir/mlflow.db"
+    assert browse_command(uri) == "mlflow ui --backend-store-uri 'sqlite:///my dir/mlflow.db'"
 
     assert run_cli("search", "e.yaml", "--synthetic", "0", cwd=in_tmp).returncode == 0
     client, runs = trial_runs(in_tmp / "mlflow.db")

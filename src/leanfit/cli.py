@@ -596,7 +596,7 @@ def search(
             interrupted("interrupted before the search started: no trial ran")
         interrupted(  # (its message's tracking URI without its password: `interrupted`)
             "interrupted: the finished trials are in MLflow "
-            f"({experiment.tracking_uri()}); `leanfit search {experiment_file} --resume` "
+            f"({experiment.tracking_uri()}); `leanfit search {quoted(experiment_file)} --resume` "
             "continues the search",
         )
     if outcome.resumed_jobs:
@@ -743,8 +743,8 @@ def run(
     except KeyboardInterrupt:
         interrupted(
             "interrupted: the steps that finished and the search's finished trials are in MLflow "
-            f"({experiment.tracking_uri()}); `leanfit run {experiment_file}` goes on with them "
-            "(the search and the final training resume where they stopped)",
+            f"({experiment.tracking_uri()}); `leanfit run {quoted(experiment_file)}` goes on with "
+            "them (the search and the final training resume where they stopped)",
         )
     uri = experiment.tracking_uri()
     r = outcome.result
@@ -778,12 +778,20 @@ def run(
     console.print(f"browse       {browse_command(hide_password(uri))}")
 
 
+def quoted(path) -> str:
+    """A path as a command printed for pasting has it: shell-quoted where it must be (a space,
+    a # that began a comment, a $), as is otherwise."""
+    import shlex
+
+    return shlex.quote(str(path))
+
+
 def browse_command(uri: str) -> str:
     """How to look at a tracking URI's runs: a server's address (`mlflow ui` cannot open it),
     or `mlflow ui` on a database."""
     if uri.startswith(("http://", "https://")):
         return uri
-    return f"mlflow ui --backend-store-uri {uri}"
+    return f"mlflow ui --backend-store-uri {quoted(uri)}"
 
 
 def _with_wall_time(experiment, wall_time: str | None):
@@ -970,8 +978,8 @@ def watch(
             interrupted(f"stopped watching {experiment_file}")
         interrupted(
             f"stopped watching {experiment_file}; a pipeline run it interrupted goes on at the "
-            f"next `leanfit watch {experiment_file}` or `leanfit run {experiment_file}` (its "
-            "search and final training resume)",
+            f"next `leanfit watch {quoted(experiment_file)}` or "
+            f"`leanfit run {quoted(experiment_file)}` (its search and final training resume)",
         )
 
 

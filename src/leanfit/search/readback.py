@@ -8,6 +8,7 @@ the ones each job logged.
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,8 +54,8 @@ class SearchReading:
         """The command that goes on with this search, were it cut short: a pipeline's search
         (tagged by its search step) goes on when the pipeline runs again on the same data."""
         if TAG_FILE_KEY in self.run.data.tags:
-            return f"leanfit run {file}"
-        return f"leanfit search {file} --resume"
+            return f"leanfit run {shlex.quote(file)}"
+        return f"leanfit search {shlex.quote(file)} --resume"
 
     def unfinished(self) -> list[JobRecord]:
         """Jobs MLflow shows running: running now, or cut short by a search that stopped."""
@@ -214,7 +215,7 @@ def find_search(experiment: Experiment, file: str, run_id: str | None = None):
     if database is not None:
         raise LeanfitError(
             f"no tracking database at {database} (tracking URI {uri}), so no search to report; "
-            f"run `leanfit search {file}` first, or give the URI the search logged to "
+            f"run `leanfit search {shlex.quote(file)}` first, or give the URI the search logged to "
             "(tracking.uri in the file, or $MLFLOW_TRACKING_URI)"
         )
     ready_database(uri)  # a search starting now in a new folder may be creating its tables
@@ -224,7 +225,7 @@ def find_search(experiment: Experiment, file: str, run_id: str | None = None):
     if found is None:
         raise LeanfitError(
             f"no MLflow experiment {name!r} at {uri}: no search of {file} has logged there; "
-            f"run `leanfit search {file}` first, or give the URI the search logged to"
+            f"run `leanfit search {shlex.quote(file)}` first, or give the URI the search logged to"
         )
     if run_id is not None:
         try:
@@ -278,7 +279,7 @@ def find_search(experiment: Experiment, file: str, run_id: str | None = None):
     )
     raise LeanfitError(
         f"no search of {file}'s settings in MLflow experiment {name!r} at {uri}{said} "
-        f"run `leanfit search {file}`"
+        f"run `leanfit search {shlex.quote(file)}`"
     )
 
 
