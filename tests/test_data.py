@@ -79,6 +79,17 @@ def test_decoded_images_are_cached_by_digest(tmp_path, monkeypatch):
     assert torch.equal(again.images, first.images) and again.digest == first.digest
 
 
+def test_a_cache_folder_that_cannot_be_made_only_costs_reading_again(tmp_path):
+    """A work folder this user cannot write (`leanfit validate` in a read-only folder): the
+    manifest's cache ended the command in a traceback; the caches are a saving, not a need."""
+    root = write_image_folder(tmp_path / "imgs", {"a": 4, "b": 4})
+    (tmp_path / "work").write_text("a file where the work folder would be")
+    exp = folder_experiment(root, tmp_path)  # its work_dir: tmp_path / "work", a file
+    first = load_dataset(exp)  # (its cache folder work/cache cannot be made)
+    assert len(first.images) == 8 and load_dataset(exp).digest == first.digest
+    assert (tmp_path / "work").is_file()
+
+
 def test_digest_is_stable_and_follows_content(tmp_path):
     root = write_image_folder(tmp_path / "imgs", {"a": 3, "b": 3})
     cache = tmp_path / "manifest.json"

@@ -7,6 +7,7 @@ being a file's mtime or an S3 object's ETag: a file that has not changed is not 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -119,10 +120,14 @@ def cached_manifest(
         fresh[f.path] = [f.size, f.version, digest]
         entries.append(ManifestEntry(f.path, f.size, digest))
     if cache_file is not None and fresh != cache:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(fresh))
-        os.replace(tmp, cache_file)
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(fresh))
+            os.replace(tmp, cache_file)
+        except OSError:  # (a folder this user cannot write: `validate` ended in a traceback)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)  # a cache not kept only costs re-reading the files
     return entries
 
 

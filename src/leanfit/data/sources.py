@@ -7,6 +7,7 @@ Unreadable or corrupt image files are skipped, counted and listed, never fatal.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from collections.abc import Callable
@@ -213,10 +214,14 @@ def _cached(path: Path, build) -> LoadedDataset:
         except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
             pass
     dataset = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"version": CACHE_VERSION, "dataset": dataset}, tmp)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"version": CACHE_VERSION, "dataset": dataset}, tmp)
+        os.replace(tmp, path)
+    except OSError:  # (a folder this user cannot write, a full disk: the images are read again)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return dataset
 
 
