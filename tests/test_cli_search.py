@@ -191,6 +191,10 @@ def test_a_search_of_an_image_folder_names_the_files_it_could_not_read(in_tmp):
     # 12 training images at batch 16 and up: one step an epoch, which the user is told
     assert "1 step(s) an epoch at batch_size 16" in result.stdout, result.stdout
     assert "Pareto front" in result.stdout
+    # the sizes MLflow holds are the table's, of 2-class models (a dry run logged 10 classes')
+    shown = {int(row.split("│")[2].replace(",", "")) for row in table_rows(result.stdout)}
+    _, runs = trial_runs(in_tmp / "mlflow.db")
+    assert shown <= {int(r.data.metrics["params"]) for r in runs if "params" in r.data.metrics}
     # MLflow's warning about its own twice-registered file source is not the user's business
     assert "Warning" not in result.stderr, result.stderr
 

@@ -299,7 +299,7 @@ class MlflowEvents:
             return
         result = outcome.result
         if result is not None and not result.params and trial.params:
-            # (a Python objective's job: its size is the search's to count, not the function's)
+            # (a Python objective's or a dry run's job: its size is the search's to count)
             result.params, result.macs = trial.params, trial.macs
         self.log.job_finished(ref, result, infrastructure=outcome.infrastructure_failure)
 
