@@ -230,6 +230,11 @@ def test_validate_shows_what_a_search_would_train_on_and_what_is_wrong_with_it(i
     write_yaml(in_tmp / "e.yaml", cfg)
     result = run_cli("validate", "e.yaml", cwd=in_tmp)
     assert result.returncode == 0, result.stderr
+    # an output that cannot show a name (a latin-1 locale, PYTHONIOENCODING=ascii): a ? for
+    # the character, not a UnicodeEncodeError traceback
+    shutil.copy(in_tmp / "e.yaml", in_tmp / "模型.yaml")
+    ascii_out = run_cli("validate", "模型.yaml", cwd=in_tmp, env={"PYTHONIOENCODING": "ascii"})
+    assert ascii_out.returncode == 0 and "ok ??.yaml: " in ascii_out.stdout, ascii_out.stderr
     out = " ".join(result.stdout.split())  # rich wraps long lines
     assert "39 images at 8x8x3, 2 classes: cat: 34, dog: 5" in out, out
     assert "splits train 23, validation 8, test 8; the search trains on 23" in out, out

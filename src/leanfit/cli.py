@@ -1216,6 +1216,11 @@ def main() -> None:
     # its SQLAlchemy errors come with a stack trace, and the exception is raised on to the
     # command, which says it in a line (a full disk) or shows it whole (anything else)
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    # an output whose encoding cannot show a name (`PYTHONIOENCODING=ascii`, a latin-1 locale)
+    # and a class called 'un 一': a character shown as ?, not a UnicodeEncodeError traceback
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError):  # (a stream that is not text)
+            stream.reconfigure(errors="replace")
     from leanfit import stopping
 
     stopping.terminate_as_interrupt()  # `kill PID`, a pod's deletion: stopped as Ctrl-C stops it
