@@ -1017,3 +1017,15 @@ def test_a_usage_mistake_exits_2_without_a_traceback(tmp_path):
         r = run_cli(*args, cwd=tmp_path)
         assert r.returncode == 2, args
         assert "Traceback" not in r.stderr and "Usage" in r.stderr + r.stdout
+
+
+def test_the_fingerprint_step_says_a_folder_by_its_path():
+    """Its log line said `dataset file:///tmp/donn%C3%A9es%20dir/...`, MLflow's URI of it."""
+    from pathlib import Path
+
+    from leanfit.steps import shown_source
+
+    folder = Path("/tmp/données dir/模型 imgs")
+    assert shown_source(folder.as_uri()) == str(folder)
+    assert shown_source("s3://bucket/images") == "s3://bucket/images"
+    assert shown_source("digits") == "digits"

@@ -964,8 +964,9 @@ class Experiment(Strict):
     def _name(cls, v: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):  # (it said the pattern alone)
             raise ValueError(
-                f"{v!r}: use letters, digits, '_', '.' and '-', beginning with a letter or digit "
-                "(it names the MLflow experiment, leanfit-NAME, and the pipeline)"
+                f"{v!r}: use letters a-z and A-Z (no accents), digits, '_', '.' and '-', "
+                "beginning with a letter or digit (it names the MLflow experiment, "
+                "leanfit-NAME, and the pipeline)"
             )
         return v
 

@@ -205,6 +205,16 @@ def _log(message: str) -> None:
 # ---------------------------------------------------------------- 1. fingerprint
 
 
+def shown_source(source: str) -> str:
+    """A dataset's source as a step's log says it: a folder's file:// URI (as MLflow has it)
+    as its path (it read file:///tmp/donn%C3%A9es%20dir), anything else as it is."""
+    if not source.startswith("file://"):
+        return source
+    from urllib.parse import unquote, urlparse
+
+    return unquote(urlparse(source).path)
+
+
 def fingerprint(experiment: Experiment, manifest_path: str) -> dict[str, str]:
     """The dataset's digest and manifest; opens the pipeline's MLflow run (one per pipeline)."""
     from leanfit.data.sources import dropped_notice, load_dataset, skipped_files, skipped_notice
@@ -223,8 +233,9 @@ def fingerprint(experiment: Experiment, manifest_path: str) -> dict[str, str]:
     key = pipeline_key(experiment, dataset.digest)
     run_id = start_pipeline_run(experiment, dataset, key)
     _log(
-        f"dataset {dataset.source}: {len(dataset.labels)} images, {dataset.num_classes} classes, "
-        f"digest {dataset.digest[:12]}; {skipped_files(dataset.skipped)} skipped"
+        f"dataset {shown_source(dataset.source)}: {len(dataset.labels)} images, "
+        f"{dataset.num_classes} classes, digest {dataset.digest[:12]}; "
+        f"{skipped_files(dataset.skipped)} skipped"
     )
     if dataset.skipped:  # the first 20 (the count is said above), and how many more
         for line in skipped_notice(dataset.skipped, shown=20).splitlines()[1:]:
