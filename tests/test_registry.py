@@ -502,3 +502,19 @@ def test_a_version_a_killed_run_registered_but_never_tagged_is_taken_up(tmp_path
     assert sorted(int(v.version) for v in versions) == [1, 2], "registered once"
     taken = registry.client.get_model_version("leanfit-digits", orphan)
     assert taken.tags["leanfit.dataset_digest"] == "a" * 64 and taken.tags["leanfit.params"]
+
+
+def test_a_file_given_twice_is_classified_once(tmp_path):
+    """`predict MODEL dir dir/` or a folder and a file in it: the accuracy on a labelled folder
+    counted each file twice (80 files of a folder of 40)."""
+    from pathlib import Path
+
+    from leanfit.models.predict import image_files
+    from tests.support import write_image_folder
+
+    root = write_image_folder(tmp_path / "imgs", {"cat": 3, "dog": 2}, size=8)
+    one = sorted((root / "cat").iterdir())[0]
+    files = image_files([root, Path(f"{root}/"), one, root / "cat" / ".." / "cat" / one.name])
+    assert len(files) == 5 and len({str(f) for f in files}) == 5
+    (root / "dog" / "also.png").symlink_to(one)  # another name for one file: still two names
+    assert len(image_files([root])) == 6

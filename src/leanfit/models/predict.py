@@ -138,7 +138,15 @@ def image_files(paths: Sequence[Path]) -> list[Path]:
             raise LeanfitError(f"images: {path} does not exist; give image files or folders")
     if not files:
         raise LeanfitError(f"images: no files in {', '.join(map(str, paths))}")
-    return files
+    # a file given twice (a folder and a file in it, `dir` and `dir/`) is classified once: the
+    # accuracy on a labelled folder counted it twice (80 files of a folder of 40)
+    seen: set[str] = set()
+    unique = []
+    for f in files:
+        if (where := os.path.abspath(f)) not in seen:  # (two links to one file stay two names)
+            seen.add(where)
+            unique.append(f)
+    return unique
 
 
 @dataclass(frozen=True)
