@@ -793,6 +793,24 @@ def test_the_pipelines_search_resumes_a_run_cut_short_and_reuses_a_finished_one(
     assert any("(9 trials against 11 trials); it goes on" in n for n in notes), notes
 
 
+def test_a_search_resumed_in_another_work_folder_says_where_it_ran_before(in_tmp):
+    """Run from the file's folder after it ran from its parent (a relative work_dir): it went
+    on without a word, and said the front's checkpoints were all in the new folder."""
+    (in_tmp / "sub").mkdir()
+    experiment(in_tmp / "sub", trials=3)
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{in_tmp / 'mlflow.db'}"}
+    first = run_cli("search", "sub/e.yaml", "--synthetic", "0", cwd=in_tmp, env=env)
+    assert first.returncode == 0, first.stderr
+    cfg = yaml.safe_load((in_tmp / "sub" / "e.yaml").read_text())
+    cfg["budget"]["trials"] = 5
+    write_yaml(in_tmp / "sub" / "e.yaml", cfg)
+    again = run_cli("search", "e.yaml", "--resume", "--synthetic", "0", cwd=in_tmp / "sub", env=env)
+    said = " ".join(again.stdout.split())
+    assert again.returncode == 0, again.stderr
+    assert f":{in_tmp / '.leanfit'} before, now at " in said and "/sub/.leanfit: new" in said, said
+    assert "those of its earlier trials stay there" in said, said
+
+
 def test_report_refuses_what_it_cannot_read_naming_the_fix(in_tmp):
     """`leanfit report` where there is nothing to read, or the wrong thing: exit 2, one line with
     the fix, nothing created or written (the tracking database unchanged)."""

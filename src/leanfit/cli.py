@@ -616,8 +616,12 @@ def search(
             console.print(line, style="yellow", highlight=False, markup=False, soft_wrap=True)
     deleted, size = outcome.controller.stats.pruned
     if deleted:
+        # where they are: a search resumed in another work folder has some in the first one
+        front = outcome.controller.front()
+        folders = sorted({str(Path(p).parent) for t in front for p in t.checkpoints.values()})
+        folders = folders or [str(outcome.controller.checkpoint_dir)]
         console.print(
-            f"checkpoints: the Pareto models' kept in {outcome.controller.checkpoint_dir}; "
+            f"checkpoints: the Pareto models' kept in {' and '.join(folders)}; "
             f"{deleted:,} other{'s' * (deleted != 1)} deleted ({size / 2**20:.1f} MiB; "
             "scheduler.keep_checkpoints: all keeps them)",
             highlight=False,

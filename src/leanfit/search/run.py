@@ -694,6 +694,15 @@ def _search(
     log.record_budget(wall, trials)
     records = log.records() if resume else []
     elapsed_before = log.elapsed(records) if resume else 0.0
+    if resume and on_notice is not None:
+        before = log.place()
+        if before is not None and before != work_place(experiment):
+            # (it went on without a word, and said the front's checkpoints were all here)
+            on_notice(
+                f"this search ran at {before} before, now at {work_place(experiment)}: new "
+                "checkpoints go in this work folder; those of its earlier trials stay there (a "
+                "promotion whose checkpoint cannot be read from here trains from the start)"
+            )
     log.mark_place(work_place(experiment), elapsed_before, 0)
     if wall is not None:
         wall = max(0.0, wall - elapsed_before)

@@ -369,6 +369,12 @@ class SearchLog:
         self.client.set_tag(self.run_id, TAG_PLACE, place)
         self.log_elapsed(elapsed, step)
 
+    def place(self) -> str | None:
+        """Where this search ran last (host:work folder), as `mark_place` recorded it."""
+        from leanfit.track.pipeline import TAG_PLACE
+
+        return self.client.get_run(self.run_id).data.tags.get(TAG_PLACE)
+
     def running_elsewhere(self, place: str, within: float) -> tuple[str, float] | None:
         """(where, seconds since it was heard from) where this search is RUNNING in another
         place (another work folder or machine, which its lock cannot see) and was heard from in
