@@ -951,6 +951,7 @@ def test_a_tracking_uri_mlflow_cannot_use_is_refused_in_one_line(in_tmp, monkeyp
         "sqlite:///my%20dir/mlflow.db": "'sqlite:///my%20dir/mlflow.db': a % or ? in a sqlite "
         "URI's path is read as a URL escape or a query",
         f"sqlite:///{in_tmp}/q?dir/mlflow.db": "a % or ? in a sqlite URI's path",
+        "sqlite:///m.db?timeout=30": "options after ? are not taken in a sqlite tracking URI",
         "sqlite:///~/mlflow.db": "a ~ in a sqlite URI is not your home folder (it made a folder "
         f"named ~ here); write it out, e.g. sqlite:///{Path.home().as_posix()}/mlflow.db",
         # a file named without the scheme (it said "MLflow's file store", a folder)
@@ -965,6 +966,15 @@ def test_a_tracking_uri_mlflow_cannot_use_is_refused_in_one_line(in_tmp, monkeyp
         check_tracking_uri(uri)
     assert not (in_tmp / "mlflow.db").exists() and not (in_tmp / "~").exists()
     assert not (in_tmp / "my%20dir").exists() and not (in_tmp / "my dir").exists()
+    # SQLite's own URI form: the file it names is looked for (report and --resume said there
+    # was no database after a search had written it)
+    from leanfit.track.runs import missing_sqlite_database
+
+    form = "sqlite:///file:t.db?mode=rwc&uri=true"
+    assert missing_sqlite_database(form) == "t.db"
+    (in_tmp / "t.db").write_bytes(b"")
+    assert missing_sqlite_database(form) is None
+    (in_tmp / "t.db").unlink()
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # the user's opt-in: let through
     check_tracking_uri("mlruns")
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE")

@@ -158,6 +158,7 @@ def test_a_piped_genotype_is_kept_beside_the_checkpoint_for_the_command_to_go_on
     assert code == 130 and found, said
     held, args = int(found.group(1)), shlex.split(found.group(2))
     kept = Path(args[args.index("--genotype") + 1])
+    assert "--no-track" in args  # (dropped, the pasted command logged to MLflow)
     assert kept.name.endswith(".pt.genotype.yaml") and kept.is_file(), args
     again = run_cli("trial", *args[:-1], str(held + 1), cwd=in_tmp)  # as printed
     assert again.returncode == 0, again.stderr

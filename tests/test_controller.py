@@ -240,7 +240,7 @@ def test_a_search_whose_jobs_mostly_fail_says_so_once_and_goes_on(tmp_path):
         c.run()
     assert len(c.trials) == 40 and 0 < c.stats.jobs_done < c.stats.jobs_failed
     assert len(notices) == 1, notices
-    assert "jobs so far failed, the most with " in notices[0], notices
+    assert "jobs so far failed; its commonest error: " in notices[0], notices
     assert "x timed out after 3 s (executor.trial_timeout) (trial 1, 2, 3, 4, 5, ...)" in notices[0]
     assert "It goes on" in notices[0] and "--resume" in notices[0]
 
@@ -416,6 +416,32 @@ def test_a_finished_search_keeps_the_checkpoints_of_the_jobs_its_budget_cut_shor
     kept, gone = Path(cut.checkpoints[rung]), Path(other.checkpoints[max(other.checkpoints)])
     c.prune_checkpoints(keep)
     assert kept.is_file() and not gone.exists()
+
+
+def test_a_search_whose_every_job_failed_runs_them_again_when_resumed_after_a_fix(tmp_path):
+    """ "Fix that and run it again (`--resume` goes on with it)", its error said: resumed, it
+    ran nothing (its trial budget was spent), and ended FINISHED with an empty front."""
+    from leanfit.search.controller import SearchFailed
+    from leanfit.track.search import JobRecord
+
+    reason = "timed out after 0.1 s (executor.trial_timeout)"
+    records = [
+        JobRecord("r", i, 0, 0, None, SPACE.sample(100 + i), {}, "failed", {}, None, None,
+                  reason, 0)
+        for i in range(4)
+    ]  # fmt: skip
+    as_before = controller(InlineExecutor(synthetic()), tmp_path, max_trials=4)
+    as_before.restore(records)  # (told to go on with its failures as they were)
+    with pytest.raises(SearchFailed, match="every trial job of the search failed"):
+        as_before.run()  # nothing ran: a failure still, not a FINISHED empty front
+    rec = Recorder(InlineExecutor(synthetic()))
+    fixed = controller(rec, tmp_path, max_trials=4)
+    assert fixed.restore(records, retry_failed=True) == 4
+    fixed.run()
+    again = [(int(j.spec.trial_id.split("-")[1]), j.rung, j.attempt) for j in rec.jobs]
+    assert again[:4] == [(i, 0, 1) for i in range(4)]  # each once, as its next attempt
+    assert all(job[1:] != (0, 0) for job in again)  # (promotions followed)
+    assert sorted(fixed.trials) == [0, 1, 2, 3] and fixed.front() and not fixed.stats.jobs_failed
 
 
 def test_a_promotion_whose_checkpoint_is_gone_trains_from_the_start(tmp_path):

@@ -1029,3 +1029,14 @@ def test_the_fingerprint_step_says_a_folder_by_its_path():
     assert shown_source(folder.as_uri()) == str(folder)
     assert shown_source("s3://bucket/images") == "s3://bucket/images"
     assert shown_source("digits") == "digits"
+
+
+def test_the_search_steps_messages_say_how_a_pipeline_goes_on():
+    """A failed search step said "Fix that and run it again (`--resume` goes on with it)", and
+    `leanfit run --resume` is no option."""
+    from leanfit.steps import in_pipeline_words
+
+    said = "Fix that and run it again (`--resume` goes on with it); Ctrl-C stops it where it is, "
+    said += "and --resume goes on with it after a fix"
+    assert "--resume" not in in_pipeline_words(said)
+    assert in_pipeline_words(said).count("the pipeline run again goes on with it") == 2

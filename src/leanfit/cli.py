@@ -362,7 +362,10 @@ def trial(
     except KeyboardInterrupt:
         again = None  # (a spec's resume_from goes on)
         if spec is None:  # every option that shapes the training, so that it goes on alike
-            if genotype is not None and not genotype.is_file() and trial_spec.checkpoint_to:
+            piped = genotype is not None and (
+                not genotype.is_file() or str(genotype).startswith(("/dev/", "/proc/"))
+            )  # (`< g.yaml` makes /dev/stdin a file, which the next command cannot read)
+            if piped and trial_spec.checkpoint_to:
                 # a pipe (`--genotype <(...)`, /dev/fd/63) is gone once this command ends: the
                 # configuration is written beside the checkpoint for the command to name
                 kept = Path(f"{trial_spec.checkpoint_to}.genotype.yaml")
@@ -375,6 +378,7 @@ def trial(
                 str(trial_spec.schedule_epochs),
                 *(["--search-subset"] if search_subset else []),
                 *(["--data-plan", str(data_plan)] if data_plan else []),
+                *([] if track else ["--no-track"]),
             ]
             again = [str(experiment_file), *options]
         trial_interrupted(trial_spec, again, seen, logger if run_id else None, run_id)

@@ -205,6 +205,15 @@ def _log(message: str) -> None:
 # ---------------------------------------------------------------- 1. fingerprint
 
 
+def in_pipeline_words(text: str) -> str:
+    """A search's message as the pipeline's search step says it: `leanfit run` has no
+    --resume (a failed search said "`--resume` goes on with it"); the pipeline run again goes
+    on with its search."""
+    for said in ("`--resume` goes on", "--resume goes on"):
+        text = text.replace(said, "the pipeline run again goes on")
+    return text
+
+
 def shown_source(source: str) -> str:
     """A dataset's source as a step's log says it: a folder's file:// URI (as MLflow has it)
     as its path (it read file:///tmp/donn%C3%A9es%20dir), anything else as it is."""
@@ -408,16 +417,22 @@ def search(
             f"budget left {controller.budget_left_text()}"
         )
 
-    outcome = run_search(
-        exp,
-        resume="auto",
-        on_progress=progress,
-        plan_file=plan_path,
-        parent_run_id=pipeline_run_id,
-        reuse_finished=True,
-        tags=tags,
-        on_notice=_log,  # few steps an epoch, a small validation split, a search going on
-    )
+    from leanfit.search.controller import SearchFailed
+
+    try:
+        outcome = run_search(
+            exp,
+            resume="auto",
+            on_progress=progress,
+            plan_file=plan_path,
+            parent_run_id=pipeline_run_id,
+            reuse_finished=True,
+            tags=tags,
+            # few steps an epoch, a small validation split, a search going on, failing jobs
+            on_notice=lambda text: _log(in_pipeline_words(text)),
+        )
+    except SearchFailed as e:
+        raise SearchFailed(in_pipeline_words(str(e))) from None
     controller = outcome.controller
     # which search this pipeline run's models came from: a finished search, read back or given
     # more, stays nested under the pipeline run that started it

@@ -444,15 +444,16 @@ class SearchController:
             self._log_events()  # what finished before an interrupt is kept
         if on_progress is not None:
             on_progress(self)
-        # a budget that ended with failures alone (a small one, or executor.fail_fast: 0)
-        self._check_failing(before, 1, ended=True)
+        # a budget that ended with failures alone (a small one, or executor.fail_fast: 0), over
+        # the whole search: a resumed one that ran nothing after every job failed ended FINISHED
+        self._check_failing(before if self.stats.jobs_done else (0, 0), 1, ended=True)
 
     def _check_failing(self, before: tuple[int, int], jobs: int, ended: bool = False) -> None:
         """Stop (`SearchFailed`) if this run's first `jobs` finished jobs, or more, all failed;
         `ended`: the budget is spent, so the search is not stopped early but ends a failure."""
         done, failed = self.stats.jobs_done - before[0], self.stats.jobs_failed - before[1]
         if not ended:
-            self._notice_failing(done, failed)
+            self._notice_failing(done, failed, resumed=before != (0, 0))
         if done or failed < jobs or jobs == 0:
             return
         (error, ids), *others = self.failure_groups()
@@ -468,17 +469,19 @@ class SearchController:
             f"it); each trial's MLflow run holds its whole error{hint}"
         )
 
-    def _notice_failing(self, done: int, failed: int) -> None:
-        if self._said_failing or self.on_notice is None or not done:
+    def _notice_failing(self, done: int, failed: int, resumed: bool = False) -> None:
+        # (with none done, fail_fast stops it: unless it is 0, and the budget ran out in silence)
+        if self._said_failing or self.on_notice is None or (not done and self.fail_fast):
             return
         if done + failed < MOSTLY_FAILING_JOBS or failed < MOSTLY_FAILING * (done + failed):
             return
         self._said_failing = True
         (error, ids), *_ = self.failure_groups() or [("failed", [])]
+        since = "since it was resumed" if resumed else "so far"
         self.on_notice(
-            f"{failed} of this search's {done + failed} jobs so far failed, the most with "
-            f"{failure_text(error, ids)}. It goes on (only a search whose every job fails "
-            "stops); Ctrl-C stops it where it is, and --resume goes on with it after a fix"
+            f"{failed} of this search's {done + failed} jobs {since} failed; its commonest "
+            f"error: {failure_text(error, ids)}. It goes on (only a search whose every job "
+            "fails stops); Ctrl-C stops it where it is, and --resume goes on with it after a fix"
         )
 
     def failure_groups(self) -> list[tuple[str, list[int]]]:
@@ -879,11 +882,13 @@ class SearchController:
 
     # -- restoring -----------------------------------------------------------------------------
 
-    def restore(self, records: list) -> int:
+    def restore(self, records: list, retry_failed: bool = False) -> int:
         """Rebuild the state from the job records of an earlier run of this search.
 
         Finished jobs are recorded and told again; jobs that were running are queued to run
-        again from their resume point. Returns the number of jobs queued again.
+        again from their resume point. `retry_failed`: the failed jobs too, once (a search whose
+        every job failed, resumed after a fix: it ran nothing, and ended FINISHED with an empty
+        front). Returns the number of jobs queued again.
         """
         for rec in sorted(records, key=lambda r: (r.trial_id, r.rung, r.attempt)):
             trial = self.trials.get(rec.trial_id)
@@ -915,7 +920,7 @@ class SearchController:
                     trial.curve_stopped = True
                     self.stats.curve_stopped += 1
                     self.scheduler.hold(trial.trial_id, rec.rung, trial.bracket)
-            elif rec.status == "failed" and not _retried(rec, records):
+            elif rec.status == "failed" and not _retried(rec, records) and not retry_failed:
                 trial.failed = rec.reason or "failed"
                 self.stats.jobs_failed += 1
                 self.scheduler.record(trial.trial_id, rec.rung, None, trial.bracket)
@@ -928,13 +933,14 @@ class SearchController:
             # abandoned trial was left out: its number went to a new configuration, and the
             # report then gave one trial the size of one and the accuracy of the other.)
             again = ("running", "infrastructure", "interrupted", "abandoned")
+            again += ("failed",) if retry_failed else ()
             if rec.status in again and not _retried(rec, records):
                 trial = self.trials[rec.trial_id]
                 done = rec.rung in trial.results or trial.failed
                 if done or (trial.trial_id, rec.rung) in queued:
                     continue
-                attempt = rec.attempt + (rec.status == "infrastructure")
-                if attempt > self.retries:
+                attempt = rec.attempt + (rec.status in ("infrastructure", "failed"))
+                if attempt > self.retries and rec.status != "failed":
                     trial.failed = rec.reason or "infrastructure failures"
                     self.scheduler.record(trial.trial_id, rec.rung, None, trial.bracket)
                     continue

@@ -711,7 +711,12 @@ def _search(
     controller = _controller(experiment, problem, log, work, wall, trials)
     resumed = 0
     if resume:
-        resumed = controller.restore(records)
+        # every job of it failed (fail_fast stopped it, or its budget ran out): resumed after a
+        # fix, as its error said, its failed jobs run again
+        retry = any(r.status == "failed" for r in records) and not any(
+            r.status in ("ok", "stopped") for r in records
+        )
+        resumed = controller.restore(records, retry_failed=retry)
         log.mark_interrupted([r.run_id for r in records if r.status == "running"])
         log.close_finished(records)
         if parent_run_id is not None and extended is None:

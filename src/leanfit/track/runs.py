@@ -46,6 +46,10 @@ def missing_sqlite_database(uri: str) -> str | None:
     an empty database there on first use), for a command that only reads to say so first;
     None where it exists or the URI is not sqlite."""
     database = uri.removeprefix("sqlite:///")
+    if database.startswith("file:"):  # SQLite's own URI form: its path before the options
+        from urllib.parse import unquote
+
+        database = unquote(database.removeprefix("file:").partition("?")[0])
     return database if database != uri and not Path(database).exists() else None
 
 
@@ -254,11 +258,19 @@ def _check_sqlite(uri: str, where: str = WHERE_URI) -> None:
         # SQLAlchemy reads them as a URL's escapes and query, MLflow's own folder-making does
         # not: `my%20dir/mlflow.db` was opened in "my dir" beside an empty "my%20dir", `q?dir/
         # mlflow.db` was a file named "q"; and the next command found no database
+        options = "?" in database and "=" in database.partition("?")[2]
         raise LeanfitError(
-            f"tracking: {uri!r}: a % or ? in a sqlite URI's path is read as a URL escape or a "
-            "query (SQLAlchemy opens another file than MLflow makes folders for); write the path "
-            "as it is, spaces included (sqlite:///my dir/mlflow.db), in a folder whose name "
-            f"has neither ({where})"
+            f"tracking: {uri!r}: "
+            + (
+                "options after ? are not taken in a sqlite tracking URI; write the path alone "
+                "(sqlite:///mlflow.db)"
+                if options
+                else "a % or ? in a sqlite URI's path is read as a URL escape or a query "
+                "(SQLAlchemy opens another file than MLflow makes folders for); write the path "
+                "as it is, spaces included (sqlite:///my dir/mlflow.db), in a folder whose name "
+                "has neither"
+            )
+            + f" ({where})"
         )
     if database == "~" or database.startswith("~/"):
         raise LeanfitError(

@@ -297,7 +297,7 @@ def cron_field_problem(value: str, lowest: int, highest: int, names: tuple[str, 
         for bound in span.split("-"):
             if bound.upper() in names:
                 bounds.append(names.index(bound.upper()) + lowest)
-            elif bound.isdigit():
+            elif bound.isascii() and bound.isdigit():  # (not ３, which int() takes)
                 bounds.append(int(bound))
             else:
                 return f"{bound!r} is not a number" + (f" or a name ({names[0]}…)" if names else "")
