@@ -717,6 +717,8 @@ def _search(
             r.status in ("ok", "stopped") for r in records
         )
         resumed = controller.restore(records, retry_failed=retry)
+        # (said below, not as "cut short", as the resumed line says of the others)
+        retried, resumed = (resumed, 0) if retry else (0, resumed)
         log.mark_interrupted([r.run_id for r in records if r.status == "running"])
         log.close_finished(records)
         if parent_run_id is not None and extended is None:
@@ -729,6 +731,8 @@ def _search(
                 f"resuming the unfinished search {log.run_id}: {len(controller.trials)} trials "
                 f"started before, {controller.stats.jobs_done} jobs finished"
             )
+        if retried and on_notice is not None:
+            on_notice(f"every job of it had failed: its {retried} failed job(s) run again")
     if experiment.strategy.warm_start:
         warm_start(experiment, controller, logger, log, problem.digest, not resume, identity)
         if controller.stats.warm_start and not resume and on_notice is not None:
