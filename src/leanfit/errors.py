@@ -17,6 +17,15 @@ def hide_password(text: str) -> str:
     return _PASSWORD_IN_URL.sub(r"\1:***@", text)
 
 
+def settings_without_password(settings: dict) -> dict:
+    """An experiment's settings (`model_dump(mode="json")`) as they are stored or handed on:
+    its tracking URI's password hidden (`hide_password`), in place; the settings."""
+    uri = settings.get("tracking", {}).get("uri")
+    if isinstance(uri, str):
+        settings["tracking"]["uri"] = hide_password(uri)
+    return settings
+
+
 class LeanfitError(Exception):
     """A mistake in what the user gave leanfit (a file, a flag, a dataset)."""
 

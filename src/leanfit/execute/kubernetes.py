@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from leanfit.config import Experiment
-from leanfit.errors import LeanfitError, hide_password
+from leanfit.errors import LeanfitError, hide_password, settings_without_password
 from leanfit.execute.base import Executor, JobOutcome, TrialJob
 from leanfit.train.trainer import TrainResult
 from leanfit.train.trial import TrialSpec, read_result
@@ -243,9 +243,9 @@ class KubernetesExecutor(Executor):
         if labels is not None:
             data["dataset"]["labels"] = str(labels)
         data["work_dir"] = str(self.experiment.work_path())
-        uri = data.get("tracking", {}).get("uri")
-        if isinstance(uri, str):  # (its trials run --no-track: the file on the claim, readable
-            data["tracking"]["uri"] = hide_password(uri)  # by every pod, held it whole)
+        # (its trials run --no-track: the file on the claim, readable by every pod, held the
+        # tracking URI's password)
+        settings_without_password(data)
         _write_atomically(self.experiment_file, yaml.safe_dump(data, sort_keys=False))
 
     # -- the Job --------------------------------------------------------------------------------

@@ -140,13 +140,10 @@ def image_files(paths: Sequence[Path]) -> list[Path]:
         raise LeanfitError(f"images: no files in {', '.join(map(str, paths))}")
     # a file given twice (a folder and a file in it, `dir` and `dir/`) is classified once: the
     # accuracy on a labelled folder counted it twice (80 files of a folder of 40)
-    seen: set[str] = set()
-    unique = []
-    for f in files:
-        if (where := os.path.abspath(f)) not in seen:  # (two links to one file stay two names)
-            seen.add(where)
-            unique.append(f)
-    return unique
+    first: dict[str, Path] = {}
+    for f in files:  # (by normalised path: two links to one file stay two names)
+        first.setdefault(os.path.abspath(f), f)
+    return list(first.values())
 
 
 @dataclass(frozen=True)

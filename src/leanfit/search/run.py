@@ -811,13 +811,9 @@ def checkpoints_kept(controller: SearchController, cut_short: list[TrialJob]) ->
 def stored_settings(experiment: Experiment) -> dict:
     """The experiment's settings as a search stores them (`experiment.yaml`): the tracking
     URI's password left out (it was stored whole), as the pipeline's parameters leave it."""
-    from leanfit.errors import hide_password
+    from leanfit.errors import settings_without_password
 
-    settings = experiment.model_dump(mode="json")
-    uri = settings.get("tracking", {}).get("uri")
-    if isinstance(uri, str):
-        settings["tracking"]["uri"] = hide_password(uri)
-    return settings
+    return settings_without_password(experiment.model_dump(mode="json"))
 
 
 def earlier_search_notice(logger, keys: list[str], place: str) -> str | None:

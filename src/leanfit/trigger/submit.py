@@ -272,13 +272,18 @@ def cron_field_values(value: str, lowest: int, highest: int, names: tuple[str, .
         if span in ("*", "?"):
             first, last = lowest, highest
         else:
-            bounds = [
-                names.index(b.upper()) + lowest if b.upper() in names else int(b)
-                for b in span.split("-")
-            ]
+            bounds = [cron_bound(b, lowest, names) for b in span.split("-")]
             first, last = bounds[0], bounds[-1] if len(bounds) == 2 or not step else highest
         values.update(range(first, last + 1, int(step or 1)))
     return values
+
+
+def cron_bound(text: str, lowest: int, names: tuple[str, ...]) -> int | None:
+    """One end of a cron range as a number (a month's or weekday's name counted from `lowest`);
+    None where it is neither."""
+    if text.upper() in names:
+        return names.index(text.upper()) + lowest
+    return int(text) if text.isascii() and text.isdigit() else None  # (not ３, which int takes)
 
 
 def cron_field_problem(value: str, lowest: int, highest: int, names: tuple[str, ...]) -> str:
@@ -295,12 +300,10 @@ def cron_field_problem(value: str, lowest: int, highest: int, names: tuple[str, 
             continue
         bounds = []
         for bound in span.split("-"):
-            if bound.upper() in names:
-                bounds.append(names.index(bound.upper()) + lowest)
-            elif bound.isascii() and bound.isdigit():  # (not ３, which int() takes)
-                bounds.append(int(bound))
-            else:
+            number = cron_bound(bound, lowest, names)
+            if number is None:
                 return f"{bound!r} is not a number" + (f" or a name ({names[0]}…)" if names else "")
+            bounds.append(number)
             if not lowest <= bounds[-1] <= highest:
                 return f"{bound} is outside {lowest}-{highest}"
         if bounds != sorted(bounds):
