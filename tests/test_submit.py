@@ -123,7 +123,16 @@ def test_a_five_field_cron_schedule_gets_a_seconds_field(package):
 
 @pytest.mark.parametrize(
     "cron",
-    ["0 3 * *", "every day", "0 0 25 * * *", "0 61 * * *", "0 0 3 * * 1-", "@daily", "0 0 ３ * *"],
+    [
+        "0 3 * *",
+        "every day",
+        "0 0 25 * * *",
+        "0 61 * * *",
+        "0 0 3 * * 1-",
+        "@daily",
+        "0 0 ３ * *",
+        "0 */３ * * *",
+    ],
 )
 def test_a_malformed_cron_schedule_is_refused_before_anything_is_sent(package, cron):
     with KfpStandin() as kfp, pytest.raises(LeanfitError) as e:

@@ -290,7 +290,7 @@ def cron_field_problem(value: str, lowest: int, highest: int, names: tuple[str, 
     """Why one cron field is malformed ('' when it is not): a list of N, N-M, * or ?, each
     optionally with /STEP."""
     for item in value.split(","):
-        m = re.fullmatch(r"(\*|\?|\w+(?:-\w+)?)(?:/(\d+))?", item)
+        m = re.fullmatch(r"(\*|\?|\w+(?:-\w+)?)(?:/([0-9]+))?", item)  # (not /３)
         if not m:
             return f"{item!r} is not N, N-M, * or ?, optionally followed by /STEP"
         span, step = m.groups()
