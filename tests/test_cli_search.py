@@ -157,6 +157,10 @@ def test_search_shows_the_front_and_writes_a_report(in_tmp):
     assert "a dry run, not real training" in (in_tmp / "again" / "report.html").read_text()
     assert (in_tmp / "again" / "pareto.png").read_bytes().startswith(b"\x89PNG")
     assert (in_tmp / "mlflow.db").read_bytes() == database, "the report wrote to MLflow"
+    # a terminal narrower than the table: its figures whole (rich cut them to `13,3…`)
+    narrow = run_cli("report", "e.yaml", "-o", "again", cwd=in_tmp, env={"COLUMNS": "30"})
+    assert table_rows(narrow.stdout) == table_rows(result.stdout), narrow.stdout
+    assert "…" not in narrow.stdout, narrow.stdout
 
 
 def test_a_search_of_an_image_folder_names_the_files_it_could_not_read(in_tmp):

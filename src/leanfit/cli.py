@@ -614,7 +614,7 @@ def search(
             "trained, and these accuracies are made up",
             style="yellow",
         )
-    console.print(front_rich_table(front_table(outcome.controller)))
+    print_whole(front_rich_table(front_table(outcome.controller)))
     for line in failure_lines(outcome.controller) + [exhausted_line(outcome.controller)]:
         if line is not None:
             console.print(line, style="yellow", highlight=False, markup=False, soft_wrap=True)
@@ -694,7 +694,7 @@ def report(
         console.print(line, highlight=False, crop=False, soft_wrap=True)
     from leanfit.search.run import front_table
 
-    console.print(front_rich_table(front_table(reading.controller)))
+    print_whole(front_rich_table(front_table(reading.controller)))
     console.print(f"report {page}\nplot   {plot}", highlight=False, soft_wrap=True)
 
 
@@ -1183,6 +1183,18 @@ def progress_line(controller, width: int | None = None):
             f"front {front} left {left}"
         )
     return Text(line)
+
+
+def print_whole(table) -> None:
+    """A table of figures printed whole: in a terminal narrower than the table (or a pipe's
+    80 columns), rich would cut its numbers to `13,3…`; a line the terminal wraps keeps them."""
+    from rich.console import Console
+
+    wide = Console(width=1_000_000).measure(table).maximum
+    if wide <= console.width:
+        console.print(table)
+    else:
+        Console(width=wide, soft_wrap=False, force_terminal=console.is_terminal).print(table)
 
 
 def front_rich_table(rows):
