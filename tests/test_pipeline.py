@@ -717,6 +717,7 @@ def test_run_logs_and_registers_on_a_server_that_goes_down_and_a_second_run_does
             assert f"{step}: success" in first.stdout
         assert "champion     leanfit-digits version 1" in first.stdout
         assert "executorInput" not in first.stdout  # kfp.local's internals go to the log file
+        assert "chosen on a validation split" not in first.stdout  # (360 images: not said)
         # against a server: its address to browse (`mlflow ui` cannot open a server's URI), and
         # none of MLflow's "View run ... at" lines (two for every trial job)
         assert f"browse       {server.uri}" in first.stdout, first.stdout[-2000:]

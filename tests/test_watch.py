@@ -66,6 +66,9 @@ def test_watch_runs_once_per_digest_warm_started_and_skips_bad_files(tmp_path):
     # a folder this small makes few steps an epoch, which the search step says (as the search
     # command does)
     assert "step(s) an epoch at batch_size" in first.stdout, first.stdout
+    # ... and its validation split of a dozen images, again beside the registration
+    said = " ".join(first.stdout.split())
+    assert "note: the registered model was chosen on a validation split of 1" in said, said
     (pipeline_1,) = mlflow_runs(tmp_path, "pipeline", "FINISHED")
     (search_1,) = mlflow_runs(tmp_path, "search")
 

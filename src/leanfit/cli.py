@@ -777,6 +777,8 @@ def run(
                 f"val {m['val_accuracy']:.4f}, test {m['test_accuracy']:.4f}"
                 + (" (refit on train + val)" if m.get("refit") else "")
             )
+        if note := chosen_on_few_images(r):
+            console.print(note)
     if outcome.report is not None:
         console.print(f"report       {outcome.report}")
     elif not outcome.ran and r:  # its page was written in a work folder since cleaned
@@ -784,6 +786,21 @@ def run(
     if outcome.log is not None:
         console.print(f"full log     {outcome.log}")
     console.print(f"browse       {browse_command(hide_password(uri))}")
+
+
+def chosen_on_few_images(result: dict) -> str:
+    """A pipeline's registered model chosen on a validation split of a few dozen images: said
+    again beside the registration (the search step's note alone scrolled by); '' otherwise."""
+    from leanfit.search.run import SMALL_VALIDATION
+
+    val = result.get("validation_images")  # (not in the results of runs before 2026-12-07)
+    if not val or val >= SMALL_VALIDATION:
+        return ""
+    return (
+        f"note: the registered model was chosen on a validation split of {val} images (one "
+        f"image is {100 / val:.1f} points of validation accuracy): its lead may be chance; "
+        "raise dataset.val_fraction or add images"
+    )
 
 
 def quoted(path) -> str:
@@ -978,6 +995,8 @@ def watch(
                     f"champion: {r['registered_model']} version {r['champion_version']} "
                     f"({r['reason']})"
                 )
+                if note := chosen_on_few_images(r):
+                    log(note)
             return
         log(f"watching {experiment_file} every {every:g} s (Ctrl-C to stop)")
         watch_loop(every, check, log=log)

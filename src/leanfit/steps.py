@@ -916,6 +916,7 @@ def evaluate_register(
             for s, _ in models
         ],
         "report": str(readable.resolve()),  # (said again by a `leanfit run` that is up to date)
+        "validation_images": len(plan.splits.val),  # (what chose it: said when it is few)
     }
     finish_pipeline_run(exp, pipeline_run_id, result, [readable])
     _log(decision.reason)
