@@ -7,6 +7,7 @@ objective no longer stands in for real training: the two are different searches.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -305,6 +306,19 @@ def test_a_search_whose_every_trial_fails_stops_after_ten_and_resumes_once_fixed
     assert "executor.fail_fast" in str(stopped.value)
 
 
+class Trainer:
+    """An objective as a method of an object, and an object that can be called."""
+
+    def __init__(self, scale: float):
+        self.scale = scale
+
+    def objective(self, trial):
+        while trial.running:
+            trial.report(self.scale)
+
+    __call__ = objective
+
+
 def test_objectives_and_budgets_it_cannot_search_with_are_refused_before_anything_starts(in_tmp):
     experiment(in_tmp)
     # a dict is read as the file is: a mistake names its field
@@ -315,6 +329,10 @@ def test_objectives_and_budgets_it_cannot_search_with_are_refused_before_anythin
         leanfit.optimize(flaky, "e.yaml", workers=0, resume=True, progress=False)
     cases = [
         (dict(objective=lambda t: None, workers=2), "not defined at the top level"),
+        # before: accepted, then every trial failed with "missing 1 required positional argument"
+        (dict(objective=Trainer(0.5).objective, workers=2), r"Trainer.objective is a method of"),
+        (dict(objective=functools.partial(flaky), workers=2), "a functools.partial of flaky"),
+        (dict(objective=Trainer(0.5), workers=2), "an object of class Trainer that can be called"),
         (dict(objective=flaky, workers=-1), "workers: -1"),
         (dict(objective=flaky, workers=0, wall_time="ten minutes"), "wall_time"),
         (dict(objective=flaky, workers=0, trials=0), "trials: 0"),

@@ -144,6 +144,29 @@ def target_of(function: Callable) -> str:
         raise LeanfitError(
             f"objective: {function!r} is not a function; give the function that trains a trial"
         )
+    import functools
+    import inspect
+
+    imported_by_name = (
+        "which leanfit's worker processes cannot rebuild (they import a function by its name); "
+        "give a function defined with `def` at the top level of your script or module (it can "
+        "build what it needs itself), or pass workers=0 to run it in this process"
+    )
+    if inspect.ismethod(function) and not inspect.isclass(function.__self__):
+        raise LeanfitError(  # (the worker would import the plain function and call it unbound)
+            f"objective: {function.__qualname__} is a method of an object "
+            f"({type(function.__self__).__name__}), {imported_by_name}"
+        )
+    if isinstance(function, functools.partial):
+        raise LeanfitError(
+            f"objective: a functools.partial of {getattr(function.func, '__qualname__', '?')}, "
+            + imported_by_name
+        )
+    if not (inspect.isfunction(function) or inspect.ismethod(function)):
+        raise LeanfitError(
+            f"objective: an object of class {type(function).__qualname__} that can be called, "
+            + imported_by_name
+        )
     module = getattr(function, "__module__", None)
     name = getattr(function, "__qualname__", "")
     if module is None or not name or "<" in name:  # a lambda, a nested function
