@@ -861,6 +861,9 @@ def test_a_space_of_ones_own_refuses_what_it_cannot_search_before_anything_start
         (dict(space={"a": (1, 2, 3)}, size=own_size), r"space.a: a tuple is a range \(low, hi"),
         (dict(space=[("lr", 0.1)], size=own_size), "space: give a mapping of parameter names"),
         (dict(space={"act": []}, size=own_size), "space.act: choices: must not be empty"),
+        # before: every proposal was inf, and the space said exhausted after one trial
+        (dict(space={"a": (0.0, float("inf"))}, size=own_size), "space.a.high: inf is not a fi"),
+        (dict(space={"a": (float("nan"), 1.0)}, size=own_size), "space.a.low: nan is not a fin"),
         (dict(space={"act": [{"a": 1}]}, size=own_size), r"space.act: choices: \{'a': 1\} is no"),
         (dict(space={"m": {"low": 0, "high": 1, "when": {"opt": ["sgd"]}}}), "space.m.when"),
         # a `when` that never holds: the parameter was silently never searched

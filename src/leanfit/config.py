@@ -343,6 +343,9 @@ class Dim(Strict):
         if has_range:
             if self.low is None or self.high is None:
                 raise ValueError("a range needs both `low` and `high`")
+            for end, value in (("low", self.low), ("high", self.high)):
+                if not math.isfinite(value):  # (inf: every proposal was inf)
+                    raise ValueError(f"{end}: {value} is not a finite number; give one")
             if self.low > self.high:
                 raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
             if self.log and self.low <= 0:
