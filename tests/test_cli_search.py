@@ -271,6 +271,19 @@ def test_validate_shows_what_a_search_would_train_on_and_what_is_wrong_with_it(i
     tiny = " ".join(run_cli("validate", "tiny.yaml", cwd=in_tmp).stdout.split())
     said = "classes 'emu' (2 images), 'owl' (1 image) got no validation or test image"
     assert f"{said}: too few to draw one, so no validation or test accuracy measures them" in tiny
+    # the same picture twice: under two classes, and as copies across the splits
+    write_image_folder(in_tmp / "dup", {"cat": 10, "dog": 10}, size=8)
+    shutil.copy(in_tmp / "dup" / "cat" / "img000.png", in_tmp / "dup" / "dog" / "copy.png")
+    for k in range(6):
+        shutil.copy(in_tmp / "dup" / "cat" / "img002.png", in_tmp / "dup" / "cat" / f"again{k}.png")
+    write_yaml(in_tmp / "dup.yaml", {**cfg, "dataset": {**cfg["dataset"], "path": "dup"}})
+    dup = " ".join(run_cli("validate", "dup.yaml", cwd=in_tmp).stdout.split())
+    assert (
+        "note: 1 image(s) are the same picture as an image of another class (cat/img000.png = "
+        "dog/copy.png): no model can get both right; remove the wrong copy" in dup
+    ), dup
+    assert "of the validation or test split are copies of training images (cat/" in dup, dup
+    assert "dog/copy.png" not in tiny and "same picture" not in tiny, tiny
     # images in one folder, their classes in a CSV
     flat = in_tmp / "flat"
     flat.mkdir()

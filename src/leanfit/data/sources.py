@@ -37,7 +37,7 @@ from leanfit.data.fingerprint import (
 from leanfit.data.splits import Splits, make_splits
 from leanfit.errors import DatasetError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: LoadedDataset.files
 
 
 @dataclass
@@ -54,6 +54,12 @@ class LoadedDataset:
     split_folders: dict[str, str] = field(default_factory=dict)
     # classes left out (dataset.empty_classes: skip), and why: no files, no readable image
     dropped_classes: tuple[tuple[str, str], ...] = ()
+    # each image's file, as its folder names it (an image folder's; empty for digits, CIFAR-10)
+    files: list[str] = field(default_factory=list)
+
+    def name_of(self, index: int) -> str:
+        """An image as a user finds it: its file, or its place in a dataset without files."""
+        return self.files[index] if self.files else f"image {index}"
 
     def split_folder(self, role: str) -> str | None:
         """The folder a split ("train", "val" or "test") was given as, in a folder split in
@@ -256,6 +262,23 @@ def skipped_notice(skipped: list[tuple[str, str]], shown: int = 10) -> str:
     return "\n".join(lines)
 
 
+def image_keys(images: torch.Tensor):
+    """A 64-bit key of each image's pixels (uint64 array): the same image, copied or moved to
+    another file or class folder, has the same key."""
+    import hashlib
+
+    import numpy as np
+
+    rows = images.reshape(len(images), -1).contiguous().numpy()
+    return np.array(
+        [
+            int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little")
+            for row in rows
+        ],
+        dtype=np.uint64,
+    )
+
+
 def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
     """Resize a uint8 batch [N, C, H, W] to size x size (antialiased), staying uint8."""
     if images.shape[-1] == size and images.shape[-2] == size:
@@ -416,7 +439,7 @@ def _decode_images(
     files = [(rel, c) for c, rels in classes.items() for rel in rels]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         decoded = list(pool.map(lambda fc: decode(fc[0]), files))
-    arrays, labels, roles = [], [], []
+    arrays, labels, roles, names = [], [], [], []
     skipped = list(class_files.unused)
     for (rel, c), arr in zip(files, decoded, strict=True):
         if isinstance(arr, str):
@@ -425,6 +448,7 @@ def _decode_images(
             arrays.append(arr)
             labels.append(c)
             roles.append(class_files.split_of(rel))
+            names.append(rel)
     present = [c for c in classes if c in set(labels)]
     if len(present) < 2:
         raise DatasetError(
@@ -443,7 +467,7 @@ def _decode_images(
         images, y, present, digest, where, skipped,
         predefined_test=predefined.get("test"),
         predefined_val=predefined.get("val"),
-        split_folders=dict(class_files.split_folders),
+        split_folders=dict(class_files.split_folders), files=names,
     )  # fmt: skip
 
 

@@ -208,7 +208,7 @@ def split_notices(dataset, plan) -> list[str]:
             f"{100 / val:.1f} points of validation accuracy, by which the search ranks models "
             f"and the final models are chosen; {fix}"
         )
-    notes += unmeasured_notices(dataset, plan)
+    notes += unmeasured_notices(dataset, plan) + duplicate_notices(dataset, plan)
     for role, idx in (("val", plan.splits.val), ("test", plan.splits.test)):
         if (folder := dataset.split_folder(role)) is None:
             continue
@@ -219,6 +219,56 @@ def split_notices(dataset, plan) -> list[str]:
                 f"note: {folder}/ has no images of {', '.join(absent)}; its accuracy says "
                 f"nothing of them (add a folder of each to {folder}/)"
             )
+    return notes
+
+
+def duplicate_notices(dataset, plan, shown: int = 3) -> list[str]:
+    """The same picture twice, as the model sees it (the same pixels once decoded): under two
+    classes, which no model can get both right; or in training and in the validation or test
+    split, whose figure it flatters. Each said with its first few files."""
+    import numpy as np
+
+    from leanfit.data.sources import image_keys
+
+    keys = image_keys(dataset.images)
+    order = np.argsort(keys, kind="stable")  # (copies side by side, each group by index)
+    bounds = np.flatnonzero(np.diff(keys[order])) + 1
+    groups = [g for g in np.split(order, bounds) if len(g) > 1]
+    if not groups:
+        return []
+    labels = dataset.labels.numpy()
+    role = np.full(len(keys), "training", dtype=object)
+    role[plan.splits.val] = "validation"
+    role[plan.splits.test] = "test"
+    clashes, leaks = [], []
+    for group in groups:
+        first = int(group[0])
+        clashes += [(first, int(i)) for i in group[1:] if labels[i] != labels[first]]
+        trained = {int(labels[i]): int(i) for i in group[::-1] if role[i] == "training"}
+        leaks += [
+            (int(i), trained[int(labels[i])])
+            for i in group
+            if role[i] != "training" and int(labels[i]) in trained
+        ]
+
+    def named(pairs, roles: bool = False) -> str:
+        said = (lambda i: f"{dataset.name_of(i)} ({role[i]})") if roles else dataset.name_of
+        listed = [f"{said(a)} = {said(b)}" for a, b in pairs[:shown]]
+        more = f", and {len(pairs) - shown} more" if len(pairs) > shown else ""
+        return "; ".join(listed) + more
+
+    notes = []
+    if clashes:
+        notes.append(
+            f"note: {len(clashes)} image(s) are the same picture as an image of another class "
+            f"({named(clashes)}): no model can get both right; remove the wrong copy"
+        )
+    if leaks:
+        notes.append(
+            f"note: {len(leaks)} image(s) of the validation or test split are copies of "
+            f"training images ({named(leaks, roles=True)}): those figures flatter the model; "
+            "remove the copies"
+        )
     return notes
 
 

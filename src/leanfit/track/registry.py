@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from leanfit.config import Experiment
-from leanfit.data.sources import LoadedDataset
+from leanfit.data.sources import LoadedDataset, image_keys
 from leanfit.errors import LeanfitError
 from leanfit.models.deploy import accuracy
 from leanfit.models.predict import nfc
@@ -32,23 +32,6 @@ CHALLENGER = "challenger"
 # Beside each registered version, in its run: a key of every image it trained or was chosen on
 # (`image_keys`), so that a later comparison leaves those out of the champion's test images.
 SEEN_ARTIFACT = "leanfit/seen_images.npy"
-
-
-def image_keys(images: torch.Tensor):
-    """A 64-bit key of each image's pixels (uint64 array): the same image, copied or moved to
-    another file or class folder, has the same key."""
-    import hashlib
-
-    import numpy as np
-
-    rows = images.reshape(len(images), -1).contiguous().numpy()
-    return np.array(
-        [
-            int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little")
-            for row in rows
-        ],
-        dtype=np.uint64,
-    )
 
 
 @dataclass
