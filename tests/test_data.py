@@ -324,6 +324,34 @@ def test_a_large_photo_decodes_at_a_reduced_scale_to_the_same_pixels(tmp_path):
     assert difference.mean() < 1.0 and difference.max() <= 4, difference
 
 
+def test_an_image_above_pillows_limit_is_skipped_saying_its_size_and_the_fix(tmp_path, monkeypatch):
+    """A scan of 192 million pixels was skipped with Pillow's "could be decompression bomb DOS
+    attack", and one of 100 million printed Pillow's warning raw. Pillow's limit is lowered here
+    so that small files stand for them."""
+    import warnings
+    from pathlib import Path
+
+    from PIL import Image
+
+    from leanfit.data.sources import _decode_one
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)
+    Image.new("L", (60, 50), 90).save(tmp_path / "scan.png")  # 3,000 pixels: above twice it
+    Image.new("L", (40, 40), 90).save(tmp_path / "large.png")  # 1,600: warned, decoded
+    why = _decode_one(Path(tmp_path / "scan.png"), 8, 1)
+    assert why == (
+        "too large: 3,000 pixels, above the 2,000 Pillow decodes (its guard against "
+        "decompression bombs); save a smaller copy of it"
+    ), why
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("default")
+        from leanfit.data.sources import prepare_pillow
+
+        prepare_pillow.__globals__["_pillow_ready"] = False  # (as in a fresh process)
+        decoded = _decode_one(Path(tmp_path / "large.png"), 8, 1)
+    assert decoded.shape == (1, 8, 8) and not said, [str(w.message) for w in said]
+
+
 def test_the_pipelines_fingerprint_step_lists_the_first_skipped_files_and_counts_the_rest(
     tmp_path, capsys
 ):

@@ -1098,8 +1098,8 @@ def predict(
         err_console.print(skipped_notice(skipped), style="yellow", highlight=False)
     if not predictions:  # (before an empty table, or `[]` for a program to take as an answer)
         raise LeanfitError(
-            f"images: none of the {len(files)} file(s) could be read as an image; give image "
-            "files (PNG, JPEG, ...)"
+            f"images: none of the {len(files)} file(s) could be read (each listed above with "
+            "why); give image files (PNG, JPEG, ...) Pillow can read"
         )
     if as_json:
         print(json.dumps(p.as_records(predictions), indent=1))

@@ -43,9 +43,9 @@ def shapes_sample(root: Path, n: int = 200) -> tuple[int, int, float]:
     (their headers only), how many are not square, and the largest ratio of long to short side."""
     from PIL import Image
 
-    from leanfit.data.sources import register_heif
+    from leanfit.data.sources import prepare_pillow
 
-    register_heif()
+    prepare_pillow()
     files = list_files(root)  # (its class folders', or all of a folder labelled by a CSV)
     step = max(1, len(files) // n)
     read = not_square = 0

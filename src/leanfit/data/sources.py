@@ -346,7 +346,7 @@ def _decode_one(
     or it is padded to a square with the background colour (`fit: pad`)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    register_heif()
+    prepare_pillow()
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
             # A JPEG is decoded at 1/2, 1/4 or 1/8 of its size where that still leaves twice the
@@ -378,23 +378,47 @@ def _decode_one(
         if isinstance(source, Path) and source.is_symlink():
             return f"a link to {os.readlink(source)}, which does not exist"
         return "gone: deleted while it was read"
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:
+        return too_large(str(e))
+    except (OSError, ValueError) as e:
         return f"{type(e).__name__}: {e}"
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
-_heif_registered = False
+def too_large(pillow_said: str) -> str:
+    """Why an image Pillow refused as a possible decompression bomb was skipped, with the fix
+    (Pillow's own words name neither the image's size in a user's terms nor what to do)."""
+    import re
+
+    found = re.search(r"\((\d+) pixels\) exceeds limit of (\d+) pixels", pillow_said)
+    if found is None:
+        return f"DecompressionBombError: {pillow_said}"
+    pixels, limit = (int(n) for n in found.groups())
+    return (
+        f"too large: {pixels:,} pixels, above the {limit:,} Pillow decodes (its guard against "
+        "decompression bombs); save a smaller copy of it"
+    )
 
 
-def register_heif() -> None:
-    """HEIC and HEIF files (an iPhone's photos) open in Pillow through pillow-heif's plugin, once
-    a process (about 30 ms); without it Pillow cannot read them and each was skipped."""
-    global _heif_registered
-    if not _heif_registered:
+_pillow_ready = False
+
+
+def prepare_pillow() -> None:
+    """Pillow as leanfit reads with it, once a process: HEIC and HEIF files (an iPhone's photos)
+    open through pillow-heif's plugin (about 30 ms; without it each was skipped), and a large
+    scan without a warning."""
+    global _pillow_ready
+    if not _pillow_ready:
+        import warnings
+
+        from PIL import Image
         from pillow_heif import register_heif_opener
 
         register_heif_opener()
-        _heif_registered = True
+        # an image of 90 to 179 million pixels (a scan) is decoded, without Pillow's warning
+        # printed raw among the progress lines; above that, too_large says why it is skipped
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+        _pillow_ready = True
 
 
 def _on_background(im, background: str):
