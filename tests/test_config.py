@@ -430,6 +430,14 @@ def test_trial_refuses_a_bad_seed_data_plan_or_spec_before_training(tmp_path, mo
             experiment_from_dict(bad)
     with pytest.raises(ConfigError, match="name: 100000.0 is a number here, not text; write it"):
         experiment_from_dict({**digits_config(), "name": 1e5})  # `name: 1e5`, read as YAML 1.2
+    # class folders named by numbers, listed unquoted: their names (a decimal stays refused)
+    folders = {"source": "imagefolder", "path": "x", "classes": [2, 10, 1]}
+    exp = experiment_from_dict({**digits_config(), "dataset": folders})
+    assert exp.dataset.classes == ["2", "10", "1"]
+    with pytest.raises(ConfigError, match=r"dataset.classes.0: 2.5 is a number here, not text"):
+        experiment_from_dict({**digits_config(), "dataset": {**folders, "classes": [2.5, 1]}})
+    with pytest.raises(ConfigError, match="tracking.experiment: 7 is a number here, .* e.g. '7'"):
+        experiment_from_dict({**digits_config(), "tracking": {"experiment": 7}})
 
     from leanfit.space.architecture import flatten_genotype
 

@@ -209,6 +209,18 @@ class DatasetConfig(Strict):
     )
     seed: int = Field(0, ge=0, le=MAX_FILE_SEED)
 
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _numbered_classes(cls, value: Any) -> Any:
+        # folders named 0..9, written `classes: [2, 10, 1]`: the folders' names (a decimal or
+        # 1e5 stays refused: which spelling of it names the folder is not known)
+        if isinstance(value, list):
+            return [
+                str(v) if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else v
+                for v in value
+            ]
+        return value
+
     @field_validator("source", mode="before")
     @classmethod
     def _source_is_a_kind(cls, value: Any) -> Any:
@@ -1126,7 +1138,8 @@ def _kind_of_value_message(err: Mapping[str, Any]) -> str | None:
         return f"{value!r} is not true or false"
     if kind == "string_type" and isinstance(value, int | float) and not isinstance(value, bool):
         # (`1e5` is a number in YAML 1.2, as leanfit reads it: a name or quantity spelt so)
-        return f"{value!r} is a number here, not text; write it in quotes, e.g. '1e5'"
+        example = "'1e5'" if isinstance(value, float) else f"'{value}'"
+        return f"{value!r} is a number here, not text; write it in quotes, e.g. {example}"
     return None
 
 
