@@ -1063,6 +1063,36 @@ def test_accuracies_reported_in_percent_are_one_error_that_says_so(in_tmp):
     said = str(failed.value)
     assert "5 x val_accuracy above 1: a percentage? report a fraction in [0, 1]" in said, said
     assert "other error" not in said, said
+    # 1.02 is a slip, not a percentage (divided by 100 it would be 0.0102)
+    with pytest.raises(SearchFailed) as failed:
+        leanfit.optimize(slightly_above_one, "e.yaml", workers=0, progress=False)
+    said = str(failed.value)
+    assert "val_accuracy outside [0, 1]" in said and "percentage" not in said, said
+
+
+def slightly_above_one(trial):
+    while trial.running:
+        trial.report(1.02)
+
+
+def with_its_graph(trial):
+    import torch
+
+    weight = torch.ones(1, requires_grad=True)
+    while trial.running:
+        trial.report(weight * 0.5, train_loss=(weight * 0.25).sum())
+
+
+def test_a_tensor_with_its_graph_is_reported_without_torchs_warning(in_tmp):
+    import warnings
+
+    experiment(in_tmp, trials=2)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        result = leanfit.optimize(with_its_graph, "e.yaml", workers=0, progress=False)
+    assert result.best()["val_accuracy"] == 0.5
+    grads = [str(w.message) for w in said if "requires_grad" in str(w.message)]
+    assert not grads, grads
 
 
 def test_a_space_of_ones_owns_messages_name_the_space_not_a_file(in_tmp):

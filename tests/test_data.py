@@ -459,6 +459,16 @@ def test_a_folder_split_in_advance_that_cannot_be_read_so_names_the_fix(
     )
 
 
+@pytest.mark.parametrize("name", ["pets.zip", "pets.tar.gz", "pets.csv"])
+def test_a_file_given_as_the_folder_names_the_fix(tmp_path, name):
+    (tmp_path / name).write_bytes(b"PK\x03\x04")
+    with pytest.raises(DatasetError) as e:
+        load_dataset(folder_experiment(tmp_path / name, tmp_path))
+    assert "is a file; give a folder of class folders" in str(e.value)
+    archive = name != "pets.csv"
+    assert ("(unpack the archive and give its folder)" in str(e.value)) == archive, str(e.value)
+
+
 def test_a_flat_folder_with_a_labels_csv_gives_each_file_its_class(tmp_path):
     """Images in one folder and a CSV of (file, label), as Kaggle ships them: a file is named
     with or without its extension, relative to the folder; files the CSV leaves out and rows

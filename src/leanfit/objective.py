@@ -129,6 +129,9 @@ def _number(name: str, value: Any) -> float:
         raise TypeError(
             f"trial.report: {name} must be a number, got {type(value).__name__} {value!r}"
         )
+    detach = getattr(value, "detach", None)  # a tensor with its graph (a loss as computed):
+    if callable(detach):  # its value, without torch's warning on converting one
+        value = detach()
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -377,7 +380,8 @@ def make_runner(function: Callable):
         if bad:  # NaN among them: a diverged training
             if any(math.isnan(v) for v in bad):
                 what = "NaN"
-            elif all(1.0 < v <= 100.0 for v in bad):  # the first line, shared: one group of them
+            elif all(1.5 < v <= 100.0 for v in bad):  # the first line, shared: one group of them
+                # (1.02 is no percentage: divided by 100 it would be 0.0102)
                 what = (
                     "above 1: a percentage? report a fraction in [0, 1] "
                     f"(report(acc / 100))\nreported {bad[0]!r}"

@@ -88,6 +88,7 @@ def check_dataset(experiment: Experiment) -> ClassFiles | None:
         if not root.is_dir():
             raise DatasetError(
                 f"dataset.path: {str(root)!r} is a file; give a folder of class folders"
+                + (" (unpack the archive and give its folder)" if _is_archive(root) else "")
             )
         checked = check_class_files(ds, str(root), folder_files(experiment, root))
         if experiment.labels_path() is None:
@@ -398,3 +399,8 @@ def check_readable_classes(
 
 def cifar_root(experiment: Experiment) -> Path:
     return experiment.dataset_path() or (experiment.work_path() / "data")
+
+
+def _is_archive(path: Path) -> bool:
+    """A zip or tar file (a dataset as it was downloaded), by its name."""
+    return path.name.lower().endswith((".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz"))
