@@ -607,3 +607,28 @@ def test_the_hypervolume_counts_large_models_under_a_large_budget_and_is_the_bes
     one = with_trials(controller(InlineExecutor(synthetic()), tmp_path, objectives=alone), points)
     assert one.hypervolume() == pytest.approx(0.70)
     assert "best validation accuracy" in one.hypervolume_label()
+
+
+def test_a_job_read_while_its_result_is_written_counts_as_running():
+    """`leanfit report` of a running search read a job's `ok` status before its figures (MLflow
+    reads a run's tags and metrics in two queries) and ended in KeyError: 'val_accuracy'."""
+    import json
+
+    from mlflow.entities import Metric, Run, RunData, RunInfo, RunTag
+
+    from leanfit.track.search import TAG_CONFIG, TAG_RUNG, TAG_STATUS, TAG_TRIAL, _record
+
+    def run(status: str, metrics: dict) -> Run:
+        info = RunInfo("r1", "0", "u", status, 1, 2 if status != "RUNNING" else None, "active")
+        tags = {TAG_TRIAL: "3", TAG_RUNG: "0", TAG_CONFIG: json.dumps({"w": 8}), TAG_STATUS: "ok"}
+        data = RunData(
+            metrics=[Metric(k, v, 1, 0) for k, v in metrics.items()],
+            tags=[RunTag(k, v) for k, v in tags.items()],
+        )
+        return Run(info, data)
+
+    assert _record(run("RUNNING", {"val_accuracy": 0.9})).status == "ok"
+    caught = _record(run("RUNNING", {}))  # the status tag read, the figures not yet
+    assert caught.status == "running" and not caught.unclosed
+    lost = _record(run("FINISHED", {}))  # closed with no figures: not a result to rank
+    assert lost.status == "failed" and "no val_accuracy" in lost.reason

@@ -539,6 +539,13 @@ def _record(run) -> JobRecord:
     tags = run.data.tags
     running = run.info.status == "RUNNING"
     status = tags.get(TAG_STATUS) or ("running" if running else "failed")
+    reason = tags.get(TAG_FAILURE)
+    if status in ("ok", "stopped") and "val_accuracy" not in run.data.metrics:
+        # caught as it is written (its figures, then its status, then its end: MLflow reads a
+        # run's tags and its metrics in two queries, and `leanfit report` of a running search
+        # saw the status without the figures): still running; closed so, its result was lost
+        status = "running" if running else "failed"
+        reason = reason or "its result was not recorded (no val_accuracy in its run)"
     from_rung = tags.get(TAG_FROM_RUNG, "")
     return JobRecord(
         run_id=run.info.run_id,
@@ -552,7 +559,7 @@ def _record(run) -> JobRecord:
         metrics=dict(run.data.metrics),
         checkpoint=tags.get(TAG_CHECKPOINT) or None,
         resume_from=tags.get(TAG_RESUME_FROM) or None,
-        reason=tags.get(TAG_FAILURE),
+        reason=reason,
         attempt=int(tags.get(TAG_ATTEMPT, "0")),
         unclosed=running and status != "running",
         started=run.info.start_time or 0,
