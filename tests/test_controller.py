@@ -472,6 +472,29 @@ def test_a_promotion_whose_checkpoint_is_gone_trains_from_the_start(tmp_path):
     assert any(j.spec.resume_from for j in rec.jobs if j.rung > 0)
 
 
+def test_a_promotion_read_back_running_is_counted_from_scratch_only_once_it_runs(tmp_path):
+    """`leanfit report` of a running search (a read-back, whose queued jobs never run) said
+    "promotions trained from the start: 1" of a promotion whose resume point was deleted as it
+    finished between the report's reads."""
+    import dataclasses
+
+    first = controller(InlineExecutor(synthetic()), tmp_path, max_trials=12)
+    first.run()
+    records = finished_records(first)
+    top = [r for r in records if r.rung == max(first.trials[r.trial_id].results)]
+    low = next(r for r in top if r.rung < max(x.rung for x in records))
+    running = dataclasses.replace(
+        low, rung=low.rung + 1, status="running", metrics={}, checkpoint=None,
+        resume_from=str(tmp_path / "gone.pt"),
+    )  # fmt: skip
+    rec = Recorder(InlineExecutor(synthetic()))
+    second = controller(rec, tmp_path, max_trials=12)
+    assert second.restore([*records, running]) == 1
+    assert second.stats.from_scratch == 0, "a read-back counted what it did not run"
+    second.run()
+    assert second.stats.from_scratch == 1 and rec.jobs[0].spec.resume_from is None
+
+
 def test_a_lower_rungs_checkpoint_outlives_the_promotion_until_its_finish_is_logged(tmp_path):
     """A promotion's resume point (the lower rung's checkpoint) is deleted only once the
     promotion's finish is logged: between the two, a `kill -9` leaves its MLflow run RUNNING,

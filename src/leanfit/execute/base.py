@@ -42,6 +42,7 @@ class TrialJob:
     spec: TrialSpec
     rung: int = 0
     attempt: int = 0  # how many times it was retried after infrastructure failures
+    resume_lost: bool = False  # the checkpoint its promotion was to go on from was gone
 
 
 @dataclass

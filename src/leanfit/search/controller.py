@@ -523,9 +523,12 @@ class SearchController:
         if resume is not None and not Path(resume).exists():
             # The work folder was cleaned, or the search resumed where its checkpoints are not:
             # the job trains this rung's epochs from the start (the promotion loses its
-            # inherited weights) instead of failing the trial.
-            self.stats.from_scratch += 1
+            # inherited weights) instead of failing the trial. Counted when it starts (a
+            # report's read-back queues the running jobs too, and never runs them).
+            lost = True
             resume = None
+        else:
+            lost = False
         checkpoint = self.checkpoint_dir / f"trial-{trial.trial_id:05d}-rung-{rung.index}.pt"
         spec = TrialSpec(
             trial_id=f"trial-{trial.trial_id:05d}-rung-{rung.index}",
@@ -542,7 +545,7 @@ class SearchController:
             checkpoint_to=str(checkpoint),
             curve_stop=self._curve_stop(trial, rung),
         )
-        return TrialJob(spec, rung=rung.index, attempt=attempt)
+        return TrialJob(spec, rung=rung.index, attempt=attempt, resume_lost=lost)
 
     def _curve_stop(self, trial: Trial, rung: Rung) -> CurveStop | None:
         """The learning-curve stop of a job of `trial` at `rung`, or None (`curve_stop` off).
@@ -587,6 +590,7 @@ class SearchController:
 
     def _submit(self, job: TrialJob) -> None:
         self.executor.submit(job)
+        self.stats.from_scratch += job.resume_lost
         self._submitted[id(job)] = self.clock()
         self._unlogged.append((job, None))
 
