@@ -1032,7 +1032,7 @@ def test_the_fingerprint_step_says_a_folder_by_its_path():
     assert shown_source("digits") == "digits"
 
 
-def test_the_search_steps_messages_say_how_a_pipeline_goes_on():
+def test_the_search_steps_messages_say_how_a_pipeline_goes_on(tmp_path):
     """A failed search step said "Fix that and run it again (`--resume` goes on with it)", and
     `leanfit run --resume` is no option."""
     from leanfit.steps import in_pipeline_words
@@ -1041,3 +1041,14 @@ def test_the_search_steps_messages_say_how_a_pipeline_goes_on():
     said += "and --resume goes on with it after a fix"
     assert "--resume" not in in_pipeline_words(said)
     assert in_pipeline_words(said).count("the pipeline run again goes on with it") == 2
+    # another controller of the search runs (a `leanfit search` of the same file and data)
+    from leanfit.config import experiment_from_dict
+    from leanfit.errors import LeanfitError
+    from leanfit.search.run import search_lock
+
+    exp = experiment_from_dict({**small_pipeline_config(), "work_dir": str(tmp_path)})
+    with search_lock(exp, "k"), pytest.raises(LeanfitError) as busy, search_lock(exp, "k"):
+        pass
+    said = " ".join(in_pipeline_words(str(busy.value)).split())
+    assert "--resume" not in said, said
+    assert "then run the pipeline again: its search step goes on with that search" in said, said

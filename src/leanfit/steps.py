@@ -211,7 +211,12 @@ def in_pipeline_words(text: str) -> str:
     on with its search."""
     for said in ("`--resume` goes on", "--resume goes on"):
         text = text.replace(said, "the pipeline run again goes on")
-    return text
+    # (another controller of the same search runs: `search_lock`)
+    return text.replace(
+        "and go on with it by running again with --resume (the pipeline's search step resumes "
+        "by itself)",
+        "then run the pipeline again: its search step goes on with that search",
+    )
 
 
 def shown_source(source: str) -> str:
@@ -433,6 +438,10 @@ def search(
         )
     except SearchFailed as e:
         raise SearchFailed(in_pipeline_words(str(e))) from None
+    except LeanfitError as e:
+        if type(e) is not LeanfitError:  # (its subclasses name a field: said as they are)
+            raise
+        raise LeanfitError(in_pipeline_words(str(e))) from None
     controller = outcome.controller
     # which search this pipeline run's models came from: a finished search, read back or given
     # more, stays nested under the pipeline run that started it
