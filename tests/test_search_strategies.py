@@ -171,6 +171,17 @@ def test_gp_surrogate_proposes_valid_new_configurations():
     assert len({SMALL.key(c) for c in first + batch}) == 6
 
 
+def test_a_proposals_remembered_point_does_not_keep_its_candidates_alive():
+    """Each proposal kept a view of its row of the acquisition's candidate matrix, and with it
+    the whole matrix: a 3,000-trial search's controller grew by 0.35 MB a job, to 2 GB."""
+    strategy = SkoptStrategy(DIGITS, seed=0, surrogate="ET", initial_points=3)
+    first = strategy.ask(3)
+    strategy.tell_many(first, [0.5, 0.4, 0.3])
+    for config in strategy.ask(2):
+        row = strategy._rows[DIGITS.key(config)]
+        assert row.base is None or row.base.size == row.size, "a view of a larger matrix"
+
+
 def test_expected_hypervolume_improvement_by_hand_and_by_sampling():
     # One front point (1, 0.5), reference (3, 1): by hand, a certain result of error 0.25 adds
     # (3 - 2) x (0.5 - 0.25) at size 2; at size 0 it also gets [0, 1) x (1 - 0.25); 0.6 adds none.
