@@ -211,10 +211,10 @@ def in_pipeline_words(text: str) -> str:
     on with its search."""
     for said in ("`--resume` goes on", "--resume goes on"):
         text = text.replace(said, "the pipeline run again goes on")
-    # (another controller of the same search runs: `search_lock`)
+    from leanfit.search.run import GO_ON_AFTER_THE_OTHER  # (another controller of it runs)
+
     return text.replace(
-        "and go on with it by running again with --resume (the pipeline's search step resumes "
-        "by itself)",
+        GO_ON_AFTER_THE_OTHER,
         "then run the pipeline again: its search step goes on with that search",
     )
 

@@ -520,15 +520,13 @@ class SearchController:
             self._submit(self._job(trial, job.rung, resume))
 
     def _job(self, trial: Trial, rung: Rung, resume: str | None, attempt: int = 0) -> TrialJob:
-        if resume is not None and not Path(resume).exists():
-            # The work folder was cleaned, or the search resumed where its checkpoints are not:
-            # the job trains this rung's epochs from the start (the promotion loses its
-            # inherited weights) instead of failing the trial. Counted when it starts (a
-            # report's read-back queues the running jobs too, and never runs them).
-            lost = True
+        # The work folder was cleaned, or the search resumed where its checkpoints are not: the
+        # job trains this rung's epochs from the start (the promotion loses its inherited
+        # weights) instead of failing the trial. Counted when it starts (a report's read-back
+        # queues the running jobs too, and never runs them).
+        lost = resume is not None and not Path(resume).exists()
+        if lost:
             resume = None
-        else:
-            lost = False
         checkpoint = self.checkpoint_dir / f"trial-{trial.trial_id:05d}-rung-{rung.index}.pt"
         spec = TrialSpec(
             trial_id=f"trial-{trial.trial_id:05d}-rung-{rung.index}",

@@ -68,6 +68,14 @@ def dataset_cost(experiment: Experiment, dataset):
     return model_cost(dataset.channels, experiment.dataset.image_size, dataset.num_classes)
 
 
+# How a search refused by another controller of it goes on (`search_lock`); the pipeline's
+# search step says it in its own words (`steps.in_pipeline_words`)
+GO_ON_AFTER_THE_OTHER = (
+    "and go on with it by running again with --resume (the pipeline's search step resumes by "
+    "itself)"
+)
+
+
 def search_lock(experiment: Experiment, key: str):
     """One controller at a time for a search (`key`): a second `leanfit search`, `--resume` or
     pipeline search step of the same settings and data in the same work folder is refused while
@@ -79,8 +87,7 @@ def search_lock(experiment: Experiment, key: str):
         return (
             f"a search of these settings and data ({experiment.name!r}) is running now in "
             f"{experiment.work_path()} (process {pid}, since {since}): wait for it to end, or "
-            f"stop it (Ctrl-C where it runs, or `kill {pid}`) and go on with it by running "
-            "again with --resume (the pipeline's search step resumes by itself)"
+            f"stop it (Ctrl-C where it runs, or `kill {pid}`) {GO_ON_AFTER_THE_OTHER}"
         )
 
     return held_lock(experiment.work_path() / "searches" / f"{key}.lock", busy)
