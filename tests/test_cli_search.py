@@ -228,9 +228,10 @@ def test_validate_shows_what_a_search_would_train_on_and_what_is_wrong_with_it(i
     (root / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
     for i in range(4):  # 4:3 photos, as a phone takes them
         Image.new("RGB", (16, 12), (200, 100, 50)).save(root / "cat" / f"photo{i}.jpg")
-    cfg = digits_config(
-        dataset={"source": "imagefolder", "path": "imgs", "image_size": 8, "channels": 3},
-    )
+    cfg = digits_config(  # (shuffled splits: exact in their fractions, as the counts below)
+        dataset={"source": "imagefolder", "path": "imgs", "image_size": 8, "channels": 3,
+                 "split": "shuffled"},
+    )  # fmt: skip
     write_yaml(in_tmp / "e.yaml", cfg)
     result = run_cli("validate", "e.yaml", cwd=in_tmp)
     assert result.returncode == 0, result.stderr

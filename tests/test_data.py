@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from unittest import mock
 
 import numpy as np
@@ -14,8 +15,8 @@ from leanfit.config import experiment_from_dict
 from leanfit.data import fingerprint
 from leanfit.data.augment import BatchAugment, random_crop, random_flip
 from leanfit.data.sources import load_dataset, skipped_files
-from leanfit.data.splits import make_splits, stratified_subset
-from leanfit.errors import DatasetError
+from leanfit.data.splits import make_splits, stable_splits, stratified_subset
+from leanfit.errors import ConfigError, DatasetError
 from tests.support import write_image_folder
 
 
@@ -144,6 +145,127 @@ def test_splits_are_stratified_disjoint_and_seeded():
     again = make_splits(labels, 0.2, 0.2, seed=3)
     assert np.array_equal(again.val, s.val)
     assert not np.array_equal(make_splits(labels, 0.2, 0.2, seed=4).val, s.val)
+
+
+def test_stable_splits_keep_each_classs_share_and_its_smallest_classes_whole():
+    rng = np.random.default_rng(0)
+    counts = [1000, 100, 20, 5, 3, 2, 1]
+    labels = np.repeat(np.arange(len(counts)), counts)
+    keys = rng.integers(0, 2**63, size=len(labels), dtype=np.uint64)
+    s = stable_splits(keys, labels, 0.2, 0.1, seed=3)
+    all_idx = np.concatenate([s.train, s.val, s.test])
+    assert np.array_equal(np.sort(all_idx), np.arange(len(labels)))  # disjoint, all placed
+    big = labels == 0
+    assert abs(big[s.val].sum() - 200) < 40 and abs(big[s.test].sum() - 100) < 30
+    for c, n in enumerate(counts):
+        have = [int((labels[part] == c).sum()) for part in (s.train, s.val, s.test)]
+        assert have[0] >= 1, (n, have)  # every class trains on something
+        shuffled = make_splits(labels[labels == c], 0.2, 0.1, 0)
+        # where the shuffle gives a class a validation or test image, so do stable splits
+        assert (have[1] >= 1) == (len(shuffled.val) >= 1), (n, have)
+        assert (have[2] >= 1) == (len(shuffled.test) >= 1), (n, have)
+    assert np.array_equal(stable_splits(keys, labels, 0.2, 0.1, seed=3).val, s.val)
+    assert not np.array_equal(stable_splits(keys, labels, 0.2, 0.1, seed=4).val, s.val)
+    # another validation fraction leaves the test split as it was, and the other way round
+    # (but in the smallest classes, where one image is moved to give each split one)
+    grown = np.flatnonzero(labels <= 2)
+    assert np.array_equal(np.intersect1d(stable_splits(keys, labels, 0.3, 0.1, 3).test, grown),
+                          np.intersect1d(s.test, grown))  # fmt: skip
+    assert np.array_equal(np.intersect1d(stable_splits(keys, labels, 0.2, 0.2, 3).val, grown),
+                          np.intersect1d(s.val, grown))  # fmt: skip
+
+
+def _split_of_each_file(experiment) -> dict[str, str]:
+    from leanfit.train.trial import data_plan
+
+    dataset = load_dataset(experiment)
+    plan = data_plan(experiment, dataset)
+    roles = {}
+    for role, idx in (("train", plan.splits.train), ("val", plan.splits.val),
+                      ("test", plan.splits.test)):  # fmt: skip
+        roles |= {dataset.files[i]: role for i in idx}
+    return roles
+
+
+def _more_images(folder, names, seed):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for name in names:
+        pixels = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / name)
+
+
+@pytest.mark.parametrize("split", ["auto", "stable", "shuffled"])
+def test_an_image_folders_images_stay_in_their_splits_as_it_grows(tmp_path, split):
+    """An image folder's splits are drawn image by image (`split: auto` is stable there): images
+    added, removed or moved to another class leave every other image in its split, so a test
+    image never becomes a training image of the next run; copies of a picture share a split.
+    `split: shuffled` draws them again (what it did before), which moves images."""
+    root = tmp_path / "imgs"
+    for c, name in enumerate(["cat", "dog"]):
+        (root / name).mkdir(parents=True)
+        _more_images(root / name, [f"a{i:03d}.png" for i in range(60)], seed=c)
+    experiment = folder_experiment(root, tmp_path, split=split, val_fraction=0.2, test_fraction=0.2)
+    before = _split_of_each_file(experiment)
+    # the folder a week later: new images in each class, a few removed, one moved class
+    _more_images(root / "cat", [f"b{i:03d}.png" for i in range(40)], seed=7)
+    _more_images(root / "dog", [f"b{i:03d}.png" for i in range(25)], seed=8)
+    for name in ("a000.png", "a001.png", "a002.png"):
+        (root / "cat" / name).unlink()
+    (root / "dog" / "a010.png").rename(root / "cat" / "from_dog.png")
+    after = _split_of_each_file(experiment)
+    moved = [f for f in before if f in after and after[f] != before[f]]
+    if split == "shuffled":
+        assert len(moved) > 10
+        return
+    assert moved == [], moved
+    assert after["cat/from_dog.png"] == before["dog/a010.png"]  # (its class moved, not its split)
+    new = [role for f, role in after.items() if f not in before and "/b" in f]
+    assert 0.1 < new.count("val") / len(new) < 0.35 and 0.1 < new.count("test") / len(new) < 0.35
+    # copies of a picture (a re-upload under another name) land in the split of the first
+    for f in list(after)[:30]:
+        (root / f).with_name("copy-" + Path(f).name).write_bytes((root / f).read_bytes())
+    copies = _split_of_each_file(experiment)
+    for f, role in copies.items():
+        if Path(f).name.startswith("copy-"):
+            assert role == copies[str(Path(f).with_name(Path(f).name[len("copy-") :]))], f
+
+
+def test_split_is_named_with_its_choices_when_misspelled():
+    with pytest.raises(ConfigError, match="dataset.split") as e:
+        experiment_from_dict({"name": "d", "dataset": {"source": "digits", "split": "hashed"}})
+    assert "stable" in str(e.value) and "shuffled" in str(e.value)
+    digits = {"name": "d", "dataset": {"source": "digits"}}
+    assert not experiment_from_dict(digits).dataset.stable_splits
+    digits["dataset"]["split"] = "stable"
+    assert experiment_from_dict(digits).dataset.stable_splits
+
+
+def test_split_written_as_what_auto_means_keeps_the_search_and_pipeline_keys(tmp_path):
+    import hashlib
+    import json
+
+    from leanfit.steps import pipeline_key
+    from leanfit.track.search import NOT_SEARCHED, key_settings, search_key
+
+    folder = {"source": "imagefolder", "path": str(tmp_path)}
+
+    def keys(**dataset):
+        experiment = experiment_from_dict({"name": "f", "dataset": {**folder, **dataset}})
+        return search_key(experiment, "d"), pipeline_key(experiment, "d")
+
+    assert keys() == keys(split="stable")
+    assert keys() != keys(split="shuffled")
+    digits = {"source": "digits"}
+    assert keys(**digits) == keys(**digits, split="shuffled") != keys(**digits, split="stable")
+    # an image folder's search and pipeline run from before stable splits (their settings had
+    # no `split`, and the splits were shuffled) are found again with `split: shuffled`
+    old = experiment_from_dict({"name": "f", "dataset": {**folder, "split": "shuffled"}})
+    settings = key_settings(old, NOT_SEARCHED)
+    del settings["dataset"]["split"]
+    blob = json.dumps({"settings": settings, "digest": "d"}, sort_keys=True)
+    assert keys(split="shuffled")[0] == hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def test_subsets_are_stratified_and_nested():
@@ -392,7 +514,8 @@ def test_a_folder_split_in_advance_gives_its_classes_and_its_splits(tmp_path):
     write_image_folder(root / "train", {"cat": 10, "dog": 10}, size=8)
     write_image_folder(root / "test", {"cat": 3, "dog": 2}, size=8, seed=1)
     (root / "test" / "cat" / "img000.png").replace(root / "test" / "unlabelled.png")
-    exp = folder_experiment(root, tmp_path, val_fraction=0.2, test_fraction=0.3)
+    # (the shuffled splits, exact in their fractions; the stable ones are checked below)
+    exp = folder_experiment(root, tmp_path, val_fraction=0.2, test_fraction=0.3, split="shuffled")
     ds = load_dataset(exp)
     assert ds.classes == ["cat", "dog"] and len(ds.labels) == 24
     assert ds.skipped == [("test/unlabelled.png", NO_CLASS)]
@@ -405,6 +528,10 @@ def test_a_folder_split_in_advance_gives_its_classes_and_its_splits(tmp_path):
     assert len(s.val) == 4 and ds.labels[s.val].bincount().tolist() == [2, 2]  # 20% of train/
     assert len(s.train) == 16
     assert len(np.unique(np.concatenate([s.train, s.val, s.test]))) == 24
+    stable = data_plan(folder_experiment(root, tmp_path, val_fraction=0.2), ds).splits
+    assert np.array_equal(stable.test, s.test)  # test/, whole, and the validation split from
+    assert set(ds.labels[stable.val].tolist()) == {0, 1}  # train/ with each class in it
+    assert len(stable.train) + len(stable.val) == 20
     # the test images are test/'s: the same pixels, and none of them in train or validation
     from PIL import Image
 

@@ -173,6 +173,15 @@ class DatasetConfig(Strict):
     classes: list[str] | None = None
     val_fraction: float = Field(0.2, gt=0, lt=1)
     test_fraction: float = Field(0.2, ge=0, lt=1)
+    split: Literal["auto", "stable", "shuffled"] = Field(
+        "auto",
+        description="how the validation and test splits are drawn: `stable`: each image by its "
+        "own pixels (at image_size) and the seed, so it stays in its split as the dataset grows "
+        "or changes and copies of a picture share a split (each class gets its fractions on "
+        "average); `shuffled`: a seeded shuffle of each class (its fractions exactly), drawn "
+        "again whenever the dataset changes; `auto`: stable for imagefolder (data that "
+        "changes), shuffled for the fixed digits and cifar10",
+    )
     search_fraction: float = Field(1.0, gt=0, le=1)
     download: bool = False
     empty_classes: Literal["error", "skip"] = "error"
@@ -208,6 +217,11 @@ class DatasetConfig(Strict):
         "than those two and they are not named file/label (or id/class, image/category, ...)",
     )
     seed: int = Field(0, ge=0, le=MAX_FILE_SEED)
+
+    @property
+    def stable_splits(self) -> bool:
+        """Whether the splits are drawn image by image (`split`, with `auto` resolved)."""
+        return self.split == "stable" or (self.split == "auto" and self.source == "imagefolder")
 
     @field_validator("classes", mode="before")
     @classmethod

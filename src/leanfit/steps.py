@@ -79,13 +79,14 @@ def pipeline_key(experiment: Experiment, digest: str, legacy: bool = False) -> s
     `legacy`: the key as versions before made it (`key_settings`)."""
     import hashlib
 
-    from leanfit.track.search import NO_RESULT, key_settings
+    from leanfit.track.search import NO_RESULT, key_settings, splits_identity
 
     settings = key_settings(experiment, NO_RESULT, legacy)
     settings.get("tracking", {}).pop("uri", None)
     if settings.get("tracking") == {}:  # (the steps' file has its URI made absolute; here none)
         del settings["tracking"]
-    blob = json.dumps({"settings": settings, "digest": digest}, sort_keys=True)
+    identity = {"settings": settings, "digest": digest, **splits_identity(experiment, settings)}
+    blob = json.dumps(identity, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -34,7 +34,7 @@ from leanfit.data.fingerprint import (
     fingerprint_folder,
     manifest_digest,
 )
-from leanfit.data.splits import Splits, make_splits
+from leanfit.data.splits import Splits, make_splits, stable_splits
 from leanfit.errors import DatasetError
 
 CACHE_VERSION = 2  # 2: LoadedDataset.files
@@ -77,19 +77,32 @@ class LoadedDataset:
     def channels(self) -> int:
         return int(self.images.shape[1])
 
-    def splits(self, val_fraction: float, test_fraction: float, seed: int) -> Splits:
-        """The stratified, seeded splits; a split given with the data (CIFAR-10's test batch, a
+    def splits(
+        self, val_fraction: float, test_fraction: float, seed: int, stable: bool = False
+    ) -> Splits:
+        """The splits: a stratified, seeded shuffle, or (`stable`) each image's split by its own
+        pixels (`splits.stable_splits`); a split given with the data (CIFAR-10's test batch, a
         folder's val/ or test/) is used as it is, and the ones not given are drawn from the rest
         by their fractions."""
         labels = self.labels.numpy()
+        if stable:
+            keys = image_keys(self.images)
+
+            def draw(part, val_fraction, test_fraction):
+                return stable_splits(keys[part], labels[part], val_fraction, test_fraction, seed)
+        else:
+
+            def draw(part, val_fraction, test_fraction):
+                return make_splits(labels[part], val_fraction, test_fraction, seed)
+
         val, test = self.predefined_val, self.predefined_test
         if val is None and test is None:
-            return make_splits(labels, val_fraction, test_fraction, seed)
+            return draw(np.arange(len(labels)), val_fraction, test_fraction)
         given = [s for s in (val, test) if s is not None]
         rest = np.setdiff1d(np.arange(len(labels)), np.concatenate(given))
-        inner = make_splits(
-            labels[rest], 0.0 if val is not None else val_fraction,
-            0.0 if test is not None else test_fraction, seed,
+        inner = draw(
+            rest, 0.0 if val is not None else val_fraction,
+            0.0 if test is not None else test_fraction,
         )  # fmt: skip
         return Splits(
             rest[inner.train],

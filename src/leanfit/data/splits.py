@@ -1,4 +1,9 @@
-"""Stratified, seeded splits and subsets.
+"""Splits and subsets.
+
+Two ways to split: a stratified, seeded shuffle (`make_splits`: each class in exactly its
+proportions, drawn again whenever the dataset changes), or each image by its own pixels
+(`stable_splits`: an image stays in its split as the dataset grows, shrinks or is relabelled, and
+copies of one picture share a split; each class in its proportions only on average).
 
 Subsets are nested: for one seed, the 25% subset lies inside the 50% subset, so a trial promoted to
 more data keeps the images it has already seen.
@@ -28,15 +33,63 @@ def make_splits(labels: np.ndarray, val_fraction: float, test_fraction: float, s
     """Train/validation/test indices with each class in the same proportions in every split."""
     train, val, test = [], [], []
     for idx in _class_perms(np.asarray(labels), seed):
-        n = len(idx)
-        n_test = int(round(n * test_fraction))
-        n_val = int(round(n * val_fraction))
-        if n - n_test - n_val < 1:  # a tiny class still gets one training image
-            n_val = max(0, n - n_test - 1)
+        n_val, n_test = _targets(len(idx), val_fraction, test_fraction)
         test.append(idx[:n_test])
         val.append(idx[n_test : n_test + n_val])
         train.append(idx[n_test + n_val :])
     return Splits(*(np.sort(np.concatenate(s)).astype(np.int64) for s in (train, val, test)))
+
+
+def _targets(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """How many of a class of `n` images the validation and test splits take (a tiny class
+    still keeps one training image)."""
+    n_test = int(round(n * test_fraction))
+    n_val = int(round(n * val_fraction))
+    if n - n_test - n_val < 1:
+        n_val = max(0, n - n_test - 1)
+    return n_val, n_test
+
+
+def place_of(keys: np.ndarray, seed: int) -> np.ndarray:
+    """Each image's place in [0, 1), from its 64-bit pixel key and the seed alone: uniform, and
+    the same whatever other images the dataset holds (splitmix64 of the key and the seed)."""
+    x = np.asarray(keys, dtype=np.uint64) ^ np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return (x >> np.uint64(11)).astype(np.float64) / float(2**53)
+
+
+def stable_splits(
+    keys: np.ndarray, labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+) -> Splits:
+    """Train/validation/test indices where each image's split follows from its own pixels
+    (`keys`, `sources.image_keys`) and the seed: an image placed below `test_fraction` is a test
+    image, one above 1 - `val_fraction` a validation image, so adding or removing other images,
+    or changing one fraction, never moves it (nor any image of the other held-out split), and
+    copies of a picture share their split. Each class gets its proportions on average, not
+    exactly; only where a class would have none of a split the shuffle gives it (or no training
+    image) is its image nearest that split moved into it, which a growing class can undo."""
+    labels = np.asarray(labels)
+    place = place_of(keys, seed)
+    role = np.where(place < test_fraction, 2, np.where(place >= 1.0 - val_fraction, 1, 0))
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        n_val, n_test = _targets(len(idx), val_fraction, test_fraction)
+        # (train 0, val 1, test 2; each missing split takes the image placed nearest to it)
+        for want, target, nearest in ((2, n_test, np.argmin), (1, n_val, np.argmax)):
+            if target and not (role[idx] == want).any():
+                free = idx[role[idx] == 0]
+                if len(free) > 1:
+                    role[free[nearest(place[free])]] = want
+        if not (role[idx] == 0).any():
+            val, test = idx[role[idx] == 1], idx[role[idx] == 2]
+            if len(val) >= len(test):
+                role[val[np.argmin(place[val])]] = 0
+            else:
+                role[test[np.argmax(place[test])]] = 0
+    return Splits(*(np.flatnonzero(role == r).astype(np.int64) for r in (0, 1, 2)))
 
 
 def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:

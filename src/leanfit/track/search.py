@@ -85,6 +85,15 @@ def key_settings(model, exclude, legacy: bool = False) -> dict[str, Any]:
     return model.model_dump(mode="json", exclude=exclude, exclude_defaults=not legacy)
 
 
+def splits_identity(experiment: Experiment, settings: dict[str, Any]) -> dict[str, str]:
+    """What a key says of how the splits are drawn, in place of `dataset.split` (taken out of
+    `settings`): the splits drawn, not how the file asked for them, so `auto` and what it means
+    are one search; stable splits are another search (and pipeline run) than the shuffled ones
+    image folders had before, whose keys stay what they were."""
+    settings.get("dataset", {}).pop("split", None)
+    return {"splits": "stable"} if experiment.dataset.stable_splits else {}
+
+
 def search_key(
     experiment: Experiment,
     digest: str | None,
@@ -102,7 +111,11 @@ def search_key(
     """
     exclude = NOT_SEARCHED_BEFORE if legacy or with_budget else NOT_SEARCHED
     settings = key_settings(experiment, exclude, legacy)
-    identity: dict[str, Any] = {"settings": settings, "digest": digest}
+    identity: dict[str, Any] = {
+        "settings": settings,
+        "digest": digest,
+        **splits_identity(experiment, settings),
+    }
     if objective is not None:
         identity["objective"] = objective
     blob = json.dumps(identity, sort_keys=True)

@@ -53,9 +53,9 @@ class TrialSpec(BaseModel):
 
 
 def data_plan(experiment: Experiment, dataset: LoadedDataset) -> DataPlan:
-    """The experiment's stratified, seeded splits, and the search's share of the training split."""
+    """The experiment's splits (`dataset.split`), and the search's share of the training split."""
     ds = experiment.dataset
-    splits = dataset.splits(ds.val_fraction, ds.test_fraction, ds.seed)
+    splits = dataset.splits(ds.val_fraction, ds.test_fraction, ds.seed, ds.stable_splits)
     search = splits.train
     if ds.search_fraction < 1.0:
         labels = dataset.labels.numpy()[splits.train]
