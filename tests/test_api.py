@@ -921,8 +921,8 @@ def test_a_space_of_ones_own_refuses_what_it_cannot_search_before_anything_start
         )  # fmt: skip
     assert str(refused.value) == (
         "objectives: no model of the search space fits max_params 20 (none of 1,000 random "
-        "configurations; the smallest drawn has 40 parameters); raise the limit or make the "
-        "space's models smaller (space=)"
+        "configurations, nor the 20 nearest made smaller one parameter at a time; the smallest "
+        "drawn has 40 parameters); raise the limit or make the space's models smaller (space=)"
     )
     assert not (in_tmp / "mlflow.db").exists()
     # accuracy alone needs no count of parameters; its plot is by trial, not by a size of 0

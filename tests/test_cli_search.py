@@ -574,7 +574,7 @@ def test_a_work_dir_that_cannot_be_a_folder_is_refused_before_anything_starts(in
 
 def test_a_hard_budget_no_model_meets_is_refused_before_anything_starts(in_tmp):
     cfg = digits_config(budget={"min_epochs": 1, "max_epochs": 3, "trials": 4})
-    cfg["objectives"]["max_params"] = 20  # the space's smallest models have hundreds
+    cfg["objectives"]["max_params"] = 20  # the space's smallest model has 94
     write_yaml(in_tmp / "e.yaml", cfg)
     result = run_cli("search", "e.yaml", "--synthetic", "0", cwd=in_tmp)
     assert result.returncode == 2, result.stderr

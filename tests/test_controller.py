@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,7 +17,7 @@ from leanfit.execute.local import LocalExecutor
 from leanfit.search.asha import ASHA
 from leanfit.search.controller import SearchController, within_budget
 from leanfit.search.factory import make_strategy
-from leanfit.search.run import model_cost
+from leanfit.search.run import check_budgets_reachable, model_cost
 from leanfit.train.trainer import TrainResult
 from tests.support import digits_config, finished_records
 
@@ -176,6 +177,28 @@ def test_nothing_over_the_parameter_budget_is_trained(tmp_path, constrained_samp
     assert all(t.params <= 3000 for t in c.trials.values())
     assert all(c.cost(j.spec.config)[0] <= 3000 for j in rec.jobs)
     assert (c.stats.infeasible > 0) == (not constrained_sampling)
+
+
+@pytest.mark.parametrize("strategy", ["skopt", "random", "evolution"])
+def test_a_budget_near_the_spaces_smallest_models_is_searched_not_refused(tmp_path, strategy):
+    """At max_params 400 about one random configuration in a thousand fits (the digits space's
+    smallest has 94 parameters): the search was refused ("none of 1,000 random configurations"),
+    or, at 600, ended part-way with that error after trials had trained. Draws are shrunk into
+    the budget one parameter at a time, so every strategy searches there."""
+    objectives = EXPERIMENT.objectives.model_copy(update={"max_params": 400})
+    cost = model_cost(1, 16, 10)
+    rng = random.Random(0)
+    assert sum(cost(SPACE.sample(rng))[0] <= 400 for _ in range(1000)) <= 3  # (as said)
+    experiment = EXPERIMENT.model_copy(update={"objectives": objectives})
+    check_budgets_reachable(experiment, SPACE, cost)  # (it raised)
+    rec = Recorder(InlineExecutor(synthetic()))
+    c = controller(rec, tmp_path, strategy, objectives=objectives, max_trials=30)
+    c.run()
+    assert len(c.trials) == 30 and c.stats.exhausted is None
+    assert all(t.params <= 400 for t in c.trials.values())
+    assert len({t.key for t in c.trials.values()}) == 30
+    # (the shrunk models keep their random hyper-parameters: they are not one model)
+    assert len({t.config["lr"] for t in c.trials.values()}) > 20
 
 
 def flaky_runner():

@@ -78,16 +78,21 @@ def ehvi_error(error: float) -> float:
 def within_budget(
     objectives: ObjectivesConfig, cost: Callable[[Mapping[str, Any]], tuple[int, int]]
 ) -> Callable[[Mapping[str, Any]], bool] | None:
-    """The hard budgets as a predicate a strategy can sample and optimise under (None: none)."""
+    """The hard budgets as a predicate a strategy can sample and optimise under (None: none);
+    its `excess` says how far over them a configuration is (above 0: over; the larger share)."""
     if not objectives.max_params and not objectives.max_macs:
         return None
+    limits = [(i, float(limit)) for i, limit in enumerate(
+        (objectives.max_params, objectives.max_macs)) if limit]  # fmt: skip
+
+    def excess(config: Mapping[str, Any]) -> float:
+        sizes = cost(config)
+        return max(sizes[i] / limit - 1.0 for i, limit in limits)
 
     def feasible(config: Mapping[str, Any]) -> bool:
-        params, macs = cost(config)
-        return (not objectives.max_params or params <= objectives.max_params) and (
-            not objectives.max_macs or macs <= objectives.max_macs
-        )
+        return excess(config) <= 0
 
+    feasible.excess = excess  # type: ignore[attr-defined]
     return feasible
 
 
@@ -644,8 +649,9 @@ class SearchController:
             try:
                 self._ahead = self._propose(self.n_new + 1)
             except SpaceExhausted as e:
-                if e.infeasible:
+                if e.infeasible and not self.n_new:
                     raise
+                # (none left under the hard budget, after some were: as a space searched whole)
                 self.stats.exhausted = self.n_new
                 return False
         return True

@@ -139,26 +139,33 @@ def check_budgets_reachable(
     feasible = within_budget(experiment.objectives, cost)
     if feasible is None:
         return
+    from leanfit.search.strategy import shrink_into
+
     rng = random.Random(0)
-    smallest: tuple[int, int] | None = None
+    drawn = []
     for _ in range(draws):
         config = space.sample(rng)
         if feasible(config):
             return
-        params, macs = cost(config)
-        smallest = min(smallest or (params, macs), (params, macs))
+        drawn.append((feasible.excess(config), config))
+    # none drawn fits: shrunk into it, as the search's proposals are (the least over first)
+    drawn.sort(key=lambda d: d[0])
+    for _, config in drawn[:20]:
+        if shrink_into(space, config, feasible.excess, rng) is not None:
+            return
+    smallest = min(cost(config) for _, config in drawn)
     o = experiment.objectives
     limits = " and ".join(
         f"{name} {value:,}"
         for name, value in (("max_params", o.max_params), ("max_macs", o.max_macs))
         if value
     )
-    params, macs = smallest or (0, 0)
-    drawn = f"{params:,} parameters" + (f" and {macs:,} MACs" if o.max_macs else "")
+    params, macs = smallest
+    size = f"{params:,} parameters" + (f" and {macs:,} MACs" if o.max_macs else "")
     raise LeanfitError(
         f"objectives: no model of the search space fits {limits} (none of {draws:,} random "
-        f"configurations; the smallest drawn has {drawn}); raise the limit or make the space's "
-        f"models smaller ({smaller})"
+        f"configurations, nor the 20 nearest made smaller one parameter at a time; the smallest "
+        f"drawn has {size}); raise the limit or make the space's models smaller ({smaller})"
     )
 
 

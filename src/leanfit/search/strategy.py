@@ -27,6 +27,10 @@ from leanfit.space.spec import SearchSpace
 
 # Random draws tried for one new configuration before the space counts as exhausted.
 MAX_DRAWS = 1000
+# Under a tight hard budget (fewer than one random draw in REPAIR_AFTER fits it), an infeasible
+# draw is shrunk into it (`shrink_into`), at most REPAIRS times for one new configuration.
+REPAIR_AFTER = 50
+REPAIRS = 50
 
 Feasible = Callable[[dict[str, Any]], bool]
 
@@ -178,15 +182,25 @@ class Strategy(ABC):
         return self.feasible is None or bool(self.feasible(dict(config)))
 
     def sample_new(self) -> dict[str, Any]:
-        """A random configuration that is new and feasible, claimed as pending."""
-        infeasible = 0
+        """A random configuration that is new and feasible, claimed as pending. Where almost no
+        random draw is feasible (a `max_params` near the space's smallest models) and `feasible`
+        says how far over a configuration is (`excess`), draws are shrunk into the budget."""
+        infeasible = repaired = 0
+        excess = getattr(self.feasible, "excess", None)
         for _ in range(MAX_DRAWS):
             config = self.space.sample(self.rng)
             if not self.is_feasible(config):
                 infeasible += 1
-            elif self.claim(config):
+                if excess is None or infeasible < REPAIR_AFTER or repaired >= REPAIRS:
+                    continue
+                repaired += 1
+                shrunk = shrink_into(self.space, config, excess, self.rng)
+                if shrunk is None or not self.claim(shrunk):
+                    continue
+                return shrunk
+            if self.claim(config):
                 return config
-        if infeasible == MAX_DRAWS:
+        if infeasible == MAX_DRAWS and not repaired:
             raise SpaceExhausted(
                 f"none of {MAX_DRAWS} random configurations satisfies the constraints "
                 "(e.g. objectives.max_params); loosen them or make the space's models smaller",
@@ -202,6 +216,33 @@ class Strategy(ABC):
     def ranked(self) -> list[Observation]:
         """Told observations, best first; non-finite values last, ties to the earlier told."""
         return sorted(self.observations.values(), key=lambda o: (_rank_value(o.value), o.order))
+
+
+# One-parameter mutations tried at each step of `shrink_into`, and its steps at most.
+SHRINK_MUTANTS = 8
+SHRINK_STEPS = 200
+
+
+def shrink_into(
+    space: SearchSpace, config: Mapping[str, Any], excess: Callable[[dict[str, Any]], float], rng
+) -> dict[str, Any] | None:
+    """`config` brought under a hard budget by one-parameter mutations (`evolution.mutate`, so
+    conditional parameters stay consistent): at each step the mutant of the least `excess` (how
+    far over the budget: above 0 is over) of a few, where it is less than now. The parameters the
+    budget does not care about keep their random values. None where no step gets under it."""
+    from leanfit.search.evolution import mutate
+
+    current = space.validate(config)
+    over = excess(current)
+    for _ in range(SHRINK_STEPS):
+        if over <= 0:
+            return current
+        mutants = [mutate(space, current, rng, validated=True) for _ in range(SHRINK_MUTANTS)]
+        scored = [excess(m) for m in mutants]
+        best = min(range(len(mutants)), key=scored.__getitem__)
+        if scored[best] < over:
+            current, over = mutants[best], scored[best]
+    return current if over <= 0 else None
 
 
 def _rank_value(value: float) -> float:
