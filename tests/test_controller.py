@@ -241,6 +241,36 @@ def test_a_search_where_trials_crash_or_return_nan_finishes_and_records_them(tmp
         assert c.trials[tid].results, f"trial {tid} was not retried after its worker died"
 
 
+def failing_when_promoted_runner():
+    """Every trial trains at its first rung; its promotion's loss becomes NaN."""
+    inner = synthetic().build()
+
+    def run(spec):
+        if not spec.trial_id.endswith("rung-0"):
+            return TrainResult("failed", reason="loss became nan in epoch 4")
+        return inner(spec)
+
+    return run
+
+
+def test_a_trial_that_fails_when_promoted_is_no_front_model_and_counts_as_failed(tmp_path):
+    """Its lower rung's figures stay in its record, but it was on the front (and so a finalist
+    of the pipeline) and told to the surrogate as that figure at the full budget; it is told as
+    a failure at the budget it failed at, and the front is of the trials that did not fail."""
+    runner = RunnerSpec("tests.test_controller:failing_when_promoted_runner")
+    c = controller(InlineExecutor(runner), tmp_path, max_trials=20)
+    c.run()
+    failed = [t for t in c.trials.values() if t.failed is not None]
+    assert failed and all(list(t.results) == [0] for t in failed)  # (its rung-0 figures kept)
+    front = c.front()
+    assert front and not [t for t in front if t.failed is not None]
+    assert c.best_accuracy() == max(t.val_accuracy for t in c.trials.values() if not t.failed)
+    c._retell()
+    for trial in failed:
+        told = c.strategy.observations[trial.key]
+        assert told.value == math.inf and told.fidelity == c._budget_shares[1]
+
+
 def mostly_failing_runner():
     """Nine trials in ten time out; the tenth is trained."""
     inner = synthetic().build()

@@ -768,9 +768,15 @@ class SearchController:
         updates: dict[tuple, float | None] = {}
         fidelities: dict[tuple, float] = {}
         for trial, value in zip(trials, values[: len(trials)], strict=True):
-            if trial.infeasible or trial.failed is not None or at[trial.key] in trial.results:
-                updates[trial.key] = float(value)  # inf for failures, over-budget penalty
-                if at[trial.key] is not None and trial.failed is None:
+            if trial.failed is not None:
+                # inf, at the budget it failed at: one that failed when promoted (its loss NaN
+                # with more epochs) was told its lower rung's value, as a full budget's
+                updates[trial.key] = math.inf
+                failed_at = max(trial.results, default=-1) + 1
+                fidelities[trial.key] = self._budget_shares.get(failed_at, 1.0)
+            elif trial.infeasible or at[trial.key] in trial.results:
+                updates[trial.key] = float(value)  # the over-budget penalty, or its result
+                if at[trial.key] is not None:
                     fidelities[trial.key] = self._budget_shares[at[trial.key]]
             elif trial.results:
                 updates[trial.key] = None  # stopped below the fitted rung: seen, not fitted
@@ -964,9 +970,15 @@ class SearchController:
 
     # -- what the user sees ---------------------------------------------------------------------
 
+    def scored(self) -> list[Trial]:
+        """The trials with a result that stands: none of their jobs failed. One that failed
+        when promoted (its loss NaN with more epochs) keeps its lower rung's figures, and is
+        no model to pick: it was on the front, and a finalist of the pipeline."""
+        return [t for t in self.trials.values() if t.results and t.failed is None]
+
     def front(self) -> list[Trial]:
-        """The Pareto front over the objectives, each trial at its highest rung."""
-        done = [t for t in self.trials.values() if t.results]
+        """The Pareto front over the objectives, each trial at its highest rung (`scored`)."""
+        done = self.scored()
         if not done:
             return []
         points = [self.objective_vector(t, t.results[t.top_rung]) for t in done]
@@ -1007,7 +1019,7 @@ class SearchController:
         """Hypervolume of the front over (log10 params in `hypervolume_range`, by default
         [2, 4.5], validation error); with accuracy the only objective, the best accuracy (the
         volume one objective dominates)."""
-        done = [t for t in self.trials.values() if t.results]
+        done = self.scored()
         if not done:
             return 0.0
         if not self._sized_targets():
@@ -1019,7 +1031,7 @@ class SearchController:
         return hypervolume(pts, [high, 1.0])
 
     def best_accuracy(self) -> float | None:
-        accs = [t.val_accuracy for t in self.trials.values() if t.results]
+        accs = [t.val_accuracy for t in self.scored()]
         return max(accs) if accs else None
 
     def budget_left(self) -> float | None:
