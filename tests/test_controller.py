@@ -201,6 +201,27 @@ def test_a_budget_near_the_spaces_smallest_models_is_searched_not_refused(tmp_pa
     assert len({t.config["lr"] for t in c.trials.values()}) > 20
 
 
+@pytest.mark.parametrize("fit_on", ["all_rungs", "top_rung"])
+def test_evolution_under_asha_mutates_once_its_population_is_full(tmp_path, fit_on):
+    """Each trial joins the population at its highest rung (`fit_on: all_rungs`): fitted on
+    the highest rung with enough results, every trial stopped lower left it whenever that rung
+    moved up, and about half the proposals of an ASHA search were random samples refilling it."""
+    c = controller(
+        InlineExecutor(synthetic()), tmp_path, "evolution", fit_on=fit_on, max_trials=150
+    )
+    evolution = c.strategy
+    sizes = []
+    ask = evolution.ask
+    evolution.ask = lambda n=1: sizes.append(len(evolution.population)) or ask(n)
+    c.run()
+    full = sizes.index(evolution.population_size)
+    refilling = sum(size < evolution.population_size for size in sizes[full:])
+    if fit_on == "all_rungs":
+        assert refilling == 0, sizes
+    else:  # (BOHB's rule, still there to choose)
+        assert refilling > 10, sizes
+
+
 def flaky_runner():
     """A fifth of the trials return NaN; a few others crash their worker once."""
     import os

@@ -556,6 +556,18 @@ def test_the_population_stays_bounded_and_the_oldest_is_retired_whatever_its_val
     assert len(evolution.population) == 5
 
 
+def test_a_member_withdrawn_and_told_again_joins_the_population_again():
+    """(A trial marked as seen, then told when promoted, was lost to the population for good.)"""
+    evolution = RegularizedEvolution(SMALL, seed=0, population_size=3, sample_size=2)
+    configs = RandomSearch(SMALL, seed=1).ask(3)
+    evolution.tell_many(configs, [1.0, 2.0, 3.0])
+    evolution.mark_seen(configs[0])
+    assert len(evolution.population) == 2
+    evolution.tell(configs[0], 0.5)
+    assert evolution.population_configs()[-1] == SMALL.canonicalize(configs[0])  # the youngest
+    assert len(evolution.population) == 3
+
+
 def test_a_full_tournament_mutates_the_best_member():
     evolution = RegularizedEvolution(SMALL, seed=0, population_size=4, sample_size=4)
     configs = RandomSearch(SMALL, seed=2).ask(4)
@@ -582,3 +594,6 @@ def test_make_strategy_follows_the_experiment_file():
     assert isinstance(make_strategy(SMALL, StrategyConfig(name="random")), RandomSearch)
     evolution = make_strategy(SMALL, StrategyConfig(name="evolution", seed=3), seed=8)
     assert isinstance(evolution, RegularizedEvolution) and evolution.seed == 8
+    assert evolution.fidelity_input  # (each trial at its highest rung: `fit_on: all_rungs`)
+    bohb = make_strategy(SMALL, StrategyConfig(name="evolution", fit_on="top_rung"))
+    assert not bohb.fidelity_input

@@ -746,7 +746,8 @@ class StrategyConfig(Strict):
     fit_on: Literal["top_rung", "all_rungs"] = Field(
         "all_rungs",
         description="skopt: fit the surrogate on the results at the highest rung with enough of "
-        "them (BOHB), or on every trial's latest result with its rung's budget as an input",
+        "them (BOHB), or on every trial's latest result with its rung's budget as an input; "
+        "evolution: its population of the results at that rung, or of every trial's latest",
     )
     crossover_samples: int = Field(
         50,

@@ -40,9 +40,16 @@ class RegularizedEvolution(Strategy):
     that become inactive are dropped; nothing else changes.
 
     A configuration told a non-finite value (failed, or over a hard constraint) does not join
-    the population, and a member whose value is withdrawn (`mark_seen`) leaves it. Telling a
-    member again updates its value without changing its age. With `feasible`, a child that does
-    not satisfy it is mutated again.
+    the population, and a member whose value is withdrawn (`mark_seen`) leaves it (told again,
+    it joins again, as the youngest). Telling a member again updates its value without changing
+    its age. With `feasible`, a child that does not satisfy it is mutated again.
+
+    Under a multi-fidelity scheduler (`every_rung`, the default) each trial is told its latest
+    result, at the highest rung it reached, so a promoted trial competes with what more epochs
+    made of it. Fitted on the highest rung with enough results instead (BOHB's rule, the
+    controller's without `every_rung`), every trial stopped lower left the population whenever
+    that rung moved up, and about half the proposals of a 300-trial ASHA search were random
+    samples refilling it.
 
     Args:
         space: the search space.
@@ -50,6 +57,8 @@ class RegularizedEvolution(Strategy):
         population_size: P, the number of configurations kept.
         sample_size: S, the tournament size; larger is greedier.
         feasible: a predicate every proposal must satisfy (e.g. parameters <= max_params).
+        every_rung: be told every trial's latest result (see above), not only those at the
+            rung the controller fits on.
 
     Example:
         >>> from leanfit.space.spec import Param, SearchSpace
@@ -71,6 +80,7 @@ class RegularizedEvolution(Strategy):
         population_size: int = 20,
         sample_size: int = 5,
         feasible: Feasible | None = None,
+        every_rung: bool = True,
     ) -> None:
         if not isinstance(population_size, int) or population_size < 2:
             raise ValueError(
@@ -89,6 +99,8 @@ class RegularizedEvolution(Strategy):
         self.sample_size = sample_size
         self.population: deque[tuple] = deque()
         self._joined: set[tuple] = set()
+        # (the controller's name for "each trial at its highest rung")
+        self.fidelity_input = every_rung
 
     def tell(self, config: Mapping[str, Any], value: float, fidelity: float = 1.0) -> None:
         super().tell(config, value, fidelity)
@@ -102,6 +114,7 @@ class RegularizedEvolution(Strategy):
 
     def withdraw(self, key: tuple) -> None:
         super().withdraw(key)
+        self._joined.discard(key)  # (told again, it joins again)
         if key in self.population:
             self.population.remove(key)
 

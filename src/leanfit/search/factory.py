@@ -25,7 +25,8 @@ def make_strategy(
     hyper-parameters; a space of one's own has its own, see `OwnSpace.crossover_group`).
 
     "skopt" uses `config.surrogate`, `config.acquisition` and `config.initial_points`; "random"
-    and "evolution" use only the seed (evolution keeps its default population and sample sizes).
+    uses only the seed, "evolution" the seed and `config.fit_on` (it keeps its default population
+    and sample sizes).
     """
     seed = config.seed if seed is None else seed
     if config.name == "skopt":
@@ -43,5 +44,7 @@ def make_strategy(
     if config.name == "random":
         return RandomSearch(space, seed=seed, feasible=feasible)
     if config.name == "evolution":
-        return RegularizedEvolution(space, seed=seed, feasible=feasible)
+        return RegularizedEvolution(
+            space, seed=seed, feasible=feasible, every_rung=config.fit_on == "all_rungs"
+        )
     raise ValueError(f"unknown strategy {config.name!r}")
