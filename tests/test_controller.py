@@ -70,7 +70,7 @@ def controller(
     return SearchController(
         space=SPACE,
         strategy=make_strategy(SPACE, cfg, seed=1, feasible=feasible),
-        scheduler=ASHA(1, 9, 3),
+        scheduler=defaults.pop("scheduler", None) or ASHA(1, 9, 3),
         executor=executor,
         cost=cost,
         checkpoint_dir=tmp_path / "ck",
@@ -220,6 +220,22 @@ def test_evolution_under_asha_mutates_once_its_population_is_full(tmp_path, fit_
         assert refilling == 0, sizes
     else:  # (BOHB's rule, still there to choose)
         assert refilling > 10, sizes
+
+
+def test_a_hyperband_search_with_a_bracket_this_version_does_not_run_is_not_resumed(tmp_path):
+    """(Before, digits' 1-to-10 epochs had a bracket starting at rung 2, 9 epochs.)"""
+    from dataclasses import replace
+
+    from leanfit.errors import LeanfitError
+    from leanfit.search.hyperband import Hyperband
+
+    first = controller(InlineExecutor(synthetic()), tmp_path, max_trials=6)
+    first.run()
+    records = [replace(r, bracket=2) for r in finished_records(first)]
+    second = controller(InlineExecutor(synthetic()), tmp_path, scheduler=Hyperband(1, 10, 3))
+    with pytest.raises(LeanfitError, match="bracket.s. starting at rung 2, which this version"):
+        second.restore(records)
+    assert not second.trials  # (refused before anything was restored)
 
 
 def flaky_runner():

@@ -211,6 +211,39 @@ def test_hyperband_brackets_and_weights_follow_the_paper():
     assert hb.weights == (81, 34, 15, 8, 5)
 
 
+def test_hyperband_where_the_top_is_not_on_the_ladder_has_the_papers_brackets():
+    """R = 10, r = 1, η = 3: s_max = ⌊log3 10⌋ = 2, three brackets with n = 9, 5 and 3 (Li et
+    al.'s formula); the ladder's extra rung at 10 epochs starts no bracket of its own (a bracket
+    starting at 9 epochs, before, only promoted trials by one epoch). A bracket is named by the
+    rung its trials start at, as its jobs and MLflow's records carry it."""
+    hb = Hyperband(min_epochs=1, max_epochs=10, eta=3)
+    assert [[r.epochs for r in b.rungs] for b in hb.brackets] == [[1, 3, 9, 10], [3, 9, 10], [10]]
+    assert hb.weights == (9, 5, 3)
+    jobs = [hb.next_job() for _ in range(17)]
+    assert sorted({j.bracket for j in jobs}) == [0, 1, 3]
+    full = next(j for j in jobs if j.bracket == 3)
+    hb.record(full.trial_id, 3, 0.1, bracket=3)
+    assert hb.bracket_of(full.trial_id) == 3
+    restored = Hyperband(min_epochs=1, max_epochs=10, eta=3)
+    restored.record(40, 3, 0.2, bracket=3)
+    assert restored.bracket_of(40) == 3 and restored.next_job().trial_id == 41
+    with pytest.raises(
+        ValueError, match=r"bracket 2 does not exist \(the brackets start at rungs 0, 1, 3\)"
+    ):
+        restored.record(99, 2, 0.2, bracket=2)
+    assert [len(Hyperband(1, e, 3).brackets) for e in (1, 2, 3, 8, 9, 10, 26, 27, 100)] == [
+        1,
+        1,
+        2,
+        2,
+        3,
+        3,
+        3,
+        4,
+        5,
+    ]
+
+
 def test_hyperband_spreads_new_trials_by_weight_and_trials_compete_within_brackets():
     hb = Hyperband(min_epochs=1, max_epochs=9, eta=3)
     starts = [0, 0, 0]

@@ -904,6 +904,14 @@ class SearchController:
         every job failed, resumed after a fix: it ran nothing, and ended FINISHED with an empty
         front). Returns the number of jobs queued again.
         """
+        names = getattr(self.scheduler, "bracket_names", None)
+        if names is not None and (stray := {r.bracket for r in records} - {None, *names}):
+            raise LeanfitError(
+                f"this search's trials ran in Hyperband bracket(s) starting at rung "
+                f"{', '.join(map(str, sorted(stray)))}, which this version of leanfit does not "
+                f"run (its brackets start at rungs {', '.join(map(str, names))}: Li et al.'s "
+                "⌊log_η(R/r)⌋ + 1); run it again without --resume, or give it another name"
+            )
         for rec in sorted(records, key=lambda r: (r.trial_id, r.rung, r.attempt)):
             trial = self.trials.get(rec.trial_id)
             if trial is None:

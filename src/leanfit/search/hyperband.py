@@ -18,9 +18,13 @@ class Hyperband:
     Successive halving bets that a trial's early rungs predict its last one; when they do not (a
     large learning rate that starts fast and ends badly), aggressive early stopping throws good
     configurations away. Hyperband hedges that bet by running s_max + 1 brackets over the same rung
-    ladder (see `leanfit.search.asha.make_rungs`, s_max + 1 rungs): bracket s is an ASHA whose new
-    trials start at rung s, so bracket 0 is the most aggressive and bracket s_max is plain random
-    search at the full budget. A trial competes only with trials of its own bracket.
+    ladder (see `leanfit.search.asha.make_rungs`), s_max = ⌊log_η(R/r)⌋: bracket s < s_max is an
+    ASHA whose new trials start at rung s, so bracket 0 is the most aggressive, and the last
+    bracket is plain random search at the full budget (the ladder's last rung). A trial competes
+    only with trials of its own bracket. Where R is not r·η^k (r = 1, R = 10, η = 3: rungs 1, 3,
+    9 and 10) the ladder's extra last rung starts no bracket of its own: one starting at 9 epochs
+    would only promote to 10, a near copy of the full-budget bracket (the paper has 3 brackets
+    there, and so has this; before, 4).
 
     `next_job` first looks for a promotion in any bracket (brackets in order), and otherwise
     starts a new trial in the bracket chosen by `assignment`:
@@ -48,6 +52,8 @@ class Hyperband:
         [[1, 3, 9], [3, 9], [9]]
         >>> [hb.next_job().bracket for _ in range(6)]
         [0, 1, 2, 0, 1, 0]
+        >>> [[r.epochs for r in b.rungs] for b in Hyperband(1, 10, 3).brackets]
+        [[1, 3, 9, 10], [3, 9, 10], [10]]
     """
 
     def __init__(
@@ -73,10 +79,13 @@ class Hyperband:
         }
         self.eta = eta
         self.ladder: tuple[Rung, ...] = make_rungs(min_epochs, max_epochs, eta, **fidelity)
-        s_max = len(self.ladder) - 1
+        top = len(self.ladder) - 1
+        # s_max = ⌊log_η(R/r)⌋: the last rung's index where it is r·η^k, one less where it is an
+        # extra rung at R (each bracket's rungs are taken from the ladder, so those end at R)
+        s_max = top if self.ladder[top].epochs == min_epochs * eta**top else top - 1
+        starts = [*range(s_max), top]  # where each bracket's new trials start
         self.brackets: tuple[ASHA, ...] = tuple(
-            ASHA(min_epochs, max_epochs, eta, **fidelity, min_early_stopping_rate=s)
-            for s in range(s_max + 1)
+            ASHA(min_epochs, max_epochs, eta, **fidelity, min_early_stopping_rate=s) for s in starts
         )
         if assignment == "weighted":
             self.weights = tuple(
@@ -86,6 +95,9 @@ class Hyperband:
         else:
             self.weights = (1,) * (s_max + 1)
         self._started = [0] * len(self.brackets)
+        # a bracket is named by the rung its new trials start at (its jobs carry that name), and
+        # kept by its place in `brackets`
+        self._place = {b.bracket: i for i, b in enumerate(self.brackets)}
         self._bracket_of: dict[int, int] = {}
         self._next_id = 0
 
@@ -128,27 +140,36 @@ class Hyperband:
         self.brackets[self._adopt(trial_id, bracket)].hold(trial_id, rung_index)
 
     def _adopt(self, trial_id: int, bracket: int | None) -> int:
-        """The bracket of a trial, registering one this object has not started (a restore)."""
+        """The place in `brackets` of a trial's bracket, registering a trial this object has not
+        started (a restore) in `bracket` (its name: the rung its trials start at)."""
         known = self._bracket_of.get(trial_id)
         if known is None:
             if bracket is None:
                 raise ValueError(
                     f"trial {trial_id} was not started here; give the bracket its jobs carried"
                 )
-            if not 0 <= bracket < len(self.brackets):
+            if bracket not in self._place:
                 raise ValueError(
-                    f"bracket {bracket} does not exist (0 to {len(self.brackets) - 1})"
+                    f"bracket {bracket} does not exist (the brackets start at rungs "
+                    f"{', '.join(str(b) for b in self._place)})"
                 )
-            self._bracket_of[trial_id] = bracket
-            self._started[bracket] += 1
+            known = self._bracket_of[trial_id] = self._place[bracket]
+            self._started[known] += 1
             self._next_id = max(self._next_id, trial_id + 1)
-            known = bracket
-        elif bracket is not None and bracket != known:
-            raise ValueError(f"trial {trial_id} is in bracket {known}, not {bracket}")
+        elif bracket is not None and bracket != self.brackets[known].bracket:
+            raise ValueError(
+                f"trial {trial_id} is in bracket {self.brackets[known].bracket}, not {bracket}"
+            )
         return known
 
+    @property
+    def bracket_names(self) -> tuple[int, ...]:
+        """The brackets by name: the rung each one's new trials start at."""
+        return tuple(self._place)
+
     def bracket_of(self, trial_id: int) -> int:
-        return self._bracket_of[trial_id]
+        """A trial's bracket, by its name (the rung its trials start at)."""
+        return self.brackets[self._bracket_of[trial_id]].bracket
 
     def results(self, rung_index: int) -> dict[int, Value | None]:
         """The values recorded at a rung of the ladder in every bracket, best first."""
