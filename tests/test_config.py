@@ -202,6 +202,12 @@ BAD_FILES = [
     ("missing name", {k: v for k, v in digits_config().items() if k != "name"}, "name"),
     ("bad wall time", digits_config(budget={"wall_time": "ten minutes"}), "budget.wall_time"),
     (
+        "a budget in GPU-hours, which was accepted and had no effect",
+        digits_config(budget={"gpu_hours": 24, "wall_time": "1h"}),
+        "budget.gpu_hours: not supported yet: a search is budgeted by wall_time or trials; give "
+        "wall_time as the GPU-hours over the GPUs it uses at once",
+    ),
+    (
         "size budget in words",
         digits_config(objectives={**digits_config()["objectives"], "max_params": "20 thousand"}),
         "objectives.max_params: '20 thousand' is not a count",

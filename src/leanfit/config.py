@@ -705,11 +705,26 @@ class BudgetConfig(Strict):
     min_resolution: int | None = Field(None, ge=MIN_RESOLUTION)
     wall_time: float | None = Field(None, gt=0, description="seconds; accepts 90s, 10m, 2h")
     trials: int | None = Field(None, gt=0)
-    gpu_hours: float | None = Field(None, gt=0)
+    gpu_hours: float | None = Field(
+        None, description="not supported yet: refused, with the wall_time to give instead"
+    )
 
     _duration = field_validator("wall_time", mode="before")(
         classmethod(lambda cls, v: parse_duration(v))
     )
+
+    @field_validator("gpu_hours", mode="before")
+    @classmethod
+    def _no_gpu_hours(cls, value: Any) -> Any:
+        # (it was accepted and then had no effect: a search without wall_time or trials was
+        # refused for want of a budget, and with one ran by that budget alone)
+        if value is not None:
+            raise ValueError(
+                "not supported yet: a search is budgeted by wall_time or trials; give "
+                "wall_time as the GPU-hours over the GPUs it uses at once (24 GPU-hours on 4 "
+                "GPUs: wall_time: 6h), and remove gpu_hours"
+            )
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> BudgetConfig:
