@@ -51,8 +51,9 @@ class Trial:
         state: what the function returned at the trial's rung below, or None on its first job.
         epoch: epochs trained so far, counting the rungs below: `state`'s epochs, then one more
             at each `report`.
-        schedule_epochs: the epochs a learning-rate schedule should span (the top rung's), so
-            that a promoted trial's schedule goes on rather than starting again.
+        schedule_epochs: the epochs a learning-rate schedule should span: this rung's (each
+            rung anneals to its own end, and a promotion anneals again from the weights it
+            inherits, a warm restart, as leanfit's own trials do).
         data_fraction, resolution: this rung's share of the training data and image size, where
             the file makes them fidelities (1.0 and None otherwise).
         seed: a seed for this trial's randomness.
