@@ -100,6 +100,20 @@ def test_decode_quick_run_times_both_decodes_of_every_photo(tmp_path):
     assert report["pixel_difference_max"] <= 4  # the reduced decode gives the same picture
 
 
+def test_proposal_cost_quick_run_times_each_surrogates_asks(tmp_path):
+    out = tmp_path / "proposal_cost.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "proposal_cost.py"), "--quick", "--out",
+         str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert [(r["surrogate"], r["results_told"]) for r in report["rows"]] == [("ET", 20), ("GP", 20)]
+    assert all(0 < r["median_seconds"] <= r["max_seconds"] for r in report["rows"])
+    assert "GP after   20 results: median" in done.stdout
+
+
 def load_search_efficiency():
     """The benchmark as a module, for its pure functions (it imports its sibling scripts)."""
     spec = importlib.util.spec_from_file_location("search_efficiency", SEARCH_EFFICIENCY)
