@@ -686,6 +686,19 @@ def test_rungs_ranked_by_pareto_promote_along_the_front_not_one_size(tmp_path):
         sizes[rank] = [math.log10(t.params) for t in c.trials.values() if top in t.results]
     spread = {rank: max(s) - min(s) for rank, s in sizes.items()}
     assert spread["pareto"] > 2 * spread["scalar"], spread
+    # the error comes first whatever the file's order of objectives (it breaks the ends' tie)
+    targets = [{"metric": "params", "goal": "minimize"},
+               {"metric": "val_accuracy", "goal": "maximize"}]  # fmt: skip
+    swapped = EXPERIMENT.objectives.model_copy(
+        update={"targets": [type(EXPERIMENT.objectives.targets[0])(**t) for t in targets]}
+    )
+    other = controller(
+        InlineExecutor(synthetic()), tmp_path / "o", objectives=swapped, rung_rank="pareto"
+    )
+    first = controller(InlineExecutor(synthetic()), tmp_path / "f", rung_rank="pareto")
+    metrics = trial.results[trial.top_rung]
+    assert other.rung_value(trial, metrics) == first.rung_value(trial, metrics)
+    assert other.rung_value(trial, metrics)[1] == pytest.approx(math.log10(trial.params))
 
 
 def test_the_hypervolume_counts_large_models_under_a_large_budget_and_is_the_best_accuracy_alone(

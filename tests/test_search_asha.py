@@ -298,8 +298,18 @@ def test_vector_results_are_promoted_along_the_rungs_front():
         asha.record(trial_id, 0, results[trial_id])
     promoted = [asha.next_job().trial_id for _ in range(2)]
     assert sorted(promoted) == [0, 3]
-    assert list(asha.results(0))[:3] == [0, 3, 4]  # the front's ends first, then its middle
+    # the front's ends first (the more accurate first), then its middle
+    assert list(asha.results(0))[:3] == [3, 0, 4]
     assert asha.next_job().from_rung is None  # 2 of 6: nothing more is due
+
+    # a rung's lone promotion between the front's ends goes to the more accurate, not to the
+    # earlier arrival (a chance-level 120-parameter model, 10% accurate, came first)
+    lone = ASHA(min_epochs=1, max_epochs=9, eta=3)
+    for trial_id, value in enumerate([(math.log10(0.9), 2.08), (math.log10(0.02), 4.0),
+                                      (math.log10(0.05), 4.2)]):  # fmt: skip
+        lone.start_trial()
+        lone.record(trial_id, 0, value)
+    assert lone.next_job().trial_id == 1
 
     # equal weights (Chebyshev, error and log10 size from 100 to 20k parameters on [0, 1])
     # on the same results promote the two smallest instead

@@ -888,10 +888,12 @@ class SearchController:
         vector = self.objective_vector(trial, metrics)
         if self.rung_rank == "pareto" and len(vector) > 1:
             goals = [t.metric for t in self.objectives.targets]
-            return tuple(
-                ehvi_error(1.0 - v) if metric == "val_accuracy" else v
+            ranked = [
+                (metric != "val_accuracy", ehvi_error(1.0 - v) if metric == "val_accuracy" else v)
                 for v, metric in zip(vector, goals, strict=True)
-            )
+            ]
+            # the error first, whatever the file's order: it breaks ties between the front's ends
+            return tuple(v for _, v in sorted(ranked, key=lambda r: r[0]))
         return float(self.scalarizer.scalarize([vector], self.scalarizer.equal_weights())[0])
 
     # -- restoring -----------------------------------------------------------------------------

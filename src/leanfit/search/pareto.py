@@ -93,11 +93,16 @@ def non_dominated_sort(
 def nsga2_order(points: Sequence[Sequence[float]]) -> list[int]:
     """Indices of the points (all minimised), best first as NSGA-II selects: by front, and
     within a front by crowding distance, largest first (the two ends of a front have an infinite
-    one), then by index. Points with a NaN objective come last, by index.
+    one), then by the first objective, then by index. Points with a NaN objective come last, by
+    index. (The first objective decides between the two ends: a rung's ranking puts the
+    validation error first, so its most accurate result goes before its smallest, where the
+    earlier arrival went first, and a chance-level tiny model took a lone promotion.)
 
     Example:
         >>> nsga2_order([[3, 3], [1, 4], [2, 2], [4, 1], [2.1, 1.9], [5, 5]])
         [1, 3, 2, 4, 0, 5]
+        >>> nsga2_order([[0.9, 2.0], [0.02, 4.0]])  # (a 10%-accurate tiny model arrived first)
+        [1, 0]
     """
     fronts = non_dominated_sort(points)
     array = np.asarray(points, dtype=float).reshape(len(points), -1)
@@ -105,7 +110,10 @@ def nsga2_order(points: Sequence[Sequence[float]]) -> list[int]:
     for front in fronts:
         distance = crowding_distance(array[front])
         order += [
-            front[i] for i in sorted(range(len(front)), key=lambda i: (-distance[i], front[i]))
+            front[i]
+            for i in sorted(
+                range(len(front)), key=lambda i: (-distance[i], array[front[i], 0], front[i])
+            )
         ]
     placed = set(order)
     return order + [i for i in range(len(points)) if i not in placed]
