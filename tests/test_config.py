@@ -202,6 +202,11 @@ BAD_FILES = [
     ("missing name", {k: v for k, v in digits_config().items() if k != "name"}, "name"),
     ("bad wall time", digits_config(budget={"wall_time": "ten minutes"}), "budget.wall_time"),
     (
+        "a setting misspelt near its name",
+        digits_config(dataset={"source": "digits", "splits": "stable"}),
+        "dataset.splits: unknown field; did you mean split?",
+    ),
+    (
         "a budget in GPU-hours, which was accepted and had no effect",
         digits_config(budget={"gpu_hours": 24, "wall_time": "1h"}),
         "budget.gpu_hours: not supported yet: a search is budgeted by wall_time or trials; give "

@@ -166,6 +166,18 @@ def test_stable_splits_keep_each_classs_share_and_its_smallest_classes_whole():
         assert (have[2] >= 1) == (len(shuffled.test) >= 1), (n, have)
     assert np.array_equal(stable_splits(keys, labels, 0.2, 0.1, seed=3).val, s.val)
     assert not np.array_equal(stable_splits(keys, labels, 0.2, 0.1, seed=4).val, s.val)
+    # a class of 3 gets one image of each split whatever its draw (with two placed in
+    # validation it got no test image, "too few to draw one"); copies move together
+    for seed in range(200):
+        three = stable_splits(
+            rng.integers(0, 2**63, size=3, dtype=np.uint64), [0] * 3, 0.2, 0.2, seed
+        )
+        assert [len(part) for part in (three.train, three.val, three.test)] == [1, 1, 1], seed
+        copies = np.repeat(rng.integers(0, 2**63, size=2, dtype=np.uint64), [5, 1])
+        split = stable_splits(copies, [0] * 6, 0.2, 0.2, seed)
+        parts = (split.train, split.val, split.test)
+        roles = [next(r for r, part in enumerate(parts) if i in part) for i in range(6)]
+        assert len(set(roles[:5])) == 1 and roles.count(0) >= 1, (seed, roles)
     # another validation fraction leaves the test split as it was, and the other way round
     # (but in the smallest classes, where one image is moved to give each split one)
     grown = np.flatnonzero(labels <= 2)
@@ -208,6 +220,10 @@ def test_an_image_folders_images_stay_in_their_splits_as_it_grows(tmp_path, spli
         _more_images(root / name, [f"a{i:03d}.png" for i in range(60)], seed=c)
     experiment = folder_experiment(root, tmp_path, split=split, val_fraction=0.2, test_fraction=0.2)
     before = _split_of_each_file(experiment)
+    # another image size and fit decode every file to other pixels: the same splits (stable
+    # ones by the files' content; they were drawn again by the pixels)
+    redecoded = folder_experiment(root, tmp_path, split=split, image_size=12, fit="crop")
+    assert _split_of_each_file(redecoded) == before
     # the folder a week later: new images in each class, a few removed, one moved class
     _more_images(root / "cat", [f"b{i:03d}.png" for i in range(40)], seed=7)
     _more_images(root / "dog", [f"b{i:03d}.png" for i in range(25)], seed=8)
@@ -240,6 +256,9 @@ def test_split_is_named_with_its_choices_when_misspelled():
     assert not experiment_from_dict(digits).dataset.stable_splits
     digits["dataset"]["split"] = "stable"
     assert experiment_from_dict(digits).dataset.stable_splits
+    # exactly 10% left for training is enough (0.45 + 0.45 was refused as a float's 0.9000…1)
+    digits["dataset"] |= {"val_fraction": 0.45, "test_fraction": 0.45}
+    assert experiment_from_dict(digits).dataset.val_fraction == 0.45
 
 
 def test_split_written_as_what_auto_means_keeps_the_search_and_pipeline_keys(tmp_path):

@@ -373,6 +373,39 @@ def test_the_champion_is_not_judged_on_test_images_it_trained_on(tmp_path):
     assert not unkept.promoted and "0.5000, the champion (version 1) has 0.6667" in unkept.reason
 
 
+def test_the_images_the_champion_saw_are_known_by_their_files_under_other_decoding(tmp_path):
+    """Another `fit` or `image_size` decodes every file to other pixels: the champion's
+    training images, now in the test split, were not recognised, and it was judged "on the same
+    test data" on 19 of its own 29 training images (QA). Its run keeps its files' keys too."""
+    import numpy as np
+
+    values = torch.arange(12, dtype=torch.uint8) * 20 + 5
+    images = values.view(-1, 1, 1, 1).expand(12, 1, 4, 4).contiguous()
+    labels = torch.tensor([0] * 6 + [1] * 6)
+    file_keys = np.arange(1, 13, dtype=np.uint64) * np.uint64(7919)
+    files = [f"{'ab'[int(c)]}/{i}.png" for i, c in enumerate(labels)]
+    uri = f"sqlite:///{tmp_path / 'm'}.db"
+    experiment = experiment_from_dict(digits_config(name="m", tracking={"uri": uri}), tmp_path)
+    dataset = LoadedDataset(
+        images, labels, ["a", "b"], "e" * 64, "folder", files=files, file_keys=file_keys
+    )
+    registry = Registry(experiment, dataset)
+    parent = registry.client.create_run(registry.logger.experiment_id).info.run_id
+    champion = AlwaysOne()
+    s = summary(0, accuracy(champion, images, labels), 100)
+    logged = registry.log_model(s, champion, parent, images[:2])
+    seen = dataset.known_keys(np.arange(8))  # its training and validation images
+    assert registry.register(logged, s, champion, images, labels, seen).promoted
+    redecoded = images + 1  # the same files, decoded otherwise: no pixel key matches
+    challenger = AlwaysOne()
+    s = summary(1, accuracy(challenger, redecoded, labels), 90)
+    logged = registry.log_model(s, challenger, parent, redecoded[:2])
+    blind = registry.register(logged, s, challenger, redecoded, labels, None)
+    assert "left out" not in blind.reason  # (by pixels alone)
+    known = registry.register(logged, s, challenger, redecoded, labels, None, file_keys)
+    assert "on the same 4 test images (8 of the test split left out" in known.reason, known.reason
+
+
 def test_predicts_score_finds_the_class_folder_above_sub_folders_and_in_either_unicode_form():
     """Training counts `cat/more/x.png` as a cat; the score left it out. A folder named on a Mac
     (or unzipped from a Mac's zip) spells "café" as "cafe" + a combining accent, which did not

@@ -176,11 +176,11 @@ class DatasetConfig(Strict):
     split: Literal["auto", "stable", "shuffled"] = Field(
         "auto",
         description="how the validation and test splits are drawn: `stable`: each image by its "
-        "own pixels (at image_size) and the seed, so it stays in its split as the dataset grows "
-        "or changes and copies of a picture share a split (each class gets its fractions on "
-        "average); `shuffled`: a seeded shuffle of each class (its fractions exactly), drawn "
-        "again whenever the dataset changes; `auto`: stable for imagefolder (data that "
-        "changes), shuffled for the fixed digits and cifar10",
+        "file's content (its pixels for digits, cifar10) and the seed, so it stays in its split "
+        "as the dataset grows or changes, and copies of a file share a split (each class gets "
+        "its fractions on average); `shuffled`: a seeded shuffle of each class (its fractions "
+        "exactly), drawn again whenever the dataset changes; `auto`: stable for imagefolder "
+        "(data that changes), shuffled for the fixed digits and cifar10",
     )
     search_fraction: float = Field(1.0, gt=0, le=1)
     download: bool = False
@@ -306,7 +306,7 @@ class DatasetConfig(Strict):
                 )
         elif self.label_columns is not None:
             raise ValueError("label_columns: names the columns of `labels`, which is not set")
-        if self.val_fraction + self.test_fraction >= 0.9:
+        if self.val_fraction + self.test_fraction > 0.9 + 1e-9:  # (0.45 + 0.45 leaves 10%)
             raise ValueError(
                 "val_fraction + test_fraction must leave at least 10% of images for training"
             )
@@ -1125,6 +1125,28 @@ def experiment_from_dict(data: Any, base_dir: Path | str = ".") -> Experiment:
     return experiment
 
 
+def _nearest_field(loc: tuple) -> str | None:
+    """The field a misspelt one (`dataset.splits`) most likely meant (`split`), among its
+    section's fields; None where none is close or the section is not found."""
+    import difflib
+    import typing
+
+    model: Any = Experiment
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return None
+        kinds = [fields[part].annotation, *typing.get_args(fields[part].annotation)]
+        model = next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)), None)
+        if model is None:
+            return None
+    names = list(getattr(model, "model_fields", {}))
+    near = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.75)
+    return near[0] if near else None
+
+
 def _config_error(e: ValidationError) -> ConfigError:
     lines = []
     for err in e.errors():
@@ -1132,6 +1154,8 @@ def _config_error(e: ValidationError) -> ConfigError:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field; check its spelling (see examples/digits.yaml)"
+            if near := _nearest_field(loc):
+                msg = f"unknown field; did you mean {near}? (see examples/digits.yaml)"
         elif err["type"] == "missing":
             msg = "required field is missing"
         else:

@@ -836,7 +836,7 @@ def evaluate_register(
 ) -> dict[str, Any]:
     """Test metrics of each final model; the best within budget becomes `challenger`, and
     `champion` only if it beats the current champion on the same test data."""
-    import torch
+    import numpy as np
 
     from leanfit.data.sources import load_dataset
     from leanfit.data.splits import DataPlan
@@ -886,8 +886,13 @@ def evaluate_register(
     registry = Registry(exp, dataset)
     logged = [registry.log_model(s, c, pipeline_run_id, test_x[:2]) for s, c in models]
     summary, classifier = models[pick]
-    seen = torch.cat([dataset.images[plan.splits.train], dataset.images[plan.splits.val]])
-    decision = registry.register(logged[pick], summary, classifier, test_x, test_y, seen)
+    # the keys of the images it trained or was chosen on, kept beside it: its pixels' and its
+    # files' (which a later run with another image_size or fit still knows them by)
+    seen = dataset.known_keys(np.concatenate([plan.splits.train, plan.splits.val]))
+    test_files = None if dataset.file_keys is None else dataset.file_keys[plan.splits.test]
+    decision = registry.register(
+        logged[pick], summary, classifier, test_x, test_y, seen, test_files
+    )
     front = json.loads(Path(front_path).read_text())
     matrix = matrices[pick]
     confusion = plot_confusion(

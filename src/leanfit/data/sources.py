@@ -56,6 +56,23 @@ class LoadedDataset:
     dropped_classes: tuple[tuple[str, str], ...] = ()
     # each image's file, as its folder names it (an image folder's; empty for digits, CIFAR-10)
     files: list[str] = field(default_factory=list)
+    # each image's file's content, as a 64-bit key (the manifest's sha256; None without files):
+    # the same file whatever the decoding settings (image_size, fit, channels, background)
+    file_keys: np.ndarray | None = None
+
+    def split_keys(self) -> np.ndarray:
+        """What places each image in a stable split (`splits.stable_splits`): its file's
+        content where it has a file, so that another image_size or fit keeps the splits; its
+        decoded pixels otherwise (digits, CIFAR-10)."""
+        return self.file_keys if self.file_keys is not None else image_keys(self.images)
+
+    def known_keys(self, index: np.ndarray) -> np.ndarray:
+        """Every key the images at `index` are known by (their pixels as decoded now, and their
+        files' content), flat: what a registered version keeps of the images it saw."""
+        keys = [image_keys(self.images[torch.as_tensor(index)])]
+        if self.file_keys is not None:
+            keys.append(self.file_keys[index])
+        return np.concatenate(keys)
 
     def name_of(self, index: int) -> str:
         """An image as a user finds it: its file, or its place in a dataset without files."""
@@ -86,7 +103,7 @@ class LoadedDataset:
         by their fractions."""
         labels = self.labels.numpy()
         if stable:
-            keys = image_keys(self.images)
+            keys = self.split_keys()
 
             def draw(part, val_fraction, test_fraction):
                 return stable_splits(keys[part], labels[part], val_fraction, test_fraction, seed)
@@ -143,7 +160,7 @@ def load_dataset(experiment: Experiment) -> LoadedDataset:
         dropped = check_readable_classes(ds, str(root), files, dataset)
         return replace(
             dataset, source=root.as_uri(), dropped_classes=tuple(dropped),
-            skipped=skipped_now(dataset, files),
+            skipped=skipped_now(dataset, files), file_keys=file_keys_of(dataset, entries),
         )  # fmt: skip
     return _load_cifar10(experiment, cache_dir)
 
@@ -195,8 +212,20 @@ def _load_s3_folder(ds: DatasetConfig, cache_dir: Path) -> LoadedDataset:
     )
     dropped = check_readable_classes(ds, uri, files, dataset)
     return replace(
-        dataset, source=uri, dropped_classes=tuple(dropped), skipped=skipped_now(dataset, files)
-    )
+        dataset, source=uri, dropped_classes=tuple(dropped), skipped=skipped_now(dataset, files),
+        file_keys=file_keys_of(dataset, entries),
+    )  # fmt: skip
+
+
+def file_keys_of(dataset: LoadedDataset, entries) -> np.ndarray | None:
+    """Each image's file's content key (the first 8 bytes of its sha256), in the dataset's
+    order; None where an image's file is not in the manifest (nothing to key it by)."""
+    sha = {e.path: e.sha256 for e in entries}
+    if not dataset.files or any(f not in sha for f in dataset.files):
+        return None
+    return np.array(
+        [int(sha[f][:16], 16) for f in dataset.files], dtype=np.uint64
+    )  # (the hex of 8 bytes)
 
 
 # Part of the decoded images' cache key: a change to how files are decoded must not reuse the

@@ -64,31 +64,42 @@ def place_of(keys: np.ndarray, seed: int) -> np.ndarray:
 def stable_splits(
     keys: np.ndarray, labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int
 ) -> Splits:
-    """Train/validation/test indices where each image's split follows from its own pixels
-    (`keys`, `sources.image_keys`) and the seed: an image placed below `test_fraction` is a test
-    image, one above 1 - `val_fraction` a validation image, so adding or removing other images,
-    or changing one fraction, never moves it (nor any image of the other held-out split), and
-    copies of a picture share their split. Each class gets its proportions on average, not
-    exactly; only where a class would have none of a split the shuffle gives it (or no training
-    image) is its image nearest that split moved into it, which a growing class can undo."""
-    labels = np.asarray(labels)
+    """Train/validation/test indices where each image's split follows from its own key (`keys`:
+    its file's content, or its pixels; `LoadedDataset.split_keys`) and the seed: an image placed
+    below `test_fraction` is a test image, one above 1 - `val_fraction` a validation image, so
+    adding or removing other images, or changing one fraction, never moves it (nor any image of
+    the other held-out split), and copies (one key) share their split. Each class gets its
+    proportions on average, not exactly; only where a class would have none of a split the
+    shuffle gives it (or no training image) are its images placed nearest that split moved into
+    it, copies together, which a growing class can undo."""
+    labels, keys = np.asarray(labels), np.asarray(keys)
     place = place_of(keys, seed)
     role = np.where(place < test_fraction, 2, np.where(place >= 1.0 - val_fraction, 1, 0))
+
+    def move(idx: np.ndarray, pool: np.ndarray, nearest, to: int) -> None:
+        """The image of `pool` placed nearest split `to`, and its copies in the class."""
+        role[idx[keys[idx] == keys[pool[nearest(place[pool])]]]] = to
+
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
-        n_val, n_test = _targets(len(idx), val_fraction, test_fraction)
-        # (train 0, val 1, test 2; each missing split takes the image placed nearest to it)
-        for want, target, nearest in ((2, n_test, np.argmin), (1, n_val, np.argmax)):
-            if target and not (role[idx] == want).any():
-                free = idx[role[idx] == 0]
-                if len(free) > 1:
-                    role[free[nearest(place[free])]] = want
+        targets = dict(zip((1, 2), _targets(len(idx), val_fraction, test_fraction), strict=True))
+        # (train 0, val 1, test 2; a missing split takes the image placed nearest to it, from
+        # the training images where that leaves one, else from the other held-out split's
+        # surplus; a class of 3 with two placed in validation got no test image)
+        for want, other, nearest in ((2, 1, np.argmin), (1, 2, np.argmax)):
+            if not targets[want] or (role[idx] == want).any():
+                continue
+            train, spare = idx[role[idx] == 0], idx[role[idx] == other]
+            if len(np.unique(keys[train])) > 1:
+                move(idx, train, nearest, want)
+            elif len(spare) > targets[other]:
+                move(idx, spare, nearest, want)
         if not (role[idx] == 0).any():
             val, test = idx[role[idx] == 1], idx[role[idx] == 2]
             if len(val) >= len(test):
-                role[val[np.argmin(place[val])]] = 0
+                move(idx, val, np.argmin, 0)
             else:
-                role[test[np.argmax(place[test])]] = 0
+                move(idx, test, np.argmax, 0)
     return Splits(*(np.flatnonzero(role == r).astype(np.int64) for r in (0, 1, 2)))
 
 

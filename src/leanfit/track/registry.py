@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from leanfit.config import Experiment
@@ -171,14 +172,19 @@ class Registry:
         classifier: torch.nn.Module,
         test_images: torch.Tensor,
         test_labels: torch.Tensor,
-        seen_images: torch.Tensor | None = None,
+        seen_images: torch.Tensor | np.ndarray | None = None,
+        test_files: np.ndarray | None = None,
     ) -> Decision:
         """Register as challenger; promote to champion if it beats the champion on this data.
 
         `seen_images`: the images this model trained or was chosen on (its training and
-        validation splits), kept as keys beside it. The data's splits are drawn again when it
-        changes, so some of this run's test images may be ones the champion trained on: those
-        are left out of the comparison (both models are scored on the rest)."""
+        validation splits), kept as keys beside it: the images (their pixels' keys are taken),
+        or already their keys (`LoadedDataset.known_keys`: their pixels' and their files').
+        Some of this run's test images may be ones the champion trained on (shuffled splits
+        are drawn again when the data changes; any split moves with another image_size or fit):
+        those are left out of the comparison (both models are scored on the rest), known by
+        their pixels or, `test_files`, by their files' keys (so also across decoding settings,
+        which give every image other pixels)."""
         weights = weights_digest(classifier)
         champion = self.champion()
         crowned = str(champion.version) if champion is not None else None
@@ -216,6 +222,8 @@ class Registry:
             import numpy as np
 
             fresh = ~np.isin(image_keys(test_images), seen)
+            if test_files is not None:
+                fresh &= ~np.isin(test_files, seen)
             left_out = int((~fresh).sum())
             if left_out and fresh.any():
                 keep = torch.from_numpy(fresh)
@@ -271,7 +279,7 @@ class Registry:
         logged: LoggedModel,
         summary: Mapping[str, Any],
         weights: str,
-        seen_images: torch.Tensor | None,
+        seen_images: torch.Tensor | np.ndarray | None,
         versions: list | None = None,
     ) -> str:
         """A new version of the logged model, with its tags and the keys of the images it saw;
@@ -286,11 +294,10 @@ class Registry:
             version = str(mlflow.register_model(logged.model_uri, self.name).version)
             run_id = logged.run_id
         if seen_images is not None:
-            import numpy as np
-
+            keys = seen_images if isinstance(seen_images, np.ndarray) else image_keys(seen_images)
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / Path(SEEN_ARTIFACT).name
-                np.save(path, image_keys(seen_images))
+                np.save(path, keys)
                 self.client.log_artifact(run_id, str(path), str(Path(SEEN_ARTIFACT).parent))
         for key, value in {
             "leanfit.dataset_digest": self.dataset.digest,
