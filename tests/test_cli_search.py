@@ -163,6 +163,23 @@ def test_search_shows_the_front_and_writes_a_report(in_tmp):
     assert "…" not in narrow.stdout, narrow.stdout
 
 
+def test_a_search_of_the_splits_drawn_the_other_way_warm_starts_from_the_last_one(in_tmp):
+    """Stable splits are another search than shuffled ones (an image folder's first search after
+    they came, on the same data): it started cold beside the shuffled search before it; it is
+    warm-started from it, and says how that search differs."""
+    cfg = digits_config(budget={"min_epochs": 1, "max_epochs": 3, "trials": 4})
+    write_yaml(in_tmp / "e.yaml", cfg)
+    first = run_cli("search", "e.yaml", "--synthetic", "0", cwd=in_tmp)
+    assert first.returncode == 0, first.stderr
+    cfg["dataset"]["split"] = "stable"
+    write_yaml(in_tmp / "e.yaml", cfg)
+    second = run_cli("search", "e.yaml", "--synthetic", "0", cwd=in_tmp)
+    assert second.returncode == 0, second.stderr
+    said = " ".join(second.stdout.split())
+    warm = r"warm start from the finished search \w+ on this data with its splits drawn the "
+    assert re.search(warm + r"other way \(dataset.split\): its \d+ results", said), said
+
+
 def test_a_search_of_an_image_folder_names_the_files_it_could_not_read(in_tmp):
     """A user's folder holds a truncated download and a stray note: the search goes on without
     them and says which (it said nothing, while `leanfit trial` listed them)."""

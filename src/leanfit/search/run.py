@@ -951,7 +951,15 @@ def warm_start(
     counted again for the data as it is now (a new class changes the head). Returns the number
     of results told.
     """
-    source = SearchLog.find_warm_start(logger, search_keys(experiment, None), digest, objective)
+    # (an image folder's search of the splits drawn the other way, on this data too: the first
+    # search of stable splits started cold beside the shuffled one before it)
+    flipped = experiment.dataset.model_copy(
+        update={"split": "shuffled" if experiment.dataset.stable_splits else "stable"}
+    )
+    other_splits = search_keys(experiment.model_copy(update={"dataset": flipped}), None)
+    source = SearchLog.find_warm_start(
+        logger, search_keys(experiment, None), digest, objective, other_splits
+    )
     if source is None:
         return 0
     best: dict[int, Any] = {}
@@ -964,15 +972,22 @@ def warm_start(
         params, macs = controller.cost(rec.config)
         prior.append(PriorTrial(rec.config, params, macs, float(rec.metrics["val_accuracy"])))
     rechecked = controller.warm_start(prior, experiment.strategy.warm_recheck)
-    controller.stats.warm_start = warm_start_text(source.run_id, len(prior), rechecked)
+    where = (
+        "on this data with its splits drawn the other way (dataset.split)"
+        if getattr(source, "same_data", False)
+        else "on earlier data"
+    )
+    controller.stats.warm_start = warm_start_text(source.run_id, len(prior), rechecked, where)
     if announce:
         log.log_warm_start(source.run_id, len(prior), rechecked)
     return len(prior)
 
 
-def warm_start_text(source_run_id: str, told: int, rechecked: int) -> str:
+def warm_start_text(
+    source_run_id: str, told: int, rechecked: int, where: str = "on earlier data"
+) -> str:
     return (
-        f"from the finished search {source_run_id} on earlier data: its {told} results are told "
+        f"from the finished search {source_run_id} {where}: its {told} results are told "
         f"to the strategy, and its {rechecked} best configuration"
         f"{'s are' if rechecked != 1 else ' is'} the first trial{'s' * (rechecked != 1)}, "
         "trained again on this data"

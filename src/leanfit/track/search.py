@@ -304,15 +304,22 @@ class SearchLog:
         settings_key: str | Sequence[str],
         digest: str,
         objective: str | None = None,
+        other_splits: Sequence[str] = (),
     ) -> SearchLog | None:
         """The latest finished search with the same settings and objective on other data (the
-        data changed)."""
+        data changed), or, keyed by `other_splits`, the same settings with the splits drawn the
+        other way (`dataset.split`) on any data: an image folder's shuffled search before its
+        stable one."""
         where = f"tags.`{TAG_KIND}` = 'search' and attributes.status = 'FINISHED'"
-        for run in runs_of_keys(logger, where, TAG_SETTINGS_KEY, settings_key, max_results=20):
+        keys = [settings_key] if isinstance(settings_key, str) else list(settings_key)
+        for run in runs_of_keys(logger, where, TAG_SETTINGS_KEY, keys + [*other_splits], 20):
             tags = run.data.tags
             other_data = tags.get("leanfit.dataset_digest") != digest
-            if tags.get(TAG_OBJECTIVE) == objective and other_data:
-                return cls(logger, run.info.run_id)
+            other = tags.get(TAG_SETTINGS_KEY) in other_splits
+            if tags.get(TAG_OBJECTIVE) == objective and (other_data or other):
+                found = cls(logger, run.info.run_id)
+                found.same_data = not other_data  # (said in the warm start's words)
+                return found
         return None
 
     def log_warm_start(self, source_run_id: str, told: int, rechecked: int) -> None:
