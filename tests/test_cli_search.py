@@ -1215,6 +1215,9 @@ def test_a_tracking_uris_password_is_neither_stored_nor_printed():
     assert hide_password("postgresql://u:p#w@db/x and http://host:5000/x") == (
         "postgresql://u:***@db/x and http://host:5000/x"
     )
+    # an @ in the password showed its end; a token given as the user name was shown whole
+    assert hide_password("http://u:p@ss@host/x") == "http://u:***@host/x"
+    assert hide_password("https://ghp_T0KEN@mlflow.example") == "https://***@mlflow.example"
     exp = experiment_from_dict({**digits_config(), "tracking": {"uri": uri}})
     assert stored_settings(exp)["tracking"]["uri"] == "http://alice:***@mlflow.example:5000"
     assert exp.tracking.uri == uri  # (the search itself still connects with it)

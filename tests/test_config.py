@@ -202,6 +202,19 @@ BAD_FILES = [
     ("missing name", {k: v for k, v in digits_config().items() if k != "name"}, "name"),
     ("bad wall time", digits_config(budget={"wall_time": "ten minutes"}), "budget.wall_time"),
     (
+        "a credential in the trial pods' plain environment",
+        digits_config(executor={"kind": "local", "kubernetes": {"env": {"HF_TOKEN": "hf_x"}}}),
+        "executor.kubernetes.env: ['HF_TOKEN'] is a credential, which would be written in "
+        "plain text into every trial Job's spec",
+    ),
+    (
+        "a password in a URL of the trial pods' environment",
+        digits_config(
+            executor={"kubernetes": {"env": {"MLFLOW_TRACKING_URI": "http://a:b@mlflow:5000"}}}
+        ),
+        "executor.kubernetes.env: ['MLFLOW_TRACKING_URI'] is a credential",
+    ),
+    (
         "a setting misspelt near its name",
         digits_config(dataset={"source": "digits", "splits": "stable"}),
         "dataset.splits: unknown field; did you mean split?",

@@ -238,6 +238,29 @@ def test_a_hyperband_search_with_a_bracket_this_version_does_not_run_is_not_resu
     assert not second.trials  # (refused before anything was restored)
 
 
+def test_a_checkpoint_path_read_back_from_mlflow_names_only_a_trials_checkpoint(tmp_path):
+    """A trial run's `leanfit.checkpoint` tag edited to name another file (anyone who can write
+    to the tracking server can): a resumed search deleted it as a superseded checkpoint (QA: 61
+    of a folder's 65 files) and would have loaded it to resume from. Only files named as the
+    controller names checkpoints are taken."""
+    from dataclasses import replace
+
+    first = controller(InlineExecutor(synthetic()), tmp_path / "a", max_trials=6)
+    first.run()
+    victims = tmp_path / "victim"
+    victims.mkdir()
+    records = []
+    for i, rec in enumerate(finished_records(first)):
+        (victims / f"precious-{i}.txt").write_text("keep me")
+        records.append(replace(rec, checkpoint=str(victims / f"precious-{i}.txt")))
+    second = controller(InlineExecutor(synthetic()), tmp_path / "b", max_trials=8)
+    second.restore(records)
+    assert all(not t.checkpoints for t in second.trials.values())
+    second.prune_checkpoints(set())
+    second.run()
+    assert len(list(victims.iterdir())) == len(records)
+
+
 def flaky_runner():
     """A fifth of the trials return NaN; a few others crash their worker once."""
     import os

@@ -104,6 +104,17 @@ def test_with_trials_as_jobs_the_search_pod_asks_for_no_gpu(tmp_path):
     assert k8s["exec-search"]["pvcMount"], "it still shares the work folder with its Jobs"
 
 
+def test_compile_refuses_a_tracking_uri_with_a_password(tmp_path):
+    """The compiled pipeline carries the experiment as its parameter's default, in plain text,
+    which KFP shows to anyone who can read the pipeline (and `submit` uploads)."""
+    cfg = small_pipeline_config(tracking={"uri": "http://alice:s3cretPW@mlflow.example:5000"})
+    write_yaml(tmp_path / "e.yaml", cfg)
+    r = run_cli("compile", "e.yaml", "-o", "p.yaml", cwd=tmp_path)
+    assert r.returncode == 2 and "s3cretPW" not in r.stdout + r.stderr, r.stderr
+    assert "tracking.uri: http://alice:***@mlflow.example:5000 holds a password" in r.stderr
+    assert "MLFLOW_TRACKING_PASSWORD" in r.stderr and not (tmp_path / "p.yaml").exists()
+
+
 def test_compile_refuses_a_bad_output_name(tmp_path):
     r = run_cli("compile", str(EXAMPLES / "digits.yaml"), "-o", "pipeline.json", cwd=tmp_path)
     assert r.returncode == 2

@@ -271,6 +271,18 @@ def test_an_unreadable_s3_dataset_exits_2_naming_the_field(s3, tmp_path, case):
             },
             "dataset.storage_options",
         ),
+        # deeper, or in a URL (accepted and logged as MLflow params before)
+        *(
+            (
+                {"source": "imagefolder", "path": "s3://b/imgs", "storage_options": options},
+                "dataset.storage_options",
+            )
+            for options in (
+                {"endpoint_url": "http://AKIAQA:MINIOSECRET@minio:9000"},
+                {"config_kwargs": {"aws_secret_access_key": "x"}},
+                {"s3_additional_kwargs": {"SSECustomerKey": "x"}},
+            )
+        ),
     ],
 )
 def test_the_file_refuses_other_schemes_and_credentials(dataset, field):

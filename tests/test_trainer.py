@@ -280,3 +280,29 @@ def test_a_teacher_that_does_not_fit_the_student_is_refused(digits, teacher_chec
     three = TrainData(digits.train_x, digits.train_y % 3, digits.val_x, digits.val_y % 3, 3)
     with pytest.raises(LeanfitError, match="does not fit this data .1 channels, 3 classes"):
         load_teacher(spec, three, digits.image_size)
+
+
+class _Planted:
+    """What a file planted in a shared work folder could hold: code run by unpickling."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_checkpoint_is_loaded_as_weights_not_unpickled_as_code(tmp_path):
+    """A trial's checkpoint in a work folder others can write (a cluster's shared volume), or
+    at a path an MLflow tag names, ran any code it held (`torch.load(weights_only=False)`)."""
+    import pickle
+
+    from leanfit.train.checkpoint import load_checkpoint, save_checkpoint
+
+    marker = tmp_path / "ran"
+    torch.save({"epoch": 1, "payload": _Planted(str(marker))}, tmp_path / "planted.pt")
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(tmp_path / "planted.pt")
+    assert not marker.exists()
+    save_checkpoint(tmp_path / "ok.pt", {"epoch": 2, "model": {"w": torch.ones(2)}, "lr": 0.1})
+    assert load_checkpoint(tmp_path / "ok.pt")["epoch"] == 2

@@ -145,6 +145,39 @@ _CREDENTIAL_OPTIONS = frozenset(
 )
 
 
+def _looks_secret(name: str) -> bool:
+    """A setting's name that says it holds a credential (AWS_SECRET_ACCESS_KEY, HF_TOKEN,
+    MLFLOW_TRACKING_PASSWORD, SSECustomerKey, api_key)."""
+    if name.lower() in _CREDENTIAL_OPTIONS:
+        return True
+    # its words, split at _ - . and camelCase (TOKENIZERS_PARALLELISM is no token)
+    words = {w.lower() for w in re.findall(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])", name)}
+    return bool(words & {"secret", "password", "passwd", "token", "credential", "credentials"}) or (
+        "key" in words and bool(words & {"access", "api", "private", "customer", "secret"})
+    )
+
+
+def _credentials_in(options: Any, path: str = "") -> list[str]:
+    """The credentials in a nested mapping of options, by their dotted names: by name, or a
+    URL with a user name in it."""
+    from leanfit.errors import hide_password
+
+    found = []
+    if isinstance(options, dict):
+        for key, value in options.items():
+            name = f"{path}{key}"
+            if _looks_secret(str(key)) and value not in (None, "", False):
+                found.append(name)
+            else:
+                found += _credentials_in(value, f"{name}.")
+    elif isinstance(options, list):
+        for i, value in enumerate(options):
+            found += _credentials_in(value, f"{path}{i}.")
+    elif isinstance(options, str) and hide_password(options) != options:
+        found.append(path.rstrip("."))
+    return found
+
+
 def tracking_uri_or_default(uri: str | None) -> str:
     """The tracking URI given, else $MLFLOW_TRACKING_URI, else MLflow 3's own default."""
     import os
@@ -281,11 +314,9 @@ class DatasetConfig(Strict):
                 raise ValueError(
                     "storage_options: only an s3:// path takes storage options; remove them"
                 )
-            given = set(self.storage_options)
-            client_kwargs = self.storage_options.get("client_kwargs")
-            if isinstance(client_kwargs, dict):
-                given |= set(client_kwargs)
-            secrets = sorted(given & _CREDENTIAL_OPTIONS)
+            # at any depth (config_kwargs, s3_additional_kwargs: SSECustomerKey), and a URL
+            # with a user and password in it (endpoint_url: http://key:secret@minio:9000)
+            secrets = sorted(_credentials_in(self.storage_options))
             if secrets:
                 raise ValueError(
                     f"storage_options: {secrets} are credentials; remove them from the file and "
@@ -842,7 +873,12 @@ class KubernetesConfig(Strict):
     secret: str | None = Field(
         None, description="Secret whose keys become environment variables (S3, MLflow credentials)"
     )
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="plain settings for every trial pod; credentials are refused (they would "
+        "be written into every Job's spec, MLflow's params and the compiled pipeline): put "
+        "them in `secret`",
+    )
     service_account: str | None = None
     ttl_seconds_after_finished: int | None = Field(3600, ge=0)
     owner_reference: bool = Field(
@@ -856,6 +892,19 @@ class KubernetesConfig(Strict):
         600.0, gt=0, description="seconds a container may fail to start (image pull, missing "
         "Secret) before its Job counts as an infrastructure failure; accepts 90s, 10m"
     )  # fmt: skip
+
+    @field_validator("env")
+    @classmethod
+    def _no_credentials_in_env(cls, env: dict[str, str]) -> dict[str, str]:
+        if secrets := _credentials_in(env):
+            raise ValueError(
+                f"{secrets} {'are credentials' if len(secrets) > 1 else 'is a credential'}, "
+                "which would be written in plain text into every trial Job's spec, MLflow's "
+                "params and the compiled pipeline; put it in the Kubernetes secret that "
+                "executor.kubernetes.secret names (its keys become every trial's environment) "
+                "and remove it here"
+            )
+        return env
 
     _duration = field_validator("start_timeout", mode="before")(
         classmethod(lambda cls, v: parse_duration(v))

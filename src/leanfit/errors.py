@@ -6,15 +6,21 @@ The CLI prints them without a traceback and exits with code 2. Bugs still raise 
 import re
 from collections.abc import Iterator
 
-# `scheme://user:password@host`: the password, up to the last @ before the path
-_PASSWORD_IN_URL = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s:/@]*):[^\s@]*@", re.IGNORECASE)
+# `scheme://user:password@host`: the password, up to the @ that the host follows (one with an @
+# in it showed its end, `u:***@ss@host`; one with a / in it is whole too)
+_PASSWORD_IN_URL = re.compile(
+    r"(\b[a-z][a-z0-9+.-]*://[^\s:/@]*):\S*?@(?=[^\s@/]*(?:[/\s]|$))", re.IGNORECASE
+)
+# `scheme://token@host`: a token given as the user name (GitHub's, a cloud's), shown whole
+_TOKEN_IN_URL = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^\s:/@]+@", re.IGNORECASE)
 
 
 def hide_password(text: str) -> str:
     """`text` with the password of every URL in it replaced by ***: a tracking URI
     (`http://user:password@host`, `postgresql://user:password@host/db`) is printed in messages
-    and was stored whole in a search's `experiment.yaml`."""
-    return _PASSWORD_IN_URL.sub(r"\1:***@", text)
+    and was stored whole in a search's `experiment.yaml`; a user name alone (a token given as
+    one: `https://ghp_…@host`) is hidden whole."""
+    return _TOKEN_IN_URL.sub(r"\1***@", _PASSWORD_IN_URL.sub(r"\1:***@", text))
 
 
 def settings_without_password(settings: dict) -> dict:

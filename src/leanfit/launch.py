@@ -295,8 +295,19 @@ def compile_pipeline(experiment: Experiment, path: Path) -> Path:
     """The pipeline YAML for a cluster: the experiment as the default of its parameter."""
     from kfp import compiler
 
+    from leanfit.errors import hide_password
     from leanfit.pipelines.automl import build_pipeline
 
+    uri = experiment.tracking.uri
+    if uri and hide_password(uri) != uri:
+        raise LeanfitError(
+            f"tracking.uri: {hide_password(uri)} holds a password, which the compiled pipeline "
+            "would carry in plain text as its parameter's default (KFP shows it to anyone who "
+            "can read the pipeline); write the URI without it, and put the user name and "
+            "password in the Kubernetes secret "
+            f"{experiment.executor.kubernetes.secret!r} (executor.kubernetes.secret) as "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD: every step reads them there"
+        )
     mount = experiment.executor.kubernetes.mount_path
     data = experiment.model_dump(mode="json")
     if not os.path.isabs(experiment.work_dir):  # on the cluster, the work folder is on the PVC

@@ -32,7 +32,17 @@ def held_lock(
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:  # the lock goes with the file's closing
+    try:  # (not through a link: a lock file in a shared /tmp, linked by another user to a file
+        # of this one's, had that file truncated and overwritten)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as e:
+        if path.is_symlink():
+            raise LeanfitError(
+                f"the lock file {path} is a symbolic link (to {os.readlink(path)}), which leanfit "
+                "does not follow: remove the link"
+            ) from None
+        raise LeanfitError(f"cannot open the lock file {path}: {e.strerror}") from None
+    with os.fdopen(fd, "a+") as handle:  # the lock goes with the file's closing
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy is not None else 0))
             locked = True

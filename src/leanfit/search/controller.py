@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -73,6 +74,16 @@ def ehvi_error(error: float) -> float:
     median hypervolume (which the benchmark measures on the error itself).
     """
     return math.log10(max(error, EHVI_ERROR_FLOOR))
+
+
+# How the controller names a trial's checkpoints (`_job`): a path read back from MLflow is taken
+# as one (to resume from, and to delete once superseded) only where it is named so, so a tag
+# edited to name another file never has it deleted (or loaded)
+TRIAL_CHECKPOINT = re.compile(r"trial-\d{5,}-rung-\d+\.pt")
+
+
+def is_trial_checkpoint(path: str | None) -> bool:
+    return path is not None and TRIAL_CHECKPOINT.fullmatch(Path(path).name) is not None
 
 
 def within_budget(
@@ -529,7 +540,8 @@ class SearchController:
         # job trains this rung's epochs from the start (the promotion loses its inherited
         # weights) instead of failing the trial. Counted when it starts (a report's read-back
         # queues the running jobs too, and never runs them).
-        lost = resume is not None and not Path(resume).exists()
+        # (a path read back from MLflow not named as a trial's checkpoint is not taken either)
+        lost = resume is not None and not (is_trial_checkpoint(resume) and Path(resume).exists())
         if lost:
             resume = None
         checkpoint = self.checkpoint_dir / f"trial-{trial.trial_id:05d}-rung-{rung.index}.pt"
@@ -862,6 +874,8 @@ class SearchController:
                 continue
             for rung, path in list(trial.checkpoints.items()):
                 with contextlib.suppress(OSError):  # already gone, or not ours to delete
+                    if not is_trial_checkpoint(path):
+                        raise FileNotFoundError(path)
                     found = Path(path).stat().st_size
                     Path(path).unlink()
                     files, size = files + 1, size + found
@@ -873,8 +887,9 @@ class SearchController:
         from its highest finished rung, so no job resumes from them again. A search keeps one
         checkpoint a trial, not one a job (a third fewer files at eta = 3)."""
         for lower in [r for r in trial.checkpoints if r < rung]:
-            with contextlib.suppress(OSError):  # already gone, or not ours to delete
-                Path(trial.checkpoints[lower]).unlink(missing_ok=True)
+            if is_trial_checkpoint(trial.checkpoints[lower]):
+                with contextlib.suppress(OSError):  # already gone, or not ours to delete
+                    Path(trial.checkpoints[lower]).unlink(missing_ok=True)
             del trial.checkpoints[lower]
 
     def _rung(self, index: int) -> Rung:
@@ -934,7 +949,7 @@ class SearchController:
             if rec.status in ("ok", "stopped"):
                 metrics = {k: v for k, v in rec.metrics.items()}
                 trial.results[rec.rung] = metrics
-                if rec.checkpoint:
+                if rec.checkpoint and is_trial_checkpoint(rec.checkpoint):
                     trial.checkpoints[rec.rung] = rec.checkpoint
                 self.scheduler.record(trial.trial_id, rec.rung, self.rung_value(trial, metrics),
                                       trial.bracket)  # fmt: skip

@@ -33,7 +33,10 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location=None) -> dict[str, Any]:
-    return torch.load(path, map_location=map_location, weights_only=False)
+    """A checkpoint's state: tensors, numbers, strings and containers of them only
+    (`weights_only`): a file in a work folder others can write to (a cluster's shared volume),
+    or a path an MLflow tag names, is not unpickled as code."""
+    return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def checkpoint_epochs(path: str | Path) -> int | None:
