@@ -80,6 +80,34 @@ def test_decoded_images_are_cached_by_digest(tmp_path, monkeypatch):
     assert torch.equal(again.images, first.images) and again.digest == first.digest
 
 
+class _Planted:
+    """What a file planted in a shared work folder could hold: code run by unpickling."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_the_images_cache_is_read_as_tensors_never_unpickled_as_code(tmp_path):
+    """The cache was a pickled dataset, loaded with `weights_only=False`: a file put in its
+    place (the work folder is shared on a cluster) ran its code, silently (QA). It keeps
+    tensors and JSON now; a planted file is rebuilt over, and nothing in it runs."""
+    root = write_image_folder(tmp_path / "imgs", {"a": 4, "b": 4})
+    exp = folder_experiment(root, tmp_path, layout="classes")
+    first = load_dataset(exp)
+    (cache,) = (tmp_path / "work" / "cache").glob("images-*.pt")
+    marker = tmp_path / "ran"
+    torch.save({"version": 3, "dataset": _Planted(str(marker))}, cache)
+    again = load_dataset(exp)
+    assert not marker.exists()
+    assert torch.equal(again.images, first.images) and again.files == first.files
+    assert again.classes == first.classes and again.skipped == first.skipped
+    kept = load_dataset(exp)  # (from the cache rebuilt)
+    assert torch.equal(kept.images, first.images) and kept.dropped_classes == first.dropped_classes
+
+
 def test_a_cache_folder_that_cannot_be_made_only_costs_reading_again(tmp_path):
     """A work folder this user cannot write (`leanfit validate` in a read-only folder): the
     manifest's cache ended the command in a traceback; the caches are a saving, not a need."""

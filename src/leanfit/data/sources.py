@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ from leanfit.data.fingerprint import (
 from leanfit.data.splits import Splits, make_splits, stable_splits
 from leanfit.errors import DatasetError
 
-CACHE_VERSION = 2  # 2: LoadedDataset.files
+CACHE_VERSION = 3  # 2: LoadedDataset.files; 3: tensors and JSON, not a pickle
 
 
 @dataclass
@@ -254,23 +255,75 @@ def _classes_key(classes: list[str] | None) -> str:
 
 
 def _cached(path: Path, build) -> LoadedDataset:
+    """The dataset `build` makes, kept at `path`: its tensors and its other fields as JSON,
+    read back as weights only (`weights_only=True`), so a file planted in a shared work folder
+    is never unpickled as code (it was a pickled `LoadedDataset`)."""
     if path.exists():
         try:
-            blob = torch.load(path, weights_only=False)
+            blob = torch.load(path, weights_only=True)
             if blob.get("version") == CACHE_VERSION:
-                return blob["dataset"]
+                return _dataset_of(blob)
         except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
             pass
     dataset = build()
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"version": CACHE_VERSION, "dataset": dataset}, tmp)
+        torch.save(_blob_of(dataset), tmp)
         os.replace(tmp, path)
     except OSError:  # (a folder this user cannot write, a full disk: the images are read again)
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
     return dataset
+
+
+def _blob_of(dataset: LoadedDataset) -> dict[str, Any]:
+    """A dataset as tensors and a JSON text (what `_cached` keeps; file keys are not kept)."""
+    import json
+
+    def listed(array):
+        return None if array is None else [int(i) for i in array]
+
+    meta = {
+        "classes": dataset.classes,
+        "digest": dataset.digest,
+        "source": dataset.source,
+        "skipped": [list(s) for s in dataset.skipped],
+        "predefined_test": listed(dataset.predefined_test),
+        "predefined_val": listed(dataset.predefined_val),
+        "split_folders": dataset.split_folders,
+        "dropped_classes": [list(d) for d in dataset.dropped_classes],
+        "files": dataset.files,
+    }
+    return {
+        "version": CACHE_VERSION,
+        "images": dataset.images,
+        "labels": dataset.labels,
+        "meta": json.dumps(meta),
+    }
+
+
+def _dataset_of(blob: dict[str, Any]) -> LoadedDataset:
+    import json
+
+    meta = json.loads(blob["meta"])
+
+    def array(values):
+        return None if values is None else np.asarray(values, dtype=np.int64)
+
+    return LoadedDataset(
+        blob["images"],
+        blob["labels"],
+        list(meta["classes"]),
+        meta["digest"],
+        meta["source"],
+        skipped=[tuple(s) for s in meta["skipped"]],
+        predefined_test=array(meta["predefined_test"]),
+        predefined_val=array(meta["predefined_val"]),
+        split_folders=dict(meta["split_folders"]),
+        dropped_classes=tuple(tuple(d) for d in meta["dropped_classes"]),
+        files=list(meta["files"]),
+    )
 
 
 def skipped_files(skipped: list[tuple[str, str]]) -> str:
