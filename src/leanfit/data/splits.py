@@ -1,9 +1,9 @@
 """Splits and subsets.
 
 Two ways to split: a stratified, seeded shuffle (`make_splits`: each class in exactly its
-proportions, drawn again whenever the dataset changes), or each image by its own pixels
-(`stable_splits`: an image stays in its split as the dataset grows, shrinks or is relabelled, and
-copies of one picture share a split; each class in its proportions only on average).
+proportions, drawn again whenever the dataset changes), or each image by its own key, its file's
+content or its pixels (`stable_splits`: an image stays in its split as the dataset grows, shrinks
+or is relabelled, and copies share a split; each class in its proportions only on average).
 
 Subsets are nested: for one seed, the 25% subset lies inside the 50% subset, so a trial promoted to
 more data keeps the images it has already seen.
@@ -51,7 +51,7 @@ def _targets(n: int, val_fraction: float, test_fraction: float) -> tuple[int, in
 
 
 def place_of(keys: np.ndarray, seed: int) -> np.ndarray:
-    """Each image's place in [0, 1), from its 64-bit pixel key and the seed alone: uniform, and
+    """Each image's place in [0, 1), from its 64-bit key and the seed alone: uniform, and
     the same whatever other images the dataset holds (splitmix64 of the key and the seed)."""
     x = np.asarray(keys, dtype=np.uint64) ^ np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
     with np.errstate(over="ignore"):

@@ -185,7 +185,7 @@ class Strategy(ABC):
         """A random configuration that is new and feasible, claimed as pending. Where almost no
         random draw is feasible (a `max_params` near the space's smallest models) and `feasible`
         says how far over a configuration is (`excess`), draws are shrunk into the budget."""
-        infeasible = repaired = 0
+        infeasible = repaired = shrunk_any = 0
         excess = getattr(self.feasible, "excess", None)
         for _ in range(MAX_DRAWS):
             config = self.space.sample(self.rng)
@@ -195,12 +195,13 @@ class Strategy(ABC):
                     continue
                 repaired += 1
                 shrunk = shrink_into(self.space, config, excess, self.rng)
+                shrunk_any += shrunk is not None
                 if shrunk is None or not self.claim(shrunk):
                     continue
                 return shrunk
             if self.claim(config):
                 return config
-        if infeasible == MAX_DRAWS and not repaired:
+        if infeasible == MAX_DRAWS and not shrunk_any:  # (none fits, not even made smaller)
             raise SpaceExhausted(
                 f"none of {MAX_DRAWS} random configurations satisfies the constraints "
                 "(e.g. objectives.max_params); loosen them or make the space's models smaller",
