@@ -17,7 +17,7 @@ from leanfit.data.augment import BatchAugment, random_crop, random_flip
 from leanfit.data.sources import load_dataset, skipped_files
 from leanfit.data.splits import make_splits, stable_splits, stratified_subset
 from leanfit.errors import ConfigError, DatasetError
-from tests.support import write_image_folder
+from tests.support import Planted, write_image_folder
 
 
 def folder_experiment(root, tmp_path, **dataset):
@@ -80,16 +80,6 @@ def test_decoded_images_are_cached_by_digest(tmp_path, monkeypatch):
     assert torch.equal(again.images, first.images) and again.digest == first.digest
 
 
-class _Planted:
-    """What a file planted in a shared work folder could hold: code run by unpickling."""
-
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def test_the_images_cache_is_read_as_tensors_never_unpickled_as_code(tmp_path):
     """The cache was a pickled dataset, loaded with `weights_only=False`: a file put in its
     place (the work folder is shared on a cluster) ran its code, silently (QA). It keeps
@@ -99,7 +89,7 @@ def test_the_images_cache_is_read_as_tensors_never_unpickled_as_code(tmp_path):
     first = load_dataset(exp)
     (cache,) = (tmp_path / "work" / "cache").glob("images-*.pt")
     marker = tmp_path / "ran"
-    torch.save({"version": 3, "dataset": _Planted(str(marker))}, cache)
+    torch.save({"version": 3, "dataset": Planted(str(marker))}, cache)
     again = load_dataset(exp)
     assert not marker.exists()
     assert torch.equal(again.images, first.images) and again.files == first.files

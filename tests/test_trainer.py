@@ -11,7 +11,7 @@ from leanfit.config import TrainingConfig, load_experiment
 from leanfit.space.architecture import flatten_genotype
 from leanfit.train.checkpoint import load_checkpoint
 from leanfit.train.trainer import Budget, chunk_batches, lr_at, train
-from tests.support import EXAMPLES
+from tests.support import EXAMPLES, Planted
 
 EXPERIMENT = load_experiment(EXAMPLES / "digits.yaml")
 
@@ -282,16 +282,6 @@ def test_a_teacher_that_does_not_fit_the_student_is_refused(digits, teacher_chec
         load_teacher(spec, three, digits.image_size)
 
 
-class _Planted:
-    """What a file planted in a shared work folder could hold: code run by unpickling."""
-
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def test_a_checkpoint_is_loaded_as_weights_not_unpickled_as_code(tmp_path):
     """A trial's checkpoint in a work folder others can write (a cluster's shared volume), or
     at a path an MLflow tag names, ran any code it held (`torch.load(weights_only=False)`)."""
@@ -300,7 +290,7 @@ def test_a_checkpoint_is_loaded_as_weights_not_unpickled_as_code(tmp_path):
     from leanfit.train.checkpoint import load_checkpoint, save_checkpoint
 
     marker = tmp_path / "ran"
-    torch.save({"epoch": 1, "payload": _Planted(str(marker))}, tmp_path / "planted.pt")
+    torch.save({"epoch": 1, "payload": Planted(str(marker))}, tmp_path / "planted.pt")
     with pytest.raises(pickle.UnpicklingError):
         load_checkpoint(tmp_path / "planted.pt")
     assert not marker.exists()

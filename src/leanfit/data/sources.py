@@ -99,19 +99,16 @@ class LoadedDataset:
         self, val_fraction: float, test_fraction: float, seed: int, stable: bool = False
     ) -> Splits:
         """The splits: a stratified, seeded shuffle, or (`stable`) each image's split by its own
-        pixels (`splits.stable_splits`); a split given with the data (CIFAR-10's test batch, a
-        folder's val/ or test/) is used as it is, and the ones not given are drawn from the rest
-        by their fractions."""
+        key (`split_keys`, `splits.stable_splits`); a split given with the data (CIFAR-10's test
+        batch, a folder's val/ or test/) is used as it is, and the ones not given are drawn from
+        the rest by their fractions."""
         labels = self.labels.numpy()
-        if stable:
-            keys = self.split_keys()
+        keys = self.split_keys() if stable else None
 
-            def draw(part, val_fraction, test_fraction):
-                return stable_splits(keys[part], labels[part], val_fraction, test_fraction, seed)
-        else:
-
-            def draw(part, val_fraction, test_fraction):
+        def draw(part, val_fraction, test_fraction):
+            if keys is None:
                 return make_splits(labels[part], val_fraction, test_fraction, seed)
+            return stable_splits(keys[part], labels[part], val_fraction, test_fraction, seed)
 
         val, test = self.predefined_val, self.predefined_test
         if val is None and test is None:

@@ -974,7 +974,7 @@ def warm_start(
     rechecked = controller.warm_start(prior, experiment.strategy.warm_recheck)
     where = (
         "on this data with its splits drawn the other way (dataset.split)"
-        if getattr(source, "same_data", False)
+        if source.same_data
         else "on earlier data"
     )
     controller.stats.warm_start = warm_start_text(source.run_id, len(prior), rechecked, where)

@@ -237,6 +237,9 @@ class JobRecord:
 class SearchLog:
     """Writes and reads back one search's runs."""
 
+    # found by `find_warm_start` on this data (its splits drawn the other way), not earlier data
+    same_data = False
+
     def __init__(self, logger: TrialLogger, search_run_id: str):
         self.logger = logger
         self.client = logger.client
@@ -318,7 +321,7 @@ class SearchLog:
             other = tags.get(TAG_SETTINGS_KEY) in other_splits
             if tags.get(TAG_OBJECTIVE) == objective and (other_data or other):
                 found = cls(logger, run.info.run_id)
-                found.same_data = not other_data  # (said in the warm start's words)
+                found.same_data = not other_data
                 return found
         return None
 
