@@ -4,6 +4,7 @@ test data and within the parameter budget; a rollback by hand."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -108,6 +109,148 @@ def test_champion_only_when_better_on_the_same_data_and_within_budget(tmp_path):
     assert "final.refit" not in client.get_run(untaught).data.params
 
 
+def leanfit_classifier(reference_genotype, channels: int = 1, size: int = 16, classes: int = 10):
+    """A real leanfit network (conv, depthwise-separable, inverted residual with squeeze-
+    excitation, hardswish) as the pipeline logs it, with weights whose answers differ image to
+    image (a fresh network's barely do) and batch-norm statistics of its own."""
+    from leanfit.models.builder import build_model
+    from leanfit.models.deploy import Classifier
+    from leanfit.space.architecture import flatten_genotype
+
+    blocks = [dict(b) for b in reference_genotype["blocks"]]
+    blocks[1].update(se=True, activation="hardswish")
+    torch.manual_seed(0)
+    readable = {**reference_genotype, "blocks": blocks}
+    architecture = {
+        "genotype": flatten_genotype(readable, 3, ("conv", "dwsep", "mbconv")),
+        "in_channels": channels, "image_size": size, "num_classes": classes,
+    }  # fmt: skip
+    net = build_model(**architecture)
+    with torch.no_grad():
+        for param in net.parameters():
+            param.normal_(0.0, 0.5)
+        for module in net.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+    return Classifier(net, [0.3] * channels, [0.25] * channels, architecture).eval()
+
+
+def test_a_registered_model_is_built_from_its_weights_and_never_unpickled(
+    tmp_path, reference_genotype, monkeypatch
+):
+    """MLflow's pytorch model is a pickle, and unpickling runs whatever the file says: anyone
+    who can write to the tracking server's artifacts could run code wherever leanfit loads a
+    version (the pipeline's evaluate step judging the champion, `leanfit predict`). leanfit
+    builds the network itself from the weights file beside it (read as weights only), and an
+    older model (no such file) from its run's TorchScript: a pickle planted in either runs
+    nothing. A model folder with neither is refused with how to load it; a weights file that
+    is not one leanfit wrote is refused, and a champion that cannot be loaded loses."""
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+
+    import mlflow.pytorch
+
+    from leanfit.models.deploy import WEIGHTS_FILE, Classifier
+    from leanfit.models.predict import load_model
+    from tests.support import Planted, run_cli, write_image_folder
+
+    monkeypatch.chdir(tmp_path)  # (MLflow's artifacts: ./mlruns)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    root = write_image_folder(tmp_path / "imgs", {str(d): 2 for d in range(10)}, size=16)
+    experiment = experiment_from_dict(
+        digits_config(
+            tracking={"uri": uri},
+            dataset={"source": "imagefolder", "path": str(root), "image_size": 16},
+        ),
+        tmp_path,
+    )
+    images = torch.randint(0, 256, (40, 1, 16, 16), dtype=torch.uint8)
+    labels = torch.arange(40) % 10
+    dataset = LoadedDataset(images, labels, [str(d) for d in range(10)], "f" * 64, "t")
+    registry = Registry(experiment, dataset)
+    parent = registry.client.create_run(registry.logger.experiment_id).info.run_id
+    model = leanfit_classifier(reference_genotype)
+    s = summary(1, accuracy(model, images, labels), 100)
+    first = registry.register(registry.log_model(s, model, parent, images[:2]), s, model,
+                              images, labels)  # fmt: skip
+
+    def folder_of(version) -> Path:
+        where = registry.client.get_model_version_download_uri("leanfit-digits", version)
+        return Path(unquote(urlparse(where).path))
+
+    marker = tmp_path / "the-pickle-ran"
+    stored = folder_of(first.version)
+    assert (stored / "extra_files" / WEIGHTS_FILE).is_file()
+    torch.save(Planted(str(marker)), stored / "data" / "model.pth")  # the pickle replaced
+
+    loaded = load_model(f"models:/leanfit-digits/{first.version}")
+    assert isinstance(loaded, Classifier) and loaded.architecture == model.architecture
+    with torch.no_grad():
+        x = images.float() / 255
+        assert torch.equal(loaded(x), model(x))
+    assert registry.evaluate_version(first.version, images, labels) == (s["test_accuracy"],
+                                                                        None, None)  # fmt: skip
+    downloaded = tmp_path / "downloaded"
+    mlflow.artifacts.download_artifacts(f"models:/leanfit-digits/{first.version}",
+                                        dst_path=str(downloaded), tracking_uri=uri)  # fmt: skip
+    for name in (str(downloaded), "leanfit-digits"):
+        said = run_cli("predict", name, str(root), "--tracking-uri", uri, cwd=tmp_path)
+        assert said.returncode == 0 and "20 image(s)" in said.stdout, said.stderr
+    assert not marker.exists()
+
+    # an older model, or a network leanfit did not build: no weights file; its TorchScript
+    older = Brightness(1.0)
+    two = torch.where(labels < 5, 30, 220).to(torch.uint8).view(-1, 1, 1, 1)
+    bright = two.expand(40, 1, 16, 16).contiguous()
+    s2 = summary(2, accuracy(older, bright, (labels >= 5).long()), 50)
+    logged = registry.log_model(s2, older, parent, images[:2])
+    version = str(mlflow.register_model(logged.model_uri, "leanfit-digits").version)
+    assert not (folder_of(version) / "extra_files").exists()
+    torch.save(Planted(str(marker)), folder_of(version) / "data" / "model.pth")
+    scripted = load_model(f"models:/leanfit-digits/{version}")
+    assert isinstance(scripted, torch.jit.ScriptModule)
+    assert registry.evaluate_version(version, bright, (labels >= 5).long())[:2] == (1.0, None)
+    assert not marker.exists()
+    alone = tmp_path / "older-downloaded"
+    mlflow.artifacts.download_artifacts(f"models:/leanfit-digits/{version}",
+                                        dst_path=str(alone), tracking_uri=uri)  # fmt: skip
+    refused = run_cli("predict", str(alone), str(root), cwd=tmp_path)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    said = " ".join(refused.stderr.split())
+    assert f"has no {WEIGHTS_FILE}" in said and "does not unpickle" in said, said
+    run_files = Path(
+        unquote(urlparse(registry.client.get_run(logged.run_id).info.artifact_uri).path)
+    )
+    (run_files / "torchscript" / "model.torchscript.pt").write_bytes(b"PK\x03\x04 damaged")
+    damaged = run_cli("predict", f"models:/leanfit-digits/{version}", str(root),
+                      "--tracking-uri", uri, cwd=tmp_path)  # fmt: skip
+    assert damaged.returncode == 2 and "Traceback" not in damaged.stderr, damaged.stderr
+    assert "TorchScript file could not be read" in " ".join(damaged.stderr.split())
+    assert not marker.exists()
+
+    # a weights file that is not one leanfit wrote (a pickle in its place): refused, runs
+    # nothing, and the champion that cannot be loaded loses to a challenger
+    torch.save({"format": 1, "payload": Planted(str(marker))},
+               stored / "extra_files" / WEIGHTS_FILE)  # fmt: skip
+    bad = run_cli("predict", "leanfit-digits", str(root), "--tracking-uri", uri, cwd=tmp_path)
+    assert bad.returncode == 2 and "could not be read (UnpicklingError" in bad.stderr, bad.stderr
+    challenger = leanfit_classifier(reference_genotype)
+    with torch.no_grad():
+        challenger.net.head.bias.add_(1.0)  # other weights: another version
+    s3 = summary(3, accuracy(challenger, images, labels), 100)
+    decision = registry.register(registry.log_model(s3, challenger, parent, images[:2]), s3,
+                                 challenger, images, labels)  # fmt: skip
+    assert decision.promoted, decision
+    assert "cannot be loaded without unpickling" in decision.reason
+    assert WEIGHTS_FILE in decision.reason and "UnpicklingError" in decision.reason
+    assert not marker.exists()
+    # and the plant was live: MLflow's own loader runs it
+    with pytest.raises(AttributeError):  # (what open() returned is no model)
+        mlflow.pytorch.load_model(f"models:/leanfit-digits/{first.version}")
+    assert marker.exists()
+
+
 def test_each_final_model_is_logged_as_onnx_that_answers_as_the_model_does(
     tmp_path, reference_genotype
 ):
@@ -117,26 +260,9 @@ def test_each_final_model_is_logged_as_onnx_that_answers_as_the_model_does(
     import onnxruntime
     from mlflow.artifacts import download_artifacts
 
-    from leanfit.models.builder import build_model
-    from leanfit.models.deploy import Classifier
-    from leanfit.space.architecture import flatten_genotype
-
-    blocks = [dict(b) for b in reference_genotype["blocks"]]
-    blocks[1].update(se=True, activation="hardswish")
-    torch.manual_seed(0)
-    readable = {**reference_genotype, "blocks": blocks}
-    net = build_model(flatten_genotype(readable, 3, ("conv", "dwsep", "mbconv")), 1, 16, 10)
-    assert any("SqueezeExcite" in type(m).__name__ for m in net.modules())
-    assert any(isinstance(m, nn.Hardswish) for m in net.modules())
-    with torch.no_grad():  # weights whose answers differ image to image (a fresh network's
-        # barely do), and batch-norm statistics of its own, not the identity
-        for param in net.parameters():
-            param.normal_(0.0, 0.5)
-        for module in net.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 2.0)
-    model = Classifier(net, [0.3], [0.25]).eval()
+    model = leanfit_classifier(reference_genotype)
+    assert any("SqueezeExcite" in type(m).__name__ for m in model.modules())
+    assert any(isinstance(m, nn.Hardswish) for m in model.modules())
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     experiment = experiment_from_dict(digits_config(tracking={"uri": uri}), tmp_path)
     images = torch.randint(0, 256, (9, 1, 16, 16), dtype=torch.uint8)
@@ -158,7 +284,9 @@ def test_each_final_model_is_logged_as_onnx_that_answers_as_the_model_does(
         assert np.allclose(got, expected[: len(batch)], atol=1e-4), np.abs(got - expected).max()
 
 
-def test_predict_classifies_files_as_the_model_saw_its_training_images(tmp_path):
+def test_predict_classifies_files_as_the_model_saw_its_training_images(
+    tmp_path, reference_genotype
+):
     """`leanfit predict` on a registered model: the class names come with the model, and each
     file is decoded as the training folder was (a transparent icon, and a wide photo padded to a
     square as the file asks, included), so the printed probabilities are the model's on the very
@@ -168,7 +296,6 @@ def test_predict_classifies_files_as_the_model_saw_its_training_images(tmp_path)
     from PIL import Image
 
     from leanfit.data.sources import load_dataset
-    from leanfit.models.deploy import Classifier
     from tests.support import run_cli, write_image_folder
 
     root = write_image_folder(tmp_path / "imgs", {"cat": 4, "dog": 4}, size=20)
@@ -188,11 +315,9 @@ def test_predict_classifies_files_as_the_model_saw_its_training_images(tmp_path)
         tmp_path,
     )
     dataset = load_dataset(experiment)
-    torch.manual_seed(0)
     # A network whose output moves with every pixel: a freshly built leanfit network gives
     # every image the same probabilities to five places, which no decoding could change
-    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 12 * 12, 2))
-    model = Classifier(net, [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]).eval()
+    model = leanfit_classifier(reference_genotype, channels=3, size=12, classes=2)
     registry = Registry(experiment, dataset)
     parent = registry.client.create_run(registry.logger.experiment_id).info.run_id
     s = summary(1, accuracy(model, dataset.images, dataset.labels), 100)
@@ -211,7 +336,7 @@ def test_predict_classifies_files_as_the_model_saw_its_training_images(tmp_path)
     assert "skipped 1 unreadable file(s)" in result.stderr and "notes.txt" in result.stderr
     files = sorted(p for p in root.rglob("*.*") if p.suffix != ".txt")  # the dataset's order
     assert [r["file"] for r in records] == [str(f) for f in files]
-    assert len({round(r["probability"], 3) for r in records}) == len(records)  # all differ
+    assert len({round(r["probability"], 5) for r in records}) == len(records)  # all differ
     for record, probs in zip(records, expected, strict=True):
         best = int(probs.argmax())
         assert record["class"] == ["cat", "dog"][best]

@@ -211,10 +211,89 @@ def _predictions(model, card: ModelCard, top: int, names, images) -> list[Predic
 
 
 def load_model(uri: str):
-    """The logged `Classifier`, in eval mode on the CPU."""
-    import mlflow.pytorch
+    """The logged `Classifier`, in eval mode on the CPU, loaded without running any code its
+    files hold: built by leanfit from the weights file beside it (`deploy.WEIGHTS_FILE`, read as
+    weights only), or, for a model logged before that file (or a network leanfit did not build),
+    its run's TorchScript file (TorchScript, not Python: it cannot import or call Python).
+    MLflow's own pytorch model is a pickle, and unpickling runs whatever the file says: anyone
+    who can write to the tracking server could have run code on every machine that loads the
+    champion. A model with neither (a downloaded folder of an older model) is refused, with
+    how to load it."""
+    import pickle
+    import tempfile
 
-    return mlflow.pytorch.load_model(uri, map_location="cpu").eval()
+    import torch
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+
+    from leanfit.models.deploy import WEIGHTS_FILE, classifier_from_weights
+
+    weights = f"extra_files/{WEIGHTS_FILE}"
+    with tempfile.TemporaryDirectory() as tmp:
+        if is_model_folder(uri):
+            found = Path(uri) / weights
+            path = found if found.is_file() else None
+        else:
+            try:
+                path = Path(download_artifacts(artifact_uri=f"{uri}/{weights}", dst_path=tmp))
+            except (MlflowException, OSError):
+                path = None
+        if path is not None:
+            try:
+                return classifier_from_weights(path)
+            except (
+                pickle.UnpicklingError,
+                ValueError,
+                KeyError,
+                TypeError,
+                RuntimeError,
+                OSError,
+            ) as e:
+                first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+                raise LeanfitError(
+                    f"model: {uri}: its {WEIGHTS_FILE} could not be read ({type(e).__name__}: "
+                    f"{first}); it is not a file leanfit wrote, or it is damaged: log the model "
+                    "again (leanfit run), or give another version"
+                ) from None
+        if not is_model_folder(uri):
+            scripted = _torchscript_of(uri, tmp)
+            if scripted is not None:
+                try:
+                    return torch.jit.load(str(scripted), map_location="cpu").eval()
+                except RuntimeError as e:  # (what torch says of a file it cannot read)
+                    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+                    raise LeanfitError(
+                        f"model: {uri}: its run's TorchScript file could not be read ({first}); "
+                        "it is damaged or not one leanfit wrote: give another version"
+                    ) from None
+    raise LeanfitError(
+        f"model: {uri} has no {WEIGHTS_FILE} (a model logged by an earlier leanfit, or not by "
+        "leanfit) and no TorchScript file of its run here; leanfit does not unpickle a model "
+        "(its file could run any code). Give it by its models:/ or runs:/ URI, where its run's "
+        "TorchScript file is read, or, if you trust whoever wrote it, load it yourself with "
+        "mlflow.pytorch.load_model"
+    )
+
+
+def _torchscript_of(uri: str, tmp: str) -> Path | None:
+    """The TorchScript file leanfit logged in a model's run (`torchscript/`), downloaded, or
+    None where there is none."""
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import get_model_info
+
+    try:
+        run_id = get_model_info(uri).run_id
+        if not run_id:
+            return None
+        return Path(
+            download_artifacts(
+                artifact_uri=f"runs:/{run_id}/torchscript/model.torchscript.pt",
+                dst_path=str(Path(tmp) / "torchscript"),
+            )
+        )
+    except (MlflowException, OSError):
+        return None
 
 
 def as_records(predictions: Sequence[Prediction]) -> list[Mapping[str, Any]]:

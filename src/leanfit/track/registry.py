@@ -94,7 +94,7 @@ class Registry:
         from mlflow.entities import Metric, Param
         from mlflow.models import infer_signature
 
-        from leanfit.models.deploy import export_onnx
+        from leanfit.models.deploy import WEIGHTS_FILE, export_onnx, save_weights
         from leanfit.models.predict import card_of
 
         client = self.client
@@ -135,7 +135,13 @@ class Registry:
         with torch.no_grad():
             output = classifier(example)
         signature = infer_signature(example.numpy(), output.numpy())
-        with mlflow.start_run(run_id=run_id):
+        with mlflow.start_run(run_id=run_id), tempfile.TemporaryDirectory() as tmp:
+            # what leanfit loads it from (`predict.load_model`), beside MLflow's pickle: a
+            # network leanfit built (not a stand-in a test logs) has one
+            extra = []
+            if getattr(classifier, "architecture", None) is not None:
+                extra.append(str(Path(tmp) / WEIGHTS_FILE))
+                save_weights(classifier, Path(extra[0]))
             info = mlflow.pytorch.log_model(
                 classifier,
                 name="model",
@@ -146,22 +152,22 @@ class Registry:
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "leanfit"],
                 # pickle, not pt2: torch.export fixes the batch size to the example's
                 serialization_format="pickle",
+                extra_files=extra or None,
             )
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "model.torchscript.pt"
-                with warnings.catch_warnings():  # torch marks TorchScript deprecated
-                    warnings.simplefilter("ignore", FutureWarning)
-                    # checked here against the output above: torch's own check_trace imports
-                    # torch.distributed to compare (3 s of a pipeline step's 13 here)
-                    traced = torch.jit.trace(classifier, example, check_trace=False)
-                    with torch.no_grad():
-                        if not torch.allclose(traced(example), output, atol=1e-5):
-                            raise RuntimeError("the TorchScript trace does not match the model")
-                    torch.jit.save(traced, str(path))
-                mlflow.log_artifact(str(path), artifact_path="torchscript")
-                onnx_file = Path(tmp) / "model.onnx"
-                export_onnx(classifier, example, onnx_file)
-                mlflow.log_artifact(str(onnx_file), artifact_path="onnx")
+            path = Path(tmp) / "model.torchscript.pt"
+            with warnings.catch_warnings():  # torch marks TorchScript deprecated
+                warnings.simplefilter("ignore", FutureWarning)
+                # checked here against the output above: torch's own check_trace imports
+                # torch.distributed to compare (3 s of a pipeline step's 13 here)
+                traced = torch.jit.trace(classifier, example, check_trace=False)
+                with torch.no_grad():
+                    if not torch.allclose(traced(example), output, atol=1e-5):
+                        raise RuntimeError("the TorchScript trace does not match the model")
+                torch.jit.save(traced, str(path))
+            mlflow.log_artifact(str(path), artifact_path="torchscript")
+            onnx_file = Path(tmp) / "model.onnx"
+            export_onnx(classifier, example, onnx_file)
+            mlflow.log_artifact(str(onnx_file), artifact_path="onnx")
         client.set_terminated(run_id, "FINISHED")
         return LoggedModel(run_id, info.model_uri)
 
@@ -348,17 +354,16 @@ class Registry:
         registering it and tagging it), or None. The next run registered the same weights
         again beside it. Only untagged versions are loaded to compare (rare: one call's
         window)."""
-        import mlflow
         from mlflow.exceptions import MlflowException
+
+        from leanfit.models.predict import load_model
 
         for v in versions:
             if v.tags.get("leanfit.dataset_digest"):
                 continue
             try:
-                model = mlflow.pytorch.load_model(
-                    f"models:/{self.name}/{v.version}", map_location="cpu"
-                )
-            except (MlflowException, OSError, RuntimeError, AttributeError):
+                model = load_model(f"models:/{self.name}/{v.version}")
+            except (LeanfitError, MlflowException, OSError, RuntimeError):
                 continue
             if weights_digest(model) == weights:
                 return v
@@ -393,12 +398,15 @@ class Registry:
         by position a champion that was right nearly always scored 0, so any challenger won.
         A class of this data it does not know counts as its errors; one it knows that the data
         no longer has is an error whenever it answers it."""
-        import mlflow
-
         from leanfit.models.deploy import predicted_classes
+        from leanfit.models.predict import load_model
 
         uri = f"models:/{self.name}/{version}"
-        model = mlflow.pytorch.load_model(uri, map_location="cpu")
+        try:
+            model = load_model(uri)  # (never its pickle: a version anyone could have written)
+        except LeanfitError as e:  # (the message up to its fix, without its "model: ")
+            why = str(e).split("; ")[0].removeprefix("model: ")
+            return 0.0, f"it cannot be loaded without unpickling it: {why}", None
         try:
             predicted = predicted_classes(model, test_images)
         except RuntimeError as e:
