@@ -153,6 +153,32 @@ def test_watch_runs_once_per_digest_warm_started_and_skips_bad_files(tmp_path):
     assert code == 130 and err.strip() == "stopped watching shapes.yaml", err
 
 
+def test_a_stop_signal_handed_to_another_thread_ends_the_wait_between_checks():
+    """The kernel hands a signal sent to the process to any thread of it (torch's, MLflow's):
+    a watcher asleep in `time.sleep` until its next check went on sleeping after Ctrl-C about
+    one time in two. Here the signal goes to another thread every time."""
+    import textwrap
+
+    from tests.support import foreground_job
+
+    code = textwrap.dedent("""
+        import signal, threading, time
+        from leanfit import stopping
+        def other():
+            time.sleep(0.5)
+            signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # this thread, not main
+            time.sleep(60)
+        threading.Thread(target=other, daemon=True).start()
+        try:
+            stopping.sleep(3600)
+        except KeyboardInterrupt:
+            print("stopped")
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
+                       preexec_fn=foreground_job)  # fmt: skip
+    assert r.stdout.strip() == "stopped", r.stderr
+
+
 def test_watch_refuses_bad_options_before_doing_anything(tmp_path):
     write_image_folder(tmp_path / "images", CLASSES, seed=0)
     write_yaml(tmp_path / "shapes.yaml", folder_config())

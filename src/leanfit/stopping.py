@@ -61,6 +61,20 @@ def said(message: str) -> str:
     return message
 
 
+def sleep(seconds: float) -> None:
+    """`time.sleep` that Ctrl-C and SIGTERM end within a quarter of a second. The kernel hands a
+    signal sent to the process to any of its threads that does not block it (torch's, MLflow's
+    and SQLAlchemy's are several); Python runs the handler in the main thread, but only once
+    that thread next runs Python code, and a main thread asleep in `time.sleep` for the whole
+    span is woken only by a signal handed to it. `leanfit watch --interval 1h` sent Ctrl-C while
+    waiting for its next check went on waiting, about one time in two here."""
+    import time
+
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        time.sleep(min(left, 0.25))
+
+
 @contextlib.contextmanager
 def held_off() -> Iterator[None]:
     """Ctrl-C and SIGTERM wait for the end of the block, then act as they would have: for work

@@ -204,6 +204,7 @@ def watch(
     interval: float, check: Callable[[], CheckResult], log: Callable[[str], None] = print
 ) -> None:
     """Check every `interval` seconds until interrupted; a failed check is retried next time."""
+    from leanfit import stopping
     from leanfit.errors import LeanfitError
 
     while True:
@@ -211,4 +212,4 @@ def watch(
             check()
         except LeanfitError as e:
             log(f"check failed: {e}; trying again in {interval:.0f} s")
-        time.sleep(interval)
+        stopping.sleep(interval)  # (time.sleep's whole span could miss a Ctrl-C)
