@@ -716,7 +716,9 @@ def test_run_logs_and_registers_on_a_server_that_goes_down_and_a_second_run_does
         server.start()
         outage["up"] = time.monotonic()
 
-    env = {"MLFLOW_TRACKING_URI": server.uri}
+    # with a password (the server has no authentication and ignores it): it reaches the steps
+    # in their environment, not in the pipeline's log, where kfp.local writes their parameters
+    env = {"MLFLOW_TRACKING_URI": server.uri.replace("http://", "http://leanfit:s3cret-pw@")}
     thread = threading.Thread(target=interrupt)
     thread.start()
     try:
@@ -731,7 +733,12 @@ def test_run_logs_and_registers_on_a_server_that_goes_down_and_a_second_run_does
         assert "chosen on a validation split" not in first.stdout  # (360 images: not said)
         # against a server: its address to browse (`mlflow ui` cannot open a server's URI), and
         # none of MLflow's "View run ... at" lines (two for every trial job)
-        assert f"browse       {server.uri}" in first.stdout, first.stdout[-2000:]
+        masked = server.uri.replace("http://", "http://leanfit:***@")
+        assert f"browse       {masked}" in first.stdout, first.stdout[-2000:]
+        assert "s3cret-pw" not in first.stdout + first.stderr
+        written = [f for f in (tmp_path / ".leanfit").rglob("*") if f.is_file()]
+        assert any(f.name.startswith("pipeline-") for f in written)
+        assert not [f for f in written if b"s3cret-pw" in f.read_bytes()]
         assert "View run" not in first.stdout + first.stderr
 
         client, versions, champion = registry(server.uri)
@@ -797,7 +804,7 @@ def test_run_logs_and_registers_on_a_server_that_goes_down_and_a_second_run_does
                          timeout=120)  # fmt: skip
         said = " ".join(broken.stderr.split())
         assert broken.returncode == 2 and "Traceback" not in said, said
-        assert f"MLflow at {server.uri} keeps runs but could not store a file in" in said, said
+        assert f"MLflow at {masked} keeps runs but could not store a file in" in said, said
         assert "--artifacts-destination" in said and "nothing was started" in said, said
         assert _runs(client, "search") == searches_before
         assert "search:" not in broken.stdout, broken.stdout  # no trial ran

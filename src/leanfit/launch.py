@@ -28,6 +28,7 @@ from leanfit.steps import (
     PARENT_ENV,
     pipeline_arguments,
     pipeline_keys,
+    without_tracking_password,
 )
 
 
@@ -121,7 +122,8 @@ def _run_pipeline(experiment: Experiment, key: str, digest: str, log) -> Pipelin
     error_file.unlink(missing_ok=True)
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
     pipeline = build_pipeline(experiment)
-    arguments = pipeline_arguments(experiment)
+    # (the password, if any, reaches the steps in their environment, not in the log)
+    arguments, secret_env = without_tracking_password(pipeline_arguments(experiment))
     log_file = root / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}.log"
 
     def end_started(message: str, status: str) -> None:
@@ -133,7 +135,8 @@ def _run_pipeline(experiment: Experiment, key: str, digest: str, log) -> Pipelin
         # the steps (kfp.local's subprocesses) inherit where to write a failure's message
         # ... and this process's ID: each stops with it (a `kill -9` of it left one running)
         steps_env = mock.patch.dict(
-            os.environ, {ERROR_FILE_ENV: str(error_file), PARENT_ENV: str(os.getpid())}
+            os.environ,
+            {ERROR_FILE_ENV: str(error_file), PARENT_ENV: str(os.getpid()), **secret_env},
         )
         with shown_and_logged(log_file, log), steps_env:
             pipeline(**arguments)

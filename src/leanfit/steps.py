@@ -38,6 +38,8 @@ ERROR_FILE_ENV = "LEANFIT_STEP_ERROR_FILE"
 TAG_SEARCH_RUN = "leanfit.search_run_id"
 # `leanfit run`'s process ID, given to its steps: each stops when that process dies
 PARENT_ENV = "LEANFIT_PIPELINE_PID"
+# A local pipeline's tracking URI where it holds a password (`without_tracking_password`)
+TRACKING_URI_ENV = "LEANFIT_PIPELINE_TRACKING_URI"
 
 
 # ---------------------------------------------------------------- the experiment as a parameter
@@ -71,7 +73,35 @@ def read_experiment(experiment: str, base_dir: str) -> Experiment:
         data = json.loads(experiment)
     except json.JSONDecodeError as e:
         raise LeanfitError(f"experiment: the pipeline parameter is not JSON ({e})") from None
-    return experiment_from_dict(data, Path(base_dir))
+    return experiment_from_dict(with_tracking_password(data), Path(base_dir))
+
+
+def without_tracking_password(arguments: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """`pipeline_arguments` whose tracking URI's password is masked, and the environment that
+    gives the steps the whole URI (`TRACKING_URI_ENV`; {} where there is no password).
+    kfp.local writes each step's parameters to the pipeline's log file, so a password in the
+    URI was kept there in plain text; a step's environment is not written anywhere."""
+    from leanfit.errors import hide_password
+
+    data = json.loads(arguments["experiment"])
+    uri = data.get("tracking", {}).get("uri")
+    if not isinstance(uri, str) or hide_password(uri) == uri:
+        return arguments, {}
+    data["tracking"]["uri"] = hide_password(uri)
+    masked = {**arguments, "experiment": json.dumps(data, sort_keys=True)}
+    return masked, {TRACKING_URI_ENV: uri}
+
+
+def with_tracking_password(data: dict) -> dict:
+    """The experiment's settings with the URI `without_tracking_password` masked made whole
+    again, from the step's environment; as they are otherwise."""
+    from leanfit.errors import hide_password
+
+    tracking = data.get("tracking") or {}
+    whole = os.environ.get(TRACKING_URI_ENV)
+    if whole and tracking.get("uri") == hide_password(whole):
+        data = {**data, "tracking": {**tracking, "uri": whole}}
+    return data
 
 
 def pipeline_key(experiment: Experiment, digest: str, legacy: bool = False) -> str:
