@@ -1070,3 +1070,40 @@ def test_the_search_steps_messages_say_how_a_pipeline_goes_on(tmp_path):
     said = " ".join(in_pipeline_words(str(busy.value)).split())
     assert "--resume" not in said, said
     assert "then run the pipeline again: its search step goes on with that search" in said, said
+
+
+def test_a_final_training_is_kept_per_decoding_of_the_files(tmp_path):
+    """Another image_size, channel count, fit or background keeps the splits (keyed by the
+    files' contents) and so the plan; the final training kept under the plan's key was reused,
+    a network trained at 12 px logged with a card of 16 px. Each decoding has its own folder,
+    and a folder of the version before (not keyed by it) is taken only where its checkpoint
+    trained at this size and channel count."""
+    import torch
+
+    from leanfit.steps import _trained_on, final_training_folder
+    from leanfit.train.trainer import TrainData
+
+    def experiment(**dataset):
+        settings = {"source": "imagefolder", "path": "images", "image_size": 12, **dataset}
+        return experiment_from_dict(digits_config(dataset=settings), tmp_path)
+
+    plan = tmp_path / "plan.json"
+    plan.write_text("{}")
+    config = {"stem_width": 8}
+    kept = final_training_folder(experiment(), config, 3, 0, str(plan))
+    assert final_training_folder(experiment(), config, 3, 0, str(plan)) == kept
+    for change in ({"image_size": 16}, {"channels": 3}, {"fit": "pad"}, {"background": "black"}):
+        assert final_training_folder(experiment(**change), config, 3, 0, str(plan)) != kept
+
+    before = final_training_folder(experiment(), config, 3, 0, str(plan), decoding=False)
+    before.mkdir(parents=True)
+    torch.save({"image_size": 12, "normalize": {"mean": [0.5], "std": [0.25]}},
+               before / "checkpoint.pt")  # fmt: skip
+
+    def data(size: int, channels: int = 1) -> TrainData:
+        x = torch.zeros(2, channels, size, size, dtype=torch.uint8)
+        return TrainData(x, torch.zeros(2, dtype=torch.long), x, torch.zeros(2), 2)
+
+    assert _trained_on(before, data(12))
+    assert not _trained_on(before, data(16)) and not _trained_on(before, data(12, 3))
+    assert not _trained_on(tmp_path / "nowhere", data(12))

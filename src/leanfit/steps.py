@@ -621,13 +621,19 @@ def final_train(
         kept = final_training_folder(
             exp, finalist["config"], epochs, seed, plan_path, taught=taught
         )
-        older = final_training_folder(exp, finalist["config"], epochs, seed, plan_path, True)
-        if (
-            taught is None
-            and not (kept / "summary.json").is_file()
-            and (older / "summary.json").is_file()
-        ):
-            kept = older  # trained by the version before, whose folders were named otherwise
+        if taught is None and not (kept / "summary.json").is_file():
+            # trained by a version before, whose folders were named otherwise and not by how
+            # the files are decoded: taken only where it was trained on images of this size
+            # and channel count (another image_size trained another network on other pixels)
+            for older in (
+                final_training_folder(exp, finalist["config"], epochs, seed, plan_path, True),
+                final_training_folder(
+                    exp, finalist["config"], epochs, seed, plan_path, decoding=False
+                ),
+            ):
+                if (older / "summary.json").is_file() and _trained_on(older, data):
+                    kept = older
+                    break
         spec = TrialSpec(
             trial_id=f"final-{finalist['trial']}",
             config=finalist["config"],
@@ -770,12 +776,15 @@ def final_training_folder(
     legacy: bool = False,
     taught: Mapping[str, Any] | None = None,
     refit: bool = False,
+    decoding: bool = True,
 ) -> Path:
     """Where a final training keeps its checkpoint and summary: one folder per configuration,
-    length, seed, training settings, augment policy and data plan (the splits' digest), and
-    its teacher when distilled (`taught`: the teacher's own folder, alpha and temperature), and
-    whether it trains on the validation split too (`refit`). `legacy`: the folder versions
-    before used (`key_settings`)."""
+    length, seed, training settings, augment policy, data plan (the splits' digest) and how
+    the files are decoded (image size, channels, fit, background: the plan, keyed by the files'
+    contents, stays the same when they change), and its teacher when distilled (`taught`: the
+    teacher's own folder, alpha and temperature), and whether it trains on the validation split
+    too (`refit`). `legacy`: the folder versions before used (`key_settings`); `decoding=False`:
+    the folder before the decoding was part of it."""
     import hashlib
 
     from leanfit.track.search import key_settings
@@ -788,12 +797,31 @@ def final_training_folder(
         "training": key_settings(experiment.training, None, legacy),
         "plan": hashlib.sha256(Path(plan_path).read_bytes()).hexdigest(),
     }
+    if decoding and not legacy:
+        ds = experiment.dataset
+        key["decoding"] = {
+            "image_size": ds.image_size, "channels": ds.channels, "fit": ds.fit,
+            "background": ds.background,
+        }  # fmt: skip
     if taught is not None:  # (absent otherwise: the folders of plain trainings keep their names)
         key["teacher"] = {k: taught[k] for k in ("folder", "alpha", "temperature")}
     if refit:
         key["train_on"] = "train+val"
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     return experiment.work_path() / "final" / digest[:16]
+
+
+def _trained_on(kept: Path, data) -> bool:
+    """Whether the final training kept in `kept` trained on images of `data`'s size and
+    channel count (its checkpoint says; False where it cannot be read)."""
+    from leanfit.train.checkpoint import load_checkpoint
+
+    try:
+        state = load_checkpoint(kept / "checkpoint.pt", map_location="cpu")
+        size, channels = int(state["image_size"]), len(state["normalize"]["mean"])
+    except Exception:  # noqa: BLE001 - any unreadable checkpoint: trained again
+        return False
+    return (size, channels) == (data.image_size, data.channels)
 
 
 def _train_finalist(
