@@ -151,8 +151,9 @@ def test_a_registered_model_is_built_from_its_weights_and_never_unpickled(
 
     import mlflow.pytorch
 
-    from leanfit.models.deploy import WEIGHTS_FILE, Classifier
-    from leanfit.models.predict import load_model
+    from leanfit.errors import LeanfitError
+    from leanfit.models.deploy import WEIGHTS_FILE, Classifier, save_weights
+    from leanfit.models.predict import WEIGHTS_FILE_NAME, load_model
     from tests.support import Planted, run_cli, write_image_folder
 
     monkeypatch.chdir(tmp_path)  # (MLflow's artifacts: ./mlruns)
@@ -179,6 +180,7 @@ def test_a_registered_model_is_built_from_its_weights_and_never_unpickled(
         where = registry.client.get_model_version_download_uri("leanfit-digits", version)
         return Path(unquote(urlparse(where).path))
 
+    assert WEIGHTS_FILE_NAME == WEIGHTS_FILE  # (named twice: predict imports no torch)
     marker = tmp_path / "the-pickle-ran"
     stored = folder_of(first.version)
     assert (stored / "extra_files" / WEIGHTS_FILE).is_file()
@@ -226,15 +228,35 @@ def test_a_registered_model_is_built_from_its_weights_and_never_unpickled(
     damaged = run_cli("predict", f"models:/leanfit-digits/{version}", str(root),
                       "--tracking-uri", uri, cwd=tmp_path)  # fmt: skip
     assert damaged.returncode == 2 and "Traceback" not in damaged.stderr, damaged.stderr
-    assert "TorchScript file could not be read" in " ".join(damaged.stderr.split())
+    assert "TorchScript file is damaged" in " ".join(damaged.stderr.split())
     assert not marker.exists()
+
+    # another model's weights file put in its place: for other images, refused against the
+    # card (it raised a traceback at the first image); for the same images, against the digest
+    # the version was registered with (its answers changed silently)
+    save_weights(leanfit_classifier(reference_genotype, channels=3), downloaded / "extra_files"
+                 / WEIGHTS_FILE)  # fmt: skip
+    other = run_cli("predict", str(downloaded), str(root), cwd=tmp_path)
+    said = " ".join(other.stderr.split())
+    assert other.returncode == 2 and "Traceback" not in said, said
+    assert "is for 3-channel 16x16 images and 10 classes, its card says 1-channel" in said, said
+    swapped = leanfit_classifier(reference_genotype)
+    with torch.no_grad():
+        swapped.net.head.bias.add_(0.5)
+    save_weights(swapped, stored / "extra_files" / WEIGHTS_FILE)
+    with pytest.raises(LeanfitError, match="not the ones registered as this version"):
+        load_model(f"models:/leanfit-digits/{first.version}")
+    problem = registry.evaluate_version(first.version, images, labels)[1]
+    assert "not the ones registered" in problem, problem
 
     # a weights file that is not one leanfit wrote (a pickle in its place): refused, runs
     # nothing, and the champion that cannot be loaded loses to a challenger
     torch.save({"format": 1, "payload": Planted(str(marker))},
                stored / "extra_files" / WEIGHTS_FILE)  # fmt: skip
     bad = run_cli("predict", "leanfit-digits", str(root), "--tracking-uri", uri, cwd=tmp_path)
-    assert bad.returncode == 2 and "could not be read (UnpicklingError" in bad.stderr, bad.stderr
+    said = " ".join(bad.stderr.split())
+    assert bad.returncode == 2 and "holds something other than weights" in said, said
+    assert "weights_only" not in said  # (torch's advice to load it otherwise is not relayed)
     challenger = leanfit_classifier(reference_genotype)
     with torch.no_grad():
         challenger.net.head.bias.add_(1.0)  # other weights: another version
@@ -242,8 +264,8 @@ def test_a_registered_model_is_built_from_its_weights_and_never_unpickled(
     decision = registry.register(registry.log_model(s3, challenger, parent, images[:2]), s3,
                                  challenger, images, labels)  # fmt: skip
     assert decision.promoted, decision
-    assert "cannot be loaded without unpickling" in decision.reason
-    assert WEIGHTS_FILE in decision.reason and "UnpicklingError" in decision.reason
+    assert "cannot be loaded safely" in decision.reason
+    assert WEIGHTS_FILE in decision.reason and "something other than weights" in decision.reason
     assert not marker.exists()
     # and the plant was live: MLflow's own loader runs it
     with pytest.raises(AttributeError):  # (what open() returned is no model)

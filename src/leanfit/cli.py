@@ -1088,7 +1088,7 @@ def predict(
             style="yellow",
             highlight=False,
         )
-    classifier = p.load_model(name)
+    classifier = p.load_model(name, card if card.from_card else None)
     with Progress(console=err_console, transient=True, disable=as_json) as progress:
         task = progress.add_task("classifying", total=len(files))
         predictions, skipped = p.predict(

@@ -20,7 +20,7 @@ from leanfit.train.checkpoint import load_checkpoint
 # back as weights only. leanfit loads a logged model from this, never from the pickled model of
 # MLflow's pytorch flavour (unpickling runs whatever code the file holds, so anyone who can write
 # to the tracking server could run code wherever leanfit loads the champion).
-WEIGHTS_FILE = "leanfit-weights.pt"
+WEIGHTS_FILE = "leanfit-weights.pt"  # (predict.WEIGHTS_FILE_NAME: the same)
 WEIGHTS_FORMAT = 1
 
 

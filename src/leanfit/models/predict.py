@@ -22,6 +22,8 @@ from leanfit.errors import LeanfitError
 
 # The key of the card in an MLflow model's metadata
 CARD_KEY = "leanfit"
+# (deploy.WEIGHTS_FILE, named here without importing torch)
+WEIGHTS_FILE_NAME = "leanfit-weights.pt"
 # Images decoded and classified at a time
 BATCH = 256
 
@@ -196,8 +198,15 @@ def _predictions(model, card: ModelCard, top: int, names, images) -> list[Predic
     import torch
 
     x = torch.from_numpy(images).float().div_(255.0)
-    with torch.no_grad():
-        logits = model(x)
+    try:
+        with torch.no_grad():
+            logits = model(x)
+    except RuntimeError as e:  # (a network for other images than its card says)
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise LeanfitError(
+            f"model: it cannot take images as its card describes them ({first}); the model's "
+            "files do not belong together: give another version"
+        ) from None
     if logits.shape[1] != len(card.classes):
         raise LeanfitError(
             f"model: it gives {logits.shape[1]} outputs, its card names {len(card.classes)} "
@@ -210,7 +219,7 @@ def _predictions(model, card: ModelCard, top: int, names, images) -> list[Predic
     ]
 
 
-def load_model(uri: str):
+def load_model(uri: str, card: ModelCard | None = None):
     """The logged `Classifier`, in eval mode on the CPU, loaded without running any code its
     files hold: built by leanfit from the weights file beside it (`deploy.WEIGHTS_FILE`, read as
     weights only), or, for a model logged before that file (or a network leanfit did not build),
@@ -218,9 +227,14 @@ def load_model(uri: str):
     MLflow's own pytorch model is a pickle, and unpickling runs whatever the file says: anyone
     who can write to the tracking server could have run code on every machine that loads the
     champion. A model with neither (a downloaded folder of an older model) is refused, with
-    how to load it."""
+    how to load it.
+
+    Refused too: a weights file for other images or classes than `card` says (the model's card),
+    and, for a registered version (`models:/`), weights other than the ones registered (their
+    digest differs from the version's tag): a file of the model replaced by another's."""
     import pickle
     import tempfile
+    import warnings
 
     import torch
     from mlflow.artifacts import download_artifacts
@@ -229,6 +243,7 @@ def load_model(uri: str):
     from leanfit.models.deploy import WEIGHTS_FILE, classifier_from_weights
 
     weights = f"extra_files/{WEIGHTS_FILE}"
+    model = None
     with tempfile.TemporaryDirectory() as tmp:
         if is_model_folder(uri):
             found = Path(uri) / weights
@@ -240,39 +255,93 @@ def load_model(uri: str):
                 path = None
         if path is not None:
             try:
-                return classifier_from_weights(path)
-            except (
-                pickle.UnpicklingError,
-                ValueError,
-                KeyError,
-                TypeError,
-                RuntimeError,
-                OSError,
-            ) as e:
-                first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+                model = classifier_from_weights(path)
+            except pickle.UnpicklingError:
                 raise LeanfitError(
-                    f"model: {uri}: its {WEIGHTS_FILE} could not be read ({type(e).__name__}: "
-                    f"{first}); it is not a file leanfit wrote, or it is damaged: log the model "
-                    "again (leanfit run), or give another version"
+                    f"model: {uri}: its {WEIGHTS_FILE} holds something other than weights "
+                    "(refused: it is read as weights only); it is not a file leanfit wrote: log "
+                    "the model again (leanfit run --force), or give another version"
                 ) from None
-        if not is_model_folder(uri):
+            except (ValueError, KeyError, TypeError, RuntimeError, OSError) as e:
+                raise LeanfitError(
+                    f"model: {uri}: its {WEIGHTS_FILE} is damaged, truncated or not a file "
+                    f"leanfit wrote ({type(e).__name__}); log the model again (leanfit run "
+                    "--force), or give another version"
+                ) from None
+            _check_card(uri, model.architecture, card)
+        elif not is_model_folder(uri):
             scripted = _torchscript_of(uri, tmp)
             if scripted is not None:
                 try:
-                    return torch.jit.load(str(scripted), map_location="cpu").eval()
-                except RuntimeError as e:  # (what torch says of a file it cannot read)
-                    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+                    with warnings.catch_warnings():  # torch marks TorchScript deprecated
+                        warnings.simplefilter("ignore", FutureWarning)
+                        model = torch.jit.load(str(scripted), map_location="cpu").eval()
+                except RuntimeError:  # (what torch says of a file it cannot read)
                     raise LeanfitError(
-                        f"model: {uri}: its run's TorchScript file could not be read ({first}); "
-                        "it is damaged or not one leanfit wrote: give another version"
+                        f"model: {uri}: its run's TorchScript file is damaged, truncated or not "
+                        "one leanfit wrote: give another version"
                     ) from None
-    raise LeanfitError(
-        f"model: {uri} has no {WEIGHTS_FILE} (a model logged by an earlier leanfit, or not by "
-        "leanfit) and no TorchScript file of its run here; leanfit does not unpickle a model "
-        "(its file could run any code). Give it by its models:/ or runs:/ URI, where its run's "
-        "TorchScript file is read, or, if you trust whoever wrote it, load it yourself with "
-        "mlflow.pytorch.load_model"
-    )
+    if model is None:
+        raise LeanfitError(
+            f"model: {uri} has no {WEIGHTS_FILE} (a model logged by an earlier leanfit, or not "
+            "by leanfit) and no TorchScript file of its run here; leanfit does not unpickle a "
+            "model (its file could run any code). Give it by its models:/ or runs:/ URI, where "
+            "its run's TorchScript file is read, or, if you trust whoever wrote it, load it "
+            "yourself with mlflow.pytorch.load_model"
+        )
+    registered = _registered_weights(uri)
+    if registered is not None:
+        from leanfit.track.registry import weights_digest
+
+        if weights_digest(model) != registered:
+            raise LeanfitError(
+                f"model: {uri}: its weights are not the ones registered as this version (their "
+                "digest differs from the version's leanfit.weights_sha256 tag): a file of it was "
+                "replaced; give another version, or register the model again (leanfit run "
+                "--force)"
+            )
+    return model
+
+
+def _check_card(uri: str, architecture: Mapping[str, Any], card: ModelCard | None) -> None:
+    """Refuse a weights file built for other images or classes than the model's card says."""
+    if card is None:
+        return
+    built = (architecture["in_channels"], architecture["image_size"], architecture["num_classes"])
+    said = (card.channels, card.image_size, len(card.classes))
+    if built != said:
+        raise LeanfitError(
+            f"model: {uri}: its {WEIGHTS_FILE_NAME} is for {built[0]}-channel "
+            f"{built[1]}x{built[1]} images and {built[2]} classes, its card says "
+            f"{said[0]}-channel {said[1]}x{said[1]} images and {said[2]} classes: the model's "
+            "files do not belong together; give another version, or log the model again"
+        )
+
+
+def _registered_weights(uri: str) -> str | None:
+    """The weights' digest a registered version (`models:/NAME/VERSION`, `models:/NAME@ALIAS`)
+    was registered with (its `leanfit.weights_sha256` tag), or None (not a registered version,
+    or one registered without the tag)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from leanfit.track.registry import TAG_WEIGHTS
+
+    if not uri.startswith("models:/"):
+        return None
+    name = uri[len("models:/") :].strip("/")
+    try:
+        if "@" in name:
+            model, alias = name.split("@", 1)
+            version = MlflowClient().get_model_version_by_alias(model, alias)
+        elif "/" in name:
+            model, number = name.rsplit("/", 1)
+            version = MlflowClient().get_model_version(model, number)
+        else:
+            return None
+    except MlflowException:
+        return None
+    return version.tags.get(TAG_WEIGHTS)
 
 
 def _torchscript_of(uri: str, tmp: str) -> Path | None:

@@ -399,14 +399,17 @@ class Registry:
         A class of this data it does not know counts as its errors; one it knows that the data
         no longer has is an error whenever it answers it."""
         from leanfit.models.deploy import predicted_classes
-        from leanfit.models.predict import load_model
+        from leanfit.models.predict import load_model, read_card
 
         uri = f"models:/{self.name}/{version}"
         try:
-            model = load_model(uri)  # (never its pickle: a version anyone could have written)
+            card = read_card(uri)
+            # (never its pickle: a version anyone could have written; its weights checked
+            # against its card and against the digest it was registered with)
+            model = load_model(uri, card if card.from_card else None)
         except LeanfitError as e:  # (the message up to its fix, without its "model: ")
             why = str(e).split("; ")[0].removeprefix("model: ")
-            return 0.0, f"it cannot be loaded without unpickling it: {why}", None
+            return 0.0, f"it cannot be loaded safely: {why}", None
         try:
             predicted = predicted_classes(model, test_images)
         except RuntimeError as e:
