@@ -1085,7 +1085,8 @@ def test_a_final_training_is_kept_per_decoding_of_the_files(tmp_path):
 
     def experiment(**dataset):
         settings = {"source": "imagefolder", "path": "images", "image_size": 12, **dataset}
-        return experiment_from_dict(digits_config(dataset=settings), tmp_path)
+        work = str(tmp_path / "work")
+        return experiment_from_dict(digits_config(dataset=settings, work_dir=work), tmp_path)
 
     plan = tmp_path / "plan.json"
     plan.write_text("{}")
@@ -1096,6 +1097,7 @@ def test_a_final_training_is_kept_per_decoding_of_the_files(tmp_path):
         assert final_training_folder(experiment(**change), config, 3, 0, str(plan)) != kept
 
     before = final_training_folder(experiment(), config, 3, 0, str(plan), decoding=False)
+    assert before.is_relative_to(tmp_path)
     before.mkdir(parents=True)
     torch.save({"image_size": 12, "normalize": {"mean": [0.5], "std": [0.25]}},
                before / "checkpoint.pt")  # fmt: skip

@@ -698,3 +698,71 @@ def test_a_file_given_twice_is_classified_once(tmp_path):
     assert len(files) == 5 and len({str(f) for f in files}) == 5
     (root / "dog" / "also.png").symlink_to(one)  # another name for one file: still two names
     assert len(image_files([root])) == 6
+
+
+def test_a_champion_of_other_decoding_settings_reads_the_test_files_as_its_card_says(
+    tmp_path, reference_genotype, monkeypatch
+):
+    """A champion trained at 12 px padded was scored on the challenger's images, 16 px
+    squeezed (a leanfit network takes any size): not what it answers in use (`leanfit
+    predict` decodes by the card), so the registry's figure disagreed with predict's on the same
+    files. It reads the test files as its card decodes them now."""
+    import shutil
+
+    from PIL import Image
+
+    from leanfit.data.sources import load_dataset
+    from leanfit.models.deploy import predicted_classes
+    from tests.support import write_image_folder
+
+    monkeypatch.chdir(tmp_path)  # (MLflow's artifacts: ./mlruns)
+    root = write_image_folder(tmp_path / "imgs", {"a": 12, "b": 12}, size=20)
+    for wide in sorted(root.rglob("*.png"))[::3]:  # not square: pad and squeeze differ
+        Image.open(wide).resize((30, 14)).save(wide)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+    def experiment(size: int, fit: str):
+        dataset = {"source": "imagefolder", "path": str(root), "image_size": size, "fit": fit}
+        return experiment_from_dict(
+            digits_config(name="pets", tracking={"uri": uri}, dataset=dataset), tmp_path
+        )
+
+    champion = leanfit_classifier(reference_genotype, channels=3, size=12, classes=2)
+    # each file moved to the folder of the class the champion gives it at 12 px padded: right
+    # on every file as its card decodes them
+    padded = load_dataset(experiment(12, "pad"))
+    with torch.no_grad():  # (a random network answers one class: its bias splits them)
+        logits = champion(padded.images.float() / 255)
+        champion.net.head.bias[1] -= (logits[:, 1] - logits[:, 0]).median() + 1e-4
+    answers = predicted_classes(champion, padded.images)
+    assert 0 < int(answers.sum()) < len(answers)
+    moved = tmp_path / "moved"
+    for name, answer in zip(padded.files, answers.tolist(), strict=True):
+        (moved / "ab"[answer]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / name, moved / "ab"[answer] / name.replace("/", "-"))
+    shutil.rmtree(root)
+    moved.rename(root)
+
+    registry = Registry(experiment(12, "pad"), first := load_dataset(experiment(12, "pad")))
+    assert accuracy(champion, first.images, first.labels) == 1.0
+    parent = registry.client.create_run(registry.logger.experiment_id).info.run_id
+    s = summary(0, 1.0, 100)
+    registry.register(registry.log_model(s, champion, parent, first.images[:2]), s, champion,
+                      first.images, first.labels)  # fmt: skip
+
+    now = load_dataset(experiment(16, "squeeze"))
+    squeezed = accuracy(champion, now.images, now.labels)
+    assert squeezed < 1.0  # as it was scored before
+    registry = Registry(experiment(16, "squeeze"), now)
+    challenger = leanfit_classifier(reference_genotype, channels=3, size=16, classes=2)
+    with torch.no_grad():
+        challenger.net.head.bias.add_(0.5)
+    s = summary(1, accuracy(challenger, now.images, now.labels), 90)
+    logged = registry.log_model(s, challenger, parent, now.images[:2])
+    decision = registry.register(logged, s, challenger, now.images, now.labels,
+                                 test_names=list(now.files))  # fmt: skip
+    assert decision.champion_test_accuracy == 1.0, decision
+    assert not decision.promoted
+    assert "read the test files as its card decodes them (12x12, 3 channel(s), fit pad" in (
+        decision.reason
+    ), decision.reason

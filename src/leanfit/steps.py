@@ -948,8 +948,9 @@ def evaluate_register(
     # files' (which a later run with another image_size or fit still knows them by)
     seen = dataset.known_keys(np.concatenate([plan.splits.train, plan.splits.val]))
     test_files = None if dataset.file_keys is None else dataset.file_keys[plan.splits.test]
+    names = [dataset.files[i] for i in plan.splits.test] if dataset.files else None
     decision = registry.register(
-        logged[pick], summary, classifier, test_x, test_y, seen, test_files
+        logged[pick], summary, classifier, test_x, test_y, seen, test_files, names
     )
     front = json.loads(Path(front_path).read_text())
     matrix = matrices[pick]

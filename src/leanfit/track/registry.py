@@ -8,6 +8,7 @@ champion alias by hand (a rollback).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import warnings
@@ -180,6 +181,7 @@ class Registry:
         test_labels: torch.Tensor,
         seen_images: torch.Tensor | np.ndarray | None = None,
         test_files: np.ndarray | None = None,
+        test_names: list[str] | None = None,
     ) -> Decision:
         """Register as challenger; promote to champion if it beats the champion on this data.
 
@@ -190,7 +192,9 @@ class Registry:
         are drawn again when the data changes; any split moves with another image_size or fit):
         those are left out of the comparison (both models are scored on the rest), known by
         their pixels or, `test_files`, by their files' keys (so also across decoding settings,
-        which give every image other pixels)."""
+        which give every image other pixels). `test_names`: the test images' files (an image
+        folder's), which the champion reads as its own card decodes them where it was trained
+        on other decoding settings (image size, channels, fit, background)."""
         weights = weights_digest(classifier)
         champion = self.champion()
         crowned = str(champion.version) if champion is not None else None
@@ -234,6 +238,8 @@ class Registry:
             if left_out and fresh.any():
                 keep = torch.from_numpy(fresh)
                 test_images, test_labels = test_images[keep], test_labels[keep]
+                if test_names is not None:
+                    test_names = [n for n, k in zip(test_names, fresh, strict=True) if k]
                 new_acc = accuracy(classifier, test_images, test_labels)
                 same = (
                     f"on the same {len(test_labels):,} test images ({left_out:,} of the test "
@@ -242,7 +248,7 @@ class Registry:
             elif left_out:  # (every test image: nothing left to compare on fairly)
                 same += f" (version {champion.version} trained or was chosen on all of it)"
         old_acc, problem, classes = self.evaluate_version(
-            champion.version, test_images, test_labels
+            champion.version, test_images, test_labels, test_names
         )
         if classes is not None:
             same += f"; {classes}"
@@ -386,8 +392,35 @@ class Registry:
         except MlflowException:
             return None
 
+    def _decoded_as(self, card, names: list[str], images: torch.Tensor) -> torch.Tensor:
+        """The test images `names` as `card` decodes their files (the data loaded again with
+        its settings, cached as any load is); `images` where it decodes them as this run does,
+        or where a file is not among the data so loaded."""
+        from leanfit.data.sources import load_dataset
+
+        theirs = (card.image_size, card.channels, card.fit, card.background)
+        if theirs == _decoding_of(self.experiment, self.dataset.channels):
+            return images
+        ds = self.experiment.dataset.model_copy(
+            update={
+                "image_size": card.image_size,
+                "channels": card.channels,
+                "fit": card.fit,
+                "background": card.background,
+            }  # fmt: skip
+        )
+        other = load_dataset(self.experiment.model_copy(update={"dataset": ds}))
+        where = {f: i for i, f in enumerate(other.files)}
+        if any(n not in where for n in names):
+            return images
+        return other.images[torch.tensor([where[n] for n in names], dtype=torch.long)]
+
     def evaluate_version(
-        self, version: str, test_images: torch.Tensor, test_labels: torch.Tensor
+        self,
+        version: str,
+        test_images: torch.Tensor,
+        test_labels: torch.Tensor,
+        test_names: list[str] | None = None,
     ) -> tuple[float, str | None, str | None]:
         """A registered version's accuracy on these test images, or 0 and why it cannot take
         them (trained on another image size or channel count); and a note where it was trained
@@ -397,7 +430,13 @@ class Registry:
         added, removed or renamed since it was trained moves the others' positions, and read
         by position a champion that was right nearly always scored 0, so any challenger won.
         A class of this data it does not know counts as its errors; one it knows that the data
-        no longer has is an error whenever it answers it."""
+        no longer has is an error whenever it answers it.
+
+        A version trained on other decoding settings (its card's image size, channels, fit or
+        background) reads the test images' files (`test_names`) as its card decodes them, as
+        `leanfit predict` would: given the images decoded for the challenger, a network trained
+        at 12 px padded was scored at 16 px squeezed (its convolutions take any size), on images
+        it was never meant to see."""
         from leanfit.models.deploy import predicted_classes
         from leanfit.models.predict import load_model, read_card
 
@@ -410,20 +449,35 @@ class Registry:
         except LeanfitError as e:  # (the message up to its fix, without its "model: ")
             why = str(e).split("; ")[0].removeprefix("model: ")
             return 0.0, f"it cannot be loaded safely: {why}", None
+        notes = []
+        if card.from_card and test_names is not None:
+            with contextlib.suppress(LeanfitError):  # (the files unreadable now: as decoded)
+                decoded = self._decoded_as(card, test_names, test_images)
+                if decoded is not test_images:
+                    test_images = decoded
+                    notes.append(
+                        f"version {version} read the test files as its card decodes them "
+                        f"({card.image_size}x{card.image_size}, {card.channels} channel(s), "
+                        f"fit {card.fit}, background {card.background})"
+                    )
         try:
             predicted = predicted_classes(model, test_images)
         except RuntimeError as e:
             return 0.0, str(e).splitlines()[0][:200], None
         ours, theirs = list(self.dataset.classes), _card_classes(uri)
-        note = None
         answers = int(predicted.max()) + 1 if len(predicted) else 0
         if theirs is not None and theirs != ours and answers <= len(theirs):
             position = {nfc(c): j for j, c in enumerate(ours)}
             as_ours = torch.tensor([position.get(nfc(c), -1) for c in theirs])
             predicted = as_ours[predicted]
-            note = classes_note(version, theirs, ours)
+            notes.append(classes_note(version, theirs, ours))
         correct = int((predicted == test_labels).sum())
-        return correct / max(1, len(test_labels)), None, note
+        return correct / max(1, len(test_labels)), None, "; ".join(notes) or None
+
+
+def _decoding_of(experiment: Experiment, channels: int) -> tuple:
+    ds = experiment.dataset
+    return (ds.image_size, channels, ds.fit, ds.background)
 
 
 def _card_classes(uri: str) -> list[str] | None:
