@@ -1320,6 +1320,12 @@ def main() -> None:
         )
         exit_now(2)
     # click returns the exit code of `typer.Exit` instead of raising it when not standalone.
+    # typer turns a KeyboardInterrupt no command caught (Ctrl-C or SIGTERM in its start-up, or
+    # in one that has nothing to say) into an exit code of 130, not raised: said here, with
+    # SIGTERM's own code (it ended silently, and 130 for SIGTERM too)
+    if code == 130 and not _stop_said:
+        err_console.print(stopping.said("interrupted"))
+        exit_now(stopping.exit_code())
     exit_now(code if isinstance(code, int) else 0)
 
 
@@ -1359,10 +1365,15 @@ def read_arguments(argv: list[str]) -> list[str]:
 def interrupted(message: str) -> NoReturn:
     """End a command stopped by Ctrl-C or SIGTERM: `message` (what was kept, how to go on),
     exit 130 or 143."""
+    global _stop_said
     from leanfit import stopping
 
     err_console.print(stopping.said(hide_password(message)), highlight=False, soft_wrap=True)
+    _stop_said = True
     raise typer.Exit(stopping.exit_code())
+
+
+_stop_said = False  # whether a command said how it stopped (`interrupted`)
 
 
 def exit_now(code: int) -> None:
