@@ -241,3 +241,41 @@ def test_an_interrupt_while_a_new_tracking_database_is_made_waits_for_its_tables
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "put back"
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_a_stop_while_the_trials_run_is_opened_closes_it(in_tmp):
+    """MLflow opens a trial's run in several calls (the run, its parameters, its dataset): a
+    SIGTERM between them left the run RUNNING for good, and the command silent (9 of 9 stops
+    sent as the run's row appeared, QA). The stop waits for the run, which is closed KILLED."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    from tests.support import foreground_job
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "leanfit.cli", "trial", str(EXAMPLES / "digits.yaml"), "--sample",
+         "--seed", "3", "--epochs", "3"],
+        cwd=in_tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=foreground_job,
+    )  # fmt: skip
+    database = in_tmp / "mlflow.db"
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:  # the run's row, at once
+        try:
+            with sqlite3.connect(database, timeout=0.01) as db:
+                if db.execute("select count(*) from runs").fetchone()[0]:
+                    break
+        except sqlite3.Error:
+            pass
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "Traceback" not in err, (proc.returncode, err)
+    assert "closed as KILLED" in " ".join(err.split()), err
+    _, runs = only_run(f"sqlite:///{database}")
+    assert [r.info.status for r in runs] == ["KILLED"]

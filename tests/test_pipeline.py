@@ -1109,3 +1109,35 @@ def test_a_final_training_is_kept_per_decoding_of_the_files(tmp_path):
     assert _trained_on(before, data(12))
     assert not _trained_on(before, data(16)) and not _trained_on(before, data(12, 3))
     assert not _trained_on(tmp_path / "nowhere", data(12))
+
+
+def test_a_step_stopped_alone_says_so_and_how_to_go_on(tmp_path):
+    """SIGTERM to a step alone (or Ctrl-C): `leanfit run` said "RuntimeError: Pipeline
+    '[95mleanfit-automl[0m' finished with status FAILURE", colour codes and all, after a
+    traceback in the step's log. The step writes that it stopped, which `leanfit run` says."""
+    import subprocess
+    import sys
+
+    from leanfit.launch import _step_error
+    from leanfit.steps import pipeline_arguments
+
+    arguments = pipeline_arguments(experiment_from_dict(digits_config(), tmp_path))
+    (tmp_path / "experiment.json").write_text(arguments["experiment"])
+    code = (
+        "import os, sys\n"
+        "from leanfit import steps\n"
+        "os.environ[steps.ERROR_FILE_ENV] = sys.argv[1]\n"
+        "def stopped(experiment):\n"
+        "    raise KeyboardInterrupt\n"
+        "steps.run_step('search', stopped, open(sys.argv[2]).read(), sys.argv[3])\n"
+    )
+    error = tmp_path / "error.json"
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(error), str(tmp_path / "experiment.json"), str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 130 and "Traceback" not in r.stderr, r.stderr
+    assert "step 'search' stopped (Ctrl-C)" in r.stderr
+    said = _step_error(error)
+    assert said.startswith("step 'search' stopped (Ctrl-C); what it finished is kept"), said
+    assert "`leanfit run FILE`" in said and "failed" not in said

@@ -336,10 +336,18 @@ def trial(
             TAG_CHECKPOINT: trial_spec.checkpoint_to or "",
             TAG_RESUME_FROM: trial_spec.resume_from or "",
         }
-        run_id = logger.start_trial(
-            trial_spec.trial_id, trial_spec.config, budget, dataset, experiment.dataset.source,
-            tags=tags,
-        )  # fmt: skip
+        from leanfit import stopping
+
+        try:
+            # (a stop while its run is opened waits for it: MLflow's calls that make it are
+            # several, and a stop between them left the run RUNNING for good)
+            with stopping.held_off():
+                run_id = logger.start_trial(
+                    trial_spec.trial_id, trial_spec.config, budget, dataset,
+                    experiment.dataset.source, tags=tags,
+                )  # fmt: skip
+        except KeyboardInterrupt:
+            trial_interrupted(trial_spec, None, [], logger if run_id else None, run_id)
     size = trial_spec.resolution or experiment.dataset.image_size
     console.print(
         f"training {trial_spec.trial_id}: {len(data.train_y)} train / {len(data.val_y)} "

@@ -160,7 +160,9 @@ def _run_pipeline(experiment: Experiment, key: str, digest: str, log) -> Pipelin
             end_started(f"interrupted ({how}); full log: {log_file}", "KILLED")
         raise
     except Exception as e:  # kfp.local reports a failed task as RuntimeError
-        message = _step_error(error_file) or f"{type(e).__name__}: {e} (full log: {log_file})"
+        message = _step_error(error_file) or (
+            f"{type(e).__name__}: {_ANSI.sub('', str(e))} (full log: {log_file})"
+        )
         with contextlib.suppress(Exception):  # the tracking server may be what failed
             end_started(message, "FAILED")
         raise LeanfitError(message) from None
@@ -286,7 +288,7 @@ def _step_error(path: Path) -> str | None:
     if not path.exists():
         return None
     error = json.loads(path.read_text())
-    return f"step {error['step']!r} failed: {error['message']}"
+    return f"step {error['step']!r} {'' if error.get('stopped') else 'failed: '}{error['message']}"
 
 
 def _latest(root: Path, task: str, output: str) -> Path | None:

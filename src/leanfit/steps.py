@@ -137,6 +137,11 @@ def run_step(step: str, function: Callable[..., Any], experiment: str, base_dir:
     # its SQLAlchemy errors come with a stack trace, and the exception is raised on to the
     # command, which says it in a line (a full disk) or shows it whole (anything else)
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    from leanfit import stopping
+
+    # SIGTERM to the step alone (`kill PID`, a pod deleted) stops it as Ctrl-C does: the search
+    # records where it stopped; final training and evaluation were killed on the spot
+    stopping.terminate_as_interrupt()
     if parent := os.environ.get(PARENT_ENV):
         stop_with(int(parent))
     work = None
@@ -150,6 +155,20 @@ def run_step(step: str, function: Callable[..., Any], experiment: str, base_dir:
         return result
     except LeanfitError as e:
         message = str(e)
+    except KeyboardInterrupt:
+        # said where only this step was stopped (`leanfit run` reads it; a Ctrl-C of `leanfit
+        # run` itself says its own line): a traceback and a bare "FAILURE" before
+        how = "SIGTERM" if stopping.terminated() else "Ctrl-C"
+        message = (
+            f"stopped ({how}); what it finished is kept: run the pipeline again (`leanfit run "
+            "FILE`) and the search and the final training resume where they stopped"
+        )
+        print(f"leanfit: step {step!r} stopped ({how})", file=sys.stderr, flush=True)
+        where = os.environ.get(ERROR_FILE_ENV) or (work / ERROR_FILE if work is not None else None)
+        if where is not None:
+            with contextlib.suppress(OSError):
+                _write_json(where, {"step": step, "message": message, "stopped": True})
+        raise SystemExit(stopping.exit_code()) from None
     except Exception as e:
         from leanfit.errors import disk_full
         from leanfit.track.runs import is_tracking_failure, server_errors
