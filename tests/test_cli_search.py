@@ -1258,3 +1258,37 @@ def _catches_sigterm(pid: int) -> bool:
         return False
     caught = next((ln.split()[1] for ln in status.splitlines() if ln.startswith("SigCgt:")), "0")
     return bool(int(caught, 16) >> (signal.SIGTERM - 1) & 1)
+
+
+def test_a_stop_as_the_search_run_opens_closes_it(in_tmp):
+    """A stop in the tens of milliseconds after the search run's row appeared (MLflow still
+    writing its tags and settings, then the budget, the warm start, the workers) left the run
+    RUNNING, and said no search had started (3 of 3, QA). It is closed KILLED."""
+    from tests.support import foreground_job
+
+    experiment(in_tmp, trials=4)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "leanfit.cli", "search", "e.yaml", "--synthetic", "0"],
+        cwd=in_tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=foreground_job,
+    )  # fmt: skip
+    database = in_tmp / "mlflow.db"
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:  # the search run's row, at once
+        try:
+            with sqlite3.connect(database, timeout=0.01) as db:
+                if db.execute("select count(*) from runs").fetchone()[0]:
+                    break
+        except sqlite3.Error:
+            pass
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, (proc.returncode, err)
+    assert "--resume` continues the search" in " ".join(err.split()), err
+    client, runs = trial_runs(database)
+    statuses = {
+        r.info.status
+        for r in client.search_runs([client.get_experiment_by_name("leanfit-digits").experiment_id])
+    }
+    assert "RUNNING" not in statuses and "KILLED" in statuses, statuses

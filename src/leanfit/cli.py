@@ -604,8 +604,15 @@ def search(
                 on_notice=lambda text: console.print(text, style="yellow", highlight=False),
             )  # fmt: skip
     except KeyboardInterrupt as e:
-        if getattr(e, "search_run_id", "") is None:  # (its run was not open yet)
+        run_id = getattr(e, "search_run_id", "")
+        if run_id is None:  # (its run was not open yet)
             interrupted("interrupted before the search started: no trial ran")
+        if run_id and _run_status(experiment.tracking_uri(), run_id) == "FINISHED":
+            # (a stop while its report was written waits for it, then acts)
+            interrupted(
+                f"interrupted after the search finished (run {run_id}, its report written): "
+                f"`leanfit report {quoted(experiment_file)}` shows its front"
+            )
         interrupted(  # (its message's tracking URI without its password: `interrupted`)
             "interrupted: the finished trials are in MLflow "
             f"({experiment.tracking_uri()}); `leanfit search {quoted(experiment_file)} --resume` "
@@ -1016,6 +1023,16 @@ def watch(
             f"next `leanfit watch {quoted(experiment_file)}` or "
             f"`leanfit run {quoted(experiment_file)}` (its search and final training resume)",
         )
+
+
+def _run_status(uri: str, run_id: str) -> str | None:
+    """An MLflow run's status, or None where it cannot be read."""
+    from mlflow import MlflowClient
+
+    try:
+        return MlflowClient(uri).get_run(run_id).info.status
+    except Exception:  # noqa: BLE001 - (said as the run left unfinished, as before)
+        return None
 
 
 def time_now() -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from leanfit import stopping
 from leanfit.config import HYPERPARAMETER_DEFAULTS, Experiment
 from leanfit.errors import LeanfitError
 from leanfit.execute.base import Executor, JobOutcome, RunnerSpec, TrialJob
@@ -101,7 +102,6 @@ def stop_on_interrupt(controller: SearchController):
     could not even be marked as interrupted. A second signal interrupts at once. Only in the main
     thread, and not for a signal that is ignored (SIGINT in a background job) nor a SIGTERM
     that the program handles its own way: nothing changes there."""
-    from leanfit import stopping
 
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -739,22 +739,30 @@ def _search(
         # the budget it was given (--wall-time, --trials); budget.* stay the file's, which
         # `leanfit report` finds its search by when the file's budget has changed since
         settings.update({"search.wall_time": wall, "search.trials": trials})
-        log = SearchLog.start(
-            logger,
-            f"search-{experiment.name}",
-            key,
-            settings,
-            dataset,
-            experiment.dataset.source,
-            digest=problem.digest,
-            parent_run_id=parent_run_id,
-            settings_key=search_key(experiment, None),
-            extra_tags=tags,
-            settings_json=json.dumps(search_settings(experiment), sort_keys=True),
-            objective=identity,
-        )
+        # a stop while MLflow opens the run (several calls) waits for it: a stop in between
+        # left the run RUNNING, and said no search had started
+        with stopping.held_off():
+            log = SearchLog.start(
+                logger,
+                f"search-{experiment.name}",
+                key,
+                settings,
+                dataset,
+                experiment.dataset.source,
+                digest=problem.digest,
+                parent_run_id=parent_run_id,
+                settings_key=search_key(experiment, None),
+                extra_tags=tags,
+                settings_json=json.dumps(search_settings(experiment), sort_keys=True),
+                objective=identity,
+            )
+            opened.append(log.run_id)
+            stack.push(_killed_if_stopped(log))
         log.check_artifacts(stored_settings(experiment), new=True)
-    opened.append(log.run_id)
+    if not opened:  # (a search resumed)
+        opened.append(log.run_id)
+        # a stop from here until the trials run closes the run KILLED (it stayed RUNNING)
+        stack.push(_killed_if_stopped(log))
     log.record_budget(wall, trials)
     records = log.records() if resume else []
     elapsed_before = log.elapsed(records) if resume else 0.0
@@ -852,15 +860,32 @@ def _search(
         log.log_elapsed(elapsed_before + time.monotonic() - started, controller.stats.jobs_done)
         if status != "FINISHED":
             log.set_status(status)
-    log.abandon(abandoned)
-    if experiment.scheduler.keep_checkpoints == "front":
-        controller.stats.pruned = controller.prune_checkpoints(keep)
-    plot, page = write_report(
-        experiment, controller, work / "report", log.run_id, objective=identity
-    )
-    log.log_report([plot, page], search_metrics(controller), controller.stats.jobs_done)
-    log.set_status("FINISHED")
+    # every job ended: its report written and the run closed FINISHED before a stop acts (a
+    # stop here left the run RUNNING and no report, and said --resume would go on)
+    with stopping.held_off():
+        log.abandon(abandoned)
+        if experiment.scheduler.keep_checkpoints == "front":
+            controller.stats.pruned = controller.prune_checkpoints(keep)
+        plot, page = write_report(
+            experiment, controller, work / "report", log.run_id, objective=identity
+        )
+        log.log_report([plot, page], search_metrics(controller), controller.stats.jobs_done)
+        log.set_status("FINISHED")
     return SearchOutcome(controller, log.run_id, page, plot, resumed)
+
+
+def _killed_if_stopped(log: SearchLog):
+    """An exit callback for the search's ExitStack: a stop (Ctrl-C, SIGTERM) before the trials
+    run, or while they run, closes the search run KILLED (between its opening and the trials it
+    stayed RUNNING). The stack is closed before the report, so a finished search is left be."""
+
+    def on_exit(kind, error, traceback) -> bool:
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            with contextlib.suppress(Exception):
+                log.set_status("KILLED")
+        return False  # (the stop goes on)
+
+    return on_exit
 
 
 def checkpoints_kept(controller: SearchController, cut_short: list[TrialJob]) -> set[int]:
