@@ -61,6 +61,34 @@ def ctrl_c_when(
     return proc.returncode, err
 
 
+def start_foreground(*args: str, cwd: Path) -> subprocess.Popen:
+    """`leanfit ARGS` as a terminal's foreground job (SIGINT as Ctrl-C gives it), its output
+    piped, not waited for."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "leanfit.cli", *args],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=foreground_job,
+    )  # fmt: skip
+
+
+def wait_for_first_run(proc: subprocess.Popen, database: Path, timeout: float = 120) -> None:
+    """Until the tracking database `database` holds a run (its row, as MLflow's first call
+    writes it), or `proc` ends."""
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with sqlite3.connect(database, timeout=0.01) as db:
+                if db.execute("select count(*) from runs").fetchone()[0]:
+                    return
+        except sqlite3.Error:
+            pass
+        time.sleep(0.005)
+
+
 def digits_config(**overrides) -> dict:
     """examples/digits.yaml as a dict, with top-level sections overridden."""
     data = yaml.safe_load((EXAMPLES / "digits.yaml").read_text())

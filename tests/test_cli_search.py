@@ -1228,14 +1228,10 @@ def test_a_stop_in_a_commands_start_up_is_said_with_its_own_exit_code(in_tmp, si
     """typer turns a KeyboardInterrupt no command caught (a stop while the search imports its
     modules, opens the database, ...) into exit code 130, returned, not raised: the command
     ended without a word, and with 130 for SIGTERM too (8 of 8 stops 2 s in, QA)."""
-    from tests.support import foreground_job
+    from tests.support import start_foreground
 
     experiment(in_tmp, trials=4)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "leanfit.cli", "search", "e.yaml", "--synthetic", "0"],
-        cwd=in_tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=foreground_job,
-    )  # fmt: skip
+    proc = start_foreground("search", "e.yaml", "--synthetic", "0", cwd=in_tmp)
     # once the command catches SIGTERM (its main() has begun), while it imports torch and
     # MLflow: its search takes over the stop about a second later
     deadline = time.monotonic() + 30
@@ -1264,24 +1260,12 @@ def test_a_stop_as_the_search_run_opens_closes_it(in_tmp):
     """A stop in the tens of milliseconds after the search run's row appeared (MLflow still
     writing its tags and settings, then the budget, the warm start, the workers) left the run
     RUNNING, and said no search had started (3 of 3, QA). It is closed KILLED."""
-    from tests.support import foreground_job
+    from tests.support import start_foreground, wait_for_first_run
 
     experiment(in_tmp, trials=4)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "leanfit.cli", "search", "e.yaml", "--synthetic", "0"],
-        cwd=in_tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=foreground_job,
-    )  # fmt: skip
+    proc = start_foreground("search", "e.yaml", "--synthetic", "0", cwd=in_tmp)
     database = in_tmp / "mlflow.db"
-    deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline:  # the search run's row, at once
-        try:
-            with sqlite3.connect(database, timeout=0.01) as db:
-                if db.execute("select count(*) from runs").fetchone()[0]:
-                    break
-        except sqlite3.Error:
-            pass
-        time.sleep(0.005)
+    wait_for_first_run(proc, database)  # the search run's row, at once
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, (proc.returncode, err)

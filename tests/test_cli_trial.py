@@ -247,32 +247,14 @@ def test_a_stop_while_the_trials_run_is_opened_closes_it(in_tmp):
     """MLflow opens a trial's run in several calls (the run, its parameters, its dataset): a
     SIGTERM between them left the run RUNNING for good, and the command silent (9 of 9 stops
     sent as the run's row appeared, QA). The stop waits for the run, which is closed KILLED."""
-    import os
     import signal
-    import sqlite3
-    import subprocess
-    import sys
-    import time
 
-    from tests.support import foreground_job
+    from tests.support import start_foreground, wait_for_first_run
 
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "leanfit.cli", "trial", str(EXAMPLES / "digits.yaml"), "--sample",
-         "--seed", "3", "--epochs", "3"],
-        cwd=in_tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=foreground_job,
-    )  # fmt: skip
+    proc = start_foreground("trial", str(EXAMPLES / "digits.yaml"), "--sample", "--seed", "3",
+                            "--epochs", "3", cwd=in_tmp)  # fmt: skip
     database = in_tmp / "mlflow.db"
-    deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline:  # the run's row, at once
-        try:
-            with sqlite3.connect(database, timeout=0.01) as db:
-                if db.execute("select count(*) from runs").fetchone()[0]:
-                    break
-        except sqlite3.Error:
-            pass
-        time.sleep(0.005)
+    wait_for_first_run(proc, database)  # the run's row, at once
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and "Traceback" not in err, (proc.returncode, err)
