@@ -1147,3 +1147,52 @@ def test_a_tracking_server_that_does_not_answer_is_said_at_once(in_tmp):
         with pytest.raises(LeanfitError, match=re.escape(said)):
             leanfit.optimize(flaky, cfg, workers=0, trials=2, progress=False)
         assert time.monotonic() - started < 30
+
+
+def test_a_stop_ends_a_trial_training_in_the_scripts_own_process_at_its_next_report(tmp_path):
+    """`workers=0`: the objective runs in the script's process, and the first Ctrl-C waited for
+    the whole rung (its trial trained on to its last epoch, minutes with a real training loop)
+    before the search stopped. The trial ends at its next report instead."""
+    import signal
+    import time
+
+    from tests.support import foreground_job
+
+    (tmp_path / "run.py").write_text(
+        textwrap.dedent(
+            """
+            import os, time
+            import leanfit
+
+            LOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reports")
+
+            def objective(trial):
+                while trial.running:
+                    time.sleep(0.3)  # an epoch
+                    with open(LOG, "a") as f:
+                        f.write("epoch\\n")
+                    trial.report(0.5 + 0.001 * trial.config["w"])
+
+            if __name__ == "__main__":
+                leanfit.optimize(
+                    objective, {"name": "s", "budget": {"min_epochs": 8, "max_epochs": 8}},
+                    space={"w": list(range(1, 90))}, size=lambda c: 100 * c["w"], trials=3,
+                    workers=0, progress=False,
+                )
+            """
+        )
+    )
+    search = subprocess.Popen(
+        [sys.executable, "run.py"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, preexec_fn=foreground_job,
+    )  # fmt: skip
+    reports = tmp_path / "reports"
+    deadline = time.monotonic() + 120
+    while not reports.exists() and time.monotonic() < deadline:  # its first epoch done
+        time.sleep(0.05)
+    search.send_signal(signal.SIGINT)
+    at_stop = len(reports.read_text().splitlines())
+    _, err = search.communicate(timeout=120)
+    after = len(reports.read_text().splitlines()) - at_stop
+    assert after <= 1, f"{after} epochs trained after Ctrl-C (of 8 a rung)"
+    assert "interrupted" in err and "resume=True" in " ".join(err.split()), err

@@ -87,8 +87,14 @@ class Trial:
     def report(self, val_accuracy: float, **metrics: float) -> bool:
         """The validation accuracy (in [0, 1]) after one more epoch, with any other numbers to
         log beside it (`train_loss=...`). Returns `running`."""
+        from leanfit import stopping
         from leanfit.train.curve import CURVE_TOLERANCE
 
+        if stopping.asked():
+            # the search in this process was asked to stop (Ctrl-C, `workers=0`): the trial
+            # ends here as interrupted, and a resume trains its rung again (it trained the
+            # whole rung first: minutes, where the search stops within a second)
+            raise KeyboardInterrupt
         if self.epoch >= self.epochs:
             start = self.epoch - len(self.history)
             where = f" (a promoted trial starts at trial.epoch {start}, not 0)" if start else ""

@@ -19,9 +19,24 @@ from collections.abc import Iterator
 _received: list[int] = []  # the stop signals this process has had, in order
 
 
+_asked: list[bool] = []  # a search's orderly stop asked for, while it runs (`ask`)
+
+
 def note(signum: int) -> None:
     """Remember a stop signal, for the exit code and the message's first word."""
     _received.append(signum)
+
+
+def ask(asked: bool = True) -> None:
+    """Say that the running search was asked to stop (a first Ctrl-C), or (False) that it is
+    over: a trial training in this very process (`leanfit.optimize(workers=0)`) stops at its
+    next report instead of training its whole rung first."""
+    _asked[:] = [True] if asked else []
+
+
+def asked() -> bool:
+    """Whether the search running in this process was asked to stop."""
+    return bool(_asked)
 
 
 def _raise_interrupt(signum, frame) -> None:

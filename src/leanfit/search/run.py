@@ -112,6 +112,7 @@ def stop_on_interrupt(controller: SearchController):
         if controller.stop_requested:
             raise KeyboardInterrupt
         controller.stop_requested = True
+        stopping.ask()  # (a trial training in this process stops at its next report)
 
     previous = {}
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
@@ -121,6 +122,7 @@ def stop_on_interrupt(controller: SearchController):
     try:
         yield
     finally:
+        stopping.ask(False)
         for signum, before in previous.items():
             signal.signal(signum, before)
 
