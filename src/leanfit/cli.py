@@ -318,6 +318,21 @@ def trial(
     data = train_data(experiment, dataset, for_search=search_subset, plan=plan)
     if trial_spec.teacher is not None:  # a teacher that does not fit: refused before any logging
         load_teacher(trial_spec.teacher, data, trial_spec.resolution or data.image_size)
+    size = trial_spec.resolution or experiment.dataset.image_size
+    console.print(
+        f"training {trial_spec.trial_id}: {len(data.train_y)} train / {len(data.val_y)} "
+        f"validation images, {size}x{size}, "
+        f"{trial_spec.epochs} epoch{'s' * (trial_spec.epochs != 1)}"
+    )
+    seen: list[dict] = []
+
+    def show(record: dict) -> None:
+        seen.append(record)
+        console.print(
+            f"  epoch {record['epoch']:>3}  loss {record['train_loss']:.4f}  "
+            f"val acc {record['val_accuracy']:.4f}  ({record['images_per_second']:.0f} img/s)"
+        )
+
     run_id = None
     if track:
         from leanfit.track import TrialLogger
@@ -348,21 +363,7 @@ def trial(
                 )  # fmt: skip
         except KeyboardInterrupt:
             trial_interrupted(trial_spec, None, [], logger if run_id else None, run_id)
-    size = trial_spec.resolution or experiment.dataset.image_size
-    console.print(
-        f"training {trial_spec.trial_id}: {len(data.train_y)} train / {len(data.val_y)} "
-        f"validation images, {size}x{size}, "
-        f"{trial_spec.epochs} epoch{'s' * (trial_spec.epochs != 1)}"
-    )
-    seen: list[dict] = []
-
-    def show(record: dict) -> None:
-        seen.append(record)
-        console.print(
-            f"  epoch {record['epoch']:>3}  loss {record['train_loss']:.4f}  "
-            f"val acc {record['val_accuracy']:.4f}  ({record['images_per_second']:.0f} img/s)"
-        )
-
+    # (nothing between the run's opening and this try: a stop there left the run RUNNING)
     try:
         # a checkpoint kept as it trains (about every epoch for small models), so that Ctrl-C
         # loses at most the epoch it stopped in; a spec's (a search's Job) is its own business
