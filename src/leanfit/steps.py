@@ -164,10 +164,7 @@ def run_step(step: str, function: Callable[..., Any], experiment: str, base_dir:
             "FILE`) and the search and the final training resume where they stopped"
         )
         print(f"leanfit: step {step!r} stopped ({how})", file=sys.stderr, flush=True)
-        where = os.environ.get(ERROR_FILE_ENV) or (work / ERROR_FILE if work is not None else None)
-        if where is not None:
-            with contextlib.suppress(OSError):
-                _write_json(where, {"step": step, "message": message, "stopped": True})
+        _write_step_error(work, {"step": step, "message": message, "stopped": True})
         raise SystemExit(stopping.exit_code()) from None
     except Exception as e:
         from leanfit.errors import disk_full
@@ -193,11 +190,17 @@ def run_step(step: str, function: Callable[..., Any], experiment: str, base_dir:
             )
     message = hide_password(message)  # (a tracking URI may hold its password)
     print(f"leanfit: step {step!r} failed: {message}", file=sys.stderr, flush=True)
+    _write_step_error(work, {"step": step, "message": message})
+    raise SystemExit(2)
+
+
+def _write_step_error(work: Path | None, error: dict[str, Any]) -> None:
+    """A step's error for `leanfit run` to say: where it set `ERROR_FILE_ENV`, else in the work
+    folder (a step run alone)."""
     where = os.environ.get(ERROR_FILE_ENV) or (work / ERROR_FILE if work is not None else None)
     if where is not None:
-        with contextlib.suppress(OSError):  # a full disk: the message above is in the log
-            _write_json(where, {"step": step, "message": message})
-    raise SystemExit(2)
+        with contextlib.suppress(OSError):  # a full disk: the step's line is in the log
+            _write_json(where, error)
 
 
 def stop_with(parent: int) -> None:

@@ -16,12 +16,7 @@ from torch import nn
 from leanfit.models.builder import build_model
 from leanfit.train.checkpoint import load_checkpoint
 
-# Beside a logged model (its MLflow folder's extra_files/): its weights and how to build it, read
-# back as weights only. leanfit loads a logged model from this, never from the pickled model of
-# MLflow's pytorch flavour (unpickling runs whatever code the file holds, so anyone who can write
-# to the tracking server could run code wherever leanfit loads the champion).
-WEIGHTS_FILE = "leanfit-weights.pt"  # (predict.WEIGHTS_FILE_NAME: the same)
-WEIGHTS_FORMAT = 1
+WEIGHTS_FORMAT = 1  # of `predict.WEIGHTS_FILE` (named there: `predict` imports no torch)
 
 
 class Classifier(nn.Module):
@@ -48,21 +43,28 @@ class Classifier(nn.Module):
 def load_classifier(checkpoint: str | Path, channels: int, num_classes: int) -> Classifier:
     """The `Classifier` of a checkpoint written by the trainer, in eval mode on the CPU."""
     state = load_checkpoint(checkpoint, map_location="cpu")
-    architecture = {
-        "genotype": dict(state["genotype"]),
-        "in_channels": int(channels),
-        "image_size": int(state["image_size"]),
-        "num_classes": int(num_classes),
-    }
+    architecture = _architecture(state["genotype"], channels, state["image_size"], num_classes)
     net = build_model(**architecture)
     net.load_state_dict(state["model"])
     norm = state["normalize"]
     return Classifier(net, norm["mean"], norm["std"], architecture).eval()
 
 
+def _architecture(genotype, in_channels, image_size, num_classes) -> dict[str, Any]:
+    """What `build_model` builds a network from, as plain numbers and a dict (a `Classifier`'s
+    `architecture`; what its weights file keeps)."""
+    return {
+        "genotype": dict(genotype),
+        "in_channels": int(in_channels),
+        "image_size": int(image_size),
+        "num_classes": int(num_classes),
+    }
+
+
 def save_weights(classifier: Classifier, path: Path) -> None:
-    """The classifier's `WEIGHTS_FILE`: its architecture, normalisation and weights (tensors,
-    numbers and strings only, so `classifier_from_weights` reads it as weights only)."""
+    """The classifier's `predict.WEIGHTS_FILE`: its architecture, normalisation and weights
+    (tensors, numbers and strings only, so `classifier_from_weights` reads it as weights
+    only)."""
     if classifier.architecture is None:
         raise ValueError("save_weights: the classifier's network is not one leanfit builds")
     torch.save(
@@ -78,20 +80,14 @@ def save_weights(classifier: Classifier, path: Path) -> None:
 
 
 def classifier_from_weights(path: Path) -> Classifier:
-    """The `Classifier` a `WEIGHTS_FILE` describes, in eval mode on the CPU: built by leanfit's
-    own code, its weights read as weights only (`torch.load(weights_only=True)`: a file holding
-    anything else is refused, and none of its code runs). Raises ValueError for a file that is
-    not one (another format, a network that does not take its weights)."""
+    """The `Classifier` a `predict.WEIGHTS_FILE` describes, in eval mode on the CPU: built by
+    leanfit's own code, its weights read as weights only (`torch.load(weights_only=True)`: a
+    file holding anything else is refused, and none of its code runs). Raises ValueError for a
+    file that is not one (another format, a network that does not take its weights)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or state.get("format") != WEIGHTS_FORMAT:
         raise ValueError(f"{path.name} is not a leanfit weights file of format {WEIGHTS_FORMAT}")
-    a = state["architecture"]
-    architecture = {
-        "genotype": dict(a["genotype"]),
-        "in_channels": int(a["in_channels"]),
-        "image_size": int(a["image_size"]),
-        "num_classes": int(a["num_classes"]),
-    }
+    architecture = _architecture(**state["architecture"])
     net = build_model(**architecture)
     net.load_state_dict(state["weights"])  # strict: every weight, each of its shape
     return Classifier(net, state["mean"], state["std"], architecture).eval()

@@ -22,8 +22,12 @@ from leanfit.errors import LeanfitError
 
 # The key of the card in an MLflow model's metadata
 CARD_KEY = "leanfit"
-# (deploy.WEIGHTS_FILE, named here without importing torch)
-WEIGHTS_FILE_NAME = "leanfit-weights.pt"
+# Beside a logged model (its MLflow folder's extra_files/): its weights and how to build it,
+# read back as weights only (`deploy.save_weights`, `deploy.classifier_from_weights`). leanfit
+# loads a logged model from this, never from the pickled model of MLflow's pytorch flavour
+# (unpickling runs whatever code the file holds: anyone who can write to the tracking server
+# could run code wherever leanfit loads the champion).
+WEIGHTS_FILE = "leanfit-weights.pt"
 # Images decoded and classified at a time
 BATCH = 256
 
@@ -240,7 +244,7 @@ def load_model(uri: str, card: ModelCard | None = None):
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
 
-    from leanfit.models.deploy import WEIGHTS_FILE, classifier_from_weights
+    from leanfit.models.deploy import classifier_from_weights
 
     weights = f"extra_files/{WEIGHTS_FILE}"
     model = None
@@ -311,7 +315,7 @@ def _check_card(uri: str, architecture: Mapping[str, Any], card: ModelCard | Non
     said = (card.channels, card.image_size, len(card.classes))
     if built != said:
         raise LeanfitError(
-            f"model: {uri}: its {WEIGHTS_FILE_NAME} is for {built[0]}-channel "
+            f"model: {uri}: its {WEIGHTS_FILE} is for {built[0]}-channel "
             f"{built[1]}x{built[1]} images and {built[2]} classes, its card says "
             f"{said[0]}-channel {said[1]}x{said[1]} images and {said[2]} classes: the model's "
             "files do not belong together; give another version, or log the model again"

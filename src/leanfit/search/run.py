@@ -758,13 +758,10 @@ def _search(
                 settings_json=json.dumps(search_settings(experiment), sort_keys=True),
                 objective=identity,
             )
-            opened.append(log.run_id)
-            stack.push(_killed_if_stopped(log))
+            _opened(log, opened, stack)
         log.check_artifacts(stored_settings(experiment), new=True)
     if not opened:  # (a search resumed)
-        opened.append(log.run_id)
-        # a stop from here until the trials run closes the run KILLED (it stayed RUNNING)
-        stack.push(_killed_if_stopped(log))
+        _opened(log, opened, stack)
     log.record_budget(wall, trials)
     records = log.records() if resume else []
     elapsed_before = log.elapsed(records) if resume else 0.0
@@ -874,6 +871,13 @@ def _search(
         log.log_report([plot, page], search_metrics(controller), controller.stats.jobs_done)
         log.set_status("FINISHED")
     return SearchOutcome(controller, log.run_id, page, plot, resumed)
+
+
+def _opened(log: SearchLog, opened: list[str], stack: contextlib.ExitStack) -> None:
+    """The search run is open: said to an interrupt's message (`opened`), and a stop from here
+    until the trials run closes it KILLED (it stayed RUNNING)."""
+    opened.append(log.run_id)
+    stack.push(_killed_if_stopped(log))
 
 
 def _killed_if_stopped(log: SearchLog):

@@ -95,8 +95,8 @@ class Registry:
         from mlflow.entities import Metric, Param
         from mlflow.models import infer_signature
 
-        from leanfit.models.deploy import WEIGHTS_FILE, export_onnx, save_weights
-        from leanfit.models.predict import card_of
+        from leanfit.models.deploy import export_onnx, save_weights
+        from leanfit.models.predict import WEIGHTS_FILE, card_of
 
         client = self.client
         tags = {
@@ -398,8 +398,9 @@ class Registry:
         or where a file is not among the data so loaded."""
         from leanfit.data.sources import load_dataset
 
+        ours = self.experiment.dataset
         theirs = (card.image_size, card.channels, card.fit, card.background)
-        if theirs == _decoding_of(self.experiment, self.dataset.channels):
+        if theirs == (ours.image_size, self.dataset.channels, ours.fit, ours.background):
             return images
         ds = self.experiment.dataset.model_copy(
             update={
@@ -473,11 +474,6 @@ class Registry:
             notes.append(classes_note(version, theirs, ours))
         correct = int((predicted == test_labels).sum())
         return correct / max(1, len(test_labels)), None, "; ".join(notes) or None
-
-
-def _decoding_of(experiment: Experiment, channels: int) -> tuple:
-    ds = experiment.dataset
-    return (ds.image_size, channels, ds.fit, ds.background)
 
 
 def _card_classes(uri: str) -> list[str] | None:
