@@ -6,6 +6,7 @@ search, its worker processes, MLflow and the report are exercised for real in se
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -52,10 +53,10 @@ def trial_runs(db):
     return client, runs
 
 
-def start_search(folder, seconds_per_epoch: str) -> subprocess.Popen:
+def start_search(folder, seconds_per_epoch: str, env: dict | None = None) -> subprocess.Popen:
     """`leanfit search e.yaml --synthetic S` in the background, as a terminal's foreground job
     (Ctrl-C reaches it), its output kept."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | (env or {})
     return subprocess.Popen(
         [sys.executable, "-m", "leanfit.cli", "search", "e.yaml", "--synthetic", seconds_per_epoch],
         cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -655,9 +656,11 @@ def test_ctrl_c_while_the_tracking_database_is_made_waits_for_its_tables(in_tmp)
     """Ctrl-C while MLflow makes a new database's tables (3-8 s) left it half-made: every later
     command on it ended in a traceback (`table entity_associations already exists`). The
     interrupt now waits for the tables; a database left half-made (by an older version, a
-    crash) is said, with the fix."""
+    crash) is said, with the fix. (MLflow makes the tables itself here: no cache folder to keep
+    the copy leanfit starts a new database from, see the next test.)"""
     experiment(in_tmp, trials=20)
-    proc = start_search(in_tmp, "0.1")
+    (in_tmp / "not-a-folder").write_text("")
+    proc = start_search(in_tmp, "0.1", env={"XDG_CACHE_HOME": str(in_tmp / "not-a-folder")})
     deadline = time.monotonic() + 120
     while not tables_made(in_tmp / "mlflow.db") and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -686,6 +689,58 @@ def test_ctrl_c_while_the_tracking_database_is_made_waits_for_its_tables(in_tmp)
     said = " ".join(half.stderr.split())
     assert "the sqlite database half.db (sqlite:///half.db) was left half-made" in said, said
     assert "it holds no run: delete it (rm half.db) and run again" in said, said
+
+
+def test_a_new_tracking_database_is_a_copy_of_one_made_once(tmp_path, monkeypatch):
+    """MLflow makes a new database's tables through its whole chain of migrations (1.5 s, most
+    of what a short command costs); leanfit makes them once, in the user's cache folder, and
+    starts each new database as a copy: the same tables as MLflow's own, the Default experiment
+    of its own place, and MLflow makes them itself where the cache cannot be written."""
+    import mlflow
+    import mlflow.store.db.utils as db_utils
+
+    from leanfit.track import runs
+
+    made = []
+    real = db_utils._initialize_tables
+    monkeypatch.setattr(db_utils, "_initialize_tables", lambda e: made.append(e) or real(e))
+    monkeypatch.setattr(runs, "_READY", set())
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    template = tmp_path / "cache" / "leanfit" / f"mlflow-{mlflow.__version__}-tables.db"
+    for folder in ("first", "second"):  # (MLflow keeps a store per URI: not the same one twice)
+        (tmp_path / folder).mkdir()
+        monkeypatch.chdir(tmp_path / folder)
+        runs.ready_database(f"sqlite:///{tmp_path / folder / 'mlflow.db'}")
+    assert len(made) == 1 and template.is_file(), made  # the template's tables, once
+    assert schema(template)[1] == [], "no experiment in the template"
+    MlflowClient(f"sqlite:///{tmp_path / 'own.db'}").search_experiments()  # MLflow's own
+    assert len(made) == 2
+    own_tables, own_experiments = schema(tmp_path / "own.db")
+    for folder in ("first", "second"):
+        tables, experiments = schema(tmp_path / folder / "mlflow.db")
+        assert tables == own_tables
+        assert experiments == [(0, "Default", str(tmp_path / folder / "mlruns" / "0"))]
+    assert own_experiments == [(0, "Default", str(tmp_path / "second" / "mlruns" / "0"))]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'second' / 'mlflow.db'}")  # a copy works
+    run = client.create_run(client.create_experiment("e"))
+    client.log_metric(run.info.run_id, "accuracy", 0.5)
+    assert client.get_run(run.info.run_id).data.metrics == {"accuracy": 0.5}
+    assert not [p for p in tmp_path.rglob("*.part")], "no part-made copy left behind"
+    # a cache folder that cannot be written: MLflow makes the tables, as without the template
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file"))
+    runs.ready_database("sqlite:///other.db")
+    assert len(made) == 3 and schema(tmp_path / "second" / "other.db")[0] == own_tables
+
+
+def schema(database) -> tuple[list, list]:
+    """A database's tables and indexes (their SQL, its lines in order: MLflow writes a table's
+    constraints in an order of its own each time) and its experiments' rows."""
+    with contextlib.closing(sqlite3.connect(database)) as con:
+        made = con.execute("select sql from sqlite_master where sql is not null").fetchall()
+        tables = sorted(sorted(line.strip(" ,\t") for line in sql.splitlines()) for (sql,) in made)
+        rows = con.execute("select experiment_id, name, artifact_location from experiments")
+        return tables, rows.fetchall()
 
 
 def test_a_second_controller_of_a_running_search_is_refused_naming_the_first(in_tmp):

@@ -53,7 +53,8 @@ def missing_sqlite_database(uri: str) -> str | None:
     return database if database != uri and not Path(database).exists() else None
 
 
-# The sqlite tracking URIs whose database this process has opened once (see `ready_database`)
+# The sqlite databases (absolute paths: `sqlite:///mlflow.db` names another one in each folder)
+# this process has opened once (see `ready_database`)
 _READY: set[str] = set()
 
 
@@ -62,14 +63,15 @@ def ready_database(uri: str) -> None:
     that other leanfit processes on this machine take too. MLflow creates (or upgrades) the
     database's tables when it first opens it, with no guard between processes: two searches
     started together in a new folder both created them, and one ended in a traceback (`table
-    latest_metrics already exists`). Nothing for other URIs (a server, or a database that
-    guards its own migrations), nor where locks cannot work (see `leanfit.lock`)."""
+    latest_metrics already exists`). A database not there yet starts as a copy of one made
+    once (`_copy_tables`). Nothing for other URIs (a server, or a database that guards its own
+    migrations), nor where locks cannot work (see `leanfit.lock`)."""
     import hashlib
     import os
     import tempfile
 
     database = uri.removeprefix("sqlite:///")
-    if database == uri or uri in _READY:
+    if database == uri or os.path.abspath(database) in _READY:
         return
     from mlflow import MlflowClient
 
@@ -83,6 +85,8 @@ def ready_database(uri: str) -> None:
     user = os.getuid() if hasattr(os, "getuid") else "user"
     lock = Path(tempfile.gettempdir()) / f"leanfit-{user}-mlflow-{bucket}.lock"
     with held_lock(lock), stopping.held_off():  # waits; a Ctrl-C waits for the tables
+        if not Path(database).exists():
+            _copy_tables(database)
         try:
             MlflowClient(uri).search_experiments(max_results=1)  # opens the store: its tables
         except Exception as e:
@@ -104,7 +108,74 @@ def ready_database(uri: str) -> None:
                 f"tracking: the sqlite database {database} ({uri}) could not be opened: {said}; "
                 f"{fix} ({WHERE_URI})"
             ) from None
-    _READY.add(uri)
+    _READY.add(os.path.abspath(database))
+
+
+def _copy_tables(database: str) -> None:
+    """Start a new sqlite tracking database as a copy of `_tables_template`: MLflow makes a new
+    database's tables through its whole chain of migrations, about 1.5 s a database here (most of
+    the time a test of a command takes, and the first run of each folder pays it), where a copy
+    takes milliseconds. MLflow then opens the copy as a database of its own version and adds what
+    depends on the place (the Default experiment, its artifact folder beside the current one).
+    The copy appears whole or not at all (a link to a finished file, which no file made meanwhile
+    is replaced by). Nothing where the template cannot be had or the path is not a plain file's
+    (SQLite's `file:` form, options, `:memory:`): MLflow makes the tables itself, as before."""
+    import os
+    import shutil
+
+    target = Path(database)
+    if database.startswith("file:") or "?" in database or database == ":memory:":
+        return
+    if not target.parent.is_dir():
+        return
+    template = _tables_template()
+    if template is None:
+        return
+    part = target.parent / f".{target.name}.{os.getpid()}.part"
+    try:
+        shutil.copyfile(template, part)
+        os.link(part, target)
+    except OSError:  # (a folder not writable, a file system without links: MLflow makes them)
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            part.unlink()
+
+
+def _tables_template() -> Path | None:
+    """An MLflow database with this MLflow version's tables and nothing in them that depends on
+    its place (no experiment), made once per user and MLflow version in the user's cache folder
+    ($XDG_CACHE_HOME/leanfit, else ~/.cache/leanfit: the user's own, not the shared temporary
+    folder, where another user could leave a file of the same name); None where it cannot be
+    made there."""
+    import os
+    import sqlite3
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    from leanfit.errors import LeanfitError
+    from leanfit.lock import held_lock
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "leanfit"
+    template = cache / f"mlflow-{mlflow.__version__}-tables.db"
+    if template.is_file():
+        return template
+    making = cache / f".{template.name}.{os.getpid()}.part"
+    try:
+        with held_lock(cache / "mlflow-tables.lock"):
+            if template.is_file():  # (made by another process meanwhile)
+                return template
+            making.unlink(missing_ok=True)
+            MlflowClient(f"sqlite:///{making}").search_experiments(max_results=1)
+            with contextlib.closing(sqlite3.connect(making)) as con, con:
+                con.execute("delete from experiments")
+            os.replace(making, template)
+    except (OSError, sqlite3.Error, LeanfitError, mlflow.exceptions.MlflowException):
+        with contextlib.suppress(OSError):
+            making.unlink()
+        return None
+    return template
 
 
 def half_made(database: str, uri: str) -> str:
