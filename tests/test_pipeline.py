@@ -846,10 +846,13 @@ def test_ctrl_c_stops_the_pipeline_cleanly_and_says_how_to_go_on(tmp_path):
 
     logs: list[Path] = []
 
-    def interrupted_in_search(*command: str, meanwhile=lambda proc: None, signum=signal.SIGINT):
-        """Ctrl-C to the command's process group, as a terminal sends it; or SIGTERM to the
+    def interrupted_in_search(
+        *command: str, meanwhile=lambda proc: None, signum=signal.SIGINT, alone=False
+    ):
+        """Ctrl-C to the command's process group, as a terminal sends it; or a signal to the
         command alone, as `kill PID` and Kubernetes send it, which it passes on to its steps
-        (before, it waited a minute while its search step went on, then left it running)."""
+        (before, SIGTERM waited a minute while its search step went on, then left it running;
+        SIGINT left the search FAILED and a trial RUNNING)."""
         proc = subprocess.Popen(
             [sys.executable, "-m", "leanfit.cli", *command],
             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -863,7 +866,7 @@ def test_ctrl_c_stops_the_pipeline_cleanly_and_says_how_to_go_on(tmp_path):
         assert proc.poll() is None, "".join(shown)
         meanwhile(proc)
         time.sleep(2)
-        if signum == signal.SIGINT:
+        if signum == signal.SIGINT and not alone:
             os.killpg(proc.pid, signal.SIGINT)
         else:
             os.kill(proc.pid, signum)
@@ -913,7 +916,7 @@ def test_ctrl_c_stops_the_pipeline_cleanly_and_says_how_to_go_on(tmp_path):
         [exp.experiment_id], "tags.`leanfit.kind` = 'pipeline'", order_by=["start_time DESC"]
     )[0]
     assert search.data.tags["mlflow.parentRunId"] == latest.info.run_id
-    out, err = interrupted_in_search("watch", "digits.yaml", "--interval", "1h")
+    out, err = interrupted_in_search("watch", "digits.yaml", "--interval", "1h", alone=True)
     assert "stopped watching digits.yaml" in err and "`leanfit run digits.yaml`" in err, err
     # the watcher went on with the search the interrupted run left (the same settings and data,
     # though a watcher leaves empty class folders out)

@@ -141,20 +141,22 @@ def _run_pipeline(experiment: Experiment, key: str, digest: str, log) -> Pipelin
         with shown_and_logged(log_file, log), steps_env:
             pipeline(**arguments)
     except KeyboardInterrupt:
-        # Ctrl-C reached the steps too: the search stops with its records whole (KILLED). kfp.local
-        # gives a step a quarter of a second; wait for it, or a `leanfit run` typed at once
-        # would meet a search that is still stopping. A SIGTERM came to this process alone
-        # (`kill PID`): the steps are told as Ctrl-C would have told them, or they went on
-        # running after this command had said it stopped.
+        # The steps run in process groups of their own (`steps.run_step`), so a stop reaches
+        # them from here alone, once, whatever it was: Ctrl-C at the terminal, or SIGINT or
+        # SIGTERM to this process alone (`kill PID`; before, `kill -INT PID` left the search
+        # running unasked until kfp.local closed its output, then FAILED with a trial RUNNING).
+        # They stop as at Ctrl-C, the search with its records whole (KILLED). kfp.local gives
+        # a step a quarter of a second; wait for it, or a `leanfit run` typed at once would
+        # meet a search that is still stopping. A second stop is passed on too: leave now.
         from leanfit import stopping
 
         steps = _descendants(os.getpid())
-        if stopping.terminated():
-            for pid in steps:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGINT)
+        _tell(steps)
         log("  stopping: the running step is recording where it stopped (Ctrl-C again: leave now)")
-        wait_for_children(STOP_SECONDS, steps)
+        try:
+            wait_for_children(STOP_SECONDS, steps)
+        except KeyboardInterrupt:  # (the pipeline's run is still closed: it takes a moment)
+            _tell(steps)
         how = "SIGTERM" if stopping.terminated() else "Ctrl-C"
         with contextlib.suppress(Exception):
             end_started(f"interrupted ({how}); full log: {log_file}", "KILLED")
@@ -177,6 +179,14 @@ def _run_pipeline(experiment: Experiment, key: str, digest: str, log) -> Pipelin
 # How long an interrupted `leanfit run` waits for its steps to stop (the search stops at its
 # controller's next turn, then closes its workers)
 STOP_SECONDS = 60.0
+
+
+def _tell(steps: Sequence[int]) -> None:
+    """Send Ctrl-C's SIGINT to each of `steps` that still runs (a search's workers ignore it:
+    their controller stops them)."""
+    for pid in steps:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGINT)
 
 
 def wait_for_children(timeout: float, descendants: Sequence[int] = ()) -> None:

@@ -143,6 +143,11 @@ def run_step(step: str, function: Callable[..., Any], experiment: str, base_dir:
     # records where it stopped; final training and evaluation were killed on the spot
     stopping.terminate_as_interrupt()
     if parent := os.environ.get(PARENT_ENV):
+        # out of `leanfit run`'s process group: a Ctrl-C at the terminal reaches that command
+        # alone, which tells each step once (see `launch._run_pipeline`); before, a stop sent
+        # to the command alone (`kill -INT PID`) never reached its steps
+        with contextlib.suppress(OSError):
+            os.setpgid(0, 0)
         stop_with(int(parent))
     work = None
     try:
