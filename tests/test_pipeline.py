@@ -1144,3 +1144,23 @@ def test_a_step_stopped_alone_says_so_and_how_to_go_on(tmp_path):
     said = _step_error(error)
     assert said.startswith("step 'search' stopped (Ctrl-C); what it finished is kept"), said
     assert "`leanfit run FILE`" in said and "failed" not in said
+
+
+def test_a_steps_output_goes_quiet_once_nobody_reads_it():
+    """kfp.local closes a step's output a quarter of a second after `leanfit run` is stopped,
+    while the step is still recording where it stopped: a line written then raised
+    BrokenPipeError, and the search ended FAILED rather than KILLED (seen in the suite)."""
+    import os
+
+    from leanfit.steps import _Unread
+
+    read_end, write_end = os.pipe()
+    stream = _Unread(os.fdopen(write_end, "w", buffering=1))
+    stream.write("read\n")
+    assert os.read(read_end, 100) == b"read\n"
+    os.close(read_end)  # as kfp.local does
+    stream.write("[leanfit] search: trials 3, jobs finished 2 ...\n")  # (raised before)
+    stream.flush()
+    stream.write("and after it\n")
+    assert os.readlink(f"/proc/self/fd/{stream.fileno()}") == os.devnull
+    stream.close()

@@ -14,7 +14,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +126,8 @@ def _run_pipeline(experiment: Experiment, key: str, digest: str, log) -> Pipelin
     arguments, secret_env = without_tracking_password(pipeline_arguments(experiment))
     log_file = root / f"pipeline-{time.strftime('%Y%m%d-%H%M%S')}.log"
 
+    told: list[int] = []  # the processes a stop was passed on to
+
     def end_started(message: str, status: str) -> None:
         started = find_pipeline_runs(experiment, key=key, status="RUNNING")
         if started:
@@ -138,7 +140,7 @@ def _run_pipeline(experiment: Experiment, key: str, digest: str, log) -> Pipelin
             os.environ,
             {ERROR_FILE_ENV: str(error_file), PARENT_ENV: str(os.getpid()), **secret_env},
         )
-        with shown_and_logged(log_file, log), steps_env:
+        with shown_and_logged(log_file, log), steps_env, _stops_told_to_steps(told):
             pipeline(**arguments)
     except KeyboardInterrupt:
         # The steps run in process groups of their own (`steps.run_step`), so a stop reaches
@@ -150,8 +152,9 @@ def _run_pipeline(experiment: Experiment, key: str, digest: str, log) -> Pipelin
         # meet a search that is still stopping. A second stop is passed on too: leave now.
         from leanfit import stopping
 
-        steps = _descendants(os.getpid())
-        _tell(steps)
+        steps = told or _descendants(os.getpid())
+        if not told:  # (a stop raised here otherwise: from a thread, or with no handler of ours)
+            _tell(steps)
         log("  stopping: the running step is recording where it stopped (Ctrl-C again: leave now)")
         try:
             wait_for_children(STOP_SECONDS, steps)
@@ -179,6 +182,39 @@ def _run_pipeline(experiment: Experiment, key: str, digest: str, log) -> Pipelin
 # How long an interrupted `leanfit run` waits for its steps to stop (the search stops at its
 # controller's next turn, then closes its workers)
 STOP_SECONDS = 60.0
+
+
+@contextlib.contextmanager
+def _stops_told_to_steps(told: list[int]) -> Iterator[None]:
+    """While kfp.local runs the steps: a stop (Ctrl-C, or SIGINT or SIGTERM to this process) is
+    passed on to the running steps (listed in `told`) at once, then acts here as Ctrl-C. From
+    the handling of the exception below it came a quarter of a second later, once kfp.local had
+    closed the step's output: a line the stopping search wrote then left it FAILED."""
+    import threading
+
+    from leanfit import stopping
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame) -> None:
+        stopping.note(signum)
+        if not told:
+            told.extend(_descendants(os.getpid()))
+            _tell(told)
+        raise KeyboardInterrupt
+
+    before = {}
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # (not in a background job)
+        before[signal.SIGINT] = signal.signal(signal.SIGINT, handler)
+    if stopping.terminate_is_ours():
+        before[signal.SIGTERM] = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        for signum, previous in before.items():
+            signal.signal(signum, previous)
 
 
 def _tell(steps: Sequence[int]) -> None:

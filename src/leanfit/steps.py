@@ -149,6 +149,7 @@ def run_step(step: str, function: Callable[..., Any], experiment: str, base_dir:
         with contextlib.suppress(OSError):
             os.setpgid(0, 0)
         stop_with(int(parent))
+        sys.stdout, sys.stderr = _Unread(sys.stdout), _Unread(sys.stderr)
     work = None
     try:
         exp = read_experiment(experiment, base_dir)
@@ -197,6 +198,38 @@ def run_step(step: str, function: Callable[..., Any], experiment: str, base_dir:
     print(f"leanfit: step {step!r} failed: {message}", file=sys.stderr, flush=True)
     _write_step_error(work, {"step": step, "message": message})
     raise SystemExit(2)
+
+
+class _Unread:
+    """A step's stdout or stderr that goes quiet once nobody reads it: kfp.local closes a
+    step's output a quarter of a second after `leanfit run` is stopped, while the step is still
+    recording where it stopped, and a line written then (the search's progress) raised
+    BrokenPipeError, which left the search FAILED rather than KILLED."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._quiet()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._quiet()
+
+    def _quiet(self) -> None:
+        devnull = open(os.devnull, "w")  # noqa: SIM115 (this stream's for good)
+        with contextlib.suppress(OSError, ValueError):  # (its file descriptor too: the
+            os.dup2(devnull.fileno(), self._stream.fileno())  # interpreter's last flush)
+        self._stream = devnull
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
 
 
 def _write_step_error(work: Path | None, error: dict[str, Any]) -> None:
