@@ -4,6 +4,7 @@ logging and registering in real MLflow (sqlite, and a real `mlflow server` on 12
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -794,6 +795,31 @@ def test_run_logs_and_registers_on_a_server_that_goes_down_and_a_second_run_does
         assert summary["search_run_id"] in searches_before and summary["status"] == "FINISHED"
         assert summary["jobs_finished"] > 0 and summary["front"]
         assert (tmp_path / "read" / "pareto.png").exists()
+
+        # the champion's alias removed by hand (the MLflow UI): a watcher that saw nothing to do
+        # for good registers it again (that run's search and final training reused)
+        client.delete_registered_model_alias("leanfit-digits", "champion")
+        check = run_cli("watch", "digits.yaml", "--once", cwd=tmp_path, timeout=300, env=env)
+        assert check.returncode == 0, check.stdout + check.stderr
+        said = " ".join(check.stdout.split())
+        assert "but the registered model leanfit-digits has no champion (its alias was removed" in (
+            said
+        ), said
+        _, versions_after, champion_after = registry(server.uri)
+        assert versions_after == ["1"] and str(champion_after.version) == "1"
+        assert _runs(client, "search") == searches_before
+        # its model's files gone (`mlflow gc`, or deleted by hand): kept as "nothing new to
+        # register" for good before, a champion nothing could load; now registered again
+        model_files = server.folder / "artifacts" / str(exp.experiment_id) / "models"
+        shutil.rmtree(model_files / champion_after.source.rstrip("/").split("/")[-1])
+        again = run_cli("run", "digits.yaml", "--force", cwd=tmp_path, timeout=300, env=env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        said = " ".join(again.stdout.split())
+        lost = "leanfit-digits version 2 (the same weights as version 1, which cannot be loaded "
+        assert lost in said, said
+        assert "is the new champion: the champion (version 1) cannot classify" in said, said
+        _, versions_after, champion_after = registry(server.uri)
+        assert versions_after == ["1", "2"] and str(champion_after.version) == "2"
 
         # an artifact store the server cannot write: said before any training, in seconds, and
         # no search run is left (it was found at the report, after the whole search and four

@@ -54,7 +54,12 @@ def run_locally(experiment: Experiment, force: bool = False, log=print) -> Pipel
     """Run the whole pipeline here with kfp.local (one subprocess per step)."""
     from leanfit.data.sources import load_dataset
     from leanfit.lock import held_lock
-    from leanfit.track.pipeline import close_dead_pipeline_runs, find_pipeline_runs, run_result
+    from leanfit.track.pipeline import (
+        champion_now,
+        close_dead_pipeline_runs,
+        find_pipeline_runs,
+        run_result,
+    )
 
     dataset = load_dataset(experiment)
     # its key, and the key the version before made for the same settings and data (found only)
@@ -76,15 +81,23 @@ def run_locally(experiment: Experiment, force: bool = False, log=print) -> Pipel
         if not force:
             done = find_pipeline_runs(experiment, key=[key, *older], status="FINISHED")
             since = later_run_on_other_data(experiment, dataset.digest) if done else None
-            if done and since is None:
+            champion, gone = champion_now(experiment, done[0]) if done else (None, None)
+            if done and since is None and gone is None:
                 run = done[0]
                 result = run_result(run)
+                if champion is not None:  # (as it is now: `leanfit promote` may have moved it)
+                    result["champion_version"] = champion
                 report = Path(result["report"]) if "report" in result else None
                 return PipelineOutcome(
                     False, run.info.run_id, dataset.digest, result,
                     report if report is not None and report.exists() else None,
                 )  # fmt: skip
-            if done:
+            if done and since is None:
+                log(
+                    f"  {gone}: running again to register its model (that run's search and "
+                    "final training are reused)"
+                )
+            elif done:
                 # the data went back to what an earlier run saw (a bad change rolled back), and
                 # the champion may have been chosen on other data since: judged again on this
                 # data (the search and the final training are that run's, reused). Said up to

@@ -130,3 +130,37 @@ def find_pipeline_runs(
 def run_result(run) -> dict[str, Any]:
     raw = run.data.tags.get(TAG_RESULT)
     return json.loads(raw) if raw else {}
+
+
+def champion_now(experiment: Experiment, run) -> tuple[str | None, str | None]:
+    """The champion version of the model a finished pipeline run registered, as the registry
+    holds it now (moved by `leanfit promote`, say), and what is wrong where there is none: the
+    registered model deleted, or its champion alias removed, by hand since. Before, such a run
+    was said "up to date" with its champion (gone) for good, and a watcher saw nothing to do.
+    (None, None) for a run that registered nothing."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    name = run_result(run).get("registered_model")
+    if not name:
+        return None, None
+    uri = experiment.tracking_uri()
+    client = MlflowClient(uri, registry_uri=uri)
+    try:
+        return str(client.get_model_version_by_alias(name, "champion").version), None
+    except MlflowException as missing:
+        try:
+            model = client.get_registered_model(name)
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            return None, (
+                f"the registered model {name} is gone from the registry (deleted since pipeline "
+                f"run {run.info.run_id} registered it)"
+            )
+        if "champion" in (model.aliases or {}):
+            raise missing
+        return None, (
+            f"the registered model {name} has no champion (its alias was removed since pipeline "
+            f"run {run.info.run_id})"
+        )

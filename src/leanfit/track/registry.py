@@ -200,7 +200,17 @@ class Registry:
         crowned = str(champion.version) if champion is not None else None
         again = ""  # said where the chosen model is a version already registered on this data
         versions = self._versions()
-        if (earlier := self._same_model(versions, weights, summary)) is not None:
+        earlier = self._same_model(versions, weights, summary)
+        if earlier is not None and (lost := self._unloadable(str(earlier.version))) is not None:
+            # its files are gone (`mlflow gc` after its experiment was deleted, or deleted by
+            # hand): it was kept as "nothing new to register" for good, a champion no command
+            # could load. This run's model is registered again as a new version
+            again = (
+                f" (the same weights as version {earlier.version}, which cannot be loaded any "
+                f"more: {lost})"
+            )
+            earlier = None
+        if earlier is not None:
             # the same model again (a run whose final training was kept from an earlier one:
             # a budget changed, --force, a run killed after it registered): it was registered
             # as another version of the same weights, made the challenger of itself
@@ -223,8 +233,9 @@ class Registry:
         if champion is None:
             return self._crown(
                 version,
-                f"{self.name} version {version}{again} is the first model: champion "
-                f"(test accuracy {new_acc:.4f}, {summary['params']:,} parameters)",
+                f"{self.name} version {version}{again} is "
+                + ("the first model: champion" if not versions else "champion: none was")
+                + f" (test accuracy {new_acc:.4f}, {summary['params']:,} parameters)",
             )
         same = "on the same test data"
         seen = self._seen_by(champion)
@@ -322,6 +333,24 @@ class Registry:
             self.client.set_model_version_tag(self.name, version, key, value)
         self.client.set_registered_model_alias(self.name, CHALLENGER, version)
         return version
+
+    def _load(self, version: str):
+        """A registered version's card and network, never from its pickle (a version anyone
+        could have written): its weights checked against its card and against the digest it
+        was registered with. LeanfitError where it cannot be loaded so."""
+        from leanfit.models.predict import load_model, read_card
+
+        uri = f"models:/{self.name}/{version}"
+        card = read_card(uri)
+        return card, load_model(uri, card if card.from_card else None)
+
+    def _unloadable(self, version: str) -> str | None:
+        """Why a registered version cannot be loaded (its model's files gone), or None."""
+        try:
+            self._load(version)
+        except LeanfitError as e:
+            return _why(e)
+        return None
 
     def _seen_by(self, version):
         """The image keys a registered version's run kept (`SEEN_ARTIFACT`), or None for a
@@ -439,17 +468,12 @@ class Registry:
         at 12 px padded was scored at 16 px squeezed (its convolutions take any size), on images
         it was never meant to see."""
         from leanfit.models.deploy import predicted_classes
-        from leanfit.models.predict import load_model, read_card
 
         uri = f"models:/{self.name}/{version}"
         try:
-            card = read_card(uri)
-            # (never its pickle: a version anyone could have written; its weights checked
-            # against its card and against the digest it was registered with)
-            model = load_model(uri, card if card.from_card else None)
-        except LeanfitError as e:  # (the message up to its fix, without its "model: ")
-            why = str(e).split("; ")[0].removeprefix("model: ")
-            return 0.0, f"it cannot be loaded safely: {why}", None
+            card, model = self._load(version)
+        except LeanfitError as e:
+            return 0.0, f"it cannot be loaded safely: {_why(e)}", None
         notes = []
         if card.from_card and test_names is not None:
             with contextlib.suppress(LeanfitError):  # (the files unreadable now: as decoded)
@@ -474,6 +498,11 @@ class Registry:
             notes.append(classes_note(version, theirs, ours))
         correct = int((predicted == test_labels).sum())
         return correct / max(1, len(test_labels)), None, "; ".join(notes) or None
+
+
+def _why(e: LeanfitError) -> str:
+    """A loading error's message up to its fix, without its "model: "."""
+    return str(e).split("; ")[0].removeprefix("model: ")
 
 
 def _card_classes(uri: str) -> list[str] | None:

@@ -86,13 +86,6 @@ def watch_lock(experiment: Experiment) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def last_completed_digest(experiment: Experiment) -> str | None:
-    from leanfit.track.pipeline import TAG_DIGEST, find_pipeline_runs
-
-    done = find_pipeline_runs(experiment, status="FINISHED")
-    return done[0].data.tags.get(TAG_DIGEST) if done else None
-
-
 def check_once(
     experiment: Experiment,
     submit: Callable[[Experiment], Any] | None = None,
@@ -108,6 +101,7 @@ def check_once(
     from leanfit.data.check import NO_READABLE_IMAGE
     from leanfit.data.sources import load_dataset, skipped_files, skipped_notice
     from leanfit.launch import PipelineBusy, run_locally
+    from leanfit.track.pipeline import TAG_DIGEST, champion_now, find_pipeline_runs
 
     experiment = tolerant(experiment)
     with watch_lock(experiment):
@@ -118,20 +112,27 @@ def check_once(
         for name, why in dataset.dropped_classes:
             if why == NO_READABLE_IMAGE:  # (the empty ones are said above)
                 log(f"class folder {name!r} has {why}: left out until it has one")
-        previous = last_completed_digest(experiment)
+        done = find_pipeline_runs(experiment, status="FINISHED")  # (the last completed first)
+        previous = done[0].data.tags.get(TAG_DIGEST) if done else None
         found = CheckResult(
             "unchanged", dataset.digest, previous, skipped=dataset.skipped, empty_classes=empty
         )
-        if previous == dataset.digest:
+        gone = None
+        if previous == dataset.digest:  # (its champion deleted by hand: registered again)
+            _, gone = champion_now(experiment, done[0])
+        if previous == dataset.digest and gone is None:
             # the unreadable files were listed when this data was new: a watcher polling every
             # few minutes says how many, not the list again each time
             also = f", {skipped_files(dataset.skipped)} skipped" if dataset.skipped else ""
             log(f"dataset unchanged (digest {dataset.digest[:12]}{also}): nothing to do")
             return found
-        log(
-            f"dataset changed: digest {dataset.digest[:12]} "
-            f"(last completed run: {previous[:12] if previous else 'none'})"
-        )
+        if gone is not None:
+            log(f"dataset unchanged (digest {dataset.digest[:12]}), but {gone}")
+        else:
+            log(
+                f"dataset changed: digest {dataset.digest[:12]} "
+                f"(last completed run: {previous[:12] if previous else 'none'})"
+            )
         if dataset.skipped and submit is not None:
             # how many, and the first few (a folder may hold thousands); a pipeline run here
             # lists them in its fingerprint step
