@@ -743,6 +743,71 @@ def schema(database) -> tuple[list, list]:
         return tables, rows.fetchall()
 
 
+def test_an_experiment_or_search_run_deleted_in_mlflow_is_said_and_not_brought_back(in_tmp):
+    """The MLflow UI's Delete, while a search runs: it ended in MLflow's traceback (`must be in
+    the 'active' state`), exit 1; now one line with how to go on, exit 2, and after the restore
+    it names, `--resume` goes on. A deleted experiment found by the next command was restored
+    without a word (its runs back); now the user chooses: the restore and the purge it names
+    both work."""
+    experiment(in_tmp, trials=200)
+    database = in_tmp / "mlflow.db"
+    client = MlflowClient(f"sqlite:///{database}")
+    for what in ("search run", "experiment"):
+        before = trials_so_far(database)
+        proc = start_search(in_tmp, "0.3")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and trials_so_far(database) < before + 2:
+            time.sleep(0.2)
+        exp = client.get_experiment_by_name("leanfit-digits")
+        (search,) = client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING' and "
+                                       "tags.`leanfit.kind` = 'search'")  # fmt: skip
+        if what == "search run":
+            client.delete_run(search.info.run_id)
+        else:
+            client.delete_experiment(exp.experiment_id)
+        _, err = proc.communicate(timeout=120)
+        said = " ".join(err.split())
+        assert proc.returncode == 2 and "Traceback" not in said, said
+        if what == "search run":
+            assert f"the search run {search.info.run_id} was deleted in MLflow while the" in said
+            restore = ["runs", "restore", "--run-id", search.info.run_id]
+        else:
+            assert "the MLflow experiment 'leanfit-digits' was deleted while the search ran" in (
+                said
+            ), said
+            restore = ["experiments", "restore", "--experiment-id", exp.experiment_id]
+        assert f"`mlflow {' '.join(restore)}`" in said, said
+        again = run_cli("report", "e.yaml", cwd=in_tmp)
+        if what == "experiment":  # (not brought back by the next command)
+            assert again.returncode == 2 and "leanfit does not bring it back" in again.stderr
+            assert client.get_experiment(exp.experiment_id).lifecycle_stage == "deleted"
+        mlflow = Path(sys.executable).with_name("mlflow")
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{database}"}
+        subprocess.run([mlflow, *restore], cwd=in_tmp, env=env, check=True, capture_output=True)
+        resumed = run_cli("search", "e.yaml", "--synthetic", "0", "--resume", "--wall-time", "4s",
+                          cwd=in_tmp)  # fmt: skip
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert f"MLflow search run {search.info.run_id}" in resumed.stdout
+    client.delete_experiment(exp.experiment_id)  # ... or purged, as it says: a new one
+    refused = run_cli("search", "e.yaml", "--synthetic", "0", "--trials", "3", cwd=in_tmp)
+    said = " ".join(refused.stderr.split())
+    purge = re.search(r"purge it to start afresh \(`mlflow (gc [^`]+)`", said)
+    assert refused.returncode == 2 and purge, said
+    subprocess.run([mlflow, *purge[1].split()], cwd=in_tmp, check=True, capture_output=True)
+    fresh = run_cli("search", "e.yaml", "--synthetic", "0", "--trials", "3", cwd=in_tmp)
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    new = client.get_experiment_by_name("leanfit-digits")  # (its number may be the same)
+    searches = client.search_runs([new.experiment_id], "tags.`leanfit.kind` = 'search'")
+    assert new.creation_time != exp.creation_time and len(searches) == 1
+
+
+def trials_so_far(database) -> int:
+    try:
+        return len(trial_runs(database)[1])
+    except Exception:  # (no database, or no experiment, yet)
+        return 0
+
+
 def test_a_second_controller_of_a_running_search_is_refused_naming_the_first(in_tmp):
     """`--resume`, a new search or the pipeline's search step of a search that is running now in
     another process: refused with that process's id and how to go on, exit 2, no search run

@@ -222,6 +222,10 @@ def find_search(experiment: Experiment, file: str, run_id: str | None = None):
     client = MlflowClient(uri)
     name = experiment.experiment_name()
     found = client.get_experiment_by_name(name)
+    if found is not None and found.lifecycle_stage == "deleted":
+        from leanfit.track.runs import deleted_experiment
+
+        raise LeanfitError(deleted_experiment(found, uri))
     if found is None:
         raise LeanfitError(
             f"no MLflow experiment {name!r} at {uri}: no search of {file} has logged there; "

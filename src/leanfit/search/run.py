@@ -608,6 +608,44 @@ def run_search(
             # has no trial in MLflow, and nothing that --resume could go on with
             e.search_run_id = opened[0] if opened else None
             raise
+        except Exception as e:
+            if opened and (deleted := deleted_meanwhile(experiment, opened[0], e)) is not None:
+                raise LeanfitError(deleted) from None
+            raise
+
+
+def deleted_meanwhile(experiment: Experiment, run_id: str, e: Exception) -> str | None:
+    """What to say where a search ended because its run or its experiment was deleted in MLflow
+    while it ran (the MLflow UI's Delete): MLflow refuses to write to a deleted run, and the
+    search ended in its traceback. None for any other error."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from leanfit.errors import causes
+
+    if not any("must be in the 'active' state" in str(c) for c in causes(e)):
+        return None
+    client = MlflowClient(experiment.tracking_uri())
+    try:
+        run = client.get_run(run_id)
+        found = client.get_experiment(run.info.experiment_id)
+    except MlflowException:  # (purged meanwhile too)
+        return (
+            f"tracking: the search run {run_id} was deleted in MLflow while the search ran, and "
+            "purged: its finished trials are gone; run `leanfit search` again to start afresh"
+        )
+    again = "`leanfit search --resume` of this file goes on from the trials it finished"
+    if found.lifecycle_stage == "deleted":
+        from leanfit.track.runs import deleted_experiment
+
+        return deleted_experiment(found, experiment.tracking_uri()).replace(
+            " was deleted", " was deleted while the search ran", 1
+        )
+    return (
+        f"tracking: the search run {run_id} was deleted in MLflow while the search ran (it can "
+        f"be written no more): restore it (`mlflow runs restore --run-id {run_id}`, or in the "
+        f"MLflow UI) and {again}; or run `leanfit search` without --resume to start afresh"
+    )
 
 
 def _search(

@@ -458,6 +458,24 @@ def is_tracking_failure(e: BaseException | None) -> bool:
     return False
 
 
+def deleted_experiment(found, uri: str) -> str:
+    """What to say of leanfit's MLflow experiment found deleted (the MLflow UI's Delete). It was
+    restored without a word before, its runs with it, so `leanfit run` said "up to date" on the
+    records the user had just deleted; now the user chooses."""
+    number = found.experiment_id
+    if uri.startswith("sqlite:"):
+        gc = f"`mlflow gc --backend-store-uri {uri} --tracking-uri {uri} --experiment-ids {number}`"
+    else:  # (run where the server's database is: its --backend-store-uri)
+        gc = f"`mlflow gc --experiment-ids {number}` with the server's database and URI"
+    return (
+        f"tracking: the MLflow experiment {found.name!r} was deleted (in the MLflow UI, or with "
+        f"its client), and leanfit does not bring it back by itself: restore it to go on with "
+        f"its runs (`mlflow experiments restore --experiment-id {number}`), or purge it to start "
+        f"afresh ({gc}: its runs and files are gone for good), or name another experiment "
+        "(tracking.experiment in the file)"
+    )
+
+
 def param_value(value: Any) -> str:
     """MLflow params are strings: JSON for anything that is not one already."""
     return value if isinstance(value, str) else json.dumps(value)
@@ -476,8 +494,9 @@ class TrialLogger:
         if found is None:
             self.experiment_id = self.client.create_experiment(experiment_name)
         elif found.lifecycle_stage == "deleted":
-            self.client.restore_experiment(found.experiment_id)
-            self.experiment_id = found.experiment_id
+            from leanfit.errors import LeanfitError
+
+            raise LeanfitError(deleted_experiment(found, tracking_uri))
         else:
             self.experiment_id = found.experiment_id
 
