@@ -801,6 +801,26 @@ def test_an_experiment_or_search_run_deleted_in_mlflow_is_said_and_not_brought_b
     assert new.creation_time != exp.creation_time and len(searches) == 1
 
 
+def test_a_report_names_the_trial_runs_deleted_by_hand(in_tmp):
+    """A trial's runs deleted in the MLflow UI: `leanfit report` showed a front without it (the
+    best trial gone, a lower best accuracy) and said nothing; now it says which, and how to
+    count them again."""
+    experiment(in_tmp, trials=4)
+    done = run_cli("search", "e.yaml", "--synthetic", "0", cwd=in_tmp)
+    assert done.returncode == 0, done.stderr
+    client, runs = trial_runs(in_tmp / "mlflow.db")
+    gone = [r for r in runs if r.data.tags["leanfit.trial_id"] == "2"]
+    for run in gone:
+        client.delete_run(run.info.run_id)
+    read = run_cli("report", "e.yaml", cwd=in_tmp)
+    said = " ".join(read.stdout.split())
+    assert read.returncode == 0, read.stderr
+    assert f"{len(gone)} job run(s) of this search (trial(s) 2) were deleted in MLflow: this " in (
+        said
+    ), said
+    assert "`mlflow runs restore --run-id " in said, said
+
+
 def trials_so_far(database) -> int:
     try:
         return len(trial_runs(database)[1])

@@ -41,6 +41,7 @@ class SearchReading:
     run: Any  # the search's MLflow run
     records: list[JobRecord]
     tracking_uri: str
+    deleted: str | None = None  # what to say of its job runs deleted by hand, if any
 
     @property
     def run_id(self) -> str:
@@ -99,6 +100,8 @@ class SearchReading:
         if (objective := self.run.data.tags.get(TAG_OBJECTIVE)) is not None:
             lines.append(f"it optimised {objective_text(objective)}, not real training")
         lines += failure_lines(self.controller)
+        if self.deleted is not None:
+            lines.append(self.deleted)
         go_on = self.go_on_with(file)
         if self.status == "RUNNING":
             idle = self.idle_seconds()
@@ -341,7 +344,7 @@ def read_search(experiment: Experiment, file: str, run_id: str | None = None) ->
             int(run.data.metrics.get("warm_start_told", 0)),
             int(run.data.metrics.get("warm_start_rechecked", 0)),
         )
-    return SearchReading(controller, run, records, uri)
+    return SearchReading(controller, run, records, uri, log.deleted_notice("this report is"))
 
 
 def report_of(experiment: Experiment, reading: SearchReading, folder: Path) -> tuple[Path, Path]:

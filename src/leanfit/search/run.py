@@ -715,6 +715,9 @@ def _search(
     if reuse_finished and latest is not None and latest[1] == "FINISHED":
         short = latest[0].budget_short_of(wall, trials)
         if short is None:
+            deleted = latest[0].deleted_notice("the finished search is reused")
+            if deleted is not None and on_notice is not None:
+                on_notice(deleted)
             return _read_back(experiment, latest[0], problem, wall, trials, identity)
         extended = latest[0]
         if on_notice is not None:
@@ -803,6 +806,8 @@ def _search(
     log.record_budget(wall, trials)
     records = log.records() if resume else []
     elapsed_before = log.elapsed(records) if resume else 0.0
+    if resume and on_notice is not None and (deleted := log.deleted_notice("it goes on")):
+        on_notice(deleted)
     if resume and on_notice is not None:
         before = log.place()
         if before is not None and before != work_place(experiment):

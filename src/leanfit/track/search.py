@@ -544,6 +544,30 @@ class SearchLog:
             if not token:
                 return out
 
+    def deleted_notice(self, without: str) -> str | None:
+        """What to say where job runs of this search were deleted in MLflow by hand (the UI's
+        Delete, not yet purged): a search read back (`leanfit report`, a pipeline reusing or
+        resuming it) went on without them and said nothing, its front short of its best trial.
+        `without`: what goes on without them. None where none was."""
+        from mlflow.entities import ViewType
+
+        deleted = self.client.search_runs(
+            [self.logger.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{self.run_id}'",
+            run_view_type=ViewType.DELETED_ONLY,
+            max_results=1000,
+        )
+        if not deleted:
+            return None
+        trials = sorted({int(r.data.tags.get(TAG_TRIAL, -1)) for r in deleted} - {-1})
+        shown = ", ".join(map(str, trials[:10])) + (", ..." if len(trials) > 10 else "")
+        first = deleted[0].info.run_id
+        return (
+            f"{len(deleted)} job run(s) of this search (trial(s) {shown}) were deleted in "
+            f"MLflow: {without} without them; to count them, restore them (`mlflow runs restore "
+            f"--run-id {first}`, one run at a time, or in the MLflow UI)"
+        )
+
 
 def elapsed_from(history: Sequence, records: Sequence[JobRecord]) -> float:
     """Seconds a search ran, from its `search_elapsed_seconds` figures (`history`, logged
