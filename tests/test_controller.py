@@ -781,3 +781,24 @@ def test_a_job_read_while_its_result_is_written_counts_as_running():
     assert caught.status == "running" and not caught.unclosed
     lost = _record(run("FINISHED", {}))  # closed with no figures: not a result to rank
     assert lost.status == "failed" and "no val_accuracy" in lost.reason
+
+
+def test_a_searchs_controller_and_report_import_no_torch():
+    """Importing torch is about 1.5 s of CPU a process: a search's controller, its local
+    executor and `leanfit report` train nothing and import none (report: 3.8 s to 2.6 s here);
+    the trainer and the data (the workers) do."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import leanfit.search.run, leanfit.search.readback, leanfit.execute.local, leanfit.cli\n"
+        "import leanfit.models.cost, leanfit.train.result, leanfit.train.trial\n"
+        "from leanfit.train import TrainResult\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    from leanfit.models import build_model  # (still there, read when asked for)
+    from leanfit.train import train
+
+    assert callable(build_model) and callable(train)

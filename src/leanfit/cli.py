@@ -255,7 +255,7 @@ def trial(
         problem = spec_problem(trial_spec, experiment)
         if problem is not None:  # refused before anything is logged
             if result_to is not None:  # a Job's: a failed trial, not an infrastructure failure
-                from leanfit.train.trainer import TrainResult
+                from leanfit.train.result import TrainResult
                 from leanfit.train.trial import write_result
 
                 write_result(TrainResult(status="failed", reason=problem), result_to)
@@ -395,7 +395,7 @@ def trial(
         # as in a search's worker: a bug that one configuration hits fails that trial only
         import traceback
 
-        from leanfit.train.trainer import TrainResult
+        from leanfit.train.result import TrainResult
 
         tb = traceback.format_exc(limit=6)
         result = TrainResult(status="failed", reason=f"{type(e).__name__}: {e}\n{tb}")

@@ -352,7 +352,7 @@ def in_process_runner(function: Callable):
             import traceback
 
             from leanfit.errors import failure_reason
-            from leanfit.train.trainer import TrainResult
+            from leanfit.train.result import TrainResult
 
             return TrainResult("failed", reason=failure_reason(e, traceback.format_exc(limit=6)))
 
@@ -364,7 +364,7 @@ def make_runner(function: Callable):
     below in, the reports and the returned state (pickled, to `spec.checkpoint_to`) out."""
 
     def run(spec):
-        from leanfit.train.trainer import TrainResult
+        from leanfit.train.result import TrainResult
 
         started = time.perf_counter()
         state, start, earlier = None, 0, []

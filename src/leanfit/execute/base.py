@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from leanfit.train.trainer import TrainResult
+from leanfit.train.result import TrainResult
 from leanfit.train.trial import TrialSpec
 
 # A trial runner: trains (or evaluates) one spec and returns its result.

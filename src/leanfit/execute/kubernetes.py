@@ -53,7 +53,7 @@ from typing import Any
 from leanfit.config import Experiment
 from leanfit.errors import LeanfitError, hide_password, settings_without_password
 from leanfit.execute.base import Executor, JobOutcome, TrialJob
-from leanfit.train.trainer import TrainResult
+from leanfit.train.result import TrainResult
 from leanfit.train.trial import TrialSpec, read_result
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from typing import Any
 from leanfit.errors import failure_reason
 from leanfit.execute.base import Executor, JobOutcome, RunnerSpec, TrialJob
 from leanfit.execute.forkserver import WORKER_NAME, worker_context
-from leanfit.train.trainer import TrainResult
+from leanfit.train.result import TrainResult
 from leanfit.train.trial import TrialSpec
 
 IMPORTED_IN = os.getpid()  # in a forked worker: the fork server's, which imported all this

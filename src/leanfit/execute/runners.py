@@ -54,7 +54,7 @@ def synthetic_runner(
     from leanfit.config import experiment_from_dict
     from leanfit.search.objectives import SyntheticObjective
     from leanfit.train.curve import CURVE_TOLERANCE
-    from leanfit.train.trainer import TrainResult
+    from leanfit.train.result import TrainResult
 
     exp = experiment_from_dict(experiment, base_dir)
     ds = exp.dataset

@@ -1,5 +1,14 @@
-"""One trial at one budget: the fast training loop, checkpoints, resume, metrics."""
+"""One trial at one budget: the fast training loop, checkpoints, resume, metrics.
 
-from leanfit.train.trainer import Budget, TrainData, TrainResult, train
+Its names are read from the trainer (torch) when first asked for, not when the package is
+imported (see `leanfit.models`)."""
 
 __all__ = ["Budget", "TrainData", "TrainResult", "train"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from leanfit.train import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module 'leanfit.train' has no attribute {name!r}")

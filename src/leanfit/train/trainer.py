@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from leanfit.models.cost import architecture_cost
 from leanfit.train.checkpoint import load_checkpoint, save_checkpoint
 from leanfit.train.curve import CURVE_TOLERANCE, CurveStop, accuracy_noise
 from leanfit.train.prefetch import Prefetched
+from leanfit.train.result import Budget, TrainResult
 
 # BatchNorm's running statistics are an average over about its last ten steps (momentum 0.1),
 # started at mean 0 and variance 1. With few steps an epoch they lag the weights by epochs and
@@ -79,20 +80,6 @@ def distillation_loss(
     ) * (t * t)
 
 
-@dataclass(frozen=True)
-class Budget:
-    """How much to train: up to `epochs` (absolute), on a fraction of the data, at a resolution."""
-
-    epochs: int
-    schedule_epochs: int | None = None  # the schedule's horizon; defaults to `epochs`
-    data_fraction: float = 1.0
-    resolution: int | None = None  # None: the dataset's own size
-
-    @property
-    def horizon(self) -> int:
-        return self.schedule_epochs or self.epochs
-
-
 @dataclass
 class TrainData:
     """Uint8 images and int64 labels for training and validation."""
@@ -110,25 +97,6 @@ class TrainData:
     @property
     def image_size(self) -> int:
         return int(self.train_x.shape[-1])
-
-
-@dataclass
-class TrainResult:
-    # "ok"; "stopped": a normal result, ended early by its learning curve (`reason` says why);
-    # or "failed"
-    status: str
-    history: list[dict[str, float]] = field(default_factory=list)
-    params: int = 0
-    macs: int = 0
-    wall_time: float = 0.0
-    train_time: float = 0.0
-    epochs: int = 0
-    reason: str | None = None
-    checkpoint: str | None = None
-
-    @property
-    def val_accuracy(self) -> float | None:
-        return self.history[-1]["val_accuracy"] if self.history else None
 
 
 def lr_at(progress: float, peak: float, schedule: str) -> float:

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from leanfit.config import MAX_SEED, DistillConfig, Experiment
-from leanfit.data.sources import LoadedDataset
 from leanfit.data.splits import DataPlan, stratified_subset
 from leanfit.errors import GenotypeError
+
+if TYPE_CHECKING:  # torch: the trainer and the data module, not for a search's controller
+    from leanfit.data.sources import LoadedDataset
+    from leanfit.train.trainer import Distill, TrainData
 from leanfit.train.curve import CurveStop
-from leanfit.train.trainer import Budget, Distill, TrainData, TrainResult, train
+from leanfit.train.result import Budget, TrainResult
 
 
 class TeacherSpec(DistillConfig):
@@ -74,6 +77,8 @@ def train_data(
 
     The search trains on the plan's search subset, final training on the whole training split.
     """
+    from leanfit.train.trainer import TrainData
+
     plan = plan or data_plan(experiment, dataset)
     plan.check(dataset.digest)
     train_idx = plan.search if for_search else plan.splits.train
@@ -96,6 +101,8 @@ def run_trial(
 ) -> TrainResult:
     """Validate the configuration against the space, then train it (`save_progress`: see
     `leanfit.train.trainer.train`)."""
+    from leanfit.train.trainer import train
+
     space = experiment.search_space()
     try:
         config = space.validate(spec.config)
@@ -126,6 +133,7 @@ def load_teacher(teacher: TeacherSpec, data: TrainData, size: int) -> Distill:
     from leanfit.errors import LeanfitError
     from leanfit.models.deploy import load_classifier
     from leanfit.train.checkpoint import load_checkpoint
+    from leanfit.train.trainer import Distill
 
     path = Path(teacher.checkpoint)
     if not path.is_file():
