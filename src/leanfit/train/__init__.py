@@ -7,6 +7,10 @@ __all__ = ["Budget", "TrainData", "TrainResult", "train"]
 
 
 def __getattr__(name: str):
+    if name in ("Budget", "TrainResult"):  # (plain data)
+        from leanfit.train import result
+
+        return getattr(result, name)
     if name in __all__:
         from leanfit.train import trainer
 
