@@ -726,11 +726,15 @@ def test_a_new_tracking_database_is_a_copy_of_one_made_once(tmp_path, monkeypatc
     client.log_metric(run.info.run_id, "accuracy", 0.5)
     assert client.get_run(run.info.run_id).data.metrics == {"accuracy": 0.5}
     assert not [p for p in tmp_path.rglob("*.part")], "no part-made copy left behind"
+    template.write_bytes(b"")  # (left empty by a crash, say): made again, not copied
+    runs.ready_database(f"sqlite:///{tmp_path / 'second' / 'third.db'}")
+    assert len(made) == 3 and schema(tmp_path / "second" / "third.db")[0] == own_tables
+    assert schema(template)[0] == own_tables
     # a cache folder that cannot be written: MLflow makes the tables, as without the template
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file"))
     runs.ready_database("sqlite:///other.db")
-    assert len(made) == 3 and schema(tmp_path / "second" / "other.db")[0] == own_tables
+    assert len(made) == 4 and schema(tmp_path / "second" / "other.db")[0] == own_tables
 
 
 def schema(database) -> tuple[list, list]:

@@ -159,12 +159,14 @@ def _tables_template() -> Path | None:
 
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "leanfit"
     template = cache / f"mlflow-{mlflow.__version__}-tables.db"
-    if template.is_file():
+    if _is_sqlite(template):
         return template
-    making = cache / f".{template.name}.{os.getpid()}.part"
+    # (a new name each time: MLflow keeps a store per URI, which would take a second file of
+    # the same name for the one it made)
+    making = cache / f".{template.name}.{os.getpid()}.{time.monotonic_ns()}.part"
     try:
         with held_lock(cache / "mlflow-tables.lock"):
-            if template.is_file():  # (made by another process meanwhile)
+            if _is_sqlite(template):  # (made by another process meanwhile)
                 return template
             making.unlink(missing_ok=True)
             MlflowClient(f"sqlite:///{making}").search_experiments(max_results=1)
@@ -176,6 +178,16 @@ def _tables_template() -> Path | None:
             making.unlink()
         return None
     return template
+
+
+def _is_sqlite(path: Path) -> bool:
+    """Whether a file is there and starts as a SQLite database does (a template a crash or a
+    full disk left empty or damaged is made again, not copied into a user's new database)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
 
 
 def half_made(database: str, uri: str) -> str:
