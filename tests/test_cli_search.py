@@ -825,6 +825,38 @@ def test_a_report_names_the_trial_runs_deleted_by_hand(in_tmp):
     assert "`mlflow runs restore --run-id " in said, said
 
 
+def test_a_tag_edited_by_hand_is_named_and_changes_nothing(in_tmp):
+    """A trial run's `leanfit.trial_id` deleted, or the search's budget tag garbled, in the
+    MLflow UI: `report` and `--resume` ended in a KeyError's or JSON's traceback, and the resume
+    left the finished search RUNNING with its budget changed. Now one line naming the run and
+    the tag, exit 2, and the search as it was."""
+    experiment(in_tmp, trials=4)
+    done = run_cli("search", "e.yaml", "--synthetic", "0", cwd=in_tmp)
+    assert done.returncode == 0, done.stderr
+    client, runs = trial_runs(in_tmp / "mlflow.db")
+    (search,) = client.search_runs([runs[0].info.experiment_id], "tags.`leanfit.kind` = 'search'")
+    budget = search.data.tags["leanfit.budget"]
+    client.delete_tag(runs[0].info.run_id, "leanfit.trial_id")
+    for args in (["report", "e.yaml"], ["search", "e.yaml", "--synthetic", "0", "--resume",
+                                        "--trials", "6"]):  # fmt: skip
+        bad = run_cli(*args, cwd=in_tmp)
+        said = " ".join(bad.stderr.split())
+        assert bad.returncode == 2 and "Traceback" not in said, said
+        assert f"the trial job run {runs[0].info.run_id} (" in said, said
+        assert "cannot be read (its tag leanfit.trial_id is gone; edited by hand?)" in said, said
+    after = client.get_run(search.info.run_id)  # (the resume changed nothing)
+    assert after.info.status == "FINISHED" and after.data.tags["leanfit.budget"] == budget
+    client.set_tag(runs[0].info.run_id, "leanfit.trial_id", runs[0].data.tags["leanfit.trial_id"])
+    client.set_tag(search.info.run_id, "leanfit.budget", "{oops")
+    bad = run_cli("search", "e.yaml", "--synthetic", "0", "--resume", "--trials", "6", cwd=in_tmp)
+    said = " ".join(bad.stderr.split())
+    assert bad.returncode == 2 and f"the search run {search.info.run_id} (" in said, said
+    after = client.get_run(search.info.run_id)
+    assert after.info.status == "FINISHED" and after.data.tags["leanfit.budget"] == "{oops"
+    client.set_tag(search.info.run_id, "leanfit.budget", budget)
+    assert client.get_run(search.info.run_id).data.tags["leanfit.budget"] == budget
+
+
 def trials_so_far(database) -> int:
     try:
         return len(trial_runs(database)[1])

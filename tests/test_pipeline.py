@@ -808,13 +808,17 @@ def test_run_logs_and_registers_on_a_server_that_goes_down_and_a_second_run_does
         _, versions_after, champion_after = registry(server.uri)
         assert versions_after == ["1"] and str(champion_after.version) == "1"
         assert _runs(client, "search") == searches_before
-        # its model's files gone (`mlflow gc`, or deleted by hand): kept as "nothing new to
-        # register" for good before, a champion nothing could load; now registered again
+        # its model's files gone (`mlflow gc`, or deleted by hand): "up to date", and kept as
+        # "nothing new to register" for good before, a champion nothing could load; now
+        # registered again
         model_files = server.folder / "artifacts" / str(exp.experiment_id) / "models"
         shutil.rmtree(model_files / champion_after.source.rstrip("/").split("/")[-1])
-        again = run_cli("run", "digits.yaml", "--force", cwd=tmp_path, timeout=300, env=env)
+        again = run_cli("run", "digits.yaml", cwd=tmp_path, timeout=300, env=env)
         assert again.returncode == 0, again.stdout + again.stderr
         said = " ".join(again.stdout.split())
+        assert "the champion, leanfit-digits version 1, cannot be loaded: its model files are " in (
+            said
+        ), said
         lost = "leanfit-digits version 2 (the same weights as version 1, which cannot be loaded "
         assert lost in said, said
         assert "is the new champion: the champion (version 1) cannot classify" in said, said
@@ -971,9 +975,11 @@ def _plain(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
-def test_promote_rolls_back_by_hand_and_names_bad_input(tmp_path):
+def test_promote_rolls_back_by_hand_and_names_bad_input(tmp_path, monkeypatch):
     import mlflow
     import torch
+
+    monkeypatch.chdir(tmp_path)  # (MLflow's artifacts: ./mlruns, not the checkout's)
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
@@ -1024,6 +1030,13 @@ def test_promote_rolls_back_by_hand_and_names_bad_input(tmp_path):
     bad = run_cli("promote", "leanfit-x", "1", "--tracking-uri", "mlruns", cwd=elsewhere)
     assert bad.returncode == 2 and "(--tracking-uri, or $MLFLOW_TRACKING_URI)" in bad.stderr
     assert "Traceback" not in bad.stderr and not list(elsewhere.iterdir())
+    # a version whose model files were deleted: it was made the champion, which nothing could
+    # load; refused, the champion left as it was
+    shutil.rmtree(MlflowClient(uri).get_model_version_download_uri("leanfit-x", "2"))
+    bad = run_cli("promote", "leanfit-x", "2", "--tracking-uri", uri, cwd=tmp_path)
+    said = " ".join(bad.stderr.split())
+    assert bad.returncode == 2 and "leanfit-x version 2 cannot be loaded: its model" in said, said
+    assert str(MlflowClient(uri).get_model_version_by_alias("leanfit-x", "champion").version) == "1"
 
 
 # ---------------------------------------------------------------- submit

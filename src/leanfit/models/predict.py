@@ -93,10 +93,18 @@ def read_card(uri: str) -> ModelCard:
         info = Model.load(uri) if is_model_folder(uri) else get_model_info(uri)
     except (MlflowException, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise LeanfitError(
-            f"model: {uri} could not be read ({first}); check the name, alias or version, and "
-            "the tracking URI (--tracking-uri or $MLFLOW_TRACKING_URI)"
-        ) from None
+        if "No such artifact: 'MLmodel'" in first or "Logged model with ID" in first:
+            fix = (  # (the name and the URI were right: the files are gone)
+                "its model files are gone from the artifact store (deleted by hand, or purged "
+                "with `mlflow gc`); `leanfit run FILE --force` registers the model again, or "
+                "`leanfit promote` makes another version the champion"
+            )
+        else:
+            fix = (
+                "check the name, alias or version, and the tracking URI (--tracking-uri or "
+                "$MLFLOW_TRACKING_URI)"
+            )
+        raise LeanfitError(f"model: {uri} could not be read ({first}); {fix}") from None
     card = (info.metadata or {}).get(CARD_KEY)
     if card:
         return ModelCard(

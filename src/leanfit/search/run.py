@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import threading
 import time
@@ -623,9 +624,24 @@ def deleted_meanwhile(experiment: Experiment, run_id: str, e: Exception) -> str 
 
     from leanfit.errors import causes
 
-    if not any("must be in the 'active' state" in str(c) for c in causes(e)):
+    refused = [str(c) for c in causes(e) if "must be in the 'active' state" in str(c)]
+    if not refused:
         return None
     client = MlflowClient(experiment.tracking_uri())
+    named = re.search(r"The run (\w+) must be in the 'active' state", refused[0])
+    if named and named[1] != run_id:
+        try:
+            run = client.get_run(named[1])
+        except MlflowException:
+            run = None
+        if run is not None and run.info.experiment_id is not None:
+            found = client.get_experiment(run.info.experiment_id)
+            if found.lifecycle_stage != "deleted":
+                return (
+                    f"tracking: the run {named[1]} ({run.info.run_name}) of this search was "
+                    "deleted in MLflow while it ran, and the search stopped: `leanfit search "
+                    "--resume` of this file goes on, and runs that job again"
+                )
     try:
         run = client.get_run(run_id)
         found = client.get_experiment(run.info.experiment_id)
@@ -769,9 +785,11 @@ def _search(
                 f"stop it there; one killed there can be resumed {HEARD_WITHIN_SECONDS:.0f} s "
                 "after it stopped"
             )
+        records = log.records()  # (read first: a run it cannot read leaves the search as it was)
         log.check_artifacts(stored_settings(experiment), new=False)
         log.reopen()
     else:
+        records = []
         earlier = None
         if on_notice is not None and not reuse_finished:
             earlier = earlier_search_notice(logger, [key, *older], work_place(experiment))
@@ -804,7 +822,6 @@ def _search(
     if not opened:  # (a search resumed)
         _opened(log, opened, stack)
     log.record_budget(wall, trials)
-    records = log.records() if resume else []
     elapsed_before = log.elapsed(records) if resume else 0.0
     if resume and on_notice is not None and (deleted := log.deleted_notice("it goes on")):
         on_notice(deleted)

@@ -128,8 +128,20 @@ def find_pipeline_runs(
 
 
 def run_result(run) -> dict[str, Any]:
+    from leanfit.errors import LeanfitError
+
     raw = run.data.tags.get(TAG_RESULT)
-    return json.loads(raw) if raw else {}
+    try:
+        result = json.loads(raw) if raw else {}
+        if not isinstance(result, dict):
+            raise ValueError(f"not an object: {raw[:80]!r}")
+    except ValueError as e:
+        raise LeanfitError(
+            f"tracking: the pipeline run {run.info.run_id} cannot be read (its tag {TAG_RESULT} "
+            f"is not leanfit's: {e}; edited by hand?): put it back, or run the pipeline again "
+            "with --force (a new pipeline run; its search and final training are reused)"
+        ) from None
+    return result
 
 
 def champion_now(experiment: Experiment, run) -> tuple[str | None, str | None]:
@@ -147,7 +159,7 @@ def champion_now(experiment: Experiment, run) -> tuple[str | None, str | None]:
     uri = experiment.tracking_uri()
     client = MlflowClient(uri, registry_uri=uri)
     try:
-        return str(client.get_model_version_by_alias(name, "champion").version), None
+        champion = str(client.get_model_version_by_alias(name, "champion").version)
     except MlflowException as missing:
         try:
             model = client.get_registered_model(name)
@@ -155,8 +167,9 @@ def champion_now(experiment: Experiment, run) -> tuple[str | None, str | None]:
             if e.error_code != "RESOURCE_DOES_NOT_EXIST":
                 raise
             return None, (
-                f"the registered model {name} is gone from the registry (deleted since pipeline "
-                f"run {run.info.run_id} registered it)"
+                f"the registered model {name} is gone from the registry (deleted or renamed "
+                f"since pipeline run {run.info.run_id} registered it; to follow a renamed one, "
+                "set tracking.registered_model in the file to its new name)"
             )
         if "champion" in (model.aliases or {}):
             raise missing
@@ -164,3 +177,28 @@ def champion_now(experiment: Experiment, run) -> tuple[str | None, str | None]:
             f"the registered model {name} has no champion (its alias was removed since pipeline "
             f"run {run.info.run_id})"
         )
+    gone = model_files_gone(uri, name, champion)
+    if gone is not None:
+        return champion, f"the champion, {name} version {champion}, {gone}"
+    return champion, None
+
+
+def model_files_gone(uri: str, name: str, version: str) -> str | None:
+    """What is wrong where a registered version's model files are gone from the artifact store
+    (deleted by hand under ./mlruns, or purged): nothing could load it, while `leanfit run`
+    said "up to date" and `leanfit promote` made it the champion. None where its MLmodel file
+    is there. A listing, no download: no torch, milliseconds."""
+    import mlflow.artifacts
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(uri, registry_uri=uri)
+    try:
+        where = client.get_model_version_download_uri(name, version)
+        files = mlflow.artifacts.list_artifacts(artifact_uri=where, tracking_uri=uri)
+    except (MlflowException, OSError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return f"cannot be loaded: its model is gone ({first[:200]})"
+    if not any(Path(f.path).name == "MLmodel" for f in files):
+        return "cannot be loaded: its model files are gone from the artifact store"
+    return None

@@ -591,6 +591,13 @@ def promote(tracking_uri: str, name: str, version: str) -> str:
         previous = "-"
     if previous == version:  # nothing to change: the database is left as it is
         return previous
+    from leanfit.track.pipeline import model_files_gone
+
+    if (gone := model_files_gone(tracking_uri, name, version)) is not None:
+        raise LeanfitError(
+            f"VERSION: {name} version {version} {gone}; the champion is left as it was "
+            f"(version {previous}): promote another version"
+        )
     client.set_registered_model_alias(name, CHAMPION, version)
     client.set_model_version_tag(name, version, "leanfit.promoted_by_hand", "true")
     return previous

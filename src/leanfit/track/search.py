@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from leanfit.errors import LeanfitError
 from leanfit.track.runs import TrialLogger, dataset_input, param_value, run_status, runs_of_keys
 
 if TYPE_CHECKING:  # torch, with the data module: not for a command that only reads MLflow
@@ -423,10 +424,14 @@ class SearchLog:
         """How this search's last budget fell short of `wall_time` seconds and `trials` trials,
         or None if it did not (a search from before the tag: its file's budget, which is part of
         its key)."""
-        tag = self.client.get_run(self.run_id).data.tags.get(TAG_BUDGET)
+        run = self.client.get_run(self.run_id)
+        tag = run.data.tags.get(TAG_BUDGET)
         if tag is None:
             return None
-        ran = json.loads(tag)
+        try:
+            ran = dict(json.loads(tag))
+        except (ValueError, TypeError) as e:
+            raise LeanfitError(edited_tag(run, "search", e)) from None
         short = []
         for name, asked, unit in (("wall_time", wall_time, " s"), ("trials", trials, " trials")):
             had = ran.get(name)
@@ -583,6 +588,25 @@ def elapsed_from(history: Sequence, records: Sequence[JobRecord]) -> float:
 
 
 def _record(run) -> JobRecord:
+    try:
+        return _read_record(run)
+    except (KeyError, ValueError, TypeError, AttributeError) as e:  # (a JSON error is one)
+        raise LeanfitError(edited_tag(run, "trial job", e)) from None
+
+
+def edited_tag(run, what: str, e: BaseException) -> str:
+    """What to say of a run of leanfit's whose tags leanfit cannot read (deleted or edited by
+    hand, in the MLflow UI): it ended in a KeyError's or a JSON error's traceback, a resumed
+    search left RUNNING with its budget changed."""
+    which = f"its tag {e.args[0]} is gone" if isinstance(e, KeyError) else f"a tag of it: {e}"
+    return (
+        f"tracking: the {what} run {run.info.run_id} ({run.info.run_name}) cannot be read "
+        f"({which}; edited by hand?): put the tag back as leanfit wrote it, or delete the run "
+        "(what it recorded is then left out)"
+    )
+
+
+def _read_record(run) -> JobRecord:
     tags = run.data.tags
     running = run.info.status == "RUNNING"
     status = tags.get(TAG_STATUS) or ("running" if running else "failed")
