@@ -934,7 +934,23 @@ def test_ctrl_c_stops_the_pipeline_cleanly_and_says_how_to_go_on(tmp_path):
 
     _, err = interrupted_in_search("run", "digits.yaml", meanwhile=second_run)
     assert "interrupted:" in err and "`leanfit run digits.yaml` goes on with them" in err, err
-    out, err = interrupted_in_search("run", "digits.yaml", signum=signal.SIGTERM)
+
+    def paused_and_resumed(proc) -> None:
+        """Ctrl-Z, then `fg`: the steps run in process groups of their own, and trained on
+        while the command was paused, until the command paused their groups with its own."""
+        steps = [int(p.name) for p in Path("/proc").glob("[0-9]*") if _under(int(p.name), proc.pid)]
+        os.killpg(proc.pid, signal.SIGTSTP)
+        time.sleep(1.0)
+        before = _cpu_ticks(steps)
+        time.sleep(1.5)
+        assert _cpu_ticks(steps) == before, "a step ran on while the command was paused"
+        os.killpg(proc.pid, signal.SIGCONT)
+        time.sleep(1.0)
+        assert _cpu_ticks(steps) > before, "the steps did not go on after `fg`"
+
+    out, err = interrupted_in_search(
+        "run", "digits.yaml", signum=signal.SIGTERM, meanwhile=paused_and_resumed
+    )
     assert err.startswith("terminated (SIGTERM): the steps that finished"), err
     # the second run went on with the first's search, said so, and took it under its own run
     # (it stayed under the interrupted pipeline run, so the one that went on showed no search)
@@ -953,6 +969,30 @@ def test_ctrl_c_stops_the_pipeline_cleanly_and_says_how_to_go_on(tmp_path):
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("leanfit-digits")
     assert len(client.search_runs([exp.experiment_id], "tags.`leanfit.kind` = 'search'")) == 1
+
+
+def _under(pid: int, root: int) -> bool:
+    """Whether process `pid` descends from `root` (Linux)."""
+    while pid > 1:
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+        if pid == root:
+            return True
+    return False
+
+
+def _cpu_ticks(pids: list[int]) -> int:
+    """The CPU time (user and system, in clock ticks) the processes `pids` have used so far."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total
 
 
 def test_a_tracking_server_that_stays_down_is_named_in_one_line(tmp_path):

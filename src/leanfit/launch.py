@@ -218,16 +218,42 @@ def _stops_told_to_steps(told: list[int]) -> Iterator[None]:
             _tell(told)
         raise KeyboardInterrupt
 
+    def pause(signum, frame) -> None:  # Ctrl-Z: the steps' groups are paused with this one
+        for group in _step_groups():
+            with contextlib.suppress(OSError):
+                os.killpg(group, signal.SIGSTOP)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+    def go_on(signum, frame) -> None:  # `fg`, `bg`: and they go on
+        for group in _step_groups():
+            with contextlib.suppress(OSError):
+                os.killpg(group, signal.SIGCONT)
+
     before = {}
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # (not in a background job)
         before[signal.SIGINT] = signal.signal(signal.SIGINT, handler)
     if stopping.terminate_is_ours():
         before[signal.SIGTERM] = signal.signal(signal.SIGTERM, handler)
+    if hasattr(signal, "SIGTSTP") and signal.getsignal(signal.SIGTSTP) is signal.SIG_DFL:
+        # (the steps' process groups are not the terminal's: Ctrl-Z paused this process alone,
+        # and its steps trained on)
+        before[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, pause)
+        before[signal.SIGCONT] = signal.signal(signal.SIGCONT, go_on)
     try:
         yield
     finally:
         for signum, previous in before.items():
             signal.signal(signum, previous)
+
+
+def _step_groups() -> list[int]:
+    """The process groups of the running steps (each step leads its own, its workers in it)."""
+    groups = []
+    for pid in _descendants(os.getpid()):
+        with contextlib.suppress(OSError):
+            if os.getpgid(pid) == pid:
+                groups.append(pid)
+    return groups
 
 
 def _tell(steps: Sequence[int]) -> None:
