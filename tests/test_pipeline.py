@@ -894,7 +894,13 @@ def test_ctrl_c_stops_the_pipeline_cleanly_and_says_how_to_go_on(tmp_path):
             if "search: trials" in line:
                 break
         assert proc.poll() is None, "".join(shown)
-        meanwhile(proc)
+        try:
+            meanwhile(proc)
+        except BaseException:  # (its steps, in groups of their own, would train on for good)
+            os.killpg(proc.pid, signal.SIGCONT)
+            proc.terminate()
+            proc.communicate(timeout=120)
+            raise
         time.sleep(2)
         if signum == signal.SIGINT and not alone:
             os.killpg(proc.pid, signal.SIGINT)
