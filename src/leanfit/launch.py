@@ -81,7 +81,10 @@ def run_locally(experiment: Experiment, force: bool = False, log=print) -> Pipel
         if not force:
             done = find_pipeline_runs(experiment, key=[key, *older], status="FINISHED")
             since = later_run_on_other_data(experiment, dataset.digest) if done else None
-            champion, gone = champion_now(experiment, done[0]) if done else (None, None)
+            # (the registry read only where the run would be said up to date)
+            champion, gone = (
+                champion_now(experiment, done[0]) if done and since is None else (None, None)
+            )
             if done and since is None and gone is None:
                 run = done[0]
                 result = run_result(run)

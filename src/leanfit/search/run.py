@@ -634,7 +634,7 @@ def deleted_meanwhile(experiment: Experiment, run_id: str, e: Exception) -> str 
             run = client.get_run(named[1])
         except MlflowException:
             run = None
-        if run is not None and run.info.experiment_id is not None:
+        if run is not None:
             found = client.get_experiment(run.info.experiment_id)
             if found.lifecycle_stage != "deleted":
                 return (
@@ -654,9 +654,7 @@ def deleted_meanwhile(experiment: Experiment, run_id: str, e: Exception) -> str 
     if found.lifecycle_stage == "deleted":
         from leanfit.track.runs import deleted_experiment
 
-        return deleted_experiment(found, experiment.tracking_uri()).replace(
-            " was deleted", " was deleted while the search ran", 1
-        )
+        return deleted_experiment(found, experiment.tracking_uri(), " while the search ran")
     return (
         f"tracking: the search run {run_id} was deleted in MLflow while the search ran (it can "
         f"be written no more): restore it (`mlflow runs restore --run-id {run_id}`, or in the "

@@ -470,18 +470,19 @@ def is_tracking_failure(e: BaseException | None) -> bool:
     return False
 
 
-def deleted_experiment(found, uri: str) -> str:
-    """What to say of leanfit's MLflow experiment found deleted (the MLflow UI's Delete). It was
-    restored without a word before, its runs with it, so `leanfit run` said "up to date" on the
-    records the user had just deleted; now the user chooses."""
+def deleted_experiment(found, uri: str, when: str = "") -> str:
+    """What to say of leanfit's MLflow experiment found deleted (the MLflow UI's Delete; `when`:
+    said after "was deleted"). It was restored without a word before, its runs with it, so
+    `leanfit run` said "up to date" on the records the user had just deleted; now the user
+    chooses."""
     number = found.experiment_id
     if uri.startswith("sqlite:"):
         gc = f"`mlflow gc --backend-store-uri {uri} --tracking-uri {uri} --experiment-ids {number}`"
     else:  # (run where the server's database is: its --backend-store-uri)
         gc = f"`mlflow gc --experiment-ids {number}` with the server's database and URI"
     return (
-        f"tracking: the MLflow experiment {found.name!r} was deleted (in the MLflow UI, or with "
-        f"its client), and leanfit does not bring it back by itself: restore it to go on with "
+        f"tracking: the MLflow experiment {found.name!r} was deleted{when} (in the MLflow UI, or "
+        f"with its client), and leanfit does not bring it back by itself: restore it to go on with "
         f"its runs (`mlflow experiments restore --experiment-id {number}`), or purge it to start "
         f"afresh ({gc}: its runs and files are gone for good), or name another experiment "
         "(tracking.experiment in the file)"
