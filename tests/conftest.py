@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests import zygote
 from tests.support import EXAMPLES
 
 # OpenMP's threads wait for work by spinning (OMP_WAIT_POLICY's default). Two pytest processes on
@@ -16,6 +17,7 @@ from tests.support import EXAMPLES
 # busy processes, and 25 s with waiting threads that sleep. Set before torch is imported here;
 # every process a test starts inherits it. It changes how threads wait, not what they compute.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+zygote.START_ENV = dict(os.environ)  # (see tests/zygote.py)
 
 
 @pytest.fixture

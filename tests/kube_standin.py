@@ -48,6 +48,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from tests import zygote
+
 TOKEN = "stand-in-token"
 JobPredicate = Callable[[dict], bool]
 
@@ -485,7 +487,8 @@ class KubeStandIn:
         cwd = Path(container.get("workingDir") or self.root / "pods" / pod_name)
         cwd.mkdir(parents=True, exist_ok=True)
         with open(log, "wb") as out:
-            popen = subprocess.Popen(
+            # (`leanfit trial`, forked by the tests' zygote: see tests.zygote)
+            popen = zygote.popen(
                 command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
@@ -506,7 +509,9 @@ class KubeStandIn:
         self._event("jobs", namespace, "MODIFIED", job)
 
     def _container_env(self, namespace: str, pod_name: str, container: dict):
-        base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
+        # (OMP_WAIT_POLICY: how tests/conftest.py has every process of the tests' threads wait)
+        kept = ("PATH", "HOME", "LANG", "TMPDIR", "OMP_WAIT_POLICY", "PYTHONPATH")
+        base = {k: os.environ[k] for k in kept if k in os.environ}
         env = dict(base)
         for source in container.get("envFrom") or []:
             ref = source.get("secretRef")

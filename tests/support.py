@@ -11,22 +11,23 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from tests import zygote
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
 
-def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300):
-    """`leanfit ARGS` in a fresh process, as a user would run it."""
+def run_cli(
+    *args: str, cwd: Path, env: dict | None = None, timeout: int = 300, fresh: bool = False
+):
+    """`leanfit ARGS` in a process of its own, as a user would run it (forked by the tests'
+    zygote, see `tests.zygote`; `fresh`: in a fresh interpreter)."""
     full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     full_env.update(env or {})
-    return subprocess.run(
+    return zygote.run(
         [sys.executable, "-m", "leanfit.cli", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+        cwd=cwd, env=full_env, timeout=timeout, fresh=fresh,
+    )  # fmt: skip
 
 
 def foreground_job() -> None:
@@ -43,7 +44,7 @@ def ctrl_c_when(
     """`leanfit ARGS` as a terminal's foreground job, sent Ctrl-C once a line of its output
     holds `seen`: its exit code and what it wrote to stderr. `stdin`: piped to it."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen(
+    proc = zygote.popen(
         [sys.executable, "-m", "leanfit.cli", *args],
         cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         stdin=None if stdin is None else subprocess.PIPE,
@@ -61,14 +62,14 @@ def ctrl_c_when(
     return proc.returncode, err
 
 
-def start_foreground(*args: str, cwd: Path) -> subprocess.Popen:
+def start_foreground(*args: str, cwd: Path, fresh: bool = False) -> subprocess.Popen:
     """`leanfit ARGS` as a terminal's foreground job (SIGINT as Ctrl-C gives it), its output
-    piped, not waited for."""
+    piped, not waited for. `fresh`: in a fresh interpreter (see `tests.zygote`)."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return subprocess.Popen(
+    return zygote.popen(
         [sys.executable, "-m", "leanfit.cli", *args],
         cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=foreground_job,
+        preexec_fn=foreground_job, fresh=fresh,
     )  # fmt: skip
 
 

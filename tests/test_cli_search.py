@@ -25,6 +25,7 @@ import yaml
 from mlflow import MlflowClient
 
 from leanfit.track.search import TAG_RUNG, TAG_STATUS, TAG_TRIAL
+from tests import zygote
 from tests.support import (
     EXAMPLES,
     digits_config,
@@ -57,7 +58,7 @@ def start_search(folder, seconds_per_epoch: str, env: dict | None = None) -> sub
     """`leanfit search e.yaml --synthetic S` in the background, as a terminal's foreground job
     (Ctrl-C reaches it), its output kept."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | (env or {})
-    return subprocess.Popen(
+    return zygote.popen(
         [sys.executable, "-m", "leanfit.cli", "search", "e.yaml", "--synthetic", seconds_per_epoch],
         cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=foreground_job,
@@ -340,7 +341,7 @@ def test_resume_after_kill_9_loses_and_repeats_no_finished_trial(in_tmp):
     experiment(in_tmp, trials=30)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     with open(in_tmp / "killed.err", "w") as said:  # what its workers say after it, too
-        proc = subprocess.Popen(
+        proc = zygote.popen(
             [sys.executable, "-m", "leanfit.cli", "search", "e.yaml", "--synthetic", "0.15"],
             cwd=in_tmp, env=env, stdout=subprocess.DEVNULL, stderr=said,
         )  # fmt: skip
@@ -1403,11 +1404,12 @@ def test_a_tracking_uris_password_is_neither_stored_nor_printed():
 def test_a_stop_in_a_commands_start_up_is_said_with_its_own_exit_code(in_tmp, signum):
     """typer turns a KeyboardInterrupt no command caught (a stop while the search imports its
     modules, opens the database, ...) into exit code 130, returned, not raised: the command
-    ended without a word, and with 130 for SIGTERM too (8 of 8 stops 2 s in, QA)."""
+    ended without a word, and with 130 for SIGTERM too (8 of 8 stops 2 s in, QA). In a fresh
+    interpreter: its imports are what the stop comes in."""
     from tests.support import start_foreground
 
     experiment(in_tmp, trials=4)
-    proc = start_foreground("search", "e.yaml", "--synthetic", "0", cwd=in_tmp)
+    proc = start_foreground("search", "e.yaml", "--synthetic", "0", cwd=in_tmp, fresh=True)
     # once the command catches SIGTERM (its main() has begun), while it imports torch and
     # MLflow: its search takes over the stop about a second later
     deadline = time.monotonic() + 30

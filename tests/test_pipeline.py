@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from leanfit.config import experiment_from_dict, load_experiment
+from tests import zygote
 from tests.support import EXAMPLES, ROOT, MlflowServer, digits_config, run_cli, write_yaml
 
 COMMITTED = ROOT / "pipelines" / "automl_pipeline.yaml"
@@ -883,7 +884,7 @@ def test_ctrl_c_stops_the_pipeline_cleanly_and_says_how_to_go_on(tmp_path):
         command alone, as `kill PID` and Kubernetes send it, which it passes on to its steps
         (before, SIGTERM waited a minute while its search step went on, then left it running;
         SIGINT left the search FAILED and a trial RUNNING)."""
-        proc = subprocess.Popen(
+        proc = zygote.popen(
             [sys.executable, "-m", "leanfit.cli", *command],
             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             preexec_fn=foreground_job,

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from tests import zygote
 from tests.support import ctrl_c_when, run_cli, write_image_folder, write_yaml
 from tests.test_pipeline import small_pipeline_config
 
@@ -44,7 +45,7 @@ def mlflow_runs(folder, kind: str, status: str | None = None) -> list:
 
 def watch_once(folder) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return subprocess.Popen(
+    return zygote.popen(
         [sys.executable, "-m", "leanfit.cli", "watch", "shapes.yaml", "--once"],
         cwd=folder,
         env=env,
