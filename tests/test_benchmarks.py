@@ -10,10 +10,18 @@ import sys
 
 import pytest
 
+from tests import zygote
 from tests.support import ROOT, digits_config, write_yaml
 
 SCRIPT = ROOT / "benchmarks" / "trainer_throughput.py"
 RESULTS = ROOT / "benchmarks" / "results"
+
+
+def run_script(argv, *, cwd, timeout, capture_output=True, text=True, env=None):
+    """`subprocess.run(argv, capture_output=True, text=True, ...)` of a benchmark script, forked
+    by the tests' zygote (see tests/zygote.py: its imports are done once)."""
+    assert capture_output and text
+    return zygote.run(argv, cwd=cwd, env=env, timeout=timeout)
 
 
 def results_listing() -> dict[str, float]:
@@ -24,7 +32,7 @@ def results_listing() -> dict[str, float]:
 
 def test_trainer_throughput_quick_run_saves_all_rates(tmp_path):
     before = results_listing()
-    done = subprocess.run(
+    done = run_script(
         # One thread: two threads on a 2-core machine that is running other jobs can be 10x slower.
         [sys.executable, str(SCRIPT), "--quick", "--threads", "1", "--out", str(tmp_path)],
         cwd=ROOT,
@@ -69,7 +77,7 @@ SEARCH_EFFICIENCY = ROOT / "benchmarks" / "search_efficiency.py"
 def test_precise_bn_quick_run_judges_every_configuration_both_ways(tmp_path):
     out = tmp_path / "precise_bn.json"
     script = ROOT / "benchmarks" / "precise_bn.py"
-    done = subprocess.run(
+    done = run_script(
         [sys.executable, str(script), "--quick", "--threads", "1", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -89,7 +97,7 @@ def test_precise_bn_quick_run_judges_every_configuration_both_ways(tmp_path):
 
 def test_decode_quick_run_times_both_decodes_of_every_photo(tmp_path):
     out = tmp_path / "decode.json"
-    done = subprocess.run(
+    done = run_script(
         [sys.executable, str(ROOT / "benchmarks" / "decode.py"), "--quick", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -102,7 +110,7 @@ def test_decode_quick_run_times_both_decodes_of_every_photo(tmp_path):
 
 def test_proposal_cost_quick_run_times_each_surrogates_asks(tmp_path):
     out = tmp_path / "proposal_cost.json"
-    done = subprocess.run(
+    done = run_script(
         [sys.executable, str(ROOT / "benchmarks" / "proposal_cost.py"), "--quick", "--out",
          str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -124,7 +132,7 @@ def load_search_efficiency():
 
 
 def search_efficiency(tmp_path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    return run_script(
         [sys.executable, str(SEARCH_EFFICIENCY), *args, "--out", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -331,7 +339,7 @@ def test_the_long_benchmarks_refuse_bad_options_before_they_run(tmp_path):
         ("own_space_search.py", ["--seeds", "a"], "--seeds 'a': give seeds"),
         ("digits_front_tally.py", ["--out", str(tmp_path)], "give the .json file"),
     ]:
-        done = subprocess.run(
+        done = run_script(
             [sys.executable, str(ROOT / "benchmarks" / script), *args],
             cwd=tmp_path, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
@@ -374,7 +382,7 @@ def test_search_efficiency_refuses_one_json_file_for_every_part(tmp_path):
 def test_warm_start_tiny_run_saves_every_figure(tmp_path):
     script = ROOT / "benchmarks" / "warm_start.py"
     before = results_listing()
-    done = subprocess.run(
+    done = run_script(
         # 24 s on the old data, then at most 12 s each warm and cold: about 90 s in all
         [sys.executable, str(script), "--seeds", "1", "--old-minutes", "0.25",
          "--cap-minutes", "0.1", "--out", str(tmp_path)],
@@ -413,7 +421,7 @@ def test_warm_start_tiny_run_saves_every_figure(tmp_path):
 def test_digits_front_retrains_an_earlier_runs_picks_without_a_search(tmp_path):
     before = results_listing()
     earlier = RESULTS / "digits_front-cpu-run1.json"
-    done = subprocess.run(
+    done = run_script(
         [
             sys.executable,
             str(ROOT / "benchmarks" / "digits_front.py"),
@@ -458,7 +466,7 @@ def test_digits_front_search_then_retrained_picks(tmp_path):
     command = [sys.executable, str(ROOT / "benchmarks" / "digits_front.py"), "--experiment",
                str(experiment), "--wall-time", "12s", "--seeds", "1", "--finalists", "2",
                "--retrain-epochs", "1,2", "--out", str(tmp_path / "out")]  # fmt: skip
-    done = subprocess.run(
+    done = run_script(
         command,
         cwd=tmp_path,
         capture_output=True,
@@ -502,7 +510,7 @@ def test_own_space_search_tiny_run_compares_leanfit_with_full_fidelity_random(tm
     out = tmp_path / "own.json"
     # 6 trials a method, within 120 s: a wall time alone (8 s) once ended with leanfit's workers
     # still starting (0 jobs) while the suite's other process loaded the machine
-    done = subprocess.run(
+    done = run_script(
         [sys.executable, str(ROOT / "benchmarks" / "own_space_search.py"), "--seeds", "0",
          "--wall", "120", "--trials", "6", "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -527,7 +535,7 @@ def test_distill_paired_trains_each_pick_with_and_without_a_teacher(tmp_path):
     named, exit 2."""
     before = results_listing()
     script = str(ROOT / "benchmarks" / "distill_paired.py")
-    done = subprocess.run(
+    done = run_script(
         [sys.executable, script, "--runs", "27", "--seeds", "1", "--epochs", "2",
          "--workers", "1", "--out", str(tmp_path)],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
@@ -540,7 +548,7 @@ def test_distill_paired_trains_each_pick_with_and_without_a_teacher(tmp_path):
         assert len(row["plain"]) == len(row["taught"]) == 1
         assert row["difference"] == pytest.approx(row["taught"][0] - row["plain"][0])
     assert report["summary"]["pairs"] == 2 and report["teacher"]["params"] > 9_000
-    missing = subprocess.run(
+    missing = run_script(
         [sys.executable, script, "--runs", "999", "--out", str(tmp_path)],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -554,7 +562,7 @@ def test_refit_paired_trains_each_pick_on_train_and_on_train_and_validation(tmp_
     """benchmarks/refit_paired.py, shortened: an earlier run's picks, each trained on the
     training split and on training + validation with the same seed, scored on the test split."""
     before = results_listing()
-    done = subprocess.run(
+    done = run_script(
         [sys.executable, str(ROOT / "benchmarks" / "refit_paired.py"), "--runs", "27",
          "--seeds", "1", "--epochs", "1", "--workers", "1", "--out", str(tmp_path)],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
@@ -576,7 +584,7 @@ def test_epochs_paired_refits_each_pick_at_two_lengths_with_the_same_seeds(tmp_p
     validation) at the final length and at a longer one, the same seed, scored on the test
     split; a length of 0 is refused."""
     script = str(ROOT / "benchmarks" / "epochs_paired.py")
-    done = subprocess.run(
+    done = run_script(
         [sys.executable, script, "--runs", "27", "--seeds", "1", "--epochs", "1", "--longer",
          "2", "--workers", "1", "--split", "0", "--out", str(tmp_path)],
         cwd=tmp_path, capture_output=True, text=True, timeout=600,
@@ -591,7 +599,7 @@ def test_epochs_paired_refits_each_pick_at_two_lengths_with_the_same_seeds(tmp_p
     by_limit = report["summary"]["by_limit"]
     assert set(by_limit["1000"]) >= {"met_final", "met_longer"}
     assert "2 - 1 epochs" in done.stdout
-    refused = subprocess.run(
+    refused = run_script(
         [sys.executable, script, "--runs", "27", "--longer", "0", "--out", str(tmp_path)],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -641,7 +649,7 @@ def test_digits_front_tally_reads_every_format_of_run_file_and_counts_each_goal(
     save("digits_front-cpu-ehvi-only.json", [pick(1000, 906, test_accuracy_mean=0.99)])
 
     def run(*args):
-        return subprocess.run([sys.executable, str(tally), "--results", str(results), *args],
+        return run_script([sys.executable, str(tally), "--results", str(results), *args],
                               capture_output=True, text=True, timeout=60)  # fmt: skip
 
     done = run()
@@ -684,14 +692,14 @@ def test_onnx_export_times_each_exporter_on_the_same_models(tmp_path):
     """benchmarks/onnx_export.py, shortened: one model, each exporter in a fresh process, timed
     at its first export and its second. A bad count is refused before anything runs."""
     script = str(ROOT / "benchmarks" / "onnx_export.py")
-    refused = subprocess.run(
+    refused = run_script(
         [sys.executable, script, "--models", "0", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert refused.returncode == 2 and "--models 0: give 1 or more" in refused.stderr
     assert not list(tmp_path.iterdir())
     before = results_listing()
-    done = subprocess.run(
+    done = run_script(
         [sys.executable, script, "--models", "1", "--out", str(tmp_path)],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )  # fmt: skip

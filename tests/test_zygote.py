@@ -13,13 +13,17 @@ import pytest
 from tests import zygote
 from tests.support import ROOT, digits_config, foreground_job, run_cli, write_yaml
 
-PROBE = [sys.executable, "-m", "tests.probe"]
+PROBES = {
+    "module": [sys.executable, "-m", "tests.probe"],
+    "script": [sys.executable, str(ROOT / "tests" / "probe.py")],
+}
 
 
-def probe(*args: str, fresh: bool, **popen) -> tuple[subprocess.Popen, dict, int]:
-    """`python -m tests.probe ARGS` (in the checkout, where `tests` is found)."""
+def probe(*args: str, fresh: bool, how="module", **popen) -> tuple[subprocess.Popen, dict, int]:
+    """`python -m tests.probe ARGS` (in the checkout, where `tests` is found), or
+    `python tests/probe.py ARGS`."""
     proc = zygote.popen(
-        [*PROBE, *args], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        [*PROBES[how], *args], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, fresh=fresh, **popen,
     )  # fmt: skip
     out, err = proc.communicate("piped in", timeout=60)
@@ -27,16 +31,23 @@ def probe(*args: str, fresh: bool, **popen) -> tuple[subprocess.Popen, dict, int
     return proc, json.loads(out), proc.returncode
 
 
-@pytest.mark.parametrize("as_foreground_job", [False, True])
-def test_a_forked_process_starts_as_a_fresh_one(as_foreground_job):
+@pytest.mark.parametrize(
+    ("how", "as_foreground_job"), [("module", False), ("module", True), ("script", False)]
+)
+def test_a_forked_process_starts_as_a_fresh_one(how, as_foreground_job):
     """Its arguments, folder, sys.path, environment, stdin, the streams' encoding and buffering
     (PYTHONUNBUFFERED: a forked `leanfit run` kept its steps' lines in a buffer, and a test
     waited for them for good), its process group and signal handlers (as a terminal's
-    foreground job too), its exit code; its own random numbers."""
+    foreground job too), its exit code; its own random numbers. As `python -m MODULE` and as
+    `python SCRIPT` (a benchmark)."""
+    import sklearn  # noqa: F401 - it sets KMP_* in this process's environment, as every other
+    # test has by then in a suite's run: the zygote's own imports did the same, and it still
+    # serves (before, every command of the suite went fresh after the first such import)
+
     env = {**os.environ, "LEANFIT_PROBE": "é"}
     popen = {"env": env, "preexec_fn": foreground_job if as_foreground_job else None}
-    fresh_proc, fresh, fresh_code = probe("3", "x y", fresh=True, **popen)
-    forked_proc, forked, forked_code = probe("3", "x y", fresh=False, **popen)
+    fresh_proc, fresh, fresh_code = probe("3", "x y", fresh=True, how=how, **popen)
+    forked_proc, forked, forked_code = probe("3", "x y", fresh=False, how=how, **popen)
     assert isinstance(forked_proc, zygote.Command) and not isinstance(fresh_proc, zygote.Command)
     assert forked_code == fresh_code == 3
     assert forked.pop("random") != fresh.pop("random")
@@ -45,8 +56,8 @@ def test_a_forked_process_starts_as_a_fresh_one(as_foreground_job):
     assert fresh["own_group"] is as_foreground_job
     for unbuffered in ("1", ""):  # either way, as the zygote's own start had it
         env["PYTHONUNBUFFERED"] = unbuffered
-        _, fresh, _ = probe(fresh=True, env=env)
-        _, forked, _ = probe(fresh=False, env=env)
+        _, fresh, _ = probe(fresh=True, how=how, env=env)
+        _, forked, _ = probe(fresh=False, how=how, env=env)
         assert forked["streams"] == fresh["streams"], unbuffered
 
 

@@ -54,6 +54,8 @@ PRELOAD = (
     "leanfit.search.controller",
     "leanfit.execute.local",
     "leanfit.track",
+    "matplotlib.figure",  # (the search's report)
+    "optuna",  # (the benchmarks' peers; where installed)
 )
 # read when Python, OpenMP or MKL start: a command whose environment changes them runs fresh
 READ_AT_START = ("PYTHON", "OMP_", "KMP_", "MKL_", "LD_", "MALLOC")
@@ -61,8 +63,9 @@ READ_AT_START = ("PYTHON", "OMP_", "KMP_", "MKL_", "LD_", "MALLOC")
 # whatever a test has patched when the first command starts it)
 START_ENV: dict[str, str] | None = None
 # the modules a command may run (`python -m MODULE`): leanfit's, and the tests' probe of what a
-# process starts with (tests/probe.py)
+# process starts with (tests/probe.py); and the scripts (`python SCRIPT`): the checkout's
 MODULES = ("leanfit.cli", "tests.probe")
+SCRIPTS = (ROOT / "benchmarks", ROOT / "tests")
 
 
 # -- the zygote ----------------------------------------------------------------------------------
@@ -74,11 +77,13 @@ def _serve(address: str):
     import importlib
 
     for name in PRELOAD:
-        importlib.import_module(name)
+        with contextlib.suppress(ImportError):  # (the command imports it itself, if it can)
+            importlib.import_module(name)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(address)
     listener.listen(64)
-    sys.stdout.write("ready\n")
+    # its environment as its imports left it (scikit-learn sets KMP_*): what `serves` compares
+    sys.stdout.write(json.dumps(dict(os.environ)) + "\n")
     sys.stdout.flush()
     while True:
         _reap()
@@ -163,7 +168,9 @@ def _become(request: dict, fds: list[int]) -> dict:
 
     np.random.seed()  # (its global generator was seeded once, in the zygote)
     sys.argv = request["argv"]
-    sys.path[0] = os.getcwd()  # as `python -m` puts it
+    # as `python -m` and `python SCRIPT` put it
+    script = request.get("script")
+    sys.path[0] = os.getcwd() if script is None else os.path.dirname(os.path.abspath(script))
     return request
 
 
@@ -211,8 +218,10 @@ class _Zygote:
             [sys.executable, "-m", "tests.zygote", self.address],
             cwd=ROOT, env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         )  # fmt: skip
-        if self.proc.stdout.readline() != b"ready\n":
+        ready = self.proc.stdout.readline()
+        if not ready:
             raise RuntimeError(f"the tests' zygote did not start (exit {self.proc.wait()})")
+        self.env = json.loads(ready)  # (as its imports left it)
         atexit.register(self.close)
 
     def close(self) -> None:
@@ -283,8 +292,11 @@ class Command:
             self.stderr, fd2 = end(stderr, 2, True)
         given = [fd0, fd1, fd2]
         request = {
-            "module": argv[2],
-            "argv": [argv[2], *argv[3:]],  # (runpy puts the module's file first)
+            **(
+                {"module": argv[2], "argv": [argv[2], *argv[3:]]}  # (runpy puts its file first)
+                if argv[1] == "-m"
+                else {"script": str(argv[1]), "argv": [str(a) for a in argv[1:]]}
+            ),
             "cwd": str(cwd if cwd is not None else os.getcwd()),
             "env": dict(env if env is not None else os.environ),
             "std": std,
@@ -379,21 +391,30 @@ class Command:
         self.wait()
 
 
+def _forkable(argv: list) -> bool:
+    """`python -m MODULE ...` of `MODULES`, or `python SCRIPT ...` of a script in `SCRIPTS`."""
+    if len(argv) < 2 or argv[0] != sys.executable:
+        return False
+    if argv[1] == "-m":
+        return len(argv) >= 3 and argv[2] in MODULES
+    script = Path(argv[1])
+    return script.suffix == ".py" and script.is_absolute() and script.parent in SCRIPTS
+
+
 def popen(
     argv, *, cwd=None, env=None, stdin=None, stdout=None, stderr=None, text=False,
     preexec_fn=None, start_new_session=False, fresh=False,
 ):  # fmt: skip
-    """`subprocess.Popen(argv, ...)`; `python -m leanfit.cli ...` forked by the zygote where it
-    can be (see the module's doc), else a fresh process."""
+    """`subprocess.Popen(argv, ...)`; `python -m leanfit.cli ...` (or a script of the
+    checkout's, see `_forkable`) forked by the zygote where it can be (see the module's doc),
+    else a fresh process."""
     from tests.support import foreground_job
 
     kwargs = dict(cwd=cwd, env=env, stdin=stdin, stdout=stdout, stderr=stderr, text=text)
     forkable = (
         not fresh
         and os.environ.get("LEANFIT_TEST_FRESH") != "1"
-        and len(argv) >= 3
-        and list(argv[:2]) == [sys.executable, "-m"]
-        and argv[2] in MODULES
+        and _forkable(list(argv))
         and preexec_fn in (None, foreground_job)
     )
     if forkable:
@@ -428,4 +449,7 @@ if __name__ == "__main__":
         sys.exit(0)
     import runpy
 
-    runpy.run_module(_request["module"], run_name="__main__", alter_sys=True)
+    if "script" in _request:
+        runpy.run_path(_request["script"], run_name="__main__")
+    else:
+        runpy.run_module(_request["module"], run_name="__main__", alter_sys=True)

@@ -60,12 +60,17 @@ def worker_main(conn: Connection, runner_spec: RunnerSpec, environ: dict[str, st
     sys.stdout = _Relayed(send, "stdout", sys.stdout)
     sys.stderr = _Relayed(send, "stderr", sys.stderr)
     try:
-        runner = runner_spec.build()
-    except BaseException:  # noqa: BLE001 - reported to the controller, which stops the search
-        _drain()
-        send(("fatal", traceback.format_exc()))
+        try:
+            runner = runner_spec.build()
+        except BaseException:  # noqa: BLE001 - reported to the controller, which stops the search
+            _drain()
+            send(("fatal", traceback.format_exc()))
+            return
+        send(("ready", time.monotonic()))  # the system's monotonic clock, as the controller's
+    except (BrokenPipeError, ConnectionResetError):
+        # the controller is gone (a stop while this worker started: it ended before it heard
+        # from the worker, whose traceback then came after the command's last line)
         return
-    send(("ready", time.monotonic()))  # the system's monotonic clock, as the controller's
     while True:
         try:
             message = conn.recv()
