@@ -64,3 +64,10 @@ def _no_tracking_uri_leaks():
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+def pytest_collection_modifyitems(items):
+    """The slow tests first (a stable sort: the rest keep their order). Two pytest processes
+    share them out as they go (`--dist worksteal`); a two-minute test that started last kept
+    one process busy alone at the end while the other had nothing left."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

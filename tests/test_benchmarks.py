@@ -17,7 +17,7 @@ SCRIPT = ROOT / "benchmarks" / "trainer_throughput.py"
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def run_script(argv, *, cwd, timeout, capture_output=True, text=True, env=None):
+def run_script(argv, *, cwd=None, timeout=None, capture_output=True, text=True, env=None):
     """`subprocess.run(argv, capture_output=True, text=True, ...)` of a benchmark script, forked
     by the tests' zygote (see tests/zygote.py: its imports are done once)."""
     assert capture_output and text
@@ -187,6 +187,7 @@ def test_search_efficiency_tiny_synthetic_run_saves_every_method(tmp_path):
         assert entry["ratio"] == pytest.approx(entry["random"] / entry["leanfit"])
 
 
+@pytest.mark.slow
 def test_search_efficiency_tiny_real_run_saves_every_row_and_resumes(tmp_path):
     before = results_listing()
     # real training, one method per code path (run_search, the LocalExecutor loop, Optuna's
@@ -379,6 +380,7 @@ def test_search_efficiency_refuses_one_json_file_for_every_part(tmp_path):
     assert not (tmp_path / "all.json").exists()
 
 
+@pytest.mark.slow
 def test_warm_start_tiny_run_saves_every_figure(tmp_path):
     script = ROOT / "benchmarks" / "warm_start.py"
     before = results_listing()
@@ -455,6 +457,7 @@ def test_digits_front_retrains_an_earlier_runs_picks_without_a_search(tmp_path):
         assert 0.0 <= acc <= 1.0 and pick["retrained"]["1"]["mean"] == acc
 
 
+@pytest.mark.slow
 def test_digits_front_search_then_retrained_picks(tmp_path):
     """The benchmark's own path, shortened: a real search, progress lines in its log, then the
     picks at both limits chosen from retrained finalists and saved with their test figures."""

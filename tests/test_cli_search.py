@@ -478,6 +478,7 @@ def test_the_progress_line_says_jobs_that_have_not_started(in_tmp):
     assert re.search(r" run \d \(1 wait\) failed ", lines[1]), lines
 
 
+@pytest.mark.slow
 def test_resume_with_nothing_to_resume_is_a_clear_error_that_writes_nothing(in_tmp):
     experiment(in_tmp, trials=4)
     # no tracking database yet: said at once, and none is created
@@ -748,6 +749,7 @@ def schema(database) -> tuple[list, list]:
         return tables, rows.fetchall()
 
 
+@pytest.mark.slow
 def test_an_experiment_or_search_run_deleted_in_mlflow_is_said_and_not_brought_back(in_tmp):
     """The MLflow UI's Delete, while a search runs: it ended in MLflow's traceback (`must be in
     the 'active' state`), exit 1; now one line with how to go on, exit 2, and after the restore
