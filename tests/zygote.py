@@ -156,7 +156,7 @@ def _become(request: dict, fds: list[int]) -> dict:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.stdout.flush()
     sys.stderr.flush()
-    for target, fd in zip(request["std"], fds, strict=True):
+    for target, fd in enumerate(fds):  # (stdin, stdout, stderr)
         os.dup2(fd, target)
     for fd in set(fds):
         os.close(fd)
@@ -213,15 +213,15 @@ class _Zygote:
     def __init__(self):
         self.folder = tempfile.mkdtemp(prefix="leanfit-zygote-")
         self.address = os.path.join(self.folder, "socket")
-        self.env = dict(START_ENV if START_ENV is not None else os.environ)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.zygote", self.address],
-            cwd=ROOT, env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            cwd=ROOT, env=START_ENV if START_ENV is not None else dict(os.environ),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         )  # fmt: skip
         ready = self.proc.stdout.readline()
         if not ready:
             raise RuntimeError(f"the tests' zygote did not start (exit {self.proc.wait()})")
-        self.env = json.loads(ready)  # (as its imports left it)
+        self.env = json.loads(ready)  # its environment as its imports left it
         atexit.register(self.close)
 
     def close(self) -> None:
@@ -261,17 +261,14 @@ class Command:
     def __init__(self, argv, zygote, *, cwd, env, stdin, stdout, stderr, text, setsid, sigint):
         self.args = argv
         self.returncode: int | None = None
-        self._text = text
         self._readers: dict[str, threading.Thread] = {}
         self._read: dict[str, bytes | str] = {}
-        mine, theirs = [], []  # (ends kept here; ends given to the command)
-        std = [0, 1, 2]
+        theirs = []  # (ends given to the command, closed here once sent)
 
         def end(how, target, writing):
             if how == subprocess.PIPE:
                 r, w = os.pipe()
                 keep, give = (r, w) if writing else (w, r)
-                mine.append(keep)
                 theirs.append(give)
                 mode = ("r" if writing else "w") + ("" if text else "b")
                 return open(keep, mode, **({"encoding": "utf-8"} if text else {})), give
@@ -299,7 +296,6 @@ class Command:
             ),
             "cwd": str(cwd if cwd is not None else os.getcwd()),
             "env": dict(env if env is not None else os.environ),
-            "std": std,
             "setsid": setsid,
             "sigint": sigint,
         }
@@ -330,21 +326,23 @@ class Command:
         line, self._buffer = self._buffer.split(b"\n", 1)
         return line.decode()
 
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            line = self._line(0)
-            if line is not None:
-                self.returncode = int(line.split()[1])
-                self._conn.close()
-        return self.returncode
-
-    def wait(self, timeout: float | None = None) -> int:
+    def _ended(self, timeout: float | None) -> bool:
+        """Whether the command has ended (its exit read from the monitor) within `timeout`."""
         if self.returncode is None:
             line = self._line(timeout)
             if line is None:
-                raise subprocess.TimeoutExpired(self.args, timeout)
+                return False
             self.returncode = int(line.split()[1])
             self._conn.close()
+        return True
+
+    def poll(self) -> int | None:
+        self._ended(0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._ended(timeout):
+            raise subprocess.TimeoutExpired(self.args, timeout)
         return self.returncode
 
     def send_signal(self, sig: int) -> None:

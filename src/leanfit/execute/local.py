@@ -60,16 +60,19 @@ def worker_main(conn: Connection, runner_spec: RunnerSpec, environ: dict[str, st
     sys.stdout = _Relayed(send, "stdout", sys.stdout)
     sys.stderr = _Relayed(send, "stderr", sys.stderr)
     try:
-        try:
-            runner = runner_spec.build()
-        except BaseException:  # noqa: BLE001 - reported to the controller, which stops the search
-            _drain()
-            send(("fatal", traceback.format_exc()))
-            return
-        send(("ready", time.monotonic()))  # the system's monotonic clock, as the controller's
+        runner = runner_spec.build()
+    except BaseException:  # noqa: BLE001 - reported to the controller, which stops the search
+        _drain()
+        started = ("fatal", traceback.format_exc())
+    else:
+        started = ("ready", time.monotonic())  # the system's monotonic clock, as the controller's
+    try:
+        send(started)
     except (BrokenPipeError, ConnectionResetError):
         # the controller is gone (a stop while this worker started: it ended before it heard
         # from the worker, whose traceback then came after the command's last line)
+        return
+    if started[0] == "fatal":
         return
     while True:
         try:
