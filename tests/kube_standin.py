@@ -19,6 +19,11 @@ machine (the image's `leanfit` entrypoint is this interpreter's `-m leanfit.cli`
 env, envFrom and secretKeyRef from `secrets`; it moves pod and Job through their statuses (active,
 then Complete or Failed with the conditions Kubernetes sets) and enforces activeDeadlineSeconds.
 
+A container with `readOnlyRootFilesystem` runs as one would (where this machine allows user and
+mount namespaces, `read_only_root_available`): in namespaces of its own, the root filesystem
+read-only but for the pod's claim mounts and a fresh tmpfs at each emptyDir mount
+(`read_only_root_command`); `sandboxed` counts the pods that ran so.
+
 Test hooks: evict a Job's pod (infrastructure), delete a Job from outside, drop a watch connection
 just before a chosen event, answer 410 to the watch after a drop, refuse to pull an image, an
 image whose user is root (refused where runAsNonRoot is set, as the kubelet does). It
@@ -33,6 +38,8 @@ import copy
 import json
 import os
 import re
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -152,6 +159,49 @@ class _Process:
     log: Path
 
 
+# Where the read-only root's wrapper keeps the claim's folders while it mounts /tmp over them: a
+# folder that every Linux has (the first that exists), covered by a tmpfs in the namespace only.
+_HOLDS = ("/mnt", "/media", "/srv", "/opt")
+
+
+def read_only_root_command(command: list[str], writable: list[str], scratch: list[str]):
+    """`command` as a container with `readOnlyRootFilesystem: true` runs it: in a user and mount
+    namespace of its own (`unshare`, as root there, which gives no right outside it), the root
+    filesystem read-only, each `scratch` folder a fresh empty tmpfs (an emptyDir), each
+    `writable` folder (a claim's mount) as it is, over them where nested. The command keeps
+    its pid (`unshare` and the shell exec it)."""
+    hold = next(h for h in _HOLDS if os.path.isdir(h))
+    q = shlex.quote
+    lines = ["set -e", f"mount -t tmpfs leanfit-hold {hold}"]
+    for i, path in enumerate(writable):
+        lines += [f"mkdir {hold}/{i}", f"mount --rbind {q(path)} {hold}/{i}"]
+    lines += [f"mount -t tmpfs emptydir {q(path)}" for path in scratch]
+    for i, path in enumerate(writable):
+        lines += [f"mkdir -p {q(path)}", f"mount --rbind {hold}/{i} {q(path)}"]
+    lines += [f"umount -R {hold}", "mount -o remount,bind,ro /", 'exec "$@"']
+    unshare = shutil.which("unshare") or "unshare"
+    return [unshare, "--user", "--map-root-user", "--mount", "sh", "-c", "\n".join(lines), "sh",
+            *command]  # fmt: skip
+
+
+_available: list[bool] = []
+
+
+def read_only_root_available() -> bool:
+    """Whether this machine lets `read_only_root_command` run (user namespaces may be off)."""
+    if not _available:
+        ok = shutil.which("unshare") is not None and any(os.path.isdir(h) for h in _HOLDS)
+        if ok:
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                done = subprocess.run(
+                    read_only_root_command(["true"], [], ["/tmp"]), capture_output=True,
+                    timeout=30,
+                )  # fmt: skip
+                ok = done.returncode == 0
+        _available.append(ok)
+    return _available[0]
+
+
 class KubeStandIn:
     """The API server stand-in and its kubelet; `start()` it, point a client at `host`."""
 
@@ -161,6 +211,7 @@ class KubeStandIn:
         self.secrets: dict[tuple[str, str], dict[str, str]] = {}
         self.unpullable_images: set[str] = set()
         self.root_images: set[str] = set()  # images whose user is root (runAsNonRoot refuses)
+        self.sandboxed = 0  # pods run with a read-only root filesystem
         self._cond = threading.Condition()
         self._rv = 100
         self._history: list[tuple[int, str, str, str, dict]] = []  # rv, resource, ns, type, obj
@@ -486,8 +537,20 @@ class KubeStandIn:
         log.parent.mkdir(parents=True, exist_ok=True)
         cwd = Path(container.get("workingDir") or self.root / "pods" / pod_name)
         cwd.mkdir(parents=True, exist_ok=True)
+        read_only = (container.get("securityContext") or {}).get("readOnlyRootFilesystem")
+        if read_only and read_only_root_available():
+            volumes = {v["name"]: v for v in template["spec"].get("volumes") or []}
+            mounts = container.get("volumeMounts") or []
+            kinds = {m["mountPath"]: volumes.get(m["name"], {}) for m in mounts}
+            command = read_only_root_command(
+                command,
+                writable=[p for p, v in kinds.items() if "persistentVolumeClaim" in v],
+                scratch=[p for p, v in kinds.items() if "emptyDir" in v],
+            )
+            self.sandboxed += 1
         with open(log, "wb") as out:
-            # (`leanfit trial`, forked by the tests' zygote: see tests.zygote)
+            # (`leanfit trial`, forked by the tests' zygote where it runs as it is: see
+            # tests.zygote)
             popen = zygote.popen(
                 command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -23,8 +25,13 @@ from leanfit.execute.kubernetes import (
     KubernetesExecutor,
 )
 from leanfit.train.trial import TrialSpec
-from tests.kube_standin import KubeStandIn, labels_of
-from tests.support import EXAMPLES, digits_config, run_cli, write_image_folder
+from tests.kube_standin import (
+    KubeStandIn,
+    labels_of,
+    read_only_root_available,
+    read_only_root_command,
+)
+from tests.support import EXAMPLES, ROOT, digits_config, run_cli, write_image_folder
 
 NAMESPACE = "leanfit-test"
 TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
@@ -191,15 +198,24 @@ def test_a_search_runs_every_trial_as_a_job_and_survives_cluster_trouble(
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
             "runAsNonRoot": True,
+            "readOnlyRootFilesystem": True,
         }
         assert container["envFrom"] == [{"secretRef": {"name": "leanfit-storage"}}]
+        assert {"name": "HOME", "value": "/tmp"} in container["env"]
+        # a read-only root: the trial writes to the claim and to an emptyDir at /tmp alone
         assert pod["volumes"] == [
-            {"name": "work", "persistentVolumeClaim": {"claimName": "leanfit-work"}}
+            {"name": "work", "persistentVolumeClaim": {"claimName": "leanfit-work"}},
+            {"name": "tmp", "emptyDir": {}},
         ]
-        assert container["volumeMounts"] == [{"name": "work", "mountPath": str(tmp_path)}]
+        assert container["volumeMounts"] == [
+            {"name": "work", "mountPath": str(tmp_path)},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ]
         assert container["image"] == "leanfit:test"
         assert container["command"][:2] == ["leanfit", "trial"]
         assert "--result-to" in container["command"] and "--no-track" in container["command"]
+    # ... and they ran so, where this machine can (see tests.kube_standin)
+    assert standin.sandboxed == (len(jobs) if read_only_root_available() else 0)
     assert took < 120
 
 
@@ -376,6 +392,61 @@ def test_an_image_that_runs_as_root_is_said_with_the_setting_that_allows_it(tmp_
         "runAsNonRoot"
         not in standin.created[-1]["spec"]["template"]["spec"]["containers"][0]["securityContext"]
     )
+
+
+def test_a_trial_container_has_a_read_only_root_unless_the_file_says_not(tmp_path, standin):
+    job = TrialJob(TrialSpec(trial_id="t", config={}, epochs=1))
+
+    def manifest(**settings):
+        with KubernetesExecutor(experiment(tmp_path, **settings), standin.api_client()) as ex:
+            made = ex.job_manifest(job, "lf-t", tmp_path / "s.json", tmp_path / "r.json")
+        pod = made["spec"]["template"]["spec"]
+        return pod, pod["containers"][0]
+
+    pod, container = manifest()
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
+    assert {"name": "HOME", "value": "/tmp"} in container["env"]
+    # an image of one's own that writes elsewhere
+    pod, container = manifest(read_only_root=False)
+    assert "readOnlyRootFilesystem" not in container["securityContext"]
+    # the claim mounted at /tmp itself is where scratch files go (two mounts at one path are
+    # refused by the API server); a HOME of one's own is kept
+    pod, container = manifest(mount_path="/tmp/", env={"HOME": "/home/me"})
+    assert container["volumeMounts"] == [{"name": "work", "mountPath": "/tmp/"}]
+    assert [v["name"] for v in pod["volumes"]] == ["work"]
+    assert {"name": "HOME", "value": "/home/me"} in container["env"]
+
+
+def test_the_standins_read_only_root_lets_a_container_write_to_its_claim_and_tmp_alone(tmp_path):
+    """What the stand-in's read-only root enforces (the search test above runs its trials in
+    it): a write to the root filesystem fails, the claim's folder is the real one, /tmp is an
+    empty folder of the pod's own."""
+    if not read_only_root_available():
+        pytest.skip("no user and mount namespaces here (unshare): no read-only root to test")
+    claim, elsewhere = tmp_path / "claim", ROOT / f".read-only-probe-{os.getpid()}"
+    claim.mkdir()
+    (tmp_path / "seen-from-the-pod").touch()
+    scratch = Path(f"/tmp/leanfit-scratch-{os.getpid()}")
+    script = (
+        f"touch {claim}/written; ls -A /tmp; touch {scratch} && echo tmp-written; "
+        f"touch {elsewhere} || echo root-refused; touch written-here || echo cwd-refused"
+    )
+    try:
+        done = subprocess.run(
+            read_only_root_command(["sh", "-c", script], [str(claim)], ["/tmp"]),
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        present = elsewhere.exists()
+        elsewhere.unlink(missing_ok=True)
+    assert done.returncode == 0, done.stderr
+    assert (claim / "written").is_file() and not present
+    lines = done.stdout.split()
+    assert "tmp-written" in lines and "root-refused" in lines and "cwd-refused" in lines
+    assert "seen-from-the-pod" not in lines  # /tmp is the pod's own
+    assert "Read-only file system" in done.stderr
+    assert not scratch.exists()
 
 
 def test_a_job_deleted_from_outside_is_noticed_and_close_deletes_the_rest(tmp_path, standin):

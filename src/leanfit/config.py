@@ -888,6 +888,11 @@ class KubernetesConfig(Strict):
         True, description="trial containers must not run as root, as Pod Security 'restricted' "
         "asks (leanfit's images run as user 10001); false for an image whose user is root"
     )  # fmt: skip
+    read_only_root: bool = Field(
+        True, description="trial containers get a read-only root filesystem, writing only to "
+        "mount_path and an emptyDir at /tmp (HOME=/tmp), as hardened clusters ask; false for "
+        "an image of one's own that writes elsewhere"
+    )  # fmt: skip
     start_timeout: float = Field(
         600.0, gt=0, description="seconds a container may fail to start (image pull, missing "
         "Secret) before its Job counts as an infrastructure failure; accepts 90s, 10m"

@@ -280,12 +280,15 @@ class KubernetesExecutor(Executor):
                 "allowPrivilegeEscalation": False,
                 "capabilities": {"drop": ["ALL"]},
                 **({"runAsNonRoot": True} if k.run_as_non_root else {}),
+                **({"readOnlyRootFilesystem": True} if k.read_only_root else {}),
             },
         }
         if k.image_pull_policy:
             container["imagePullPolicy"] = k.image_pull_policy
-        if self.env:
-            container["env"] = [{"name": n, "value": v} for n, v in self.env.items()]
+        # a trial writes to the claim (the work folder) and scratch files to /tmp; its home
+        # (the image's is /work, on the root filesystem where mount_path is elsewhere) is /tmp
+        env = {"HOME": "/tmp", **self.env}
+        container["env"] = [{"name": n, "value": v} for n, v in env.items()]
         if k.secret:
             container["envFrom"] = [{"secretRef": {"name": k.secret}}]
         limits: dict[str, str] = {}
@@ -314,9 +317,15 @@ class KubernetesExecutor(Executor):
             pod["tolerations"] = [dict(t) for t in k.tolerations]
         if k.service_account:
             pod["serviceAccountName"] = k.service_account
+        mounts: list[dict[str, Any]] = []
+        volumes: list[dict[str, Any]] = []
         if k.pvc:
-            container["volumeMounts"] = [{"name": "work", "mountPath": k.mount_path}]
-            pod["volumes"] = [{"name": "work", "persistentVolumeClaim": {"claimName": k.pvc}}]
+            mounts.append({"name": "work", "mountPath": k.mount_path})
+            volumes.append({"name": "work", "persistentVolumeClaim": {"claimName": k.pvc}})
+        if not (k.pvc and k.mount_path.rstrip("/") == "/tmp"):  # (the claim is /tmp itself)
+            mounts.append({"name": "tmp", "mountPath": "/tmp"})
+            volumes.append({"name": "tmp", "emptyDir": {}})
+        container["volumeMounts"], pod["volumes"] = mounts, volumes
         metadata: dict[str, Any] = {
             "name": name,
             "namespace": self.namespace,
