@@ -28,6 +28,7 @@ from leanfit.track.search import TAG_RUNG, TAG_STATUS, TAG_TRIAL
 from tests import zygote
 from tests.support import (
     EXAMPLES,
+    MlflowServer,
     digits_config,
     foreground_job,
     run_cli,
@@ -1108,6 +1109,56 @@ def test_report_refuses_what_it_cannot_read_naming_the_fix(in_tmp):
     with pytest.raises(LeanfitError, match="no MLflow experiment 'another' at "):
         find_search(other, "other.yaml")
     assert (in_tmp / "mlflow.db").read_bytes() == database, "a refusal wrote to MLflow"
+
+
+@pytest.mark.slow
+def test_a_tracking_server_that_stops_answering_mid_search_is_said_and_so_is_its_return(in_tmp):
+    """A real `mlflow server`, stopped while a search runs and started again on the same store:
+    the search says that it does not answer (it waited in silence, its progress frozen), then
+    that it answers again, and finishes with every job recorded once."""
+    server = MlflowServer(in_tmp / "server").start()
+    try:
+        experiment(in_tmp, trials=8)
+        env = {
+            "MLFLOW_TRACKING_URI": server.uri,
+            "LEANFIT_TRACKING_PROBE_SECONDS": "1",
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # MLflow's: back sooner after it
+        }
+        search = start_search(in_tmp, "0.3", env=env)
+        client = MlflowClient(server.uri)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and search.poll() is None:
+            exp = client.get_experiment_by_name("leanfit-digits")
+            jobs = exp and client.search_runs([exp.experiment_id], "tags.`leanfit.kind` = 'trial'")
+            if jobs:
+                break
+            time.sleep(0.3)
+        assert search.poll() is None, search.communicate()
+        server.stop()
+        time.sleep(4)
+        server.start()
+        out, err = search.communicate(timeout=300)
+    finally:
+        if search.poll() is None:
+            search.kill()
+        server.stop()
+    assert search.returncode == 0, out + err
+    said = re.sub(r"\s+", " ", out + err)
+    assert f"tracking: MLflow at {server.uri} does not answer (since" in said, said[-3000:]
+    assert "the search waits for it to record its results" in said
+    assert "`--resume` goes on" in said
+    assert re.search(rf"MLflow at {re.escape(server.uri)} answers again \(after \d+ s\)", said)
+    server.start()
+    try:
+        exp = MlflowClient(server.uri).get_experiment_by_name("leanfit-digits")
+        runs = MlflowClient(server.uri).search_runs(
+            [exp.experiment_id], "tags.`leanfit.kind` = 'trial'", max_results=1000
+        )
+    finally:
+        server.stop()
+    jobs = [(r.data.tags[TAG_TRIAL], r.data.tags[TAG_RUNG]) for r in runs]
+    assert len({trial for trial, _ in jobs}) == 8 and len(jobs) == len(set(jobs)), jobs
+    assert all(r.data.tags[TAG_STATUS] == "ok" for r in runs)
 
 
 def test_an_unreachable_tracking_server_is_said_at_once_and_nothing_is_written(in_tmp):

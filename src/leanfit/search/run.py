@@ -34,6 +34,7 @@ from leanfit.search.controller import (
 )
 from leanfit.search.factory import make_strategy
 from leanfit.search.hyperband import Hyperband
+from leanfit.track.runs import server_watched
 from leanfit.track.search import (
     SearchLog,
     search_key,
@@ -600,10 +601,12 @@ def run_search(
                 executor = stack.enter_context(
                     make_executor(experiment, n_workers, what, plan_file)
                 )
-            return _search(
-                experiment, resume, executor, stack, held, n_workers, wall, trials, on_progress,
-                what, plan_file, parent_run_id, reuse_finished, tags, on_notice, opened,
-            )  # fmt: skip
+            with server_watched(experiment.tracking_uri(), on_notice):
+                return _search(
+                    experiment, resume, executor, stack, held, n_workers, wall, trials,
+                    on_progress, what, plan_file, parent_run_id, reuse_finished, tags, on_notice,
+                    opened,
+                )  # fmt: skip
         except KeyboardInterrupt as e:
             # what the interrupt's message may say: a search stopped before its run opened
             # has no trial in MLflow, and nothing that --resume could go on with

@@ -422,6 +422,68 @@ def check_tracking_reachable(uri: str, timeout: float = 10.0, where: str = WHERE
         )
 
 
+# How often a search asks its tracking server whether it answers (seconds; the environment's
+# LEANFIT_TRACKING_PROBE_SECONDS, for a test that cannot wait)
+PROBE_EVERY = 10.0
+
+
+@contextlib.contextmanager
+def server_watched(uri: str, say, every: float | None = None):
+    """Within: an http(s) tracking server that stops answering is said through `say`, and said
+    again when it answers. A search's records wait for the server (MLflow's client retries a
+    refused connection for about four minutes), and the search waited in silence, its progress
+    line frozen. Asked every `every` seconds on a thread of its own; said after two unanswered
+    asks in a row (a restart of a few seconds passes unsaid)."""
+    if say is None or not uri.startswith(("http://", "https://")):
+        yield
+        return
+    import os
+    import threading
+    from datetime import datetime
+
+    import requests
+
+    from leanfit.errors import hide_password
+
+    every = every or float(os.environ.get("LEANFIT_TRACKING_PROBE_SECONDS", PROBE_EVERY))
+    api = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1"
+    shown = hide_password(uri)
+    stop = threading.Event()
+
+    def answers() -> bool:
+        try:  # any answer counts (an error page, a login): it is not down
+            requests.get(api, timeout=max(every, 5.0), allow_redirects=False).close()
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout):
+            return False
+        return True
+
+    def watch() -> None:
+        down_since, said = None, False
+        while not stop.wait(every):
+            if answers():
+                if said:
+                    gone = time.monotonic() - down_since[0]
+                    say(f"tracking: MLflow at {shown} answers again (after {gone:.0f} s)")
+                down_since, said = None, False
+            elif down_since is None:
+                down_since = (time.monotonic(), datetime.now().strftime("%H:%M:%S"))
+            elif not said and not stop.is_set():
+                said = True
+                say(
+                    f"tracking: MLflow at {shown} does not answer (since {down_since[1]}); the "
+                    "search waits for it to record its results. MLflow's client retries for "
+                    "about 4 minutes; then the search stops where its records are whole, and "
+                    "`--resume` goes on"
+                )
+
+    thread = threading.Thread(target=watch, name="leanfit-tracking-watch", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
 @contextlib.contextmanager
 def few_retries(retries: int = 1):
     """MLflow's HTTP retries cut to `retries`, with a short backoff, within: for a check whose
