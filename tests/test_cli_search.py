@@ -1180,6 +1180,14 @@ def test_an_unreachable_tracking_server_is_said_at_once_and_nothing_is_written(i
         assert result.returncode == 2, (command, result.stderr)
         assert f"tracking: MLflow at {uri} did not answer (ConnectionError)" in result.stderr
         assert "Traceback" not in result.stderr
+    # MLflow's own request settings that it cannot read (a traceback at the first request)
+    bad = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0.5"}
+    result = run_cli("search", "e.yaml", "--synthetic", "0", cwd=in_tmp, env=bad, timeout=90)
+    assert result.returncode == 2, result.stderr
+    assert (
+        "environment: MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR='0.5' is not a whole number, which "
+        "MLflow reads there; set it to one (MLflow's default: 2) or unset it"
+    ) in " ".join(result.stderr.split()), result.stderr
     assert sorted(p.name for p in in_tmp.iterdir()) == ["e.yaml"]
 
 

@@ -405,6 +405,8 @@ def check_tracking_reachable(uri: str, timeout: float = 10.0, where: str = WHERE
 
     from leanfit.errors import LeanfitError
 
+    check_http_settings()
+
     api = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1"
     try:
         # some other web server on that port (a 404 for MLflow's API) is said as such rather
@@ -420,6 +422,29 @@ def check_tracking_reachable(uri: str, timeout: float = 10.0, where: str = WHERE
             f"tracking: {uri} answers, but no MLflow tracking server is there (GET "
             f"/api/2.0/mlflow/experiments/search: 404); check the host, port and path ({where})"
         )
+
+
+def check_http_settings() -> None:
+    """MLflow's settings of its HTTP requests from the environment (`MLFLOW_HTTP_REQUEST_*`: its
+    retries, backoff, timeout), each read as MLflow reads it: a value it cannot read ended the
+    first request to the server in a traceback (MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR=0.5: MLflow
+    reads a whole number)."""
+    import mlflow.environment_variables as settings
+
+    from leanfit.errors import LeanfitError
+
+    for name in sorted(vars(settings)):
+        setting = getattr(settings, name)
+        if not name.startswith("MLFLOW_HTTP_REQUEST_") or not hasattr(setting, "get"):
+            continue
+        try:
+            setting.get()
+        except ValueError:
+            kind = {int: "a whole number", float: "a number"}.get(setting.type, setting.type)
+            raise LeanfitError(
+                f"environment: {name}={setting.get_raw()!r} is not {kind}, which MLflow reads "
+                f"there; set it to one (MLflow's default: {setting.default}) or unset it"
+            ) from None
 
 
 # How often a search asks its tracking server whether it answers (seconds; the environment's
