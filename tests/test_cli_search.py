@@ -579,7 +579,16 @@ def test_a_work_dir_that_cannot_be_a_folder_is_refused_before_anything_starts(in
     exit 2, before the tracking database is made; before, a traceback after it was."""
     (in_tmp / "notes.txt").write_text("a file, not a folder")
     for work_dir, commands in (
-        ("notes.txt", [["search", "--synthetic", "0"], ["run"], ["report"], ["watch", "--once"]]),
+        (
+            "notes.txt",
+            [
+                ["search", "--synthetic", "0"],
+                ["run"],
+                ["report"],
+                ["watch", "--once"],
+                ["validate"],
+            ],
+        ),  # fmt: skip
         ("notes.txt/trials", [["trial", "--sample", "--epochs", "1"]]),
     ):
         cfg = digits_config(budget={"min_epochs": 1, "max_epochs": 3, "trials": 4})

@@ -51,6 +51,30 @@ def test_a_value_of_the_wrong_kind_is_named_in_words_with_an_example():
         assert str(refused.value) == says
 
 
+def test_the_readmes_every_key_block_is_the_codes_defaults():
+    """The README's list of every key with its default is what the code reads from a file that
+    gives only a name and a dataset: a key added, renamed or given another default shows here."""
+    import yaml
+
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    block = readme.split("<!-- every-key-with-its-default -->\n```yaml\n", 1)[1].split("```", 1)[0]
+    documented = yaml.safe_load(block)
+    exp = experiment_from_dict({"name": "digits", "dataset": {"source": "digits"}})
+    assert documented == exp.model_dump(mode="json", exclude={"base_dir"})
+
+
+def test_a_strategy_or_scheduler_given_by_its_name_alone_is_that_section():
+    cfg = digits_config()
+    short = experiment_from_dict({**cfg, "scheduler": "hyperband", "strategy": "random"})
+    long = experiment_from_dict(
+        {**cfg, "scheduler": {"name": "hyperband"}, "strategy": {"name": "random"}}
+    )
+    assert short == long and short.scheduler.name == "hyperband"
+    with pytest.raises(ConfigError) as refused:
+        experiment_from_dict({**digits_config(), "scheduler": "bogus"})
+    assert str(refused.value) == "scheduler.name: Input should be 'asha', 'hyperband' or 'none'"
+
+
 def test_dataset_path_is_relative_to_the_file(tmp_path):
     write_image_folder(tmp_path / "imgs", {"a": 2, "b": 2})
     cfg = {"name": "x", "dataset": {"source": "imagefolder", "path": "imgs"}}

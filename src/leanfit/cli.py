@@ -87,6 +87,7 @@ def validate(experiment_file: Path = typer.Argument(..., help="experiment YAML")
     from leanfit.data.check import check_dataset
 
     experiment = load_experiment(experiment_file)
+    check_work_dir(experiment)  # (a work_dir naming a file passed here, refused by search)
     check_dataset(experiment)
     space = experiment.search_space()
     summary, notes = dataset_summary(experiment, space)

@@ -1058,6 +1058,13 @@ class Experiment(Strict):
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     work_dir: str = ".leanfit"
 
+    @field_validator("strategy", "scheduler", mode="before")
+    @classmethod
+    def _by_name(cls, v: Any) -> Any:
+        # `scheduler: hyperband` for `scheduler: {name: hyperband}` (it was refused as "a valid
+        # dictionary", naming no fix)
+        return {"name": v} if isinstance(v, str) else v
+
     @field_validator("name", mode="after")
     @classmethod
     def _name(cls, v: str) -> str:
