@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from leanfit.config import experiment_from_dict
-from leanfit.data import fingerprint
+from leanfit.data import fingerprint, sources
 from leanfit.data.augment import BatchAugment, random_crop, random_flip
 from leanfit.data.sources import load_dataset, skipped_files
 from leanfit.data.splits import make_splits, stable_splits, stratified_subset
@@ -745,3 +745,215 @@ def test_an_iphones_heic_photo_decodes_as_its_png_would(tmp_path):
     png, heic = ds.images[1].float(), ds.images[0].float()  # sorted: photo.heic, photo.png
     assert (png - heic).abs().mean() < 4, (png - heic).abs().mean()
     assert heic[0, :6, :6].mean() > 180 and heic[2, :6, :6].mean() < 90  # red where red was
+
+
+# Image folders as QA pass 24 found them: linked folders, broken EXIF, names that are not UTF-8,
+# files this user cannot read, named pipes, Unicode-form twins.
+
+
+def test_an_ordinary_folders_digest_is_what_it_was(tmp_path):
+    """The digest and the manifest feed saved searches' keys, caches, stable splits and the
+    watcher: the changes for linked, unreadable and non-UTF-8 files leave an ordinary folder's
+    digest as it was (pinned: computed before them)."""
+    for rel, data in {"cat/a.png": b"a" * 10, "cat/sub/b.png": b"b", "dog/c.jpg": b"c" * 3}.items():
+        (tmp_path / "d" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "d" / rel).write_bytes(data)
+    assert fingerprint.fingerprint_folder(tmp_path / "d") == (
+        "6967cf338514ba6f32411ff40c1b5ea3d5cfbff5c269863168421d8aeb332dee"
+    )
+
+
+def test_linked_class_folders_and_linked_folders_in_them_are_read(tmp_path):
+    """A class folder that is a link (to another disk), and a folder linked inside a class
+    folder: the walk did not follow links, so such a dataset had the empty manifest's digest,
+    shared by every one of them (dataset B got A's cached images), and a linked photos/ folder
+    was silently left out. Links are followed now, each folder read once: a loop is listed."""
+    store = write_image_folder(tmp_path / "store", {"red": 5, "blue": 4, "cat": 3, "dog": 3})
+    (tmp_path / "A").mkdir()
+    (tmp_path / "B").mkdir()
+    for name in ("red", "blue"):
+        (tmp_path / "A" / name).symlink_to(store / name)
+    for name in ("cat", "dog"):
+        (tmp_path / "B" / name).symlink_to(store / name)
+    a = load_dataset(folder_experiment(tmp_path / "A", tmp_path))
+    b = load_dataset(folder_experiment(tmp_path / "B", tmp_path))
+    assert a.classes == ["blue", "red"] and len(a.images) == 9
+    assert b.classes == ["cat", "dog"] and len(b.images) == 6 and b.digest != a.digest
+    write_image_folder(tmp_path / "more", {"red": 2}, seed=3)
+    (tmp_path / "more" / "red" / "img000.png").rename(store / "red" / "new.png")
+    assert load_dataset(folder_experiment(tmp_path / "A", tmp_path)).digest != a.digest
+
+    # a folder linked inside a class folder, and a link back up (a loop): read once, listed
+    root = write_image_folder(tmp_path / "ds", {"red": 2, "blue": 2})
+    (root / "red" / "photos").symlink_to(store / "red")
+    (root / "blue" / "loop").symlink_to(root / "blue")
+    ds = load_dataset(folder_experiment(root, tmp_path))
+    photos = {f"red/photos/{f.name}" for f in (store / "red").iterdir()}
+    assert {f for f in ds.files if f.startswith("red/photos/")} == photos and len(photos) == 6
+    assert dict(ds.skipped) == {"blue/loop": sources.READ_ALREADY}
+    # predict reads a folder of linked class folders as training does ("no files" before)
+    from leanfit.models.predict import image_files
+
+    assert len(image_files([tmp_path / "A"])) == 10
+
+
+def test_a_photo_whose_exif_pillow_cannot_write_back_is_read_unturned(tmp_path):
+    """A JPEG with an EXIF tag of another type than the standard's: Pillow decodes it, but
+    ImageOps.exif_transpose raised struct.error, and validate, run and predict ended in a
+    traceback. Its pixels are used as stored."""
+    from PIL import Image
+
+    root = write_image_folder(tmp_path / "imgs", {"red": 3, "blue": 3})
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "Canon"  # orientation: turn it; the camera's make
+    Image.new("RGB", (40, 30), (200, 30, 40)).save(tmp_path / "ok.jpg", exif=exif)
+    data = (tmp_path / "ok.jpg").read_bytes()
+    # the make's tag renumbered as PhotometricInterpretation (a SHORT), still typed ASCII
+    (root / "red" / "camera.jpg").write_bytes(
+        data.replace(b"\x01\x0f\x00\x02", b"\x01\x06\x00\x02", 1)
+    )
+    ds = load_dataset(folder_experiment(root, tmp_path))
+    assert "red/camera.jpg" in ds.files and ds.skipped == []
+
+
+def test_a_file_name_that_is_not_utf8_is_read(tmp_path):
+    """'caf\\xe9.png' from an old zip: hashing its name raised UnicodeEncodeError (validate,
+    run, watch). It is read now, its name hashed as its bytes on disk."""
+    root = write_image_folder(tmp_path / "imgs", {"red": 3, "blue": 3})
+    before = load_dataset(folder_experiment(root, tmp_path)).digest
+    os.link(root / "red" / "img000.png", os.fsencode(root / "red") + b"/caf\xe9.png")
+    ds = load_dataset(folder_experiment(root, tmp_path))
+    assert len(ds.images) == 7 and "red/caf\udce9.png" in ds.files and ds.digest != before
+    assert sources._path_key(Path(os.fsdecode(os.fsencode(tmp_path) + b"/\xe9")))
+
+
+UNPRIVILEGED = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--inh-caps",
+                "-dac_override,-dac_read_search", "--"]  # fmt: skip
+
+
+def load_unprivileged(root: Path, tmp_path: Path, **dataset) -> dict:
+    """load_dataset as a user who cannot read what its permissions forbid (the tests run as
+    root here, who reads anything: its override capabilities dropped with setpriv)."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv to drop its override of permissions")
+    code = f"""
+import json
+from leanfit.config import experiment_from_dict
+from leanfit.data.sources import load_dataset
+from leanfit.errors import DatasetError
+exp = experiment_from_dict({{"name": "f", "work_dir": {str(tmp_path / "work")!r},
+    "dataset": {{"source": "imagefolder", "path": {str(root)!r}, "image_size": 8, **{dataset!r}}}}})
+try:
+    ds = load_dataset(exp)
+    print(json.dumps({{"files": ds.files, "skipped": ds.skipped, "digest": ds.digest,
+                      "dropped": ds.dropped_classes}}))
+except DatasetError as e:
+    print(json.dumps({{"error": str(e)}}))
+"""
+    prefix = UNPRIVILEGED if os.geteuid() == 0 else []
+    done = subprocess.run(
+        [*prefix, sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_files_and_folders_this_user_cannot_read_are_listed(tmp_path):
+    """A file this user cannot read ended in a PermissionError traceback; a sub-folder was
+    silently left out; a class folder was said to hold no files. Each is listed with why now,
+    and the digest changes when it can be read."""
+    root = write_image_folder(tmp_path / "imgs", {"red": 4, "blue": 4})
+    write_image_folder(root / "red" / "more", {"x": 2})
+    (root / "red" / "img001.jpg").chmod(0)
+    (root / "red" / "more").chmod(0)
+    try:
+        got = load_unprivileged(root, tmp_path)
+        assert dict(map(tuple, got["skipped"])) == {
+            "red/img001.jpg": sources.UNREADABLE_FILE,
+            "red/more": sources.UNREADABLE_FOLDER,
+        }
+        assert len(got["files"]) == 7
+        (root / "red" / "img001.jpg").chmod(0o644)
+        again = load_unprivileged(root, tmp_path)
+        assert again["digest"] != got["digest"] and len(again["files"]) == 8
+        (root / "blue").chmod(0)
+        refused = load_unprivileged(root, tmp_path)["error"]
+        assert "class folder(s) 'blue' (a folder this user cannot read" in refused, refused
+        skipped = load_unprivileged(root, tmp_path, empty_classes="skip")
+        assert skipped["error"].startswith("dataset.path:"), skipped  # (one class left)
+    finally:
+        for path in (root / "red" / "img001.jpg", root / "red" / "more", root / "blue"):
+            path.chmod(0o755)
+
+
+def test_a_named_pipe_is_listed_never_opened(tmp_path):
+    """A named pipe in a class folder: hashing and decoding open()ed it, which blocks until
+    something writes to it: validate hung, and predict hung past SIGTERM."""
+    import threading
+
+    from leanfit.models.predict import image_files
+
+    root = write_image_folder(tmp_path / "imgs", {"red": 3, "blue": 3})
+    os.mkfifo(root / "red" / "pipe.png")
+    result: dict = {}
+
+    def load():
+        result["ds"] = load_dataset(folder_experiment(root, tmp_path))
+        files = image_files([root / "red", root / "red" / "pipe.png"])
+        result["decoded"] = sources._decode_one(files[-1], 8, 3)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive(), "blocked on the named pipe"
+    assert dict(result["ds"].skipped) == {"red/pipe.png": "not a regular file: a named pipe"}
+    assert result["decoded"] == "not a regular file: a named pipe"
+
+
+def test_dataset_path_with_a_tilde_is_the_home_folder_wherever_the_file_is(tmp_path, monkeypatch):
+    """`dataset.path: ~/pics` was joined to the experiment file's folder before ~ was expanded:
+    it worked only for a file given by its bare name from its own folder."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    exp = experiment_from_dict(
+        {"name": "t", "dataset": {"source": "imagefolder", "path": "~/pics", "labels": "~/l.csv"}},
+        tmp_path / "exp",
+    )
+    assert exp.dataset_path() == (tmp_path / "home" / "pics").resolve()
+    assert exp.labels_path() == (tmp_path / "home" / "l.csv").resolve()
+
+
+def test_class_folders_that_differ_only_in_unicode_form_are_refused(tmp_path):
+    """'caf\\u00e9' (NFC) and 'cafe\\u0301' (NFD, made on a Mac) look alike: two classes of one
+    name, which predict's folder score merged. Refused, naming both and the fix."""
+    root = write_image_folder(tmp_path / "imgs", {"caf\u00e9": 3, "cafe\u0301": 3, "tea": 3})
+    with pytest.raises(DatasetError) as e:
+        load_dataset(folder_experiment(root, tmp_path))
+    said = "class folders 'cafe\u0301' ('cafe\\u0301') and 'caf\u00e9' ('caf\\xe9')"
+    assert said in str(e.value), str(e.value)
+    assert "rename one, or merge them into one" in str(e.value)
+
+
+def test_one_readable_class_names_the_unreadable_one_and_its_files(tmp_path):
+    """Where only one class had a readable image, the error named neither the class nor why
+    its files could not be read."""
+    root = write_image_folder(tmp_path / "imgs", {"red": 3})
+    (root / "blue").mkdir()
+    (root / "blue" / "a.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match=r"class\(es\) \['blue'\] .* hold no readable image"):
+        load_dataset(folder_experiment(root, tmp_path))
+
+
+def test_a_class_folder_given_as_the_dataset_says_to_give_the_folder_above(tmp_path):
+    root = write_image_folder(tmp_path / "imgs", {"red": 3})
+    with pytest.raises(DatasetError, match="holds 3 file.s. and no class folders.*folder above"):
+        load_dataset(folder_experiment(root / "red", tmp_path))
+
+
+def test_windows_system_folders_are_ignored_whatever_their_case(tmp_path):
+    assert fingerprint.ignored("System Volume Information") and fingerprint.ignored("$Recycle.Bin")
+    assert fingerprint.ignored("thumbs.db") and not fingerprint.ignored("thumbs")

@@ -1144,12 +1144,12 @@ class Experiment(Strict):
             return None
         if "://" in self.dataset.path:
             return None
-        return (self.base_dir / self.dataset.path).expanduser().resolve()
+        return (self.base_dir / Path(self.dataset.path).expanduser()).resolve()
 
     def labels_path(self) -> Path | None:
         if self.dataset.labels is None:
             return None
-        return (self.base_dir / self.dataset.labels).expanduser().resolve()
+        return (self.base_dir / Path(self.dataset.labels).expanduser()).resolve()
 
     def work_path(self) -> Path:
         return Path(self.work_dir).expanduser().resolve()

@@ -2,27 +2,54 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from leanfit.config import DatasetConfig, Experiment
-from leanfit.data.fingerprint import ignored, list_files
+from leanfit.data.fingerprint import ignored, list_files, open_regular
 from leanfit.errors import DatasetError
 
 if TYPE_CHECKING:
     from leanfit.data.s3 import S3Listing
 
 
+def _is_dir(path: Path) -> bool:
+    """Whether a path is a folder or a link to one (False where that cannot be told)."""
+    try:
+        return path.is_dir()
+    except OSError:  # (a link into a folder this user cannot read)
+        return False
+
+
 def class_folders(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not ignored(p.name))
+    return sorted(p for p in root.iterdir() if not ignored(p.name) and _is_dir(p))
 
 
 def local_class_files(root: Path) -> dict[str, list[str]]:
-    """Relative paths of the files in each class folder, sorted as in the manifest."""
+    """Relative paths of the files in each class folder, sorted as in the manifest, from one
+    walk of the folder, the manifest's: a class folder this user cannot read, or a link to a
+    folder read already as another class, holds itself (`closed_classes`)."""
+    found: dict[str, list[str]] = {p.name: [] for p in class_folders(root)}
+    for f in list_files(root):
+        rel = f.relative_to(root).as_posix()
+        top = rel.partition("/")[0]
+        if top in found:
+            found[top].append(rel)
+    return {name: sorted(files) for name, files in found.items()}
+
+
+CLOSED_FOLDER = "a folder this user cannot read (permission denied)"
+LINKED_TWICE = "a link to a folder read already as another class"
+
+
+def closed_classes(root: Path, found: dict[str, list[str]]) -> dict[str, str]:
+    """The class folders of `local_class_files` that could not be read, and why."""
     return {
-        p.name: sorted(f.relative_to(root).as_posix() for f in list_files(p))
-        for p in class_folders(root)
+        name: LINKED_TWICE if os.access(root / name, os.R_OK | os.X_OK) else CLOSED_FOLDER
+        for name, files in found.items()
+        if files == [name]
     }
 
 
@@ -51,8 +78,8 @@ def shapes_sample(root: Path, n: int = 200) -> tuple[int, int, float]:
     read = not_square = 0
     widest = 1.0
     for path in files[::step][:n]:
-        try:
-            with Image.open(path) as im:
+        try:  # (never opening a named pipe: it blocks until something writes to it)
+            with open_regular(path) as stream, Image.open(stream) as im:
                 w, h = im.size
         except Exception:  # noqa: BLE001 - an unreadable file is listed by the decoder
             continue
@@ -90,13 +117,35 @@ def check_dataset(experiment: Experiment) -> ClassFiles | None:
                 f"dataset.path: {str(root)!r} is a file; give a folder of class folders"
                 + (" (unpack the archive and give its folder)" if _is_archive(root) else "")
             )
-        checked = check_class_files(ds, str(root), folder_files(experiment, root))
-        if experiment.labels_path() is None:
-            # a README or a stray copy beside the class folders: no image of any class. Listed
-            # as the files not used are, and left out of the digest with them: it changed the
-            # digest, and each edit of it ran the whole pipeline again, with nothing said
-            top = sorted(p.name for p in root.iterdir() if p.is_file() and not ignored(p.name))
-            checked.unused += [(name, OUTSIDE) for name in top]
+        if not os.access(root, os.R_OK | os.X_OK):
+            raise DatasetError(
+                f"dataset.path: folder {str(root)!r} cannot be read by this user (permission "
+                "denied); make it readable (chmod -R u+rX), or run as a user who can read it"
+            )
+        found = folder_files(experiment, root)
+        if isinstance(found, ClassFiles):
+            return check_class_files(ds, str(root), found)
+        # a README or a stray copy beside the class folders: no image of any class. Listed as
+        # the files not used are, and left out of the digest with them: it changed the digest,
+        # and each edit of it ran the whole pipeline again, with nothing said
+        top = sorted(p.name for p in root.iterdir() if not ignored(p.name) and not _is_dir(p))
+        if not found and top:
+            raise DatasetError(
+                f"dataset.path: {str(root)!r} holds {len(top):,} file(s) and no class folders, "
+                "as one class's folder does; give the folder above it (one sub-folder per class)"
+            )
+        closed = closed_classes(root, found)
+        if closed and ds.empty_classes == "error":
+            named = ", ".join(f"{name!r} ({why})" for name, why in closed.items())
+            raise DatasetError(
+                f"dataset.path: class folder(s) {named} in {str(root)!r} cannot be read; make "
+                "them readable (chmod -R u+rX), remove them, or set dataset.empty_classes: skip"
+            )
+        checked = check_class_files(
+            ds, str(root), {name: [] if name in closed else f for name, f in found.items()}
+        )
+        checked.dropped = [(name, closed.get(name, why)) for name, why in checked.dropped]
+        checked.unused += [(name, OUTSIDE) for name in top]
         return checked
     elif ds.source == "cifar10":
         root = cifar_root(experiment)
@@ -338,6 +387,19 @@ def check_class_files(
             )
             raise DatasetError(f"dataset.classes: {holder}; found {sorted(found)}")
         found = {c: found[c] for c in ds.classes}
+    if twins := unicode_twins(list(found)):
+        a, b = twins
+        kind = (
+            f"dataset.labels: labels {a!r} ({ascii(a)}) and {b!r} ({ascii(b)}) in "
+            f"{arranged.labels!r}"
+            if arranged.labels
+            else f"dataset.path: class folders {a!r} ({ascii(a)}) and {b!r} ({ascii(b)}) in "
+            f"{where!r}"
+        )
+        raise DatasetError(
+            f"{kind} differ only in their Unicode form (one made on a Mac, or unzipped from its "
+            "zip): two classes that look alike; rename one, or merge them into one"
+        )
     empty = [name for name, files in found.items() if not files]
     if empty and ds.empty_classes == "error":
         raise DatasetError(
@@ -370,6 +432,19 @@ def check_class_files(
                 "(dataset.classes)"
             )
     return replace(arranged, classes=usable, dropped=[(name, NO_FILES) for name in empty])
+
+
+def unicode_twins(names: list[str]) -> tuple[str, str] | None:
+    """Two names that are one name in another Unicode form ('caf\u00e9' and 'cafe\u0301'),
+    if any."""
+    import unicodedata
+
+    first: dict[str, str] = {}
+    for name in names:
+        other = first.setdefault(unicodedata.normalize("NFC", name), name)
+        if other != name:
+            return other, name
+    return None
 
 
 NO_FILES = "no files"

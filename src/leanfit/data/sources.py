@@ -30,10 +30,12 @@ from leanfit.data.check import (
     cifar_root,
 )
 from leanfit.data.fingerprint import (
+    NotRegular,
     build_manifest,
     fingerprint_bytes,
     fingerprint_folder,
     manifest_digest,
+    open_regular,
 )
 from leanfit.data.splits import Splits, make_splits, stable_splits
 from leanfit.errors import DatasetError
@@ -142,7 +144,10 @@ def load_dataset(experiment: Experiment) -> LoadedDataset:
         labels = experiment.labels_path()
         if labels is not None:  # the labels are part of the data: a changed row is new data
             digest = fingerprint_bytes(digest.encode(), labels.read_bytes())
-        dataset = _cached(
+        dataset = _decoded(
+            ds,
+            str(root),
+            files,
             cache_dir / f"images-{_images_key(ds, digest, files)}.pt",
             lambda: _decode_images(
                 files,
@@ -204,7 +209,10 @@ def _load_s3_folder(ds: DatasetConfig, cache_dir: Path) -> LoadedDataset:
             return decoded.pop(rel)
         return _decode_one(s3.read_object(fs, uri, rel), size, channels, background, fit)
 
-    dataset = _cached(
+    dataset = _decoded(
+        ds,
+        uri,
+        files,
         cache_dir / f"images-{_images_key(ds, digest, files)}.pt",
         lambda: _decode_images(files, decode, uri, digest, workers=s3.READ_WORKERS),
     )
@@ -244,11 +252,15 @@ def _images_key(ds: DatasetConfig, digest: str, files: ClassFiles) -> str:
 
 
 def _path_key(path: Path) -> str:
-    return fingerprint_bytes(str(path).encode())[:16]
+    return fingerprint_bytes(str(path).encode("utf-8", "surrogateescape"))[:16]  # (not UTF-8 too)
 
 
 def _classes_key(classes: list[str] | None) -> str:
-    return "all" if classes is None else fingerprint_bytes("\0".join(classes).encode())[:8]
+    return (
+        "all"
+        if classes is None
+        else fingerprint_bytes("\0".join(classes).encode("utf-8", "surrogateescape"))[:8]
+    )
 
 
 def _cached(path: Path, build) -> LoadedDataset:
@@ -440,14 +452,31 @@ def _decode_one(
 
     prepare_pillow()
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
+        stream = io.BytesIO(source) if isinstance(source, bytes) else open_regular(source)
+    except NotRegular as e:
+        if e.kind == "a folder":  # (listed by `list_files`: not read, or read already)
+            return READ_ALREADY if os.access(source, os.R_OK | os.X_OK) else UNREADABLE_FOLDER
+        return f"not a regular file: {e.kind}"
+    except PermissionError:
+        return UNREADABLE_FOLDER if source.is_dir() else UNREADABLE_FILE
+    except FileNotFoundError:
+        if source.is_symlink():
+            return f"a link to {os.readlink(source)}, which does not exist"
+        return "gone: deleted while it was read"
+    except OSError as e:
+        return f"{type(e).__name__}: {e}"
+    try:
+        with stream, Image.open(stream) as im:
             # A JPEG is decoded at 1/2, 1/4 or 1/8 of its size where that still leaves twice the
             # size wanted (libjpeg scales in the DCT): a phone's 4032x3024 photo to 32 px took
             # 121 ms a file, 15 ms so, its pixels within one level of the full decode's (mean
             # 0.07). Other formats ignore it.
             im.draft(None, (2 * size, 2 * size))
-            # a phone's photo upright, as it was taken (its pixels are stored as the sensor lay)
-            im = ImageOps.exif_transpose(im)
+            # a phone's photo upright, as it was taken (its pixels are stored as the sensor lay);
+            # a photo whose EXIF Pillow cannot write back (a tag of another type than the
+            # standard's: struct.error) as it is stored: its pixels are fine
+            with contextlib.suppress(Exception):  # (a broken EXIF only costs the turn)
+                im = ImageOps.exif_transpose(im)
             if im.mode.startswith("I") or im.mode == "F":
                 im = _eight_bit(im)
             elif im.mode in ALPHA_MODES or "transparency" in im.info:
@@ -466,15 +495,17 @@ def _decode_one(
         # Pillow's message names the file again, as its full path or as "<_io.BytesIO object at
         # 0x7f...>" for an object read from S3; the file is listed beside the reason anyway
         return "not an image file Pillow can read"
-    except FileNotFoundError:
-        if isinstance(source, Path) and source.is_symlink():
-            return f"a link to {os.readlink(source)}, which does not exist"
-        return "gone: deleted while it was read"
     except Image.DecompressionBombError as e:
         return too_large(str(e))
-    except (OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - whatever Pillow raises of one file skips that file
         return f"{type(e).__name__}: {e}"
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+
+
+# Why a path listed in an image folder is skipped, where it is not a file that can be read
+UNREADABLE_FILE = "this user cannot read it (permission denied)"
+UNREADABLE_FOLDER = "a folder this user cannot read (permission denied): its files are left out"
+READ_ALREADY = "a link to a folder read already (a second link to it, or a loop): not read again"
 
 
 def too_large(pillow_said: str) -> str:
@@ -542,6 +573,25 @@ def _eight_bit(im):
     return Image.fromarray(np.round(scaled).astype(np.uint8))  # 2-D uint8: mode "L"
 
 
+class TooFewClasses(DatasetError):
+    """Fewer than two classes with a readable image: what was read, for a better message."""
+
+    def __init__(self, message: str, classes: list[str], skipped: list[tuple[str, str]]):
+        super().__init__(message)
+        self.classes, self.skipped = classes, skipped
+
+
+def _decoded(ds: DatasetConfig, where: str, files: ClassFiles, path: Path, build):
+    """The dataset `build` decodes, kept at `path` (`_cached`); where fewer than two classes
+    have a readable image, the classes with none are named, with their first file's reason
+    (`check_readable_classes`), before the count of classes left."""
+    try:
+        return _cached(path, build)
+    except TooFewClasses as e:
+        check_readable_classes(ds, where, files, e)
+        raise
+
+
 def _decode_images(
     class_files: ClassFiles,
     decode: Callable[[str], np.ndarray | str],
@@ -567,9 +617,11 @@ def _decode_images(
             names.append(rel)
     present = [c for c in classes if c in set(labels)]
     if len(present) < 2:
-        raise DatasetError(
+        raise TooFewClasses(
             f"dataset.path: {where!r} has readable images in {len(present)} class folder(s); "
-            "at least two are needed"
+            "at least two are needed",
+            present,
+            skipped,
         )
     index = {c: i for i, c in enumerate(present)}
     images = torch.from_numpy(np.stack(arrays))

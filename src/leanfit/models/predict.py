@@ -139,14 +139,15 @@ def _tensor_shape(schema) -> tuple[int, ...] | None:
 
 def image_files(paths: Sequence[Path]) -> list[Path]:
     """The files to classify: each file given, and every file in each folder given (recursively,
-    sorted, hidden ones left out, as an image folder is read)."""
+    sorted, hidden ones left out, as an image folder is read: links to folders followed, and
+    what cannot be read, a named pipe, a folder this user cannot read, listed by the decoder)."""
     from leanfit.data.fingerprint import list_files
 
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
             files += list_files(path)
-        elif path.is_file():
+        elif path.exists():  # (a file, or a named pipe: skipped by the decoder, never opened)
             files.append(path)
         else:
             raise LeanfitError(f"images: {path} does not exist; give image files or folders")
