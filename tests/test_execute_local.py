@@ -254,6 +254,58 @@ def test_the_fork_server_outlives_a_sigterm_to_the_process_group():
     assert done.stdout.split() == ["0", "True"], done.stdout + done.stderr
 
 
+FORK_SERVER_STOP_WHILE_STARTING = """
+import os, signal, time
+from multiprocessing import forkserver
+from leanfit.execute.forkserver import start_fork_server, worker_context
+
+def status(pid):  # the signals blocked and ignored, as the kernel has them
+    lines = dict(line.split(":\\t") for line in open(f"/proc/{pid}/status").read().splitlines()
+                 if ":\\t" in line)
+    bit = 1 << (signal.SIGTERM - 1)
+    return bool(int(lines["SigBlk"], 16) & bit), bool(int(lines["SigIgn"], 16) & bit)
+
+got = []
+signal.signal(signal.SIGTERM, lambda *_: got.append("stop"))
+real = forkserver.ensure_running
+
+def ensure_running():  # the stop comes while the server starts
+    os.kill(os.getpid(), signal.SIGTERM)
+    real()
+
+forkserver.ensure_running = ensure_running
+start_fork_server()
+time.sleep(0.2)
+print("controller", got, status(os.getpid()))
+worker = worker_context().Process(target=time.sleep, args=(0.5,))
+worker.start()  # forked by the server once its imports are done
+print("server", status(forkserver._forkserver._forkserver_pid))
+print("worker", status(worker.pid))
+worker.join(30)
+"""
+
+
+def test_a_stop_that_comes_while_the_fork_server_starts_is_not_lost():
+    """A SIGTERM (or Ctrl-C) that came while the fork server was being started, its stops
+    ignored so that the server would ignore them: lost, and the search ran to its end (a stop in
+    a search's first second, exit 0, seen once in the suite). Now blocked meanwhile, it comes
+    once the controller's handler is back; the server ignores it and blocks nothing, nor do the
+    workers it forks."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_SERVER_STOP_WHILE_STARTING], capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "controller ['stop'] (False, False)",  # delivered, and nothing left blocked
+        "server (False, True)",  # ignored, not blocked
+        "worker (False, True)",  # (a worker ignores it too, of its own: see worker_main)
+    ], done.stdout + done.stderr
+
+
 def test_workers_do_not_import_the_program_that_started_them(tmp_path):
     """A script that drives the executor at its top level, with no `if __name__ == "__main__"`
     guard: multiprocessing would import it again in each worker (its imports paid again, its

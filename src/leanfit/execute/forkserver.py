@@ -83,10 +83,44 @@ def start_fork_server(training: bool = True) -> None:
         # an ignored signal stays so across the server's exec, and Python then installs no
         # handler of its own: a Ctrl-C while the server imported torch (its first 2 s) printed
         # its traceback (multiprocessing has it ignore SIGINT only once its imports are done)
-        stops = (signal.SIGTERM, signal.SIGINT)
-        before = {s: signal.signal(s, signal.SIG_IGN) for s in stops}
+        # ... and blocked meanwhile, as multiprocessing starts its resource tracker: a stop that
+        # came to this process while they were ignored was lost (a search told to stop in its
+        # first second ran to its end, exit 0); blocked, it waits, and comes once this
+        # process's own handlers are back. The server unblocks them (still ignored) as it
+        # imports this module (`_unblock_in_the_server`).
+        # (multiprocessing's resource tracker starts first, with this process's handlers in
+        # place: its start unblocks them at its end, which would deliver the stop as ignored)
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
+        stops = {signal.SIGTERM, signal.SIGINT}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stops)
         try:
-            forkserver.ensure_running()
+            if stops & signal.sigpending():  # (ignoring a pending signal would discard it)
+                return
+            before = {s: signal.signal(s, signal.SIG_IGN) for s in stops}
+            try:
+                forkserver.ensure_running()
+            finally:
+                for s, handler in before.items():
+                    signal.signal(s, handler)
         finally:
-            for s, handler in before.items():
-                signal.signal(s, handler)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+
+
+def _unblock_in_the_server() -> None:
+    """In the fork server, started by `start_fork_server` with SIGTERM and SIGINT blocked and
+    ignored: unblock them (they stay ignored), so that its workers, and what they start, get
+    the usual signal mask. Nothing elsewhere (a process that blocks them but handles them)."""
+    import signal
+
+    stops = {signal.SIGTERM, signal.SIGINT}
+    if not hasattr(signal, "pthread_sigmask") or not stops <= signal.pthread_sigmask(
+        signal.SIG_BLOCK, set()
+    ):
+        return
+    if all(signal.getsignal(s) is signal.SIG_IGN for s in stops):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+
+
+_unblock_in_the_server()
