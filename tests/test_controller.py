@@ -485,6 +485,70 @@ def test_restore_rebuilds_the_state_and_reruns_only_what_was_running(tmp_path):
     assert not math.isnan(second.hypervolume())
 
 
+def test_a_search_two_controllers_wrote_at_once_is_refused_in_one_line(tmp_path):
+    """Records of one search written by two controllers at once (one stopped past a minute
+    while a --resume at another place took it over): a second result for a job, or one trial
+    number with two configurations. Reading them back (`--resume`, `leanfit report`) ended in
+    a ValueError's traceback, every time; now said in one line."""
+    from dataclasses import replace
+
+    from leanfit.errors import LeanfitError
+
+    first = controller(InlineExecutor(synthetic()), tmp_path, max_trials=6)
+    first.run()
+    records = finished_records(first)
+    ok = next(r for r in records if r.status == "ok")
+    other = next(
+        config
+        for seed in range(1000, 1100)
+        if SPACE.key(config := SPACE.sample(seed)) != SPACE.key(ok.config)
+    )
+    for twice, says in (
+        (replace(ok, run_id="theirs"), f"two results at rung {ok.rung}"),
+        (replace(ok, run_id="theirs", config=other), "two configurations"),
+    ):
+        second = controller(InlineExecutor(synthetic()), tmp_path, max_trials=6)
+        with pytest.raises(LeanfitError) as refused:
+            second.restore([*records, twice])
+        said = str(refused.value)
+        assert f"trial {ok.trial_id} has {says} in this search's records" in said, said
+        assert "two controllers wrote this search at once" in said
+
+
+def test_a_controller_stopped_past_a_minute_whose_search_was_resumed_elsewhere_stops(tmp_path):
+    """A controller stopped (Ctrl-Z, SIGSTOP, a laptop asleep) for over a minute, its search
+    resumed meanwhile at another place: when it wakes it wrote on into the same run (76 of 131
+    job runs twice, and the run unreadable after). Now, silent past `silence_check`, it reads
+    where the search runs before it writes, and stops writing; one that nobody took over goes
+    on."""
+    from leanfit.track import TrialLogger
+    from leanfit.track.search import SearchLog, SearchTakenOver
+
+    logger = TrialLogger(f"sqlite:///{tmp_path / 'mlflow.db'}", "leanfit-x")
+    run = logger.client.create_run(logger.experiment_id).info.run_id
+    mine, theirs = SearchLog(logger, run), SearchLog(logger, run)
+    mine.mark_place("host-a:/work/x", 0.0, 0)
+    mine.log_elapsed(1.0, 1)
+    theirs.mark_place("host-b:/work/y", 80.0, 0)  # a --resume at another place
+    mine._heard_at -= SearchLog.silence_check  # ... while this controller was stopped
+    job = (0, 0, 0, None, {"b0.type": "conv"}, {"epochs": 1}, None, None, 0, "digest")
+    runs = len(logger.client.search_runs([logger.experiment_id]))
+    with pytest.raises(SearchTakenOver) as stopped:
+        mine.job_started(*job)
+    said = str(stopped.value)
+    assert f"the search {run} was resumed at host-b:/work/y while this controller" in said
+    with pytest.raises(SearchTakenOver):
+        mine.log_elapsed(2.0, 2)  # nothing more, once it knows
+    assert len(logger.client.search_runs([logger.experiment_id])) == runs
+    history = logger.client.get_metric_history(run, "search_elapsed_seconds")
+    assert max(history, key=lambda m: m.timestamp).value == 80.0
+    # the other, as silent, looks too, and goes on: the search is still its own
+    theirs._heard_at -= SearchLog.silence_check
+    theirs.job_started(*job)
+    theirs.log_elapsed(81.0, 1)
+    assert len(logger.client.search_runs([logger.experiment_id])) == runs + 1
+
+
 def test_a_job_abandoned_at_the_budgets_end_goes_on_when_the_search_is_given_more(tmp_path):
     """A job still running when the budget ran out is abandoned. Given a larger budget, the
     search goes on with it; it was left out, and its trial number went to a new configuration,

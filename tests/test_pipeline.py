@@ -619,7 +619,7 @@ def test_with_refit_the_model_to_register_trains_again_on_training_and_validatio
     steps.final_train(experiment, **paths, models_dir=str(models))
     said = capsys.readouterr().out
     n = len(splits.train) + len(splits.val)
-    assert said.count(f"refit on the training and validation splits: {n} images") == 1, said
+    assert said.count(f"refit on the training and validation splits: {n:,} images") == 1, said
     assert "fit accuracy" in said and said.count("val accuracy") == 2, said
     summaries = [json.loads((models / f"model-{i}" / "summary.json").read_text()) for i in (0, 1)]
     pick = steps.registered_pick(summaries, experiment.objectives.max_params)
@@ -760,6 +760,7 @@ def test_run_logs_and_registers_on_a_server_that_goes_down_and_a_second_run_does
         assert card["classes"] == [str(d) for d in range(10)], card
         assert (card["image_size"], card["channels"], card["background"]) == (16, 1, "white")
         assert client.get_run(champion.run_id).data.params["final.refit"] == "train+val"
+        assert client.get_run(champion.run_id).data.metrics["refit_wall_time"] > 0
         assert "(refit on train + val)" in first.stdout
         files = [f.path for f in client.list_artifacts(champion.run_id, "torchscript")]
         assert files == ["torchscript/model.torchscript.pt"]
@@ -770,6 +771,10 @@ def test_run_logs_and_registers_on_a_server_that_goes_down_and_a_second_run_does
         with open(report[0].split()[-1]) as page:
             text = page.read()
         assert "Pareto" in text and "class by class" in text and "largest class" in text
+        # what chose the model (the table's validation accuracy is the search's)
+        assert "final models&#x27; validation accuracy" in text or (
+            "final models' validation accuracy" in text
+        ), text[-3000:]
         shown = {a.path for a in client.list_artifacts(champion.run_id, "report")}
         assert shown == {"report/confusion.png"}, shown  # beside the registered model
         [pipeline] = _runs(client, "pipeline")

@@ -321,7 +321,7 @@ def trial(
         load_teacher(trial_spec.teacher, data, trial_spec.resolution or data.image_size)
     size = trial_spec.resolution or experiment.dataset.image_size
     console.print(
-        f"training {trial_spec.trial_id}: {len(data.train_y)} train / {len(data.val_y)} "
+        f"training {trial_spec.trial_id}: {len(data.train_y):,} train / {len(data.val_y):,} "
         f"validation images, {size}x{size}, "
         f"{trial_spec.epochs} epoch{'s' * (trial_spec.epochs != 1)}"
     )

@@ -210,6 +210,17 @@ class SearchStats:
     workers: dict[str, WorkerTime] = field(default_factory=dict)  # by the executor's names
 
 
+def written_twice(job_run_id: str, trial_id: int, what: str) -> str:
+    """Why a search run whose records two controllers wrote at once cannot be read as one."""
+    return (
+        f"search: trial {trial_id} has {what} in this search's records (its job run "
+        f"{job_run_id}): two controllers wrote this search at once (one stopped for over a "
+        "minute while a --resume at another place took it over, before leanfit checked for "
+        "that), and it cannot be read as one search; run the search again without --resume, "
+        "or read its runs in MLflow"
+    )
+
+
 class SearchController:
     """Runs a multi-objective, multi-fidelity search.
 
@@ -931,6 +942,8 @@ class SearchController:
             )
         for rec in sorted(records, key=lambda r: (r.trial_id, r.rung, r.attempt)):
             trial = self.trials.get(rec.trial_id)
+            if trial is not None and trial.key != self.space.key(rec.config):
+                raise LeanfitError(written_twice(rec.run_id, rec.trial_id, "two configurations"))
             if trial is None:
                 params, macs = self.cost(rec.config)
                 trial = Trial(
@@ -951,8 +964,15 @@ class SearchController:
                 trial.results[rec.rung] = metrics
                 if rec.checkpoint and is_trial_checkpoint(rec.checkpoint):
                     trial.checkpoints[rec.rung] = rec.checkpoint
-                self.scheduler.record(trial.trial_id, rec.rung, self.rung_value(trial, metrics),
-                                      trial.bracket)  # fmt: skip
+                value = self.rung_value(trial, metrics)
+                try:
+                    self.scheduler.record(trial.trial_id, rec.rung, value, trial.bracket)
+                except ValueError as e:  # (a second result at the rung: see written_twice)
+                    if "already has a result" not in str(e):
+                        raise
+                    raise LeanfitError(
+                        written_twice(rec.run_id, rec.trial_id, f"two results at rung {rec.rung}")
+                    ) from None
                 # the counts the user sees cover the whole search, not just this run of it
                 self.stats.jobs_done += 1
                 if rec.status == "stopped":

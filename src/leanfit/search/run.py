@@ -917,9 +917,10 @@ def _search(
     finally:
         # at the latest step the live figures used (jobs finished): MLflow shows a metric's
         # value at its highest step, which at step 0 was the last 15-s figure, not this one
-        log.log_elapsed(elapsed_before + time.monotonic() - started, controller.stats.jobs_done)
-        if status != "FINISHED":
-            log.set_status(status)
+        if log.taken_over is None:  # (resumed elsewhere meanwhile: its run is the other's now)
+            log.log_elapsed(elapsed_before + time.monotonic() - started, controller.stats.jobs_done)
+            if status != "FINISHED":
+                log.set_status(status)
     # every job ended: its report written and the run closed FINISHED before a stop acts (a
     # stop here left the run RUNNING and no report, and said --resume would go on)
     with stopping.held_off():

@@ -128,7 +128,12 @@ class Registry:
             ]
         client.log_batch(run_id, params=params)
         keys = ("val_accuracy", "test_accuracy", "params", "macs", "wall_time")
-        client.log_batch(run_id, metrics=[Metric(k, float(summary[k]), 0, 0) for k in keys])
+        metrics = [Metric(k, float(summary[k]), 0, 0) for k in keys]
+        if summary.get("refit") and summary["refit"].get("wall_time") is not None:
+            # the refit's own training time (wall_time is the first training's, whose
+            # validation accuracy chose the model; test_accuracy is the refit weights')
+            metrics.append(Metric("refit_wall_time", float(summary["refit"]["wall_time"]), 0, 0))
+        client.log_batch(run_id, metrics=metrics)
         client.log_inputs(
             run_id, datasets=[dataset_input(self.dataset, self.experiment.dataset.source)]
         )

@@ -235,16 +235,49 @@ class JobRecord:
     ended: int = 0  # when it was closed (0: not yet)
 
 
+class SearchTakenOver(LeanfitError):
+    """This controller's search was resumed at another place while it was stopped."""
+
+    def __init__(self, run_id: str, place: str, silent: float):
+        super().__init__(
+            f"search: the search {run_id} was resumed at {place} while this controller was "
+            f"stopped ({silent:.0f} s without a word: Ctrl-Z, SIGSTOP, a machine asleep); it "
+            "goes on there, and this one stops here, writing nothing more to it (its running "
+            "jobs run again there)"
+        )
+
+
 class SearchLog:
     """Writes and reads back one search's runs."""
 
     # found by `find_warm_start` on this data (its splits drawn the other way), not earlier data
     same_data = False
 
+    # After this long without logging its elapsed time (a controller stopped by Ctrl-Z or
+    # SIGSTOP, a laptop asleep), the place this search runs at is read again before anything
+    # else is written: past `HEARD_WITHIN_SECONDS` (60 s) a --resume elsewhere may have taken it
+    # over, and the two controllers wrote one run, which no report or resume could read after.
+    silence_check = 30.0
+
     def __init__(self, logger: TrialLogger, search_run_id: str):
         self.logger = logger
         self.client = logger.client
         self.run_id = search_run_id
+        self._place: str | None = None  # where this controller runs it, once it says so
+        self._heard_at = time.time()  # when it last logged its elapsed time
+        self.taken_over: str | None = None  # where it runs now, if another took it over
+
+    def _still_ours(self) -> None:
+        """Before a write: `SearchTakenOver` where this search was resumed at another place
+        while this controller was silent past `silence_check` (nothing more is written)."""
+        if self.taken_over is not None:
+            raise SearchTakenOver(self.run_id, self.taken_over, time.time() - self._heard_at)
+        if self._place is None or time.time() - self._heard_at < self.silence_check:
+            return
+        theirs = self.place()
+        if theirs is not None and theirs != self._place:
+            self.taken_over = theirs
+            raise SearchTakenOver(self.run_id, theirs, time.time() - self._heard_at)
 
     @classmethod
     def start(
@@ -381,9 +414,11 @@ class SearchLog:
             ) from None
 
     def set_status(self, status: str) -> None:
+        self._still_ours()
         self.client.set_terminated(self.run_id, status)
 
     def reopen(self) -> None:
+        self._still_ours()
         self.client.update_run(self.run_id, status="RUNNING")
 
     def mark_place(self, place: str, elapsed: float, step: int) -> None:
@@ -391,6 +426,7 @@ class SearchLog:
         from leanfit.track.pipeline import TAG_PLACE
 
         self.client.set_tag(self.run_id, TAG_PLACE, place)
+        self._place = place
         self.log_elapsed(elapsed, step)
 
     def place(self) -> str | None:
@@ -455,6 +491,7 @@ class SearchLog:
     ) -> str:
         from mlflow.entities import Param
 
+        self._still_ours()
         tags = {
             TAG_KIND: "trial",
             "mlflow.parentRunId": self.run_id,
@@ -480,12 +517,14 @@ class SearchLog:
     def job_finished(self, run_id: str, result, infrastructure: bool = False) -> None:
         """Metrics and status of a finished job; an infrastructure failure is marked as such,
         so that a resumed search runs the job again instead of counting it as failed."""
+        self._still_ours()
         self.logger.finish_trial(run_id, result)
         if infrastructure:
             self.client.set_tag(run_id, TAG_STATUS, "infrastructure")
 
     def mark_interrupted(self, run_ids: list[str]) -> None:
         """Jobs left RUNNING by a killed search: closed; the resumed search runs them anew."""
+        self._still_ours()
         for run_id in run_ids:
             self.client.set_tag(run_id, TAG_STATUS, "interrupted")
             self.client.set_terminated(run_id, "KILLED")
@@ -499,6 +538,7 @@ class SearchLog:
 
     def abandon(self, run_ids: list[str]) -> None:
         """Jobs still running when the budget ran out: stopped, not to be run again."""
+        self._still_ours()
         for run_id in run_ids:
             self.client.set_tag(run_id, TAG_STATUS, "abandoned")
             self.client.set_terminated(run_id, "KILLED")
@@ -513,6 +553,7 @@ class SearchLog:
         self._log_metrics({"search_elapsed_seconds": seconds}, step)
 
     def log_report(self, files: list[Path], metrics: Mapping[str, float], step: int = 0) -> None:
+        self._still_ours()
         for path in files:
             self.client.log_artifact(self.run_id, str(path), artifact_path="report")
         self._log_metrics(metrics, step)
@@ -525,9 +566,12 @@ class SearchLog:
     def _log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
+        self._still_ours()
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         self.client.log_batch(self.run_id, metrics=batch)
+        if "search_elapsed_seconds" in metrics:
+            self._heard_at = time.time()
 
     def records(self) -> list[JobRecord]:
         """Every trial job of this search, oldest first."""
