@@ -237,6 +237,45 @@ def test_a_search_of_an_image_folder_names_the_files_it_could_not_read(in_tmp):
     assert page is not None and sum("<th>warm start</th>" in p for p in pages) == 1
 
 
+def test_names_a_terminal_would_act_on_are_shown_not_sent(in_tmp):
+    """A file or class name holding an escape sequence or a line break (QA pass 28: a file's
+    name cleared the screen and recoloured it, a class's broke the line in two): a file's is
+    listed with its control characters written out; a class folder's is refused; a file name
+    read as rich markup ('[blink red]x.yaml' blinked, 'a[/]b.yaml' crashed) is shown as it is."""
+    write_image_folder(in_tmp / "imgs", {"cats": 6, "dogs": 6})
+    (in_tmp / "imgs" / "cats" / "bad\x1b[5mBLINK\x1b[0m\n.png").write_text("not an image")
+    cfg = {"name": "odd", "dataset": {"source": "imagefolder", "path": "imgs", "image_size": 12}}
+    (in_tmp / "a[").mkdir()  # (a file ']b.yaml' in a folder 'a[')
+    cfg["dataset"]["path"] = str(in_tmp / "imgs")
+    for name in ("[blink red]x.yaml", "a[/]b.yaml"):
+        write_yaml(in_tmp / name, cfg)
+        result = run_cli("validate", name, cwd=in_tmp)
+        assert result.returncode == 0, result.stdout + result.stderr
+        said = result.stdout + result.stderr
+        assert f"ok {name}: " in said and "Traceback" not in said, said
+        assert "\x1b" not in said, said  # nothing a terminal acts on
+        assert "bad\\x1b[5mBLINK\\x1b[0m\\n.png" in said, said
+    (in_tmp / "imgs" / "\x1b[31mred\x1b[0m").mkdir()
+    write_image_folder(in_tmp / "imgs", {"\x1b[31mred\x1b[0m": 6})
+    result = run_cli("validate", "a[/]b.yaml", cwd=in_tmp)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "\x1b" not in result.stdout + result.stderr
+    assert "class folder names '\\x1b[31mred\\x1b[0m'" in result.stderr, result.stderr
+    assert "hold control characters" in result.stderr and "rename them" in result.stderr
+
+
+def test_a_log_that_force_color_makes_look_like_a_terminal_gets_whole_lines(in_tmp):
+    """FORCE_COLOR (common in CI) with the output in a file or a pipe: the search's live line
+    was drawn there, twice a second, cursor codes and all; now whole progress lines."""
+    experiment(in_tmp, trials=4)
+    result = run_cli(
+        "search", "e.yaml", "--synthetic", "0", cwd=in_tmp, env={"FORCE_COLOR": "1"}
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "\x1b[?25l" not in result.stdout and "\x1b[2K" not in result.stdout, result.stdout
+    assert re.search(r"trials 4\s+jobs finished \d+", re.sub(r"\x1b\[[0-9;]*m", "", result.stdout))
+
+
 def test_validate_shows_what_a_search_would_train_on_and_what_is_wrong_with_it(in_tmp):
     """Before an hour's search, `leanfit validate` decodes the folder as the search does and
     says what it holds: the classes' sizes, the splits, the files it skipped, a lopsided class

@@ -19,7 +19,7 @@ import typer
 import yaml
 from rich.console import Console
 
-from leanfit.errors import ConfigError, LeanfitError, hide_password
+from leanfit.errors import ConfigError, LeanfitError, hide_password, visible
 from leanfit.track.runs import WHERE_OPTION, check_tracking_reachable
 
 app = typer.Typer(
@@ -91,9 +91,11 @@ def validate(experiment_file: Path = typer.Argument(..., help="experiment YAML")
     check_dataset(experiment)
     space = experiment.search_space()
     summary, notes = dataset_summary(experiment, space)
-    console.print(
-        f"[green]ok[/green] {experiment_file}: {len(space.dimensions)} searched dimensions "
-        f"({len(space.params)} parameters, conditional ones included)"
+    from rich.markup import escape
+
+    console.print(  # (the file's name as it is: '[blink red]x.yaml' blinked, 'a[/]b' crashed)
+        f"[green]ok[/green] {escape(visible(str(experiment_file)))}: {len(space.dimensions)} "
+        f"searched dimensions ({len(space.params)} parameters, conditional ones included)"
     )
     for line in summary:
         console.print(line, markup=False, highlight=False)
@@ -409,7 +411,10 @@ def trial(
     if run_id is not None:
         logger.finish_trial(run_id, result)
     if result.status == "failed":
-        err_console.print(f"[red]trial failed[/red]: {result.reason}")
+        from rich.markup import escape
+
+        said = escape(str(result.reason))
+        err_console.print(f"[red]trial failed[/red]: {said}", highlight=False)
         raise typer.Exit(1)
     if result.status == "stopped":  # a spec's curve_stop: a result, at the epochs it reached
         console.print(f"[yellow]stopped after epoch {result.epochs}[/yellow]: {result.reason}")
@@ -1139,9 +1144,9 @@ def predict(
             table.add_column(f"class{suffix}")
             table.add_column(f"probability{suffix}", justify="right")
         for pred in predictions:
-            cells = [escape(pred.file)]
+            cells = [escape(visible(pred.file))]
             for cls, prob in pred.top:
-                cells += [escape(cls), f"{prob:.3f}"]
+                cells += [escape(visible(cls)), f"{prob:.3f}"]
             table.add_row(*cells)
         if console.is_terminal:
             console.print(table)
@@ -1163,8 +1168,10 @@ def predict(
             highlight=False,
         )
         if score.correct < score.files:
-            per_class = ", ".join(f"{c} {k}/{n}" for c, (k, n) in score.by_class.items())
-            mixups = ", ".join(f"{a} as {b} {n}" for a, b, n in score.confused[:5])
+            per_class = ", ".join(f"{visible(c)} {k}/{n}" for c, (k, n) in score.by_class.items())
+            mixups = ", ".join(
+                f"{visible(a)} as {visible(b)} {n}" for a, b, n in score.confused[:5]
+            )
             out.print(f"  by class: {per_class}", highlight=False, markup=False)
             out.print(f"  most confused: {mixups}", highlight=False, markup=False)
 
@@ -1178,10 +1185,11 @@ def progress_display():
     """A callback showing the search's progress: one live line on a terminal; elsewhere (a log
     file, `kubectl logs`, CI) a whole line every `LOG_PROGRESS_EVERY` seconds and a last one at
     the end, since a live display there shows only its last state, cut at 80 columns."""
-    if console.is_terminal:
+    if live_terminal():
         from rich.live import Live
 
-        with Live(console=console, refresh_per_second=2, transient=False) as live:
+        live = Live(console=console, refresh_per_second=2, transient=False)
+        with live, cursor_shown_while_suspended():
             yield lambda controller: live.update(progress_line(controller, console.width))
         return
     latest, printed_at = None, -math.inf
@@ -1196,6 +1204,44 @@ def progress_display():
     yield show
     if latest is not None:
         console.print(progress_line(latest), crop=False, soft_wrap=True)
+
+
+def live_terminal() -> bool:
+    """Whether the output is a terminal that can redraw a line: not a dumb one (TERM=dumb:
+    Emacs' shell, some IDEs' consoles, where the live line never showed until the end), and
+    not a file or pipe that FORCE_COLOR makes rich take for a terminal (the log got the live
+    line's redraws twice a second)."""
+    try:
+        tty = sys.stdout.isatty()
+    except (AttributeError, ValueError):  # (a closed or replaced stdout)
+        tty = False
+    return console.is_terminal and not console.is_dumb_terminal and tty
+
+
+@contextlib.contextmanager
+def cursor_shown_while_suspended():
+    """Within (a live line, which hides the cursor): Ctrl-Z shows the cursor before the job
+    stops, and `fg` hides it again (the shell's prompt was left without a cursor)."""
+    import os
+    import signal
+    import threading
+
+    if not hasattr(signal, "SIGTSTP") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def suspend(signum, frame) -> None:
+        console.show_cursor(True)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)  # stopped here, until SIGCONT
+        signal.signal(signal.SIGTSTP, suspend)
+        console.show_cursor(False)
+
+    before = signal.signal(signal.SIGTSTP, suspend)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTSTP, before)
 
 
 def progress_line(controller, width: int | None = None):

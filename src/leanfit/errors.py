@@ -15,6 +15,27 @@ _PASSWORD_IN_URL = re.compile(
 _TOKEN_IN_URL = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^\s:/@]+@", re.IGNORECASE)
 
 
+# Characters a terminal acts on instead of showing (C0 and C1 controls, DEL; bidirectional
+# overrides, which reorder what follows): a file or class name holding them cleared the screen,
+# recoloured it, or broke a line in two (QA pass 28).
+_UNSHOWN = frozenset(
+    [*range(0x20), 0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+)
+
+
+def visible(name: str) -> str:
+    """A name as it can be printed: every character a terminal would act on written as Python
+    writes it in a string (`\x1b`, `\n`), the rest as it is."""
+    if not any(ord(ch) in _UNSHOWN for ch in name):
+        return name
+    return "".join(ascii(ch)[1:-1] if ord(ch) in _UNSHOWN else ch for ch in name)
+
+
+def has_unshown(name: str) -> bool:
+    """Whether a name holds characters a terminal would act on (see `visible`)."""
+    return any(ord(ch) in _UNSHOWN for ch in name)
+
+
 def hide_password(text: str) -> str:
     """`text` with the password of every URL in it replaced by ***: a tracking URI
     (`http://user:password@host`, `postgresql://user:password@host/db`) is printed in messages

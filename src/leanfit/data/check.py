@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from leanfit.config import DatasetConfig, Experiment
 from leanfit.data.fingerprint import ignored, list_files, open_regular
-from leanfit.errors import DatasetError
+from leanfit.errors import DatasetError, has_unshown
 
 if TYPE_CHECKING:
     from leanfit.data.s3 import S3Listing
@@ -387,6 +387,14 @@ def check_class_files(
             )
             raise DatasetError(f"dataset.classes: {holder}; found {sorted(found)}")
         found = {c: found[c] for c in ds.classes}
+    if odd := [name for name in found if has_unshown(name)]:
+        what = "labels" if arranged.labels else "class folder names"
+        raise DatasetError(
+            f"dataset.{'labels' if arranged.labels else 'path'}: {what} "
+            f"{', '.join(repr(name) for name in odd[:5])} in {where!r} hold control "
+            "characters (a terminal acts on them: escape sequences, line breaks), and a class's "
+            "name is shown wherever the model is; rename them"
+        )
     if twins := unicode_twins(list(found)):
         a, b = twins
         kind = (

@@ -38,7 +38,7 @@ from leanfit.data.fingerprint import (
     open_regular,
 )
 from leanfit.data.splits import Splits, make_splits, stable_splits
-from leanfit.errors import DatasetError
+from leanfit.errors import DatasetError, visible
 
 CACHE_VERSION = 3  # 2: LoadedDataset.files; 3: tensors and JSON, not a pickle
 
@@ -79,7 +79,7 @@ class LoadedDataset:
 
     def name_of(self, index: int) -> str:
         """An image as a user finds it: its file, or its place in a dataset without files."""
-        return self.files[index] if self.files else f"image {index}"
+        return visible(self.files[index]) if self.files else f"image {index}"
 
     def split_folder(self, role: str) -> str | None:
         """The folder a split ("train", "val" or "test") was given as, in a folder split in
@@ -360,7 +360,7 @@ def dataset_notices(dataset: LoadedDataset) -> list[str]:
 def skipped_notice(skipped: list[tuple[str, str]], shown: int = 10) -> str:
     """What a command says of the files it could not read: how many, and the first few."""
     lines = [f"skipped {skipped_files(skipped)}"]
-    lines += [f"  {name}: {why}" for name, why in skipped[:shown]]
+    lines += [f"  {visible(name)}: {why}" for name, why in skipped[:shown]]
     if len(skipped) > shown:
         lines.append(f"  ... and {len(skipped) - shown} more")
     return "\n".join(lines)
