@@ -1028,6 +1028,124 @@ def test_a_full_disk_stops_the_search_and_resume_runs_the_job_again(tmp_path):
     assert resumed.stdout.split() == ["trials", "12", "failed", "0"], resumed.stdout
 
 
+# A search whose objective makes the place refuse a write when the file `go` is there: trial 5's
+# state is too large for a file-size limit (`big`), or the search's checkpoint folder is made
+# read-only before trial 5 returns (`readonly`). With `own`, trial 3 always fails on a read-only
+# file of its own: its own failure, not the place's. Resumed (an argument) once `go` is gone.
+REFUSED_WRITE_SEARCH = """
+import glob, os, sys
+import leanfit
+from leanfit.errors import LeanfitError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+GO = os.path.join(HERE, "go")
+
+def objective(trial):
+    while trial.running:
+        trial.report(0.5 + 0.001 * trial.config["w"])
+    if trial.number == 3 and "own" in sys.argv[1]:
+        with open(os.path.join(HERE, "mine", "notes.txt"), "w") as f:  # read-only: its own
+            f.write("x")
+    if os.path.exists(GO) and trial.number == 5:
+        if "big" in sys.argv[1]:
+            return bytes(6_000_000)  # over the 4 MiB limit once pickled
+        for folder in glob.glob(os.path.join(HERE, ".leanfit", "searches", "*", "checkpoints")):
+            os.chmod(folder, 0o555)
+    return None
+
+if __name__ == "__main__":
+    try:
+        r = leanfit.optimize(
+            objective, space={"w": list(range(1, 90))}, size=lambda c: 100 * c["w"],
+            trials=12, workers=2, progress=False, resume=len(sys.argv) > 2,
+        )
+    except LeanfitError as e:
+        print("error:", e)
+        sys.exit(2)
+    print("trials", r.trials, "failed", r.failed)
+"""
+
+
+def test_a_file_size_limit_stops_the_search_as_a_full_disk_and_resume_runs_the_job_again(
+    tmp_path,
+):
+    """A checkpoint over a file-size limit (`ulimit -f`: EFBIG, a real one, set on the
+    process) is the place's, as a full disk is: the search stops in one line saying the limit
+    and its fix, and --resume runs the job again. Before, the job failed as the trial's own
+    failure (`OSError: [Errno 27] File too large`), the search went on and exited 0 with the
+    large models silently missing, and --resume refused (the search had finished)."""
+    import resource
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4 * 2**20, resource.RLIM_INFINITY))
+
+    (tmp_path / "run.py").write_text(REFUSED_WRITE_SEARCH)
+    (tmp_path / "go").touch()
+    run = functools.partial(
+        subprocess.run, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        preexec_fn=limited,
+    )  # fmt: skip
+    stopped = run([sys.executable, "run.py", "big"])
+    assert stopped.returncode == 2, stopped.stdout + stopped.stderr[-2000:]
+    assert stopped.stdout.startswith(
+        "error: File too large: a file-size limit (ulimit -f 4096: no file over 4.0 MiB) stopped "
+    ), stopped.stdout
+    assert "trial-00005-rung-0.pt from being written. Raise the limit (`ulimit -f unlimited`" in (
+        stopped.stdout
+    )
+    assert "then resume the search" in stopped.stdout
+    assert not list(tmp_path.rglob("*.tmp")), "a partial checkpoint was left"
+    (tmp_path / "go").unlink()
+    resumed = run([sys.executable, "run.py", "big", "resume"])
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr[-2000:]
+    assert resumed.stdout.split() == ["trials", "12", "failed", "0"], resumed.stdout
+
+
+def without_permission_bypass() -> list[str]:
+    """A command prefix that drops root's capabilities to bypass file permissions (the tests
+    run as root, which chmod does not stop), for a test of a folder that cannot be written."""
+    import shutil
+
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to make permissions bite for root")
+    if os.geteuid() != 0:
+        return []
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner"]
+
+
+def test_a_checkpoint_folder_that_cannot_be_written_stops_the_search_not_the_trials(tmp_path):
+    """The search's checkpoint folder made read-only during the search (EACCES on leanfit's
+    own file) stops it in one line naming the folder and the fix, exit 2, and --resume runs the
+    job again. Before, every job after it failed as the trial's own failure and the search
+    exited 0 with no model, its --resume refused. A trial's own PermissionError (a file of the
+    objective's) is still that trial's failure: the search goes on past it."""
+    (tmp_path / "run.py").write_text(REFUSED_WRITE_SEARCH)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").touch()
+    (tmp_path / "mine" / "notes.txt").chmod(0o444)
+    (tmp_path / "go").touch()
+    run = functools.partial(
+        subprocess.run, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    prefix = without_permission_bypass()
+    stopped = run([*prefix, sys.executable, "run.py", "readonly-own"])
+    assert stopped.returncode == 2, stopped.stdout + stopped.stderr[-2000:]
+    (folder,) = (tmp_path / ".leanfit" / "searches").glob("*/checkpoints")
+    assert stopped.stdout.startswith(
+        f"error: the folder {folder} cannot be written (Permission denied): "
+    ), stopped.stdout
+    assert (
+        f"Make it writable (chmod u+w {folder}; a read-only file system remounted read-write), "
+        "or give another work_dir, then resume the search" in stopped.stdout
+    ), stopped.stdout
+    folder.chmod(0o755)
+    (tmp_path / "go").unlink()
+    resumed = run([*prefix, sys.executable, "run.py", "readonly-own", "resume"])
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr[-2000:]
+    # trial 3's own PermissionError failed it alone, before the stop
+    assert resumed.stdout.split() == ["trials", "12", "failed", "1"], resumed.stdout
+
+
 def test_the_commands_options_in_a_message_are_said_as_optimizes_arguments():
     """`optimize` shows the notices `leanfit search` shows: their options are its arguments
     (it said "--workers 2 trains as much, sooner" to a caller of optimize(workers=8))."""

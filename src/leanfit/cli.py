@@ -1354,14 +1354,16 @@ def main() -> None:
         if _is_usage_error(e):  # click's, or the copy of click that typer >= 0.26 carries
             e.show()
             exit_now(2)
-        from leanfit.errors import disk_full
+        from rich.markup import escape
 
-        if (what := disk_full(e)) is not None:
-            # what finished is in MLflow and the work folder (SQLite rolls back a write it
-            # could not finish): a search or a pipeline goes on from there
+        from leanfit.errors import write_refused
+
+        if (refused := write_refused(e)) is not None:
+            # a full disk or a file-size limit: what finished is in MLflow and the work folder
+            # (SQLite rolls back a write it could not finish), a search or a pipeline goes on
+            # from there
             err_console.print(
-                f"[red]error:[/red] the disk is full: {what} could not be written. Free space "
-                "(or move work_dir / the tracking database), then run the command again: "
+                f"[red]error:[/red] {escape(str(refused))}, then run the command again: "
                 "`leanfit search FILE --resume` continues a search, `leanfit run FILE` a "
                 "pipeline, from what finished",
                 highlight=False,

@@ -4,7 +4,9 @@ The CLI prints them without a traceback and exits with code 2. Bugs still raise 
 """
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 # `scheme://user:password@host`: the password, up to the @ that the host follows (one with an @
 # in it showed its end, `u:***@ss@host`; one with a / in it is whole too)
@@ -92,7 +94,7 @@ def causes(e: BaseException | None) -> Iterator[BaseException]:
 def disk_full(e: BaseException | None) -> str | None:
     """What could not be written, where an exception (or its cause) is a full disk or quota:
     an OSError ENOSPC/EDQUOT (a checkpoint, a report) or SQLite's `database or disk is full`
-    (the tracking database). None otherwise."""
+    (the tracking database). None otherwise (a file-size limit included: see `write_refused`)."""
     import errno
 
     for cause in causes(e):
@@ -103,16 +105,95 @@ def disk_full(e: BaseException | None) -> str | None:
     return None
 
 
-# How a job's failure reason starts when the disk was full: the controller stops the search then
-# (every job would fail the same way) and leaves the job to run again on resume
-DISK_FULL = "disk full: "
+def file_size_limit() -> str:
+    """This process's file-size limit as a user sets it (`ulimit -f`, in KiB), with what it
+    means; "a file-size limit (ulimit -f)" where none is set here (a limit a worker had)."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft == resource.RLIM_INFINITY:
+        return "a file-size limit (ulimit -f)"
+    size = f"{soft / 2**20:.1f} MiB" if soft >= 2**20 else f"{soft / 1024:.0f} KiB"
+    return f"a file-size limit (ulimit -f {soft // 1024}: no file over {size})"
 
 
-def failure_reason(e: BaseException, tb: str) -> str:
+def _under(path: str, folders: Sequence[str | Path]) -> bool:
+    """Whether `path` is one of `folders` or inside one of them."""
+    import os
+
+    where = os.path.abspath(path)
+    return any(
+        where == (top := os.path.abspath(folder)) or where.startswith(top.rstrip(os.sep) + os.sep)
+        for folder in folders
+    )
+
+
+@dataclass(frozen=True)
+class WriteRefused:
+    """The system refused a write that every job writing there would meet too: a full disk or
+    quota, a file-size limit, or (in leanfit's own folders) a folder or file system that cannot
+    be written. `said`: what could not be written and why; `fix`: what to do first."""
+
+    said: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.said}. {self.fix}"
+
+
+def write_refused(
+    e: BaseException | None, folders: Sequence[str | Path] = ()
+) -> WriteRefused | None:
+    """What an exception (or its cause) says, where it is a write the place refused: ENOSPC or
+    EDQUOT (and SQLite's `database or disk is full`), EFBIG (a file-size limit, `ulimit -f`),
+    or EACCES, EPERM, EROFS on a path in one of `folders` (the search's work folder, its
+    checkpoints: leanfit's own files; the same errors on any other path are the trial's own, an
+    objective's file of its own). None otherwise."""
+    import errno
+    import os
+
+    full = disk_full(e)
+    if full is not None:
+        said = next((c.strerror for c in causes(e) if isinstance(c, OSError) and c.strerror), None)
+        return WriteRefused(
+            f"the disk is full: {full} could not be written" + (f" ({said})" if said else ""),
+            "Free space (or move "
+            + ("the tracking database)" if full == "the tracking database" else "work_dir)"),
+        )
+    for cause in causes(e):
+        if not isinstance(cause, OSError):
+            continue
+        what = cause.filename or "a file"
+        if cause.errno == errno.EFBIG:
+            return WriteRefused(
+                f"File too large: {file_size_limit()} stopped {what} from being written",
+                "Raise the limit (`ulimit -f unlimited`, or the limits of the service or "
+                "container that runs leanfit)",
+            )
+        paths = [str(p) for p in (cause.filename, cause.filename2) if p is not None]
+        if cause.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and any(
+            _under(p, folders) for p in paths
+        ):
+            folder = paths[0] if os.path.isdir(paths[0]) else os.path.dirname(paths[0])
+            return WriteRefused(
+                f"the folder {folder} cannot be written ({cause.strerror}): {what} could not "
+                "be written",
+                f"Make it writable (chmod u+w {folder}; a read-only file system remounted "
+                "read-write), or give another work_dir",
+            )
+    return None
+
+
+# How a job's failure reason starts when the place refused its write (`write_refused`): the
+# controller stops the search then (every job would fail the same way) and leaves the job to run
+# again on resume. The rest of the reason is what `write_refused` says.
+DISK_FULL = "cannot write: "
+
+
+def failure_reason(e: BaseException, tb: str, folders: Sequence[str | Path] = ()) -> str:
     """A failed trial job's reason: the exception and its traceback, or `DISK_FULL` and what
-    could not be written."""
-    what = disk_full(e)
-    if what is not None:
-        said = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
-        return f"{DISK_FULL}{what} could not be written ({said})"
+    could not be written (`write_refused`; `folders`: the job's own, where its checkpoints go)."""
+    refused = write_refused(e, folders)
+    if refused is not None:
+        return f"{DISK_FULL}{refused}"
     return f"{type(e).__name__}: {e}\n{tb}"

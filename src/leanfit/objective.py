@@ -22,6 +22,7 @@ without a worker's isolation.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import math
@@ -354,7 +355,8 @@ def in_process_runner(function: Callable):
             from leanfit.errors import failure_reason
             from leanfit.train.result import TrainResult
 
-            return TrainResult("failed", reason=failure_reason(e, traceback.format_exc(limit=6)))
+            reason = failure_reason(e, traceback.format_exc(limit=6), spec.own_folders)
+            return TrainResult("failed", reason=reason)
 
     return guarded
 
@@ -420,8 +422,15 @@ def make_runner(function: Callable):
                 )
                 return out
             tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(blob)
-            os.replace(tmp, path)  # whole or absent: a worker killed mid-write leaves no half
+            try:
+                tmp.write_bytes(blob)
+                os.replace(tmp, path)  # whole or absent: a worker killed mid-write leaves no half
+            except OSError as e:  # (a full disk, a file-size limit: no partial file left)
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                if e.filename is None:  # a write's error names no file
+                    raise OSError(e.errno, e.strerror, str(path)) from e
+                raise
             out.checkpoint = str(path)
         return out
 

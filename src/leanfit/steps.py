@@ -173,14 +173,13 @@ def run_step(step: str, function: Callable[..., Any], experiment: str, base_dir:
         _write_step_error(work, {"step": step, "message": message, "stopped": True})
         raise SystemExit(stopping.exit_code()) from None
     except Exception as e:
-        from leanfit.errors import disk_full
+        from leanfit.errors import write_refused
         from leanfit.track.runs import is_tracking_failure, server_errors
 
-        if (what := disk_full(e)) is not None:
+        if (refused := write_refused(e)) is not None:  # a full disk, a file-size limit
             message = (
-                f"the disk is full: {what} could not be written. Free space (or move work_dir / "
-                "the tracking database), then run the pipeline again: the search and the final "
-                "training resume where they stopped"
+                f"{refused}, then run the pipeline again: the search and the final training "
+                "resume where they stopped"
             )
         elif not is_tracking_failure(e):
             raise

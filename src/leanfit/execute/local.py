@@ -92,7 +92,7 @@ def worker_main(conn: Connection, runner_spec: RunnerSpec, environ: dict[str, st
         try:
             result = runner(spec)
         except Exception as e:  # noqa: BLE001 - a bug in one trial fails that trial only
-            reason = failure_reason(e, traceback.format_exc(limit=6))
+            reason = failure_reason(e, traceback.format_exc(limit=6), spec.own_folders)
             result = TrainResult(status="failed", reason=reason)
         except (SystemExit, KeyboardInterrupt) as e:
             # raised by the trial's own code (sys.exit(3), a KeyboardInterrupt of its own: the

@@ -186,7 +186,8 @@ class SearchFailed(LeanfitError):
 
 
 class DiskFull(LeanfitError):
-    """A job could not write for lack of disk space: the search stopped, the job to run again."""
+    """A job could not write for lack of disk space, a file-size limit or a folder that cannot
+    be written (`leanfit.errors.write_refused`): the search stopped, the job to run again."""
 
 
 @dataclass
@@ -835,13 +836,13 @@ class SearchController:
     def _handle(self, outcome: JobOutcome) -> None:
         job, result = outcome.job, outcome.result
         if result.status == "failed" and (result.reason or "").startswith(DISK_FULL):
-            # not the trial's failure, and every job would meet it: the search stops with the
+            # not the trial's failure, and every job would meet it (a full disk, a file-size
+            # limit, a checkpoint folder that cannot be written): the search stops with the
             # job's MLflow run left running, so that a resumed search runs it again
             raise DiskFull(
-                f"the disk is full: {result.reason.removeprefix(DISK_FULL)}. Free space (or "
-                "move work_dir), then resume the search (`leanfit search FILE --resume`, or "
-                "leanfit.optimize(..., resume=True)): the finished trials are kept, and this job "
-                "runs again"
+                f"{result.reason.removeprefix(DISK_FULL)}, then resume the search (`leanfit "
+                "search FILE --resume`, or leanfit.optimize(..., resume=True)): the finished "
+                "trials are kept, and this job runs again"
             )
         trial = self.trial_of(job)
         self._unlogged.append((job, outcome))

@@ -387,14 +387,14 @@ class SearchLog:
         cannot write) is found now, before any training, not at the report after the whole
         search and four minutes of MLflow's retries, which left the run RUNNING. A `new` run
         that cannot is deleted, so nothing half-made is left; a resumed one stays as it was."""
-        from leanfit.errors import LeanfitError, disk_full
+        from leanfit.errors import LeanfitError, write_refused
         from leanfit.track.runs import few_retries, server_errors
 
         try:
             with few_retries():
                 self.client.log_dict(self.run_id, dict(settings), "experiment.yaml")
         except Exception as e:
-            if disk_full(e) is not None:
+            if write_refused(e) is not None:  # (a full disk, a file-size limit: said as such)
                 raise
             where = self.client.get_run(self.run_id).info.artifact_uri
             if new:

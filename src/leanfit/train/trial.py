@@ -54,6 +54,12 @@ class TrialSpec(BaseModel):
     def budget(self) -> Budget:
         return Budget(self.epochs, self.schedule_epochs, self.data_fraction, self.resolution)
 
+    @property
+    def own_folders(self) -> list[str]:
+        """The folders of its checkpoint files: leanfit's, where a write refused is the place's
+        (`leanfit.errors.write_refused`), not the trial's."""
+        return [os.path.dirname(p) for p in (self.checkpoint_to, self.resume_from) if p]
+
 
 def data_plan(experiment: Experiment, dataset: LoadedDataset) -> DataPlan:
     """The experiment's splits (`dataset.split`), and the search's share of the training split."""
