@@ -1030,7 +1030,8 @@ def test_a_full_disk_stops_the_search_and_resume_runs_the_job_again(tmp_path):
 
 # A search whose objective makes the place refuse a write when the file `go` is there: trial 5's
 # state is too large for a file-size limit (`big`), or the search's checkpoint folder is made
-# read-only before trial 5 returns (`readonly`). With `own`, trial 3 always fails on a read-only
+# read-only before trial 5 returns (`readonly`), or its report folder is made, read-only
+# (`report`). With `own`, trial 3 always fails on a read-only
 # file of its own: its own failure, not the place's. Resumed (an argument) once `go` is gone.
 REFUSED_WRITE_SEARCH = """
 import glob, os, sys
@@ -1049,6 +1050,11 @@ def objective(trial):
     if os.path.exists(GO) and trial.number == 5:
         if "big" in sys.argv[1]:
             return bytes(6_000_000)  # over the 4 MiB limit once pickled
+        if "report" in sys.argv[1]:  # (written once every trial has finished)
+            for search in glob.glob(os.path.join(HERE, ".leanfit", "searches", "*", "")):
+                os.makedirs(os.path.join(search, "report"), exist_ok=True)
+                os.chmod(os.path.join(search, "report"), 0o555)
+            return None
         for folder in glob.glob(os.path.join(HERE, ".leanfit", "searches", "*", "checkpoints")):
             os.chmod(folder, 0o555)
     return None
@@ -1144,6 +1150,40 @@ def test_a_checkpoint_folder_that_cannot_be_written_stops_the_search_not_the_tri
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr[-2000:]
     # trial 3's own PermissionError failed it alone, before the stop
     assert resumed.stdout.split() == ["trials", "12", "failed", "1"], resumed.stdout
+
+
+def test_a_report_that_cannot_be_written_at_the_end_says_so_and_resume_writes_it(tmp_path):
+    """The search's report folder made read-only while its trials run: once they have all
+    finished, the report cannot be written. The search says so in one line, exit 2, its MLflow
+    run closed FAILED, and --resume writes the report and finishes it. Before: a traceback, exit
+    1, the search run left RUNNING."""
+    (tmp_path / "run.py").write_text(REFUSED_WRITE_SEARCH)
+    (tmp_path / "go").touch()
+    run = functools.partial(
+        subprocess.run, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    prefix = without_permission_bypass()
+    stopped = run([*prefix, sys.executable, "run.py", "report"])
+    assert stopped.returncode == 2, stopped.stdout + stopped.stderr[-2000:]
+    (folder,) = (tmp_path / ".leanfit" / "searches").glob("*/report")
+    assert stopped.stdout.startswith(
+        f"error: the search's report could not be written: the folder {folder} cannot be "
+        "written (Permission denied): "
+    ), stopped.stdout
+    assert "then resume the search" in stopped.stdout and "Traceback" not in stopped.stderr
+    assert not list(folder.iterdir())
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (search,) = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], f"tags.`{TAG_KIND}` = 'search'"
+    )
+    assert search.info.status == "FAILED"
+    folder.chmod(0o755)
+    (tmp_path / "go").unlink()
+    resumed = run([*prefix, sys.executable, "run.py", "report", "resume"])
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr[-2000:]
+    assert resumed.stdout.split() == ["trials", "12", "failed", "0"], resumed.stdout
+    assert sorted(p.name for p in folder.iterdir()) == ["pareto.png", "report.html"]
+    assert client.get_run(search.info.run_id).info.status == "FINISHED"
 
 
 def test_the_commands_options_in_a_message_are_said_as_optimizes_arguments():

@@ -1074,6 +1074,41 @@ def test_a_search_resumed_in_another_work_folder_says_where_it_ran_before(in_tmp
     assert "those of its earlier trials stay there" in said, said
 
 
+def test_a_report_over_a_file_size_limit_says_the_limit_and_leaves_no_part(in_tmp):
+    """`leanfit report -o rep` under a file-size limit (`ulimit -f`, a real one on the process)
+    that its files exceed: one line saying the limit and its fix, exit 2, and the report written
+    before left whole (the page and the plot are written beside, then renamed). Before, it said
+    "give a folder you can write" of a folder it could write, and left report.html cut at the
+    limit (50 KiB of a page, looking whole) over the good one."""
+    import resource
+
+    experiment(in_tmp, trials=4)
+    assert run_cli("search", "e.yaml", "--synthetic", "0", cwd=in_tmp).returncode == 0
+    first = run_cli("report", "e.yaml", "-o", "rep", cwd=in_tmp)
+    assert first.returncode == 0, first.stderr
+    before = {p.name: p.read_bytes() for p in (in_tmp / "rep").iterdir()}
+    assert set(before) == {"report.html", "pareto.png"}
+    assert all(len(data) > 20 * 1024 for data in before.values())
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20 * 1024, resource.RLIM_INFINITY))
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    refused = subprocess.run(
+        [sys.executable, "-m", "leanfit.cli", "report", "e.yaml", "-o", "rep"], cwd=in_tmp,
+        env=env, capture_output=True, text=True, timeout=120, preexec_fn=limited,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    said = " ".join(refused.stderr.split())
+    assert said.startswith(
+        "error: -o: the report could not be written in rep: File too large: a file-size limit "
+        "(ulimit -f 20: no file over 20 KiB) stopped rep/"
+    ), said
+    assert "Raise the limit (`ulimit -f unlimited`" in said and "give a folder" not in said
+    after = {p.name: p.read_bytes() for p in (in_tmp / "rep").iterdir()}
+    assert after == before, "the report written before was changed, or a part was left"
+
+
 def test_report_refuses_what_it_cannot_read_naming_the_fix(in_tmp):
     """`leanfit report` where there is nothing to read, or the wrong thing: exit 2, one line with
     the fix, nothing created or written (the tracking database unchanged)."""

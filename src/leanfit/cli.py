@@ -705,8 +705,17 @@ def report(
     try:
         plot, page = report_of(experiment, reading, folder)
     except OSError as e:
+        from leanfit.errors import write_refused
+
+        refused = write_refused(e)
+        option = "-o" if output is not None else "work_dir"
+        if refused is not None:  # a full disk, a file-size limit (the folder can be written)
+            raise LeanfitError(
+                f"{option}: the report could not be written in {folder}: {refused}, then run "
+                "the command again (the report's files are as they were, or not there)"
+            ) from None
         raise LeanfitError(
-            f"-o: cannot write the report in {folder} ({e.strerror or e}); "
+            f"{option}: cannot write the report in {folder} ({e.strerror or e}); "
             "give a folder you can write"
         ) from None
     if as_json:

@@ -123,8 +123,26 @@ def plot_pareto(
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="best", fontsize="small")  # where it hides the fewest dots
     fig.tight_layout()
+    return written_whole(path, lambda tmp: fig.savefig(tmp, format="png"))
+
+
+def written_whole(path: Path, write) -> Path:
+    """`path` written by `write(tmp)` into a temporary file beside it, then renamed over it: a
+    write that fails (a full disk, a file-size limit) leaves the file as it was, or none, and
+    no part of it (a page cut at the limit was left, looking whole)."""
+    import os
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(e, OSError) and e.filename is None:  # a write's error names no file
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     return path
 
 
@@ -189,6 +207,4 @@ pre {{ text-align: left; font-size: 12px; }}
 {"".join(rows)}
 </table>{more}</body></html>
 """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page)
-    return path
+    return written_whole(path, lambda tmp: tmp.write_text(page))

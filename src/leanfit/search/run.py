@@ -927,12 +927,34 @@ def _search(
         log.abandon(abandoned)
         if experiment.scheduler.keep_checkpoints == "front":
             controller.stats.pruned = controller.prune_checkpoints(keep)
-        plot, page = write_report(
-            experiment, controller, work / "report", log.run_id, objective=identity
-        )
-        log.log_report([plot, page], search_metrics(controller), controller.stats.jobs_done)
+        try:
+            plot, page = write_report(
+                experiment, controller, work / "report", log.run_id, objective=identity
+            )
+            log.log_report([plot, page], search_metrics(controller), controller.stats.jobs_done)
+        except Exception as e:
+            _report_failed(log, e, work)
         log.set_status("FINISHED")
     return SearchOutcome(controller, log.run_id, page, plot, resumed)
+
+
+def _report_failed(log: SearchLog, e: Exception, work: Path) -> None:
+    """A search whose report could not be written after all its training: its run closed
+    FAILED, so that `--resume` finds it and writes the report (it was left RUNNING, with a
+    traceback); a full disk, a file-size limit or a work folder that cannot be written said in
+    one line (`leanfit.errors.write_refused`). Raises."""
+    from leanfit.errors import write_refused
+
+    with contextlib.suppress(Exception):  # (a tracking store that fails as well: said below)
+        log.set_status("FAILED")
+    refused = write_refused(e, [work])
+    if refused is None:
+        raise e
+    raise LeanfitError(
+        f"the search's report could not be written: {refused}, then resume the search "
+        "(`leanfit search FILE --resume`, or leanfit.optimize(..., resume=True)): every trial "
+        "is kept, and the resume writes the report"
+    ) from None
 
 
 def _opened(log: SearchLog, opened: list[str], stack: contextlib.ExitStack) -> None:
