@@ -1029,10 +1029,11 @@ def test_a_full_disk_stops_the_search_and_resume_runs_the_job_again(tmp_path):
 
 
 # A search whose objective makes the place refuse a write when the file `go` is there: trial 5's
-# state is too large for a file-size limit (`big`), or the search's checkpoint folder is made
-# read-only before trial 5 returns (`readonly`), or its report folder is made, read-only
-# (`report`). With `own`, trial 3 always fails on a read-only
-# file of its own: its own failure, not the place's. Resumed (an argument) once `go` is gone.
+# state is too large for a file-size limit (`big`); before trial 5 returns, the search's
+# checkpoint folder is made read-only (`readonly`), or its report folder is made read-only
+# (`report`), or the tracking database's folder is (`database`). With `own`, trial 3 always
+# fails on a read-only file of its own: its own failure, not the place's. Resumed (a second
+# argument) once `go` is gone.
 REFUSED_WRITE_SEARCH = """
 import glob, os, sys
 import leanfit
@@ -1050,6 +1051,9 @@ def objective(trial):
     if os.path.exists(GO) and trial.number == 5:
         if "big" in sys.argv[1]:
             return bytes(6_000_000)  # over the 4 MiB limit once pickled
+        if "database" in sys.argv[1]:  # the tracking database's folder (its journal's)
+            os.chmod(HERE, 0o555)
+            return None
         if "report" in sys.argv[1]:  # (written once every trial has finished)
             for search in glob.glob(os.path.join(HERE, ".leanfit", "searches", "*", "")):
                 os.makedirs(os.path.join(search, "report"), exist_ok=True)
@@ -1184,6 +1188,33 @@ def test_a_report_that_cannot_be_written_at_the_end_says_so_and_resume_writes_it
     assert resumed.stdout.split() == ["trials", "12", "failed", "0"], resumed.stdout
     assert sorted(p.name for p in folder.iterdir()) == ["pareto.png", "report.html"]
     assert client.get_run(search.info.run_id).info.status == "FINISHED"
+
+
+def test_a_tracking_database_made_read_only_mid_search_is_said_in_one_line(tmp_path):
+    """The sqlite tracking database's folder made read-only during a search (SQLite cannot
+    write its journal: "attempt to write a readonly database"): one line naming the database
+    and the fix, with how to go on; before, MLflow's SQLAlchemy traceback. Resumed once it is
+    writable, the search finishes with nothing failed."""
+    (tmp_path / "run.py").write_text(REFUSED_WRITE_SEARCH)
+    (tmp_path / "go").touch()
+    run = functools.partial(
+        subprocess.run, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    prefix = without_permission_bypass()
+    try:
+        stopped = run([*prefix, sys.executable, "run.py", "database"])
+    finally:
+        tmp_path.chmod(0o755)
+    assert stopped.returncode == 2, stopped.stdout + stopped.stderr[-2000:]
+    assert stopped.stdout.startswith(
+        f"error: tracking: the sqlite tracking database {tmp_path / 'mlflow.db'} cannot be "
+        "written (attempt to write a readonly database): the file or its folder is not writable"
+    ), stopped.stdout
+    assert "call leanfit.optimize(..., resume=True) to go on with the search" in stopped.stdout
+    (tmp_path / "go").unlink()
+    resumed = run([*prefix, sys.executable, "run.py", "database", "resume"])
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr[-2000:]
+    assert resumed.stdout.split() == ["trials", "12", "failed", "0"], resumed.stdout
 
 
 def test_the_commands_options_in_a_message_are_said_as_optimizes_arguments():

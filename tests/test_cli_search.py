@@ -1109,6 +1109,72 @@ def test_a_report_over_a_file_size_limit_says_the_limit_and_leaves_no_part(in_tm
     assert after == before, "the report written before was changed, or a part was left"
 
 
+def test_a_tracking_database_over_a_file_size_limit_is_said_in_one_line(in_tmp):
+    """The sqlite tracking database meets a file-size limit (`ulimit -f`, real, on the process)
+    mid-search: SQLite says "disk I/O error". One line naming the database, the limit and its
+    fix, exit 2 (SQLAlchemy's traceback and exit 1 before); --resume then finishes the search."""
+    import resource
+
+    experiment(in_tmp, trials=2)
+    assert run_cli("search", "e.yaml", "--synthetic", "0", cwd=in_tmp).returncode == 0
+    size = (in_tmp / "mlflow.db").stat().st_size
+    limit = size // 1024 + 32  # KiB: the next search's runs grow the file past it
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit * 1024, resource.RLIM_INFINITY))
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    refused = subprocess.run(
+        [sys.executable, "-m", "leanfit.cli", "search", "e.yaml", "--synthetic", "0",
+         "--trials", "30", "--resume"],
+        cwd=in_tmp, env=env, capture_output=True, text=True, timeout=120, preexec_fn=limited,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert "Traceback" not in refused.stderr, refused.stderr[-3000:]
+    (said,) = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert said.startswith(
+        f"error: tracking: the sqlite tracking database {in_tmp / 'mlflow.db'} could not be "
+        f"written (disk I/O error): a file-size limit (ulimit -f {limit}: "
+    ), said
+    assert "Raise the limit (`ulimit -f unlimited`" in said and "--resume" in said, said
+    resumed = run_cli("search", "e.yaml", "--synthetic", "0", "--trials", "30", "--resume",
+                      cwd=in_tmp)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Pareto front" in resumed.stdout
+
+
+def test_a_locked_tracking_database_names_the_process_that_holds_it(in_tmp):
+    """SQLite's "database is locked" (another process holding its write lock longer than
+    MLflow's 20 s): said with the database, the process that has it open, and the --resume hint
+    (a real lock held by a real process; SQLite asked with no wait, not MLflow's 20 s)."""
+    from leanfit.track.runs import database_refused, ready_database
+
+    db = in_tmp / "mlflow.db"
+    ready_database(f"sqlite:///{db}")  # (the database this process opened, as a search's)
+    assert database_refused(RuntimeError("something else")) is None
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys, time\n"
+         f"c = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+         "c.execute('begin exclusive'); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(sqlite3.OperationalError) as locked:
+            sqlite3.connect(db, timeout=0).execute("select count(*) from runs").fetchall()
+        said = database_refused(locked.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert said is not None and said.startswith(
+        f"tracking: the sqlite tracking database {db} is locked: another process held its write "
+        f"lock for longer than MLflow waits (20 s); it is open in process {holder.pid} ("
+    ), said
+    assert said.endswith("then run the command again: `leanfit search FILE --resume` continues "
+                         "a search, `leanfit run FILE` a pipeline, from what finished (SQLite "
+                         "kept every write that did)"), said  # fmt: skip
+
+
 def test_report_refuses_what_it_cannot_read_naming_the_fix(in_tmp):
     """`leanfit report` where there is nothing to read, or the wrong thing: exit 2, one line with
     the fix, nothing created or written (the tracking database unchanged)."""

@@ -250,6 +250,16 @@ def optimize(
     except LeanfitError as e:
         e.args = (as_argument(str(e), own is not None),)
         raise
+    except Exception as e:
+        from leanfit.track.runs import database_refused
+
+        # a sqlite tracking database locked, not writable or failing its writes: one line
+        said = database_refused(
+            e, "call leanfit.optimize(..., resume=True) to go on with the search"
+        )
+        if said is None:
+            raise
+        raise LeanfitError(said) from e
     except KeyboardInterrupt as e:
         # raised on to the caller, as Python does; said first, as `leanfit search` says it
         import sys

@@ -1379,8 +1379,11 @@ def main() -> None:
                 soft_wrap=True,
             )
             exit_now(2)
-        from leanfit.track.runs import is_tracking_failure, server_errors
+        from leanfit.track.runs import database_refused, is_tracking_failure, server_errors
 
+        if (said := database_refused(e)) is not None:  # (a sqlite database: locked, read-only)
+            err_console.print(f"[red]error:[/red] {escape(said)}", highlight=False, soft_wrap=True)
+            exit_now(2)
         if not is_tracking_failure(e):
             raise
         import os

@@ -174,13 +174,15 @@ def run_step(step: str, function: Callable[..., Any], experiment: str, base_dir:
         raise SystemExit(stopping.exit_code()) from None
     except Exception as e:
         from leanfit.errors import write_refused
-        from leanfit.track.runs import is_tracking_failure, server_errors
+        from leanfit.track.runs import database_refused, is_tracking_failure, server_errors
 
         if (refused := write_refused(e)) is not None:  # a full disk, a file-size limit
             message = (
                 f"{refused}, then run the pipeline again: the search and the final training "
                 "resume where they stopped"
             )
+        elif (said := database_refused(e)) is not None:  # a sqlite database: locked, read-only
+            message = said
         elif not is_tracking_failure(e):
             raise
         else:

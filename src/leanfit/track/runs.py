@@ -238,6 +238,95 @@ def _sqlite_failure(e: BaseException | None) -> str | None:
     return None
 
 
+def database_refused(e: BaseException | None, go_on: str | None = None) -> str | None:
+    """One line for a sqlite tracking database that refused a write in the middle of a command
+    (SQLAlchemy's and MLflow's traceback before): locked by another process for longer than
+    MLflow waits, not writable, or failing its writes (a file-size limit, a failing disk); each
+    with its fix, and that the command goes on from what finished (`go_on`: how, where not the
+    commands'). None for anything else."""
+    import os
+
+    from leanfit.errors import causes, file_size_limit
+
+    words = next(
+        (
+            w
+            for cause in causes(e)
+            for w in ("database is locked", "readonly database", "disk I/O error")
+            if w in str(cause)
+        ),
+        None,
+    )
+    if words is None:
+        return None
+    opened = sorted(_READY)  # (the sqlite databases this process opened)
+    database = opened[0] if len(opened) == 1 else None
+    name = (
+        f"the sqlite tracking database {database}" if database else "the sqlite tracking database"
+    )
+    if words == "database is locked":
+        holders = _holders(database) if database else []
+        said = (
+            f"{name} is locked: another process held its write lock for longer than MLflow "
+            "waits (20 s)"
+            + (f"; it is open in {', '.join(holders)}" if holders else "")
+            + ". Let that process finish (or stop it)"
+        )
+    elif words == "readonly database":
+        folder = os.path.dirname(database) if database else "its folder"
+        said = (
+            f"{name} cannot be written (attempt to write a readonly database): the file or its "
+            f"folder is not writable (SQLite writes a journal beside it). Make both writable "
+            f"(chmod u+w {database or 'FILE'} {folder}; a read-only file system remounted "
+            "read-write)"
+        )
+    else:
+        import resource
+
+        limit, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+        if limit != resource.RLIM_INFINITY:
+            size = os.path.getsize(database) if database and os.path.exists(database) else None
+            now = f"; the file is {size / 2**20:.1f} MiB" if size is not None else ""
+            said = (
+                f"{name} could not be written (disk I/O error): {file_size_limit()} stops it"
+                f"{now}. Raise the limit (`ulimit -f unlimited`, or the limits of the service or "
+                "container that runs leanfit)"
+            )
+        else:
+            said = (
+                f"{name} could not be written (disk I/O error): the disk or its file system "
+                "failed a write (the kernel's log, `dmesg`, says which). Check the disk, or move "
+                f"the database ({WHERE_URI})"
+            )
+    go_on = go_on or (
+        "run the command again: `leanfit search FILE --resume` continues a search, `leanfit "
+        "run FILE` a pipeline"
+    )
+    return f"tracking: {said}, then {go_on}, from what finished (SQLite kept every write that did)"
+
+
+def _holders(database: str) -> list[str]:
+    """The other processes that have `database` open (`process PID (COMMAND)`), as far as this
+    user may see them in /proc (Linux); none elsewhere."""
+    import os
+
+    found = []
+    target = os.path.realpath(database)
+    for pid in filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else []):
+        if int(pid) == os.getpid():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if not any(os.readlink(f"/proc/{pid}/fd/{fd}") == target for fd in fds):
+                continue
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # (gone meanwhile, or another user's)
+            continue
+        found.append(f"process {pid} ({command[:80]})")
+    return found[:3]
+
+
 # Where the tracking URI is set, for messages: by the experiment file, or (`predict`, `promote`)
 # by an option
 WHERE_URI = "tracking.uri in the file, or $MLFLOW_TRACKING_URI"
