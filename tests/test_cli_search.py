@@ -1175,6 +1175,38 @@ def test_a_locked_tracking_database_names_the_process_that_holds_it(in_tmp):
                          "kept every write that did)"), said  # fmt: skip
 
 
+@pytest.mark.parametrize("template", ["cached", "none"])
+def test_a_new_tracking_database_over_a_file_size_limit_is_not_left_half_made(in_tmp, template):
+    """A new folder's sqlite database made under a file-size limit smaller than its tables
+    (`ulimit -f 500`, real): copied from the cached template, or made by MLflow where there is
+    none (an empty cache folder). One line saying the limit, exit 2, and no mlflow.db left: the
+    next run makes it afresh. Before, the copy's EFBIG was passed over, MLflow's own tables
+    stopped at the limit, and the half-made database was refused by every later run."""
+    import resource
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (500 * 1024, resource.RLIM_INFINITY))
+
+    experiment(in_tmp, trials=2)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    if template == "none":
+        env["XDG_CACHE_HOME"] = str(in_tmp / "cache")
+    refused = subprocess.run(
+        [sys.executable, "-m", "leanfit.cli", "search", "e.yaml", "--synthetic", "0"],
+        cwd=in_tmp, env=env, capture_output=True, text=True, timeout=120, preexec_fn=limited,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    said = " ".join(refused.stderr.split())
+    assert said.startswith("error: tracking: the sqlite database mlflow.db ") and (
+        "could not be made: File too large: a file-size limit (ulimit -f 500: no file over "
+        "500 KiB) stopped " in said
+    ), said
+    assert said.endswith("then run the command again; nothing was left"), said
+    assert not list(in_tmp.glob("*mlflow.db*")), "a half-made database was left"
+    made = run_cli("search", "e.yaml", "--synthetic", "0", cwd=in_tmp, env=env)
+    assert made.returncode == 0, made.stderr[-3000:]
+
+
 def test_report_refuses_what_it_cannot_read_naming_the_fix(in_tmp):
     """`leanfit report` where there is nothing to read, or the wrong thing: exit 2, one line with
     the fix, nothing created or written (the tracking database unchanged)."""

@@ -85,12 +85,25 @@ def ready_database(uri: str) -> None:
     user = os.getuid() if hasattr(os, "getuid") else "user"
     lock = Path(tempfile.gettempdir()) / f"leanfit-{user}-mlflow-{bucket}.lock"
     with held_lock(lock), stopping.held_off():  # waits; a Ctrl-C waits for the tables
-        if not Path(database).exists():
+        new = not Path(database).exists()
+        if new:
             _copy_tables(database)
         try:
             MlflowClient(uri).search_experiments(max_results=1)  # opens the store: its tables
         except Exception as e:
+            if new:  # made here and cut short: not left half-made for the next run to refuse
+                for part in ("", "-journal", "-wal", "-shm"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(database + part)
             said = _sqlite_failure(e)
+            if new and said == "disk I/O error" and _limited():
+                from leanfit.errors import LeanfitError, file_size_limit
+
+                raise LeanfitError(
+                    f"tracking: the sqlite database {database} ({uri}) could not be made: "
+                    f"File too large: {file_size_limit()} stopped it. Raise the limit (`ulimit "
+                    "-f unlimited`), then run the command again; nothing was left"
+                ) from None
             if said is None and "already exists" in str(e):
                 from leanfit.errors import LeanfitError
 
@@ -135,11 +148,27 @@ def _copy_tables(database: str) -> None:
     try:
         shutil.copyfile(template, part)
         os.link(part, target)
-    except OSError:  # (a folder not writable, a file system without links: MLflow makes them)
-        pass
+    except OSError as e:  # (a folder not writable, a file system without links: MLflow makes them)
+        from leanfit.errors import LeanfitError, write_refused
+
+        refused = write_refused(OSError(e.errno, e.strerror, database))  # (not the template's)
+        if refused is not None:  # a full disk, a file-size limit: MLflow's tables would stop too
+            with contextlib.suppress(OSError):
+                part.unlink()
+            raise LeanfitError(
+                f"tracking: the sqlite database {database} could not be made: {refused}, then "
+                "run the command again; nothing was left"
+            ) from None
     finally:
         with contextlib.suppress(OSError):
             part.unlink()
+
+
+def _limited() -> bool:
+    """Whether this process has a file-size limit (`ulimit -f`)."""
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY
 
 
 def _tables_template() -> Path | None:
@@ -153,6 +182,7 @@ def _tables_template() -> Path | None:
 
     import mlflow
     from mlflow import MlflowClient
+    from sqlalchemy.exc import SQLAlchemyError as DBError
 
     from leanfit.errors import LeanfitError
     from leanfit.lock import held_lock
@@ -173,7 +203,8 @@ def _tables_template() -> Path | None:
             with contextlib.closing(sqlite3.connect(making)) as con, con:
                 con.execute("delete from experiments")
             os.replace(making, template)
-    except (OSError, sqlite3.Error, LeanfitError, mlflow.exceptions.MlflowException):
+    except (OSError, sqlite3.Error, LeanfitError, mlflow.exceptions.MlflowException, DBError):
+        # (SQLAlchemy's own error: a file-size limit met while MLflow makes the tables)
         with contextlib.suppress(OSError):
             making.unlink()
         return None
