@@ -264,6 +264,45 @@ def test_names_a_terminal_would_act_on_are_shown_not_sent(in_tmp):
     assert "hold control characters" in result.stderr and "rename them" in result.stderr
 
 
+def test_a_search_whose_output_reader_went_away_stops_as_at_ctrl_c(in_tmp):
+    """`leanfit search ... | head -1`: the search died at its next progress line (rich's own
+    SystemExit(1)), its run FAILED, its running jobs RUNNING, without a word. Now it stops as at
+    Ctrl-C, saying why on stderr, exit 141 (as a shell reports SIGPIPE); --resume goes on."""
+    experiment(in_tmp, trials=30)
+    search = start_search(in_tmp, "0.5")
+    try:
+        first = search.stdout.readline()
+        assert first.startswith("trials "), first
+        search.stdout.close()  # the reader goes away
+        _, err = search.communicate(timeout=120)
+    finally:
+        if search.poll() is None:
+            search.kill()
+    assert search.returncode == 141, err
+    said = " ".join(err.split())
+    assert "stopped: its output's reader went away (a pipe closed, as by `| head`)" in said, said
+    assert "--resume" in said and "Traceback" not in said
+    with sqlite3.connect(in_tmp / "mlflow.db") as con:
+        statuses = [row[0] for row in con.execute("select status from runs")]
+    assert "RUNNING" not in statuses and "FAILED" not in statuses and "KILLED" in statuses
+
+
+@pytest.mark.parametrize("closed", ["stdout", "stderr"])
+def test_a_closed_stdout_or_stderr_changes_no_exit_code(in_tmp, closed):
+    """`leanfit ... >&-` or `2>&-`: every line said ended in a traceback (a finished search's
+    exit 0 became 1, a mistake's 2 became 1)."""
+    import subprocess
+
+    experiment(in_tmp, trials=3)
+    fd = 1 if closed == "stdout" else 2
+    for command, code in ((["validate", "e.yaml"], 0), (["validate", "missing.yaml"], 2)):
+        done = subprocess.run(
+            [sys.executable, "-m", "leanfit.cli", *command], cwd=in_tmp, timeout=120,
+            preexec_fn=lambda: os.close(fd), capture_output=True,
+        )  # fmt: skip
+        assert done.returncode == code, (command, closed, done.stdout, done.stderr)
+
+
 def test_a_log_that_force_color_makes_look_like_a_terminal_gets_whole_lines(in_tmp):
     """FORCE_COLOR (common in CI) with the output in a file or a pipe: the search's live line
     was drawn there, twice a second, cursor codes and all; now whole progress lines."""

@@ -44,6 +44,45 @@ def registry(uri: str, name: str = "leanfit-digits"):
 # ---------------------------------------------------------------- compile
 
 
+RUN_INTO_A_CLOSED_PIPE = """
+import os, sys, time
+from pathlib import Path
+from leanfit import stopping
+from leanfit.launch import shown_and_logged
+
+read, write = os.pipe()
+os.close(read)  # the reader gone, as after `leanfit run ... | head -2`
+os.dup2(write, 1)
+try:
+    with shown_and_logged(Path(sys.argv[1]), print):
+        print("[leanfit] a step's line", flush=True)
+        time.sleep(30)
+    print("not stopped", file=sys.stderr)
+except KeyboardInterrupt:
+    print("stopped", stopping.exit_code(), stopping.output_gone(), file=sys.stderr)
+print("said after: nowhere", flush=True)
+print("fine", file=sys.stderr)
+"""
+
+
+def test_a_pipeline_whose_output_reader_went_away_stops_as_at_ctrl_c(tmp_path):
+    """`leanfit run ... | head -2`: the line shown after the reader went away failed the
+    pipeline (`error: BrokenPipeError`, exit 2, its run FAILED). The line's failure now stops it
+    as Ctrl-C does (the steps told, its run KILLED: `leanfit run` goes on), exit 141; the log
+    file keeps every line, and what is printed after goes nowhere."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "pipeline.log"
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_INTO_A_CLOSED_PIPE, str(log)], stderr=subprocess.PIPE,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.split("\n")[:2] == ["stopped 141 True", "fine"], done.stderr
+    assert "[leanfit] a step's line" in log.read_text()
+
+
 def test_the_committed_pipeline_yaml_is_current(tmp_path):
     fresh = run_cli("compile", str(EXAMPLES / "cifar10.yaml"), "-o", "p.yaml", cwd=tmp_path)
     assert fresh.returncode == 0, fresh.stderr

@@ -32,6 +32,34 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
+def _output_gone() -> None:
+    """What rich does when the output's reader went away (`leanfit search ... | head -1`), for
+    leanfit: the command stops as at Ctrl-C, where its records are whole (a search closes its
+    jobs KILLED, and --resume goes on), exit 141; rich's own `SystemExit(1)` came out of the
+    search's progress line and left it FAILED, its running jobs RUNNING, with no word."""
+    import signal
+
+    from leanfit import stopping
+
+    console.quiet = True
+    quiet_stdout()
+    stopping.note(signal.SIGPIPE)
+    raise KeyboardInterrupt
+
+
+def quiet_stdout() -> None:
+    """Point this process's stdout at /dev/null (its reader went away): what it still writes,
+    its last flush included, goes nowhere instead of raising BrokenPipeError again."""
+    import os
+
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+console.on_broken_pipe = _output_gone
+
+
 def read_genotype(path: Path, experiment) -> dict[str, Any]:
     """A configuration from a YAML file, checked against the experiment's space."""
     from leanfit.config import load_yaml, yaml_problem
@@ -1342,6 +1370,12 @@ def main() -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(AttributeError, ValueError):  # (a stream that is not text)
             stream.reconfigure(errors="replace")
+    # a closed stdout or stderr (`>&-`, `2>&-`): Python has None there, and every line said
+    # ended in a traceback (a mistake's exit 2 became 1, a finished search's 0 became 1)
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - this process's, for good
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - this process's, for good
     from leanfit import stopping
 
     stopping.terminate_as_interrupt()  # `kill PID`, a pod's deletion: stopped as Ctrl-C stops it
@@ -1359,6 +1393,12 @@ def main() -> None:
         exit_now(stopping.exit_code())
     except (click.exceptions.Exit, typer.Exit) as e:
         exit_now(e.exit_code)
+    except BrokenPipeError:  # (a line printed without rich, `--json`'s: its reader went away)
+        import signal
+
+        quiet_stdout()
+        stopping.note(signal.SIGPIPE)
+        exit_now(stopping.exit_code())
     except Exception as e:
         if _is_usage_error(e):  # click's, or the copy of click that typer >= 0.26 carries
             e.show()
@@ -1479,8 +1519,9 @@ def exit_now(code: int) -> None:
     threading._shutdown()  # what the interpreter runs at its exit, before the exit handlers
     atexit._run_exitfuncs()
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):  # (None where it was closed: `>&-`, `2>&-`)
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            stream.flush()
     os._exit(code)
 
 

@@ -349,13 +349,29 @@ def shown_and_logged(log_file: Path, show):
     out = os.fdopen(os.dup(saved[0]), "w", buffering=1)
 
     def pump() -> None:
+        read = True  # whether the lines shown have a reader
         with open(log_file, "w") as log, os.fdopen(read_end, errors="replace") as lines:
             for line in lines:
                 log.write(line)
                 log.flush()
                 text = _shown(line)
-                if text is not None:
-                    show(text, file=out)
+                if text is not None and read:
+                    try:
+                        show(text, file=out)
+                    except BrokenPipeError:
+                        # the reader went away (`leanfit run ... | head`): the pipeline stops
+                        # as at Ctrl-C, exit 141 (it failed, exit 2, its run FAILED); the log
+                        # file keeps every line
+                        import signal
+
+                        from leanfit import stopping
+
+                        read = False
+                        with contextlib.suppress(OSError):  # (what this process prints after:
+                            devnull = os.open(os.devnull, os.O_WRONLY)  # nowhere, once fd 1
+                            os.dup2(devnull, saved[0])  # is put back, not a BrokenPipeError)
+                        stopping.note(signal.SIGPIPE)
+                        os.kill(os.getpid(), signal.SIGINT)
 
     thread = threading.Thread(target=pump, daemon=True)
     thread.start()
@@ -369,7 +385,8 @@ def shown_and_logged(log_file: Path, show):
         thread.join(timeout=10)
         for fd in saved:
             os.close(fd)
-        out.close()
+        with contextlib.suppress(OSError):  # (its reader gone: the last flush fails)
+            out.close()
 
 
 def _step_error(path: Path) -> str | None:

@@ -62,17 +62,32 @@ def terminated() -> bool:
     return bool(_received) and _received[-1] == signal.SIGTERM
 
 
+def output_gone() -> bool:
+    """Whether the command was stopped because its output's reader went away (`| head`): the
+    first cause, whatever stop it then took (`leanfit run` stops its steps as at Ctrl-C)."""
+    return signal.SIGPIPE in _received
+
+
 def exit_code() -> int:
-    """128 + the stopping signal: 143 for SIGTERM, 130 for Ctrl-C (and for an interrupt that
-    came with no signal)."""
-    return 128 + (signal.SIGTERM if terminated() else signal.SIGINT)
+    """128 + the stopping signal: 143 for SIGTERM, 141 for a pipe closed by its reader (as a
+    shell reports a command SIGPIPE ended), 130 for Ctrl-C (and for an interrupt that came
+    with no signal)."""
+    if terminated():
+        return 128 + signal.SIGTERM
+    return 128 + (signal.SIGPIPE if output_gone() else signal.SIGINT)
 
 
 def said(message: str) -> str:
-    """`message` with its leading "interrupted" made "terminated (SIGTERM)" where that was
-    the signal."""
-    if terminated() and message.startswith("interrupted"):
-        return "terminated (SIGTERM)" + message[len("interrupted") :]
+    """`message` with its leading "interrupted" made "terminated (SIGTERM)", or said of a
+    closed pipe, where that was the stop."""
+    if message.startswith("interrupted"):
+        if terminated():
+            return "terminated (SIGTERM)" + message[len("interrupted") :]
+        if output_gone():
+            return (
+                "stopped: its output's reader went away (a pipe closed, as by `| head`)"
+                + message[len("interrupted") :]
+            )
     return message
 
 
