@@ -1182,11 +1182,16 @@ def test_a_tracking_database_over_a_file_size_limit_is_said_in_one_line(in_tmp):
     assert "Pareto front" in resumed.stdout
 
 
-def test_a_locked_tracking_database_names_the_process_that_holds_it(in_tmp):
+def test_a_locked_tracking_database_names_the_process_that_holds_it(in_tmp, monkeypatch):
     """SQLite's "database is locked" (another process holding its write lock longer than
     MLflow's 20 s): said with the database, the process that has it open, and the --resume hint
     (a real lock held by a real process; SQLite asked with no wait, not MLflow's 20 s)."""
+    from leanfit.track import runs
     from leanfit.track.runs import database_refused, ready_database
+
+    # as a command's process: this database the one it opened (a pytest process has opened
+    # other tests' before; the message then names none)
+    monkeypatch.setattr(runs, "_READY", set())
 
     db = in_tmp / "mlflow.db"
     ready_database(f"sqlite:///{db}")  # (the database this process opened, as a search's)

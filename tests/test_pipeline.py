@@ -45,10 +45,12 @@ def registry(uri: str, name: str = "leanfit-digits"):
 
 
 RUN_INTO_A_CLOSED_PIPE = """
-import os, sys, time
+import os, signal, sys, time
 from pathlib import Path
 from leanfit import stopping
 from leanfit.launch import shown_and_logged
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # (as a terminal's job; not pytest's)
 
 read, write = os.pipe()
 os.close(read)  # the reader gone, as after `leanfit run ... | head -2`
