@@ -164,24 +164,41 @@ class _Process:
 _HOLDS = ("/mnt", "/media", "/srv", "/opt")
 
 
-def read_only_root_command(command: list[str], writable: list[str], scratch: list[str]):
+def read_only_root_command(
+    command: list[str], writable: list[str], scratch: list[str], keep: tuple[str, ...] = ()
+):
     """`command` as a container with `readOnlyRootFilesystem: true` runs it: in a user and mount
     namespace of its own (`unshare`, as root there, which gives no right outside it), the root
     filesystem read-only, each `scratch` folder a fresh empty tmpfs (an emptyDir), each
-    `writable` folder (a claim's mount) as it is, over them where nested. The command keeps
-    its pid (`unshare` and the shell exec it)."""
+    `writable` folder (a claim's mount) as it is, over them where nested. `keep`: the image's
+    own files (here: this interpreter, its environment, the checkout), kept visible, read-only,
+    where a scratch folder would hide them (a checkout under /tmp, as a CI's may be: its
+    .venv's python was "not found"). The command keeps its pid (`unshare` and the shell exec
+    it)."""
     hold = next(h for h in _HOLDS if os.path.isdir(h))
     q = shlex.quote
+    hidden = [k for k in keep if any(k == s or k.startswith(s.rstrip("/") + "/") for s in scratch)]
+    bound = [*writable, *hidden]
     lines = ["set -e", f"mount -t tmpfs leanfit-hold {hold}"]
-    for i, path in enumerate(writable):
+    for i, path in enumerate(bound):
         lines += [f"mkdir {hold}/{i}", f"mount --rbind {q(path)} {hold}/{i}"]
     lines += [f"mount -t tmpfs emptydir {q(path)}" for path in scratch]
-    for i, path in enumerate(writable):
+    for i, path in enumerate(bound):
         lines += [f"mkdir -p {q(path)}", f"mount --rbind {hold}/{i} {q(path)}"]
+    lines += [f"mount -o remount,bind,ro {q(path)}" for path in hidden]
     lines += [f"umount -R {hold}", "mount -o remount,bind,ro /", 'exec "$@"']
     unshare = shutil.which("unshare") or "unshare"
     return [unshare, "--user", "--map-root-user", "--mount", "sh", "-c", "\n".join(lines), "sh",
             *command]  # fmt: skip
+
+
+def image_files(env: dict[str, str]) -> tuple[str, ...]:
+    """What a trial pod's "image" is here: this interpreter and its environment, the checkout,
+    and what the pod's PYTHONPATH names (absolute, existing folders)."""
+    root = Path(__file__).resolve().parents[1]
+    paths = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    paths |= {str(root), *env.get("PYTHONPATH", "").split(os.pathsep)}
+    return tuple(sorted(p for p in paths if p and os.path.isabs(p) and os.path.isdir(p)))
 
 
 _available: list[bool] = []
@@ -546,6 +563,7 @@ class KubeStandIn:
                 command,
                 writable=[p for p, v in kinds.items() if "persistentVolumeClaim" in v],
                 scratch=[p for p, v in kinds.items() if "emptyDir" in v],
+                keep=image_files(env),
             )
             self.sandboxed += 1
         with open(log, "wb") as out:
