@@ -1359,8 +1359,7 @@ def test_a_tracking_server_that_stops_answering_mid_search_is_said_and_so_is_its
                 break
             time.sleep(0.3)
         assert search.poll() is None, search.communicate()
-        server.stop()
-        time.sleep(4)
+        server.stop()  # (down for its start-up's 11 s or so: two unanswered asks and more)
         server.start()
         out, err = search.communicate(timeout=300)
     finally:

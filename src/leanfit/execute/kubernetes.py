@@ -694,6 +694,8 @@ class KubernetesExecutor(Executor):
                     timeout_seconds=WATCH_SECONDS, _preload_content=False,
                     _request_timeout=(10, WATCH_SECONDS + 30),
                 )  # fmt: skip
+                if self._stop.is_set():  # closed while it connected: `close` found no response
+                    return  # to shut down, and waited 5 s for this thread (each early close)
                 failing_since, failures = None, 0
                 for line in iter_resp_lines(self._response):
                     event = json.loads(line)
