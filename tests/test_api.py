@@ -26,7 +26,7 @@ import leanfit
 from leanfit.errors import LeanfitError
 from leanfit.search.run import failure_lines
 from leanfit.track.search import TAG_KIND, TAG_OBJECTIVE
-from tests.support import digits_config, run_cli, write_yaml
+from tests.support import digits_config, run_cli, without_permission_bypass, write_yaml
 
 SCRIPT = '''
 import json, math, os, sys
@@ -1109,18 +1109,6 @@ def test_a_file_size_limit_stops_the_search_as_a_full_disk_and_resume_runs_the_j
     resumed = run([sys.executable, "run.py", "big", "resume"])
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr[-2000:]
     assert resumed.stdout.split() == ["trials", "12", "failed", "0"], resumed.stdout
-
-
-def without_permission_bypass() -> list[str]:
-    """A command prefix that drops root's capabilities to bypass file permissions (the tests
-    run as root, which chmod does not stop), for a test of a folder that cannot be written."""
-    import shutil
-
-    if shutil.which("setpriv") is None:
-        pytest.skip("setpriv (util-linux) is needed to make permissions bite for root")
-    if os.geteuid() != 0:
-        return []
-    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner"]
 
 
 def test_a_checkpoint_folder_that_cannot_be_written_stops_the_search_not_the_trials(tmp_path):

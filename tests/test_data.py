@@ -17,7 +17,7 @@ from leanfit.data.augment import BatchAugment, random_crop, random_flip
 from leanfit.data.sources import load_dataset, skipped_files
 from leanfit.data.splits import make_splits, stable_splits, stratified_subset
 from leanfit.errors import ConfigError, DatasetError
-from tests.support import Planted, write_image_folder
+from tests.support import Planted, without_permission_bypass, write_image_folder
 
 
 def folder_experiment(root, tmp_path, **dataset):
@@ -827,20 +827,14 @@ def test_a_file_name_that_is_not_utf8_is_read(tmp_path):
     assert sources._path_key(Path(os.fsdecode(os.fsencode(tmp_path) + b"/\xe9")))
 
 
-UNPRIVILEGED = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--inh-caps",
-                "-dac_override,-dac_read_search", "--"]  # fmt: skip
-
-
 def load_unprivileged(root: Path, tmp_path: Path, **dataset) -> dict:
     """load_dataset as a user who cannot read what its permissions forbid (the tests run as
     root here, who reads anything: its override capabilities dropped with setpriv)."""
     import json
-    import shutil
     import subprocess
     import sys
 
-    if os.geteuid() == 0 and shutil.which("setpriv") is None:
-        pytest.skip("running as root without setpriv to drop its override of permissions")
+    prefix = without_permission_bypass()
     code = f"""
 import json
 from leanfit.config import experiment_from_dict
@@ -855,7 +849,6 @@ try:
 except DatasetError as e:
     print(json.dumps({{"error": str(e)}}))
 """
-    prefix = UNPRIVILEGED if os.geteuid() == 0 else []
     done = subprocess.run(
         [*prefix, sys.executable, "-c", code], capture_output=True, text=True, timeout=120
     )

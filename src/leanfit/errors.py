@@ -28,7 +28,7 @@ _UNSHOWN = frozenset(
 def visible(name: str) -> str:
     """A name as it can be printed: every character a terminal would act on written as Python
     writes it in a string (`\x1b`, `\n`), the rest as it is."""
-    if not any(ord(ch) in _UNSHOWN for ch in name):
+    if not has_unshown(name):
         return name
     return "".join(ascii(ch)[1:-1] if ord(ch) in _UNSHOWN else ch for ch in name)
 

@@ -96,14 +96,10 @@ def ready_database(uri: str) -> None:
                     with contextlib.suppress(OSError):
                         os.unlink(database + part)
             said = _sqlite_failure(e)
-            if new and said == "disk I/O error" and _limited():
-                from leanfit.errors import LeanfitError, file_size_limit
+            if new and said == "disk I/O error" and _limited():  # (SQLite's word for EFBIG)
+                import errno
 
-                raise LeanfitError(
-                    f"tracking: the sqlite database {database} ({uri}) could not be made: "
-                    f"File too large: {file_size_limit()} stopped it. Raise the limit (`ulimit "
-                    "-f unlimited`), then run the command again; nothing was left"
-                ) from None
+                _not_made(database, OSError(errno.EFBIG, os.strerror(errno.EFBIG), database))
             if said is None and "already exists" in str(e):
                 from leanfit.errors import LeanfitError
 
@@ -149,19 +145,27 @@ def _copy_tables(database: str) -> None:
         shutil.copyfile(template, part)
         os.link(part, target)
     except OSError as e:  # (a folder not writable, a file system without links: MLflow makes them)
-        from leanfit.errors import LeanfitError, write_refused
-
-        refused = write_refused(OSError(e.errno, e.strerror, database))  # (not the template's)
-        if refused is not None:  # a full disk, a file-size limit: MLflow's tables would stop too
-            with contextlib.suppress(OSError):
-                part.unlink()
-            raise LeanfitError(
-                f"tracking: the sqlite database {database} could not be made: {refused}, then "
-                "run the command again; nothing was left"
-            ) from None
+        # a full disk, a file-size limit: MLflow's tables would stop too (said of the
+        # database, not of the template copied)
+        with contextlib.suppress(OSError):
+            part.unlink()
+        _not_made(database, OSError(e.errno, e.strerror, database))
     finally:
         with contextlib.suppress(OSError):
             part.unlink()
+
+
+def _not_made(database: str, error: OSError) -> None:
+    """Refuse, in one line, a new database that the place would not let be written (a full
+    disk, a file-size limit: see `write_refused`); nothing where it is another error."""
+    from leanfit.errors import LeanfitError, write_refused
+
+    refused = write_refused(error)
+    if refused is not None:
+        raise LeanfitError(
+            f"tracking: the sqlite database {database} could not be made: {refused}, then run "
+            "the command again; nothing was left"
+        ) from None
 
 
 def _limited() -> bool:
@@ -311,24 +315,20 @@ def database_refused(e: BaseException | None, go_on: str | None = None) -> str |
             f"(chmod u+w {database or 'FILE'} {folder}; a read-only file system remounted "
             "read-write)"
         )
+    elif _limited():
+        size = os.path.getsize(database) if database and os.path.exists(database) else None
+        now = f"; the file is {size / 2**20:.1f} MiB" if size is not None else ""
+        said = (
+            f"{name} could not be written (disk I/O error): {file_size_limit()} stops it"
+            f"{now}. Raise the limit (`ulimit -f unlimited`, or the limits of the service or "
+            "container that runs leanfit)"
+        )
     else:
-        import resource
-
-        limit, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
-        if limit != resource.RLIM_INFINITY:
-            size = os.path.getsize(database) if database and os.path.exists(database) else None
-            now = f"; the file is {size / 2**20:.1f} MiB" if size is not None else ""
-            said = (
-                f"{name} could not be written (disk I/O error): {file_size_limit()} stops it"
-                f"{now}. Raise the limit (`ulimit -f unlimited`, or the limits of the service or "
-                "container that runs leanfit)"
-            )
-        else:
-            said = (
-                f"{name} could not be written (disk I/O error): the disk or its file system "
-                "failed a write (the kernel's log, `dmesg`, says which). Check the disk, or move "
-                f"the database ({WHERE_URI})"
-            )
+        said = (
+            f"{name} could not be written (disk I/O error): the disk or its file system "
+            "failed a write (the kernel's log, `dmesg`, says which). Check the disk, or move "
+            f"the database ({WHERE_URI})"
+        )
     go_on = go_on or (
         "run the command again: `leanfit search FILE --resume` continues a search, `leanfit "
         "run FILE` a pipeline"
