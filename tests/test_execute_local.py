@@ -89,6 +89,35 @@ def test_trials_run_in_parallel():
         assert time.monotonic() - start < 2.8
 
 
+def test_an_executor_closed_while_its_workers_start_waits_for_none_and_stops_each(monkeypatch):
+    """A search refused at its start (nothing to resume, a budget below what it ran) closes its
+    executor while the workers start (they wait for the fork server's imports): close waited
+    for every one of them, 1.5-2 s of each such refusal. Now it returns at once, and each
+    worker that starts afterwards is stopped as it comes."""
+    import threading
+
+    go_on = threading.Event()
+    started = []
+    start = LocalExecutor._start
+
+    def slow_start(self, index, environ=None):  # a fork server still importing torch
+        go_on.wait(30)
+        worker = start(self, index, environ)
+        started.append(worker)
+        return worker
+
+    monkeypatch.setattr(LocalExecutor, "_start", slow_start)
+    ex = LocalExecutor(RUNNER, workers=2)
+    starter = ex._starter
+    ex.close()  # (before: waited here until both had started)
+    assert starter.is_alive() and not started
+    go_on.set()
+    starter.join(30)
+    assert not starter.is_alive()
+    (worker,) = started  # the first came after the close: stopped, the second never started
+    assert worker.process.exitcode is not None and not ex._pool
+
+
 def test_a_worker_that_cannot_start_stops_the_executor_with_its_reason():
     ex = LocalExecutor(RunnerSpec("tests.runners:scripted_runner", {"fail_start": True}), 1)
     ex.submit(job("x"))

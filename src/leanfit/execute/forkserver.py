@@ -77,6 +77,7 @@ def start_fork_server(training: bool = True) -> None:
         import threading
         from multiprocessing import forkserver
 
+        _end_server_at_exit()
         if threading.current_thread() is not threading.main_thread():
             forkserver.ensure_running()  # a signal's handling can only change in the main thread
             return
@@ -106,6 +107,40 @@ def start_fork_server(training: bool = True) -> None:
                     signal.signal(s, handler)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+
+
+def _end_server_at_exit() -> None:
+    """Have the fork server ended when this process exits, not left to end by itself.
+
+    It ends once it reads its pipe's EOF, but only after its imports (torch, 1.5-3 s): a
+    command that ended sooner (a search refused at its start, a short search) held whatever
+    reads its output until then, since the server holds the command's stdout and stderr
+    (`leanfit search ... | tee log`, `$(leanfit ...)`, a test's pipes: 4 s for a refusal that
+    took 0.5). Its workers are stopped by then (the executor's close)."""
+    import atexit
+
+    global _ENDS_AT_EXIT
+    if not _ENDS_AT_EXIT:
+        _ENDS_AT_EXIT = True
+        atexit.register(_end_server)
+
+
+_ENDS_AT_EXIT = False
+
+
+def _end_server() -> None:
+    import contextlib
+    import os
+    import signal
+    from multiprocessing import forkserver
+
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    if pid is None:
+        return
+    with contextlib.suppress(OSError):  # (ChildProcessError: another's, or reaped already)
+        if os.waitpid(pid, os.WNOHANG)[0] == 0:
+            os.kill(pid, signal.SIGKILL)  # (it ignores SIGTERM: see start_fork_server)
+            os.waitpid(pid, 0)
 
 
 def _unblock_in_the_server() -> None:

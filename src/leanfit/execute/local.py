@@ -214,6 +214,17 @@ class WorkerStartError(RuntimeError):
     """A worker could not build its runner: every trial would fail the same way."""
 
 
+def _stop(worker: _Worker) -> None:
+    """An idle worker told to end, and waited for (killed after 2 s)."""
+    with contextlib.suppress(OSError):  # a dead worker's pipe is already closed
+        worker.conn.send(None)
+    worker.process.join(timeout=2)
+    if worker.process.is_alive():
+        worker.process.kill()
+        worker.process.join(timeout=5)
+    worker.conn.close()
+
+
 class LocalExecutor(Executor):
     """Runs trials on `workers` local processes.
 
@@ -249,6 +260,8 @@ class LocalExecutor(Executor):
         # workers waits for that thread first.
         self._pool: list[_Worker] = []
         self._start_error: BaseException | None = None
+        self._pool_lock = threading.Lock()
+        self._closed = False  # closed while the workers started: the starter stops the rest
         environ = dict(os.environ)
         self._starter: threading.Thread | None = threading.Thread(
             target=self._start_all, args=(workers, environ), name="leanfit-worker-start",
@@ -259,7 +272,13 @@ class LocalExecutor(Executor):
     def _start_all(self, workers: int, environ: dict[str, str]) -> None:
         try:
             for i in range(workers):
-                self._pool.append(self._start(i, environ))
+                worker = self._start(i, environ)
+                with self._pool_lock:
+                    if not self._closed:
+                        self._pool.append(worker)
+                        continue
+                _stop(worker)  # the executor was closed meanwhile
+                return
         except BaseException as e:  # noqa: BLE001 - raised again where the workers are used
             self._start_error = e
 
@@ -390,8 +409,13 @@ class LocalExecutor(Executor):
         return []
 
     def close(self) -> None:
-        if self._starter is not None:  # closed before first use: stop what did start
-            self._starter.join()
+        if self._starter is not None:
+            # closed before first use (a search refused at its start: nothing to resume, a
+            # budget below what it ran): the workers already started are stopped here, the
+            # starter stops any it starts from now on. It waited for them all: 1.5-2 s of each
+            # refusal, while the fork server imported torch for workers that would never train
+            with self._pool_lock:
+                self._closed = True
             self._starter = None
         for worker in self._pool:
             if worker.job is not None:
