@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -197,6 +198,95 @@ class MlflowServer:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+
+class Gate:
+    """A TCP gate on 127.0.0.1 in front of a server: closed, its port refuses connections and
+    the ones open are cut, as a client sees a server whose process has stopped; opened again,
+    it forwards on the same port. A server's outage without the server's restart (a real
+    `mlflow server` takes 11 s or more to start, twice per stop)."""
+
+    def __init__(self, target_port: int):
+        import threading
+
+        self.target = target_port
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self._listener = None
+        self._open: list = []
+        self._lock = threading.Lock()
+        self._cut_answer_to: bytes | None = None
+
+    def cut_answer_to(self, request: bytes) -> None:
+        """The next request holding `request` (b"/runs/create") reaches the server, which
+        does it; its answer is lost, the connection cut (as when the server stops right after)."""
+        self._cut_answer_to = request
+
+    def open(self) -> Gate:
+        import socket
+        import threading
+
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return self
+
+    def _accept(self, listener) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # closed
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+                server.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            for s in (client, server):  # (Nagle's delay, with the peer's delayed ACK: 40 ms
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a request, or more)
+            with self._lock:
+                self._open += [client, server]
+            cut = threading.Event()  # this connection's next answer is lost
+            for a, b, asks in ((client, server, True), (server, client, False)):
+                threading.Thread(target=self._pump, args=(a, b, asks, cut), daemon=True).start()
+
+    def _pump(self, a, b, asks: bool, cut) -> None:
+        import socket
+
+        try:
+            while data := a.recv(65536):
+                if asks and self._cut_answer_to is not None and self._cut_answer_to in data:
+                    self._cut_answer_to = None
+                    cut.set()
+                if not asks and cut.is_set():
+                    break  # the server did it; its answer is dropped
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        import socket
+
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.shutdown(socket.SHUT_RDWR)  # (wakes the thread in accept)
+            listener.close()
+        with self._lock:
+            cut, self._open = self._open, []
+        for s in cut:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
 
 
 def finished_records(controller, status_of=lambda trial, rung: "ok") -> list:

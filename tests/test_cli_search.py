@@ -28,7 +28,6 @@ from leanfit.track.search import TAG_RUNG, TAG_STATUS, TAG_TRIAL
 from tests import zygote
 from tests.support import (
     EXAMPLES,
-    MlflowServer,
     digits_config,
     foreground_job,
     run_cli,
@@ -570,6 +569,22 @@ def test_resume_with_nothing_to_resume_is_a_clear_error_that_writes_nothing(in_t
     assert run_cli("search", "e.yaml", "--synthetic", "0", cwd=in_tmp).returncode == 0
     result = run_cli("search", "e.yaml", "--resume", "--synthetic", "0", cwd=in_tmp)
     assert result.returncode == 2, result.stderr
+    # ... its output ends with it: the workers' fork server, still importing torch, held the
+    # command's stdout and stderr for 2 s more (what read them, `| tee`, `$(...)`, waited)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    refused = zygote.popen(
+        [sys.executable, "-m", "leanfit.cli", "search", "e.yaml", "--resume", "--synthetic", "0"],
+        cwd=in_tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert refused.wait(timeout=60) == 2
+    pipes = {f"pipe:[{os.fstat(s.fileno()).st_ino}]" for s in (refused.stdout, refused.stderr)}
+    holders = []
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        with contextlib.suppress(OSError):
+            if os.readlink(fd) in pipes and fd.parts[2] != str(os.getpid()):
+                holders.append((Path("/proc", fd.parts[2], "cmdline")).read_bytes())
+    assert not [h for h in holders if b"forkserver" in h], holders
+    refused.communicate(timeout=60)
     said = " ".join(result.stderr.split())
     assert "the search of this experiment file and data finished (run " in said, said
     assert "`leanfit report FILE` shows its front; give it a larger budget" in said, said
@@ -1337,52 +1352,92 @@ def test_report_refuses_what_it_cannot_read_naming_the_fix(in_tmp):
 
 
 @pytest.mark.slow
-def test_a_tracking_server_that_stops_answering_mid_search_is_said_and_so_is_its_return(in_tmp):
-    """A real `mlflow server`, stopped while a search runs and started again on the same store:
-    the search says that it does not answer (it waited in silence, its progress frozen), then
-    that it answers again, and finishes with every job recorded once."""
-    server = MlflowServer(in_tmp / "server").start()
+def test_a_tracking_server_that_stops_answering_mid_search_is_said_and_so_is_its_return(
+    in_tmp, mlflow_server
+):
+    """A real `mlflow server` that stops answering while a search runs (a gate in front of it
+    closed: its port refuses connections and cuts the open ones, as when the server's process
+    has stopped) and answers again: the search says that it does not answer (it waited in
+    silence, its progress frozen), then that it answers again, and finishes with every job
+    recorded once."""
+    from tests.support import Gate
+
+    gate = Gate(mlflow_server.port).open()
+    name = f"outage-{in_tmp.name}"  # (the session's server: an experiment of its own)
+    cfg = yaml.safe_load(experiment(in_tmp, trials=8).read_text())
+    cfg["tracking"] = {**cfg.get("tracking", {}), "experiment": name}
+    write_yaml(in_tmp / "e.yaml", cfg)
+    env = {
+        "MLFLOW_TRACKING_URI": gate.uri,
+        "LEANFIT_TRACKING_PROBE_SECONDS": "1",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # MLflow's: back sooner after it
+    }
+    client = MlflowClient(mlflow_server.uri)
+    search = start_search(in_tmp, "0.3", env=env)
     try:
-        experiment(in_tmp, trials=8)
-        env = {
-            "MLFLOW_TRACKING_URI": server.uri,
-            "LEANFIT_TRACKING_PROBE_SECONDS": "1",
-            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # MLflow's: back sooner after it
-        }
-        search = start_search(in_tmp, "0.3", env=env)
-        client = MlflowClient(server.uri)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and search.poll() is None:
-            exp = client.get_experiment_by_name("leanfit-digits")
+            exp = client.get_experiment_by_name(name)
             jobs = exp and client.search_runs([exp.experiment_id], "tags.`leanfit.kind` = 'trial'")
             if jobs:
                 break
             time.sleep(0.3)
         assert search.poll() is None, search.communicate()
-        server.stop()  # (down for its start-up's 11 s or so: two unanswered asks and more)
-        server.start()
+        gate.close()
+        time.sleep(6)  # two unanswered asks a second apart, and more
+        gate.open()
         out, err = search.communicate(timeout=300)
     finally:
         if search.poll() is None:
             search.kill()
-        server.stop()
+        gate.close()
     assert search.returncode == 0, out + err
     said = re.sub(r"\s+", " ", out + err)
-    assert f"tracking: MLflow at {server.uri} does not answer (since" in said, said[-3000:]
+    assert f"tracking: MLflow at {gate.uri} does not answer (since" in said, said[-3000:]
     assert "the search waits for it to record its results" in said
     assert "`--resume` goes on" in said
-    assert re.search(rf"MLflow at {re.escape(server.uri)} answers again \(after \d+ s\)", said)
-    server.start()
-    try:
-        exp = MlflowClient(server.uri).get_experiment_by_name("leanfit-digits")
-        runs = MlflowClient(server.uri).search_runs(
-            [exp.experiment_id], "tags.`leanfit.kind` = 'trial'", max_results=1000
-        )
-    finally:
-        server.stop()
+    assert re.search(rf"MLflow at {re.escape(gate.uri)} answers again \(after \d+ s\)", said)
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs(
+        [exp.experiment_id], "tags.`leanfit.kind` = 'trial'", max_results=1000
+    )
     jobs = [(r.data.tags[TAG_TRIAL], r.data.tags[TAG_RUNG]) for r in runs]
     assert len({trial for trial, _ in jobs}) == 8 and len(jobs) == len(set(jobs)), jobs
     assert all(r.data.tags[TAG_STATUS] == "ok" for r in runs)
+
+
+def test_a_run_mlflows_client_asked_for_twice_is_made_once(mlflow_server, monkeypatch, tmp_path):
+    """A connection cut after the server made a run, before its answer (a server stopped at
+    that moment): MLflow's client asks again and the server makes a second run, which stayed
+    RUNNING for good beside the one the client got (seen in the outage test above: a trial's
+    job recorded twice). leanfit's runs are made once; the twin is deleted, saying of which."""
+    from mlflow.entities import ViewType
+
+    from leanfit.track.runs import TAG_DUPLICATE_OF, create_run_once
+    from tests.support import Gate
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    gate = Gate(mlflow_server.port).open()
+    try:
+        client = MlflowClient(gate.uri)
+        made = {}
+        for how in ("mlflow", "leanfit"):
+            exp = client.create_experiment(f"twice-{how}-{tmp_path.name}")
+            gate.cut_answer_to(b"/runs/create")
+            if how == "mlflow":  # what happened before
+                client.create_run(exp, run_name="r", tags={"a": "b"})
+            else:
+                run = create_run_once(client, exp, "r", {"a": "b"})
+            made[how] = MlflowClient(mlflow_server.uri).search_runs([exp])
+        deleted = MlflowClient(mlflow_server.uri).search_runs(
+            [exp], run_view_type=ViewType.DELETED_ONLY
+        )
+    finally:
+        gate.close()
+    assert len(made["mlflow"]) == 2, "the cut connection made no second run: nothing is tested"
+    assert [r.info.run_id for r in made["leanfit"]] == [run.info.run_id]
+    (twin,) = deleted
+    assert twin.data.tags[TAG_DUPLICATE_OF] == run.info.run_id and twin.data.tags["a"] == "b"
 
 
 def test_an_unreachable_tracking_server_is_said_at_once_and_nothing_is_written(in_tmp):

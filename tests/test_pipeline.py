@@ -735,11 +735,15 @@ def test_a_failing_step_fails_the_pipeline_with_its_own_message(tmp_path):
 def test_run_logs_and_registers_on_a_server_that_goes_down_and_a_second_run_does_nothing(
     tmp_path,
 ):
-    """The whole pipeline against a real `mlflow server` on 127.0.0.1, which is stopped while
-    the search runs and started again at once on the same store (down for its start-up, about
-    15 s): MLflow's client retries, nothing that finished is lost, a champion is registered. A
-    second run on the same data and settings does nothing."""
+    """The whole pipeline against a real `mlflow server` on 127.0.0.1, which stops answering
+    while the search runs (a gate in front of it closed for 2 s: its port refuses connections
+    and cuts the open ones, as when its process has stopped) and then answers again: MLflow's
+    client retries, nothing that finished is lost, a champion is registered. A second run on
+    the same data and settings does nothing."""
+    from tests.support import Gate
+
     server = MlflowServer(tmp_path / "server").start()
+    gate = Gate(server.port).open()
     # with pipeline.refit, as examples/digits.yaml has it
     pipeline = {"final_top_k": 2, "final_epochs": 3, "refit": True}
     write_yaml(tmp_path / "digits.yaml", small_pipeline_config(pipeline=pipeline))
@@ -754,14 +758,14 @@ def test_run_logs_and_registers_on_a_server_that_goes_down_and_a_second_run_does
                 break
             time.sleep(0.5)
         outage["down"] = time.monotonic()
-        server.stop()
-        time.sleep(1)  # and about 12 s more while it starts again
-        server.start()
+        gate.close()
+        time.sleep(2)  # (MLflow's client asks again after 2, 6, 14 s ...: each wait is the run's)
+        gate.open()
         outage["up"] = time.monotonic()
 
     # with a password (the server has no authentication and ignores it): it reaches the steps
     # in their environment, not in the pipeline's log, where kfp.local writes their parameters
-    env = {"MLFLOW_TRACKING_URI": server.uri.replace("http://", "http://leanfit:s3cret-pw@")}
+    env = {"MLFLOW_TRACKING_URI": gate.uri.replace("http://", "http://leanfit:s3cret-pw@")}
     thread = threading.Thread(target=interrupt)
     thread.start()
     try:
@@ -776,7 +780,7 @@ def test_run_logs_and_registers_on_a_server_that_goes_down_and_a_second_run_does
         assert "chosen on a validation split" not in first.stdout  # (360 images: not said)
         # against a server: its address to browse (`mlflow ui` cannot open a server's URI), and
         # none of MLflow's "View run ... at" lines (two for every trial job)
-        masked = server.uri.replace("http://", "http://leanfit:***@")
+        masked = gate.uri.replace("http://", "http://leanfit:***@")
         assert f"browse       {masked}" in first.stdout, first.stdout[-2000:]
         assert "s3cret-pw" not in first.stdout + first.stderr
         written = [f for f in (tmp_path / ".leanfit").rglob("*") if f.is_file()]
@@ -886,6 +890,7 @@ def test_run_logs_and_registers_on_a_server_that_goes_down_and_a_second_run_does
         assert _runs(client, "search") == searches_before
         assert "search:" not in broken.stdout, broken.stdout  # no trial ran
     finally:
+        gate.close()
         server.stop()
 
 

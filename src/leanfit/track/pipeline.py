@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from leanfit.config import Experiment
-from leanfit.track.runs import TrialLogger, dataset_input, param_value, runs_of_keys
+from leanfit.track.runs import (
+    TrialLogger,
+    create_run_once,
+    dataset_input,
+    param_value,
+    runs_of_keys,
+)
 
 if TYPE_CHECKING:  # torch, with the data module: not for a command that only reads MLflow
     from leanfit.data.sources import LoadedDataset
@@ -38,9 +44,7 @@ def start_pipeline_run(experiment: Experiment, dataset: LoadedDataset, key: str)
         TAG_DIGEST: dataset.digest,
         TAG_PLACE: work_place(experiment),
     }
-    run = logger.client.create_run(
-        logger.experiment_id, run_name=f"pipeline-{experiment.name}", tags=tags
-    )
+    run = create_run_once(logger.client, logger.experiment_id, f"pipeline-{experiment.name}", tags)
     logger.client.log_inputs(
         run.info.run_id, datasets=[dataset_input(dataset, experiment.dataset.source)]
     )

@@ -25,7 +25,13 @@ from leanfit.data.sources import LoadedDataset, image_keys
 from leanfit.errors import LeanfitError
 from leanfit.models.deploy import accuracy
 from leanfit.models.predict import nfc
-from leanfit.track.runs import TrialLogger, dataset_input, missing_sqlite_database, param_value
+from leanfit.track.runs import (
+    TrialLogger,
+    create_run_once,
+    dataset_input,
+    missing_sqlite_database,
+    param_value,
+)
 
 # Fewer test images than this to compare the champion and the challenger on: said, with the fix
 FEW_TEST_IMAGES = 30
@@ -105,9 +111,7 @@ class Registry:
             "leanfit.dataset_digest": self.dataset.digest,
             "mlflow.parentRunId": parent_run_id,
         }
-        run = client.create_run(
-            self.logger.experiment_id, run_name=f"final-{summary['trial']}", tags=tags
-        )
+        run = create_run_once(client, self.logger.experiment_id, f"final-{summary['trial']}", tags)
         run_id = run.info.run_id
         params = [Param(k, param_value(v)[:6000]) for k, v in sorted(summary["config"].items())]
         params += [

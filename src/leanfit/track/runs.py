@@ -696,6 +696,33 @@ def deleted_experiment(found, uri: str, when: str = "") -> str:
     )
 
 
+# the key of one create_run request (see `create_run_once`); on a twin, the run it duplicated
+TAG_CREATE_KEY = "leanfit.create_key"
+TAG_DUPLICATE_OF = "leanfit.duplicate_of"
+
+
+def create_run_once(client, experiment_id: str, run_name: str, tags: Mapping[str, str]):
+    """`client.create_run`, made once. MLflow's client sends a request again whose answer it
+    did not get (a tracking server that stopped answering, or whose connection was cut, after
+    it had made the run): the server then makes a second run, which stayed RUNNING for good
+    beside the one the client got, with the same job tags (a search's job recorded twice). Each
+    creation carries a key of its own; over HTTP, any other run with that key is deleted (it
+    holds nothing but its tags), tagged with the run it duplicated."""
+    import uuid
+
+    key = uuid.uuid4().hex
+    run = client.create_run(experiment_id, run_name=run_name, tags={**tags, TAG_CREATE_KEY: key})
+    if str(client.tracking_uri).startswith(("http:", "https:")):
+        twins = client.search_runs(
+            [experiment_id], f"tags.`{TAG_CREATE_KEY}` = '{key}'", max_results=10
+        )
+        for twin in twins:
+            if twin.info.run_id != run.info.run_id:
+                client.set_tag(twin.info.run_id, TAG_DUPLICATE_OF, run.info.run_id)
+                client.delete_run(twin.info.run_id)
+    return run
+
+
 def param_value(value: Any) -> str:
     """MLflow params are strings: JSON for anything that is not one already."""
     return value if isinstance(value, str) else json.dumps(value)
@@ -739,7 +766,7 @@ class TrialLogger:
         }
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        run = create_run_once(self.client, self.experiment_id, name, all_tags)
         run_id = run.info.run_id
         params = [Param(k, param_value(v)) for k, v in sorted(config.items())]
         params += [Param(f"budget.{k}", param_value(v)) for k, v in sorted(budget.items())]

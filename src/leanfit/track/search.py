@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from leanfit.errors import LeanfitError
-from leanfit.track.runs import TrialLogger, dataset_input, param_value, run_status, runs_of_keys
+from leanfit.track.runs import (
+    TAG_DUPLICATE_OF,
+    TrialLogger,
+    create_run_once,
+    dataset_input,
+    param_value,
+    run_status,
+    runs_of_keys,
+)
 
 if TYPE_CHECKING:  # torch, with the data module: not for a command that only reads MLflow
     from leanfit.config import Experiment
@@ -312,8 +320,8 @@ class SearchLog:
             tags[TAG_SETTINGS_KEY] = settings_key
         if settings_json is not None and len(settings_json) <= MAX_TAG:
             tags[TAG_SETTINGS] = settings_json
-        run = logger.client.create_run(
-            logger.experiment_id, run_name=name, tags={**tags, **(extra_tags or {})}
+        run = create_run_once(
+            logger.client, logger.experiment_id, name, {**tags, **(extra_tags or {})}
         )
         params = [Param(k, param_value(v)[:6000]) for k, v in sorted(settings.items())]
         logger.client.log_batch(run.info.run_id, params=params)
@@ -506,8 +514,8 @@ class SearchLog:
             TAG_ATTEMPT: str(attempt),
             "leanfit.dataset_digest": digest,
         }
-        run = self.client.create_run(
-            self.logger.experiment_id, run_name=f"trial-{trial_id}-rung-{rung}", tags=tags
+        run = create_run_once(
+            self.client, self.logger.experiment_id, f"trial-{trial_id}-rung-{rung}", tags
         )
         params = [Param(k, param_value(v)) for k, v in sorted(config.items())]
         params += [Param(f"budget.{k}", param_value(v)) for k, v in sorted(budget.items())]
@@ -606,6 +614,7 @@ class SearchLog:
             run_view_type=ViewType.DELETED_ONLY,
             max_results=1000,
         )
+        deleted = [r for r in deleted if TAG_DUPLICATE_OF not in r.data.tags]  # (not by hand)
         if not deleted:
             return None
         trials = sorted({int(r.data.tags.get(TAG_TRIAL, -1)) for r in deleted} - {-1})
