@@ -550,9 +550,23 @@ def make_executor(
 
 
 def _visible_gpus() -> list[int]:
+    if not _gpu_device_files():
+        return []  # without asking torch: its import alone takes 1.5-2 s of the search's start
     import torch
 
     return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+
+
+def _gpu_device_files() -> bool:
+    """Whether this machine may have a GPU for torch.cuda: on Linux a CUDA or ROCm GPU is used
+    through its device files (/dev/nvidia0, a Jetson's /dev/nvhost-*, ROCm's /dev/kfd, WSL's
+    /dev/dxg), so where there are none torch finds none either. Elsewhere: ask torch."""
+    import glob
+    import sys
+
+    if not sys.platform.startswith("linux") or not os.path.isdir("/dev"):
+        return True
+    return bool(glob.glob("/dev/nv*") or glob.glob("/dev/kfd") or glob.glob("/dev/dxg"))
 
 
 def run_search(
@@ -683,7 +697,6 @@ def _search(
     on_notice: Callable[[str], None] | None,
     opened: list[str],
 ) -> SearchOutcome:
-    from leanfit.data.sources import dataset_notices
     from leanfit.track import TrialLogger
     from leanfit.track.pipeline import work_place
     from leanfit.track.runs import missing_sqlite_database
@@ -693,6 +706,8 @@ def _search(
     if dataset is not None and on_notice is not None and plan_file is None:
         # (a pipeline's search, given the plan of its subset step: its fingerprint step has
         # listed them)
+        from leanfit.data.sources import dataset_notices  # (torch: not for a function's search)
+
         for notice in dataset_notices(dataset):
             on_notice(notice)
     # its key, and the key the version before made for the same search (found, not made)
