@@ -275,15 +275,15 @@ def run(args, experiment, work: Path, wall: float, chosen, out: Path) -> dict:
     # (its front's, the first finalist the pipeline trains) teaches the others: retrained here
     # at the final length with a seed of its own, on the training split only
     teacher, distill = None, None
-    if experiment.pipeline.distill is not None:
+    limit = experiment.objectives.max_params
+    taught_by = [t for t in c.trials.values() if t.results and (limit is None or t.params <= limit)]
+    if experiment.pipeline.distill is not None and not taught_by:
+        print("distill: no trial finished within the search's time, so there is no teacher")
+    if experiment.pipeline.distill is not None and taught_by:
         from leanfit.models.deploy import load_classifier
         from leanfit.train.trainer import Distill
 
-        limit = experiment.objectives.max_params
-        best = max(
-            (t for t in c.trials.values() if t.results and (limit is None or t.params <= limit)),
-            key=lambda t: (t.val_accuracy, -t.params, -t.trial_id),
-        )
+        best = max(taught_by, key=lambda t: (t.val_accuracy, -t.params, -t.trial_id))
         teacher_path = work / "teacher.pt"
         s = retrain_scored(
             experiment, dataset, best.config, final_epochs, range(seeds[0] - 1, seeds[0]),
