@@ -368,7 +368,8 @@ class Command:
         deadline = None if timeout is None else time.monotonic() + timeout
         for name in ("stdout", "stderr"):
             stream = getattr(self, name)
-            if stream is not None and name not in self._readers:
+            # (one the test closed, its reader gone, is left alone, as Popen.communicate does)
+            if stream is not None and not stream.closed and name not in self._readers:
                 thread = threading.Thread(target=self._drain, args=(name, stream), daemon=True)
                 self._readers[name] = thread
                 thread.start()
