@@ -336,6 +336,7 @@ def test_the_long_benchmarks_refuse_bad_options_before_they_run(tmp_path):
         ("digits_front.py", ["--wall-time", "0s"], "--wall-time 0s: give a budget above 0"),
         ("digits_front.py", ["--wall-time", "ten"], "--wall-time ten: 'ten' is not a duration"),
         ("digits_front.py", ["--out", str(tmp_path / "r.json")], "give the folder"),
+        ("digits_front.py", ["--experiment", "missing.yaml"], "'missing.yaml' does not exist"),
         ("own_space_search.py", ["--out", str(tmp_path)], "give the .json file"),
         ("own_space_search.py", ["--seeds", "a"], "--seeds 'a': give seeds"),
         ("digits_front_tally.py", ["--out", str(tmp_path)], "give the .json file"),

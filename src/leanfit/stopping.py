@@ -130,8 +130,12 @@ def held_off() -> Iterator[None]:
 
 def run_script(main, kept: str) -> None:
     """A script's `main()`, where Ctrl-C (SIGTERM too) ends it with `kept` (what is kept, how
-    to go on) and exit 130 (143), not a traceback and exit 1. For the benchmark scripts."""
+    to go on) and exit 130 (143), and leanfit's own refusal (a missing experiment file, a
+    search whose every trial failed) in its one line and exit 2, not a traceback and exit 1.
+    For the benchmark scripts."""
     import sys
+
+    from leanfit.errors import LeanfitError
 
     terminate_as_interrupt()
     try:
@@ -139,4 +143,7 @@ def run_script(main, kept: str) -> None:
     except KeyboardInterrupt:
         print(said(f"interrupted: {kept}"), file=sys.stderr)
         raise SystemExit(exit_code()) from None
+    except LeanfitError as e:
+        print(f"error: {e}; {kept}", file=sys.stderr)
+        raise SystemExit(2) from None
     raise SystemExit(code if isinstance(code, int) else 0)
