@@ -48,13 +48,11 @@ def _output_gone() -> None:
 
 
 def quiet_stdout() -> None:
-    """Point this process's stdout at /dev/null (its reader went away): what it still writes,
-    its last flush included, goes nowhere instead of raising BrokenPipeError again."""
-    import os
+    """Point this process's stdout at /dev/null (its reader went away; see `to_devnull`)."""
+    from leanfit import stopping
 
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+    with contextlib.suppress(ValueError, AttributeError):  # (a stream without its descriptor)
+        stopping.to_devnull(sys.stdout.fileno())
 
 
 console.on_broken_pipe = _output_gone

@@ -367,9 +367,8 @@ def shown_and_logged(log_file: Path, show):
                         from leanfit import stopping
 
                         read = False
-                        with contextlib.suppress(OSError):  # (what this process prints after:
-                            devnull = os.open(os.devnull, os.O_WRONLY)  # nowhere, once fd 1
-                            os.dup2(devnull, saved[0])  # is put back, not a BrokenPipeError)
+                        # (what this process prints after, once fd 1 is put back: nowhere)
+                        stopping.to_devnull(saved[0])
                         stopping.note(signal.SIGPIPE)
                         os.kill(os.getpid(), signal.SIGINT)
 

@@ -68,6 +68,15 @@ def output_gone() -> bool:
     return signal.SIGPIPE in _received
 
 
+def to_devnull(fd: int) -> None:
+    """Point `fd` at /dev/null, its reader gone (`| head`): what is still written there, a last
+    flush included, goes nowhere instead of raising BrokenPipeError again."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+
+
 def exit_code() -> int:
     """128 + the stopping signal: 143 for SIGTERM, 141 for a pipe closed by its reader (as a
     shell reports a command SIGPIPE ended), 130 for Ctrl-C (and for an interrupt that came

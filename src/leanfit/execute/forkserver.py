@@ -7,6 +7,7 @@ the trainer for the workers meanwhile (see `leanfit.execute.local`).
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 from multiprocessing import spawn as mp_spawn
 
@@ -109,23 +110,19 @@ def start_fork_server(training: bool = True) -> None:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
 
 
+@functools.cache
 def _end_server_at_exit() -> None:
-    """Have the fork server ended when this process exits, not left to end by itself.
+    """Have the fork server ended when this process exits, not left to end by itself (once).
 
     It ends once it reads its pipe's EOF, but only after its imports (torch, 1.5-3 s): a
     command that ended sooner (a search refused at its start, a short search) held whatever
     reads its output until then, since the server holds the command's stdout and stderr
-    (`leanfit search ... | tee log`, `$(leanfit ...)`, a test's pipes: 4 s for a refusal that
-    took 0.5). Its workers are stopped by then (the executor's close)."""
+    (`leanfit search ... | tee log`, `$(leanfit ...)`, a test's pipes: a refused search's
+    output ended 2.5 s in, for a refusal decided in 0.4). Its workers are stopped by then (the
+    executor's close)."""
     import atexit
 
-    global _ENDS_AT_EXIT
-    if not _ENDS_AT_EXIT:
-        _ENDS_AT_EXIT = True
-        atexit.register(_end_server)
-
-
-_ENDS_AT_EXIT = False
+    atexit.register(_end_server)
 
 
 def _end_server() -> None:

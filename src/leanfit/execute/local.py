@@ -218,6 +218,11 @@ def _stop(worker: _Worker) -> None:
     """An idle worker told to end, and waited for (killed after 2 s)."""
     with contextlib.suppress(OSError):  # a dead worker's pipe is already closed
         worker.conn.send(None)
+    _reap(worker)
+
+
+def _reap(worker: _Worker) -> None:
+    """A worker told to end (or killed) waited for: killed if still there after 2 s."""
     worker.process.join(timeout=2)
     if worker.process.is_alive():
         worker.process.kill()
@@ -426,9 +431,5 @@ class LocalExecutor(Executor):
                 continue
             with contextlib.suppress(OSError):  # a dead worker's pipe is already closed
                 worker.conn.send(None)
-        for worker in self._pool:
-            worker.process.join(timeout=2)
-            if worker.process.is_alive():
-                worker.process.kill()
-                worker.process.join(timeout=5)
-            worker.conn.close()
+        for worker in self._pool:  # (all told first: their ends overlap)
+            _reap(worker)

@@ -146,9 +146,7 @@ def _copy_tables(database: str) -> None:
         os.link(part, target)
     except OSError as e:  # (a folder not writable, a file system without links: MLflow makes them)
         # a full disk, a file-size limit: MLflow's tables would stop too (said of the
-        # database, not of the template copied)
-        with contextlib.suppress(OSError):
-            part.unlink()
+        # database, not of the template copied; the part file is removed below)
         _not_made(database, OSError(e.errno, e.strerror, database))
     finally:
         with contextlib.suppress(OSError):
