@@ -3,6 +3,7 @@ logging and registering in real MLflow (sqlite, and a real `mlflow server` on 12
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import threading
@@ -83,6 +84,60 @@ def test_a_pipeline_whose_output_reader_went_away_stops_as_at_ctrl_c(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stderr.split("\n")[:2] == ["stopped 141 True", "fine"], done.stderr
     assert "[leanfit] a step's line" in log.read_text()
+
+
+PAUSED_WITH_A_STEP = """
+import os, signal, subprocess, sys
+from leanfit.launch import _stops_told_to_steps
+
+# a step: its own process group, as `steps.run_step` makes it, training (a busy loop)
+step = subprocess.Popen(["sh", "-c", "while :; do :; done"], process_group=0)
+with _stops_told_to_steps([]):
+    # the handler of SIGCONT not run: as when another thread took the signal after the main
+    # one had gone back to kfp.local's read of the paused step's output (seen once)
+    signal.signal(signal.SIGCONT, signal.SIG_DFL)
+    print(step.pid, flush=True)
+    read, write = os.pipe()
+    os.read(read, 1)  # blocked, as kfp.local's readline of the step's output
+"""
+
+
+def test_a_paused_pipeline_takes_its_steps_on_when_it_goes_on(tmp_path):
+    """Ctrl-Z then `fg` of `leanfit run`: the steps, in process groups of their own, are paused
+    with it and go on with it, even when the handler of SIGCONT does not get to run (once in the
+    suite, the search step stayed stopped for good after `fg`)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    def state(pid: int) -> str:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+    def waited_for(pid: int, stopped: bool) -> bool:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if (state(pid) == "T") == stopped:
+                return True
+            time.sleep(0.05)
+        return False
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_WITH_A_STEP], stdout=subprocess.PIPE, text=True
+    )
+    step = int(proc.stdout.readline())
+    try:
+        os.kill(proc.pid, signal.SIGTSTP)  # Ctrl-Z
+        assert waited_for(proc.pid, stopped=True), "the command did not pause"
+        assert waited_for(step, stopped=True), "its step trained on"
+        os.kill(proc.pid, signal.SIGCONT)  # `fg`
+        assert waited_for(proc.pid, stopped=False), "the command did not go on"
+        assert waited_for(step, stopped=False), "its step stayed paused after `fg`"
+    finally:
+        with contextlib.suppress(OSError):
+            os.killpg(step, signal.SIGKILL)
+        proc.kill()
+        proc.communicate(timeout=60)
 
 
 def test_the_committed_pipeline_yaml_is_current(tmp_path):
