@@ -717,3 +717,21 @@ def test_onnx_export_times_each_exporter_on_the_same_models(tmp_path):
     assert report["exports"][0]["params"] == report["exports"][1]["params"] > 0
     assert report["summary"]["second_ratio_dynamo_over_traced"] > 0
     assert "median of 1 model(s): traced first" in done.stdout
+
+
+def test_pause_stress_counts_pauses_and_saves_them(tmp_path):
+    """`benchmarks/pause_stress.py`, a few pauses: each is counted, none left stopped, saved."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "pause_stress.py"), "--cycles", "20",
+         "--load", "1", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    [saved] = tmp_path.glob("pause_stress-*.json")
+    result = json.loads(saved.read_text())
+    assert (result["cycles"], result["left_stopped"], result["not_paused"]) == (20, 0, 0), result
+    assert "0 of 20 pauses left the step stopped" in done.stdout

@@ -250,7 +250,7 @@ class _PauseWatcher:
     main thread waits in kfp.local's read of the step's output: when another thread took the
     signal, the handler waited for the step's next line, and that of `fg` for good, the step
     being paused (once in the suite a search step stayed stopped after `fg`; counted with
-    `benchmarks/pause_stress.py`: 18 of 5,000 loaded pauses before, none after)."""
+    `benchmarks/pause_stress.py`: 7 and 18 of 5,000 loaded pauses before, none after)."""
 
     def __init__(self) -> None:
         self.read_end, self.write_end = os.pipe()
