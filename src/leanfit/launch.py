@@ -278,7 +278,8 @@ class _PauseWatcher:
         with contextlib.suppress(OSError):
             os.write(self.write_end, b"\0")  # (no signal is numbered 0)
         self.thread.join(timeout=5)
-        self._close()
+        if not self.thread.is_alive():  # (else two descriptors are left: never closed under it)
+            self._close()
 
     def _close(self) -> None:
         for fd in (self.read_end, self.write_end):
