@@ -140,6 +140,53 @@ def test_a_paused_pipeline_takes_its_steps_on_when_it_goes_on(tmp_path):
         proc.communicate(timeout=60)
 
 
+STOPPED_WITH_A_STEP = """
+import os, signal, subprocess, sys
+from leanfit.launch import _stops_told_to_steps
+
+# a step in a group of its own that says when it is told to stop
+step = subprocess.Popen(
+    ["sh", "-c", f"trap 'echo told > {sys.argv[1]}; exit 0' INT; while :; do sleep 0.05; done"],
+    process_group=0,
+)
+with _stops_told_to_steps([]):
+    # this (main) thread cannot take SIGINT: another thread does, as the kernel may choose
+    # while the main thread waits in kfp.local's read of the step's output
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    print(step.pid, flush=True)
+    read, write = os.pipe()
+    os.read(read, 1)
+"""
+
+
+def test_a_stop_reaches_the_steps_when_another_thread_takes_it(tmp_path):
+    """Ctrl-C of `leanfit run`, taken by a thread other than the main one while that waits on
+    a step's output: the steps are told at once (Python runs the handler in the main thread
+    alone, at its next bytecode: after the step's next line, or never)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    told = tmp_path / "told"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STOPPED_WITH_A_STEP, str(told)], stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    step = int(proc.stdout.readline())
+    try:
+        os.kill(proc.pid, signal.SIGINT)
+        deadline = time.monotonic() + 20
+        while not told.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert told.exists(), "the step was not told to stop"
+    finally:
+        with contextlib.suppress(OSError):
+            os.killpg(step, signal.SIGKILL)
+        proc.kill()
+        proc.communicate(timeout=60)
+
+
 def test_the_committed_pipeline_yaml_is_current(tmp_path):
     fresh = run_cli("compile", str(EXAMPLES / "cifar10.yaml"), "-o", "p.yaml", cwd=tmp_path)
     assert fresh.returncode == 0, fresh.stderr

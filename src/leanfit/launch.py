@@ -214,11 +214,17 @@ def _stops_told_to_steps(told: list[int]) -> Iterator[None]:
         yield
         return
 
+    telling = threading.RLock()
+
+    def tell_steps() -> None:  # once, from the main thread's handler or the watcher's thread
+        with telling:
+            if not told:
+                told.extend(_descendants(os.getpid()))
+                _tell(told)
+
     def handler(signum, frame) -> None:
         stopping.note(signum)
-        if not told:
-            told.extend(_descendants(os.getpid()))
-            _tell(told)
+        tell_steps()
         raise KeyboardInterrupt
 
     before = {}
@@ -230,7 +236,7 @@ def _stops_told_to_steps(told: list[int]) -> Iterator[None]:
     if hasattr(signal, "SIGTSTP") and signal.getsignal(signal.SIGTSTP) is signal.SIG_DFL:
         # (the steps' process groups are not the terminal's: Ctrl-Z paused this process alone,
         # and its steps trained on)
-        watcher = _PauseWatcher()
+        watcher = _SignalWatcher(stops=set(before), tell_steps=tell_steps)
         if watcher.started():
             before[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, lambda signum, frame: None)
             before[signal.SIGCONT] = signal.signal(signal.SIGCONT, lambda signum, frame: None)
@@ -243,16 +249,19 @@ def _stops_told_to_steps(told: list[int]) -> Iterator[None]:
             watcher.stop()
 
 
-class _PauseWatcher:
+class _SignalWatcher:
     """Ctrl-Z pauses the steps' process groups with this process, and `fg` or `bg` lets them go
-    on with it: from a thread of its own, told of each signal by the interpreter's wakeup file
-    descriptor. A Python signal handler runs in the main thread at its next bytecode, and the
-    main thread waits in kfp.local's read of the step's output: when another thread took the
-    signal, the handler waited for the step's next line, and that of `fg` for good, the step
-    being paused (once in the suite a search step stayed stopped after `fg`; counted with
-    `benchmarks/pause_stress.py`: 7 and 18 of 5,000 loaded pauses before, none after)."""
+    on with it; a stop (`stops`: SIGINT, SIGTERM) is passed on to them (`tell_steps`) at once:
+    from a thread of its own, told of each signal by the interpreter's wakeup file descriptor.
+    A Python signal handler runs in the main thread at its next bytecode, and the main thread
+    waits in kfp.local's read of the step's output: when another thread took the signal, the
+    handler waited for the step's next line, and that of `fg` for good, the step being paused
+    (once in the suite a search step stayed stopped after `fg`; counted with
+    `benchmarks/pause_stress.py`: 7 and 18 of 5,000 loaded pauses before, none after). The main
+    thread's handler of a stop still raises KeyboardInterrupt there when it runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, stops: set[int], tell_steps) -> None:
+        self.stops, self.tell_steps = stops, tell_steps
         self.read_end, self.write_end = os.pipe()
         os.set_blocking(self.write_end, False)
         self.previous = -1
@@ -309,6 +318,8 @@ class _PauseWatcher:
                     _go_on(groups)  # here this process was continued: its steps go with it
                 elif signum == signal.SIGCONT:  # (one that did not follow our Ctrl-Z)
                     _go_on([])
+                elif signum in self.stops:
+                    self.tell_steps()
 
 
 def _go_on(groups: Sequence[int]) -> None:
