@@ -706,6 +706,35 @@ def test_a_hard_budget_no_model_meets_is_refused_before_anything_starts(in_tmp):
     assert not (in_tmp / "mlflow.db").exists() and not (in_tmp / ".leanfit").exists()
 
 
+EXIT_MEETS_A_SECOND_CTRL_C = """
+import atexit, os, signal, sys, time
+from leanfit import cli
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # (as a terminal's job; not pytest's)
+
+
+def an_exit_handler():  # (torch's and MLflow's take a moment)
+    os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C, as the command leaves
+    time.sleep(5)
+    print("the exit handler went on", file=sys.stderr)
+
+
+atexit.register(an_exit_handler)
+print("interrupted", file=sys.stderr, flush=True)
+cli.exit_now(130)
+"""
+
+
+def test_a_second_ctrl_c_as_the_command_exits_leaves_at_once_without_a_traceback():
+    """A search stopped by Ctrl-C says so and exits; a second Ctrl-C while its exit handlers
+    ran (torch's) printed their KeyboardInterrupt traceback after its last line."""
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_MEETS_A_SECOND_CTRL_C], capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (130, "interrupted\n"), done.stderr
+
+
 @pytest.mark.parametrize(
     ("signum", "code", "said"),
     [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],

@@ -1508,12 +1508,24 @@ def exit_now(code: int) -> None:
     written by then; the exit handlers still run (MLflow's included), the logs and the terminal
     are flushed, other threads are waited for as the interpreter would: after the thread pools
     are told to end (threading's own exit hooks). Joining them first waited forever for MLflow's
-    artifact-download pool (`leanfit predict runs:/ID/model` printed its table and hung)."""
+    artifact-download pool (`leanfit predict runs:/ID/model` printed its table and hung).
+
+    A stop meanwhile (a second Ctrl-C, as an interrupted search leaves) ends it at once: it
+    raised KeyboardInterrupt in whichever exit handler ran, whose traceback came after the
+    command's last line ("Exception ignored in atexit callback", torch's, 1 in 14 tries)."""
     import atexit
     import logging
     import os
+    import signal
     import threading
 
+    def leave(signum, frame) -> None:  # (what there was to write is written)
+        os._exit(code or 128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                signal.signal(signum, leave)
     threading._shutdown()  # what the interpreter runs at its exit, before the exit handlers
     atexit._run_exitfuncs()
     logging.shutdown()
