@@ -535,6 +535,41 @@ def test_the_progress_counts_both_workers_running_while_trials_come(in_tmp):
     assert running and set(running) == {2}, running
 
 
+def test_a_second_ctrl_c_inside_a_tracking_write_leaves_the_search_killed_not_locked(in_tmp):
+    """A second Ctrl-C leaves at once, wherever it lands: inside MLflow's write to the sqlite
+    database, its connection kept the write lock, and the search's closing writes (its jobs
+    and its run KILLED) waited 20 s twice for this very process, then failed ("the database is
+    locked", exit 2; once in about 24 double Ctrl-Cs of a real search). Here a connection of
+    this process is left inside a write transaction as the interrupt comes."""
+    import sqlite3
+
+    from leanfit.config import load_experiment
+    from leanfit.search.run import run_search
+
+    held: list[sqlite3.Connection] = []
+
+    def progress(c):
+        if c.stats.jobs_done >= 2 and not held:
+            held.append(sqlite3.connect(in_tmp / "mlflow.db"))
+            held[0].execute("BEGIN IMMEDIATE")  # a write begun, its commit never reached
+            raise KeyboardInterrupt  # the second Ctrl-C, there
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_search(
+                load_experiment(experiment(in_tmp, trials=40)), max_trials=40,
+                synthetic_sleep=0.2, on_progress=progress,
+            )  # fmt: skip
+    finally:
+        for connection in held:
+            connection.close()
+    assert held, "the search ended before its second job"
+    client = MlflowClient("sqlite:///mlflow.db")
+    exp = client.get_experiment_by_name("leanfit-digits")
+    (search,) = client.search_runs([exp.experiment_id], "tags.`leanfit.kind` = 'search'")
+    assert search.info.status == "KILLED"
+
+
 def test_the_progress_line_says_jobs_that_have_not_started(in_tmp):
     """A cluster's pods waiting for a node or their image are running jobs that have not
     started: said, on the long line and the short one."""

@@ -924,6 +924,9 @@ def _search(
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
+        from leanfit.track.runs import release_interrupted_writes
+
+        release_interrupted_writes()  # (a second Ctrl-C may have landed inside a write)
         # the jobs it stopped: closed as interrupted (they stayed RUNNING in MLflow until a
         # --resume, which runs them again from their checkpoints, as it runs these)
         with contextlib.suppress(Exception):
