@@ -547,6 +547,10 @@ def test_a_second_ctrl_c_inside_a_tracking_write_leaves_the_search_killed_not_lo
     from leanfit.search.run import run_search
 
     held: list[sqlite3.Connection] = []
+    # (by its full path: MLflow keeps a store for each URI, a relative one made in another folder)
+    uri = f"sqlite:///{in_tmp / 'mlflow.db'}"
+    file = experiment(in_tmp, trials=40)
+    write_yaml(file, {**yaml.safe_load(file.read_text()), "tracking": {"uri": uri}})
 
     def progress(c):
         if c.stats.jobs_done >= 2 and not held:
@@ -557,17 +561,17 @@ def test_a_second_ctrl_c_inside_a_tracking_write_leaves_the_search_killed_not_lo
     try:
         with pytest.raises(KeyboardInterrupt):
             run_search(
-                load_experiment(experiment(in_tmp, trials=40)), max_trials=40,
-                synthetic_sleep=0.2, on_progress=progress,
-            )  # fmt: skip
+                load_experiment(file), max_trials=40, synthetic_sleep=0.2, on_progress=progress
+            )
     finally:
         for connection in held:
             connection.close()
     assert held, "the search ended before its second job"
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(uri)
     exp = client.get_experiment_by_name("leanfit-digits")
-    (search,) = client.search_runs([exp.experiment_id], "tags.`leanfit.kind` = 'search'")
-    assert search.info.status == "KILLED"
+    runs = client.search_runs([exp.experiment_id], "tags.`leanfit.kind` = 'search'")
+    said = [(r.info.run_name, r.info.status, r.data.tags) for r in runs]
+    assert [r.info.status for r in runs] == ["KILLED"], said
 
 
 def test_the_progress_line_says_jobs_that_have_not_started(in_tmp):

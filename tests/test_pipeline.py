@@ -144,6 +144,7 @@ STOPPED_WITH_A_STEP = """
 import os, signal, subprocess, sys
 from leanfit.launch import _stops_told_to_steps
 
+signal.signal(signal.SIGINT, signal.default_int_handler)  # (as a terminal's job; not pytest's)
 # a step in a group of its own that says when it is told to stop
 step = subprocess.Popen(
     ["sh", "-c", f"trap 'echo told > {sys.argv[1]}; exit 0' INT; while :; do sleep 0.05; done"],
