@@ -1211,6 +1211,37 @@ def test_a_tracking_database_made_read_only_mid_search_is_said_in_one_line(tmp_p
     assert resumed.stdout.split()[:4] == ["trials", "12", "failed", "0"], resumed.stdout
 
 
+IO_ERROR_OF_A_READ_ONLY_FOLDER = """
+import os, sqlite3, sys
+from leanfit.track import runs
+
+database = sys.argv[1]
+runs._READY.add(database)  # (opened by this process)
+os.chmod(os.path.dirname(database), 0o555)
+print(runs.database_refused(sqlite3.OperationalError("disk I/O error")))
+"""
+
+
+def test_an_io_error_of_a_database_in_a_read_only_folder_is_said_as_its_folder(tmp_path):
+    """SQLite says "disk I/O error", not "readonly database", for a folder made read-only
+    between its journal's creation and deletion (once in the suite): said as the folder that
+    cannot be written, not as a failing disk to look for in `dmesg`."""
+    folder = tmp_path / "tracking"
+    folder.mkdir()
+    (folder / "mlflow.db").touch()
+    try:
+        done = subprocess.run(
+            [*without_permission_bypass(), sys.executable, "-c", IO_ERROR_OF_A_READ_ONLY_FOLDER,
+             str(folder / "mlflow.db")],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        folder.chmod(0o755)
+    assert done.returncode == 0, done.stderr
+    assert "cannot be written (attempt to write a readonly database)" in done.stdout, done.stdout
+    assert "dmesg" not in done.stdout
+
+
 def test_the_commands_options_in_a_message_are_said_as_optimizes_arguments():
     """`optimize` shows the notices `leanfit search` shows: their options are its arguments
     (it said "--workers 2 trains as much, sooner" to a caller of optimize(workers=8))."""

@@ -294,6 +294,10 @@ def database_refused(e: BaseException | None, go_on: str | None = None) -> str |
         return None
     opened = sorted(_READY)  # (the sqlite databases this process opened)
     database = opened[0] if len(opened) == 1 else None
+    if words == "disk I/O error" and database and not _writable(database):
+        # (its folder made read-only between a journal's creation and its deletion: SQLite
+        # says an I/O error, and the message sent the user to the disk and `dmesg`)
+        words = "readonly database"
     name = (
         f"the sqlite tracking database {database}" if database else "the sqlite tracking database"
     )
@@ -352,6 +356,16 @@ def release_interrupted_writes() -> int:
                     found.rollback()
                     rolled += 1
     return rolled
+
+
+def _writable(database: str) -> bool:
+    """Whether this process may write `database` and create files beside it (its journal)."""
+    import os
+
+    folder = os.path.dirname(database) or "."
+    return os.access(folder, os.W_OK) and (
+        not os.path.exists(database) or os.access(database, os.W_OK)
+    )
 
 
 def _holders(database: str) -> list[str]:
