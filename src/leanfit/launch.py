@@ -240,6 +240,8 @@ def _stops_told_to_steps(told: list[int]) -> Iterator[None]:
         if watcher.started():
             before[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, lambda signum, frame: None)
             before[signal.SIGCONT] = signal.signal(signal.SIGCONT, lambda signum, frame: None)
+        else:  # (its descriptors already closed)
+            watcher = None
     try:
         yield
     finally:
@@ -281,8 +283,7 @@ class _SignalWatcher:
         return True
 
     def stop(self) -> None:
-        if self.thread is None:
-            return self._close()
+        """Stop watching (only once `started`)."""
         signal.set_wakeup_fd(self.previous)
         with contextlib.suppress(OSError):
             os.write(self.write_end, b"\0")  # (no signal is numbered 0)

@@ -338,24 +338,21 @@ def database_refused(e: BaseException | None, go_on: str | None = None) -> str |
     return f"tracking: {said}, then {go_on}, from what finished (SQLite kept every write that did)"
 
 
-def release_interrupted_writes() -> int:
+def release_interrupted_writes() -> None:
     """Roll back the sqlite transactions left open in this process by an interrupt raised in the
     middle of one (a second Ctrl-C leaves at once, wherever it lands: inside MLflow's write, its
     connection kept the database's write lock, and the search's own closing writes waited 20 s
     twice for this very process, then failed: "the database is locked", exit 2, once in about
     24 double Ctrl-Cs). What was not committed is lost, as the interrupt meant; a connection
-    that is another thread's is left alone. Returns how many were rolled back."""
+    that is another thread's is left alone."""
     import gc
     import sqlite3
 
-    rolled = 0
     for found in gc.get_objects():
         if issubclass(type(found), sqlite3.Connection):  # (not `isinstance`: it asks proxies)
             with contextlib.suppress(sqlite3.Error):  # (closed, or another thread's)
                 if found.in_transaction:
                     found.rollback()
-                    rolled += 1
-    return rolled
 
 
 def _writable(database: str) -> bool:
